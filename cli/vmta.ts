@@ -1,0 +1,25 @@
+// The `vmta` command: one binary, one subcommand per role (relay, operator, local mode, queue control).
+type Subcommand = (argv: string[]) => Promise<void>;
+
+const subcommands: Record<string, { summary: string; load: () => Promise<Subcommand> }> = {
+  mta: { summary: 'run the relay: vmta mta --config DIR', load: async () => (await import('./mta-command.ts')).runMtaCommand },
+};
+
+function usage(): string {
+  const lines = Object.entries(subcommands).map(([name, { summary }]) => `  ${name.padEnd(10)} ${summary}`);
+  return ['usage: vmta <command> [options]', '', 'commands:', ...lines, '', 'vmta <command> --help shows the options of a command.'].join('\n');
+}
+
+const [name, ...rest] = process.argv.slice(2);
+if (name === undefined || name === '--help' || name === '-h' || name === 'help') {
+  console.log(usage());
+} else {
+  const entry = subcommands[name];
+  if (!entry) {
+    console.error(`vmta: unknown command "${name}"\n\n${usage()}`);
+    process.exitCode = 2;
+  } else {
+    const run = await entry.load();
+    await run(rest);
+  }
+}

@@ -1,0 +1,67 @@
+// The spool's contract with the rest of the relay: what an accepted message looks like on
+// disk (envelope + per-recipient state), and the operations inbound (store) and delivery
+// (read, record results, complete) rely on. Implemented by mta/spool/spool.ts.
+import type { Readable } from 'node:stream';
+
+/** Sortable, unique, file-name-safe id, returned in the 250 reply after DATA. */
+export type QueueId = string;
+
+export type RecipientStatus = 'pending' | 'delivered' | 'bounced';
+
+export interface RecipientState {
+  /** Address as given in RCPT TO (normalised: domain lower-cased, no trailing dot). */
+  address: string;
+  /** Lower-cased ASCII (punycode) domain of the address. */
+  domain: string;
+  status: RecipientStatus;
+  /** Delivery attempts made so far. */
+  attempts: number;
+  /** Unix ms of the next attempt; 0 = as soon as possible. */
+  nextAttemptAt: number;
+  /** Last reply or error text, for queue inspection and DSNs. */
+  lastResult?: string;
+}
+
+export interface Envelope {
+  /** '' for the null sender <>. */
+  mailFrom: string;
+  recipients: RecipientState[];
+  /** VirtualMTA chosen by routing at accept time. */
+  virtualMta: string;
+  /** Unix ms when the 250 was given. */
+  receivedAt: number;
+  listener: string;
+  clientAddress: string;
+  /** Authenticated user, if any. */
+  user?: string;
+  /** Byte size of the stored message (headers + body, CRLF line ends). */
+  size: number;
+  /** Declared BODY=8BITMIME / SMTPUTF8 on MAIL FROM. */
+  eightBitMime: boolean;
+  smtpUtf8: boolean;
+}
+
+export interface SpooledMessage {
+  id: QueueId;
+  envelope: Envelope;
+}
+
+export interface RecipientResult {
+  status: RecipientStatus;
+  nextAttemptAt: number;
+  lastResult?: string;
+}
+
+export interface Spool {
+  /** Write message and envelope durably (file + directory fsynced, possibly shared by group commit); resolves only then. */
+  store(envelope: Omit<Envelope, 'size'>, message: Buffer): Promise<SpooledMessage>;
+  /** The stored message bytes, streamed so a large body is never held whole by the scheduler. */
+  readMessage(id: QueueId): Readable;
+  /** Durably record one recipient's outcome; survives a crash so nothing is delivered twice. */
+  recordRecipientResults(id: QueueId, results: ReadonlyMap<number, RecipientResult>): Promise<void>;
+  /** Remove a message whose recipients are all final. */
+  remove(id: QueueId): Promise<void>;
+  /** Every message still in the spool, with its latest recipient state (startup recovery). Envelopes only, no bodies. */
+  scan(): AsyncIterable<SpooledMessage>;
+  close(): Promise<void>;
+}
