@@ -1,0 +1,19 @@
+// How features plug HTTP endpoints into the admin server without knowing about it: a handler
+// gets a parsed request and answers JSON, or undefined when the path is not its own.
+export interface AdminRequest {
+  method: string;
+  /** Path without the query string, e.g. "/api/v1/queues". */
+  path: string;
+  query: URLSearchParams;
+  /** Parsed JSON body (undefined when none). */
+  body: unknown;
+  /** True when the request carried the admin bearer token (or no token is configured). */
+  authorized: boolean;
+}
+
+export interface AdminResponse {
+  status: number;
+  body: unknown;
+}
+
+export type AdminHandler = (request: AdminRequest) => Promise<AdminResponse | undefined>;
