@@ -163,7 +163,8 @@ function normaliseIp(address: string): string {
 export class InboundServer {
   private readonly deps: InboundDeps;
   private endpoints = new Map<string, ListenerEndpoint>();
-  private readonly limiters = new Map<string, AuthFailureLimiter>();
+  /** Shared by every listener, so a client cannot reset its count by switching ports. */
+  private readonly authFailures = new AuthFailureLimiter();
 
   private constructor(deps: InboundDeps) {
     this.deps = deps;
@@ -180,7 +181,7 @@ export class InboundServer {
    * cannot be read the error is thrown and nothing changes.
    */
   async reload(config: RuntimeConfig): Promise<void> {
-    const snapshots = await Promise.all(config.listeners.map((listener) => buildListenerSnapshot(config, listener, this.deps, this.limiterFor(listener.name))));
+    const snapshots = await Promise.all(config.listeners.map((listener) => buildListenerSnapshot(config, listener, this.deps, this.authFailures)));
     const next = new Map<string, ListenerEndpoint>();
     const toClose: ListenerEndpoint[] = [];
     const toOpen: ListenerEndpoint[] = [];
@@ -191,7 +192,7 @@ export class InboundServer {
         next.set(snapshot.config.name, current);
       } else {
         if (current) toClose.push(current);
-        const endpoint = new ListenerEndpoint(snapshot, this.limiterFor(snapshot.config.name), this.deps);
+        const endpoint = new ListenerEndpoint(snapshot, this.authFailures, this.deps);
         next.set(snapshot.config.name, endpoint);
         toOpen.push(endpoint);
       }
@@ -238,14 +239,5 @@ export class InboundServer {
     let count = 0;
     for (const endpoint of this.endpoints.values()) count += endpoint.sockets.size;
     return count;
-  }
-
-  private limiterFor(name: string): AuthFailureLimiter {
-    let limiter = this.limiters.get(name);
-    if (!limiter) {
-      limiter = new AuthFailureLimiter();
-      this.limiters.set(name, limiter);
-    }
-    return limiter;
   }
 }
