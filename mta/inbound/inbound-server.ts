@@ -150,16 +150,20 @@ function handshake(socket: net.Socket, snapshot: ListenerSnapshot, timeoutMs: nu
       SNICallback: (name, cb) => cb(null, credentials.sniContexts.get(name.toLowerCase()) ?? credentials.defaultContext),
     });
     const timer = setTimeout(() => fail(new Error('TLS handshake timeout')), timeoutMs);
+    timer.unref();
     const fail = (error: Error) => {
       clearTimeout(timer);
       tlsSocket.destroy();
       socket.destroy();
       reject(error);
     };
+    const onClose = () => fail(new Error('connection closed during the TLS handshake'));
     tlsSocket.once('error', fail);
+    tlsSocket.once('close', onClose);
     tlsSocket.once('secure', () => {
       clearTimeout(timer);
       tlsSocket.removeListener('error', fail);
+      tlsSocket.removeListener('close', onClose);
       resolve(tlsSocket);
     });
     socket.resume();
@@ -174,6 +178,8 @@ function normaliseIp(address: string): string {
 export class InboundServer {
   private readonly deps: InboundDeps;
   private endpoints = new Map<string, ListenerEndpoint>();
+  /** Endpoints closed by a reload whose sessions may still be open (drain covers them too). */
+  private readonly retired = new Set<ListenerEndpoint>();
   /** Shared by every listener, so a client cannot reset its count by switching ports. */
   private readonly authFailures = new AuthFailureLimiter();
 
@@ -210,6 +216,7 @@ export class InboundServer {
     }
     for (const [name, endpoint] of this.endpoints) if (!next.has(name)) toClose.push(endpoint);
     await Promise.all(toClose.map((endpoint) => endpoint.stopListening()));
+    toClose.forEach((endpoint) => this.retired.add(endpoint));
     this.endpoints = next;
     await Promise.all(toOpen.map((endpoint) => endpoint.listen()));
     this.deps.metrics.certificateExpiry.reset();
@@ -239,7 +246,8 @@ export class InboundServer {
     await this.stopAccepting();
     const deadline = Date.now() + timeoutMs;
     while (this.openSockets() > 0 && Date.now() < deadline) await new Promise((resolve) => setTimeout(resolve, 50));
-    for (const endpoint of this.endpoints.values()) for (const socket of endpoint.sockets) socket.destroy();
+    for (const endpoint of this.allEndpoints()) for (const socket of endpoint.sockets) socket.destroy();
+    this.retired.clear();
   }
 
   async close(): Promise<void> {
@@ -248,7 +256,12 @@ export class InboundServer {
 
   private openSockets(): number {
     let count = 0;
-    for (const endpoint of this.endpoints.values()) count += endpoint.sockets.size;
+    for (const endpoint of this.allEndpoints()) count += endpoint.sockets.size;
     return count;
+  }
+
+  private allEndpoints(): ListenerEndpoint[] {
+    for (const endpoint of this.retired) if (endpoint.sockets.size === 0) this.retired.delete(endpoint);
+    return [...this.endpoints.values(), ...this.retired];
   }
 }
