@@ -75,7 +75,12 @@ class ListenerEndpoint {
     let admitted = false;
     let handedOver = false;
     socket.on('error', () => undefined);
-    socket.once('close', () => {
+    let ended = false;
+    // Runs once: from the raw socket's 'close', or — because smtp-server's STARTTLS upgrade
+    // removes every listener from the raw socket — from the session's end.
+    const release = () => {
+      if (ended) return;
+      ended = true;
       this.sockets.delete(socket);
       metrics.inboundConnectionsActive.dec(labels);
       if (admitted) this.admitted--;
@@ -85,7 +90,8 @@ class ListenerEndpoint {
         else this.perClient.set(clientKey, left);
       }
       if (!handedOver) metrics.inboundConnections.inc({ ...labels, tls_mode: snapshot.config.tls.mode, tls_version: 'none' });
-    });
+    };
+    socket.once('close', release);
     const refuse = (target: net.Socket, reason: RejectionReason, reply: string) => {
       metrics.rejections.inc({ ...labels, reason });
       this.deps.logger.info({ listener: labels.listener, client: clientKey ?? socket.remoteAddress, reason }, 'connection refused');
@@ -130,7 +136,7 @@ class ListenerEndpoint {
       admitted = true;
       this.admitted++;
       handedOver = true;
-      snapshot.smtp.connect(sessionSocket, { remoteAddress: clientAddress, remotePort: clientPort });
+      snapshot.smtp.connectSession(sessionSocket, { remoteAddress: clientAddress, remotePort: clientPort }, release);
       socket.resume();
     };
     setup().catch((error: unknown) => {

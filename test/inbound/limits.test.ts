@@ -48,6 +48,27 @@ describe('connection limits', () => {
   });
 });
 
+describe('connection slots after STARTTLS', () => {
+  let harness: Harness;
+  before(async () => {
+    harness = await startHarness({ mutate: relayLimits({ maxConnections: 2, maxConnectionsPerClient: 2 }) });
+  });
+  after(() => harness.close());
+
+  test('sessions upgraded with STARTTLS give their slots back when they end', async () => {
+    for (let round = 0; round < 3; round++) {
+      const clients = [await openSession(harness, 'relay', { starttls: true }), await openSession(harness, 'relay', { starttls: true })];
+      for (const client of clients) {
+        client.write('QUIT\r\n');
+        await client.waitClosed();
+      }
+    }
+    for (let tries = 0; tries < 50 && !/listener="relay"\} 0/.test(await harness.metric('vmta_inbound_connections_active')); tries++) await new Promise((resolve) => setTimeout(resolve, 20));
+    const last = await openSession(harness, 'relay');
+    last.close();
+  });
+});
+
 describe('message limits', () => {
   let harness: Harness;
   before(async () => {
