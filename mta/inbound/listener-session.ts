@@ -13,7 +13,7 @@ import type { AuthFailureLimiter } from './auth-failures.ts';
 import { CredentialStore } from './credentials.ts';
 import { readMessage } from './message-reader.ts';
 import { compileRelayPolicy, decideRecipient, decideSender, parseCidr, type CompiledRelayPolicy } from './relay-policy.ts';
-import { RelaySmtpConnection, RelaySmtpServer } from './smtp-connection.ts';
+import { RelaySmtpServer } from './smtp-connection.ts';
 import { loadTlsCredentials, type ReadFile, type TlsCredentials } from './tls-credentials.ts';
 import type { AcceptedRecipient, AcceptedTransaction, MessageAcceptor } from './transaction.ts';
 
@@ -68,8 +68,6 @@ export async function buildListenerSnapshot(config: RuntimeConfig, listener: Lis
     return facts;
   };
   const userOf = (session: SMTPServerSession): string | undefined => (typeof session.user === 'string' ? session.user : undefined);
-  const connectionOf = (session: SMTPServerSession): RelaySmtpConnection | undefined =>
-    [...smtp.connections].find((connection) => connection.session === session) as RelaySmtpConnection | undefined;
 
   const senderDomainsOf = (user: string): readonly string[] =>
     policyConfig.users?.allowedSenderDomains[user] ?? policyConfig.users?.defaultAllowedSenderDomains ?? [];
@@ -149,7 +147,7 @@ export async function buildListenerSnapshot(config: RuntimeConfig, listener: Lis
 
   const onData = (stream: SMTPServerDataStream, session: SMTPServerSession, callback: (err?: Error | null, message?: string) => void): void => {
     const facts = factsOf(session);
-    const connection = connectionOf(session);
+    const connection = smtp.connectionOf(session);
     readMessage(stream, listener.limits.maxMessageSize).then(async (result) => {
       if (result.kind === 'too-large') {
         reject('message_too_large');

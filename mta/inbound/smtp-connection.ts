@@ -160,6 +160,7 @@ export class RelaySmtpConnection extends SMTPConnection {
 /** An SMTPServer that never listens itself: InboundServer hands it accepted sockets. */
 export class RelaySmtpServer extends SMTPServer {
   readonly sessionPolicy: SessionPolicy;
+  private readonly connectionsBySession = new WeakMap<SMTPServerSession, RelaySmtpConnection>();
 
   constructor(options: SMTPServerOptions, sessionPolicy: SessionPolicy) {
     super(options);
@@ -174,9 +175,14 @@ export class RelaySmtpServer extends SMTPServer {
   connectSession(socket: net.Socket | tls.TLSSocket, socketOptions: SMTPConnectionOptions | undefined, onEnded?: () => void): void {
     const connection = new RelaySmtpConnection(this, socket, socketOptions);
     connection.onEnded = onEnded;
+    this.connectionsBySession.set(connection.session, connection);
     this.connections.add(connection);
     connection.on('error', (error: Error) => this.emit('error', error));
     connection.init();
+  }
+
+  connectionOf(session: SMTPServerSession): RelaySmtpConnection | undefined {
+    return this.connectionsBySession.get(session);
   }
 }
 

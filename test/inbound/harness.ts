@@ -37,6 +37,8 @@ export interface Harness {
   metrics: RelayMetrics;
   /** When set, the acceptor rejects (to test 451). */
   failAccept: boolean;
+  /** How long the acceptor takes (a slow spool). */
+  acceptDelayMs: number;
   port(listener: string): number;
   metric(name: string): Promise<string>;
   buildConfig(mutate?: (input: RuntimeConfigInput) => void): RuntimeConfig;
@@ -75,6 +77,7 @@ export async function startHarness(options: HarnessOptions = {}): Promise<Harnes
     collected,
     metrics,
     failAccept: false,
+    acceptDelayMs: 0,
     port(listener) {
       const bound = harness.server.boundAddresses().find((entry) => entry.listener === listener);
       if (!bound) throw new Error(`no listener ${listener}`);
@@ -94,6 +97,7 @@ export async function startHarness(options: HarnessOptions = {}): Promise<Harnes
     metrics,
     logger: createLogger('inbound-test', process.env.LOG_LEVEL ?? 'silent'),
     accept: async (transaction, message) => {
+      if (harness.acceptDelayMs > 0) await new Promise((resolve) => setTimeout(resolve, harness.acceptDelayMs));
       if (harness.failAccept) throw new Error('spool unavailable');
       const queueId = `Q${String(++sequence).padStart(6, '0')}`;
       collected.push({ transaction, message, queueId });

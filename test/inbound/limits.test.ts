@@ -177,6 +177,20 @@ describe('timeouts and errors', () => {
     }
   });
 
+  test('a slow spool does not trip the command timeout: the client waits for its 250', async () => {
+    harness.acceptDelayMs = 2500;
+    const client = await openSession(harness, 'submission', { starttls: true, auth: { user: 'alice', password: 'alice-secret' } });
+    try {
+      expectCode(await client.command('MAIL FROM:<alice@alice.example>'), 250);
+      expectCode(await client.command('RCPT TO:<x@anywhere.example>'), 250);
+      expectCode(await client.command('DATA'), 354);
+      assert.match((await client.command('Subject: slow\r\n\r\nx\r\n.')).text, /^250 2\.0\.0 Ok: queued as /);
+    } finally {
+      harness.acceptDelayMs = 0;
+      client.close();
+    }
+  });
+
   test('after maxErrors error replies the session gets 421 4.7.0 and is closed', async () => {
     const client = await openSession(harness, 'relay');
     try {
