@@ -195,13 +195,21 @@ export class InboundServer {
 
   static async start(config: RuntimeConfig, deps: InboundDeps): Promise<InboundServer> {
     const server = new InboundServer(deps);
-    await server.reload(config);
+    try {
+      await server.reload(config);
+    } catch (error) {
+      await server.close();
+      throw error;
+    }
     return server;
   }
 
   /**
    * Applies a new config to new sessions. Certificates and user files are read first; if any
-   * cannot be read the error is thrown and nothing changes.
+   * cannot be read the error is thrown and nothing changes. A listener whose address or port
+   * changed is closed and bound again (its open sessions continue); a changed TLS mode, policy
+   * or limit needs no re-bind, since every new connection reads the current snapshot. If binding
+   * a new address fails (port in use) the error is thrown after the rest was applied.
    */
   async reload(config: RuntimeConfig): Promise<void> {
     const snapshots = await Promise.all(config.listeners.map((listener) => buildListenerSnapshot(config, listener, this.deps, this.authFailures)));

@@ -3,6 +3,7 @@
 // collector as the MessageAcceptor, and a metrics registry to read back.
 import { mkdirSync, mkdtempSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
+import { pino } from 'pino';
 import path from 'node:path';
 import type { RuntimeConfig, RuntimeConfigInput } from '../../mta/config/schema.ts';
 import { validateRuntimeConfig } from '../../mta/config/parse.ts';
@@ -49,6 +50,8 @@ export interface HarnessOptions {
   /** Users with clear-text secrets only (so CRAM-MD5 can be offered). */
   clearUsersOnly?: boolean;
   mutate?: (input: RuntimeConfigInput) => void;
+  /** Collect the relay's pino JSON log lines (level info) here instead of discarding them. */
+  logLines?: string[];
 }
 
 export async function startHarness(options: HarnessOptions = {}): Promise<Harness> {
@@ -95,7 +98,9 @@ export async function startHarness(options: HarnessOptions = {}): Promise<Harnes
   };
   harness.server = await InboundServer.start(config, {
     metrics,
-    logger: createLogger('inbound-test', process.env.LOG_LEVEL ?? 'silent'),
+    logger: options.logLines
+      ? pino({ level: 'info' }, { write: (line: string) => void options.logLines?.push(line) })
+      : createLogger('inbound-test', process.env.LOG_LEVEL ?? 'silent'),
     accept: async (transaction, message) => {
       if (harness.acceptDelayMs > 0) await new Promise((resolve) => setTimeout(resolve, harness.acceptDelayMs));
       if (harness.failAccept) throw new Error('spool unavailable');

@@ -106,3 +106,29 @@ describe('shutdown', () => {
     assert.match(await harness.metric('vmta_inbound_connections_active'), /listener="relay"\} 0/);
   });
 });
+
+describe('logs', () => {
+  test('an accepted message is logged as JSON with listener, client, user and queueId', async () => {
+    const logLines: string[] = [];
+    const harness = await startHarness({ logLines });
+    try {
+      const client = await openSession(harness, 'submissions', { auth: { user: 'alice', password: 'alice-secret' } });
+      try {
+        expectCode(await client.command('MAIL FROM:<alice@alice.example>'), 250);
+        expectCode(await client.command('RCPT TO:<x@anywhere.example>'), 250);
+        expectCode(await client.command('DATA'), 354);
+        expectCode(await client.command('Subject: log\r\n\r\nx\r\n.'), 250);
+      } finally {
+        client.close();
+      }
+      const accepted = logLines.map((line) => JSON.parse(line) as Record<string, unknown>).find((entry) => entry.msg === 'message accepted');
+      assert.ok(accepted, logLines.join(''));
+      assert.equal(accepted.listener, 'submissions');
+      assert.equal(accepted.client, '127.0.0.1');
+      assert.equal(accepted.user, 'alice');
+      assert.equal(accepted.queueId, harness.collected.at(-1)?.queueId);
+    } finally {
+      await harness.close();
+    }
+  });
+});

@@ -5,6 +5,8 @@ import assert from 'node:assert/strict';
 import { X509Certificate } from 'node:crypto';
 import { writeFileSync } from 'node:fs';
 import net from 'node:net';
+import { InboundServer } from '../../mta/inbound/inbound-server.ts';
+import { createLogger } from '../../mta/observe/log.ts';
 import { after, before, describe, test } from 'node:test';
 import { RawSmtpClient } from '../fixtures/smtp-clients.ts';
 import { expectCode, openSession, startHarness, writeUsersDir, type Harness } from './harness.ts';
@@ -115,6 +117,23 @@ describe('reload', () => {
       expectCode(await alternate.read(), 220);
     } finally {
       alternate.close();
+    }
+  });
+});
+
+describe('start', () => {
+  test('start fails with an error naming the listener and address when its port is taken', async () => {
+    const blocker = net.createServer();
+    await new Promise<void>((resolve) => blocker.listen(0, '127.0.0.1', resolve));
+    const taken = (blocker.address() as net.AddressInfo).port;
+    const harness = await startHarness();
+    try {
+      const config = harness.buildConfig();
+      config.listeners[1] = { ...config.listeners[1]!, port: taken };
+      await assert.rejects(InboundServer.start(config, { metrics: harness.metrics, logger: createLogger('t', 'silent'), accept: async () => ({ queueId: 'x' }) }), new RegExp(`listener "submission": cannot listen on 127\\.0\\.0\\.1:${taken}`));
+    } finally {
+      await harness.close();
+      blocker.close();
     }
   });
 });
