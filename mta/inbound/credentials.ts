@@ -32,7 +32,7 @@ export class CredentialStore {
   }
 
   /** Reads every user file of the directory; throws an error naming the file on a bad one. */
-  static async load(directory: string): Promise<CredentialStore> {
+  static async load(directory: string, readFile: (path: string) => Promise<Buffer> = (file) => fs.readFile(file)): Promise<CredentialStore> {
     let entries: string[];
     try {
       entries = await fs.readdir(directory);
@@ -45,7 +45,7 @@ export class CredentialStore {
       const file = path.join(directory, name);
       const stat = await fs.stat(file).catch(() => null);
       if (!stat?.isFile()) continue;
-      const content = (await fs.readFile(file, 'utf8')).replace(/\r?\n$/, '');
+      const content = (await readFile(file)).toString('utf8').replace(/\r?\n$/, '');
       users.set(name, parseSecret(content, file));
     }
     return new CredentialStore(users);

@@ -185,5 +185,3 @@ export class RelaySmtpServer extends SMTPServer {
     return this.connectionsBySession.get(session);
   }
 }
-
-export type { SMTPServerSession };
