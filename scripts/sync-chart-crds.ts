@@ -17,13 +17,13 @@ export function listCrdFiles(directory: string): string[] {
 }
 
 /** File names that are missing, extra or different in the chart's copy; empty when in step. */
-export function crdDrift(): string[] {
-  const source = listCrdFiles(SOURCE_CRDS);
-  const copied = existsSync(CHART_CRDS) ? listCrdFiles(CHART_CRDS) : [];
+export function crdDrift(sourceDir = SOURCE_CRDS, chartDir = CHART_CRDS): string[] {
+  const source = listCrdFiles(sourceDir);
+  const copied = existsSync(chartDir) ? listCrdFiles(chartDir) : [];
   const problems: string[] = [];
   for (const name of source) {
     if (!copied.includes(name)) problems.push(`${name}: missing from the chart`);
-    else if (!readFileSync(join(SOURCE_CRDS, name)).equals(readFileSync(join(CHART_CRDS, name)))) problems.push(`${name}: differs from crds/${name}`);
+    else if (!readFileSync(join(sourceDir, name)).equals(readFileSync(join(chartDir, name)))) problems.push(`${name}: differs from crds/${name}`);
   }
   for (const name of copied) {
     if (!source.includes(name)) problems.push(`${name}: in the chart but not in crds/`);
@@ -31,14 +31,14 @@ export function crdDrift(): string[] {
   return problems;
 }
 
-export function syncChartCrds(): string[] {
-  if (!existsSync(SOURCE_CRDS)) throw new Error(`${SOURCE_CRDS} does not exist: run npm run generate first`);
-  mkdirSync(CHART_CRDS, { recursive: true });
-  const source = listCrdFiles(SOURCE_CRDS);
-  for (const name of listCrdFiles(CHART_CRDS)) {
-    if (!source.includes(name)) rmSync(join(CHART_CRDS, name));
+export function syncChartCrds(sourceDir = SOURCE_CRDS, chartDir = CHART_CRDS): string[] {
+  if (!existsSync(sourceDir)) throw new Error(`${sourceDir} does not exist: run npm run generate first`);
+  mkdirSync(chartDir, { recursive: true });
+  const source = listCrdFiles(sourceDir);
+  for (const name of listCrdFiles(chartDir)) {
+    if (!source.includes(name)) rmSync(join(chartDir, name));
   }
-  for (const name of source) copyFileSync(join(SOURCE_CRDS, name), join(CHART_CRDS, name));
+  for (const name of source) copyFileSync(join(sourceDir, name), join(chartDir, name));
   return source;
 }
 

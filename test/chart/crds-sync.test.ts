@@ -2,11 +2,12 @@
 // byte for byte; scripts/sync-chart-crds.ts refreshes it. Until crds/ is generated on this branch
 // the chart carries placeholder CRDs, and this test says so instead of passing silently.
 import assert from 'node:assert/strict';
-import { existsSync, readdirSync, readFileSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { test } from 'node:test';
 import { parse as parseYaml } from 'yaml';
-import { CHART_CRDS, crdDrift, SOURCE_CRDS } from '../../scripts/sync-chart-crds.ts';
+import { CHART_CRDS, crdDrift, SOURCE_CRDS, syncChartCrds } from '../../scripts/sync-chart-crds.ts';
 
 test('the chart CRDs are an exact copy of crds/ (node scripts/sync-chart-crds.ts)', (t) => {
   if (!existsSync(SOURCE_CRDS)) {
@@ -28,5 +29,26 @@ test('the chart CRDs define the three vmta.dev kinds with a status subresource',
     assert.equal(crd.spec.group, 'vmta.dev');
     const v1alpha1 = crd.spec.versions.find((version) => version.name === 'v1alpha1');
     assert.ok(v1alpha1?.subresources?.status, `${crd.spec.names.kind} v1alpha1 has the status subresource`);
+  }
+});
+
+test('the sync copies new and changed CRDs, removes stale ones, and the drift check names each difference', () => {
+  const dir = mkdtempSync(join(tmpdir(), 'vmta-crd-sync-'));
+  try {
+    const source = join(dir, 'crds');
+    const chart = join(dir, 'chart-crds');
+    mkdirSync(source);
+    mkdirSync(chart);
+    writeFileSync(join(source, 'a.yaml'), 'kind: A\n');
+    writeFileSync(join(source, 'b.yaml'), 'kind: B\n');
+    writeFileSync(join(chart, 'b.yaml'), 'kind: B-old\n');
+    writeFileSync(join(chart, 'stale.yaml'), 'kind: Stale\n');
+    assert.deepEqual(crdDrift(source, chart), ['a.yaml: missing from the chart', 'b.yaml: differs from crds/b.yaml', 'stale.yaml: in the chart but not in crds/']);
+    assert.deepEqual(syncChartCrds(source, chart), ['a.yaml', 'b.yaml']);
+    assert.deepEqual(crdDrift(source, chart), []);
+    assert.deepEqual(readdirSync(chart).sort(), ['a.yaml', 'b.yaml']);
+    assert.equal(readFileSync(join(chart, 'b.yaml'), 'utf8'), 'kind: B\n');
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
   }
 });
