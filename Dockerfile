@@ -3,7 +3,8 @@
 # stripping, so there is no compile step: the build stage installs production dependencies
 # only and checks that the command starts; the runtime stage copies that tree and runs it as
 # a fixed non-root UID. test/image/dockerfile.test.ts replays the build stage's COPY and RUN
-# steps on a clean copy of the repository, so keep RUN commands relative to WORKDIR.
+# steps on a clean copy of the repository, so keep RUN commands relative to WORKDIR and limited
+# to npm and node (the replay refuses anything else rather than run it on the test machine).
 #
 # The base tag pins the same Node version as the `node` devDependency in package.json (the
 # test checks they agree). Build: docker build -t vmta:dev .

@@ -165,6 +165,8 @@ export function replayStage(stage: Stage, options: ReplayOptions): { workdir: st
         break;
       case 'RUN': {
         if (text.trimStart().startsWith('[')) throw new Error(`Dockerfile line ${line}: exec-form RUN is not replayed by this test`);
+        // The replay runs on the test machine, so only the project's own tools may run there.
+        if (!/^(npm|node) /.test(text)) throw new Error(`Dockerfile line ${line}: RUN ${text} is not replayed by this test (only npm and node steps are)`);
         options.onRun?.(text);
         execFileSync('sh', ['-c', text], {
           cwd: inRoot(options.root, workdir),
