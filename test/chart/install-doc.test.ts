@@ -10,31 +10,9 @@ import { after, before, describe, test, type TestContext } from 'node:test';
 import { parse as parseYaml, parseAllDocuments } from 'yaml';
 import { CHART_DIR, helm, REPO_ROOT } from './helm.ts';
 import type { Manifest } from './kubernetes-schemas.ts';
+import { namedYamlFiles, shellCommands } from './markdown.ts';
 
 const DOC = readFileSync(join(REPO_ROOT, 'docs', 'install.md'), 'utf8');
-
-interface CodeBlock {
-  language: string;
-  body: string;
-}
-
-function codeBlocks(markdown: string): CodeBlock[] {
-  // A block inside a list item is indented like its fence; the indentation is not part of it.
-  return [...markdown.matchAll(/^([ \t]*)```(\w+)\n([\s\S]*?)^[ \t]*```$/gm)].map((match) => ({
-    language: match[2]!,
-    body: match[3]!.replace(new RegExp(`^${match[1]!}`, 'gm'), ''),
-  }));
-}
-
-/** Shell commands of the ```sh blocks, continuation lines joined, split into words. */
-function shellCommands(markdown: string): string[][] {
-  return codeBlocks(markdown)
-    .filter((block) => block.language === 'sh')
-    .flatMap((block) => block.body.replace(/\\\n\s*/g, ' ').split('\n'))
-    .map((line) => line.trim())
-    .filter((line) => line !== '' && !line.startsWith('#'))
-    .map((line) => line.split(/\s+/));
-}
 
 function optionValue(words: string[], ...names: string[]): string | undefined {
   const index = words.findIndex((word) => names.includes(word));
@@ -51,10 +29,7 @@ describe('docs/install.md', { timeout: 300_000 }, () => {
     // The page's commands run from the top of a checkout: give them one with the page's values files.
     workDir = mkdtempSync(join(tmpdir(), 'vmta-install-doc-'));
     symlinkSync(join(REPO_ROOT, 'charts'), join(workDir, 'charts'));
-    for (const block of codeBlocks(DOC).filter((b) => b.language === 'yaml')) {
-      const name = /^# file: (\S+)\n/.exec(block.body)?.[1];
-      if (name) writeFileSync(join(workDir, name), block.body);
-    }
+    for (const [name, body] of namedYamlFiles(DOC)) writeFileSync(join(workDir, name), body);
   });
 
   after(() => {
