@@ -129,6 +129,14 @@ describe('helm chart vmta-operator', { timeout: 300_000 }, () => {
     assert.ok(operatorContainer(manifests).args.includes('--namespace=mail'));
   });
 
+  test('without RBAC and ServiceAccount creation the operator runs as the named existing account', () => {
+    const manifests = renderChart({ set: ['rbac.create=false', 'serviceAccount.create=false', 'serviceAccount.name=mail-operator'] });
+    assertAllValid(manifests);
+    for (const kind of ['ClusterRole', 'ClusterRoleBinding', 'Role', 'RoleBinding', 'ServiceAccount']) assert.deepEqual(findAll(manifests, kind), [], `no ${kind}`);
+    const deployment = findOne(manifests, 'Deployment') as unknown as DeploymentShape;
+    assert.equal(deployment.spec.template.spec.serviceAccountName, 'mail-operator');
+  });
+
   test('values.schema.json rejects a wrong type, naming the value', () => {
     const result = helm(['template', 'vmta', CHART_DIR, '--set', 'replicaCount=two']);
     assert.notEqual(result.status, 0);
