@@ -7,7 +7,7 @@ import { readdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, test } from 'node:test';
 import { parse as parseYaml } from 'yaml';
-import { ALL_ON_VALUES, CHART_DIR, REPO_ROOT, findAll, findOne, helm, NAMESPACE_SCOPE_VALUES, renderChart } from './helm.ts';
+import { ALL_ON_VALUES, CHART_DIR, chartCrds, REPO_ROOT, findAll, findOne, helm, NAMESPACE_SCOPE_VALUES, renderChart } from './helm.ts';
 import { validateManifest, type Manifest } from './kubernetes-schemas.ts';
 
 interface Container {
@@ -35,7 +35,7 @@ interface PolicyRule {
 const chartYaml = parseYaml(readFileSync(join(CHART_DIR, 'Chart.yaml'), 'utf8')) as { apiVersion: string; appVersion: string };
 const packageVersion = (JSON.parse(readFileSync(join(REPO_ROOT, 'package.json'), 'utf8')) as { version: string }).version;
 const dashboardFiles = readdirSync(join(CHART_DIR, 'dashboards')).filter((name) => name.endsWith('.json'));
-const crdFiles = readdirSync(join(CHART_DIR, 'files', 'crds')).filter((name) => name.endsWith('.yaml'));
+const crds = chartCrds();
 
 function operatorContainer(manifests: Manifest[]): Container {
   const deployment = findOne(manifests, 'Deployment') as unknown as DeploymentShape;
@@ -228,7 +228,8 @@ describe('helm chart vmta-operator', { timeout: 300_000 }, () => {
 
   test('CRDs are installed with the keep policy by default, without it on request, and not at all when off', () => {
     const kept = findAll(renderChart(), 'CustomResourceDefinition');
-    assert.equal(kept.length, crdFiles.length);
+    assert.equal(kept.length, crds.length);
+    assert.ok(crds.length > 0, 'the chart carries CRDs');
     for (const crd of kept) assert.equal(crd.metadata.annotations?.['helm.sh/resource-policy'], 'keep', `${crd.metadata.name} is kept on uninstall`);
     const notKept = findAll(renderChart({ set: ['crds.keep=false'] }), 'CustomResourceDefinition');
     for (const crd of notKept) assert.equal(crd.metadata.annotations?.['helm.sh/resource-policy'], undefined);
@@ -237,13 +238,12 @@ describe('helm chart vmta-operator', { timeout: 300_000 }, () => {
 
   test('rendered CRDs are the chart copy of crds/ unchanged but for the keep annotation and labels', () => {
     const rendered = new Map(findAll(renderChart(), 'CustomResourceDefinition').map((crd) => [crd.metadata.name, crd]));
-    for (const file of crdFiles) {
-      const source = parseYaml(readFileSync(join(CHART_DIR, 'files', 'crds', file), 'utf8')) as Manifest;
+    for (const source of crds) {
       const crd = rendered.get(source.metadata.name);
-      assert.ok(crd, `${file} is rendered`);
+      assert.ok(crd, `${source.metadata.name} is rendered`);
       const { annotations: _annotations, labels: _labels, ...renderedMetadata } = crd.metadata;
       const { annotations: sourceAnnotations, labels: _sourceLabels, ...sourceMetadata } = source.metadata;
-      assert.deepEqual({ ...crd, metadata: renderedMetadata }, { ...source, metadata: sourceMetadata }, `${file} renders unchanged`);
+      assert.deepEqual({ ...crd, metadata: renderedMetadata }, { ...source, metadata: sourceMetadata }, `${source.metadata.name} renders unchanged`);
       for (const [key, value] of Object.entries(sourceAnnotations ?? {})) assert.equal(crd.metadata.annotations?.[key], value);
     }
   });

@@ -6,8 +6,8 @@ import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, 
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { test } from 'node:test';
-import { parse as parseYaml } from 'yaml';
-import { CHART_CRDS, crdDrift, SOURCE_CRDS, syncChartCrds } from '../../scripts/sync-chart-crds.ts';
+import { crdDrift, SOURCE_CRDS, syncChartCrds } from '../../scripts/sync-chart-crds.ts';
+import { chartCrds } from './helm.ts';
 
 test('the chart CRDs are an exact copy of crds/ (node scripts/sync-chart-crds.ts)', (t) => {
   if (!existsSync(SOURCE_CRDS)) {
@@ -19,11 +19,9 @@ test('the chart CRDs are an exact copy of crds/ (node scripts/sync-chart-crds.ts
 });
 
 test('the chart CRDs define the three vmta.dev kinds with a status subresource', () => {
-  const kinds = readdirSync(CHART_CRDS)
-    .filter((name) => name.endsWith('.yaml'))
-    .map((name) => parseYaml(readFileSync(join(CHART_CRDS, name), 'utf8')) as {
-      spec: { group: string; names: { kind: string }; versions: Array<{ name: string; subresources?: { status?: object } }> };
-    });
+  const kinds = chartCrds() as unknown as Array<{
+    spec: { group: string; names: { kind: string }; versions: Array<{ name: string; subresources?: { status?: object } }> };
+  }>;
   assert.deepEqual(kinds.map((crd) => crd.spec.names.kind).sort(), ['RelayPolicy', 'SmtpListener', 'VirtualMtaPool']);
   for (const crd of kinds) {
     assert.equal(crd.spec.group, 'vmta.dev');

@@ -1,6 +1,7 @@
 // Runs the project's helm (installed by scripts/install-helm.ts into .tools/bin) on the chart
 // and parses what it renders. Installing helm is part of the test: without it the tests fail.
 import { spawnSync } from 'node:child_process';
+import { readdirSync, readFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseAllDocuments } from 'yaml';
@@ -47,4 +48,13 @@ export function findOne(manifests: Manifest[], kind: string, name?: string): Man
   const found = manifests.filter((manifest) => manifest.kind === kind && (name === undefined || manifest.metadata.name === name));
   if (found.length !== 1) throw new Error(`expected one ${kind}${name ? ` ${name}` : ''}, rendered ${found.length}`);
   return found[0]!;
+}
+
+/** The CRDs the chart carries (files/crds/*.yaml, one or several documents a file). */
+export function chartCrds(): Manifest[] {
+  const directory = join(CHART_DIR, 'files', 'crds');
+  return readdirSync(directory)
+    .filter((name) => name.endsWith('.yaml'))
+    .flatMap((name) => parseAllDocuments(readFileSync(join(directory, name), 'utf8')).map((document) => document.toJS() as Manifest | null))
+    .filter((manifest): manifest is Manifest => manifest !== null);
 }
