@@ -192,35 +192,34 @@ describe('helm chart vmta-operator', { timeout: 300_000 }, () => {
     assert.equal(container.image, `ghcr.io/vmta-dev/vmta@${digest}`);
   });
 
-  test('cluster-scope RBAC grants exactly the operator verbs, reads Secrets only, and holds Leases in the release namespace', () => {
+  test('cluster-scope RBAC grants exactly the operator verbs, only observes Secrets, and holds Leases in the release namespace', () => {
     const manifests = renderChart();
     const rules = rulesOf(findOne(manifests, 'ClusterRole'));
     const grants = new Map<string, string[]>();
     for (const rule of rules) {
       for (const group of rule.apiGroups) for (const resource of rule.resources) grants.set(`${group}/${resource}`, [...rule.verbs].sort());
     }
-    const read = ['get', 'list', 'watch'];
-    const manage = ['create', 'delete', 'get', 'list', 'patch', 'update', 'watch'];
+    const observe = ['list', 'watch'];
+    const manage = ['delete', 'list', 'patch', 'watch'];
     assert.deepEqual(Object.fromEntries(grants), {
-      'vmta.dev/smtplisteners': read,
-      'vmta.dev/relaypolicies': read,
-      'vmta.dev/virtualmtapools': read,
-      'vmta.dev/smtplisteners/status': ['get', 'patch', 'update'],
-      'vmta.dev/relaypolicies/status': ['get', 'patch', 'update'],
-      'vmta.dev/virtualmtapools/status': ['get', 'patch', 'update'],
+      'vmta.dev/smtplisteners': observe,
+      'vmta.dev/relaypolicies': observe,
+      'vmta.dev/virtualmtapools': observe,
+      'vmta.dev/smtplisteners/status': ['patch'],
+      'vmta.dev/relaypolicies/status': ['patch'],
+      'vmta.dev/virtualmtapools/status': ['patch'],
       '/configmaps': manage,
       '/services': manage,
       'apps/statefulsets': manage,
       'apps/deployments': manage,
       'policy/poddisruptionbudgets': manage,
-      '/secrets': read,
-      '/pods': read,
-      '/persistentvolumeclaims': read,
+      '/secrets': observe,
+      '/pods': observe,
       '/events': ['create', 'patch'],
     });
     const leaseRole = findOne(manifests, 'Role', 'vmta-vmta-operator-leader-election');
     assert.equal(leaseRole.metadata.namespace, 'mail');
-    assert.deepEqual(rulesOf(leaseRole)[0], { apiGroups: ['coordination.k8s.io'], resources: ['leases'], verbs: ['get', 'create', 'update'] });
+    assert.deepEqual(rulesOf(leaseRole), [{ apiGroups: ['coordination.k8s.io'], resources: ['leases'], verbs: ['get', 'create', 'update'] }]);
     const binding = findOne(manifests, 'ClusterRoleBinding') as unknown as { roleRef: { name: string }; subjects: unknown[] };
     assert.equal(binding.roleRef.name, 'vmta-vmta-operator');
     assert.deepEqual(binding.subjects, [{ kind: 'ServiceAccount', name: 'vmta-vmta-operator', namespace: 'mail' }]);

@@ -62,34 +62,33 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 {{- end }}
 
 {{/*
-The operator's permissions on watched namespaces. Mirror of the authoritative list in the
-operator's code (operator/ on branch opruntime): keep the two in step.
-Secrets are read to check that referenced Secrets and keys exist and to hash them for rollouts;
-RBAC cannot narrow a read to names and keys, so the operator never copies secret values into
-ConfigMaps or logs (relay pods mount the Secrets themselves).
+The operator's permissions on watched namespaces: exactly OPERATOR_PERMISSIONS of
+operator/kube/resources.ts, the list the operator's client enforces (test/chart/rbac-sync.test.ts
+fails when they differ), less the Lease rule, which rbac.yaml grants in the release namespace only.
+Owned objects are applied with server-side apply (patch), read through informers (list, watch)
+and pruned (delete). Secrets are only listed and watched, to check that the Secrets and keys a
+resource names exist; RBAC cannot narrow that to names and keys, so it is the operator's promise
+never to copy secret values into ConfigMaps, status or logs (relay pods mount the Secrets).
 */}}
 {{- define "vmta-operator.rules" -}}
 - apiGroups: ["vmta.dev"]
   resources: ["smtplisteners", "relaypolicies", "virtualmtapools"]
-  verbs: ["get", "list", "watch"]
+  verbs: ["list", "watch"]
 - apiGroups: ["vmta.dev"]
   resources: ["smtplisteners/status", "relaypolicies/status", "virtualmtapools/status"]
-  verbs: ["get", "update", "patch"]
+  verbs: ["patch"]
 - apiGroups: [""]
   resources: ["configmaps", "services"]
-  verbs: ["get", "list", "watch", "create", "patch", "update", "delete"]
+  verbs: ["list", "watch", "patch", "delete"]
 - apiGroups: ["apps"]
   resources: ["statefulsets", "deployments"]
-  verbs: ["get", "list", "watch", "create", "patch", "update", "delete"]
+  verbs: ["list", "watch", "patch", "delete"]
 - apiGroups: ["policy"]
   resources: ["poddisruptionbudgets"]
-  verbs: ["get", "list", "watch", "create", "patch", "update", "delete"]
+  verbs: ["list", "watch", "patch", "delete"]
 - apiGroups: [""]
-  resources: ["secrets"]
-  verbs: ["get", "list", "watch"]
-- apiGroups: [""]
-  resources: ["pods", "persistentvolumeclaims"]
-  verbs: ["get", "list", "watch"]
+  resources: ["secrets", "pods"]
+  verbs: ["list", "watch"]
 - apiGroups: [""]
   resources: ["events"]
   verbs: ["create", "patch"]
