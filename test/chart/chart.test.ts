@@ -249,11 +249,14 @@ describe('helm chart vmta-operator', { timeout: 300_000 }, () => {
 
   test('the PodMonitor scrapes relay pods by their name label on the admin port in every namespace', () => {
     const podMonitor = findOne(renderChart({ valuesFiles: [ALL_ON_VALUES] }), 'PodMonitor') as unknown as {
-      spec: { selector: unknown; namespaceSelector: unknown; podMetricsEndpoints: Array<{ port: string; path: string }> };
+      spec: { selector: unknown; namespaceSelector: unknown; podMetricsEndpoints: Array<{ port: string; path: string; relabelings?: unknown[] }> };
     };
     assert.deepEqual(podMonitor.spec.selector, { matchLabels: { 'app.kubernetes.io/name': 'vmta-relay' } });
     assert.deepEqual(podMonitor.spec.namespaceSelector, { any: true });
     assert.deepEqual(podMonitor.spec.podMetricsEndpoints.map(({ port, path }) => ({ port, path })), [{ port: 'admin', path: '/metrics' }]);
+    assert.deepEqual(podMonitor.spec.podMetricsEndpoints[0]!.relabelings, [
+      { sourceLabels: ['__meta_kubernetes_pod_label_vmta_dev_pool'], targetLabel: 'pool', action: 'replace' },
+    ], 'the pool pod label becomes the "pool" label');
   });
 
   test('the ServiceMonitor scrapes the operator metrics Service by its selector labels', () => {

@@ -52,7 +52,7 @@ const SCRAPE_SECONDS = 1;
 
 /** A query as Grafana sends it with every variable on "All" and a rate interval of a few scrapes. */
 function asSent(expr: string): string {
-  return expr.replaceAll('$__rate_interval', `${SCRAPE_SECONDS * 5}s`).replace(/\$\{?(namespace|pod|listener|virtual_mta)\}?/g, '.*');
+  return expr.replaceAll('$__rate_interval', `${SCRAPE_SECONDS * 5}s`).replace(/\$\{?(namespace|pool|pod|listener|virtual_mta)\}?/g, '.*');
 }
 
 function freePort(): Promise<number> {
@@ -72,12 +72,12 @@ describe('Grafana dashboards', () => {
   });
 
   for (const { file, dashboard } of dashboards) {
-    test(`${file} is a current-schema dashboard with namespace, pod, listener and VirtualMTA variables`, () => {
+    test(`${file} is a current-schema dashboard with namespace, pool, pod, listener and VirtualMTA variables`, () => {
       assert.match(dashboard.uid, /^[a-z0-9-]{1,40}$/);
       assert.ok(dashboard.title.startsWith('vmta'));
       assert.ok(dashboard.schemaVersion >= 39, `schemaVersion ${dashboard.schemaVersion} is current (>= 39)`);
       const variables = dashboard.templating.list.map((variable) => variable.name);
-      for (const name of ['datasource', 'namespace', 'pod', 'listener', 'virtual_mta']) assert.ok(variables.includes(name), `variable ${name}`);
+      for (const name of ['datasource', 'namespace', 'pool', 'pod', 'listener', 'virtual_mta']) assert.ok(variables.includes(name), `variable ${name}`);
       const ids = dashboard.panels.map((panel) => panel.id);
       assert.equal(new Set(ids).size, ids.length, 'panel ids are unique');
       for (const panel of dashboard.panels) {
@@ -141,7 +141,7 @@ describe('dashboard queries on a real Prometheus scraping the relay metrics', { 
     await new Promise<void>((resolve) => metricsServer!.listen(0, '127.0.0.1', resolve));
     const metricsPort = (metricsServer.address() as AddressInfo).port;
 
-    // The labels a PodMonitor gives relay targets: namespace and pod.
+    // The labels the chart's PodMonitor gives relay targets: namespace, pod and pool.
     writeFileSync(
       join(workDir, 'prometheus.yml'),
       [
@@ -152,7 +152,7 @@ describe('dashboard queries on a real Prometheus scraping the relay metrics', { 
         '  - job_name: vmta-relay',
         '    static_configs:',
         `      - targets: ['127.0.0.1:${metricsPort}']`,
-        '        labels: {namespace: mail, pod: relay-0}',
+        '        labels: {namespace: mail, pod: relay-0, pool: outbound}',
         '',
       ].join('\n'),
     );
