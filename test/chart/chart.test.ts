@@ -3,7 +3,8 @@
 // Kubernetes schema; values.schema.json refusing wrong values by name; and the behaviours the
 // values switch (leader election, RBAC scope, CRD install/keep, monitors, rules, dashboards).
 import assert from 'node:assert/strict';
-import { readdirSync, readFileSync } from 'node:fs';
+import { mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, test } from 'node:test';
 import { parse as parseYaml } from 'yaml';
@@ -301,6 +302,21 @@ describe('helm chart vmta-operator', { timeout: 300_000 }, () => {
       const [file, json] = Object.entries(configMap.data)[0]!;
       assert.ok(dashboardFiles.includes(file));
       assert.deepEqual(JSON.parse(json), JSON.parse(readFileSync(join(CHART_DIR, 'dashboards', file), 'utf8')));
+    }
+  });
+
+  test('the packaged chart renders the same objects as the chart directory', () => {
+    const dir = mkdtempSync(join(tmpdir(), 'vmta-chart-package-'));
+    try {
+      const packaged = helm(['package', CHART_DIR, '--destination', dir]);
+      assert.equal(packaged.status, 0, packaged.stderr);
+      const archive = join(dir, `vmta-operator-${(parseYaml(readFileSync(join(CHART_DIR, 'Chart.yaml'), 'utf8')) as { version: string }).version}.tgz`);
+      const fromArchive = helm(['template', 'vmta', archive, '--namespace', 'mail', '--values', ALL_ON_VALUES]);
+      const fromDirectory = helm(['template', 'vmta', CHART_DIR, '--namespace', 'mail', '--values', ALL_ON_VALUES]);
+      assert.equal(fromArchive.status, 0, fromArchive.stderr);
+      assert.equal(fromArchive.stdout, fromDirectory.stdout, 'CRDs, rules and dashboards are packaged (.helmignore keeps them)');
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
     }
   });
 
