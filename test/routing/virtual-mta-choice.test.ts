@@ -1,6 +1,7 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
-import { RelayPolicy, Pool } from '../../mta/config/schema.ts';
+import type { z } from 'zod';
+import { Pool, Routing } from '../../mta/config/schema.ts';
 import { chooseVirtualMta, PoolSelector, type RoutingRequest } from '../../mta/routing/virtual-mta-choice.ts';
 import { matchesDomainPattern } from '../../mta/routing/domain-pattern.ts';
 
@@ -13,10 +14,10 @@ const pool = Pool.parse({
   ],
 });
 
-function request(overrides: Partial<RoutingRequest> & { routing?: unknown } = {}): RoutingRequest {
+function request(overrides: Partial<Omit<RoutingRequest, 'routing'>> & { routing?: z.input<typeof Routing> } = {}): RoutingRequest {
   const { routing, ...rest } = overrides;
   return {
-    routing: RelayPolicy.parse({ name: 'p', routing: routing ?? {} }).routing,
+    routing: Routing.parse(routing ?? {}),
     pool,
     mailFrom: 'news@shop.example.org',
     recipientDomains: ['gmail.com'],
