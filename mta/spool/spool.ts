@@ -141,23 +141,34 @@ export class FileSpool implements Spool {
       }
       const journals = new Set(names.filter((name) => name.endsWith(JOURNAL_SUFFIX)));
       const present = new Set(names.filter(isQueueId));
+      const ids = [...present].sort();
+      // One read returns every message of one batch file that is still present, and claims them,
+      // so messages stored together cost one read. Messages of a batch have neighbouring ids, so
+      // reads are started one batch length apart (the length of the last table seen); ids that
+      // stride skips and no read claimed are picked up by a later pass.
       const claimed = new Set<QueueId>();
-      // Each read returns every present message of one batch file; an id already returned by an
-      // earlier read is skipped, so messages stored together cost one read, not one each.
-      const reading: Promise<SpooledMessage[]>[] = [];
-      const take = async function* (read: Promise<SpooledMessage[]> | undefined): AsyncGenerator<SpooledMessage> {
-        for (const message of (await read) ?? []) {
-          if (claimed.has(message.id)) continue;
-          claimed.add(message.id);
-          yield message;
+      let stride = 1;
+      while (claimed.size < ids.length) {
+        const reading: Promise<SpooledMessage[]>[] = [];
+        const before = claimed.size;
+        for (let index = 0; index < ids.length; ) {
+          const id = ids[index] as QueueId;
+          if (claimed.has(id)) {
+            index++;
+            continue;
+          }
+          reading.push(
+            this.#readBatchEnvelopes(bucketDir, id, present, journals, claimed).then((batch) => {
+              stride = Math.max(1, batch.tableSize);
+              return batch.messages;
+            }),
+          );
+          index += stride;
+          if (reading.length >= SCAN_PARALLELISM) yield* (await reading.shift()) ?? [];
         }
-      };
-      for (const id of [...present].sort()) {
-        if (claimed.has(id)) continue;
-        reading.push(this.#readBatchEnvelopes(bucketDir, id, present, journals));
-        if (reading.length >= SCAN_PARALLELISM) yield* take(reading.shift());
+        for (const read of reading) yield* await read;
+        if (claimed.size === before) break; // nothing left that a read can claim
       }
-      for (const read of reading) yield* take(read);
     }
   }
 
@@ -270,24 +281,35 @@ export class FileSpool implements Spool {
     if (bucket.files <= 0 && bucketName < encodeTime(this.#now()).slice(0, BUCKET_CHARS)) this.#dropBucket(bucketName);
   }
 
-  /** The envelopes (with journal applied) of every message present in the batch file `id` links to. */
-  async #readBatchEnvelopes(bucketDir: string, id: QueueId, present: ReadonlySet<string>, journals: ReadonlySet<string>): Promise<SpooledMessage[]> {
+  /**
+   * The envelopes (with journal applied) of the messages present in the batch file `id` links to
+   * that no other read has claimed yet; claims them. Unreadable files are logged and skipped,
+   * claiming the id, so a scan never stops on one bad file.
+   */
+  async #readBatchEnvelopes(
+    bucketDir: string,
+    id: QueueId,
+    present: ReadonlySet<string>,
+    journals: ReadonlySet<string>,
+    claimed: Set<QueueId>,
+  ): Promise<{ messages: SpooledMessage[]; tableSize: number }> {
     const file = path.join(bucketDir, id);
     try {
       const handle = await fsp.open(file, 'r');
       const { head, table } = await readBatchHead(handle, file, 'envelopes').finally(() => handle.close());
       const messages: SpooledMessage[] = [];
       for (const entry of table.entries) {
-        if (!present.has(entry.id)) continue; // removed
+        if (!present.has(entry.id) || claimed.has(entry.id)) continue;
+        claimed.add(entry.id);
         const envelope = decodeEnvelope(head.subarray(entry.envelopeOffset, entry.envelopeOffset + entry.envelopeLength));
         if (journals.has(entry.id + JOURNAL_SUFFIX)) applyJournal(envelope, await fsp.readFile(path.join(bucketDir, entry.id + JOURNAL_SUFFIX)));
         messages.push({ id: entry.id, envelope });
       }
-      return messages;
+      return { messages, tableSize: table.entries.length };
     } catch (error) {
-      if (isNotFound(error)) return []; // removed while the scan ran
-      this.#logger?.error({ queueId: id, err: error }, 'unreadable spool message skipped');
-      return [];
+      claimed.add(id);
+      if (!isNotFound(error)) this.#logger?.error({ queueId: id, err: error }, 'unreadable spool message skipped');
+      return { messages: [], tableSize: 1 };
     }
   }
 
