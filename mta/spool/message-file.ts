@@ -10,8 +10,9 @@
 // envelope of a typical batch (scan() never reads a body) and readMessage() seeks to its body.
 // `head -c 4000 <file>` shows a human the table and the envelopes.
 //
-// Recipient journal `<id>.j` — append-only, one record per recordRecipientResults() call:
-//   "\n" + JSON {"t": unix ms, "r": [[recipient index, status, nextAttemptAt, attempts | null, lastResult?], ...]}
+// Recipient journal `results.j`, one per bucket directory — append-only, one record per
+// recordRecipientResults() call (group commit: records of concurrent calls share one append):
+//   "\n" + JSON {"id": queue id, "t": unix ms, "r": [[recipient index, status, nextAttemptAt, attempts | null, lastResult?], ...]}
 // attempts null means "one more attempt than before" (the usual result of a delivery attempt).
 // Each record starts with a newline, so a record torn by a crash ends up on a line of its own
 // and is skipped, and every later record still parses. The latest record for a recipient wins.
@@ -86,18 +87,18 @@ export function decodeEnvelope(json: Buffer): Envelope {
   return JSON.parse(json.toString('utf8')) as Envelope;
 }
 
-type JournalEntry = [index: number, status: RecipientStatus, nextAttemptAt: number, attempts: number | null, lastResult?: string];
+export type JournalEntry = [index: number, status: RecipientStatus, nextAttemptAt: number, attempts: number | null, lastResult?: string];
 
 const STATUSES: ReadonlySet<string> = new Set<RecipientStatus>(['pending', 'delivered', 'bounced']);
 
-export function encodeJournalRecord(results: ReadonlyMap<number, RecipientResult>, now: number): Buffer {
+export function encodeJournalRecord(id: QueueId, results: ReadonlyMap<number, RecipientResult>, now: number): Buffer {
   const entries: JournalEntry[] = [];
   for (const [index, result] of results) {
     const entry: JournalEntry = [index, result.status, result.nextAttemptAt, result.attempts ?? null];
     if (result.lastResult !== undefined) entry.push(result.lastResult);
     entries.push(entry);
   }
-  return Buffer.from('\n' + JSON.stringify({ t: now, r: entries }));
+  return Buffer.from('\n' + JSON.stringify({ id, t: now, r: entries }));
 }
 
 function isJournalEntry(value: unknown): value is JournalEntry {
@@ -112,8 +113,9 @@ function isJournalEntry(value: unknown): value is JournalEntry {
   );
 }
 
-/** Applies every complete record of a journal to the envelope's recipients, in order; torn records are skipped. */
-export function applyJournal(envelope: Envelope, journal: Buffer): void {
+/** The entries of every complete record of a journal, per queue id, in append order; torn records are skipped. */
+export function parseJournal(journal: Buffer): Map<QueueId, JournalEntry[]> {
+  const byId = new Map<QueueId, JournalEntry[]>();
   for (const line of journal.toString('utf8').split('\n')) {
     if (line === '') continue;
     let record: unknown;
@@ -122,17 +124,24 @@ export function applyJournal(envelope: Envelope, journal: Buffer): void {
     } catch {
       continue;
     }
-    const entries = (record as { r?: unknown } | null)?.r;
-    if (!Array.isArray(entries)) continue;
-    for (const entry of entries) {
-      if (!isJournalEntry(entry)) continue;
-      const recipient = envelope.recipients[entry[0]];
-      if (!recipient) continue;
-      recipient.status = entry[1];
-      recipient.nextAttemptAt = entry[2];
-      recipient.attempts = entry[3] ?? recipient.attempts + 1;
-      if (entry[4] === undefined) delete recipient.lastResult;
-      else recipient.lastResult = entry[4];
-    }
+    const { id, r: entries } = (record ?? {}) as { id?: unknown; r?: unknown };
+    if (typeof id !== 'string' || !Array.isArray(entries)) continue;
+    let list = byId.get(id);
+    if (!list) byId.set(id, (list = []));
+    for (const entry of entries) if (isJournalEntry(entry)) list.push(entry);
+  }
+  return byId;
+}
+
+/** Applies journal entries (in order) to the envelope's recipients. */
+export function applyJournal(envelope: Envelope, entries: readonly JournalEntry[]): void {
+  for (const entry of entries) {
+    const recipient = envelope.recipients[entry[0]];
+    if (!recipient) continue;
+    recipient.status = entry[1];
+    recipient.nextAttemptAt = entry[2];
+    recipient.attempts = entry[3] ?? recipient.attempts + 1;
+    if (entry[4] === undefined) delete recipient.lastResult;
+    else recipient.lastResult = entry[4];
   }
 }

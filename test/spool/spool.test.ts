@@ -135,7 +135,7 @@ describe('FileSpool', () => {
     await reopened.close();
   });
 
-  it('removes a message and its journal, and an emptied past bucket directory', async () => {
+  it('removes a message, and an emptied past bucket directory with its journal', async () => {
     let clock = Date.UTC(2026, 0, 1);
     const spool = await FileSpool.open(directory, { now: () => clock });
     const { id } = await spool.store(pendingEnvelope(2), Buffer.from('x\r\n'));
@@ -150,7 +150,7 @@ describe('FileSpool', () => {
     assert.deepEqual(await fs.readdir(path.join(directory, 'queue')), []);
   });
 
-  it('ends a reopened spool with no orphaned journal of a message removed before a crash', async () => {
+  it('deletes at open the journal and directory of a bucket whose messages were all removed before a crash', async () => {
     const spool = await FileSpool.open(directory);
     const { id } = await spool.store(pendingEnvelope(1), Buffer.from('x\r\n'));
     await spool.recordRecipientResults(id, new Map([[0, { status: 'delivered' as const, nextAttemptAt: 0 }]]));
@@ -177,6 +177,29 @@ describe('FileSpool', () => {
     assert.equal((await metrics.spoolWriteSeconds.get()).values.find((value) => value.metricName === 'vmta_spool_write_seconds_count')?.value, count + 1);
     assert.equal((await scanAll(spool)).length, count + 1);
     await spool.close();
+  });
+
+  it('group-commits concurrent recipient results and keeps each message\'s own state', async () => {
+    const metrics = new RelayMetrics({ processMetrics: false });
+    const spool = await FileSpool.open(directory, { metrics });
+    const stored = await Promise.all(Array.from({ length: 40 }, () => spool.store(pendingEnvelope(2), Buffer.from('x\r\n'))));
+    await spool.recordRecipientResults(stored[0]?.id ?? '', new Map([[1, { status: 'pending' as const, nextAttemptAt: 1 }]])); // creates the journal
+    const before = await fsyncCount(metrics);
+    await Promise.all(
+      stored.map(({ id }, index) => spool.recordRecipientResults(id, new Map([[index % 2, { status: index % 3 === 0 ? ('bounced' as const) : ('delivered' as const), nextAttemptAt: 0, lastResult: `reply ${index}` }]]))),
+    );
+    const fsyncs = (await fsyncCount(metrics)) - before;
+    assert.ok(fsyncs <= 20, `expected at most 20 fsyncs for 40 concurrent results, got ${fsyncs}`);
+    await spool.close();
+    const reopened = await FileSpool.open(directory);
+    const found = new Map((await scanAll(reopened)).map((message) => [message.id, message.envelope]));
+    for (const [index, { id }] of stored.entries()) {
+      const recipient = found.get(id)?.recipients[index % 2];
+      assert.equal(recipient?.status, index % 3 === 0 ? 'bounced' : 'delivered', `message ${index}`);
+      assert.equal(recipient?.lastResult, `reply ${index}`);
+      assert.equal(found.get(id)?.recipients[1 - (index % 2)]?.status, 'pending', `message ${index}, other recipient`);
+    }
+    await reopened.close();
   });
 
   it('keeps each message of a shared batch readable on its own, before and after the others are removed', async () => {
