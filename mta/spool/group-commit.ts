@@ -53,21 +53,38 @@ interface PendingAppend {
   reject: (error: unknown) => void;
 }
 
-/** Appends records to one file; a record is durable (fdatasynced, and the file's directory entry too) when append() resolves. */
+/** A journal is compacted once it is larger than this and than COMPACT_GROWTH times its last compacted size. */
+const COMPACT_MIN_BYTES = 1024 * 1024;
+const COMPACT_GROWTH = 4;
+
+export interface JournalAppenderOptions {
+  exists: boolean;
+  onFsync: () => void;
+  /** Makes the file's creation or replacement durable (fsync of its directory). */
+  syncDirectory: () => Promise<void>;
+  /** The journal's content rewritten to what still matters; appends wait while it runs. */
+  compact: (journal: Buffer) => Promise<Buffer>;
+  /** A failed compaction leaves the journal as it was; this reports why. */
+  onCompactionError: (error: unknown) => void;
+}
+
+/**
+ * Appends records to one file; a record is durable (fdatasynced, and the file's directory entry
+ * too) when append() resolves. When the file has grown well past its last compacted size, it is
+ * replaced by its compacted form (temp file, fdatasync, rename, directory fsync) between appends.
+ */
 export class JournalAppender {
   readonly #path: string;
-  readonly #onFsync: () => void;
-  readonly #syncDirectory: () => Promise<void>;
+  readonly #options: JournalAppenderOptions;
   #exists: boolean;
+  #compactedSize = 0;
   #waiting: PendingAppend[] = [];
   #writing = false;
 
-  /** `syncDirectory` makes the file's creation durable; it is called once, after the first append creates the file. */
-  constructor(path: string, options: { exists: boolean; onFsync: () => void; syncDirectory: () => Promise<void> }) {
+  constructor(path: string, options: JournalAppenderOptions) {
     this.#path = path;
+    this.#options = options;
     this.#exists = options.exists;
-    this.#onFsync = options.onFsync;
-    this.#syncDirectory = options.syncDirectory;
   }
 
   append(record: Buffer): Promise<void> {
@@ -82,25 +99,45 @@ export class JournalAppender {
     while (this.#waiting.length > 0) {
       const group = this.#waiting;
       this.#waiting = [];
+      let size = 0;
       try {
         const handle = await fs.open(this.#path, 'a');
         try {
           await writeAll(handle, group.map((pending) => pending.record));
           await handle.datasync();
-          this.#onFsync();
+          this.#options.onFsync();
+          size = (await handle.stat()).size;
         } finally {
           await handle.close();
         }
         if (!this.#exists) {
-          await this.#syncDirectory();
+          await this.#options.syncDirectory();
           this.#exists = true;
         }
         for (const pending of group) pending.resolve();
       } catch (error) {
         for (const pending of group) pending.reject(error);
       }
+      if (size > Math.max(COMPACT_MIN_BYTES, COMPACT_GROWTH * this.#compactedSize)) await this.#compact().catch(this.#options.onCompactionError);
     }
     this.#writing = false;
+  }
+
+  /** Until the rename, the old journal stays in force; a temp file left by a crash is deleted at the next open. */
+  async #compact(): Promise<void> {
+    const compacted = await this.#options.compact(await fs.readFile(this.#path));
+    const temp = `${this.#path}.tmp`;
+    const handle = await fs.open(temp, 'w');
+    try {
+      await writeAll(handle, [compacted]);
+      await handle.datasync();
+      this.#options.onFsync();
+    } finally {
+      await handle.close();
+    }
+    await fs.rename(temp, this.#path);
+    await this.#options.syncDirectory();
+    this.#compactedSize = compacted.length;
   }
 }
 

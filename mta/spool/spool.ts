@@ -27,7 +27,7 @@ import { Readable } from 'node:stream';
 import type { Logger } from '../observe/log.ts';
 import type { RelayMetrics } from '../observe/metrics.ts';
 import { DirectorySync, JournalAppender, writeAll } from './group-commit.ts';
-import { applyJournal, type BatchMessage, type BatchTable, decodeBatchTable, decodeEnvelope, encodeBatch, encodeJournalRecord, HEAD_PROBE_BYTES, type JournalEntry, parseJournal, PREFIX_LENGTH, tableLength } from './message-file.ts';
+import { applyJournal, type BatchMessage, compactJournal, type BatchTable, decodeBatchTable, decodeEnvelope, encodeBatch, encodeJournalRecord, HEAD_PROBE_BYTES, type JournalEntry, parseJournal, PREFIX_LENGTH, tableLength } from './message-file.ts';
 import { encodeTime, isQueueId, QueueIdGenerator } from './queue-id.ts';
 import type { Envelope, QueueId, RecipientResult, Spool, SpooledMessage } from './types.ts';
 
@@ -317,7 +317,19 @@ export class FileSpool implements Spool {
   #newBucket(name: string, files: number, found?: { hasJournal: boolean }): Bucket {
     const directory = path.join(this.#queueDir, name);
     const sync = new DirectorySync(directory, () => this.#countFsync());
-    const journal = new JournalAppender(path.join(directory, JOURNAL_FILE), { exists: found?.hasJournal ?? false, onFsync: () => this.#countFsync(), syncDirectory: () => sync.sync() });
+    const journal = new JournalAppender(path.join(directory, JOURNAL_FILE), {
+      exists: found?.hasJournal ?? false,
+      onFsync: () => this.#countFsync(),
+      syncDirectory: () => sync.sync(),
+      compact: async (content) => {
+        // Messages absent from the listing were unlinked before it; the sync makes that durable,
+        // so their records can go (a message unlinked later is still listed and keeps them).
+        const live = new Set((await fsp.readdir(directory)).filter(isQueueId));
+        await sync.sync();
+        return compactJournal(content, live, this.#now());
+      },
+      onCompactionError: (error) => this.#logger?.error({ directory, err: error }, 'spool journal compaction failed; journal kept as it was'),
+    });
     const ready = found ? Promise.resolve() : this.#createDirectory(directory);
     return { name, files, ready, sync, journal, waiting: [], writing: false };
   }

@@ -236,3 +236,56 @@ describe('FileSpool', () => {
     await assert.rejects(spool.store(pendingEnvelope(1), Buffer.from('x')), /closed/);
   });
 });
+
+describe('journal compaction', () => {
+  let directory: string;
+  beforeEach(async () => {
+    directory = await fs.mkdtemp(path.join(os.tmpdir(), 'spool-journal-'));
+  });
+  afterEach(async () => {
+    await fs.rm(directory, { recursive: true, force: true });
+  });
+
+  it('folds many results into one record per live message, with the same state, and drops removed messages', async () => {
+    const spool = await FileSpool.open(directory);
+    const stored = await Promise.all(Array.from({ length: 10 }, () => spool.store(pendingEnvelope(3), Buffer.from('x\r\n'))));
+    const removed = stored.slice(5);
+    const kept = stored.slice(0, 5);
+    // About 280 bytes per record: 5 live messages x 1000 rounds write ~1.4 MB, past the 1 MiB threshold.
+    const rounds = 1000;
+    const removeAt = 10;
+    for (let round = 0; round < rounds; round++) {
+      await Promise.all(
+        (round <= removeAt ? stored : kept).map(({ id }) =>
+          spool.recordRecipientResults(id, new Map([0, 1, 2].map((index) => [index, { status: 'pending' as const, nextAttemptAt: round, lastResult: `451 4.7.1 greylisted, round ${round} of recipient ${index}` }]))),
+        ),
+      );
+      if (round === removeAt) {
+        for (const { id } of removed) await spool.remove(id);
+        for (const { id } of kept) await spool.recordRecipientResults(id, new Map([[2, { status: 'delivered' as const, nextAttemptAt: 0, attempts: 1000 }]]));
+      }
+    }
+    await spool.close();
+    const journal = (await filesUnder(directory)).find((file) => file.endsWith('results.j'));
+    assert.ok(journal);
+    const { size } = await fs.stat(journal);
+    assert.ok(size < 1024 * 1024, `journal compacted (size ${size})`);
+    const content = await fs.readFile(journal, 'utf8');
+    for (const { id } of removed) assert.doesNotMatch(content, new RegExp(id), 'records of removed messages are dropped');
+
+    const reopened = await FileSpool.open(directory);
+    const found = await scanAll(reopened);
+    assert.deepEqual(found.map((message) => message.id).sort(), kept.map((message) => message.id).sort());
+    for (const { envelope } of found) {
+      assert.deepEqual(
+        envelope.recipients.map(({ status, attempts, nextAttemptAt, lastResult }) => ({ status, attempts, nextAttemptAt, lastResult })),
+        [
+          { status: 'pending', attempts: rounds, nextAttemptAt: rounds - 1, lastResult: `451 4.7.1 greylisted, round ${rounds - 1} of recipient 0` },
+          { status: 'pending', attempts: rounds, nextAttemptAt: rounds - 1, lastResult: `451 4.7.1 greylisted, round ${rounds - 1} of recipient 1` },
+          { status: 'pending', attempts: 1000 + rounds - removeAt - 1, nextAttemptAt: rounds - 1, lastResult: `451 4.7.1 greylisted, round ${rounds - 1} of recipient 2` },
+        ],
+      );
+    }
+    await reopened.close();
+  });
+});
