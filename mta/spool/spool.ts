@@ -111,14 +111,17 @@ export class FileSpool implements Spool {
     return Readable.from(readMessageBytes(file, id));
   }
 
+  /** Rejects for an id whose bucket holds no message (never stored, or removed with the rest of its bucket). */
   recordRecipientResults(id: QueueId, results: ReadonlyMap<number, RecipientResult>): Promise<void> {
     try {
       this.#assertOpen();
-      this.#messagePath(id);
+      assertQueueId(id);
     } catch (error) {
       return Promise.reject(error);
     }
-    return this.#track(this.#bucketFor(id).journal.append(encodeJournalRecord(id, results, this.#now())));
+    const bucket = this.#buckets.get(bucketOf(id));
+    if (!bucket) return Promise.reject(new Error(`no message ${id} in spool ${this.directory}`));
+    return this.#track(bucket.journal.append(encodeJournalRecord(id, results, this.#now())));
   }
 
   remove(id: QueueId): Promise<void> {
@@ -176,8 +179,8 @@ export class FileSpool implements Spool {
 
   async #store(envelope: Omit<Envelope, 'size'>, chunks: readonly Buffer[], id: QueueId): Promise<SpooledMessage> {
     this.#assertOpen();
+    assertQueueId(id);
     const started = performance.now();
-    this.#messagePath(id);
     const stored: Envelope = { ...envelope, size: chunks.reduce((total, chunk) => total + chunk.length, 0) };
     const bucket = await this.#enterBucket(id);
     try {
@@ -241,8 +244,9 @@ export class FileSpool implements Spool {
   async #remove(id: QueueId): Promise<void> {
     this.#assertOpen();
     const file = this.#messagePath(id);
-    const bucketName = id.slice(0, BUCKET_CHARS);
-    const bucket = this.#bucketFor(id);
+    const bucketName = bucketOf(id);
+    const bucket = this.#buckets.get(bucketName);
+    if (!bucket) return; // its bucket is gone, so is the message
     let existed = true;
     try {
       await fsp.unlink(file);
@@ -252,7 +256,7 @@ export class FileSpool implements Spool {
     }
     await bucket.sync.sync();
     if (existed) bucket.files--;
-    if (bucket.files <= 0 && bucketName < encodeTime(this.#now()).slice(0, BUCKET_CHARS)) this.#dropBucket(bucketName);
+    if (bucket.files <= 0 && bucketName < bucketOf(encodeTime(this.#now()))) this.#dropBucket(bucketName);
   }
 
   /**
@@ -289,9 +293,13 @@ export class FileSpool implements Spool {
 
   /** Reserves a place for one more message file in the id's bucket, creating the directory durably if needed. */
   async #enterBucket(id: QueueId): Promise<Bucket> {
-    const name = id.slice(0, BUCKET_CHARS);
+    const name = bucketOf(id);
     await this.#removingBuckets.get(name);
-    const bucket = this.#bucketFor(id);
+    let bucket = this.#buckets.get(name);
+    if (!bucket) {
+      bucket = this.#newBucket(name, 0);
+      this.#buckets.set(name, bucket);
+    }
     bucket.files++;
     try {
       await bucket.ready;
@@ -299,16 +307,6 @@ export class FileSpool implements Spool {
       bucket.files--;
       this.#buckets.delete(name);
       throw error;
-    }
-    return bucket;
-  }
-
-  #bucketFor(id: QueueId): Bucket {
-    const name = id.slice(0, BUCKET_CHARS);
-    let bucket = this.#buckets.get(name);
-    if (!bucket) {
-      bucket = this.#newBucket(name, 0);
-      this.#buckets.set(name, bucket);
     }
     return bucket;
   }
@@ -382,8 +380,8 @@ export class FileSpool implements Spool {
   }
 
   #messagePath(id: QueueId): string {
-    if (!isQueueId(id)) throw new Error(`not a queue id: ${JSON.stringify(id)}`);
-    return path.join(this.#queueDir, id.slice(0, BUCKET_CHARS), id);
+    assertQueueId(id);
+    return path.join(this.#queueDir, bucketOf(id), id);
   }
 
   #countFsync(): void {
@@ -402,6 +400,15 @@ export class FileSpool implements Spool {
     operation.then(forget, forget);
     return operation;
   }
+}
+
+/** The bucket directory of a queue id (or of the time part of one). */
+function bucketOf(id: string): string {
+  return id.slice(0, BUCKET_CHARS);
+}
+
+function assertQueueId(id: string): void {
+  if (!isQueueId(id)) throw new Error(`not a queue id: ${JSON.stringify(id)}`);
 }
 
 async function listBuckets(queueDir: string): Promise<string[]> {

@@ -230,6 +230,15 @@ describe('FileSpool', () => {
     await spool.close();
   });
 
+  it('refuses results for a message it never stored, and takes removing an unknown message as done', async () => {
+    const spool = await FileSpool.open(directory);
+    const unknown = spool.allocateId();
+    await assert.rejects(spool.recordRecipientResults(unknown, new Map([[0, { status: 'delivered' as const, nextAttemptAt: 0 }]])), /no message/);
+    await spool.remove(unknown);
+    assert.deepEqual(await fs.readdir(path.join(directory, 'queue')), []);
+    await spool.close();
+  });
+
   it('refuses work after close', async () => {
     const spool = await FileSpool.open(directory);
     await spool.close();
