@@ -1,4 +1,4 @@
-// The on-disk formats of one spooled message, kept apart from the file handling:
+// The on-disk formats of the spool, kept apart from the file handling:
 //
 // Batch file — messages stored together by one group commit share one file, written once and
 // never modified; every message of it has its own hard link `<id>` in the bucket directory:
