@@ -15,7 +15,7 @@ export const PRIVILEGED_PORT_OFFSET = 10_000;
 export const RELAY_USER_ID = 10_001;
 /** Seconds the pod keeps receiving traffic after it is marked terminating, while endpoints update. */
 export const PRE_STOP_SLEEP_SECONDS = 5;
-/** The relay finishes sessions and spool writes within 30 s of SIGTERM; add the preStop sleep and a margin. */
+/** `vmta mta --shutdown-timeout`: how long open sessions may take after SIGTERM. The grace period adds the preStop sleep and a margin for closing the spool. */
 export const RELAY_SHUTDOWN_SECONDS = 30;
 export const TERMINATION_GRACE_SECONDS = PRE_STOP_SLEEP_SECONDS + RELAY_SHUTDOWN_SECONDS + 25;
 

@@ -11,6 +11,7 @@ import {
   POD_TEMPLATE_HASH_ANNOTATION,
   poolLabels,
   PRE_STOP_SLEEP_SECONDS,
+  RELAY_SHUTDOWN_SECONDS,
   RELAY_USER_ID,
   secretDir,
   selectorLabels,
@@ -52,7 +53,7 @@ export function podTemplate(inputs: WorkloadInputs): { metadata: { labels: Recor
     name: 'relay',
     image: spec.image ?? inputs.image,
     imagePullPolicy: 'IfNotPresent',
-    args: ['mta', '--config', CONFIG_DIR],
+    args: ['mta', '--config', CONFIG_DIR, '--shutdown-timeout', `${RELAY_SHUTDOWN_SECONDS}s`],
     ports: [
       ...inputs.listeners.map((plan) => ({ name: listenerPortName(plan), containerPort: plan.relayPort, protocol: 'TCP' })),
       { name: 'admin', containerPort: ADMIN_PORT, protocol: 'TCP' },
