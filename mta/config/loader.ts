@@ -13,7 +13,7 @@ import { readdir, readFile } from 'node:fs/promises';
 import path from 'node:path';
 import type { RelayMetrics } from '../observe/metrics.ts';
 import type { Logger } from '../observe/log.ts';
-import { parseRuntimeConfig } from './parse.ts';
+import { ConfigError, parseRuntimeConfig } from './parse.ts';
 import { RUNTIME_CONFIG_FILE, type RuntimeConfig } from './schema.ts';
 
 export interface LoadedConfig {
@@ -48,7 +48,7 @@ export async function loadConfigDirectory(directory: string): Promise<LoadedConf
   try {
     bytes = await readFile(file);
   } catch (error) {
-    throw new Error(`cannot read runtime config ${file}: ${(error as Error).message}`);
+    throw new ConfigError(file, [`cannot read the file: ${(error as Error).message}`]);
   }
   const config = resolveConfigPaths(parseRuntimeConfig(bytes.toString('utf8'), file), path.resolve(directory));
   return { config, hash: sha256(bytes), file, loadedAt: new Date() };

@@ -74,7 +74,7 @@ test('an invalid config is refused with an error naming the field path and the v
 
 test('a missing relay.yaml is refused with the path it looked for', async () => {
   const directory = await tempDir();
-  await assert.rejects(loadConfigDirectory(directory), new RegExp(`cannot read runtime config ${path.join(directory, 'relay.yaml')}`));
+  await assert.rejects(loadConfigDirectory(directory), new RegExp(`invalid runtime config ${path.join(directory, 'relay.yaml')}: cannot read the file: ENOENT`));
 });
 
 /** Lay out a directory exactly as the kubelet mounts a ConfigMap: relay.yaml -> ..data/relay.yaml, ..data -> ..<timestamp>. */
