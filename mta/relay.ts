@@ -4,7 +4,7 @@
 import { loadConfigDirectory, recordConfigLoaded, ConfigWatcher, type LoadedConfig } from './config/loader.ts';
 import type { RuntimeConfig } from './config/schema.ts';
 import { AdminServer, readAdminToken, type Readiness } from './admin/server.ts';
-import { InboundServer } from './inbound/server.ts';
+import { InboundServer } from './inbound/inbound-server.ts';
 import { createLogger, type Logger } from './observe/log.ts';
 import { RelayMetrics } from './observe/metrics.ts';
 import { createMessageAcceptor } from './routing/acceptance.ts';
@@ -20,11 +20,6 @@ export interface RelayOptions {
   logger?: Logger;
 }
 
-export interface ShutdownResult {
-  /** Sessions still open when the bound ran out (then closed). */
-  abandonedSessions: number;
-}
-
 export class Relay {
   readonly metrics: RelayMetrics;
   readonly logger: Logger;
@@ -34,7 +29,7 @@ export class Relay {
   #inbound: InboundServer | undefined;
   #admin: AdminServer | undefined;
   #listening = false;
-  #shutdown: Promise<ShutdownResult> | undefined;
+  #shutdown: Promise<void> | undefined;
 
   private constructor(options: RelayOptions, logger: Logger) {
     this.#options = options;
@@ -99,7 +94,7 @@ export class Relay {
     this.#inbound = await InboundServer.start(config, { accept, metrics, logger });
     this.#listening = true;
     const listeners = this.#inbound.boundAddresses();
-    logger.info({ listeners }, `listening: ${listeners.map((bound) => `${bound.name} ${bound.address}:${bound.port}`).join(', ') || 'no listeners'}`);
+    logger.info({ listeners }, `listening: ${listeners.map((bound) => `${bound.listener} ${bound.address}:${bound.port}`).join(', ') || 'no listeners'}`);
     await this.#watcher.start();
   }
 
@@ -116,24 +111,22 @@ export class Relay {
   }
 
   /** Idempotent: the first call starts the shutdown, later calls wait for the same one. */
-  shutdown(reason: string): Promise<ShutdownResult> {
+  shutdown(reason: string): Promise<void> {
     this.#shutdown ??= this.#shutDown(reason);
     return this.#shutdown;
   }
 
-  async #shutDown(reason: string): Promise<ShutdownResult> {
+  async #shutDown(reason: string): Promise<void> {
     const { logger } = this;
     logger.info({ reason, timeoutMs: this.#options.shutdownTimeoutMs }, 'shutting down: not ready, no new connections, waiting for open sessions');
     this.#watcher?.stop();
-    let abandonedSessions = 0;
     if (this.#inbound) {
       await this.#inbound.stopAccepting();
-      abandonedSessions = await this.#inbound.drain(this.#options.shutdownTimeoutMs);
-      if (abandonedSessions > 0) logger.warn({ abandonedSessions }, 'sessions still open at the shutdown bound were closed');
+      // Sessions still open at the bound are closed; a message whose DATA had not ended was never acknowledged.
+      await this.#inbound.drain(this.#options.shutdownTimeoutMs);
     }
     await this.#closeAll();
     logger.info('relay stopped');
-    return { abandonedSessions };
   }
 
   async #closeAll(): Promise<void> {
