@@ -5,9 +5,10 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import { once } from 'node:events';
 import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
-import { RELAY_SHUTDOWN_SECONDS } from '../render/layout.ts';
 
 const VMTA_CLI = fileURLToPath(new URL('../../cli/vmta.ts', import.meta.url));
+/** Shorter than in a pod: no load balancer is draining, and a cold change should restart quickly. */
+const LOCAL_SHUTDOWN_SECONDS = 5;
 
 export interface RelayProcessOptions {
   poolName: string;
@@ -27,7 +28,7 @@ export class RelayProcess {
   constructor(options: RelayProcessOptions) {
     this.poolName = options.poolName;
     this.adminPort = options.adminPort;
-    this.#child = spawn(process.execPath, [VMTA_CLI, 'mta', '--config', options.configDir, '--shutdown-timeout', `${RELAY_SHUTDOWN_SECONDS}s`, '--config-poll-interval', '2s'], {
+    this.#child = spawn(process.execPath, [VMTA_CLI, 'mta', '--config', options.configDir, '--shutdown-timeout', `${LOCAL_SHUTDOWN_SECONDS}s`, '--config-poll-interval', '2s'], {
       stdio: ['ignore', 'pipe', 'pipe'],
     });
     for (const stream of [this.#child.stdout, this.#child.stderr]) {
@@ -66,7 +67,7 @@ export class RelayProcess {
     this.#stopping = true;
     if (!this.running) return;
     this.#child.kill('SIGTERM');
-    const timer = setTimeout(() => this.#child.kill('SIGKILL'), (RELAY_SHUTDOWN_SECONDS + 5) * 1000);
+    const timer = setTimeout(() => this.#child.kill('SIGKILL'), (LOCAL_SHUTDOWN_SECONDS + 5) * 1000);
     await this.#exited;
     clearTimeout(timer);
   }
