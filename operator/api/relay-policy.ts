@@ -25,15 +25,13 @@ const relayAddress = z
 const userName = z.string().min(1).max(253).regex(/^[-._a-zA-Z0-9@+]+$/, 'a user name of letters, digits and . _ - @ + (a Secret key)');
 
 const PolicyUsers = z.strictObject({
-  /** Secret with one key per user: key = user name, value = password (or a hash the relay understands). */
-  secretName: z.string().max(253),
-  /** Sender domains each user may use in MAIL FROM. */
+  secretName: z.string().max(253).describe('Secret with one key per user: key = user name, value = password (or a hash the relay understands).'),
   senders: z
     .array(z.strictObject({ user: userName, allowedSenderDomains: z.array(domainPattern).max(256) }))
     .max(1000)
-    .optional(),
-  /** For users without an entry in `senders`; empty means such users may send from no domain. */
-  defaultAllowedSenderDomains: z.array(domainPattern).max(256).optional(),
+    .optional()
+    .describe('Sender domains each user may use in MAIL FROM ("example.com", "*.example.com", "*").'),
+  defaultAllowedSenderDomains: z.array(domainPattern).max(256).optional().describe('For users without an entry in `senders`; empty means such users may send from no domain.'),
 });
 
 const RoutingRule = z
@@ -41,8 +39,7 @@ const RoutingRule = z
     senderDomain: domainPattern.optional(),
     user: userName.optional(),
     recipientDomain: domainPattern.optional(),
-    /** VirtualMTA of the listener's pool that gets the matching mail. */
-    virtualMta: objectName,
+    virtualMta: objectName.describe('VirtualMTA of the listener\'s pool that gets the matching mail.'),
   })
   .superRefine((rule, ctx) => {
     if (!rule.senderDomain && !rule.user && !rule.recipientDomain) ctx.addIssue({ code: 'custom', path: [], input: rule, message: 'a rule needs senderDomain, user or recipientDomain' });
@@ -50,26 +47,18 @@ const RoutingRule = z
   .meta(celRules({ rule: 'has(self.senderDomain) || has(self.user) || has(self.recipientDomain)', message: 'a rule needs senderDomain, user or recipientDomain', reason: 'FieldValueRequired' }));
 
 const Routing = z.strictObject({
-  /** Honour (then remove) an X-Virtual-MTA header naming a VirtualMTA of the pool. */
-  honorVirtualMtaHeader: z.boolean().default(false),
-  /** First matching rule wins. */
-  rules: z.array(RoutingRule).max(1000).optional(),
-  /** When no rule matches; otherwise the pool's selection picks. */
-  defaultVirtualMta: objectName.optional(),
+  honorVirtualMtaHeader: z.boolean().default(false).describe('Honour (then remove) an X-Virtual-MTA header naming a VirtualMTA of the pool.'),
+  rules: z.array(RoutingRule).max(1000).optional().describe('First matching rule wins.'),
+  defaultVirtualMta: objectName.optional().describe('When no rule matches; otherwise the pool\'s selection picks.'),
 });
 
 export const RelayPolicySpec = z
   .strictObject({
-    /** Credentials are read only on an encrypted session (530 5.7.0 before TLS). */
-    requireTlsForAuth: z.boolean().default(true),
-    /** Clients in these CIDRs may relay anywhere without AUTH (PowerMTA `always-allow-relaying`). */
-    alwaysAllowRelaying: z.array(cidr).max(1024).optional(),
-    /** Says that a CIDR covering every address in alwaysAllowRelaying is meant (an open relay on unauthenticated listeners). */
-    acknowledgeOpenRelay: z.boolean().default(false),
-    /** Unauthenticated mail is accepted for recipients in these domains (PowerMTA `relay-domain`). */
-    relayDomains: z.array(domainPattern).max(10_000).optional(),
-    /** Unauthenticated mail is accepted for these recipients: exact addresses or /regex/ (PowerMTA `relay-address`). */
-    relayAddresses: z.array(relayAddress).max(10_000).optional(),
+    requireTlsForAuth: z.boolean().default(true).describe('Credentials are read only on an encrypted session (530 5.7.0 before TLS).'),
+    alwaysAllowRelaying: z.array(cidr).max(1024).optional().describe('Clients in these CIDRs may relay anywhere without AUTH (PowerMTA `always-allow-relaying`).'),
+    acknowledgeOpenRelay: z.boolean().default(false).describe('Says that a CIDR covering every address in alwaysAllowRelaying is meant (an open relay on unauthenticated listeners).'),
+    relayDomains: z.array(domainPattern).max(10_000).optional().describe('Unauthenticated mail is accepted for recipients in these domains (PowerMTA `relay-domain`).'),
+    relayAddresses: z.array(relayAddress).max(10_000).optional().describe('Unauthenticated mail is accepted for these recipients: exact addresses or /regex/ (PowerMTA `relay-address`).'),
     users: PolicyUsers.optional(),
     routing: Routing.optional(),
   })

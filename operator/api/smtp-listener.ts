@@ -29,20 +29,15 @@ export const ROLE_DEFAULTS: Record<ListenerRole, RoleDefaults> = {
 };
 
 const ListenerTls = z.strictObject({
-  /** Defaults from the role: starttls, or implicit for `submissions`. */
-  mode: z.enum(['none', 'starttls', 'implicit']).optional(),
-  /** Refuse MAIL and AUTH before the session is encrypted. Defaults from the role. */
-  required: z.boolean().optional(),
-  /** A `kubernetes.io/tls` Secret (keys tls.crt and tls.key), mounted into the pods by reference. */
-  secretName: z.string().max(253).optional(),
+  mode: z.enum(['none', 'starttls', 'implicit']).optional().describe('Defaults from the role: starttls, or implicit for `submissions`.'),
+  required: z.boolean().optional().describe('Refuse MAIL and AUTH before the session is encrypted. Defaults from the role.'),
+  secretName: z.string().max(253).optional().describe('A `kubernetes.io/tls` Secret (keys tls.crt and tls.key), mounted into the pods by reference.'),
   minVersion: z.enum(['TLSv1.2', 'TLSv1.3']).default('TLSv1.2'),
 });
 
 const ListenerAuth = z.strictObject({
-  /** Refuse MAIL FROM before AUTH. Defaults from the role. */
-  required: z.boolean().optional(),
-  /** Mechanisms offered; empty offers no AUTH. Defaults from the role (none on relay, PLAIN and LOGIN elsewhere). */
-  mechanisms: z.array(z.enum(['PLAIN', 'LOGIN', 'CRAM-MD5'])).max(3).optional(),
+  required: z.boolean().optional().describe('Refuse MAIL FROM before AUTH. Defaults from the role.'),
+  mechanisms: z.array(z.enum(['PLAIN', 'LOGIN', 'CRAM-MD5'])).max(3).optional().describe('Mechanisms offered; empty offers no AUTH. Defaults from the role (none on relay, PLAIN and LOGIN elsewhere).'),
   maxFailures: z.number().int().min(1).max(1000).optional(),
   failureWindow: duration.optional(),
 });
@@ -50,29 +45,24 @@ const ListenerAuth = z.strictObject({
 const ListenerLimits = z.strictObject({
   maxConnections: z.number().int().min(1).max(1_000_000).optional(),
   maxConnectionsPerClient: z.number().int().min(1).max(100_000).optional(),
-  /** Bytes, advertised with SIZE. */
-  maxMessageSize: z.number().int().min(1024).max(2 ** 31 - 1).optional(),
+  maxMessageSize: z.number().int().min(1024).max(2 ** 31 - 1).optional().describe('Bytes, advertised with SIZE.'),
   maxRecipients: z.number().int().min(1).max(100_000).optional(),
   idleTimeout: duration.optional(),
   commandTimeout: duration.optional(),
   maxErrors: z.number().int().min(1).max(1000).optional(),
-  /** Pause before the greeting to catch clients that talk first. */
-  greetingDelay: duration.optional(),
+  greetingDelay: duration.optional().describe('Pause before the greeting to catch clients that talk first.'),
 });
 
 const ProxyProtocol = z.strictObject({
   enabled: z.boolean().default(false),
-  /** Only these peers may send a PROXY header (the load balancers); never the whole internet. */
-  trustedCidrs: z.array(cidr).max(256).optional(),
+  trustedCidrs: z.array(cidr).max(256).optional().describe('Only these peers may send a PROXY header (the load balancers); never the whole internet.'),
 });
 
 const ListenerService = z.strictObject({
   type: z.enum(['ClusterIP', 'NodePort', 'LoadBalancer']).default('ClusterIP'),
-  /** Port of the Service; defaults to the listener's port. */
-  port: port.optional(),
+  port: port.optional().describe('Port of the Service; defaults to the listener\'s port.'),
   nodePort: z.number().int().min(1).max(65535).optional(),
-  /** Local (the default for LoadBalancer and NodePort) keeps the client address, which relay decisions depend on. */
-  externalTrafficPolicy: z.enum(['Local', 'Cluster']).optional(),
+  externalTrafficPolicy: z.enum(['Local', 'Cluster']).optional().describe('Local (the default for LoadBalancer and NodePort) keeps the client address, which relay decisions depend on.'),
   loadBalancerSourceRanges: z.array(cidr).max(64).optional(),
   annotations: z.record(z.string().max(317), z.string().max(4096)).optional(),
 });
@@ -147,22 +137,16 @@ export const LISTENER_RULES = celRules(
 
 const SmtpListenerFields = z.strictObject({
   role: z.enum(LISTENER_ROLES),
-  /** Address to listen on inside the pod; defaults to every address. */
-  address: ipAddress.optional(),
-  /** Defaults from the role: 25, 587, 465 or 2525. */
-  port: port.optional(),
-  /** Name in the greeting banner; defaults to the pool's hostname. */
-  hostname: hostname.optional(),
+  address: ipAddress.optional().describe('Address to listen on inside the pod; defaults to every address.'),
+  port: port.optional().describe('Defaults from the role: 25, 587, 465 or 2525.'),
+  hostname: hostname.optional().describe('Name in the greeting banner; defaults to the pool\'s hostname.'),
   tls: ListenerTls.optional(),
   auth: ListenerAuth.optional(),
-  /** The RelayPolicy that decides who may relay through this listener. */
-  relayPolicyRef: localRef,
-  /** The VirtualMtaPool whose pods serve this listener. */
-  poolRef: localRef,
+  relayPolicyRef: localRef.describe('The RelayPolicy that decides who may relay through this listener.'),
+  poolRef: localRef.describe('The VirtualMtaPool whose pods serve this listener.'),
   limits: ListenerLimits.optional(),
   proxyProtocol: ProxyProtocol.optional(),
-  /** How the listener is exposed; omitted means a ClusterIP Service. */
-  service: ListenerService.optional(),
+  service: ListenerService.optional().describe('How the listener is exposed; omitted means a ClusterIP Service.'),
 });
 
 export type SmtpListenerSpec = z.output<typeof SmtpListenerFields>;
@@ -225,8 +209,7 @@ function refineListenerSpec(spec: SmtpListenerSpec, ctx: z.RefinementCtx): void 
 export const SmtpListenerStatus = z.strictObject({
   observedGeneration: z.number().int().min(0).optional(),
   conditions: conditions.optional(),
-  /** The port the listener serves after role defaults. */
-  port: port.optional(),
+  port: port.optional().describe('The port the listener serves after role defaults.'),
 });
 
 export const SmtpListener = z.strictObject({
