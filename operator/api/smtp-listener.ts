@@ -80,7 +80,7 @@ export const LISTENER_RULES = celRules(
     reason: 'FieldValueForbidden',
   },
   {
-    rule: `!(has(self.port) && self.port == 25 && ${hasTls('mode')} && self.tls.mode == 'implicit')`,
+    rule: `!(has(self.port) && self.port == 25 && (${hasTls('mode')} ? self.tls.mode == 'implicit' : self.role == 'submissions'))`,
     message: 'port 25 cannot use implicit TLS: other MTAs speak plain SMTP and upgrade with STARTTLS (RFC 3207)',
     fieldPath: '.tls.mode',
     reason: 'FieldValueForbidden',
@@ -186,8 +186,8 @@ function refineListenerSpec(spec: SmtpListenerSpec, ctx: z.RefinementCtx): void 
   if (mode !== undefined) {
     const allowed: TlsMode[] = spec.role === 'submissions' ? ['implicit'] : spec.role === 'relay' ? ['none', 'starttls'] : ['starttls'];
     if (!allowed.includes(mode)) issue(['tls', 'mode'], mode, `role "${spec.role}" takes tls.mode ${allowed.join(' or ')} (relay: none or starttls; submission, alternate: starttls, RFC 6409; submissions: implicit, RFC 8314)`);
-    if (spec.port === 25 && mode === 'implicit') issue(['tls', 'mode'], mode, 'port 25 cannot use implicit TLS: other MTAs speak plain SMTP and upgrade with STARTTLS (RFC 3207)');
   }
+  if (spec.port === 25 && resolveListener(spec).tlsMode === 'implicit') issue(['tls', 'mode'], mode ?? 'implicit', 'port 25 cannot use implicit TLS: other MTAs speak plain SMTP and upgrade with STARTTLS (RFC 3207)');
   if (submissionRole && spec.tls?.required === false) issue(['tls', 'required'], false, `role "${spec.role}" carries credentials: tls.required cannot be false (RFC 8314)`);
   if (submissionRole && spec.auth?.required === false) issue(['auth', 'required'], false, `role "${spec.role}" requires AUTH (RFC 6409 §4.3); for trusted networks use role relay with the policy's alwaysAllowRelaying`);
   if (submissionRole && spec.auth?.mechanisms?.length === 0) issue(['auth', 'mechanisms'], [], `role "${spec.role}" requires AUTH, so auth.mechanisms cannot be empty`);
