@@ -32,7 +32,7 @@ export class RelayProcess {
       stdio: ['ignore', 'pipe', 'pipe'],
     });
     for (const stream of [this.#child.stdout, this.#child.stderr]) {
-      if (stream) createInterface({ input: stream }).on('line', (line) => options.log(`[${options.poolName}] ${line}`));
+      if (stream) createInterface({ input: stream }).on('line', (line) => options.log(`[${options.poolName}] ${readableLogLine(line)}`));
     }
     this.#exited = once(this.#child, 'exit').then(([code, signal]) => {
       if (!this.#stopping) options.onExit(code as number | null, signal as NodeJS.Signals | null);
@@ -71,4 +71,24 @@ export class RelayProcess {
     await this.#exited;
     clearTimeout(timer);
   }
+}
+
+const LEVELS: Record<number, string> = { 10: 'trace', 20: 'debug', 30: 'info', 40: 'warn', 50: 'error', 60: 'fatal' };
+/** Keys worth showing on a terminal (a pod logs the full JSON record). */
+const SHOWN_KEYS = ['listener', 'queueId', 'virtualMta', 'domain', 'remoteAddress', 'user'];
+
+/** A pino JSON record as one short line: "info listening: ... listener=submission"; other text unchanged. */
+export function readableLogLine(line: string): string {
+  if (!line.startsWith('{')) return line;
+  let record: Record<string, unknown>;
+  try {
+    record = JSON.parse(line) as Record<string, unknown>;
+  } catch {
+    return line;
+  }
+  if (typeof record.msg !== 'string') return line;
+  const fields = SHOWN_KEYS.filter((key) => typeof record[key] === 'string' || typeof record[key] === 'number').map((key) => `${key}=${String(record[key])}`);
+  const error = record.err as { message?: unknown } | undefined;
+  if (typeof error?.message === 'string') fields.push(`error="${error.message}"`);
+  return [LEVELS[Number(record.level)] ?? 'log', record.msg, ...fields].join(' ');
 }
