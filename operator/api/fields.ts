@@ -67,7 +67,7 @@ export const cidr = z
   .regex(/^[0-9A-Fa-f:.]+(\/[0-9]{1,3})?$/, 'a CIDR such as 10.0.0.0/8 or 2001:db8::/32, or a single address')
   .refine(isCidr, 'a CIDR such as 10.0.0.0/8 or 2001:db8::/32, or a single address');
 
-export function isCidr(value: string): boolean {
+function isCidr(value: string): boolean {
   const [address, bits, extra] = value.split('/');
   if (extra !== undefined || address === undefined) return false;
   const family = net.isIP(address);
