@@ -45,7 +45,8 @@ function makeStructural(node: JsonSchema, path: string): JsonSchema {
 export function buildCrd(definition: KindDefinition): JsonSchema {
   const nameRules: CelRule[] = [
     // size() costs nothing to estimate; a pattern on metadata.name would need its length bound, which CRDs cannot set.
-    { rule: `self.metadata.name.size() <= ${definition.maxNameLength}`, message: `metadata.name must have at most ${definition.maxNameLength} characters (names of Services, pods and relay config entries are built from it)`, fieldPath: '.metadata.name', reason: 'FieldValueInvalid' },
+    // No fieldPath: the API server checks fieldPaths against the schema, which does not model metadata.
+    { rule: `self.metadata.name.size() <= ${definition.maxNameLength}`, message: `metadata.name must have at most ${definition.maxNameLength} characters (names of Services, pods and relay config entries are built from it)`, reason: 'FieldValueInvalid' },
   ];
   const openAPIV3Schema: JsonSchema = {
     type: 'object',
