@@ -50,6 +50,7 @@ for (const definition of KINDS) {
       assert.ok(typeof node.type === 'string' || node['x-kubernetes-int-or-string'] || node['x-kubernetes-preserve-unknown-fields'], `${at}: no type`);
       assert.notEqual(node.additionalProperties, false, `${at}: additionalProperties: false`);
       assert.ok(!(node.properties && node.additionalProperties), `${at}: properties and additionalProperties together`);
+      if (typeof node.pattern === 'string') assert.doesNotMatch(node.pattern, /\(\?[=!<]|\\[1-9]/, `${at}: the API server checks patterns with Go's RE2: no look-around or back-references`);
       if (node.type === 'array') assert.ok(typeof node.maxItems === 'number', `${at}: a list without maxItems (CEL cost)`);
       if (node.type === 'string' && at.startsWith('.spec')) assert.ok(typeof node.maxLength === 'number' || Array.isArray(node.enum), `${at}: a string without maxLength (CEL cost)`);
       const mapKeys = node['x-kubernetes-list-map-keys'] as string[] | undefined;
