@@ -47,17 +47,6 @@ function positiveInteger(name: string, text: string | undefined): number {
   return value;
 }
 
-switch (args.role) {
-  case 'sink':
-    await runDiscardSink();
-    break;
-  case 'load':
-    process.stdout.write(`${JSON.stringify(await generateLoad(Number(args.port), messages, size, concurrency))}\n`);
-    break;
-  default:
-    await runBenchmark();
-}
-
 /** The comparison point: smtp-server, greeting at once, no policy, every message read and dropped. */
 async function runDiscardSink(): Promise<void> {
   const smtp = new RelaySmtpServer(
@@ -266,4 +255,16 @@ async function generateLoad(port: number, count: number, bytes: number, parallel
   await Promise.all(Array.from({ length: parallel }, worker));
   result.elapsedMs = performance.now() - start;
   return result;
+}
+
+// Dispatch last: the classes above must be initialised before any role runs.
+switch (args.role) {
+  case 'sink':
+    await runDiscardSink();
+    break;
+  case 'load':
+    process.stdout.write(`${JSON.stringify(await generateLoad(Number(args.port), messages, size, concurrency))}\n`);
+    break;
+  default:
+    await runBenchmark();
 }
