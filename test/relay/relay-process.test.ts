@@ -103,6 +103,22 @@ test('python smtplib submits through the real relay process (STARTTLS, login, se
   assert.deepEqual((await storedMessages(path.join(dir, 'spool'))).get(queueId), ['someone@example.org']);
 });
 
+test('a STARTTLS session that has ended no longer counts as open (shutdown and per-client limits do not wait for it)', async () => {
+  const { relay, ports } = await startRelay();
+  const result = await smtplibSend({
+    host: '127.0.0.1', port: ports.submission, mode: 'starttls', caFile: ca.caFile, user: 'alice', password: 'alice-password',
+    from: 'app@example.com', to: ['someone@example.org'], message: 'Subject: hi\r\n\r\nhello\r\n',
+  });
+  assert.match(result.stdout, /^OK 250/);
+  const deadline = Date.now() + 10_000;
+  let active = await metricValue(relay.adminUrl, 'vmta_inbound_connections_active{listener="submission"}');
+  while (active !== 0 && Date.now() < deadline) {
+    await new Promise((resolve) => setTimeout(resolve, 100));
+    active = await metricValue(relay.adminUrl, 'vmta_inbound_connections_active{listener="submission"}');
+  }
+  assert.equal(active, 0);
+});
+
 test('the relay logs one line listing every bound listener', async () => {
   const { relay, ports } = await startRelay();
   const record = await relay.waitForLog((entry) => Array.isArray(entry.listeners));
