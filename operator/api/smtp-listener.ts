@@ -136,7 +136,7 @@ export const LISTENER_RULES = celRules(
 );
 
 const SmtpListenerFields = z.strictObject({
-  role: z.enum(LISTENER_ROLES),
+  role: z.enum(LISTENER_ROLES).describe('relay (25: STARTTLS offered, no AUTH), submission (587: STARTTLS then AUTH, RFC 6409), submissions (465: implicit TLS, RFC 8314) or alternate (2525: as submission). Fills the defaults of port, tls and auth.'),
   address: ipAddress.optional().describe('Address to listen on inside the pod; defaults to every address.'),
   port: port.optional().describe('Defaults from the role: 25, 587, 465 or 2525.'),
   hostname: hostname.optional().describe('Name in the greeting banner; defaults to the pool\'s hostname.'),
@@ -144,8 +144,8 @@ const SmtpListenerFields = z.strictObject({
   auth: ListenerAuth.optional(),
   relayPolicyRef: localRef.describe('The RelayPolicy that decides who may relay through this listener.'),
   poolRef: localRef.describe('The VirtualMtaPool whose pods serve this listener.'),
-  limits: ListenerLimits.optional(),
-  proxyProtocol: ProxyProtocol.optional(),
+  limits: ListenerLimits.optional().describe('Connection, size, recipient and time limits; omitted ones take the relay defaults (greetingDelay 0s on every role: a pause would slow legitimate bounces on port 25 and catch nothing on submission ports).'),
+  proxyProtocol: ProxyProtocol.optional().describe('Accept a PROXY protocol header from trusted load balancers, so relay decisions see the real client address.'),
   service: ListenerService.optional().describe('How the listener is exposed; omitted means a ClusterIP Service.'),
 });
 
