@@ -159,15 +159,15 @@ export class LocalMode {
         await running.process.stop();
       }
       if (this.#stopped) return;
-      const process = new RelayProcess({
+      const relay = new RelayProcess({
         poolName,
         configDir: path.join(poolDir, 'config'),
         adminPort,
         log,
         onExit: (code, signal) => log(`pool "${poolName}": relay exited (${signal ?? `code ${code}`}); fix the resources and save to start it again`),
       });
-      this.#pools.set(poolName, { podTemplateHash: render.podTemplateHash, configHash: render.configHash, adminPort, process, endpoints });
-      await process.waitReady();
+      this.#pools.set(poolName, { podTemplateHash: render.podTemplateHash, configHash: render.configHash, adminPort, process: relay, endpoints });
+      await relay.waitReady();
       log(describePool(poolName, adminPort, endpoints, workDir, loaded.resources));
     }
     for (const [poolName, running] of this.#pools) {
