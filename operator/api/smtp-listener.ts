@@ -6,7 +6,7 @@
 //   submissions  465   implicit TLS                       AUTH required              (RFC 8314)
 //   alternate    2525  as submission, for networks that block 587
 import { z } from 'zod';
-import { API_GROUP_VERSION, celRules, cidr, conditions, duration, hostname, ipAddress, isWholeInternet, localRef, ObjectMeta, port } from './fields.ts';
+import { API_GROUP_VERSION, celRules, cidr, conditions, duration, hostname, ipAddress, BROAD_CIDR_CEL, isOverlyBroad, localRef, ObjectMeta, port } from './fields.ts';
 
 export const LISTENER_ROLES = ['relay', 'submission', 'submissions', 'alternate'] as const;
 export type ListenerRole = (typeof LISTENER_ROLES)[number];
@@ -122,8 +122,8 @@ export const LISTENER_RULES = celRules(
     reason: 'FieldValueRequired',
   },
   {
-    rule: "!has(self.proxyProtocol) || !has(self.proxyProtocol.trustedCidrs) || self.proxyProtocol.trustedCidrs.all(c, !c.endsWith('/0'))",
-    message: 'proxyProtocol.trustedCidrs cannot trust every address: anyone could then claim any client address',
+    rule: `!has(self.proxyProtocol) || !has(self.proxyProtocol.trustedCidrs) || self.proxyProtocol.trustedCidrs.all(c, !${BROAD_CIDR_CEL})`,
+    message: 'proxyProtocol.trustedCidrs cannot trust a range wider than a /8 (IPv4) or /16 (IPv6): anyone there could claim any client address',
     fieldPath: '.proxyProtocol.trustedCidrs',
     reason: 'FieldValueForbidden',
   },
@@ -198,7 +198,7 @@ function refineListenerSpec(spec: SmtpListenerSpec, ctx: z.RefinementCtx): void 
   const proxy = spec.proxyProtocol;
   if (proxy?.enabled && (proxy.trustedCidrs?.length ?? 0) === 0) issue(['proxyProtocol', 'trustedCidrs'], proxy.trustedCidrs, 'proxyProtocol.enabled needs proxyProtocol.trustedCidrs: the load balancers allowed to send PROXY headers');
   proxy?.trustedCidrs?.forEach((range, index) => {
-    if (isWholeInternet(range)) issue(['proxyProtocol', 'trustedCidrs', index], range, 'proxyProtocol.trustedCidrs cannot trust every address: anyone could then claim any client address');
+    if (isOverlyBroad(range)) issue(['proxyProtocol', 'trustedCidrs', index], range, 'proxyProtocol.trustedCidrs cannot trust a range wider than a /8 (IPv4) or /16 (IPv6): anyone there could claim any client address');
   });
   const service = spec.service;
   if (service && service.type === 'ClusterIP' && (service.externalTrafficPolicy || service.nodePort || service.loadBalancerSourceRanges)) {
