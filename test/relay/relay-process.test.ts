@@ -8,11 +8,12 @@ import { once } from 'node:events';
 import { copyFile, mkdir, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { after, before, test } from 'node:test';
+import net from 'node:net';
 import tls from 'node:tls';
 import type { RuntimeConfigInput } from '../../mta/config/schema.ts';
 import { FileSpool } from '../../mta/spool/spool.ts';
 import { RawSmtpClient, smtplibSend } from '../fixtures/smtp-clients.ts';
-import { baseRelayConfig, freePort, metricValue, REPO_ROOT, startRelayProcess, temporaryDirectory, writeRelayConfig, type RelayProcess } from '../fixtures/relay-process.ts';
+import { baseRelayConfig, freePort, loopbackRelayConfig, metricValue, REPO_ROOT, startRelayProcess, temporaryDirectory, writeRelayConfig, type RelayProcess } from '../fixtures/relay-process.ts';
 import { createTestCa, type TestCa } from '../fixtures/tls.ts';
 
 const cleanups: (() => Promise<void> | void)[] = [];
@@ -156,6 +157,18 @@ test('a broken config file is refused while the old policy keeps serving; a good
   assert.equal(relay.child.exitCode, null, 'no restart');
 });
 
+test('a reload whose certificate file cannot be read is refused as a whole: no part of it applies', async () => {
+  const { dir, relay, ports, config } = await startRelay(['example.org']);
+  const next = config(['example.net']);
+  next.listeners[2]!.tls = { mode: 'implicit', required: true, certFile: 'tls/missing.crt', keyFile: 'tls/tls.key' };
+  await writeRelayConfig(dir, next);
+  const refusal = await relay.waitForLog((entry) => entry.level === 50 && /refused/.test(entry.msg));
+  assert.match(refusal.msg, /missing\.crt/);
+  assert.equal(await rcptReply(ports.relay, 'a@example.net'), 550, 'the relay policy of the refused version did not apply');
+  assert.equal(await rcptReply(ports.relay, 'a@example.org'), 250);
+  assert.equal(await metricValue(relay.adminUrl, 'vmta_config_last_reload_successful'), 0);
+});
+
 function servedCertificateSerial(port: number): Promise<string> {
   return new Promise((resolve, reject) => {
     const socket = tls.connect({ host: '127.0.0.1', port, ca: ca.ca, servername: 'localhost' }, () => {
@@ -227,6 +240,19 @@ test('vmta mta exits 2 on an invalid initial config, naming the field and the va
   const result = await runCommand(['--config', directory.path]);
   assert.equal(result.code, 2);
   assert.match(result.stderr, /hostname: .*got "bad host!"/);
+});
+
+test('vmta mta exits 1 when a listener cannot bind, naming the listener, and leaves nothing running', async () => {
+  const directory = await temporaryDirectory('vmta-busyport-');
+  cleanups.push(directory.remove);
+  const blocker = net.createServer().listen(0, '127.0.0.1');
+  await once(blocker, 'listening');
+  cleanups.push(() => void blocker.close());
+  const busy = (blocker.address() as net.AddressInfo).port;
+  await writeRelayConfig(directory.path, loopbackRelayConfig(busy, await freePort()));
+  const result = await runCommand(['--config', directory.path]);
+  assert.equal(result.code, 1);
+  assert.match(result.stderr, new RegExp(`listener "relay": cannot listen on 127\\.0\\.0\\.1:${busy}`));
 });
 
 test('vmta mta exits 2 on bad options and prints its usage for --help', async () => {
