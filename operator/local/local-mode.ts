@@ -166,6 +166,7 @@ export class LocalMode {
         log,
         onExit: (code, signal) => log(`pool "${poolName}": relay exited (${signal ?? `code ${code}`}); fix the resources and save to start it again`),
       });
+      log(`pool "${poolName}": relay started (pid ${relay.pid})`);
       this.#pools.set(poolName, { podTemplateHash: render.podTemplateHash, configHash: render.configHash, adminPort, process: relay, endpoints });
       await relay.waitReady();
       log(describePool(poolName, adminPort, endpoints, workDir, loaded.resources));

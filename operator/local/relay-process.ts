@@ -30,11 +30,18 @@ export class RelayProcess {
     this.adminPort = options.adminPort;
     this.#child = spawn(process.execPath, [VMTA_CLI, 'mta', '--config', options.configDir, '--shutdown-timeout', `${LOCAL_SHUTDOWN_SECONDS}s`, '--config-poll-interval', '2s'], {
       stdio: ['ignore', 'pipe', 'pipe'],
+      // Its own process group: Ctrl-C in the terminal reaches `vmta local` alone, which stops
+      // each relay with one SIGTERM (a relay given two signals exits without draining).
+      detached: true,
     });
+    // If `vmta local` exits without stop() (an uncaught error), the relay must not outlive it.
+    const killOnExit = () => this.#child.kill('SIGKILL');
+    process.once('exit', killOnExit);
     for (const stream of [this.#child.stdout, this.#child.stderr]) {
       if (stream) createInterface({ input: stream }).on('line', (line) => options.log(`[${options.poolName}] ${readableLogLine(line)}`));
     }
     this.#exited = once(this.#child, 'exit').then(([code, signal]) => {
+      process.removeListener('exit', killOnExit);
       if (!this.#stopping) options.onExit(code as number | null, signal as NodeJS.Signals | null);
     });
   }

@@ -3,6 +3,7 @@
 // LOGIN and 465 implicit TLS; port 25 relays only for the bounce domain; an edit to a policy
 // file reaches the running relay without a restart. Ports are shifted to stay clear of others.
 import assert from 'node:assert/strict';
+import net from 'node:net';
 import { spawn, type ChildProcess } from 'node:child_process';
 import { cp, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import os from 'node:os';
@@ -12,10 +13,31 @@ import { fileURLToPath } from 'node:url';
 import { RawSmtpClient, smtplibSend } from '../fixtures/smtp-clients.ts';
 
 const REPO = fileURLToPath(new URL('../../', import.meta.url));
-const PORT_SHIFT = 20_000 + Math.floor(Math.random() * 9_000);
-const SUBMISSION_PORT = 10_587 + PORT_SHIFT;
-const SUBMISSIONS_PORT = 10_465 + PORT_SHIFT;
-const MX_PORT = 10_025 + PORT_SHIFT;
+/** Local ports of the examples without shift: listeners (25, 465, 587 get +10000), the cold-change port, admin. */
+const EXAMPLE_PORTS = [2525, 2526, 10_025, 10_465, 10_587, 8025];
+
+function portIsFree(port: number): Promise<boolean> {
+  return new Promise((resolve) => {
+    const server = net.createServer();
+    server.once('error', () => resolve(false));
+    server.listen(port, '127.0.0.1', () => server.close(() => resolve(true)));
+  });
+}
+
+/** A shift that keeps every port below the kernel's ephemeral range (32768+) and free right now. */
+async function freePortShift(): Promise<number> {
+  for (let attempt = 0; attempt < 50; attempt += 1) {
+    const shift = 12_000 + Math.floor(Math.random() * 10_000);
+    const free = await Promise.all(EXAMPLE_PORTS.map((port) => portIsFree(port + shift)));
+    if (free.every(Boolean)) return shift;
+  }
+  throw new Error('no free set of ports for the examples');
+}
+
+let PORT_SHIFT: number;
+let SUBMISSION_PORT: number;
+let SUBMISSIONS_PORT: number;
+let MX_PORT: number;
 
 let dir: string;
 let cli: ChildProcess;
@@ -31,22 +53,30 @@ function waitForOutput(pattern: RegExp, from: number, timeoutMs: number): Promis
         resolve(match[0]);
       }
     };
-    const timer = setInterval(check, 100);
+    const timer = setInterval(() => {
+      check();
+      if (cli.exitCode !== null || cli.signalCode !== null) {
+        clearInterval(timer);
+        clearTimeout(deadline);
+        reject(new Error(`vmta local exited (${cli.exitCode ?? cli.signalCode}) before ${pattern}; output:\n${output.slice(from)}`));
+      }
+    }, 100);
     const deadline = setTimeout(() => {
       clearInterval(timer);
       reject(new Error(`no ${pattern} within ${timeoutMs / 1000}s; output:\n${output.slice(from)}`));
     }, timeoutMs);
-    check();
   });
 }
 
 before(async () => {
+  PORT_SHIFT = await freePortShift();
+  SUBMISSION_PORT = 10_587 + PORT_SHIFT;
+  SUBMISSIONS_PORT = 10_465 + PORT_SHIFT;
+  MX_PORT = 10_025 + PORT_SHIFT;
   dir = await mkdtemp(path.join(os.tmpdir(), 'vmta-local-mode-'));
   await cp(path.join(REPO, 'examples'), path.join(dir, 'resources'), { recursive: true });
-  // Own process group: the relays it starts can be cleaned up even if the CLI misbehaves.
   cli = spawn(process.execPath, [path.join(REPO, 'cli/vmta.ts'), 'local', path.join(dir, 'resources'), '--work-dir', path.join(dir, 'work'), '--port-shift', String(PORT_SHIFT)], {
     stdio: ['ignore', 'pipe', 'pipe'],
-    detached: true,
   });
   cli.stdout?.on('data', (chunk: Buffer) => (output += chunk.toString()));
   cli.stderr?.on('data', (chunk: Buffer) => (output += chunk.toString()));
@@ -57,14 +87,18 @@ after(async () => {
   if (cli.exitCode === null && cli.signalCode === null) {
     const exited = new Promise((resolve) => cli.once('exit', resolve));
     cli.kill('SIGTERM');
-    const timer = setTimeout(() => process.kill(-(cli.pid ?? 0), 'SIGKILL'), 45_000);
+    const timer = setTimeout(() => cli.kill('SIGKILL'), 45_000);
     await exited;
     clearTimeout(timer);
   }
-  try {
-    process.kill(-(cli.pid ?? 0), 'SIGKILL');
-  } catch {
-    // The group is gone: every relay exited with the CLI.
+  // Relays run in their own process groups; a CLI that did not stop cleanly may leave some behind.
+  const relayPids = cli.exitCode === 0 ? [] : [...output.matchAll(/relay started \(pid (\d+)\)/g)].map((match) => Number(match[1]));
+  for (const pid of relayPids) {
+    try {
+      process.kill(pid, 'SIGKILL');
+    } catch {
+      // Already gone, as it should be.
+    }
   }
   await rm(dir, { recursive: true, force: true });
   if (process.env.VMTA_DEBUG_OUTPUT) await writeFile(process.env.VMTA_DEBUG_OUTPUT, output);
