@@ -1,0 +1,101 @@
+// One pool's relay as a local child process (`vmta mta --config DIR`), its output passed on
+// with the pool's name in front, readiness read from the relay's own /readyz, and a stop that
+// gives it the same SIGTERM-then-wait a pod gets.
+import { spawn, type ChildProcess } from 'node:child_process';
+import { once } from 'node:events';
+import { createInterface } from 'node:readline';
+import { fileURLToPath } from 'node:url';
+
+const VMTA_CLI = fileURLToPath(new URL('../../cli/vmta.ts', import.meta.url));
+/** Shorter than in a pod: no load balancer is draining, and a cold change should restart quickly. */
+const LOCAL_SHUTDOWN_SECONDS = 5;
+
+export interface RelayProcessOptions {
+  poolName: string;
+  configDir: string;
+  adminPort: number;
+  log: (line: string) => void;
+  onExit: (code: number | null, signal: NodeJS.Signals | null) => void;
+}
+
+export class RelayProcess {
+  readonly poolName: string;
+  readonly adminPort: number;
+  readonly #child: ChildProcess;
+  readonly #exited: Promise<void>;
+  #stopping = false;
+
+  constructor(options: RelayProcessOptions) {
+    this.poolName = options.poolName;
+    this.adminPort = options.adminPort;
+    this.#child = spawn(process.execPath, [VMTA_CLI, 'mta', '--config', options.configDir, '--shutdown-timeout', `${LOCAL_SHUTDOWN_SECONDS}s`, '--config-poll-interval', '2s'], {
+      stdio: ['ignore', 'pipe', 'pipe'],
+      // Its own process group: Ctrl-C in the terminal reaches `vmta local` alone, which stops
+      // each relay with one SIGTERM (a relay given two signals exits without draining).
+      detached: true,
+    });
+    // If `vmta local` exits without stop() (an uncaught error), the relay must not outlive it.
+    const killOnExit = () => this.#child.kill('SIGKILL');
+    process.once('exit', killOnExit);
+    for (const stream of [this.#child.stdout, this.#child.stderr]) {
+      if (stream) createInterface({ input: stream }).on('line', (line) => options.log(`[${options.poolName}] ${readableLogLine(line)}`));
+    }
+    this.#exited = once(this.#child, 'exit').then(([code, signal]) => {
+      process.removeListener('exit', killOnExit);
+      if (!this.#stopping) options.onExit(code as number | null, signal as NodeJS.Signals | null);
+    });
+  }
+
+  get pid(): number | undefined {
+    return this.#child.pid;
+  }
+
+  get running(): boolean {
+    return this.#child.exitCode === null && this.#child.signalCode === null;
+  }
+
+  /** Resolves when /readyz answers 200; rejects if the process exits or the time runs out. */
+  async waitReady(timeoutMs = 60_000): Promise<void> {
+    const deadline = Date.now() + timeoutMs;
+    while (Date.now() < deadline) {
+      if (!this.running) throw new Error(`the relay of pool "${this.poolName}" exited (code ${this.#child.exitCode ?? this.#child.signalCode})`);
+      const ready = await fetch(`http://127.0.0.1:${this.adminPort}/readyz`, { signal: AbortSignal.timeout(2000) }).then(
+        (response) => response.status === 200,
+        () => false,
+      );
+      if (ready) return;
+      await new Promise((resolve) => setTimeout(resolve, 250));
+    }
+    throw new Error(`the relay of pool "${this.poolName}" was not ready within ${timeoutMs / 1000}s`);
+  }
+
+  /** SIGTERM, then SIGKILL if it has not finished after its shutdown timeout and a margin. */
+  async stop(): Promise<void> {
+    this.#stopping = true;
+    if (!this.running) return;
+    this.#child.kill('SIGTERM');
+    const timer = setTimeout(() => this.#child.kill('SIGKILL'), (LOCAL_SHUTDOWN_SECONDS + 5) * 1000);
+    await this.#exited;
+    clearTimeout(timer);
+  }
+}
+
+const LEVELS: Record<number, string> = { 10: 'trace', 20: 'debug', 30: 'info', 40: 'warn', 50: 'error', 60: 'fatal' };
+/** Keys worth showing on a terminal (a pod logs the full JSON record). */
+const SHOWN_KEYS = ['listener', 'queueId', 'virtualMta', 'domain', 'remoteAddress', 'user'];
+
+/** A pino JSON record as one short line: "info listening: ... listener=submission"; other text unchanged. */
+export function readableLogLine(line: string): string {
+  if (!line.startsWith('{')) return line;
+  let record: Record<string, unknown>;
+  try {
+    record = JSON.parse(line) as Record<string, unknown>;
+  } catch {
+    return line;
+  }
+  if (typeof record.msg !== 'string') return line;
+  const fields = SHOWN_KEYS.filter((key) => typeof record[key] === 'string' || typeof record[key] === 'number').map((key) => `${key}=${String(record[key])}`);
+  const error = record.err as { message?: unknown } | undefined;
+  if (typeof error?.message === 'string') fields.push(`error="${error.message}"`);
+  return [LEVELS[Number(record.level)] ?? 'log', record.msg, ...fields].join(' ');
+}
