@@ -1,0 +1,30 @@
+// Failed SMTP AUTH attempts per client address in a sliding window: once a client reaches
+// `maxFailures` within `windowMs` it is refused (421 4.7.0) until its oldest failure ages out.
+// One limiter per listener, kept across config reloads so a reload does not reset an attacker.
+export class AuthFailureLimiter {
+  private readonly failures = new Map<string, number[]>();
+
+  isLimited(client: string, maxFailures: number, windowMs: number, now = Date.now()): boolean {
+    return this.recent(client, windowMs, now).length >= maxFailures;
+  }
+
+  /** Records a failure; returns true when the client has now reached the limit. */
+  recordFailure(client: string, maxFailures: number, windowMs: number, now = Date.now()): boolean {
+    const recent = this.recent(client, windowMs, now);
+    recent.push(now);
+    this.failures.set(client, recent);
+    if (this.failures.size > 100_000) this.prune(windowMs, now);
+    return recent.length >= maxFailures;
+  }
+
+  private recent(client: string, windowMs: number, now: number): number[] {
+    const kept = (this.failures.get(client) ?? []).filter((time) => now - time < windowMs);
+    if (kept.length === 0) this.failures.delete(client);
+    else this.failures.set(client, kept);
+    return kept;
+  }
+
+  private prune(windowMs: number, now: number): void {
+    for (const client of [...this.failures.keys()]) this.recent(client, windowMs, now);
+  }
+}

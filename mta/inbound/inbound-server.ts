@@ -1,0 +1,251 @@
+// The receiving side of the relay: one TCP listener per configured listener, each accepted
+// socket taken through (1) PROXY protocol from trusted peers only, (2) the implicit TLS
+// handshake, (3) total and per-client connection limits, then handed to the listener's current
+// smtp-server instance. Reload swaps the snapshot new sessions use (policies, users,
+// certificates, limits) and re-binds only listeners whose address or port changed; open
+// sessions keep the snapshot they started with.
+import net from 'node:net';
+import tls from 'node:tls';
+import ipaddr from 'ipaddr.js';
+import type { RuntimeConfig } from '../config/schema.ts';
+import type { RejectionReason } from '../observe/metrics.ts';
+import { AuthFailureLimiter } from './auth-failures.ts';
+import { buildListenerSnapshot, type InboundDeps, type ListenerSnapshot } from './listener-session.ts';
+import { readProxyHeader } from './proxy-header.ts';
+import { addressInNetworks } from './relay-policy.ts';
+
+export type { InboundDeps } from './listener-session.ts';
+
+/** How long a connection may take to send its PROXY header or finish the implicit TLS handshake. */
+const PRE_SESSION_TIMEOUT_MS = 30_000;
+
+class ListenerEndpoint {
+  snapshot: ListenerSnapshot;
+  readonly server: net.Server;
+  readonly sockets = new Set<net.Socket>();
+  readonly perClient = new Map<string, number>();
+  readonly limiter: AuthFailureLimiter;
+  private readonly deps: InboundDeps;
+
+  constructor(snapshot: ListenerSnapshot, limiter: AuthFailureLimiter, deps: InboundDeps) {
+    this.snapshot = snapshot;
+    this.limiter = limiter;
+    this.deps = deps;
+    this.server = net.createServer({ pauseOnConnect: true }, (socket) => this.onConnection(socket));
+  }
+
+  get name(): string {
+    return this.snapshot.config.name;
+  }
+
+  listen(): Promise<void> {
+    const { address, port } = this.snapshot.config;
+    return new Promise((resolve, reject) => {
+      const onError = (error: Error) => reject(new Error(`listener "${this.name}": cannot listen on ${address}:${port}: ${error.message}`));
+      this.server.once('error', onError);
+      this.server.listen({ host: address, port, backlog: 1024 }, () => {
+        this.server.removeListener('error', onError);
+        this.server.on('error', (error) => this.deps.logger.error({ listener: this.name, err: error }, 'listener error'));
+        resolve();
+      });
+    });
+  }
+
+  stopListening(): Promise<void> {
+    return new Promise((resolve) => {
+      if (!this.server.listening) return resolve();
+      this.server.close(() => resolve());
+    });
+  }
+
+  private onConnection(socket: net.Socket): void {
+    const snapshot = this.snapshot;
+    const labels = { listener: snapshot.config.name };
+    const metrics = this.deps.metrics;
+    this.sockets.add(socket);
+    metrics.inboundConnectionsActive.inc(labels);
+    let clientKey: string | undefined;
+    let handedOver = false;
+    socket.on('error', () => undefined);
+    socket.once('close', () => {
+      this.sockets.delete(socket);
+      metrics.inboundConnectionsActive.dec(labels);
+      if (clientKey !== undefined) {
+        const left = (this.perClient.get(clientKey) ?? 1) - 1;
+        if (left <= 0) this.perClient.delete(clientKey);
+        else this.perClient.set(clientKey, left);
+      }
+      if (!handedOver) metrics.inboundConnections.inc({ ...labels, tls_mode: snapshot.config.tls.mode, tls_version: 'none' });
+    });
+    const refuse = (target: net.Socket, reason: RejectionReason, reply: string) => {
+      metrics.rejections.inc({ ...labels, reason });
+      this.deps.logger.info({ listener: labels.listener, client: clientKey ?? socket.remoteAddress, reason }, 'connection refused');
+      target.end(`${reply}\r\n`);
+      setTimeout(() => target.destroy(), 1000).unref();
+    };
+    const setup = async (): Promise<void> => {
+      const peerAddress = normaliseIp(socket.remoteAddress ?? '');
+      let clientAddress = peerAddress;
+      let clientPort = socket.remotePort ?? 0;
+      const proxy = snapshot.config.proxyProtocol;
+      if (proxy.enabled) {
+        if (!addressInNetworks(peerAddress, snapshot.trustedProxies)) {
+          return refuse(socket, 'proxy_untrusted', `421 4.7.0 ${snapshot.hostname} PROXY protocol accepted only from trusted proxies`);
+        }
+        socket.resume();
+        try {
+          const peer = await readProxyHeader(socket, Math.min(PRE_SESSION_TIMEOUT_MS, snapshot.config.limits.idleTimeout));
+          if (peer) {
+            clientAddress = normaliseIp(peer.address);
+            clientPort = peer.port;
+          }
+        } catch (error) {
+          this.deps.logger.info({ listener: labels.listener, peer: peerAddress, err: (error as Error).message }, 'invalid PROXY header');
+          return refuse(socket, 'proxy_invalid', `421 4.7.0 ${snapshot.hostname} Invalid PROXY header`);
+        }
+      }
+      let sessionSocket: net.Socket = socket;
+      if (snapshot.config.tls.mode === 'implicit' && snapshot.tls) {
+        sessionSocket = await handshake(socket, snapshot, Math.min(PRE_SESSION_TIMEOUT_MS, snapshot.config.limits.idleTimeout));
+      }
+      clientKey = clientAddress;
+      const perClient = (this.perClient.get(clientAddress) ?? 0) + 1;
+      this.perClient.set(clientAddress, perClient);
+      const limits = snapshot.config.limits;
+      if (this.sockets.size > limits.maxConnections) {
+        return refuse(sessionSocket, 'too_many_connections', `421 4.7.0 ${snapshot.hostname} Too many connections, try again later`);
+      }
+      if (perClient > limits.maxConnectionsPerClient) {
+        return refuse(sessionSocket, 'too_many_connections_per_client', `421 4.7.0 ${snapshot.hostname} Too many connections from your address, try again later`);
+      }
+      handedOver = true;
+      snapshot.smtp.connect(sessionSocket, { remoteAddress: clientAddress, remotePort: clientPort });
+      socket.resume();
+    };
+    setup().catch((error: unknown) => {
+      this.deps.logger.info({ listener: labels.listener, client: socket.remoteAddress, err: (error as Error).message }, 'connection setup failed');
+      socket.destroy();
+    });
+  }
+}
+
+function handshake(socket: net.Socket, snapshot: ListenerSnapshot, timeoutMs: number): Promise<tls.TLSSocket> {
+  const credentials = snapshot.tls;
+  return new Promise((resolve, reject) => {
+    if (!credentials) return reject(new Error('implicit TLS without certificates'));
+    const tlsSocket = new tls.TLSSocket(socket, {
+      isServer: true,
+      secureContext: credentials.defaultContext,
+      SNICallback: (name, cb) => cb(null, credentials.sniContexts.get(name.toLowerCase()) ?? credentials.defaultContext),
+    });
+    const timer = setTimeout(() => fail(new Error('TLS handshake timeout')), timeoutMs);
+    const fail = (error: Error) => {
+      clearTimeout(timer);
+      tlsSocket.destroy();
+      socket.destroy();
+      reject(error);
+    };
+    tlsSocket.once('error', fail);
+    tlsSocket.once('secure', () => {
+      clearTimeout(timer);
+      tlsSocket.removeListener('error', fail);
+      resolve(tlsSocket);
+    });
+    socket.resume();
+  });
+}
+
+/** IPv4-mapped IPv6 folded to IPv4, IPv6 in canonical form. */
+function normaliseIp(address: string): string {
+  return ipaddr.isValid(address) ? ipaddr.process(address).toString() : address;
+}
+
+export class InboundServer {
+  private readonly deps: InboundDeps;
+  private endpoints = new Map<string, ListenerEndpoint>();
+  private readonly limiters = new Map<string, AuthFailureLimiter>();
+
+  private constructor(deps: InboundDeps) {
+    this.deps = deps;
+  }
+
+  static async start(config: RuntimeConfig, deps: InboundDeps): Promise<InboundServer> {
+    const server = new InboundServer(deps);
+    await server.reload(config);
+    return server;
+  }
+
+  /**
+   * Applies a new config to new sessions. Certificates and user files are read first; if any
+   * cannot be read the error is thrown and nothing changes.
+   */
+  async reload(config: RuntimeConfig): Promise<void> {
+    const snapshots = await Promise.all(config.listeners.map((listener) => buildListenerSnapshot(config, listener, this.deps, this.limiterFor(listener.name))));
+    const next = new Map<string, ListenerEndpoint>();
+    const toClose: ListenerEndpoint[] = [];
+    const toOpen: ListenerEndpoint[] = [];
+    for (const snapshot of snapshots) {
+      const current = this.endpoints.get(snapshot.config.name);
+      if (current && current.snapshot.config.address === snapshot.config.address && current.snapshot.config.port === snapshot.config.port) {
+        current.snapshot = snapshot;
+        next.set(snapshot.config.name, current);
+      } else {
+        if (current) toClose.push(current);
+        const endpoint = new ListenerEndpoint(snapshot, this.limiterFor(snapshot.config.name), this.deps);
+        next.set(snapshot.config.name, endpoint);
+        toOpen.push(endpoint);
+      }
+    }
+    for (const [name, endpoint] of this.endpoints) if (!next.has(name)) toClose.push(endpoint);
+    await Promise.all(toClose.map((endpoint) => endpoint.stopListening()));
+    this.endpoints = next;
+    await Promise.all(toOpen.map((endpoint) => endpoint.listen()));
+    this.deps.metrics.certificateExpiry.reset();
+    for (const snapshot of snapshots) {
+      for (const [serverName, expiry] of snapshot.tls?.expiries ?? []) {
+        this.deps.metrics.certificateExpiry.set({ listener: snapshot.config.name, server_name: serverName }, expiry);
+      }
+    }
+  }
+
+  boundAddresses(): Array<{ listener: string; address: string; port: number }> {
+    const result: Array<{ listener: string; address: string; port: number }> = [];
+    for (const [name, endpoint] of this.endpoints) {
+      const bound = endpoint.server.address();
+      if (bound && typeof bound === 'object') result.push({ listener: name, address: bound.address, port: bound.port });
+    }
+    return result;
+  }
+
+  /** Closes the listening sockets; open sessions continue. */
+  async stopAccepting(): Promise<void> {
+    await Promise.all([...this.endpoints.values()].map((endpoint) => endpoint.stopListening()));
+  }
+
+  /** Stops accepting, waits up to `timeoutMs` for open sessions to end, then destroys the rest. */
+  async drain(timeoutMs: number): Promise<void> {
+    await this.stopAccepting();
+    const deadline = Date.now() + timeoutMs;
+    while (this.openSockets() > 0 && Date.now() < deadline) await new Promise((resolve) => setTimeout(resolve, 50));
+    for (const endpoint of this.endpoints.values()) for (const socket of endpoint.sockets) socket.destroy();
+  }
+
+  async close(): Promise<void> {
+    await this.drain(0);
+  }
+
+  private openSockets(): number {
+    let count = 0;
+    for (const endpoint of this.endpoints.values()) count += endpoint.sockets.size;
+    return count;
+  }
+
+  private limiterFor(name: string): AuthFailureLimiter {
+    let limiter = this.limiters.get(name);
+    if (!limiter) {
+      limiter = new AuthFailureLimiter();
+      this.limiters.set(name, limiter);
+    }
+    return limiter;
+  }
+}

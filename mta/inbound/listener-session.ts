@@ -1,0 +1,282 @@
+// One listener's configuration snapshot (policy compiled, users and certificates read) and the
+// smtp-server handlers that apply it to a session: AUTH against the policy's users, MAIL FROM
+// and RCPT TO through the relay policy, DATA collected (size, smuggling) and handed to the
+// MessageAcceptor. Sessions keep the snapshot they started with; a reload builds a new one.
+import { promises as fs } from 'node:fs';
+import type tls from 'node:tls';
+import type { SMTPServerAddress, SMTPServerAuthentication, SMTPServerAuthenticationResponse, SMTPServerDataStream, SMTPServerSession } from 'smtp-server';
+import type { ListenerConfig, RelayPolicyConfig, RuntimeConfig } from '../config/schema.ts';
+import type { Logger } from '../observe/log.ts';
+import type { RejectionReason, RelayMetrics } from '../observe/metrics.ts';
+import { parseMailbox, type Mailbox } from './address.ts';
+import type { AuthFailureLimiter } from './auth-failures.ts';
+import { CredentialStore } from './credentials.ts';
+import { readMessage } from './message-reader.ts';
+import { compileRelayPolicy, decideRecipient, decideSender, parseCidr, type CompiledRelayPolicy } from './relay-policy.ts';
+import { RelaySmtpConnection, RelaySmtpServer } from './smtp-connection.ts';
+import { loadTlsCredentials, type ReadFile, type TlsCredentials } from './tls-credentials.ts';
+import type { AcceptedRecipient, AcceptedTransaction, MessageAcceptor } from './transaction.ts';
+
+export interface InboundDeps {
+  accept: MessageAcceptor;
+  metrics: RelayMetrics;
+  logger: Logger;
+  /** Reads certificate, key and user files (tests may inject failures). */
+  readFile?: ReadFile;
+}
+
+export interface ListenerSnapshot {
+  config: ListenerConfig;
+  hostname: string;
+  policy: CompiledRelayPolicy;
+  users: CredentialStore;
+  tls: TlsCredentials | null;
+  trustedProxies: ReturnType<typeof parseCidr>[];
+  smtp: RelaySmtpServer;
+}
+
+/** Per-session facts the handlers need beyond smtp-server's session. */
+interface SessionFacts {
+  tlsVersion: string;
+  logger: Logger;
+}
+
+const TRANSMISSION_TYPES = new Set(['SMTP', 'ESMTP', 'ESMTPS', 'ESMTPA', 'ESMTPSA']);
+
+function smtpError(code: number, message: string): Error & { responseCode: number } {
+  return Object.assign(new Error(message), { responseCode: code });
+}
+
+export async function buildListenerSnapshot(config: RuntimeConfig, listener: ListenerConfig, deps: InboundDeps, limiter: AuthFailureLimiter): Promise<ListenerSnapshot> {
+  const policyConfig = config.relayPolicies.find((policy) => policy.name === listener.relayPolicy);
+  if (!policyConfig) throw new Error(`listener "${listener.name}": no relay policy named "${listener.relayPolicy}"`);
+  const tlsCredentials = await loadTlsCredentials(listener, deps.readFile);
+  const users = policyConfig.users ? await CredentialStore.load(policyConfig.users.secretPath) : CredentialStore.empty();
+  const policy = compileRelayPolicy(policyConfig);
+  const hostname = listener.hostname ?? config.hostname;
+  const mechanisms = listener.auth.mechanisms.filter((mechanism) => mechanism !== 'CRAM-MD5' || users.allowsCramMd5());
+  const authDisabled = mechanisms.length === 0 || users.size === 0;
+  const labels = { listener: listener.name };
+  const reject = (reason: RejectionReason) => deps.metrics.rejections.inc({ ...labels, reason });
+  const sessions = new WeakMap<SMTPServerSession, SessionFacts>();
+  const factsOf = (session: SMTPServerSession): SessionFacts => {
+    let facts = sessions.get(session);
+    if (!facts) {
+      facts = { tlsVersion: 'none', logger: deps.logger.child({ listener: listener.name, client: session.remoteAddress, session: session.id }) };
+      sessions.set(session, facts);
+    }
+    return facts;
+  };
+  const userOf = (session: SMTPServerSession): string | undefined => (typeof session.user === 'string' ? session.user : undefined);
+  const connectionOf = (session: SMTPServerSession): RelaySmtpConnection | undefined =>
+    [...smtp.connections].find((connection) => connection.session === session) as RelaySmtpConnection | undefined;
+
+  const senderDomainsOf = (user: string): readonly string[] =>
+    policyConfig.users?.allowedSenderDomains[user] ?? policyConfig.users?.defaultAllowedSenderDomains ?? [];
+
+  const onAuth = (auth: SMTPServerAuthentication, session: SMTPServerSession, callback: (err: Error | null | undefined, response?: SMTPServerAuthenticationResponse) => void): void => {
+    const { maxFailures, failureWindow } = listener.auth;
+    const client = session.remoteAddress;
+    const username = auth.username ?? '';
+    const verify = async (): Promise<boolean> => {
+      if (auth.method === 'CRAM-MD5') return users.verifyCramMd5(username, (secret) => auth.validatePassword(secret));
+      return users.verifyPassword(username, auth.password ?? '');
+    };
+    verify().then(
+      (ok) => {
+        const logger = factsOf(session).logger;
+        if (ok) {
+          deps.metrics.authAttempts.inc({ ...labels, mechanism: auth.method, result: 'success' });
+          logger.info({ user: username, mechanism: auth.method }, 'authenticated');
+          return callback(null, { user: username });
+        }
+        deps.metrics.authAttempts.inc({ ...labels, mechanism: auth.method, result: 'failure' });
+        logger.warn({ user: username, mechanism: auth.method }, 'authentication failed');
+        if (limiter.recordFailure(client, maxFailures, failureWindow)) {
+          reject('auth_rate_limited');
+          return callback(null, { responseCode: 421, message: '4.7.0 Too many failed authentication attempts, try again later' });
+        }
+        callback(null, { responseCode: 535, message: '5.7.8 Authentication credentials invalid' });
+      },
+      () => callback(smtpError(454, '4.7.0 Temporary authentication failure')),
+    );
+  };
+
+  const onMailFrom = (address: SMTPServerAddress, session: SMTPServerSession, callback: (err?: Error | null) => void): void => {
+    let mailFrom: Mailbox | null = null;
+    if (address.address !== '') {
+      const parsed = parseMailbox(address.address);
+      if (!parsed.ok) {
+        reject('syntax');
+        return callback(smtpError(501, `5.1.7 Bad sender address syntax: ${parsed.error}`));
+      }
+      mailFrom = parsed.mailbox;
+    }
+    const user = userOf(session);
+    const decision = decideSender({
+      listener,
+      user,
+      userSenderDomains: user === undefined ? [] : senderDomainsOf(user),
+      secure: session.secure,
+      mailFrom,
+      smtpUtf8: session.envelope.smtpUtf8 === true,
+    });
+    if (!decision.ok) {
+      reject(decision.reason);
+      return callback(smtpError(decision.code, decision.message));
+    }
+    callback();
+  };
+
+  const onRcptTo = (address: SMTPServerAddress, session: SMTPServerSession, callback: (err?: Error | null) => void): void => {
+    const parsed = parseMailbox(address.address);
+    if (!parsed.ok) {
+      reject('syntax');
+      return callback(smtpError(501, `5.1.3 Bad recipient address syntax: ${parsed.error}`));
+    }
+    const already = session.envelope.rcptTo.some((rcpt) => rcpt.address.toLowerCase() === address.address.toLowerCase());
+    if (!already && session.envelope.rcptTo.length >= listener.limits.maxRecipients) {
+      reject('too_many_recipients');
+      return callback(smtpError(452, '4.5.3 Too many recipients'));
+    }
+    const decision = decideRecipient({ policy, user: userOf(session), clientAddress: session.remoteAddress, recipient: parsed.mailbox, smtpUtf8: session.envelope.smtpUtf8 === true });
+    if (!decision.ok) {
+      reject(decision.reason);
+      return callback(smtpError(decision.code, decision.message));
+    }
+    callback();
+  };
+
+  const onData = (stream: SMTPServerDataStream, session: SMTPServerSession, callback: (err?: Error | null, message?: string) => void): void => {
+    const facts = factsOf(session);
+    const connection = connectionOf(session);
+    readMessage(stream, listener.limits.maxMessageSize).then(async (result) => {
+      if (result.kind === 'too-large') {
+        return callback(smtpError(552, `5.3.4 Message size exceeds fixed maximum message size ${listener.limits.maxMessageSize}`));
+      }
+      if (result.kind === 'bare-line-ending') {
+        reject('smuggling');
+        facts.logger.warn('message refused: bare CR or LF in DATA');
+        return callback(smtpError(550, '5.6.11 Bare CR or LF in message not allowed'));
+      }
+      if (result.kind === 'aborted') return callback(smtpError(451, '4.3.0 Message not received in full'));
+      const transaction = toTransaction(session, policyConfig, listener.name);
+      if (connection) connection.storing = true;
+      try {
+        const { queueId } = await deps.accept(transaction, result.message);
+        deps.metrics.messagesReceived.inc(labels);
+        deps.metrics.bytesReceived.inc(labels, result.message.length);
+        facts.logger.info({ queueId, user: transaction.user, recipients: transaction.recipients.length, bytes: result.message.length }, 'message accepted');
+        callback(null, `2.0.0 Ok: queued as ${queueId}`);
+      } catch (error) {
+        reject('spool_failure');
+        facts.logger.error({ err: error }, 'message could not be stored');
+        callback(smtpError(451, '4.3.0 Local error, message not queued; try again later'));
+      } finally {
+        if (connection) connection.storing = false;
+      }
+    });
+  };
+
+  const onSecure = (socket: tls.TLSSocket, session: SMTPServerSession, callback: (err?: Error | null) => void): void => {
+    factsOf(session).tlsVersion = socket.getProtocol() ?? 'unknown';
+    callback();
+  };
+
+  const onClose = (session: SMTPServerSession): void => {
+    const facts = factsOf(session);
+    deps.metrics.inboundConnections.inc({ ...labels, tls_mode: listener.tls.mode, tls_version: facts.tlsVersion });
+  };
+
+  const smtp: RelaySmtpServer = new RelaySmtpServer(
+    {
+      name: hostname,
+      logger: false,
+      disableReverseLookup: true,
+      secure: listener.tls.mode === 'implicit',
+      ...(tlsCredentials
+        ? {
+            minVersion: tlsCredentials.minVersion,
+            SNICallback: (serverName: string, cb: (err: Error | null, context?: tls.SecureContext) => void) =>
+              cb(null, tlsCredentials.sniContexts.get(serverName.toLowerCase()) ?? tlsCredentials.defaultContext),
+          }
+        : {}),
+      hideSTARTTLS: listener.tls.mode !== 'starttls',
+      disabledCommands: [...(listener.tls.mode === 'starttls' ? [] : ['STARTTLS']), ...(authDisabled ? ['AUTH'] : [])],
+      hideENHANCEDSTATUSCODES: false,
+      hideDSN: true,
+      allowInsecureAuth: true,
+      authOptional: true,
+      maxAllowedUnauthenticatedCommands: false,
+      authMethods: authDisabled ? ['PLAIN'] : mechanisms,
+      size: listener.limits.maxMessageSize,
+      socketTimeout: listener.limits.idleTimeout,
+      closeTimeout: 1000,
+      onAuth,
+      onMailFrom,
+      onRcptTo,
+      onData,
+      onSecure: onSecure as never,
+      onClose,
+    },
+    {
+      greetingDelayMs: listener.limits.greetingDelay,
+      commandTimeoutMs: listener.limits.commandTimeout,
+      maxErrors: listener.limits.maxErrors,
+      authNeedsTls: policyConfig.requireTlsForAuth || listener.tls.required,
+      authDisabled,
+      isAuthRateLimited: (client) => limiter.isLimited(client, listener.auth.maxFailures, listener.auth.failureWindow),
+      reject,
+      onAuthRateLimited: () => {
+        reject('auth_rate_limited');
+        deps.metrics.authAttempts.inc({ ...labels, mechanism: 'none', result: 'rate_limited' });
+      },
+    },
+  );
+  if (tlsCredentials) smtp.secureContext.set('*', tlsCredentials.defaultContext);
+  smtp.on('error', (error: Error) => deps.logger.debug({ listener: listener.name, err: error }, 'smtp session error'));
+
+  return {
+    config: listener,
+    hostname,
+    policy,
+    users,
+    tls: tlsCredentials,
+    trustedProxies: listener.proxyProtocol.trustedCidrs.map(parseCidr),
+    smtp,
+  };
+}
+
+function toTransaction(session: SMTPServerSession, policy: RelayPolicyConfig, listener: string): AcceptedTransaction {
+  const envelope = session.envelope;
+  const mailFromText = envelope.mailFrom ? envelope.mailFrom.address : '';
+  const mailFrom = mailFromText === '' ? '' : (() => {
+    const parsed = parseMailbox(mailFromText);
+    return parsed.ok ? parsed.mailbox.address : mailFromText;
+  })();
+  const recipients = new Map<string, AcceptedRecipient>();
+  for (const rcpt of envelope.rcptTo) {
+    const parsed = parseMailbox(rcpt.address);
+    if (!parsed.ok) continue;
+    const key = parsed.mailbox.address.toLowerCase();
+    if (!recipients.has(key)) recipients.set(key, { address: parsed.mailbox.address, domain: parsed.mailbox.domain });
+  }
+  const cipher = session.tlsOptions || undefined;
+  const protocol = TRANSMISSION_TYPES.has(session.transmissionType) ? (session.transmissionType as AcceptedTransaction['protocol']) : 'ESMTP';
+  return {
+    listener,
+    clientAddress: session.remoteAddress,
+    ...(session.clientHostname && !session.clientHostname.startsWith('[') ? { clientHostname: session.clientHostname } : {}),
+    heloName: session.hostNameAppearsAs || '',
+    protocol,
+    ...(cipher ? { tls: { version: cipher.version ?? 'unknown', cipher: cipher.name } } : {}),
+    ...(typeof session.user === 'string' ? { user: session.user } : {}),
+    mailFrom,
+    recipients: [...recipients.values()],
+    eightBitMime: envelope.bodyType === '8bitmime',
+    smtpUtf8: envelope.smtpUtf8 === true,
+    policy,
+  };
+}
+
+export const defaultReadFile: ReadFile = (path) => fs.readFile(path);

@@ -1,0 +1,142 @@
+// The relay process: loads the runtime config, opens the spool, starts the admin server and
+// the SMTP listeners, keeps the config current (hot reload), and shuts down in order on
+// request: not ready, stop accepting, let open sessions finish within a bound, close the spool.
+import { loadConfigDirectory, recordConfigLoaded, ConfigWatcher, type LoadedConfig } from './config/loader.ts';
+import type { RuntimeConfig } from './config/schema.ts';
+import { AdminServer, readAdminToken, type Readiness } from './admin/server.ts';
+import { InboundServer } from './inbound/inbound-server.ts';
+import { createLogger, type Logger } from './observe/log.ts';
+import { RelayMetrics } from './observe/metrics.ts';
+import { createMessageAcceptor } from './routing/acceptance.ts';
+import { FileSpool } from './spool/spool.ts';
+
+export interface RelayOptions {
+  /** Directory holding relay.yaml (a mounted ConfigMap in pods). */
+  configDir: string;
+  /** How long open SMTP sessions may take to finish after a shutdown request. */
+  shutdownTimeoutMs: number;
+  /** Fallback poll of the config directory (file watching reacts faster). */
+  configPollIntervalMs?: number;
+  logger?: Logger;
+}
+
+export class Relay {
+  readonly metrics: RelayMetrics;
+  readonly logger: Logger;
+  readonly #options: RelayOptions;
+  #watcher: ConfigWatcher | undefined;
+  #spool: FileSpool | undefined;
+  #inbound: InboundServer | undefined;
+  #admin: AdminServer | undefined;
+  #listening = false;
+  #shutdown: Promise<void> | undefined;
+
+  private constructor(options: RelayOptions, logger: Logger) {
+    this.#options = options;
+    this.logger = logger;
+    this.metrics = new RelayMetrics();
+  }
+
+  /**
+   * Load the config (throws ConfigError naming field and value when it is invalid) and start
+   * everything. On a failure after the config loaded, whatever started is closed again.
+   */
+  static async start(options: RelayOptions): Promise<Relay> {
+    const loaded = await loadConfigDirectory(options.configDir);
+    const relay = new Relay(options, options.logger ?? createLogger('relay'));
+    try {
+      await relay.#start(loaded);
+    } catch (error) {
+      await relay.#closeAll();
+      throw error;
+    }
+    return relay;
+  }
+
+  get config(): RuntimeConfig {
+    if (!this.#watcher) throw new Error('relay not started');
+    return this.#watcher.current.config;
+  }
+
+  readiness(): Readiness {
+    if (this.#shutdown) return { ready: false, reason: 'shutting down' };
+    if (!this.#spool) return { ready: false, reason: 'spool not open' };
+    if (!this.#listening) return { ready: false, reason: 'listeners not bound' };
+    return { ready: true };
+  }
+
+  async #start(loaded: LoadedConfig): Promise<void> {
+    const { metrics, logger } = this;
+    const { config } = loaded;
+    recordConfigLoaded(metrics, loaded);
+    logger.info({ hash: loaded.hash, file: loaded.file }, 'runtime config loaded');
+    this.#watcher = new ConfigWatcher({
+      directory: this.#options.configDir,
+      initial: loaded,
+      apply: (next) => this.#apply(next),
+      metrics,
+      logger,
+      pollIntervalMs: this.#options.configPollIntervalMs,
+    });
+    // The admin server comes first so /healthz answers while the spool is being recovered.
+    this.#admin = await AdminServer.start({
+      address: config.admin.address,
+      port: config.admin.port,
+      metrics,
+      logger,
+      token: await readAdminToken(config.admin.tokenFile),
+      readiness: () => this.readiness(),
+      configStatus: () => this.#watcher!.status(),
+    });
+    logger.info({ address: config.admin.address, port: this.#admin.address().port }, 'admin server listening');
+    this.#spool = await FileSpool.open(config.spool.path, { metrics, logger });
+    const accept = createMessageAcceptor({ spool: this.#spool, getConfig: () => this.config, metrics, logger });
+    this.#inbound = await InboundServer.start(config, { accept, metrics, logger });
+    this.#listening = true;
+    const listeners = this.#inbound.boundAddresses();
+    logger.info({ listeners }, `listening: ${listeners.map((bound) => `${bound.listener} ${bound.address}:${bound.port}`).join(', ') || 'no listeners'}`);
+    await this.#watcher.start();
+  }
+
+  /** Put a reloaded config into service; any throw refuses the whole version and keeps the old one. */
+  async #apply(next: LoadedConfig): Promise<void> {
+    const previous = this.config;
+    const token = await readAdminToken(next.config.admin.tokenFile);
+    await this.#inbound!.reload(next.config);
+    this.#admin!.setToken(token);
+    const cold: string[] = [];
+    if (next.config.spool.path !== previous.spool.path) cold.push('spool.path');
+    if (next.config.admin.address !== previous.admin.address || next.config.admin.port !== previous.admin.port) cold.push('admin.address/port');
+    if (cold.length > 0) this.logger.warn({ fields: cold }, `changes to ${cold.join(', ')} take effect only after a restart`);
+  }
+
+  /** Idempotent: the first call starts the shutdown, later calls wait for the same one. */
+  shutdown(reason: string): Promise<void> {
+    this.#shutdown ??= this.#shutDown(reason);
+    return this.#shutdown;
+  }
+
+  async #shutDown(reason: string): Promise<void> {
+    const { logger } = this;
+    logger.info({ reason, timeoutMs: this.#options.shutdownTimeoutMs }, 'shutting down: not ready, no new connections, waiting for open sessions');
+    this.#watcher?.stop();
+    if (this.#inbound) {
+      await this.#inbound.stopAccepting();
+      // Sessions still open at the bound are closed; a message whose DATA had not ended was never acknowledged.
+      await this.#inbound.drain(this.#options.shutdownTimeoutMs);
+    }
+    await this.#closeAll();
+    logger.info('relay stopped');
+  }
+
+  async #closeAll(): Promise<void> {
+    this.#watcher?.stop();
+    await this.#inbound?.close();
+    this.#inbound = undefined;
+    this.#listening = false;
+    await this.#spool?.close();
+    this.#spool = undefined;
+    await this.#admin?.close();
+    this.#admin = undefined;
+  }
+}

@@ -1,0 +1,62 @@
+// Per-destination-domain delivery settings, PowerMTA's `<domain>` block in camelCase:
+// `use-starttls`/`require-starttls` become `tlsPolicy`, `retry-after` stays `retryAfter` (one
+// wait, as in PowerMTA) with `retrySchedule` (a list) and `retryBackoff` (exponential) as the
+// richer forms, `bounce-after`, `max-smtp-out`, `max-msg-per-connection`, `max-msg-rate`,
+// `backoff-*`. Used both pool-wide (`domainDefaults`) and per VirtualMTA.
+import { z } from 'zod';
+import { celRules, domainPattern, duration, rate, uniqueListBy } from './fields.ts';
+
+export const BackoffSettings = z.strictObject({
+  /** Regular expressions matched against the whole reply ("^421", "4\\.7\\.[0-9]+"); PowerMTA `backoff-reply`. */
+  replyPatterns: z.array(z.string().min(1).max(256)).min(1).max(64),
+  maxSmtpOut: z.number().int().min(1).max(1000).default(1),
+  maxMessageRate: rate.optional(),
+  retryAfter: duration.default('30m'),
+  /** Back to normal this long after entering backoff (a successful delivery returns at once); PowerMTA `backoff-to-normal-after`. */
+  returnAfter: duration.default('1h'),
+});
+
+export const RetryBackoff = z.strictObject({
+  initial: duration,
+  factor: z.number().min(1).max(10),
+  max: duration,
+});
+
+const ONE_RETRY_FORM = '(has(self.retryAfter) ? 1 : 0) + (has(self.retrySchedule) ? 1 : 0) + (has(self.retryBackoff) ? 1 : 0) <= 1';
+
+export const DomainSettings = z
+  .strictObject({
+    /** "example.com", "*.example.com" or "*"; PowerMTA `<domain example.com>`. */
+    domain: domainPattern,
+    /** none: never STARTTLS; opportunistic: `use-starttls`; required: `require-starttls`; verify: required with a valid certificate. */
+    tlsPolicy: z.enum(['none', 'opportunistic', 'required', 'verify']).optional(),
+    /** Apply the destination's MTA-STS policy (RFC 8461). */
+    mtaSts: z.boolean().optional(),
+    /** Wait between attempts (PowerMTA `retry-after`). */
+    retryAfter: duration.optional(),
+    /** Waits between successive attempts; the last one repeats. */
+    retrySchedule: z.array(duration).min(1).max(64).optional(),
+    /** Exponential waits: initial, multiplied by factor, capped at max. */
+    retryBackoff: RetryBackoff.optional(),
+    bounceAfter: duration.optional(),
+    maxSmtpOut: z.number().int().min(1).max(10_000).optional(),
+    maxMessagesPerConnection: z.number().int().min(1).max(1_000_000).optional(),
+    maxMessageRate: rate.optional(),
+    /** Deliver to this host:port instead of resolving MX (a smarthost). */
+    smtpHost: z.string().max(260).regex(/^(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9.-]+):[0-9]{1,5}$/, 'host:port, e.g. smarthost.example.net:587').optional(),
+    /** Slow down on throttling replies, return to normal automatically. */
+    backoff: BackoffSettings.optional(),
+  })
+  .superRefine((settings, ctx) => {
+    const forms = ['retryAfter', 'retrySchedule', 'retryBackoff'] as const;
+    const set = forms.filter((form) => settings[form] !== undefined);
+    if (set.length > 1) {
+      ctx.addIssue({ code: 'custom', path: [set[1] ?? 'retryAfter'], input: settings[set[1] ?? 'retryAfter'], message: `set at most one of retryAfter, retrySchedule and retryBackoff (got ${set.join(' and ')})` });
+    }
+  })
+  .meta(celRules({ rule: ONE_RETRY_FORM, message: 'set at most one of retryAfter, retrySchedule and retryBackoff', reason: 'FieldValueForbidden' }));
+
+export type DomainSettings = z.output<typeof DomainSettings>;
+
+/** Domain lists are keyed by `domain`: the API server refuses two entries for one domain. */
+export const domainSettingsList = uniqueListBy(z.array(DomainSettings).max(1000), 'domain');

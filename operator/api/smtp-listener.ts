@@ -1,0 +1,239 @@
+// SmtpListener: one SMTP endpoint served by the pods of a VirtualMtaPool. Its `role` carries the
+// port knowledge of RFC 5321/6409/8314 and fills the defaults; explicit fields override them,
+// and the combinations those RFCs forbid are refused here (zod) and by the API server (CEL):
+//   relay        25    STARTTLS offered, not required     no AUTH     relaying only per policy
+//   submission   587   STARTTLS required before anything  AUTH required              (RFC 6409)
+//   submissions  465   implicit TLS                       AUTH required              (RFC 8314)
+//   alternate    2525  as submission, for networks that block 587
+import { z } from 'zod';
+import { API_GROUP_VERSION, celRules, cidr, conditions, duration, hostname, ipAddress, isWholeInternet, localRef, ObjectMeta, port } from './fields.ts';
+
+export const LISTENER_ROLES = ['relay', 'submission', 'submissions', 'alternate'] as const;
+export type ListenerRole = (typeof LISTENER_ROLES)[number];
+export type TlsMode = 'none' | 'starttls' | 'implicit';
+export type AuthMechanism = 'PLAIN' | 'LOGIN' | 'CRAM-MD5';
+
+export interface RoleDefaults {
+  port: number;
+  tlsMode: TlsMode;
+  tlsRequired: boolean;
+  authRequired: boolean;
+  authMechanisms: AuthMechanism[];
+}
+
+export const ROLE_DEFAULTS: Record<ListenerRole, RoleDefaults> = {
+  relay: { port: 25, tlsMode: 'starttls', tlsRequired: false, authRequired: false, authMechanisms: [] },
+  submission: { port: 587, tlsMode: 'starttls', tlsRequired: true, authRequired: true, authMechanisms: ['PLAIN', 'LOGIN'] },
+  submissions: { port: 465, tlsMode: 'implicit', tlsRequired: true, authRequired: true, authMechanisms: ['PLAIN', 'LOGIN'] },
+  alternate: { port: 2525, tlsMode: 'starttls', tlsRequired: true, authRequired: true, authMechanisms: ['PLAIN', 'LOGIN'] },
+};
+
+const ListenerTls = z.strictObject({
+  /** Defaults from the role: starttls, or implicit for `submissions`. */
+  mode: z.enum(['none', 'starttls', 'implicit']).optional(),
+  /** Refuse MAIL and AUTH before the session is encrypted. Defaults from the role. */
+  required: z.boolean().optional(),
+  /** A `kubernetes.io/tls` Secret (keys tls.crt and tls.key), mounted into the pods by reference. */
+  secretName: z.string().max(253).optional(),
+  minVersion: z.enum(['TLSv1.2', 'TLSv1.3']).default('TLSv1.2'),
+});
+
+const ListenerAuth = z.strictObject({
+  /** Refuse MAIL FROM before AUTH. Defaults from the role. */
+  required: z.boolean().optional(),
+  /** Mechanisms offered; empty offers no AUTH. Defaults from the role (none on relay, PLAIN and LOGIN elsewhere). */
+  mechanisms: z.array(z.enum(['PLAIN', 'LOGIN', 'CRAM-MD5'])).max(3).optional(),
+  maxFailures: z.number().int().min(1).max(1000).optional(),
+  failureWindow: duration.optional(),
+});
+
+const ListenerLimits = z.strictObject({
+  maxConnections: z.number().int().min(1).max(1_000_000).optional(),
+  maxConnectionsPerClient: z.number().int().min(1).max(100_000).optional(),
+  /** Bytes, advertised with SIZE. */
+  maxMessageSize: z.number().int().min(1024).max(2 ** 31 - 1).optional(),
+  maxRecipients: z.number().int().min(1).max(100_000).optional(),
+  idleTimeout: duration.optional(),
+  commandTimeout: duration.optional(),
+  maxErrors: z.number().int().min(1).max(1000).optional(),
+  /** Pause before the greeting to catch clients that talk first. */
+  greetingDelay: duration.optional(),
+});
+
+const ProxyProtocol = z.strictObject({
+  enabled: z.boolean().default(false),
+  /** Only these peers may send a PROXY header (the load balancers); never the whole internet. */
+  trustedCidrs: z.array(cidr).max(256).optional(),
+});
+
+const ListenerService = z.strictObject({
+  type: z.enum(['ClusterIP', 'NodePort', 'LoadBalancer']).default('ClusterIP'),
+  /** Port of the Service; defaults to the listener's port. */
+  port: port.optional(),
+  nodePort: z.number().int().min(1).max(65535).optional(),
+  /** Local (the default for LoadBalancer and NodePort) keeps the client address, which relay decisions depend on. */
+  externalTrafficPolicy: z.enum(['Local', 'Cluster']).optional(),
+  loadBalancerSourceRanges: z.array(cidr).max(64).optional(),
+  annotations: z.record(z.string().max(317), z.string().max(4096)).optional(),
+});
+
+const SUBMISSION_ROLE = "self.role != 'relay'";
+const hasTls = (field: string) => `has(self.tls) && has(self.tls.${field})`;
+const hasAuth = (field: string) => `has(self.auth) && has(self.auth.${field})`;
+
+/** The rules of the table above, as CEL on `spec`; `refineListenerSpec` is the same in TypeScript. */
+export const LISTENER_RULES = celRules(
+  {
+    rule: `!(${hasTls('mode')}) || (self.role == 'submissions' ? self.tls.mode == 'implicit' : (self.role == 'relay' ? self.tls.mode != 'implicit' : self.tls.mode == 'starttls'))`,
+    message: 'tls.mode does not fit the role: relay takes none or starttls, submission and alternate take starttls (RFC 6409), submissions takes implicit (RFC 8314)',
+    fieldPath: '.tls.mode',
+    reason: 'FieldValueForbidden',
+  },
+  {
+    rule: `!(has(self.port) && self.port == 25 && ${hasTls('mode')} && self.tls.mode == 'implicit')`,
+    message: 'port 25 cannot use implicit TLS: other MTAs speak plain SMTP and upgrade with STARTTLS (RFC 3207)',
+    fieldPath: '.tls.mode',
+    reason: 'FieldValueForbidden',
+  },
+  {
+    rule: `!(${SUBMISSION_ROLE}) || !(${hasTls('required')}) || self.tls.required`,
+    message: 'a submission role carries credentials: tls.required cannot be false (RFC 8314)',
+    fieldPath: '.tls.required',
+    reason: 'FieldValueForbidden',
+  },
+  {
+    rule: `!(${SUBMISSION_ROLE}) || !(${hasAuth('required')}) || self.auth.required`,
+    message: 'a submission role requires AUTH (RFC 6409 §4.3); for trusted networks use role relay with the policy\'s alwaysAllowRelaying',
+    fieldPath: '.auth.required',
+    reason: 'FieldValueForbidden',
+  },
+  {
+    rule: `!(${SUBMISSION_ROLE}) || !(${hasAuth('mechanisms')}) || self.auth.mechanisms.size() > 0`,
+    message: 'a submission role requires AUTH, so auth.mechanisms cannot be empty',
+    fieldPath: '.auth.mechanisms',
+    reason: 'FieldValueForbidden',
+  },
+  {
+    rule: `!(${hasTls('mode')} && self.tls.mode == 'none' && ((${hasAuth('mechanisms')} && self.auth.mechanisms.size() > 0) || (${hasAuth('required')} && self.auth.required)))`,
+    message: 'AUTH without TLS would send credentials in clear: offer AUTH only with tls.mode starttls or implicit',
+    fieldPath: '.auth',
+    reason: 'FieldValueForbidden',
+  },
+  {
+    rule: `(${hasTls('mode')} && self.tls.mode == 'none') || ${hasTls('secretName')}`,
+    message: 'tls.secretName (a kubernetes.io/tls Secret) is required unless tls.mode is none',
+    fieldPath: '.tls',
+    reason: 'FieldValueRequired',
+  },
+  {
+    rule: "!has(self.proxyProtocol) || !self.proxyProtocol.enabled || (has(self.proxyProtocol.trustedCidrs) && self.proxyProtocol.trustedCidrs.size() > 0)",
+    message: 'proxyProtocol.enabled needs proxyProtocol.trustedCidrs: the load balancers allowed to send PROXY headers',
+    fieldPath: '.proxyProtocol.trustedCidrs',
+    reason: 'FieldValueRequired',
+  },
+  {
+    rule: "!has(self.proxyProtocol) || !has(self.proxyProtocol.trustedCidrs) || self.proxyProtocol.trustedCidrs.all(c, !c.endsWith('/0'))",
+    message: 'proxyProtocol.trustedCidrs cannot trust every address: anyone could then claim any client address',
+    fieldPath: '.proxyProtocol.trustedCidrs',
+    reason: 'FieldValueForbidden',
+  },
+  {
+    rule: "!has(self.service) || self.service.type != 'ClusterIP' || (!has(self.service.externalTrafficPolicy) && !has(self.service.nodePort) && !has(self.service.loadBalancerSourceRanges))",
+    message: 'service.externalTrafficPolicy, nodePort and loadBalancerSourceRanges need service.type NodePort or LoadBalancer',
+    fieldPath: '.service.type',
+    reason: 'FieldValueForbidden',
+  },
+);
+
+const SmtpListenerFields = z.strictObject({
+  role: z.enum(LISTENER_ROLES),
+  /** Address to listen on inside the pod; defaults to every address. */
+  address: ipAddress.optional(),
+  /** Defaults from the role: 25, 587, 465 or 2525. */
+  port: port.optional(),
+  /** Name in the greeting banner; defaults to the pool's hostname. */
+  hostname: hostname.optional(),
+  tls: ListenerTls.optional(),
+  auth: ListenerAuth.optional(),
+  /** The RelayPolicy that decides who may relay through this listener. */
+  relayPolicyRef: localRef,
+  /** The VirtualMtaPool whose pods serve this listener. */
+  poolRef: localRef,
+  limits: ListenerLimits.optional(),
+  proxyProtocol: ProxyProtocol.optional(),
+  /** How the listener is exposed; omitted means a ClusterIP Service. */
+  service: ListenerService.optional(),
+});
+
+export type SmtpListenerSpec = z.output<typeof SmtpListenerFields>;
+
+export const SmtpListenerSpec = SmtpListenerFields.superRefine(refineListenerSpec).meta(LISTENER_RULES);
+
+/** The listener's settings after role defaults, as the relay will run them. */
+export interface ResolvedListener {
+  role: ListenerRole;
+  address: string;
+  port: number;
+  tlsMode: TlsMode;
+  tlsRequired: boolean;
+  authRequired: boolean;
+  authMechanisms: AuthMechanism[];
+}
+
+export function resolveListener(spec: Pick<SmtpListenerSpec, 'role' | 'address' | 'port' | 'tls' | 'auth'>): ResolvedListener {
+  const defaults = ROLE_DEFAULTS[spec.role];
+  const tlsMode = spec.tls?.mode ?? defaults.tlsMode;
+  return {
+    role: spec.role,
+    address: spec.address ?? '0.0.0.0',
+    port: spec.port ?? defaults.port,
+    tlsMode,
+    // Implicit TLS is encrypted from the first byte; "none" cannot require what it never offers.
+    tlsRequired: tlsMode === 'implicit' ? true : tlsMode === 'none' ? false : (spec.tls?.required ?? defaults.tlsRequired),
+    authRequired: spec.auth?.required ?? defaults.authRequired,
+    authMechanisms: spec.auth?.mechanisms ?? defaults.authMechanisms,
+  };
+}
+
+function refineListenerSpec(spec: SmtpListenerSpec, ctx: z.RefinementCtx): void {
+  const issue = (path: (string | number)[], input: unknown, message: string) => ctx.addIssue({ code: 'custom', path, input, message });
+  const submissionRole = spec.role !== 'relay';
+  const mode = spec.tls?.mode;
+  if (mode !== undefined) {
+    const allowed: TlsMode[] = spec.role === 'submissions' ? ['implicit'] : spec.role === 'relay' ? ['none', 'starttls'] : ['starttls'];
+    if (!allowed.includes(mode)) issue(['tls', 'mode'], mode, `role "${spec.role}" takes tls.mode ${allowed.join(' or ')} (relay: none or starttls; submission, alternate: starttls, RFC 6409; submissions: implicit, RFC 8314)`);
+    if (spec.port === 25 && mode === 'implicit') issue(['tls', 'mode'], mode, 'port 25 cannot use implicit TLS: other MTAs speak plain SMTP and upgrade with STARTTLS (RFC 3207)');
+  }
+  if (submissionRole && spec.tls?.required === false) issue(['tls', 'required'], false, `role "${spec.role}" carries credentials: tls.required cannot be false (RFC 8314)`);
+  if (submissionRole && spec.auth?.required === false) issue(['auth', 'required'], false, `role "${spec.role}" requires AUTH (RFC 6409 §4.3); for trusted networks use role relay with the policy's alwaysAllowRelaying`);
+  if (submissionRole && spec.auth?.mechanisms?.length === 0) issue(['auth', 'mechanisms'], [], `role "${spec.role}" requires AUTH, so auth.mechanisms cannot be empty`);
+  if (mode === 'none' && ((spec.auth?.mechanisms?.length ?? 0) > 0 || spec.auth?.required === true)) {
+    issue(['auth'], spec.auth, 'AUTH without TLS would send credentials in clear: offer AUTH only with tls.mode starttls or implicit');
+  }
+  if (mode !== 'none' && !spec.tls?.secretName) issue(['tls', 'secretName'], undefined, 'tls.secretName (a kubernetes.io/tls Secret) is required unless tls.mode is none');
+  const proxy = spec.proxyProtocol;
+  if (proxy?.enabled && (proxy.trustedCidrs?.length ?? 0) === 0) issue(['proxyProtocol', 'trustedCidrs'], proxy.trustedCidrs, 'proxyProtocol.enabled needs proxyProtocol.trustedCidrs: the load balancers allowed to send PROXY headers');
+  proxy?.trustedCidrs?.forEach((range, index) => {
+    if (isWholeInternet(range)) issue(['proxyProtocol', 'trustedCidrs', index], range, 'proxyProtocol.trustedCidrs cannot trust every address: anyone could then claim any client address');
+  });
+  const service = spec.service;
+  if (service && service.type === 'ClusterIP' && (service.externalTrafficPolicy || service.nodePort || service.loadBalancerSourceRanges)) {
+    issue(['service', 'type'], service.type, 'service.externalTrafficPolicy, nodePort and loadBalancerSourceRanges need service.type NodePort or LoadBalancer');
+  }
+}
+
+export const SmtpListenerStatus = z.strictObject({
+  observedGeneration: z.number().int().min(0).optional(),
+  conditions: conditions.optional(),
+  /** The port the listener serves after role defaults. */
+  port: port.optional(),
+});
+
+export const SmtpListener = z.strictObject({
+  apiVersion: z.literal(API_GROUP_VERSION),
+  kind: z.literal('SmtpListener'),
+  metadata: ObjectMeta,
+  spec: SmtpListenerSpec,
+  status: SmtpListenerStatus.optional(),
+});
+export type SmtpListener = z.output<typeof SmtpListener>;

@@ -1,0 +1,219 @@
+// Resources -> the relay's runtime config (`relay.yaml`) for one pool, and the cross-object
+// problems that stop it: a listener naming a missing policy, two listeners on one port, a missing
+// Secret or key, a routing rule naming a VirtualMTA the pool lacks. Secrets are referenced by
+// the path where the pod mounts them, never copied. Pure: no I/O.
+import { createHash } from 'node:crypto';
+import { stringify } from 'yaml';
+import { describeIssue } from '../../mta/config/parse.ts';
+import { RUNTIME_CONFIG_API_VERSION, RuntimeConfig, type RuntimeConfigInput } from '../../mta/config/schema.ts';
+import type { DomainSettings } from '../api/domain-settings.ts';
+import { API_GROUP_VERSION } from '../api/fields.ts';
+import type { RelayPolicy } from '../api/relay-policy.ts';
+import { resolveListener, type ResolvedListener, type SmtpListener } from '../api/smtp-listener.ts';
+import type { VirtualMtaPool } from '../api/virtual-mta-pool.ts';
+import type { ObjectReference, RenderProblem } from './contract.ts';
+import { ADMIN_PORT, relayPort, secretDir, SPOOL_DIR } from './layout.ts';
+
+/** What render may know of a Secret: its name and the keys it holds, never the values. */
+export interface SecretSummary {
+  name: string;
+  keys: string[];
+}
+
+export interface RuntimeConfigInputs {
+  pool: VirtualMtaPool;
+  /** The listeners whose poolRef names this pool. */
+  listeners: SmtpListener[];
+  /** Every RelayPolicy of the namespace (those the listeners name are used). */
+  policies: RelayPolicy[];
+  secrets: SecretSummary[];
+}
+
+export interface ListenerPlan {
+  listener: SmtpListener;
+  resolved: ResolvedListener;
+  /** The port the relay process binds (see layout.ts). */
+  relayPort: number;
+}
+
+export interface RuntimeConfigRender {
+  config: RuntimeConfigInput;
+  /** relay.yaml as written to the ConfigMap. */
+  text: string;
+  /** sha256 hex of `text`. */
+  configHash: string;
+  listeners: ListenerPlan[];
+  /** Secret names the pods mount, sorted. */
+  secretNames: string[];
+  problems: RenderProblem[];
+}
+
+const TLS_KEYS = ['tls.crt', 'tls.key'];
+
+export function reference(object: SmtpListener | RelayPolicy | VirtualMtaPool): ObjectReference {
+  return { apiVersion: API_GROUP_VERSION, kind: object.kind, namespace: object.metadata.namespace, name: object.metadata.name };
+}
+
+export function sha256(text: string): string {
+  return createHash('sha256').update(text).digest('hex');
+}
+
+export function renderRuntimeConfig(inputs: RuntimeConfigInputs): RuntimeConfigRender {
+  const { pool } = inputs;
+  const problems: RenderProblem[] = [];
+  const problem = (object: SmtpListener | RelayPolicy | VirtualMtaPool, reason: string, message: string) =>
+    problems.push({ reason, message: `${object.kind} "${object.metadata.name}" ${message}`, object: reference(object) });
+
+  const secrets = new Map(inputs.secrets.map((secret) => [secret.name, new Set(secret.keys)]));
+  const secretNames = new Set<string>();
+  const requireSecret = (object: SmtpListener | RelayPolicy, field: string, name: string, keys: string[]): boolean => {
+    const present = secrets.get(name);
+    if (!present) {
+      problem(object, 'SecretNotFound', `${field}: no Secret "${name}"`);
+      return false;
+    }
+    const missing = keys.filter((key) => !present.has(key));
+    if (missing.length > 0) problem(object, 'SecretKeyMissing', `${field}: Secret "${name}" has no key ${missing.map((key) => `"${key}"`).join(', ')}`);
+    secretNames.add(name);
+    return missing.length === 0;
+  };
+
+  const listeners = [...inputs.listeners].sort(byName).map((listener) => {
+    const resolved = resolveListener(listener.spec);
+    return { listener, resolved, relayPort: relayPort(resolved.port) };
+  });
+  const portOwners = new Map<number, string>();
+  for (const plan of listeners) {
+    for (const port of new Set([plan.resolved.port, plan.relayPort])) {
+      const owner = portOwners.get(port);
+      if (owner) problem(plan.listener, 'PortConflict', `spec.port: port ${port} is already used by SmtpListener "${owner}" in pool "${pool.metadata.name}"`);
+      else portOwners.set(port, plan.listener.metadata.name);
+    }
+  }
+
+  const policyByName = new Map(inputs.policies.map((policy) => [policy.metadata.name, policy]));
+  const usedPolicies = new Map<string, RelayPolicy>();
+  for (const { listener } of listeners) {
+    const name = listener.spec.relayPolicyRef.name;
+    const policy = policyByName.get(name);
+    if (!policy) problem(listener, 'PolicyNotFound', `spec.relayPolicyRef.name: no RelayPolicy "${name}"`);
+    else usedPolicies.set(name, policy);
+    const secretName = listener.spec.tls?.secretName;
+    if (secretName && listener.spec.tls?.mode !== 'none') requireSecret(listener, 'spec.tls.secretName', secretName, TLS_KEYS);
+  }
+
+  const vmtaNames = new Set(pool.spec.virtualMtas.map((vmta) => vmta.name));
+  const policies = [...usedPolicies.values()].sort(byName);
+  for (const policy of policies) {
+    const users = policy.spec.users;
+    if (users) {
+      const senders = users.senders ?? [];
+      if (requireSecret(policy, 'spec.users.secretName', users.secretName, senders.map((sender) => sender.user)) && secrets.get(users.secretName)?.size === 0) {
+        problem(policy, 'SecretKeyMissing', `spec.users.secretName: Secret "${users.secretName}" holds no users`);
+      }
+    }
+    policy.spec.routing?.rules?.forEach((rule, index) => {
+      if (!vmtaNames.has(rule.virtualMta)) problem(policy, 'VirtualMtaNotFound', `spec.routing.rules[${index}].virtualMta: no VirtualMTA "${rule.virtualMta}" in pool "${pool.metadata.name}"`);
+    });
+    const fallback = policy.spec.routing?.defaultVirtualMta;
+    if (fallback && !vmtaNames.has(fallback)) problem(policy, 'VirtualMtaNotFound', `spec.routing.defaultVirtualMta: no VirtualMTA "${fallback}" in pool "${pool.metadata.name}"`);
+  }
+
+  const config = buildConfig(pool, listeners, policies);
+  const checked = RuntimeConfig.safeParse(config, { reportInput: true });
+  if (!checked.success && problems.length === 0) {
+    for (const issue of checked.error.issues) problem(pool, 'InvalidRuntimeConfig', `renders an invalid relay config: ${describeIssue(issue, config)}`);
+  }
+  const text = `# Rendered by vmta-operator from VirtualMtaPool "${pool.metadata.name}". Do not edit: edit the resources.\n${stringify(config, { lineWidth: 0 })}`;
+  return { config, text, configHash: sha256(text), listeners, secretNames: [...secretNames].sort(), problems };
+}
+
+function buildConfig(pool: VirtualMtaPool, listeners: ListenerPlan[], policies: RelayPolicy[]): RuntimeConfigInput {
+  const spec = pool.spec;
+  const firstVmta = spec.virtualMtas[0];
+  return {
+    apiVersion: RUNTIME_CONFIG_API_VERSION,
+    hostname: spec.hostname ?? firstVmta?.hostname ?? pool.metadata.name,
+    pool: {
+      name: pool.metadata.name,
+      selection: spec.selection,
+      domainDefaults: (spec.domainDefaults ?? []).map(domainSettings),
+      virtualMtas: spec.virtualMtas.map((vmta) =>
+        compact({ name: vmta.name, sourceAddress: vmta.sourceAddress, hostname: vmta.hostname, weight: vmta.weight, domains: (vmta.domains ?? []).map(domainSettings) }),
+      ),
+    },
+    listeners: listeners.map(listenerConfig),
+    relayPolicies: policies.map(policyConfig),
+    spool: { path: SPOOL_DIR },
+    admin: { port: ADMIN_PORT },
+    delivery: compact({ resolvers: spec.resolvers, trackedDomains: spec.trackedDomains }),
+  };
+}
+
+type ListenerConfigInput = RuntimeConfigInput['listeners'][number];
+
+function listenerConfig({ listener, resolved, relayPort: port }: ListenerPlan): ListenerConfigInput {
+  const spec = listener.spec;
+  const secretName = spec.tls?.secretName;
+  const encrypted = resolved.tlsMode !== 'none' && secretName !== undefined;
+  return compact({
+    name: listener.metadata.name,
+    address: resolved.address,
+    port,
+    hostname: spec.hostname,
+    tls: compact({
+      mode: resolved.tlsMode,
+      required: resolved.tlsRequired,
+      certFile: encrypted ? `${secretDir(secretName)}/tls.crt` : undefined,
+      keyFile: encrypted ? `${secretDir(secretName)}/tls.key` : undefined,
+      minVersion: spec.tls?.minVersion,
+    }),
+    auth: compact({ required: resolved.authRequired, mechanisms: resolved.authMechanisms, maxFailures: spec.auth?.maxFailures, failureWindow: spec.auth?.failureWindow }),
+    relayPolicy: spec.relayPolicyRef.name,
+    proxyProtocol: { enabled: spec.proxyProtocol?.enabled ?? false, trustedCidrs: spec.proxyProtocol?.trustedCidrs ?? [] },
+    limits: compact({ ...spec.limits }),
+  }) as ListenerConfigInput;
+}
+
+type PolicyConfigInput = RuntimeConfigInput['relayPolicies'][number];
+
+function policyConfig(policy: RelayPolicy): PolicyConfigInput {
+  const spec = policy.spec;
+  const users = spec.users;
+  return compact({
+    name: policy.metadata.name,
+    requireTlsForAuth: spec.requireTlsForAuth,
+    allowedCidrs: spec.alwaysAllowRelaying ?? [],
+    relayDomains: spec.relayDomains ?? [],
+    relayAddresses: spec.relayAddresses ?? [],
+    users: users
+      ? {
+          secretPath: secretDir(users.secretName),
+          allowedSenderDomains: Object.fromEntries((users.senders ?? []).map((sender) => [sender.user, sender.allowedSenderDomains])),
+          defaultAllowedSenderDomains: users.defaultAllowedSenderDomains ?? [],
+        }
+      : undefined,
+    routing: compact({
+      honorVirtualMtaHeader: spec.routing?.honorVirtualMtaHeader ?? false,
+      rules: (spec.routing?.rules ?? []).map((rule) => compact({ ...rule })),
+      defaultVirtualMta: spec.routing?.defaultVirtualMta,
+    }),
+  }) as PolicyConfigInput;
+}
+
+type DomainConfigInput = RuntimeConfigInput['pool']['domainDefaults'] extends (infer T)[] | undefined ? T : never;
+
+/** PowerMTA's single `retryAfter` becomes a one-step schedule; `retrySchedule` and `retryBackoff` map as they are. */
+function domainSettings(settings: DomainSettings): DomainConfigInput {
+  const { domain, retryAfter, retrySchedule, retryBackoff, ...rest } = settings;
+  return compact({ match: domain, ...rest, retryAfter: retryAfter ? [retryAfter] : (retrySchedule ?? retryBackoff) }) as DomainConfigInput;
+}
+
+/** Drops undefined fields so relay.yaml lists only what was set. */
+export function compact<T extends Record<string, unknown>>(object: T): T {
+  return Object.fromEntries(Object.entries(object).filter(([, value]) => value !== undefined)) as T;
+}
+
+function byName(a: { metadata: { name: string } }, b: { metadata: { name: string } }): number {
+  return a.metadata.name < b.metadata.name ? -1 : a.metadata.name > b.metadata.name ? 1 : 0;
+}
