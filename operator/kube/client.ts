@@ -57,9 +57,12 @@ export class KubeClient {
   private readonly server: URL;
   private readonly watcher: Watch;
   private agent: http.Agent | undefined;
+  private readonly userAgent: string;
 
-  constructor(config: KubeConfig) {
+  /** `userAgent` names this instance in the API server's audit log (e.g. the leader identity). */
+  constructor(config: KubeConfig, options: { userAgent?: string } = {}) {
     this.config = config;
+    this.userAgent = options.userAgent ?? FIELD_MANAGER;
     const cluster = config.getCurrentCluster();
     if (!cluster) throw new Error('KubeConfig has no current cluster');
     this.server = new URL(cluster.server);
@@ -169,7 +172,7 @@ export class KubeClient {
   ): Promise<T> {
     this.permit(type, verb, subresource);
     this.requestCounts[verb] += 1;
-    const options: https.RequestOptions = { method, headers: { accept: 'application/json' } };
+    const options: https.RequestOptions = { method, headers: { accept: 'application/json', 'user-agent': this.userAgent } };
     await this.config.applyToHTTPSOptions(options);
     const isHttps = this.server.protocol === 'https:';
     this.agent ??= isHttps
