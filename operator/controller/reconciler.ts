@@ -160,9 +160,10 @@ export class Reconciler {
     const rollout = await this.observeRollout(pool, render);
     const progressing = written.length > 0 || !rollout.workloadReady;
     const conditions: ConditionInput[] = [
-      rollout.workloadReady && rollout.configApplied.status === 'True'
+      // Just-written objects are not observed yet: Ready waits for the next look.
+      !progressing && rollout.configApplied.status === 'True'
         ? { type: 'Ready', status: 'True', reason: 'Ready', message: `${rollout.readyReplicas}/${rollout.desiredReplicas} relay pods ready with the current configuration` }
-        : { type: 'Ready', status: 'False', reason: rollout.workloadReady ? 'ConfigPending' : 'PodsNotReady', message: rollout.workloadReady ? rollout.configApplied.message : rollout.message },
+        : { type: 'Ready', status: 'False', reason: !rollout.workloadReady ? 'PodsNotReady' : written.length > 0 ? 'Applying' : 'ConfigPending', message: !rollout.workloadReady ? rollout.message : written.length > 0 ? `applied ${written.join(', ')}` : rollout.configApplied.message },
       progressing
         ? { type: 'Progressing', status: 'True', reason: written.length > 0 ? 'ObjectsApplied' : 'RollingOut', message: written.length > 0 ? `applied ${written.join(', ')}` : rollout.message }
         : { type: 'Progressing', status: 'False', reason: 'RolloutComplete', message: 'every object is applied and the workload is up to date' },

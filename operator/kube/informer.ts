@@ -8,6 +8,7 @@ import type { Logger } from 'pino';
 import { KubeApiError, type KubeClient, type WatchEventType, type WatchHandle } from './client.ts';
 import type { ResourceType } from './resources.ts';
 import { objectKey, type KubeObject } from './types.ts';
+import { withDefaults } from './defaults.ts';
 
 export type InformerEventKind = 'add' | 'update' | 'delete';
 export type InformerHandler<T extends KubeObject> = (kind: InformerEventKind, object: T, previous: T | undefined) => void;
@@ -53,13 +54,7 @@ export class Informer<T extends KubeObject = KubeObject> {
 
   constructor(client: KubeClient, options: InformerOptions) {
     this.client = client;
-    this.options = {
-      resyncPeriodMs: 10 * 60_000,
-      watchdogMs: 5 * 60_000,
-      initialBackoffMs: 200,
-      maxBackoffMs: 30_000,
-      ...options,
-    };
+    this.options = withDefaults({ resyncPeriodMs: 10 * 60_000, watchdogMs: 5 * 60_000, initialBackoffMs: 200, maxBackoffMs: 30_000 }, options);
   }
 
   get type(): ResourceType {

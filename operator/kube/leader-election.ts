@@ -7,6 +7,7 @@ import type { Logger } from 'pino';
 import { isConflict, isNotFound, type KubeClient } from './client.ts';
 import { RESOURCE_TYPES } from './resources.ts';
 import type { KubeObject } from './types.ts';
+import { withDefaults } from './defaults.ts';
 
 interface LeaseSpec {
   holderIdentity?: string | null;
@@ -46,7 +47,7 @@ export class LeaderElector {
 
   constructor(client: KubeClient, options: LeaderElectionOptions) {
     this.client = client;
-    this.options = { leaseDurationMs: 15_000, renewDeadlineMs: 10_000, retryPeriodMs: 2_000, ...options };
+    this.options = withDefaults({ leaseDurationMs: 15_000, renewDeadlineMs: 10_000, retryPeriodMs: 2_000 }, options);
   }
 
   get isLeader(): boolean {

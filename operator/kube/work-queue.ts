@@ -3,6 +3,7 @@
 // back off per key exponentially, a global token bucket limits the overall rate, and at most
 // `concurrency` keys are processed at a time. Metrics use the workqueue_* names of client-go.
 import type { OperatorMetrics } from '../observe/metrics.ts';
+import { withDefaults } from './defaults.ts';
 
 export interface WorkQueueOptions {
   name: string;
@@ -37,7 +38,7 @@ export class WorkQueue {
   private shuttingDown = false;
 
   constructor(options: WorkQueueOptions) {
-    this.options = { baseDelayMs: 5, maxDelayMs: 1000_000, rateLimitPerSecond: 10, burst: 100, ...options };
+    this.options = withDefaults({ baseDelayMs: 5, maxDelayMs: 1000_000, rateLimitPerSecond: 10, burst: 100 }, options);
     this.tokens = this.options.burst;
   }
 
