@@ -47,6 +47,8 @@ export interface OperatorOptions {
   resyncPeriodMs?: number;
   watchdogMs?: number;
   pollIntervalMs?: number;
+  /** A repeated Event is written again (count patched) only after this long (default 10 min). */
+  eventAggregationWindowMs?: number;
   metrics?: OperatorMetrics;
 }
 
@@ -79,7 +81,7 @@ export class VmtaOperator {
       owned: Object.fromEntries(OWNED_KINDS.map((kind) => [kind, informer(RESOURCE_TYPES[kind], MANAGED_SELECTOR)])) as Record<OwnedKind, Informer>,
     };
     this.informers = [this.caches.pools, this.caches.listeners, this.caches.policies, this.caches.secrets, this.caches.pods, ...Object.values(this.caches.owned)];
-    const events = new EventRecorder(options.client, { logger: options.logger });
+    const events = new EventRecorder(options.client, { logger: options.logger, aggregationWindowMs: options.eventAggregationWindowMs });
     this.reconciler = new Reconciler({
       client: options.client,
       caches: this.caches,

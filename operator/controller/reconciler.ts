@@ -27,6 +27,12 @@ export const PAUSED_ANNOTATION = 'vmta.dev/paused';
 /** The kinds the operator creates for a pool; pruning looks at these. */
 export const OWNED_KINDS = ['ConfigMap', 'Service', 'StatefulSet', 'Deployment', 'PodDisruptionBudget'] as const;
 export type OwnedKind = (typeof OWNED_KINDS)[number];
+/**
+ * The owned kinds a spec change can make unwanted: a removed listener's Service, the StatefulSet
+ * or Deployment after a spool mode change. A pool always has its ConfigMap and PDB; they go with
+ * the pool through garbage collection, so the operator needs no right to delete them.
+ */
+export const PRUNED_KINDS: readonly OwnedKind[] = ['Service', 'StatefulSet', 'Deployment'];
 
 export interface Caches {
   pools: Informer;
@@ -204,7 +210,7 @@ export class Reconciler {
       const outcome = await applier.apply(object, informer.get(objectKey(object)));
       if (outcome.written) written.push(`${kind} ${desired.metadata.name}`);
     }
-    for (const kind of OWNED_KINDS) {
+    for (const kind of PRUNED_KINDS) {
       for (const live of caches.owned[kind].list(namespace)) {
         const ownedByPool = live.metadata.ownerReferences?.some((ref) => ref.controller && ref.uid === pool.metadata.uid);
         if (!ownedByPool || wanted.has(`${kind}/${live.metadata.name}`)) continue;
