@@ -14,6 +14,7 @@ import type { KubeObject } from '../kube/types.ts';
 import { WorkQueue } from '../kube/work-queue.ts';
 import { OperatorMetrics } from '../observe/metrics.ts';
 import { FIELD_MANAGER } from '../render/layout.ts';
+import { podReadiness, secretKeysOnly, withoutManagedFields } from './cache-transforms.ts';
 import type { ConfigHashReader } from './config-hash-reader.ts';
 import { HealthServer } from './health-server.ts';
 import { OWNED_KINDS, Reconciler, parseWorkKey, workKey, type Caches, type OwnedKind } from './reconciler.ts';
@@ -70,14 +71,14 @@ export class VmtaOperator {
     this.log = options.logger;
     this.metrics = options.metrics ?? new OperatorMetrics();
     this.concurrency = options.concurrency ?? 4;
-    const informer = (type: (typeof RESOURCE_TYPES)[keyof typeof RESOURCE_TYPES], labelSelector?: string) =>
-      new Informer(options.client, { type, namespace: options.namespace, labelSelector, resyncPeriodMs: options.resyncPeriodMs, watchdogMs: options.watchdogMs, logger: options.logger });
+    const informer = (type: (typeof RESOURCE_TYPES)[keyof typeof RESOURCE_TYPES], labelSelector?: string, transform = withoutManagedFields) =>
+      new Informer(options.client, { type, namespace: options.namespace, labelSelector, transform, resyncPeriodMs: options.resyncPeriodMs, watchdogMs: options.watchdogMs, logger: options.logger });
     this.caches = {
       pools: informer(RESOURCE_TYPES.VirtualMtaPool),
       listeners: informer(RESOURCE_TYPES.SmtpListener),
       policies: informer(RESOURCE_TYPES.RelayPolicy),
-      secrets: informer(RESOURCE_TYPES.Secret),
-      pods: informer(RESOURCE_TYPES.Pod, RELAY_POD_SELECTOR),
+      secrets: informer(RESOURCE_TYPES.Secret, undefined, secretKeysOnly),
+      pods: informer(RESOURCE_TYPES.Pod, RELAY_POD_SELECTOR, podReadiness),
       owned: Object.fromEntries(OWNED_KINDS.map((kind) => [kind, informer(RESOURCE_TYPES[kind], MANAGED_SELECTOR)])) as Record<OwnedKind, Informer>,
     };
     this.informers = [this.caches.pools, this.caches.listeners, this.caches.policies, this.caches.secrets, this.caches.pods, ...Object.values(this.caches.owned)];

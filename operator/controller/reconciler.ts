@@ -137,7 +137,7 @@ export class Reconciler {
       pool,
       listeners: this.parsedList(caches.listeners, namespace) as SmtpListener[],
       policies: this.parsedList(caches.policies, namespace) as RelayPolicy[],
-      secrets: caches.secrets.list(namespace).map((secret) => ({ name: secret.metadata.name, keys: Object.keys({ ...(secret.data as object | undefined), ...(secret.stringData as object | undefined) }) })),
+      secrets: caches.secrets.list(namespace).map((secret) => ({ name: secret.metadata.name, keys: Object.keys((secret.data as object | undefined) ?? {}) })),
       image: this.options.image,
       namespace,
     });

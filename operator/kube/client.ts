@@ -1,8 +1,7 @@
 // The operator's one door to the API server: typed REST calls (list, get, create, update,
 // server-side apply, merge patch, delete) over node:http(s) with the credentials of a
 // @kubernetes/client-node KubeConfig, and watches through the library's Watch. Every request is
-// checked against OPERATOR_PERMISSIONS (so the RBAC Role is exactly what the code uses) and
-// counted by verb (for the benchmark's requests-per-reconcile figure).
+// checked against OPERATOR_PERMISSIONS, so the RBAC Role is exactly what the code uses.
 import http from 'node:http';
 import https from 'node:https';
 import { KubeConfig, Watch } from '@kubernetes/client-node';
@@ -52,8 +51,6 @@ export function loadKubeConfig(kubeconfigPath?: string): KubeConfig {
 
 export class KubeClient {
   readonly config: KubeConfig;
-  /** Requests sent, by RBAC verb (watch counts once per connection). */
-  readonly requestCounts: Record<Verb, number> = { get: 0, list: 0, watch: 0, create: 0, update: 0, patch: 0, delete: 0 };
   private readonly server: URL;
   private readonly watcher: Watch;
   private agent: http.Agent | undefined;
@@ -67,15 +64,6 @@ export class KubeClient {
     if (!cluster) throw new Error('KubeConfig has no current cluster');
     this.server = new URL(cluster.server);
     this.watcher = new Watch(config);
-  }
-
-  get totalRequests(): number {
-    return Object.values(this.requestCounts).reduce((a, b) => a + b, 0);
-  }
-
-  get writeRequests(): number {
-    const c = this.requestCounts;
-    return c.create + c.update + c.patch + c.delete;
   }
 
   async list<T extends KubeObject>(type: ResourceType, options: ListOptions = {}): Promise<KubeList<T>> {
@@ -142,7 +130,6 @@ export class KubeClient {
     onDone: (error: unknown) => void,
   ): Promise<WatchHandle> {
     this.permit(type, 'watch');
-    this.requestCounts.watch += 1;
     const query: Record<string, string> = { resourceVersion: options.resourceVersion, allowWatchBookmarks: 'true' };
     if (options.labelSelector) query.labelSelector = options.labelSelector;
     const controller = await this.watcher.watch(
@@ -171,7 +158,6 @@ export class KubeClient {
     subresource?: string,
   ): Promise<T> {
     this.permit(type, verb, subresource);
-    this.requestCounts[verb] += 1;
     const options: https.RequestOptions = { method, headers: { accept: 'application/json', 'user-agent': this.userAgent } };
     await this.config.applyToHTTPSOptions(options);
     const isHttps = this.server.protocol === 'https:';

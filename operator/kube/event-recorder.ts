@@ -13,7 +13,6 @@ interface SeenEvent {
   name: string;
   namespace: string;
   count: number;
-  writtenCount: number;
   lastWrittenAt: number;
 }
 
@@ -42,7 +41,6 @@ export class EventRecorder {
         if (now - existing.lastWrittenAt < this.windowMs) return;
         try {
           await this.client.mergePatch(RESOURCE_TYPES.Event, existing.namespace, existing.name, { count: existing.count, lastTimestamp: new Date(now).toISOString() });
-          existing.writtenCount = existing.count;
           existing.lastWrittenAt = now;
           return;
         } catch (error) {
@@ -66,7 +64,7 @@ export class EventRecorder {
         lastTimestamp: timestamp,
         count: 1,
       });
-      this.seen.set(key, { name, namespace, count: 1, writtenCount: 1, lastWrittenAt: now });
+      this.seen.set(key, { name, namespace, count: 1, lastWrittenAt: now });
     } catch (error) {
       this.logger?.warn({ err: error, reason, object: involved.metadata.name }, 'could not record event');
     }

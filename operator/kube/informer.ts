@@ -24,6 +24,8 @@ export interface InformerOptions {
   /** First reconnect delay after a failure; doubles up to maxBackoffMs. */
   initialBackoffMs?: number;
   maxBackoffMs?: number;
+  /** Trims each object before it is cached (keep only what the controller reads). */
+  transform?: (object: KubeObject) => KubeObject;
   logger?: Logger;
 }
 
@@ -37,7 +39,7 @@ export interface InformerStats {
 export class Informer<T extends KubeObject = KubeObject> {
   readonly stats: InformerStats = { lists: 0, watches: 0, relistsAfterGone: 0, watchdogRestarts: 0 };
   private readonly client: KubeClient;
-  private readonly options: Required<Omit<InformerOptions, 'namespace' | 'labelSelector' | 'logger'>> & Pick<InformerOptions, 'namespace' | 'labelSelector' | 'logger'>;
+  private readonly options: Required<Omit<InformerOptions, 'namespace' | 'labelSelector' | 'logger' | 'transform'>> & Pick<InformerOptions, 'namespace' | 'labelSelector' | 'logger' | 'transform'>;
   private readonly cache = new Map<string, T>();
   private readonly handlers: InformerHandler<T>[] = [];
   private resourceVersion = '';
@@ -55,10 +57,6 @@ export class Informer<T extends KubeObject = KubeObject> {
   constructor(client: KubeClient, options: InformerOptions) {
     this.client = client;
     this.options = withDefaults({ resyncPeriodMs: 10 * 60_000, watchdogMs: 5 * 60_000, initialBackoffMs: 200, maxBackoffMs: 30_000 }, options);
-  }
-
-  get type(): ResourceType {
-    return this.options.type;
   }
 
   onEvent(handler: InformerHandler<T>): void {
@@ -229,7 +227,8 @@ export class Informer<T extends KubeObject = KubeObject> {
     this.retryTimer.unref();
   }
 
-  private store(object: T): void {
+  private store(received: T): void {
+    const object = (this.options.transform ? this.options.transform(received) : received) as T;
     const key = objectKey(object);
     const previous = this.cache.get(key);
     if (previous && previous.metadata.resourceVersion === object.metadata.resourceVersion) return;

@@ -38,8 +38,3 @@ export interface KubeList<T extends KubeObject = KubeObject> {
 export function objectKey(object: { metadata: { namespace?: string; name: string } }): string {
   return object.metadata.namespace ? `${object.metadata.namespace}/${object.metadata.name}` : object.metadata.name;
 }
-
-export function splitKey(key: string): { namespace: string | undefined; name: string } {
-  const slash = key.indexOf('/');
-  return slash < 0 ? { namespace: undefined, name: key } : { namespace: key.slice(0, slash), name: key.slice(slash + 1) };
-}

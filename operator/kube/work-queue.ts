@@ -42,14 +42,6 @@ export class WorkQueue {
     this.tokens = this.options.burst;
   }
 
-  get depth(): number {
-    return this.queue.length;
-  }
-
-  get activeCount(): number {
-    return this.processing.size;
-  }
-
   /** Starts processing with `processor`; a thrown error retries the key with backoff. */
   start(processor: (key: string) => Promise<WorkResult>): void {
     this.processor = processor;
