@@ -135,10 +135,10 @@ export class VmtaOperator {
     else this.startLeading();
   }
 
-  /** Stops reconciling, releases the Lease, stops caches and endpoints. */
+  /** Stops reconciling, then releases the Lease (so a successor never overlaps a running reconcile), then caches and endpoints. */
   async stop(): Promise<void> {
-    await this.elector?.stop();
     await this.stopLeading();
+    await this.elector?.stop();
     for (const informer of this.informers) informer.stop();
     await this.health?.close();
   }

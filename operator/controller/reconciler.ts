@@ -110,7 +110,7 @@ export class Reconciler {
   // ---- pools -------------------------------------------------------------------------------
 
   private async reconcilePool(namespace: string, name: string): Promise<ReconcileOutcome> {
-    const { caches, applier, events } = this.options;
+    const { caches, events } = this.options;
     const raw = caches.pools.get(`${namespace}/${name}`);
     if (!raw) {
       // Deleted: the API server's garbage collector removes what it owned.
