@@ -85,8 +85,8 @@ const PAUSED_CONDITION: ConditionInput = { type: 'Paused', status: 'True', reaso
 export class Reconciler {
   private readonly options: ReconcilerOptions;
   private readonly log: Logger;
-  /** The latest render of each pool (by `namespace/name`): listener and policy status come from it. */
-  private readonly renders = new Map<string, PoolRender>();
+  /** The latest render of each pool (by `namespace/name`) and its inputs: listener and policy status come from it. */
+  private readonly renders = new Map<string, { inputs: string; render: PoolRender }>();
   /** Parsed resources by uid, re-parsed only when their resourceVersion changes. */
   private readonly parsed = new Map<string, { resourceVersion: string | undefined; result: ReturnType<typeof parseVmtaResource> }>();
 
@@ -133,15 +133,7 @@ export class Reconciler {
       return;
     }
     const pool = parsed.value as VirtualMtaPool;
-    const render = renderPool({
-      pool,
-      listeners: this.parsedList(caches.listeners, namespace) as SmtpListener[],
-      policies: this.parsedList(caches.policies, namespace) as RelayPolicy[],
-      secrets: caches.secrets.list(namespace).map((secret) => ({ name: secret.metadata.name, keys: Object.keys((secret.data as object | undefined) ?? {}) })),
-      image: this.options.image,
-      namespace,
-    });
-    this.renders.set(`${namespace}/${name}`, render);
+    const render = this.render(pool, namespace);
     this.enqueueDependents(namespace, name);
 
     if (render.problems.length > 0) {
@@ -193,6 +185,31 @@ export class Reconciler {
     });
     const converged = !progressing && rollout.configApplied.status === 'True';
     return converged ? undefined : { requeueAfterMs: this.options.pollIntervalMs };
+  }
+
+  /**
+   * Renders the pool, or reuses its last render when none of its inputs (the pool, the
+   * namespace's listeners and policies, Secret key names) changed since: render is pure, and a
+   * resync of hundreds of pools should not render them all again.
+   */
+  private render(pool: VirtualMtaPool, namespace: string): PoolRender {
+    const { caches } = this.options;
+    const secrets = caches.secrets.list(namespace).map((secret) => ({ name: secret.metadata.name, keys: Object.keys((secret.data as object | undefined) ?? {}) }));
+    const versions = (informer: Informer) => informer.list(namespace).map((o) => o.metadata.resourceVersion);
+    const inputs = JSON.stringify([pool.metadata.resourceVersion, versions(caches.listeners), versions(caches.policies), secrets]);
+    const key = `${namespace}/${pool.metadata.name}`;
+    const previous = this.renders.get(key);
+    if (previous && previous.inputs === inputs) return previous.render;
+    const render = renderPool({
+      pool,
+      listeners: this.parsedList(caches.listeners, namespace) as SmtpListener[],
+      policies: this.parsedList(caches.policies, namespace) as RelayPolicy[],
+      secrets,
+      image: this.options.image,
+      namespace,
+    });
+    this.renders.set(key, { inputs, render });
+    return render;
   }
 
   /** Applies what render wants and prunes what it no longer wants; returns what it wrote. */
@@ -280,7 +297,7 @@ export class Reconciler {
     else {
       const listener = parsed.value as SmtpListener;
       const poolName = listener.spec.poolRef.name;
-      const render = this.renders.get(`${namespace}/${poolName}`);
+      const render = this.renders.get(`${namespace}/${poolName}`)?.render;
       if (!this.options.caches.pools.get(`${namespace}/${poolName}`)) {
         ready = { type: 'Ready', status: 'False', reason: 'PoolNotFound', message: `SmtpListener "${name}" spec.poolRef.name: no VirtualMtaPool "${poolName}"` };
       } else if (!render) {
@@ -315,7 +332,7 @@ export class Reconciler {
     if (!parsed.ok) ready = { type: 'Ready', status: 'False', reason: 'InvalidSpec', message: `RelayPolicy "${name}": ${parsed.problems.join('; ')}` };
     else {
       const own: RenderProblem[] = [];
-      for (const [poolKey, render] of this.renders) {
+      for (const [poolKey, { render }] of this.renders) {
         if (!poolKey.startsWith(`${namespace}/`)) continue;
         for (const problem of render.problems) {
           if (problem.object.kind === 'RelayPolicy' && problem.object.name === name && !own.some((p) => p.message === problem.message)) own.push(problem);

@@ -192,8 +192,10 @@ export class Informer<T extends KubeObject = KubeObject> {
       void this.relist();
       return;
     }
-    // A clean end (server timeout) reconnects at once; a failure backs off.
-    if (error) {
+    // A clean end (server timeout) reconnects at once, and so does the Watch's own inactivity
+    // timeout (30 s without a byte, common on quiet resources between bookmarks); a failure backs off.
+    const quietTimeout = error instanceof Error && error.name === 'TimeoutError';
+    if (error && !quietTimeout) {
       this.options.logger?.info({ err: error, resource: this.options.type.plural }, 'watch failed; reconnecting');
       this.retryLater(() => this.startWatch());
     } else void this.startWatch();
