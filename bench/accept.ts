@@ -47,17 +47,6 @@ function positiveInteger(name: string, text: string | undefined): number {
   return value;
 }
 
-switch (args.role) {
-  case 'sink':
-    await runDiscardSink();
-    break;
-  case 'load':
-    process.stdout.write(`${JSON.stringify(await generateLoad(Number(args.port), messages, size, concurrency))}\n`);
-    break;
-  default:
-    await runBenchmark();
-}
-
 /** The comparison point: smtp-server, greeting at once, no policy, every message read and dropped. */
 async function runDiscardSink(): Promise<void> {
   const smtp = new RelaySmtpServer(
@@ -122,7 +111,9 @@ async function runBenchmark(): Promise<void> {
 
     const discard = await load(sink.result.port, messages);
     const fsyncsBefore = (await metricValue(relay.adminUrl, 'vmta_spool_fsyncs_total')) ?? 0;
+    const cpuBefore = await cpuSeconds(relay.child.pid!);
     const accept = await load(port, messages);
+    const cpuAfter = await cpuSeconds(relay.child.pid!);
     const fsyncsAfter = (await metricValue(relay.adminUrl, 'vmta_spool_fsyncs_total')) ?? 0;
     const rssPeakMb = await peakRssMb(relay.child.pid!);
 
@@ -135,6 +126,7 @@ async function runBenchmark(): Promise<void> {
     console.log(`messages: ${messages} x ${size} bytes, ${concurrency} concurrent connections, one message per connection`);
     console.log(`discard sink: ${discardPerS.toFixed(0)} msg/s, accept latency p50 ${percentile(discard.latenciesMs, 50).toFixed(2)} ms, p99 ${percentile(discard.latenciesMs, 99).toFixed(2)} ms`);
     console.log(`relay:        ${acceptPerS.toFixed(0)} msg/s, accept latency p50 ${percentile(accept.latenciesMs, 50).toFixed(2)} ms, p99 ${percentile(accept.latenciesMs, 99).toFixed(2)} ms`);
+    console.log(`relay CPU: ${(((cpuAfter - cpuBefore) * 1000) / Math.max(1, accept.sent)).toFixed(2)} ms per message, ${(((cpuAfter - cpuBefore) / accept.elapsedMs) * 100_000).toFixed(0)}% of one core during the run`);
     console.log(`ratio relay/discard: ${(acceptPerS / discardPerS).toFixed(2)}; fsyncs per message: ${fsyncsPerMessage.toFixed(2)}; relay peak RSS: ${rssPeakMb.toFixed(0)} MiB`);
     console.log(
       `accept_per_s=${acceptPerS.toFixed(0)} discard_per_s=${discardPerS.toFixed(0)} ratio=${(acceptPerS / discardPerS).toFixed(2)} ` +
@@ -156,6 +148,12 @@ function percentile(values: number[], p: number): number {
   if (values.length === 0) return Number.NaN;
   const sorted = [...values].sort((a, b) => a - b);
   return sorted[Math.min(sorted.length - 1, Math.ceil((p / 100) * sorted.length) - 1)]!;
+}
+
+/** User + system CPU time of a process so far, from /proc (clock ticks of 10 ms on Linux). */
+async function cpuSeconds(pid: number): Promise<number> {
+  const fields = (await readFile(`/proc/${pid}/stat`, 'utf8')).split(') ')[1]!.split(' ');
+  return (Number(fields[11]) + Number(fields[12])) / 100;
 }
 
 /** Peak resident set (VmHWM) of a process, from /proc. */
@@ -266,4 +264,16 @@ async function generateLoad(port: number, count: number, bytes: number, parallel
   await Promise.all(Array.from({ length: parallel }, worker));
   result.elapsedMs = performance.now() - start;
   return result;
+}
+
+// Dispatch last: the classes above must be initialised before any role runs.
+switch (args.role) {
+  case 'sink':
+    await runDiscardSink();
+    break;
+  case 'load':
+    process.stdout.write(`${JSON.stringify(await generateLoad(Number(args.port), messages, size, concurrency))}\n`);
+    break;
+  default:
+    await runBenchmark();
 }

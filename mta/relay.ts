@@ -90,7 +90,7 @@ export class Relay {
     });
     logger.info({ address: config.admin.address, port: this.#admin.address().port }, 'admin server listening');
     this.#spool = await FileSpool.open(config.spool.path, { metrics, logger });
-    const accept = createMessageAcceptor({ spool: this.#spool, getConfig: () => this.config, metrics, logger });
+    const accept = createMessageAcceptor({ spool: this.#spool, getConfig: () => this.config, logger });
     this.#inbound = await InboundServer.start(config, { accept, metrics, logger });
     this.#listening = true;
     const listeners = this.#inbound.boundAddresses();

@@ -164,7 +164,7 @@ export class ConfigWatcher {
   #stopped = false;
 
   constructor(options: ConfigWatcherOptions) {
-    this.#options = { debounceMs: 200, pollIntervalMs: 5000, watchFiles: true, ...options };
+    this.#options = { ...options, debounceMs: options.debounceMs ?? 200, pollIntervalMs: options.pollIntervalMs ?? 5000, watchFiles: options.watchFiles ?? true };
     this.#configFile = configFilePath(options.directory);
     this.#current = options.initial;
   }

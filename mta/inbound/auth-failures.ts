@@ -1,6 +1,7 @@
 // Failed SMTP AUTH attempts per client address in a sliding window: once a client reaches
 // `maxFailures` within `windowMs` it is refused (421 4.7.0) until its oldest failure ages out.
-// One limiter per listener, kept across config reloads so a reload does not reset an attacker.
+// One limiter for all listeners, kept across config reloads, so neither switching ports nor a
+// reload resets an attacker's count.
 export class AuthFailureLimiter {
   private readonly failures = new Map<string, number[]>();
 

@@ -24,6 +24,8 @@ class ListenerEndpoint {
   readonly server: net.Server;
   readonly sockets = new Set<net.Socket>();
   readonly perClient = new Map<string, number>();
+  /** Connections that passed the limits (refused ones linger briefly for their 421 and are not counted). */
+  admitted = 0;
   readonly limiter: AuthFailureLimiter;
   private readonly deps: InboundDeps;
 
@@ -51,25 +53,32 @@ class ListenerEndpoint {
     });
   }
 
+  /** Closes the listening socket; open connections are not waited for (net.Server.close's callback would). */
   stopListening(): Promise<void> {
-    return new Promise((resolve) => {
-      if (!this.server.listening) return resolve();
-      this.server.close(() => resolve());
-    });
+    if (this.server.listening) this.server.close();
+    return new Promise((resolve) => setImmediate(resolve));
   }
 
   private onConnection(socket: net.Socket): void {
     const snapshot = this.snapshot;
     const labels = { listener: snapshot.config.name };
     const metrics = this.deps.metrics;
+    if (this.sockets.size >= 2 * snapshot.config.limits.maxConnections) {
+      // A flood of connections that have not even finished PROXY/TLS: drop without a reply.
+      metrics.rejections.inc({ ...labels, reason: 'too_many_connections' });
+      socket.destroy();
+      return;
+    }
     this.sockets.add(socket);
     metrics.inboundConnectionsActive.inc(labels);
     let clientKey: string | undefined;
+    let admitted = false;
     let handedOver = false;
     socket.on('error', () => undefined);
     socket.once('close', () => {
       this.sockets.delete(socket);
       metrics.inboundConnectionsActive.dec(labels);
+      if (admitted) this.admitted--;
       if (clientKey !== undefined) {
         const left = (this.perClient.get(clientKey) ?? 1) - 1;
         if (left <= 0) this.perClient.delete(clientKey);
@@ -112,12 +121,14 @@ class ListenerEndpoint {
       const perClient = (this.perClient.get(clientAddress) ?? 0) + 1;
       this.perClient.set(clientAddress, perClient);
       const limits = snapshot.config.limits;
-      if (this.sockets.size > limits.maxConnections) {
+      if (this.admitted + 1 > limits.maxConnections) {
         return refuse(sessionSocket, 'too_many_connections', `421 4.7.0 ${snapshot.hostname} Too many connections, try again later`);
       }
       if (perClient > limits.maxConnectionsPerClient) {
         return refuse(sessionSocket, 'too_many_connections_per_client', `421 4.7.0 ${snapshot.hostname} Too many connections from your address, try again later`);
       }
+      admitted = true;
+      this.admitted++;
       handedOver = true;
       snapshot.smtp.connect(sessionSocket, { remoteAddress: clientAddress, remotePort: clientPort });
       socket.resume();
@@ -163,7 +174,8 @@ function normaliseIp(address: string): string {
 export class InboundServer {
   private readonly deps: InboundDeps;
   private endpoints = new Map<string, ListenerEndpoint>();
-  private readonly limiters = new Map<string, AuthFailureLimiter>();
+  /** Shared by every listener, so a client cannot reset its count by switching ports. */
+  private readonly authFailures = new AuthFailureLimiter();
 
   private constructor(deps: InboundDeps) {
     this.deps = deps;
@@ -180,7 +192,7 @@ export class InboundServer {
    * cannot be read the error is thrown and nothing changes.
    */
   async reload(config: RuntimeConfig): Promise<void> {
-    const snapshots = await Promise.all(config.listeners.map((listener) => buildListenerSnapshot(config, listener, this.deps, this.limiterFor(listener.name))));
+    const snapshots = await Promise.all(config.listeners.map((listener) => buildListenerSnapshot(config, listener, this.deps, this.authFailures)));
     const next = new Map<string, ListenerEndpoint>();
     const toClose: ListenerEndpoint[] = [];
     const toOpen: ListenerEndpoint[] = [];
@@ -191,7 +203,7 @@ export class InboundServer {
         next.set(snapshot.config.name, current);
       } else {
         if (current) toClose.push(current);
-        const endpoint = new ListenerEndpoint(snapshot, this.limiterFor(snapshot.config.name), this.deps);
+        const endpoint = new ListenerEndpoint(snapshot, this.authFailures, this.deps);
         next.set(snapshot.config.name, endpoint);
         toOpen.push(endpoint);
       }
@@ -238,14 +250,5 @@ export class InboundServer {
     let count = 0;
     for (const endpoint of this.endpoints.values()) count += endpoint.sockets.size;
     return count;
-  }
-
-  private limiterFor(name: string): AuthFailureLimiter {
-    let limiter = this.limiters.get(name);
-    if (!limiter) {
-      limiter = new AuthFailureLimiter();
-      this.limiters.set(name, limiter);
-    }
-    return limiter;
   }
 }

@@ -152,6 +152,7 @@ export async function buildListenerSnapshot(config: RuntimeConfig, listener: Lis
     const connection = connectionOf(session);
     readMessage(stream, listener.limits.maxMessageSize).then(async (result) => {
       if (result.kind === 'too-large') {
+        reject('message_too_large');
         return callback(smtpError(552, `5.3.4 Message size exceeds fixed maximum message size ${listener.limits.maxMessageSize}`));
       }
       if (result.kind === 'bare-line-ending') {

@@ -24,6 +24,9 @@ export function decodeProxyHeader(data: Buffer): FrameResult {
   if (data[0] === 0x0d) {
     const signatureLength = Math.min(data.length, V2_SIGNATURE.length);
     if (!data.subarray(0, signatureLength).equals(V2_SIGNATURE.subarray(0, signatureLength))) return { state: 'error', error: 'not a PROXY protocol header' };
+    // Version 2 with command LOCAL (0) or PROXY (1): refuse anything else as soon as it shows.
+    const versionCommand = data[12];
+    if (versionCommand !== undefined && (versionCommand >> 4 !== 2 || (versionCommand & 0x0f) > 1)) return { state: 'error', error: 'unsupported PROXY protocol version or command' };
     if (data.length < 16) return { state: 'incomplete' };
     const length = 16 + data.readUInt16BE(14);
     if (length > V2_MAX_LENGTH) return { state: 'error', error: 'PROXY v2 header too long' };

@@ -3,8 +3,8 @@
 // silently changing behaviour:
 // - Greeting delay: smtp-server 3.21 arms a fixed 100 ms timer in `init()` that calls
 //   `connectionReady()` (early-talker detection). We arm our own timer with the listener's
-//   `greetingDelay` right after `init()` and make `connectionReady()` run once, so whichever
-//   timer fires first sends the greeting and the library's timer becomes a no-op. Clients that
+//   `greetingDelay` right after `init()`, and `connectionReady()` does nothing until our timer
+//   has fired (and runs once), so the library's timer becomes a no-op. Clients that
 //   talk before the greeting still get the library's "421 You talk too soon". With a delay of
 //   0 the greeting goes out at once; test/inbound/greeting-delay.test.ts measures both.
 // - AUTH where TLS is required and the session is plain: answered `530 5.7.0` before the
@@ -43,6 +43,7 @@ export interface SessionPolicy {
 
 export class RelaySmtpConnection extends SMTPConnection {
   private readonly policy: SessionPolicy;
+  private greetingDue = false;
   private greetingStarted = false;
   private errors = 0;
   private commandTimer: NodeJS.Timeout | undefined;
@@ -56,12 +57,16 @@ export class RelaySmtpConnection extends SMTPConnection {
 
   override init(): void {
     super.init();
-    setTimeout(() => this.connectionReady(), this.policy.greetingDelayMs).unref();
+    setTimeout(() => {
+      this.greetingDue = true;
+      this.connectionReady();
+    }, this.policy.greetingDelayMs).unref();
     this.armCommandTimer();
   }
 
   override connectionReady(next?: () => void): void {
-    if (this.greetingStarted) return;
+    // The library's own fixed timer calls this too; only ours may start the greeting.
+    if (!this.greetingDue || this.greetingStarted) return;
     this.greetingStarted = true;
     super.connectionReady(next);
   }

@@ -1,40 +1,85 @@
 // The on-disk formats of one spooled message, kept apart from the file handling:
 //
-// Message file `<id>` — written once, never modified:
-//   "VMTA1 " + envelope length (10 decimal digits) + "\n"     (PREFIX_LENGTH bytes, fixed)
-//   envelope JSON (as stored at accept time) + "\n"
-//   message bytes (headers + body, CRLF line ends)
-// The fixed prefix lets scan() read the envelope with one bounded read and readMessage() skip it
-// without parsing; `head -c 2000 <file>` shows a human the envelope.
+// Batch file — messages stored together by one group commit share one file, written once and
+// never modified; every message of it has its own hard link `<id>` in the bucket directory:
+//   "VMTB1 " + table length (10 decimal digits) + "\n"                  (PREFIX_LENGTH bytes)
+//   table JSON + "\n": {"m": [[id, envelope length, message length], ...]}
+//   the envelope JSONs, one after the other, in table order
+//   the messages (headers + body, CRLF line ends), one after the other, in table order
+// Envelopes come before the bodies, so one bounded read at the start of the file gives every
+// envelope of a typical batch (scan() never reads a body) and readMessage() seeks to its body.
+// `head -c 4000 <file>` shows a human the table and the envelopes.
 //
 // Recipient journal `<id>.j` — append-only, one record per recordRecipientResults() call:
 //   "\n" + JSON {"t": unix ms, "r": [[recipient index, status, nextAttemptAt, attempts | null, lastResult?], ...]}
 // attempts null means "one more attempt than before" (the usual result of a delivery attempt).
 // Each record starts with a newline, so a record torn by a crash ends up on a line of its own
 // and is skipped, and every later record still parses. The latest record for a recipient wins.
-import type { Envelope, RecipientResult, RecipientStatus } from './types.ts';
+import type { Envelope, QueueId, RecipientResult, RecipientStatus } from './types.ts';
 
-const MAGIC = 'VMTA1 ';
+const MAGIC = 'VMTB1 ';
 const LENGTH_DIGITS = 10;
 export const PREFIX_LENGTH = MAGIC.length + LENGTH_DIGITS + 1;
-/** First read of scan(): enough for the prefix and the envelope of a message with a few dozen recipients. */
-export const ENVELOPE_PROBE_BYTES = 4096;
+/** First read of scan() and readMessage(): the table and envelopes of a typical batch. */
+export const HEAD_PROBE_BYTES = 16 * 1024;
 
-export function encodeEnvelopeHeader(envelope: Envelope): Buffer {
-  const json = Buffer.from(JSON.stringify(envelope) + '\n');
-  const prefix = `${MAGIC}${String(json.length).padStart(LENGTH_DIGITS, '0')}\n`;
-  return Buffer.concat([Buffer.from(prefix, 'latin1'), json]);
+export interface BatchMessage {
+  id: QueueId;
+  envelope: Envelope;
+  chunks: readonly Buffer[];
 }
 
-/** Length in bytes of the envelope JSON (with its newline) that follows the prefix; throws when the file is not a spool file. */
-export function envelopeLength(prefix: Buffer): number {
-  const text = prefix.toString('latin1', 0, PREFIX_LENGTH);
-  if (text.length < PREFIX_LENGTH || !text.startsWith(MAGIC) || !text.endsWith('\n')) {
-    throw new Error(`not a spool message file (prefix ${JSON.stringify(text)})`);
-  }
+export interface BatchEntry {
+  id: QueueId;
+  envelopeOffset: number;
+  envelopeLength: number;
+  messageOffset: number;
+  messageLength: number;
+}
+
+export interface BatchTable {
+  entries: BatchEntry[];
+  /** Bytes from the start of the file that hold the table and every envelope. */
+  envelopesEnd: number;
+}
+
+/** The buffers of a batch file, in write order (message chunks are not copied). */
+export function encodeBatch(messages: readonly BatchMessage[]): Buffer[] {
+  const envelopes = messages.map((message) => Buffer.from(JSON.stringify(message.envelope)));
+  const table = Buffer.from(
+    JSON.stringify({ m: messages.map((message, index) => [message.id, envelopes[index]?.length ?? 0, message.envelope.size]) }) + '\n',
+  );
+  const prefix = Buffer.from(`${MAGIC}${String(table.length).padStart(LENGTH_DIGITS, '0')}\n`, 'latin1');
+  return [prefix, table, ...envelopes, ...messages.flatMap((message) => message.chunks)];
+}
+
+/** Length of the table after the prefix; throws when the file is not a spool batch file. */
+export function tableLength(head: Buffer): number {
+  const text = head.toString('latin1', 0, PREFIX_LENGTH);
   const digits = text.slice(MAGIC.length, MAGIC.length + LENGTH_DIGITS);
-  if (!/^\d+$/.test(digits)) throw new Error(`not a spool message file (length ${JSON.stringify(digits)})`);
+  if (text.length < PREFIX_LENGTH || !text.startsWith(MAGIC) || !text.endsWith('\n') || !/^\d+$/.test(digits)) {
+    throw new Error(`not a spool batch file (prefix ${JSON.stringify(text)})`);
+  }
   return Number(digits);
+}
+
+/** Parses the table; `head` must hold at least PREFIX_LENGTH + tableLength(head) bytes. */
+export function decodeBatchTable(head: Buffer): BatchTable {
+  const tableEnd = PREFIX_LENGTH + tableLength(head);
+  if (head.length < tableEnd) throw new Error(`spool batch table is truncated (${head.length} of ${tableEnd} bytes)`);
+  const table = JSON.parse(head.toString('utf8', PREFIX_LENGTH, tableEnd)) as { m?: unknown };
+  if (!Array.isArray(table.m)) throw new Error('spool batch table has no message list');
+  const rows = table.m as [QueueId, number, number][];
+  let envelopeOffset = tableEnd;
+  let messageOffset = tableEnd + rows.reduce((total, row) => total + row[1], 0);
+  const envelopesEnd = messageOffset;
+  const entries = rows.map(([id, envelopeLength, messageLength]) => {
+    const entry = { id, envelopeOffset, envelopeLength, messageOffset, messageLength };
+    envelopeOffset += envelopeLength;
+    messageOffset += messageLength;
+    return entry;
+  });
+  return { entries, envelopesEnd };
 }
 
 export function decodeEnvelope(json: Buffer): Envelope {

@@ -9,8 +9,6 @@ import { KINDS, type KindDefinition } from './resources.ts';
 
 export type JsonSchema = { [key: string]: unknown };
 
-const NAME_PATTERN = '^[a-z0-9]([-a-z0-9]*[a-z0-9])?$';
-
 export function crdName(definition: KindDefinition): string {
   return `${definition.plural}.${API_GROUP}`;
 }
@@ -46,8 +44,9 @@ function makeStructural(node: JsonSchema, path: string): JsonSchema {
 /** One CustomResourceDefinition object. */
 export function buildCrd(definition: KindDefinition): JsonSchema {
   const nameRules: CelRule[] = [
-    { rule: `self.metadata.name.size() <= ${definition.maxNameLength}`, message: `metadata.name must have at most ${definition.maxNameLength} characters (names of Services, pods and relay config entries are built from it)`, fieldPath: '.metadata.name', reason: 'FieldValueInvalid' },
-    { rule: `self.metadata.name.matches('${NAME_PATTERN}')`, message: 'metadata.name must be a DNS label: lower-case letters, digits and "-"', fieldPath: '.metadata.name', reason: 'FieldValueInvalid' },
+    // size() costs nothing to estimate; a pattern on metadata.name would need its length bound, which CRDs cannot set.
+    // No fieldPath: the API server checks fieldPaths against the schema, which does not model metadata.
+    { rule: `self.metadata.name.size() <= ${definition.maxNameLength}`, message: `metadata.name must have at most ${definition.maxNameLength} characters (names of Services, pods and relay config entries are built from it)`, reason: 'FieldValueInvalid' },
   ];
   const openAPIV3Schema: JsonSchema = {
     type: 'object',

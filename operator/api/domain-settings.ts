@@ -7,13 +7,11 @@ import { z } from 'zod';
 import { celRules, domainPattern, duration, rate, uniqueListBy } from './fields.ts';
 
 export const BackoffSettings = z.strictObject({
-  /** Regular expressions matched against the whole reply ("^421", "4\\.7\\.[0-9]+"); PowerMTA `backoff-reply`. */
-  replyPatterns: z.array(z.string().min(1).max(256)).min(1).max(64),
+  replyPatterns: z.array(z.string().min(1).max(256)).min(1).max(64).describe('Regular expressions matched against the whole reply ("^421", "4\\\\.7\\\\.[0-9]+"); PowerMTA `backoff-reply`.'),
   maxSmtpOut: z.number().int().min(1).max(1000).default(1),
   maxMessageRate: rate.optional(),
   retryAfter: duration.default('30m'),
-  /** Back to normal this long after entering backoff (a successful delivery returns at once); PowerMTA `backoff-to-normal-after`. */
-  returnAfter: duration.default('1h'),
+  returnAfter: duration.default('1h').describe('Back to normal this long after entering backoff (a successful delivery returns at once); PowerMTA `backoff-to-normal-after`.'),
 });
 
 export const RetryBackoff = z.strictObject({
@@ -26,26 +24,18 @@ const ONE_RETRY_FORM = '(has(self.retryAfter) ? 1 : 0) + (has(self.retrySchedule
 
 export const DomainSettings = z
   .strictObject({
-    /** "example.com", "*.example.com" or "*"; PowerMTA `<domain example.com>`. */
-    domain: domainPattern,
-    /** none: never STARTTLS; opportunistic: `use-starttls`; required: `require-starttls`; verify: required with a valid certificate. */
-    tlsPolicy: z.enum(['none', 'opportunistic', 'required', 'verify']).optional(),
-    /** Apply the destination's MTA-STS policy (RFC 8461). */
-    mtaSts: z.boolean().optional(),
-    /** Wait between attempts (PowerMTA `retry-after`). */
-    retryAfter: duration.optional(),
-    /** Waits between successive attempts; the last one repeats. */
-    retrySchedule: z.array(duration).min(1).max(64).optional(),
-    /** Exponential waits: initial, multiplied by factor, capped at max. */
-    retryBackoff: RetryBackoff.optional(),
+    domain: domainPattern.describe('"example.com", "*.example.com" or "*"; PowerMTA `<domain example.com>`.'),
+    tlsPolicy: z.enum(['none', 'opportunistic', 'required', 'verify']).optional().describe('none: never STARTTLS; opportunistic: `use-starttls`; required: `require-starttls`; verify: required with a valid certificate.'),
+    mtaSts: z.boolean().optional().describe('Apply the destination\'s MTA-STS policy (RFC 8461).'),
+    retryAfter: duration.optional().describe('Wait between attempts (PowerMTA `retry-after`).'),
+    retrySchedule: z.array(duration).min(1).max(64).optional().describe('Waits between successive attempts; the last one repeats.'),
+    retryBackoff: RetryBackoff.optional().describe('Exponential waits: initial, multiplied by factor, capped at max.'),
     bounceAfter: duration.optional(),
     maxSmtpOut: z.number().int().min(1).max(10_000).optional(),
     maxMessagesPerConnection: z.number().int().min(1).max(1_000_000).optional(),
     maxMessageRate: rate.optional(),
-    /** Deliver to this host:port instead of resolving MX (a smarthost). */
-    smtpHost: z.string().max(260).regex(/^(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9.-]+):[0-9]{1,5}$/, 'host:port, e.g. smarthost.example.net:587').optional(),
-    /** Slow down on throttling replies, return to normal automatically. */
-    backoff: BackoffSettings.optional(),
+    smtpHost: z.string().max(260).regex(/^(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9.-]+):[0-9]{1,5}$/, 'host:port, e.g. smarthost.example.net:587').optional().describe('Deliver to this host:port instead of resolving MX (a smarthost).'),
+    backoff: BackoffSettings.optional().describe('Slow down on throttling replies, return to normal automatically.'),
   })
   .superRefine((settings, ctx) => {
     const forms = ['retryAfter', 'retrySchedule', 'retryBackoff'] as const;

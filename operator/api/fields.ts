@@ -67,7 +67,7 @@ export const cidr = z
   .regex(/^[0-9A-Fa-f:.]+(\/[0-9]{1,3})?$/, 'a CIDR such as 10.0.0.0/8 or 2001:db8::/32, or a single address')
   .refine(isCidr, 'a CIDR such as 10.0.0.0/8 or 2001:db8::/32, or a single address');
 
-export function isCidr(value: string): boolean {
+function isCidr(value: string): boolean {
   const [address, bits, extra] = value.split('/');
   if (extra !== undefined || address === undefined) return false;
   const family = net.isIP(address);
@@ -77,10 +77,18 @@ export function isCidr(value: string): boolean {
   return Number(bits) <= (family === 4 ? 32 : 128);
 }
 
-/** True for a CIDR that covers every address of its family (0.0.0.0/0, ::/0). */
-export function isWholeInternet(value: string): boolean {
-  return value.endsWith('/0');
+/**
+ * True for a range wider than any one network owns: an IPv4 prefix shorter than /8 or an IPv6
+ * prefix shorter than /16. 0.0.0.0/0 is the obvious case; 0.0.0.0/1 + 128.0.0.0/1 is the same
+ * open door in two pieces. `BROAD_CIDR_CEL` is the same test for the CRDs, on a variable `c`.
+ */
+export function isOverlyBroad(value: string): boolean {
+  const bits = value.split('/')[1];
+  if (bits === undefined) return false;
+  return Number(bits) < (value.includes(':') ? 16 : 8);
 }
+
+export const BROAD_CIDR_CEL = "(c.contains(':') ? c.matches('/([0-9]|1[0-5])$') : c.matches('/[0-7]$'))";
 
 export const hostname = z
   .string()

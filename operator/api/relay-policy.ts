@@ -1,10 +1,11 @@
 // RelayPolicy: who may relay through the listeners that apply it, and how their mail is routed.
 // Relaying is granted only to authenticated users (from a Secret), to `alwaysAllowRelaying`
-// CIDRs, or for `relayDomains` / `relayAddresses` recipients (PowerMTA words). A CIDR covering
-// every address (0.0.0.0/0, ::/0) would make any unauthenticated listener an open relay, so it
-// is refused unless `acknowledgeOpenRelay: true` says that is really meant.
+// CIDRs, or for `relayDomains` / `relayAddresses` recipients (PowerMTA words). A CIDR wider
+// than any one network owns (0.0.0.0/0, ::/0, or 0.0.0.0/1 + 128.0.0.0/1) would make every
+// unauthenticated listener an open relay, so it is refused unless `acknowledgeOpenRelay: true`
+// says that is really meant.
 import { z } from 'zod';
-import { API_GROUP_VERSION, celRules, cidr, conditions, domainPattern, isWholeInternet, objectName, ObjectMeta } from './fields.ts';
+import { API_GROUP_VERSION, celRules, cidr, conditions, domainPattern, BROAD_CIDR_CEL, isOverlyBroad, objectName, ObjectMeta } from './fields.ts';
 
 /** "bounces@example.com" or "/^bounce-.*@example\\.com$/i". */
 const relayAddress = z
@@ -25,15 +26,13 @@ const relayAddress = z
 const userName = z.string().min(1).max(253).regex(/^[-._a-zA-Z0-9@+]+$/, 'a user name of letters, digits and . _ - @ + (a Secret key)');
 
 const PolicyUsers = z.strictObject({
-  /** Secret with one key per user: key = user name, value = password (or a hash the relay understands). */
-  secretName: z.string().max(253),
-  /** Sender domains each user may use in MAIL FROM. */
+  secretName: z.string().max(253).describe('Secret with one key per user: key = user name, value = password (or a hash the relay understands).'),
   senders: z
     .array(z.strictObject({ user: userName, allowedSenderDomains: z.array(domainPattern).max(256) }))
     .max(1000)
-    .optional(),
-  /** For users without an entry in `senders`; empty means such users may send from no domain. */
-  defaultAllowedSenderDomains: z.array(domainPattern).max(256).optional(),
+    .optional()
+    .describe('Sender domains each user may use in MAIL FROM ("example.com", "*.example.com", "*").'),
+  defaultAllowedSenderDomains: z.array(domainPattern).max(256).optional().describe('For users without an entry in `senders`; empty means such users may send from no domain.'),
 });
 
 const RoutingRule = z
@@ -41,8 +40,7 @@ const RoutingRule = z
     senderDomain: domainPattern.optional(),
     user: userName.optional(),
     recipientDomain: domainPattern.optional(),
-    /** VirtualMTA of the listener's pool that gets the matching mail. */
-    virtualMta: objectName,
+    virtualMta: objectName.describe('VirtualMTA of the listener\'s pool that gets the matching mail.'),
   })
   .superRefine((rule, ctx) => {
     if (!rule.senderDomain && !rule.user && !rule.recipientDomain) ctx.addIssue({ code: 'custom', path: [], input: rule, message: 'a rule needs senderDomain, user or recipientDomain' });
@@ -50,41 +48,33 @@ const RoutingRule = z
   .meta(celRules({ rule: 'has(self.senderDomain) || has(self.user) || has(self.recipientDomain)', message: 'a rule needs senderDomain, user or recipientDomain', reason: 'FieldValueRequired' }));
 
 const Routing = z.strictObject({
-  /** Honour (then remove) an X-Virtual-MTA header naming a VirtualMTA of the pool. */
-  honorVirtualMtaHeader: z.boolean().default(false),
-  /** First matching rule wins. */
-  rules: z.array(RoutingRule).max(1000).optional(),
-  /** When no rule matches; otherwise the pool's selection picks. */
-  defaultVirtualMta: objectName.optional(),
+  honorVirtualMtaHeader: z.boolean().default(false).describe('Honour (then remove) an X-Virtual-MTA header naming a VirtualMTA of the pool.'),
+  rules: z.array(RoutingRule).max(1000).optional().describe('First matching rule wins.'),
+  defaultVirtualMta: objectName.optional().describe('When no rule matches; otherwise the pool\'s selection picks.'),
 });
 
 export const RelayPolicySpec = z
   .strictObject({
-    /** Credentials are read only on an encrypted session (530 5.7.0 before TLS). */
-    requireTlsForAuth: z.boolean().default(true),
-    /** Clients in these CIDRs may relay anywhere without AUTH (PowerMTA `always-allow-relaying`). */
-    alwaysAllowRelaying: z.array(cidr).max(1024).optional(),
-    /** Says that a CIDR covering every address in alwaysAllowRelaying is meant (an open relay on unauthenticated listeners). */
-    acknowledgeOpenRelay: z.boolean().default(false),
-    /** Unauthenticated mail is accepted for recipients in these domains (PowerMTA `relay-domain`). */
-    relayDomains: z.array(domainPattern).max(10_000).optional(),
-    /** Unauthenticated mail is accepted for these recipients: exact addresses or /regex/ (PowerMTA `relay-address`). */
-    relayAddresses: z.array(relayAddress).max(10_000).optional(),
+    requireTlsForAuth: z.boolean().default(true).describe('Credentials are read only on an encrypted session (530 5.7.0 before TLS).'),
+    alwaysAllowRelaying: z.array(cidr).max(1024).optional().describe('Clients in these CIDRs may relay anywhere without AUTH (PowerMTA `always-allow-relaying`).'),
+    acknowledgeOpenRelay: z.boolean().default(false).describe('Says that a CIDR wider than a /8 (IPv4) or /16 (IPv6) in alwaysAllowRelaying is meant: an open relay on unauthenticated listeners.'),
+    relayDomains: z.array(domainPattern).max(10_000).optional().describe('Unauthenticated mail is accepted for recipients in these domains (PowerMTA `relay-domain`).'),
+    relayAddresses: z.array(relayAddress).max(10_000).optional().describe('Unauthenticated mail is accepted for these recipients: exact addresses or /regex/ (PowerMTA `relay-address`).'),
     users: PolicyUsers.optional(),
     routing: Routing.optional(),
   })
   .superRefine((spec, ctx) => {
     if (spec.acknowledgeOpenRelay) return;
     spec.alwaysAllowRelaying?.forEach((range, index) => {
-      if (isWholeInternet(range)) {
-        ctx.addIssue({ code: 'custom', path: ['alwaysAllowRelaying', index], input: range, message: `"${range}" lets every address on the internet relay: an open relay. List your networks, or set acknowledgeOpenRelay: true if this is really meant` });
+      if (isOverlyBroad(range)) {
+        ctx.addIssue({ code: 'custom', path: ['alwaysAllowRelaying', index], input: range, message: `"${range}" is wider than a /8 (IPv4) or /16 (IPv6): that lets a large part of the internet relay, an open relay. List your networks, or set acknowledgeOpenRelay: true if this is really meant` });
       }
     });
   })
   .meta(
     celRules({
-      rule: "!has(self.alwaysAllowRelaying) || self.acknowledgeOpenRelay || self.alwaysAllowRelaying.all(c, !c.endsWith('/0'))",
-      message: 'alwaysAllowRelaying with a CIDR covering every address makes an open relay: list your networks, or set acknowledgeOpenRelay: true if this is really meant',
+      rule: `!has(self.alwaysAllowRelaying) || self.acknowledgeOpenRelay || self.alwaysAllowRelaying.all(c, !${BROAD_CIDR_CEL})`,
+      message: 'alwaysAllowRelaying with a CIDR wider than a /8 (IPv4) or /16 (IPv6) makes an open relay: list your networks, or set acknowledgeOpenRelay: true if this is really meant',
       fieldPath: '.alwaysAllowRelaying',
       reason: 'FieldValueForbidden',
     }),

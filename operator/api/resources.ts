@@ -1,12 +1,9 @@
 // The vmta.dev kinds in one table: schemas, CRD names, printer columns, subresources. The CRD
 // generator, local mode and the controller all read this table, so a kind is declared once.
 import type { z } from 'zod';
-import { API_GROUP, API_GROUP_VERSION, API_VERSION } from './fields.ts';
 import { RelayPolicy, RelayPolicySpec, RelayPolicyStatus } from './relay-policy.ts';
 import { SmtpListener, SmtpListenerSpec, SmtpListenerStatus } from './smtp-listener.ts';
 import { VirtualMtaPool, VirtualMtaPoolSpec, VirtualMtaPoolStatus } from './virtual-mta-pool.ts';
-
-export { API_GROUP, API_GROUP_VERSION, API_VERSION };
 
 export interface PrinterColumn {
   name: string;
@@ -95,9 +92,3 @@ export const KINDS: readonly KindDefinition[] = [
 ];
 
 export type VmtaKind = KindDefinition['kind'];
-
-export function kindDefinition(kind: VmtaKind): KindDefinition {
-  const definition = KINDS.find((entry) => entry.kind === kind);
-  if (!definition) throw new Error(`unknown kind ${kind}`);
-  return definition;
-}

@@ -6,7 +6,7 @@
 //   submissions  465   implicit TLS                       AUTH required              (RFC 8314)
 //   alternate    2525  as submission, for networks that block 587
 import { z } from 'zod';
-import { API_GROUP_VERSION, celRules, cidr, conditions, duration, hostname, ipAddress, isWholeInternet, localRef, ObjectMeta, port } from './fields.ts';
+import { API_GROUP_VERSION, celRules, cidr, conditions, duration, hostname, ipAddress, BROAD_CIDR_CEL, isOverlyBroad, localRef, ObjectMeta, port } from './fields.ts';
 
 export const LISTENER_ROLES = ['relay', 'submission', 'submissions', 'alternate'] as const;
 export type ListenerRole = (typeof LISTENER_ROLES)[number];
@@ -29,20 +29,15 @@ export const ROLE_DEFAULTS: Record<ListenerRole, RoleDefaults> = {
 };
 
 const ListenerTls = z.strictObject({
-  /** Defaults from the role: starttls, or implicit for `submissions`. */
-  mode: z.enum(['none', 'starttls', 'implicit']).optional(),
-  /** Refuse MAIL and AUTH before the session is encrypted. Defaults from the role. */
-  required: z.boolean().optional(),
-  /** A `kubernetes.io/tls` Secret (keys tls.crt and tls.key), mounted into the pods by reference. */
-  secretName: z.string().max(253).optional(),
+  mode: z.enum(['none', 'starttls', 'implicit']).optional().describe('Defaults from the role: starttls, or implicit for `submissions`.'),
+  required: z.boolean().optional().describe('Refuse MAIL and AUTH before the session is encrypted. Defaults from the role.'),
+  secretName: z.string().max(253).optional().describe('A `kubernetes.io/tls` Secret (keys tls.crt and tls.key), mounted into the pods by reference.'),
   minVersion: z.enum(['TLSv1.2', 'TLSv1.3']).default('TLSv1.2'),
 });
 
 const ListenerAuth = z.strictObject({
-  /** Refuse MAIL FROM before AUTH. Defaults from the role. */
-  required: z.boolean().optional(),
-  /** Mechanisms offered; empty offers no AUTH. Defaults from the role (none on relay, PLAIN and LOGIN elsewhere). */
-  mechanisms: z.array(z.enum(['PLAIN', 'LOGIN', 'CRAM-MD5'])).max(3).optional(),
+  required: z.boolean().optional().describe('Refuse MAIL FROM before AUTH. Defaults from the role.'),
+  mechanisms: z.array(z.enum(['PLAIN', 'LOGIN', 'CRAM-MD5'])).max(3).optional().describe('Mechanisms offered; empty offers no AUTH. Defaults from the role (none on relay, PLAIN and LOGIN elsewhere).'),
   maxFailures: z.number().int().min(1).max(1000).optional(),
   failureWindow: duration.optional(),
 });
@@ -50,29 +45,24 @@ const ListenerAuth = z.strictObject({
 const ListenerLimits = z.strictObject({
   maxConnections: z.number().int().min(1).max(1_000_000).optional(),
   maxConnectionsPerClient: z.number().int().min(1).max(100_000).optional(),
-  /** Bytes, advertised with SIZE. */
-  maxMessageSize: z.number().int().min(1024).max(2 ** 31 - 1).optional(),
+  maxMessageSize: z.number().int().min(1024).max(2 ** 31 - 1).optional().describe('Bytes, advertised with SIZE.'),
   maxRecipients: z.number().int().min(1).max(100_000).optional(),
   idleTimeout: duration.optional(),
   commandTimeout: duration.optional(),
   maxErrors: z.number().int().min(1).max(1000).optional(),
-  /** Pause before the greeting to catch clients that talk first. */
-  greetingDelay: duration.optional(),
+  greetingDelay: duration.optional().describe('Pause before the greeting to catch clients that talk first.'),
 });
 
 const ProxyProtocol = z.strictObject({
   enabled: z.boolean().default(false),
-  /** Only these peers may send a PROXY header (the load balancers); never the whole internet. */
-  trustedCidrs: z.array(cidr).max(256).optional(),
+  trustedCidrs: z.array(cidr).max(256).optional().describe('Only these peers may send a PROXY header (the load balancers); never the whole internet.'),
 });
 
 const ListenerService = z.strictObject({
   type: z.enum(['ClusterIP', 'NodePort', 'LoadBalancer']).default('ClusterIP'),
-  /** Port of the Service; defaults to the listener's port. */
-  port: port.optional(),
+  port: port.optional().describe('Port of the Service; defaults to the listener\'s port.'),
   nodePort: z.number().int().min(1).max(65535).optional(),
-  /** Local (the default for LoadBalancer and NodePort) keeps the client address, which relay decisions depend on. */
-  externalTrafficPolicy: z.enum(['Local', 'Cluster']).optional(),
+  externalTrafficPolicy: z.enum(['Local', 'Cluster']).optional().describe('Local (the default for LoadBalancer and NodePort) keeps the client address, which relay decisions depend on.'),
   loadBalancerSourceRanges: z.array(cidr).max(64).optional(),
   annotations: z.record(z.string().max(317), z.string().max(4096)).optional(),
 });
@@ -90,7 +80,7 @@ export const LISTENER_RULES = celRules(
     reason: 'FieldValueForbidden',
   },
   {
-    rule: `!(has(self.port) && self.port == 25 && ${hasTls('mode')} && self.tls.mode == 'implicit')`,
+    rule: `!(has(self.port) && self.port == 25 && (${hasTls('mode')} ? self.tls.mode == 'implicit' : self.role == 'submissions'))`,
     message: 'port 25 cannot use implicit TLS: other MTAs speak plain SMTP and upgrade with STARTTLS (RFC 3207)',
     fieldPath: '.tls.mode',
     reason: 'FieldValueForbidden',
@@ -132,8 +122,8 @@ export const LISTENER_RULES = celRules(
     reason: 'FieldValueRequired',
   },
   {
-    rule: "!has(self.proxyProtocol) || !has(self.proxyProtocol.trustedCidrs) || self.proxyProtocol.trustedCidrs.all(c, !c.endsWith('/0'))",
-    message: 'proxyProtocol.trustedCidrs cannot trust every address: anyone could then claim any client address',
+    rule: `!has(self.proxyProtocol) || !has(self.proxyProtocol.trustedCidrs) || self.proxyProtocol.trustedCidrs.all(c, !${BROAD_CIDR_CEL})`,
+    message: 'proxyProtocol.trustedCidrs cannot trust a range wider than a /8 (IPv4) or /16 (IPv6): anyone there could claim any client address',
     fieldPath: '.proxyProtocol.trustedCidrs',
     reason: 'FieldValueForbidden',
   },
@@ -146,23 +136,17 @@ export const LISTENER_RULES = celRules(
 );
 
 const SmtpListenerFields = z.strictObject({
-  role: z.enum(LISTENER_ROLES),
-  /** Address to listen on inside the pod; defaults to every address. */
-  address: ipAddress.optional(),
-  /** Defaults from the role: 25, 587, 465 or 2525. */
-  port: port.optional(),
-  /** Name in the greeting banner; defaults to the pool's hostname. */
-  hostname: hostname.optional(),
+  role: z.enum(LISTENER_ROLES).describe('relay (25: STARTTLS offered, no AUTH), submission (587: STARTTLS then AUTH, RFC 6409), submissions (465: implicit TLS, RFC 8314) or alternate (2525: as submission). Fills the defaults of port, tls and auth.'),
+  address: ipAddress.optional().describe('Address to listen on inside the pod; defaults to every address.'),
+  port: port.optional().describe('Defaults from the role: 25, 587, 465 or 2525.'),
+  hostname: hostname.optional().describe('Name in the greeting banner; defaults to the pool\'s hostname.'),
   tls: ListenerTls.optional(),
   auth: ListenerAuth.optional(),
-  /** The RelayPolicy that decides who may relay through this listener. */
-  relayPolicyRef: localRef,
-  /** The VirtualMtaPool whose pods serve this listener. */
-  poolRef: localRef,
-  limits: ListenerLimits.optional(),
-  proxyProtocol: ProxyProtocol.optional(),
-  /** How the listener is exposed; omitted means a ClusterIP Service. */
-  service: ListenerService.optional(),
+  relayPolicyRef: localRef.describe('The RelayPolicy that decides who may relay through this listener.'),
+  poolRef: localRef.describe('The VirtualMtaPool whose pods serve this listener.'),
+  limits: ListenerLimits.optional().describe('Connection, size, recipient and time limits; omitted ones take the relay defaults (greetingDelay 0s on every role: a pause would slow legitimate bounces on port 25 and catch nothing on submission ports).'),
+  proxyProtocol: ProxyProtocol.optional().describe('Accept a PROXY protocol header from trusted load balancers, so relay decisions see the real client address.'),
+  service: ListenerService.optional().describe('How the listener is exposed; omitted means a ClusterIP Service.'),
 });
 
 export type SmtpListenerSpec = z.output<typeof SmtpListenerFields>;
@@ -202,8 +186,8 @@ function refineListenerSpec(spec: SmtpListenerSpec, ctx: z.RefinementCtx): void 
   if (mode !== undefined) {
     const allowed: TlsMode[] = spec.role === 'submissions' ? ['implicit'] : spec.role === 'relay' ? ['none', 'starttls'] : ['starttls'];
     if (!allowed.includes(mode)) issue(['tls', 'mode'], mode, `role "${spec.role}" takes tls.mode ${allowed.join(' or ')} (relay: none or starttls; submission, alternate: starttls, RFC 6409; submissions: implicit, RFC 8314)`);
-    if (spec.port === 25 && mode === 'implicit') issue(['tls', 'mode'], mode, 'port 25 cannot use implicit TLS: other MTAs speak plain SMTP and upgrade with STARTTLS (RFC 3207)');
   }
+  if (spec.port === 25 && resolveListener(spec).tlsMode === 'implicit') issue(['tls', 'mode'], mode ?? 'implicit', 'port 25 cannot use implicit TLS: other MTAs speak plain SMTP and upgrade with STARTTLS (RFC 3207)');
   if (submissionRole && spec.tls?.required === false) issue(['tls', 'required'], false, `role "${spec.role}" carries credentials: tls.required cannot be false (RFC 8314)`);
   if (submissionRole && spec.auth?.required === false) issue(['auth', 'required'], false, `role "${spec.role}" requires AUTH (RFC 6409 §4.3); for trusted networks use role relay with the policy's alwaysAllowRelaying`);
   if (submissionRole && spec.auth?.mechanisms?.length === 0) issue(['auth', 'mechanisms'], [], `role "${spec.role}" requires AUTH, so auth.mechanisms cannot be empty`);
@@ -214,7 +198,7 @@ function refineListenerSpec(spec: SmtpListenerSpec, ctx: z.RefinementCtx): void 
   const proxy = spec.proxyProtocol;
   if (proxy?.enabled && (proxy.trustedCidrs?.length ?? 0) === 0) issue(['proxyProtocol', 'trustedCidrs'], proxy.trustedCidrs, 'proxyProtocol.enabled needs proxyProtocol.trustedCidrs: the load balancers allowed to send PROXY headers');
   proxy?.trustedCidrs?.forEach((range, index) => {
-    if (isWholeInternet(range)) issue(['proxyProtocol', 'trustedCidrs', index], range, 'proxyProtocol.trustedCidrs cannot trust every address: anyone could then claim any client address');
+    if (isOverlyBroad(range)) issue(['proxyProtocol', 'trustedCidrs', index], range, 'proxyProtocol.trustedCidrs cannot trust a range wider than a /8 (IPv4) or /16 (IPv6): anyone there could claim any client address');
   });
   const service = spec.service;
   if (service && service.type === 'ClusterIP' && (service.externalTrafficPolicy || service.nodePort || service.loadBalancerSourceRanges)) {
@@ -225,8 +209,7 @@ function refineListenerSpec(spec: SmtpListenerSpec, ctx: z.RefinementCtx): void 
 export const SmtpListenerStatus = z.strictObject({
   observedGeneration: z.number().int().min(0).optional(),
   conditions: conditions.optional(),
-  /** The port the listener serves after role defaults. */
-  port: port.optional(),
+  port: port.optional().describe('The port the listener serves after role defaults.'),
 });
 
 export const SmtpListener = z.strictObject({

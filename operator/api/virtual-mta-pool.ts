@@ -7,14 +7,10 @@ import { annotationValue, API_GROUP_VERSION, celRules, conditions, domainPattern
 
 export const VirtualMtaSpec = z.strictObject({
   name: objectName,
-  /** Source address of outbound connections (PowerMTA `smtp-source-host`); omitted = the pod's own address. */
-  sourceAddress: ipAddress.optional(),
-  /** EHLO name of outbound connections; should match the reverse DNS of sourceAddress. */
-  hostname,
-  /** Share of mail under `selection: weighted`. */
-  weight: z.number().int().min(1).max(1000).default(1),
-  /** Per-domain settings of this VirtualMTA, over the pool's domainDefaults. */
-  domains: domainSettingsList.optional(),
+  sourceAddress: ipAddress.optional().describe('Source address of outbound connections (PowerMTA `smtp-source-host`); omitted = the pod\'s own address.'),
+  hostname: hostname.describe('EHLO name of outbound connections; should match the reverse DNS of sourceAddress.'),
+  weight: z.number().int().min(1).max(1000).default(1).describe('Share of mail under `selection: weighted`.'),
+  domains: domainSettingsList.optional().describe('Per-domain settings of this VirtualMTA, over the pool\'s domainDefaults.'),
 });
 
 const Toleration = z.strictObject({
@@ -37,21 +33,16 @@ export const PodOverrides = z.strictObject({
 
 export const VirtualMtaPoolSpec = z
   .strictObject({
-    /** Name of the relay in greetings and Received headers; defaults to the first VirtualMTA's hostname. */
-    hostname: hostname.optional(),
-    virtualMtas: uniqueListBy(z.array(VirtualMtaSpec).min(1).max(1000), 'name'),
-    /** Per-domain settings shared by every VirtualMTA (PowerMTA `<domain>` blocks outside a virtual-mta). */
-    domainDefaults: domainSettingsList.optional(),
-    /** How a message without a routing rule picks its VirtualMTA. */
-    selection: z.enum(['round-robin', 'weighted']).default('round-robin'),
-    replicas: z.number().int().min(0).max(1000).default(1),
+    hostname: hostname.optional().describe('Name of the relay in greetings and Received headers; defaults to the first VirtualMTA\'s hostname.'),
+    virtualMtas: uniqueListBy(z.array(VirtualMtaSpec).min(1).max(1000), 'name').describe('The VirtualMTAs of the pool (PowerMTA `<virtual-mta>`), unique by name.'),
+    domainDefaults: domainSettingsList.optional().describe('Per-domain settings shared by every VirtualMTA (PowerMTA `<domain>` blocks outside a virtual-mta).'),
+    selection: z.enum(['round-robin', 'weighted']).default('round-robin').describe('How a message without a routing rule picks its VirtualMTA.'),
+    replicas: z.number().int().min(0).max(1000).default(1).describe('Relay pods; every pod runs every listener and VirtualMTA of the pool.'),
     spool: z
       .strictObject({
-        /** persistent: a StatefulSet with a PersistentVolumeClaim per pod (retained on scale-down and delete); ephemeral: a Deployment with an emptyDir, for pass-through use. */
-        mode: z.enum(['persistent', 'ephemeral']).default('persistent'),
-        /** Claim size (persistent) or emptyDir size limit (ephemeral). */
-        size: quantity.default('10Gi'),
-        storageClassName: z.string().max(253).optional(),
+        mode: z.enum(['persistent', 'ephemeral']).default('persistent').describe('persistent: a StatefulSet with a PersistentVolumeClaim per pod (retained on scale-down and delete); ephemeral: a Deployment with an emptyDir, for pass-through use.'),
+        size: quantity.default('10Gi').describe('Claim size (persistent) or emptyDir size limit (ephemeral).'),
+        storageClassName: z.string().max(253).optional().describe('StorageClass of the spool claims (persistent only); omitted uses the default class.'),
       })
       .superRefine((spool, ctx) => {
         if (spool.mode === 'ephemeral' && spool.storageClassName) ctx.addIssue({ code: 'custom', path: ['storageClassName'], input: spool.storageClassName, message: 'storageClassName needs spool.mode persistent' });
@@ -60,17 +51,18 @@ export const VirtualMtaPoolSpec = z
       .prefault({}),
     egress: z
       .strictObject({
-        /** podNetwork: connections leave from the pod (source addresses through the CNI / egress gateway); hostNetwork: pods run on the node's network so sourceAddress can be a node address. */
-        mode: z.enum(['podNetwork', 'hostNetwork']).default('podNetwork'),
+        mode: z.enum(['podNetwork', 'hostNetwork']).default('podNetwork').describe('podNetwork: connections leave from the pod (source addresses through the CNI / egress gateway); hostNetwork: pods run on the node\'s network so sourceAddress can be a node address.'),
       })
       .prefault({}),
-    /** Relay image; defaults to the operator's own. */
-    image: z.string().max(512).optional(),
-    pod: PodOverrides.optional(),
-    /** Recipient domains that get their own metric label; others count as "other". */
-    trackedDomains: z.array(domainPattern).max(100).optional(),
-    /** DNS servers for MX lookups ("10.0.0.10" or "10.0.0.10:53"); empty uses the pod's resolvers. */
-    resolvers: z.array(z.string().max(64).regex(/^(\[[0-9A-Fa-f:.]+\]|[0-9A-Fa-f:.]+)(:[0-9]{1,5})?$/, 'an address, optionally with :port')).max(8).optional(),
+    image: z.string().max(512).optional().describe('Relay image; defaults to the operator\'s own.'),
+    pod: PodOverrides.optional().describe('Overrides of the relay pods: resources, nodeSelector, tolerations, annotations, priorityClassName. hostNetwork is egress.mode.'),
+    admin: z
+      .strictObject({
+        tokenSecretName: z.string().max(253).optional().describe('Secret with key "token": the bearer token the relay admin API requires for queue changes (pause, flush, purge). Without it those calls are open to anyone who reaches port 8025.'),
+      })
+      .optional(),
+    trackedDomains: z.array(domainPattern).max(100).optional().describe('Recipient domains that get their own metric label; others count as "other".'),
+    resolvers: z.array(z.string().max(64).regex(/^(\[[0-9A-Fa-f:.]+\]|[0-9A-Fa-f:.]+)(:[0-9]{1,5})?$/, 'an address, optionally with :port')).max(8).optional().describe('DNS servers for MX lookups ("10.0.0.10" or "10.0.0.10:53"); empty uses the pod\'s resolvers.'),
   });
 
 export type VirtualMtaPoolSpec = z.output<typeof VirtualMtaPoolSpec>;
@@ -87,12 +79,9 @@ export const VirtualMtaPoolStatus = z.strictObject({
   conditions: conditions.optional(),
   replicas: z.number().int().min(0).optional(),
   readyReplicas: z.number().int().min(0).optional(),
-  /** Label selector of the pool's pods, as a string (for the scale subresource). */
-  selector: z.string().max(1024).optional(),
-  /** sha256 of the rendered relay.yaml; ConfigApplied is True when every ready pod reports it. */
-  configHash: z.string().max(128).optional(),
-  /** Hash of the cold fields on the pod template. */
-  podTemplateHash: z.string().max(128).optional(),
+  selector: z.string().max(1024).optional().describe('Label selector of the pool\'s pods, as a string (for the scale subresource).'),
+  configHash: z.string().max(128).optional().describe('sha256 of the rendered relay.yaml; ConfigApplied is True when every ready pod reports it.'),
+  podTemplateHash: z.string().max(128).optional().describe('Hash of the cold fields on the pod template.'),
   virtualMtas: z.array(VirtualMtaSummary).max(1000).optional(),
 });
 

@@ -7,6 +7,7 @@
 import path from 'node:path';
 import type { RuntimeConfigInput } from '../../mta/config/schema.ts';
 import { ADMIN_PORT, SECRETS_DIR, SPOOL_DIR } from '../render/layout.ts';
+import { compact } from '../render/runtime-config.ts';
 
 export interface LocalPlacement {
   /** Root of local state: secrets/, pools/<pool>/{config,spool}/. */
@@ -51,7 +52,7 @@ export function localizeConfig(rendered: RuntimeConfigInput, placement: LocalPla
     if (policy.users) policy.users.secretPath = secretPath(policy.users.secretPath) ?? policy.users.secretPath;
   }
   if (config.spool.path === SPOOL_DIR) config.spool.path = path.join(poolDir, 'spool');
-  config.admin = { ...config.admin, address: '127.0.0.1', port: ADMIN_PORT + placement.poolIndex + placement.portShift };
+  config.admin = compact({ ...config.admin, address: '127.0.0.1', port: ADMIN_PORT + placement.poolIndex + placement.portShift, tokenFile: secretPath(config.admin?.tokenFile) });
   for (const vmta of config.pool.virtualMtas) {
     if (vmta.sourceAddress && !placement.localAddresses.has(vmta.sourceAddress)) {
       notes.push(`VirtualMTA "${vmta.name}": source address ${vmta.sourceAddress} is not on this machine; sending from the default address instead`);
@@ -60,3 +61,4 @@ export function localizeConfig(rendered: RuntimeConfigInput, placement: LocalPla
   }
   return { config, notes };
 }
+

@@ -159,15 +159,16 @@ export class LocalMode {
         await running.process.stop();
       }
       if (this.#stopped) return;
-      const process = new RelayProcess({
+      const relay = new RelayProcess({
         poolName,
         configDir: path.join(poolDir, 'config'),
         adminPort,
         log,
         onExit: (code, signal) => log(`pool "${poolName}": relay exited (${signal ?? `code ${code}`}); fix the resources and save to start it again`),
       });
-      this.#pools.set(poolName, { podTemplateHash: render.podTemplateHash, configHash: render.configHash, adminPort, process, endpoints });
-      await process.waitReady();
+      log(`pool "${poolName}": relay started (pid ${relay.pid})`);
+      this.#pools.set(poolName, { podTemplateHash: render.podTemplateHash, configHash: render.configHash, adminPort, process: relay, endpoints });
+      await relay.waitReady();
       log(describePool(poolName, adminPort, endpoints, workDir, loaded.resources));
     }
     for (const [poolName, running] of this.#pools) {
@@ -206,10 +207,16 @@ function describePool(poolName: string, adminPort: number, endpoints: LocalEndpo
   const tlsSecrets = new Set(resources.listeners.filter((listener) => listener.spec.poolRef.name === poolName).flatMap((listener) => listener.spec.tls?.secretName ?? []));
   const userSecrets = resources.policies.flatMap((policy) => (policy.spec.users ? [policy.spec.users.secretName] : []));
   const users = resources.secrets.filter((secret) => userSecrets.includes(secret.name)).flatMap((secret) => [...secret.data.keys()].map((user) => `${user} (Secret ${secret.name}, ${path.basename(secret.file)})`));
+  const submission = endpoints.find((endpoint) => endpoint.resolved.role === 'submission') ?? endpoints.find((endpoint) => endpoint.resolved.tlsMode === 'starttls' && endpoint.resolved.authRequired);
+  const firstUser = users.length > 0 ? resources.secrets.find((secret) => userSecrets.includes(secret.name))?.data.keys().next().value : undefined;
+  const firstMessage = submission && firstUser
+    ? [`  first message: python3 -c "import smtplib, ssl; s = smtplib.SMTP('127.0.0.1', ${submission.port}); s.starttls(context=ssl._create_unverified_context()); s.login('${firstUser}', 'PASSWORD'); s.sendmail('${firstUser}@example.com', ['someone@example.net'], 'Subject: hello\\r\\n\\r\\nfirst message')"`]
+    : [];
   return [
     `pool "${poolName}" is ready; admin and metrics at http://127.0.0.1:${adminPort}`,
     ...lines,
     ...(users.length > 0 ? [`  users: ${users.join(', ')}`] : []),
     ...[...tlsSecrets].map((secret) => `  certificate: ${path.join(localSecretDir(workDir, secret), 'tls.crt')} (trust it, or skip verification for a self-signed one)`),
+    ...firstMessage,
   ].join('\n');
 }

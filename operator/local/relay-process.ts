@@ -5,9 +5,10 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import { once } from 'node:events';
 import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
-import { RELAY_SHUTDOWN_SECONDS } from '../render/layout.ts';
 
 const VMTA_CLI = fileURLToPath(new URL('../../cli/vmta.ts', import.meta.url));
+/** Shorter than in a pod: no load balancer is draining, and a cold change should restart quickly. */
+const LOCAL_SHUTDOWN_SECONDS = 5;
 
 export interface RelayProcessOptions {
   poolName: string;
@@ -27,13 +28,20 @@ export class RelayProcess {
   constructor(options: RelayProcessOptions) {
     this.poolName = options.poolName;
     this.adminPort = options.adminPort;
-    this.#child = spawn(process.execPath, [VMTA_CLI, 'mta', '--config', options.configDir, '--shutdown-timeout', `${RELAY_SHUTDOWN_SECONDS}s`, '--config-poll-interval', '2s'], {
+    this.#child = spawn(process.execPath, [VMTA_CLI, 'mta', '--config', options.configDir, '--shutdown-timeout', `${LOCAL_SHUTDOWN_SECONDS}s`, '--config-poll-interval', '2s'], {
       stdio: ['ignore', 'pipe', 'pipe'],
+      // Its own process group: Ctrl-C in the terminal reaches `vmta local` alone, which stops
+      // each relay with one SIGTERM (a relay given two signals exits without draining).
+      detached: true,
     });
+    // If `vmta local` exits without stop() (an uncaught error), the relay must not outlive it.
+    const killOnExit = () => this.#child.kill('SIGKILL');
+    process.once('exit', killOnExit);
     for (const stream of [this.#child.stdout, this.#child.stderr]) {
-      if (stream) createInterface({ input: stream }).on('line', (line) => options.log(`[${options.poolName}] ${line}`));
+      if (stream) createInterface({ input: stream }).on('line', (line) => options.log(`[${options.poolName}] ${readableLogLine(line)}`));
     }
     this.#exited = once(this.#child, 'exit').then(([code, signal]) => {
+      process.removeListener('exit', killOnExit);
       if (!this.#stopping) options.onExit(code as number | null, signal as NodeJS.Signals | null);
     });
   }
@@ -66,8 +74,28 @@ export class RelayProcess {
     this.#stopping = true;
     if (!this.running) return;
     this.#child.kill('SIGTERM');
-    const timer = setTimeout(() => this.#child.kill('SIGKILL'), (RELAY_SHUTDOWN_SECONDS + 5) * 1000);
+    const timer = setTimeout(() => this.#child.kill('SIGKILL'), (LOCAL_SHUTDOWN_SECONDS + 5) * 1000);
     await this.#exited;
     clearTimeout(timer);
   }
+}
+
+const LEVELS: Record<number, string> = { 10: 'trace', 20: 'debug', 30: 'info', 40: 'warn', 50: 'error', 60: 'fatal' };
+/** Keys worth showing on a terminal (a pod logs the full JSON record). */
+const SHOWN_KEYS = ['listener', 'queueId', 'virtualMta', 'domain', 'remoteAddress', 'user'];
+
+/** A pino JSON record as one short line: "info listening: ... listener=submission"; other text unchanged. */
+export function readableLogLine(line: string): string {
+  if (!line.startsWith('{')) return line;
+  let record: Record<string, unknown>;
+  try {
+    record = JSON.parse(line) as Record<string, unknown>;
+  } catch {
+    return line;
+  }
+  if (typeof record.msg !== 'string') return line;
+  const fields = SHOWN_KEYS.filter((key) => typeof record[key] === 'string' || typeof record[key] === 'number').map((key) => `${key}=${String(record[key])}`);
+  const error = record.err as { message?: unknown } | undefined;
+  if (typeof error?.message === 'string') fields.push(`error="${error.message}"`);
+  return [LEVELS[Number(record.level)] ?? 'log', record.msg, ...fields].join(' ');
 }

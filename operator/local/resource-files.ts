@@ -46,7 +46,7 @@ export async function loadResourceDir(dir: string): Promise<LoadedResources> {
   return loaded;
 }
 
-export function addFile(loaded: LoadedResources, file: string, text: string): void {
+function addFile(loaded: LoadedResources, file: string, text: string): void {
   parseAllDocuments(text).forEach((document, index) => {
     const where = `${file} (document ${index + 1})`;
     if (document.errors.length > 0) {

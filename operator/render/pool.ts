@@ -9,7 +9,7 @@ import type { VirtualMtaPool } from '../api/virtual-mta-pool.ts';
 import type { DesiredObject, PoolRenderResult, RenderProblem } from './contract.ts';
 import { CONFIG_FILE, CONFIG_HASH_ANNOTATION, poolLabels } from './layout.ts';
 import { reference, renderRuntimeConfig, sha256, type RuntimeConfigRender, type SecretSummary } from './runtime-config.ts';
-import { headlessService, headlessServiceName, listenerService, podDisruptionBudget } from './services.ts';
+import { headlessService, headlessServiceName, listenerService, listenerServiceName, podDisruptionBudget } from './services.ts';
 import { podTemplate, workload, type WorkloadInputs } from './workload.ts';
 
 export type { SecretSummary };
@@ -45,7 +45,7 @@ export function renderPool(input: PoolRenderInput): PoolRender {
   const runtime = renderRuntimeConfig({ pool, listeners, policies: input.policies, secrets: input.secrets });
   const problems = [...runtime.problems];
   for (const plan of runtime.listeners) {
-    const serviceName = `${poolName}-${plan.listener.metadata.name}`;
+    const serviceName = listenerServiceName(poolName, plan.listener.metadata.name);
     if (serviceName.length > 63) {
       problems.push({ reason: 'NameTooLong', message: `SmtpListener "${plan.listener.metadata.name}" metadata.name: its Service "${serviceName}" would exceed 63 characters; shorten the listener or pool name`, object: reference(plan.listener) });
     }

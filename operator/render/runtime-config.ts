@@ -49,6 +49,7 @@ export interface RuntimeConfigRender {
 }
 
 const TLS_KEYS = ['tls.crt', 'tls.key'];
+const ADMIN_TOKEN_KEY = 'token';
 
 export function reference(object: SmtpListener | RelayPolicy | VirtualMtaPool): ObjectReference {
   return { apiVersion: API_GROUP_VERSION, kind: object.kind, namespace: object.metadata.namespace, name: object.metadata.name };
@@ -66,7 +67,7 @@ export function renderRuntimeConfig(inputs: RuntimeConfigInputs): RuntimeConfigR
 
   const secrets = new Map(inputs.secrets.map((secret) => [secret.name, new Set(secret.keys)]));
   const secretNames = new Set<string>();
-  const requireSecret = (object: SmtpListener | RelayPolicy, field: string, name: string, keys: string[]): boolean => {
+  const requireSecret = (object: SmtpListener | RelayPolicy | VirtualMtaPool, field: string, name: string, keys: string[]): boolean => {
     const present = secrets.get(name);
     if (!present) {
       problem(object, 'SecretNotFound', `${field}: no Secret "${name}"`);
@@ -119,6 +120,9 @@ export function renderRuntimeConfig(inputs: RuntimeConfigInputs): RuntimeConfigR
     if (fallback && !vmtaNames.has(fallback)) problem(policy, 'VirtualMtaNotFound', `spec.routing.defaultVirtualMta: no VirtualMTA "${fallback}" in pool "${pool.metadata.name}"`);
   }
 
+  const tokenSecret = pool.spec.admin?.tokenSecretName;
+  if (tokenSecret) requireSecret(pool, 'spec.admin.tokenSecretName', tokenSecret, [ADMIN_TOKEN_KEY]);
+
   const config = buildConfig(pool, listeners, policies);
   const checked = RuntimeConfig.safeParse(config, { reportInput: true });
   if (!checked.success && problems.length === 0) {
@@ -145,7 +149,7 @@ function buildConfig(pool: VirtualMtaPool, listeners: ListenerPlan[], policies: 
     listeners: listeners.map(listenerConfig),
     relayPolicies: policies.map(policyConfig),
     spool: { path: SPOOL_DIR },
-    admin: { port: ADMIN_PORT },
+    admin: compact({ port: ADMIN_PORT, tokenFile: spec.admin?.tokenSecretName ? `${secretDir(spec.admin.tokenSecretName)}/${ADMIN_TOKEN_KEY}` : undefined }),
     delivery: compact({ resolvers: spec.resolvers, trackedDomains: spec.trackedDomains }),
   };
 }

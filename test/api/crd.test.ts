@@ -50,6 +50,7 @@ for (const definition of KINDS) {
       assert.ok(typeof node.type === 'string' || node['x-kubernetes-int-or-string'] || node['x-kubernetes-preserve-unknown-fields'], `${at}: no type`);
       assert.notEqual(node.additionalProperties, false, `${at}: additionalProperties: false`);
       assert.ok(!(node.properties && node.additionalProperties), `${at}: properties and additionalProperties together`);
+      if (typeof node.pattern === 'string') assert.doesNotMatch(node.pattern, /\(\?[=!<]|\\[1-9]/, `${at}: the API server checks patterns with Go's RE2: no look-around or back-references`);
       if (node.type === 'array') assert.ok(typeof node.maxItems === 'number', `${at}: a list without maxItems (CEL cost)`);
       if (node.type === 'string' && at.startsWith('.spec')) assert.ok(typeof node.maxLength === 'number' || Array.isArray(node.enum), `${at}: a string without maxLength (CEL cost)`);
       const mapKeys = node['x-kubernetes-list-map-keys'] as string[] | undefined;
@@ -71,7 +72,7 @@ for (const definition of KINDS) {
           const chain = (match[1] ?? '').split('.').filter(Boolean);
           assert.ok(resolvePath(node, chain, at === '' ? ['metadata'] : []), `${at}: rule "${rule}" references self.${chain.join('.')}, which the schema lacks`);
         }
-        if (fieldPath) assert.ok(resolvePath(node, fieldPath.split('.').filter(Boolean), ['metadata']), `${at}: fieldPath ${fieldPath} does not exist`);
+        if (fieldPath) assert.ok(resolveField(node, fieldPath.split('.').filter(Boolean)), `${at}: fieldPath ${fieldPath} does not exist`);
       }
     });
     assert.ok(rules >= 2, 'expected CEL rules');
@@ -100,6 +101,13 @@ test('the committed CRD YAML parses back to what buildCrd produces', async () =>
     assert.deepEqual(parse(text), buildCrd(definition));
   }
 });
+
+/** A fieldPath must name a property the schema declares, all the way down. */
+function resolveField(node: JsonSchema, chain: string[]): boolean {
+  let current: JsonSchema | undefined = node;
+  for (const name of chain) current = (current?.properties as Record<string, JsonSchema> | undefined)?.[name];
+  return current !== undefined;
+}
 
 function balance(rule: string): number {
   let depth = 0;

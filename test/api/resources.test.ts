@@ -61,9 +61,9 @@ test('AUTH without TLS is refused on every listener, including relay', () => {
   assertRefused(listener({ role: 'relay', tls: { mode: 'none' }, auth: { required: true } }), 'spec.auth', /credentials in clear/);
 });
 
-test('PROXY protocol needs trusted CIDRs and never trusts every address', () => {
+test('PROXY protocol needs trusted CIDRs and never trusts a range wider than /8 (v4) or /16 (v6)', () => {
   assertRefused(listener({ role: 'relay', proxyProtocol: { enabled: true } }), 'spec.proxyProtocol.trustedCidrs', /needs proxyProtocol.trustedCidrs/);
-  assertRefused(listener({ role: 'relay', proxyProtocol: { enabled: true, trustedCidrs: ['0.0.0.0/0'] } }), 'spec.proxyProtocol.trustedCidrs[0]', /every address/);
+  assertRefused(listener({ role: 'relay', proxyProtocol: { enabled: true, trustedCidrs: ['0.0.0.0/0'] } }), 'spec.proxyProtocol.trustedCidrs[0]', /wider than a \/8/);
   assert.deepEqual(problemsOf(listener({ role: 'relay', proxyProtocol: { enabled: true, trustedCidrs: ['10.0.0.0/8'] } })), []);
 });
 
@@ -75,9 +75,11 @@ test('a malformed value is reported with its field and the value given', () => {
   assert.ok(problemsOf(listener({ role: 'relay', tls: { mode: 'none' }, colour: 'blue' })).some((problem) => problem.includes('colour')));
 });
 
-test('a RelayPolicy allowing 0.0.0.0/0 or ::/0 to relay is refused unless acknowledged', () => {
+test('a RelayPolicy allowing 0.0.0.0/0, ::/0 or any range wider than /8 (v4) or /16 (v6) to relay is refused unless acknowledged', () => {
   assertRefused(policy({ alwaysAllowRelaying: ['10.0.0.0/8', '0.0.0.0/0'] }), 'spec.alwaysAllowRelaying[1]', /open relay/);
   assertRefused(policy({ alwaysAllowRelaying: ['::/0'] }), 'spec.alwaysAllowRelaying[0]', /open relay/);
+  assertRefused(policy({ alwaysAllowRelaying: ['0.0.0.0/1', '128.0.0.0/1'] }), 'spec.alwaysAllowRelaying[1]', /open relay/);
+  assertRefused(policy({ alwaysAllowRelaying: ['2000::/3'] }), 'spec.alwaysAllowRelaying[0]', /open relay/);
   assert.deepEqual(problemsOf(policy({ alwaysAllowRelaying: ['0.0.0.0/0'], acknowledgeOpenRelay: true })), []);
   assert.deepEqual(problemsOf(policy({ alwaysAllowRelaying: ['192.168.0.0/16', '2001:db8::/32'] })), []);
   assertRefused(policy({ alwaysAllowRelaying: ['10.0.0.0/33'] }), 'spec.alwaysAllowRelaying[0]', /CIDR/);

@@ -11,6 +11,7 @@ import { InboundServer } from '../../mta/inbound/inbound-server.ts';
 import type { AcceptedTransaction } from '../../mta/inbound/transaction.ts';
 import { createLogger } from '../../mta/observe/log.ts';
 import { RelayMetrics } from '../../mta/observe/metrics.ts';
+import { RawSmtpClient, type SmtpReply } from '../fixtures/smtp-clients.ts';
 import { createTestCa, type TestCa, type TestCertificate } from '../fixtures/tls.ts';
 
 export interface Collected {
@@ -147,4 +148,38 @@ function baseConfig(dir: string, usersDir: string, cert: TestCertificate): Runti
 /** The schema wants ports 1..65535; tests validate with placeholders, then bind port 0 (ephemeral). */
 export function withEphemeralPorts(config: RuntimeConfig): RuntimeConfig {
   return { ...config, listeners: config.listeners.map((listener) => ({ ...listener, port: 0 })) };
+}
+
+export interface SessionOptions {
+  /** STARTTLS on starttls listeners (implicit TLS listeners are always encrypted). */
+  starttls?: boolean;
+  auth?: { user: string; password: string };
+  localAddress?: string;
+}
+
+/** Connects, reads the greeting, says EHLO (again after STARTTLS) and authenticates with AUTH PLAIN. */
+export async function openSession(harness: Harness, listener: string, options: SessionOptions = {}): Promise<RawSmtpClient> {
+  const listenerConfig = harness.config.listeners.find((entry) => entry.name === listener);
+  const implicit = listenerConfig?.tls.mode === 'implicit';
+  const client = await RawSmtpClient.connect(harness.port(listener), {
+    ...(implicit ? { implicitTls: { ca: harness.ca.ca } } : {}),
+    ...(options.localAddress ? { localAddress: options.localAddress } : {}),
+  });
+  expectCode(await client.read(), 220);
+  expectCode(await client.command('EHLO client.test'), 250);
+  if (options.starttls && !implicit) {
+    expectCode(await client.command('STARTTLS'), 220);
+    await client.startTls(harness.ca.ca);
+    expectCode(await client.command('EHLO client.test'), 250);
+  }
+  if (options.auth) {
+    const token = Buffer.from(`\0${options.auth.user}\0${options.auth.password}`).toString('base64');
+    expectCode(await client.command(`AUTH PLAIN ${token}`), 235);
+  }
+  return client;
+}
+
+export function expectCode(reply: SmtpReply, code: number): SmtpReply {
+  if (reply.code !== code) throw new Error(`expected ${code}, got: ${reply.text}`);
+  return reply;
 }

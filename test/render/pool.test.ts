@@ -255,3 +255,14 @@ test('a routing rule naming a VirtualMTA the pool lacks is a problem', async () 
   input.policies.find((policy) => policy.metadata.name === 'submission')!.spec.routing!.rules![0]!.virtualMta = 'mta9';
   assertProblem(renderPool(input), 'VirtualMtaNotFound', 'RelayPolicy', 'submission', 'spec.routing.rules[0].virtualMta: no VirtualMTA "mta9"');
 });
+
+test('an admin token Secret is mounted and named in relay.yaml, and a missing one is a problem', async () => {
+  const input = await exampleInput();
+  input.pool.spec.admin = { tokenSecretName: 'relay-admin' };
+  assertProblem(renderPool(input), 'SecretNotFound', 'VirtualMtaPool', 'outbound', 'spec.admin.tokenSecretName: no Secret "relay-admin"');
+  input.secrets.push({ name: 'relay-admin', keys: ['token'] });
+  const result = renderPool(input);
+  assert.deepEqual(result.problems, []);
+  assert.equal(parse(find(result.objects, 'ConfigMap').data['relay.yaml']).admin.tokenFile, '/etc/vmta/secrets/relay-admin/token');
+  assert.ok(podSpec(result.objects).volumes.some((volume: Json) => volume.secret?.secretName === 'relay-admin'));
+});

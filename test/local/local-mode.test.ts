@@ -1,0 +1,208 @@
+// `vmta local examples/` end to end: the real CLI renders the examples, starts the relay as a
+// child process, and Python's smtplib sends a first message through 587 + STARTTLS + AUTH
+// LOGIN and 465 implicit TLS; port 25 relays only for the bounce domain; an edit to a policy
+// file reaches the running relay without a restart. Ports are shifted to stay clear of others.
+import assert from 'node:assert/strict';
+import net from 'node:net';
+import { spawn, type ChildProcess } from 'node:child_process';
+import { cp, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
+import os from 'node:os';
+import path from 'node:path';
+import { after, before, test } from 'node:test';
+import { fileURLToPath } from 'node:url';
+import { RawSmtpClient, smtplibSend } from '../fixtures/smtp-clients.ts';
+
+const REPO = fileURLToPath(new URL('../../', import.meta.url));
+/** Local ports of the examples without shift: listeners (25, 465, 587 get +10000), the cold-change port, admin. */
+const EXAMPLE_PORTS = [2525, 2526, 10_025, 10_465, 10_587, 8025];
+
+function portIsFree(port: number): Promise<boolean> {
+  return new Promise((resolve) => {
+    const server = net.createServer();
+    server.once('error', () => resolve(false));
+    server.listen(port, '127.0.0.1', () => server.close(() => resolve(true)));
+  });
+}
+
+/** A shift that keeps every port below the kernel's ephemeral range (32768+) and free right now. */
+async function freePortShift(): Promise<number> {
+  for (let attempt = 0; attempt < 50; attempt += 1) {
+    const shift = 12_000 + Math.floor(Math.random() * 10_000);
+    const free = await Promise.all(EXAMPLE_PORTS.map((port) => portIsFree(port + shift)));
+    if (free.every(Boolean)) return shift;
+  }
+  throw new Error('no free set of ports for the examples');
+}
+
+let PORT_SHIFT: number;
+let SUBMISSION_PORT: number;
+let SUBMISSIONS_PORT: number;
+let MX_PORT: number;
+
+let dir: string;
+let cli: ChildProcess;
+let output = '';
+
+function waitForOutput(pattern: RegExp, from: number, timeoutMs: number): Promise<string> {
+  return new Promise((resolve, reject) => {
+    const check = () => {
+      const match = pattern.exec(output.slice(from));
+      if (match) {
+        clearInterval(timer);
+        clearTimeout(deadline);
+        resolve(match[0]);
+      }
+    };
+    const timer = setInterval(() => {
+      check();
+      if (cli.exitCode !== null || cli.signalCode !== null) {
+        clearInterval(timer);
+        clearTimeout(deadline);
+        reject(new Error(`vmta local exited (${cli.exitCode ?? cli.signalCode}) before ${pattern}; output:\n${output.slice(from)}`));
+      }
+    }, 100);
+    const deadline = setTimeout(() => {
+      clearInterval(timer);
+      reject(new Error(`no ${pattern} within ${timeoutMs / 1000}s; output:\n${output.slice(from)}`));
+    }, timeoutMs);
+  });
+}
+
+before(async () => {
+  PORT_SHIFT = await freePortShift();
+  SUBMISSION_PORT = 10_587 + PORT_SHIFT;
+  SUBMISSIONS_PORT = 10_465 + PORT_SHIFT;
+  MX_PORT = 10_025 + PORT_SHIFT;
+  dir = await mkdtemp(path.join(os.tmpdir(), 'vmta-local-mode-'));
+  await cp(path.join(REPO, 'examples'), path.join(dir, 'resources'), { recursive: true });
+  cli = spawn(process.execPath, [path.join(REPO, 'cli/vmta.ts'), 'local', path.join(dir, 'resources'), '--work-dir', path.join(dir, 'work'), '--port-shift', String(PORT_SHIFT)], {
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  cli.stdout?.on('data', (chunk: Buffer) => (output += chunk.toString()));
+  cli.stderr?.on('data', (chunk: Buffer) => (output += chunk.toString()));
+  await waitForOutput(/pool "outbound" is ready/, 0, 90_000);
+});
+
+after(async () => {
+  if (cli.exitCode === null && cli.signalCode === null) {
+    const exited = new Promise((resolve) => cli.once('exit', resolve));
+    cli.kill('SIGTERM');
+    const timer = setTimeout(() => cli.kill('SIGKILL'), 45_000);
+    await exited;
+    clearTimeout(timer);
+  }
+  // Relays run in their own process groups; a CLI that did not stop cleanly may leave some behind.
+  const relayPids = cli.exitCode === 0 ? [] : [...output.matchAll(/relay started \(pid (\d+)\)/g)].map((match) => Number(match[1]));
+  for (const pid of relayPids) {
+    try {
+      process.kill(pid, 'SIGKILL');
+    } catch {
+      // Already gone, as it should be.
+    }
+  }
+  await rm(dir, { recursive: true, force: true });
+  if (process.env.VMTA_DEBUG_OUTPUT) await writeFile(process.env.VMTA_DEBUG_OUTPUT, output);
+});
+
+const message = 'From: alice@example.com\r\nTo: someone@example.net\r\nSubject: first message\r\n\r\nHello from vmta local.\r\n';
+
+test('it prints where to connect, with the shifted local ports', () => {
+  assert.match(output, new RegExp(`submission\\s+smtp://127\\.0\\.0\\.1:${SUBMISSION_PORT}\\s+submission: STARTTLS required, AUTH PLAIN LOGIN required \\(port 587 in a cluster\\)`));
+  assert.match(output, new RegExp(`submissions\\s+smtps://127\\.0\\.0\\.1:${SUBMISSIONS_PORT}`));
+  assert.match(output, /users: alice .*bob/);
+});
+
+test('the relay runs exactly the ConfigMap text the operator renders, with local locations', async () => {
+  const configMap = await readFile(path.join(dir, 'work/pools/outbound/configmap/relay.yaml'), 'utf8');
+  const golden = await readFile(path.join(REPO, 'test/fixtures/golden/outbound.yaml'), 'utf8');
+  assert.ok(golden.includes(configMap.split('\n').slice(1, 20).map((line) => `    ${line}`).join('\n')), 'the ConfigMap text differs from the golden render');
+  const local = await readFile(path.join(dir, 'work/pools/outbound/config/relay.yaml'), 'utf8');
+  assert.ok(local.includes(path.join(dir, 'work/secrets/relay-users')));
+});
+
+test('Python smtplib sends a first message through 587 with STARTTLS and AUTH LOGIN', async () => {
+  const result = await smtplibSend({ host: '127.0.0.1', port: SUBMISSION_PORT, mode: 'starttls', caFile: path.join(dir, 'work/secrets/relay-tls/tls.crt'), user: 'alice', password: 'demo-password-alice', from: 'alice@example.com', to: ['someone@example.net'], message });
+  assert.match(result.stdout, /^OK 250 /, result.stdout + result.stderr);
+});
+
+test('Python smtplib sends through 465 with implicit TLS', async () => {
+  const result = await smtplibSend({ host: '127.0.0.1', port: SUBMISSIONS_PORT, mode: 'ssl', caFile: path.join(dir, 'work/secrets/relay-tls/tls.crt'), user: 'bob', password: 'demo-password-bob', from: 'bob@example.org', to: ['someone@example.net'], message });
+  assert.match(result.stdout, /^OK 250 /, result.stdout + result.stderr);
+});
+
+test('587 refuses AUTH before STARTTLS, a wrong password, and mail without AUTH', async () => {
+  const caFile = path.join(dir, 'work/secrets/relay-tls/tls.crt');
+  const wrong = await smtplibSend({ host: '127.0.0.1', port: SUBMISSION_PORT, mode: 'starttls', caFile, user: 'alice', password: 'nope', from: 'alice@example.com', to: ['someone@example.net'], message });
+  assert.match(wrong.stdout, /^ERROR SMTPAuthenticationError 535/, wrong.stdout);
+
+  const client = await RawSmtpClient.connect(SUBMISSION_PORT);
+  try {
+    assert.equal((await client.read()).code, 220);
+    assert.equal((await client.command('EHLO client.example')).code, 250);
+    assert.equal((await client.command('AUTH PLAIN AGFsaWNlAGRlbW8tcGFzc3dvcmQtYWxpY2U=')).code, 530, 'credentials before STARTTLS');
+    assert.equal((await client.command('STARTTLS')).code, 220);
+    await client.startTls(await readFile(caFile));
+    assert.equal((await client.command('EHLO client.example')).code, 250);
+    assert.equal((await client.command('MAIL FROM:<alice@example.com>')).code, 530, 'mail without AUTH');
+  } finally {
+    client.close();
+  }
+});
+
+async function sendUnauthenticated(port: number, recipient: string): Promise<number> {
+  const client = await RawSmtpClient.connect(port);
+  try {
+    await client.read();
+    await client.command('EHLO mx.example.net');
+    await client.command('MAIL FROM:<>');
+    return (await client.command(`RCPT TO:<${recipient}>`)).code;
+  } finally {
+    client.close();
+  }
+}
+
+test('port 25 accepts mail for the bounce domain only, and a policy edit reaches the running relay', async () => {
+  assert.equal(await sendUnauthenticated(MX_PORT, 'bounce-123@bounces.example.com'), 250);
+  const refused = await sendUnauthenticated(MX_PORT, 'someone@elsewhere.example');
+  assert.ok(refused >= 550 && refused < 560, `expected a 55x refusal, got ${refused}`);
+
+  const policies = path.join(dir, 'resources/policies.yaml');
+  const from = output.length;
+  await writeFile(policies, (await readFile(policies, 'utf8')).replace('    - bounces.example.com\n', '    - bounces.example.com\n    - elsewhere.example\n'));
+  await waitForOutput(/pool "outbound": hot change/, from, 30_000);
+  // The relay notices the rewritten config at once, or within its poll interval at the latest.
+  const deadline = Date.now() + 30_000;
+  let code = 0;
+  while (Date.now() < deadline) {
+    code = await sendUnauthenticated(MX_PORT, 'someone@elsewhere.example');
+    if (code === 250) break;
+    await new Promise((resolve) => setTimeout(resolve, 500));
+  }
+  assert.equal(code, 250);
+  assert.doesNotMatch(output.slice(from), /restarting/, 'a hot change must not restart the relay');
+});
+
+test('a cold change (a listener port) restarts the relay on the new port', async () => {
+  const listeners = path.join(dir, 'resources/listeners.yaml');
+  const from = output.length;
+  await writeFile(listeners, (await readFile(listeners, 'utf8')).replace('  role: alternate\n', '  role: alternate\n  port: 2526\n'));
+  await waitForOutput(/cold change \(pod template\), restarting its relay/, from, 30_000);
+  await waitForOutput(/pool "outbound" is ready/, from, 90_000);
+  assert.match(output.slice(from), new RegExp(`alternate\\s+smtp://127\\.0\\.0\\.1:${2526 + PORT_SHIFT}`));
+  const client = await RawSmtpClient.connect(2526 + PORT_SHIFT);
+  try {
+    assert.equal((await client.read()).code, 220);
+  } finally {
+    client.close();
+  }
+});
+
+test('an invalid edit is reported with file, object and field, and the relay keeps serving', async () => {
+  const listeners = path.join(dir, 'resources/listeners.yaml');
+  const from = output.length;
+  await writeFile(listeners, (await readFile(listeners, 'utf8')).replace('  role: submissions\n  tls:\n', '  role: submissions\n  tls:\n    mode: starttls\n'));
+  await waitForOutput(/not applied, the relays keep their last good configuration/, from, 30_000);
+  assert.match(output.slice(from), new RegExp(`${listeners.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')}: SmtpListener "submissions": spec.tls.mode:`));
+  const result = await smtplibSend({ host: '127.0.0.1', port: SUBMISSION_PORT, mode: 'starttls', caFile: path.join(dir, 'work/secrets/relay-tls/tls.crt'), user: 'alice', password: 'demo-password-alice', from: 'alice@example.com', to: ['someone@example.net'], message });
+  assert.match(result.stdout, /^OK 250 /, result.stdout);
+});
