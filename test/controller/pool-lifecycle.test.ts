@@ -3,10 +3,12 @@ import { after, before, test } from 'node:test';
 import type { VmtaOperator } from '../../operator/controller/operator.ts';
 import type { FakeKubeApi, JsonObject, StoredObject } from '../fixtures/fake-kube-api.ts';
 import { eventually, startFakeApi } from '../kube/helpers.ts';
-import { condition, IMAGE, loadExamples, NAMESPACE, startOperator } from './harness.ts';
+import { condition, fakeRelayReader, IMAGE, loadExamples, NAMESPACE, startOperator } from './harness.ts';
 
 let api: FakeKubeApi;
 let operator: VmtaOperator;
+/** Pods listed here report this config hash instead of their ConfigMap's (a relay that has not reloaded). */
+const pinnedHashes = new Map<string, string>();
 
 const POOL = 'outbound';
 const get = (apiVersion: string, kind: string, name: string) => api.get(apiVersion, kind, NAMESPACE, name);
@@ -36,7 +38,7 @@ before(async () => {
   const started = await startFakeApi({ bookmarkIntervalMs: 500 });
   api = started.api;
   await loadExamples(api);
-  operator = startOperator(api, started.kubeconfig, { healthPort: 0, healthHost: '127.0.0.1', resyncPeriodMs: 1500 });
+  operator = startOperator(api, started.kubeconfig, { healthPort: 0, healthHost: '127.0.0.1', resyncPeriodMs: 1500, configHashReader: fakeRelayReader(api, pinnedHashes) });
   await operator.start();
 });
 
@@ -102,6 +104,24 @@ test('a hot change (relay policy) updates the ConfigMap only; pods keep their te
   const writes = api.writes(from).filter((w) => w.userAgent?.startsWith('vmta-operator'));
   assert.ok(writes.some((w) => w.resource === 'configmaps' && w.verb === 'patch'));
   assert.ok(!writes.some((w) => w.resource === 'statefulsets'), `no StatefulSet write: ${JSON.stringify(writes)}`);
+});
+
+test('ConfigApplied stays False, naming the pod, until every ready pod reports the rendered config hash', async () => {
+  await waitReady('Ready');
+  pinnedHashes.set('outbound-1', 'a-config-hash-from-before');
+  try {
+    const pending = await eventually('ConfigApplied=False', () => {
+      const c = condition(pool(), 'ConfigApplied');
+      return c?.status === 'False' ? c : undefined;
+    }, 30_000);
+    assert.equal(pending.reason, 'ConfigPending');
+    assert.match(pending.message, /1\/2 ready pods run config .*waiting for outbound-1/);
+    assert.deepEqual([condition(pool(), 'Ready')?.status, condition(pool(), 'Ready')?.reason], ['False', 'ConfigPending']);
+  } finally {
+    pinnedHashes.clear();
+  }
+  await waitReady('Ready once the pod reloaded');
+  assert.equal(condition(pool(), 'ConfigApplied')?.status, 'True');
 });
 
 test('a cold change (resources) changes the pod template hash and rolls the pods', async () => {
