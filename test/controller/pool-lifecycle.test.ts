@@ -23,6 +23,15 @@ async function waitReady(what: string, generation?: number): Promise<StoredObjec
   });
 }
 
+/** Waits until the operator has written nothing for a second (the previous test's changes settled). */
+async function settle(): Promise<void> {
+  await eventually('the operator to settle', async () => {
+    const from = api.requests.length;
+    await new Promise((r) => setTimeout(r, 1000));
+    return api.writes(from).length === 0;
+  });
+}
+
 function templateAnnotations(): Record<string, string> {
   const sts = get('apps/v1', 'StatefulSet', POOL)!;
   return ((sts.spec as { template: { metadata: { annotations: Record<string, string> } } }).template.metadata.annotations);
@@ -166,6 +175,7 @@ test('a listener that is removed loses its Service; one that names a missing pol
 
 test('a second pool with a problem does not disturb the healthy one', async () => {
   await waitReady('Ready');
+  await settle();
   const from = api.requests.length;
   api.put({
     apiVersion: 'vmta.dev/v1alpha1',
