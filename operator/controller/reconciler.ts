@@ -118,6 +118,8 @@ export class Reconciler {
       this.enqueueDependents(namespace, name);
       return;
     }
+    // Being deleted (foreground deletion): applying now would only recreate what the garbage collector removes.
+    if (raw.metadata.deletionTimestamp) return;
     const generation = raw.metadata.generation;
     const previous = raw.status as VirtualMtaPool['status'] | undefined;
     if (isPaused(raw)) {
