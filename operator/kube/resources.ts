@@ -24,8 +24,6 @@ export const RESOURCE_TYPES = {
   VirtualMtaPool: { group: 'vmta.dev', version: 'v1alpha1', kind: 'VirtualMtaPool', plural: 'virtualmtapools', namespaced: true },
 } as const satisfies Record<string, ResourceType>;
 
-export type KindName = keyof typeof RESOURCE_TYPES;
-
 export type Verb = 'get' | 'list' | 'watch' | 'create' | 'update' | 'patch' | 'delete';
 
 /** One RBAC rule: resource (optionally `plural/subresource`) and the verbs the operator uses on it. */

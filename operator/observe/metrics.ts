@@ -6,8 +6,6 @@ import { collectDefaultMetrics, Counter, Gauge, Histogram, Registry } from 'prom
 
 const DURATION_BUCKETS = [0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60];
 
-export type ReconcileResult = 'success' | 'error' | 'requeue' | 'requeue_after';
-
 export class OperatorMetrics {
   readonly registry = new Registry();
 
