@@ -4,6 +4,7 @@ type Subcommand = (argv: string[]) => Promise<void>;
 const subcommands: Record<string, { summary: string; load: () => Promise<Subcommand> }> = {
   mta: { summary: 'run the relay: vmta mta --config DIR', load: async () => (await import('./mta-command.ts')).runMtaCommand },
   local: { summary: 'run the resources of a folder as local relays: vmta local examples/', load: async () => (await import('./local-command.ts')).runLocalCommand },
+  operator: { summary: 'run the Kubernetes operator: vmta operator --image IMAGE [--namespace NS] [--leader-elect]', load: async () => (await import('./operator-command.ts')).runOperatorCommand },
 };
 
 function usage(): string {

@@ -1,12 +1,14 @@
 // Every file the repository generates, computed in memory: the CRDs in crds/ (from the zod
-// schemas) and the golden renders of examples/ in test/fixtures/golden/. `npm run generate`
-// writes them; test/api and test/render fail when the committed files drift from these.
+// schemas), the golden renders of examples/ in test/fixtures/golden/ and the operator's RBAC role
+// in config/rbac/. `npm run generate` writes them; test/api, test/render and test/kube fail when
+// the committed files drift from these.
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { stringify } from 'yaml';
 import { renderCrdFiles } from '../operator/api/crd.ts';
 import { loadResourceDir, secretSummaries } from '../operator/local/resource-files.ts';
 import { renderNamespace } from '../operator/render/pool.ts';
+import { RBAC_ROLE_FILE, renderOperatorRole } from '../operator/kube/rbac.ts';
 
 export const REPOSITORY_ROOT = fileURLToPath(new URL('..', import.meta.url));
 export const GOLDEN_IMAGE = 'ghcr.io/vmta-dev/vmta:golden';
@@ -17,6 +19,7 @@ export async function generatedFiles(root = REPOSITORY_ROOT): Promise<Map<string
   const files = new Map<string, string>();
   for (const [name, text] of renderCrdFiles()) files.set(path.join('crds', name), text);
   for (const [name, text] of await goldenRenders(root)) files.set(path.join('test', 'fixtures', 'golden', name), text);
+  files.set(path.join('config', 'rbac', RBAC_ROLE_FILE), renderOperatorRole());
   return files;
 }
 

@@ -1,0 +1,250 @@
+// The operator process: informers for the vmta.dev kinds and everything the operator owns, one
+// work queue feeding the reconciler, leader election (only the leader runs reconciles and so
+// only the leader writes), and the health and metrics endpoints. Events from the caches map to
+// work keys the way controller-runtime's For/Owns/Watches do.
+import { hostname } from 'node:os';
+import type { Logger } from 'pino';
+import { ServerSideApplier } from '../kube/apply.ts';
+import type { KubeClient } from '../kube/client.ts';
+import { EventRecorder } from '../kube/event-recorder.ts';
+import { Informer, type InformerEventKind } from '../kube/informer.ts';
+import { LeaderElector } from '../kube/leader-election.ts';
+import { RESOURCE_TYPES } from '../kube/resources.ts';
+import type { KubeObject } from '../kube/types.ts';
+import { WorkQueue } from '../kube/work-queue.ts';
+import { OperatorMetrics } from '../observe/metrics.ts';
+import { FIELD_MANAGER } from '../render/layout.ts';
+import { podReadiness, secretKeysOnly, withoutManagedFields } from './cache-transforms.ts';
+import type { ConfigHashReader } from './config-hash-reader.ts';
+import { HealthServer } from './health-server.ts';
+import { OWNED_KINDS, Reconciler, parseWorkKey, workKey, type Caches, type OwnedKind } from './reconciler.ts';
+
+export const CONTROLLER_NAME = 'vmta';
+const MANAGED_SELECTOR = `app.kubernetes.io/managed-by=${FIELD_MANAGER}`;
+const RELAY_POD_SELECTOR = 'app.kubernetes.io/name=vmta-relay';
+
+export interface LeaderElectionSettings {
+  namespace: string;
+  name?: string;
+  identity?: string;
+  leaseDurationMs?: number;
+  renewDeadlineMs?: number;
+  retryPeriodMs?: number;
+}
+
+export interface OperatorOptions {
+  client: KubeClient;
+  logger: Logger;
+  image: string;
+  configHashReader: ConfigHashReader;
+  /** Watch one namespace; all namespaces when undefined. */
+  namespace?: string;
+  /** Elect a leader on a Lease; without it this instance reconciles at once. */
+  leaderElection?: LeaderElectionSettings;
+  /** Port of /healthz, /readyz and /metrics; undefined starts no server, 0 picks a free port. */
+  healthPort?: number;
+  healthHost?: string;
+  concurrency?: number;
+  resyncPeriodMs?: number;
+  watchdogMs?: number;
+  pollIntervalMs?: number;
+  /** A repeated Event is written again (count patched) only after this long (default 10 min). */
+  eventAggregationWindowMs?: number;
+  metrics?: OperatorMetrics;
+}
+
+export class VmtaOperator {
+  readonly metrics: OperatorMetrics;
+  readonly caches: Caches;
+  private readonly options: OperatorOptions;
+  private readonly log: Logger;
+  private readonly reconciler: Reconciler;
+  private readonly informers: Informer[];
+  private readonly elector: LeaderElector | undefined;
+  private readonly concurrency: number;
+  private queue: WorkQueue | undefined;
+  private health: HealthServer | undefined;
+  private leading = false;
+
+  constructor(options: OperatorOptions) {
+    this.options = options;
+    this.log = options.logger;
+    this.metrics = options.metrics ?? new OperatorMetrics();
+    this.concurrency = options.concurrency ?? 4;
+    const informer = (type: (typeof RESOURCE_TYPES)[keyof typeof RESOURCE_TYPES], labelSelector?: string, transform = withoutManagedFields) =>
+      new Informer(options.client, { type, namespace: options.namespace, labelSelector, transform, resyncPeriodMs: options.resyncPeriodMs, watchdogMs: options.watchdogMs, logger: options.logger });
+    this.caches = {
+      pools: informer(RESOURCE_TYPES.VirtualMtaPool),
+      listeners: informer(RESOURCE_TYPES.SmtpListener),
+      policies: informer(RESOURCE_TYPES.RelayPolicy),
+      secrets: informer(RESOURCE_TYPES.Secret, undefined, secretKeysOnly),
+      pods: informer(RESOURCE_TYPES.Pod, RELAY_POD_SELECTOR, podReadiness),
+      owned: Object.fromEntries(OWNED_KINDS.map((kind) => [kind, informer(RESOURCE_TYPES[kind], MANAGED_SELECTOR)])) as Record<OwnedKind, Informer>,
+    };
+    this.informers = [this.caches.pools, this.caches.listeners, this.caches.policies, this.caches.secrets, this.caches.pods, ...Object.values(this.caches.owned)];
+    const events = new EventRecorder(options.client, { logger: options.logger, aggregationWindowMs: options.eventAggregationWindowMs });
+    this.reconciler = new Reconciler({
+      client: options.client,
+      caches: this.caches,
+      applier: new ServerSideApplier(options.client),
+      events,
+      configHashReader: options.configHashReader,
+      image: options.image,
+      pollIntervalMs: options.pollIntervalMs ?? 5000,
+      logger: options.logger,
+      enqueue: (key) => this.queue?.add(key),
+    });
+    this.wireEvents(events);
+    if (options.leaderElection) {
+      const le = options.leaderElection;
+      this.elector = new LeaderElector(options.client, {
+        namespace: le.namespace,
+        name: le.name ?? 'vmta-operator-leader',
+        identity: le.identity ?? `${hostname()}_${process.pid}`,
+        leaseDurationMs: le.leaseDurationMs,
+        renewDeadlineMs: le.renewDeadlineMs,
+        retryPeriodMs: le.retryPeriodMs,
+        logger: options.logger,
+        onStartedLeading: () => this.startLeading(),
+        onStoppedLeading: () => void this.stopLeading(),
+      });
+    }
+    for (const kind of ['virtualmtapool', 'smtplistener', 'relaypolicy']) {
+      this.metrics.maxConcurrentReconciles.set({ controller: kind }, this.concurrency);
+      this.metrics.activeWorkers.set({ controller: kind }, 0);
+    }
+  }
+
+  get isLeader(): boolean {
+    return this.leading;
+  }
+
+  get healthPort(): number | undefined {
+    return this.health?.port;
+  }
+
+  /** Starts caches and health endpoints, then reconciles (at once, or once elected). */
+  async start(): Promise<void> {
+    if (this.options.healthPort !== undefined) {
+      this.health = new HealthServer({ metrics: this.metrics, ready: () => this.informers.every((i) => i.hasSynced) });
+      await this.health.listen(this.options.healthPort, this.options.healthHost ?? '0.0.0.0');
+    }
+    await Promise.all(this.informers.map((i) => i.start()));
+    this.log.info({ namespace: this.options.namespace ?? '(all)' }, 'caches synced');
+    if (this.elector) this.elector.start();
+    else this.startLeading();
+  }
+
+  /** Stops reconciling, then releases the Lease (so a successor never overlaps a running reconcile), then caches and endpoints. */
+  async stop(): Promise<void> {
+    await this.stopLeading();
+    await this.elector?.stop();
+    for (const informer of this.informers) informer.stop();
+    await this.health?.close();
+  }
+
+  /** Resolves when the queue has nothing queued, delayed or running (tests and the benchmark). */
+  async idle(): Promise<void> {
+    await this.queue?.idle();
+  }
+
+  private startLeading(): void {
+    if (this.leading) return;
+    this.leading = true;
+    this.metrics.leaderElectionStatus.set({ name: CONTROLLER_NAME }, 1);
+    const queue = new WorkQueue({ name: CONTROLLER_NAME, concurrency: this.concurrency, metrics: this.metrics, rateLimitPerSecond: 50, burst: 300 });
+    this.queue = queue;
+    queue.start((key) => this.reconcileKey(key));
+    for (const pool of this.caches.pools.list()) queue.add(workKey('VirtualMtaPool', pool.metadata.namespace, pool.metadata.name));
+    for (const listener of this.caches.listeners.list()) queue.add(workKey('SmtpListener', listener.metadata.namespace, listener.metadata.name));
+    for (const policy of this.caches.policies.list()) queue.add(workKey('RelayPolicy', policy.metadata.namespace, policy.metadata.name));
+  }
+
+  private async stopLeading(): Promise<void> {
+    if (!this.leading) return;
+    this.leading = false;
+    this.metrics.leaderElectionStatus.set({ name: CONTROLLER_NAME }, 0);
+    const queue = this.queue;
+    this.queue = undefined;
+    await queue?.shutdown();
+  }
+
+  private async reconcileKey(key: string) {
+    const controller = parseWorkKey(key).kind.toLowerCase();
+    const started = process.hrtime.bigint();
+    this.metrics.activeWorkers.inc({ controller });
+    try {
+      const outcome = await this.reconciler.reconcile(key);
+      this.metrics.reconcileTotal.inc({ controller, result: outcome?.requeueAfterMs !== undefined ? 'requeue_after' : 'success' });
+      return outcome;
+    } catch (error) {
+      this.metrics.reconcileTotal.inc({ controller, result: 'error' });
+      this.metrics.reconcileErrors.inc({ controller });
+      this.log.warn({ err: error, reconcileKey: key }, 'reconcile failed; retrying with backoff');
+      throw error;
+    } finally {
+      this.metrics.activeWorkers.dec({ controller });
+      this.metrics.reconcileTime.observe({ controller }, Number(process.hrtime.bigint() - started) / 1e9);
+    }
+  }
+
+  private enqueue(key: string): void {
+    this.queue?.add(key);
+  }
+
+  private enqueuePoolsOfNamespace(namespace: string | undefined): void {
+    for (const pool of this.caches.pools.list(namespace)) this.enqueue(workKey('VirtualMtaPool', pool.metadata.namespace, pool.metadata.name));
+  }
+
+  private wireEvents(events: EventRecorder): void {
+    // Own status writes change neither generation nor metadata: they need no reconcile.
+    const specChanged = (kind: InformerEventKind, object: KubeObject, previous: KubeObject | undefined): boolean =>
+      kind !== 'update' ||
+      previous === object ||
+      previous?.metadata.generation !== object.metadata.generation ||
+      JSON.stringify(previous?.metadata.annotations ?? {}) !== JSON.stringify(object.metadata.annotations ?? {});
+
+    this.caches.pools.onEvent((kind, pool, previous) => {
+      if (kind === 'delete') {
+        this.reconciler.forget(pool.metadata.uid);
+        events.forgetObject(pool.metadata.uid);
+      }
+      if (specChanged(kind, pool, previous)) this.enqueue(workKey('VirtualMtaPool', pool.metadata.namespace, pool.metadata.name));
+    });
+    this.caches.listeners.onEvent((kind, listener, previous) => {
+      if (kind === 'delete') this.reconciler.forget(listener.metadata.uid);
+      if (!specChanged(kind, listener, previous)) return;
+      this.enqueue(workKey('SmtpListener', listener.metadata.namespace, listener.metadata.name));
+      for (const object of [listener, previous]) {
+        const poolName = (object?.spec as { poolRef?: { name?: string } } | undefined)?.poolRef?.name;
+        if (poolName) this.enqueue(workKey('VirtualMtaPool', listener.metadata.namespace, poolName));
+      }
+    });
+    this.caches.policies.onEvent((kind, policy, previous) => {
+      if (kind === 'delete') this.reconciler.forget(policy.metadata.uid);
+      if (!specChanged(kind, policy, previous)) return;
+      this.enqueue(workKey('RelayPolicy', policy.metadata.namespace, policy.metadata.name));
+      const pools = new Set<string>();
+      for (const listener of this.caches.listeners.list(policy.metadata.namespace)) {
+        const spec = listener.spec as { poolRef?: { name?: string }; relayPolicyRef?: { name?: string } } | undefined;
+        if (spec?.relayPolicyRef?.name === policy.metadata.name && spec.poolRef?.name) pools.add(spec.poolRef.name);
+      }
+      for (const pool of pools) this.enqueue(workKey('VirtualMtaPool', policy.metadata.namespace, pool));
+    });
+    this.caches.secrets.onEvent((kind, secret, previous) => {
+      // Only the key names matter to rendering; a resync or a value change needs nothing.
+      const keys = (o: KubeObject | undefined) => JSON.stringify(Object.keys((o?.data as object | undefined) ?? {}).sort());
+      if (kind === 'update' && keys(secret) === keys(previous)) return;
+      this.enqueuePoolsOfNamespace(secret.metadata.namespace);
+    });
+    const enqueueOwner = (object: KubeObject) => {
+      const owner = object.metadata.ownerReferences?.find((ref) => ref.controller && ref.kind === 'VirtualMtaPool');
+      if (owner) this.enqueue(workKey('VirtualMtaPool', object.metadata.namespace, owner.name));
+    };
+    for (const informer of Object.values(this.caches.owned)) informer.onEvent((_kind, object) => enqueueOwner(object));
+    this.caches.pods.onEvent((_kind, pod) => {
+      const poolName = pod.metadata.labels?.['app.kubernetes.io/instance'];
+      if (poolName) this.enqueue(workKey('VirtualMtaPool', pod.metadata.namespace, poolName));
+    });
+  }
+}
