@@ -66,7 +66,8 @@ The operator's permissions on watched namespaces: exactly OPERATOR_PERMISSIONS o
 operator/kube/resources.ts, the list the operator's client enforces (test/chart/rbac-sync.test.ts
 fails when they differ), less the Lease rule, which rbac.yaml grants in the release namespace only.
 Owned objects are applied with server-side apply (patch), read through informers (list, watch)
-and pruned (delete). Secrets are only listed and watched, to check that the Secrets and keys a
+and pruned (delete: Services and workloads only; a pool's ConfigMap and PodDisruptionBudget
+live as long as the pool and go with it by garbage collection). Secrets are only listed and watched, to check that the Secrets and keys a
 resource names exist; RBAC cannot narrow that to names and keys, so it is the operator's promise
 never to copy secret values into ConfigMaps, status or logs (relay pods mount the Secrets).
 */}}
@@ -78,14 +79,17 @@ never to copy secret values into ConfigMaps, status or logs (relay pods mount th
   resources: ["smtplisteners/status", "relaypolicies/status", "virtualmtapools/status"]
   verbs: ["patch"]
 - apiGroups: [""]
-  resources: ["configmaps", "services"]
+  resources: ["services"]
   verbs: ["list", "watch", "patch", "delete"]
 - apiGroups: ["apps"]
   resources: ["statefulsets", "deployments"]
   verbs: ["list", "watch", "patch", "delete"]
+- apiGroups: [""]
+  resources: ["configmaps"]
+  verbs: ["list", "watch", "patch"]
 - apiGroups: ["policy"]
   resources: ["poddisruptionbudgets"]
-  verbs: ["list", "watch", "patch", "delete"]
+  verbs: ["list", "watch", "patch"]
 - apiGroups: [""]
   resources: ["secrets", "pods"]
   verbs: ["list", "watch"]
