@@ -202,6 +202,7 @@ describe('helm chart vmta-operator', { timeout: 300_000 }, () => {
     }
     const observe = ['list', 'watch'];
     const manage = ['delete', 'list', 'patch', 'watch'];
+    const applyOnly = ['list', 'patch', 'watch'];
     assert.deepEqual(Object.fromEntries(grants), {
       'vmta.dev/smtplisteners': observe,
       'vmta.dev/relaypolicies': observe,
@@ -209,11 +210,11 @@ describe('helm chart vmta-operator', { timeout: 300_000 }, () => {
       'vmta.dev/smtplisteners/status': ['patch'],
       'vmta.dev/relaypolicies/status': ['patch'],
       'vmta.dev/virtualmtapools/status': ['patch'],
-      '/configmaps': manage,
+      '/configmaps': applyOnly,
       '/services': manage,
       'apps/statefulsets': manage,
       'apps/deployments': manage,
-      'policy/poddisruptionbudgets': manage,
+      'policy/poddisruptionbudgets': applyOnly,
       '/secrets': observe,
       '/pods': observe,
       '/events': ['create', 'patch'],
