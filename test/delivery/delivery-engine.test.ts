@@ -1,0 +1,114 @@
+import assert from 'node:assert/strict';
+import { after, before, test } from 'node:test';
+import { simpleParser } from 'mailparser';
+import { loopbackAddresses, startSinkGroup, type SinkMx } from '../fixtures/sink-mx.ts';
+import { settle, startHarness, waitFor, type Harness } from './harness.ts';
+
+let sinks: SinkMx[];
+let harness: Harness;
+let sourceAddress: string;
+let deadAddress: string;
+
+before(async () => {
+  sinks = await startSinkGroup([{}, {}, {}]);
+  const [primary, senderMx, fallback] = sinks as [SinkMx, SinkMx, SinkMx];
+  [sourceAddress, deadAddress] = loopbackAddresses(2) as [string, string];
+  harness = await startHarness({
+    mxPort: primary.port,
+    zone: {
+      'example.test': { mx: [{ preference: 10, exchange: 'mx.example.test' }] },
+      'mx.example.test': { a: [primary.address] },
+      'sender.test': { mx: [{ preference: 10, exchange: 'mx.sender.test' }] },
+      'mx.sender.test': { a: [senderMx.address] },
+      'fallback.test': { mx: [{ preference: 10, exchange: 'dead.fallback.test' }, { preference: 20, exchange: 'backup.fallback.test' }] },
+      'dead.fallback.test': { a: [deadAddress] },
+      'backup.fallback.test': { a: [fallback.address] },
+      'nullmx.test': { mx: [{ preference: 0, exchange: '.' }] },
+      'rejects.test': { mx: [{ preference: 10, exchange: 'mx.example.test' }] },
+    },
+    pool: {
+      name: 'pool-a',
+      virtualMtas: [{ name: 'vmta-1', sourceAddress, hostname: 'mta1.sender.test' }],
+      domainDefaults: [{ match: '*', tlsPolicy: 'none' }],
+    },
+  });
+  primary.options = { ...primary.options, rcptReplies: { 'nobody@rejects.test': '550 5.1.1 No such user here' } };
+});
+
+after(async () => {
+  await harness.close();
+  await Promise.all(sinks.map((sink) => sink.close()));
+});
+
+test('the sink sees the VirtualMTA source address and EHLO name, and the message is removed from the spool', async () => {
+  const primary = sinks[0]!;
+  const stored = await harness.submit({ to: ['alice@example.test'], subject: 'source check' });
+  const received = await waitFor(() => primary.messages.find((message) => message.to.includes('alice@example.test')), 'delivery to the primary sink');
+  assert.equal(received.remoteAddress, sourceAddress);
+  assert.equal(received.ehloName, 'mta1.sender.test');
+  assert.equal(received.from, 'sender@sender.test');
+  assert.match(received.body.toString(), /Subject: source check/);
+  await waitFor(() => harness.spool.removed.includes(stored.id), 'removal from the spool');
+  const record = await waitFor(async () => (await harness.accountingLines()).find((line) => line.queueId === stored.id), 'an accounting line');
+  assert.equal(record.result, 'delivered');
+  assert.equal(record.virtualMta, 'vmta-1');
+  assert.equal(record.sourceAddress, sourceAddress);
+  assert.equal(record.mxHost, 'mx.example.test');
+  assert.equal(record.mxIp, primary.address);
+  assert.equal(record.attempt, 1);
+  assert.equal(record.tlsVersion, null);
+  const metrics = await harness.metrics.registry.getSingleMetricAsString('vmta_delivery_attempts_total');
+  assert.match(metrics, /vmta_delivery_attempts_total\{virtual_mta="vmta-1",domain="other",result="delivered",bounce_category="none"\} [1-9]/);
+});
+
+test('a dead primary MX falls back to the next MX host', async () => {
+  const fallback = sinks[2]!;
+  await harness.submit({ to: ['bob@fallback.test'] });
+  const received = await waitFor(() => fallback.messages.find((message) => message.to.includes('bob@fallback.test')), 'delivery to the backup MX');
+  assert.equal(received.remoteAddress, sourceAddress);
+});
+
+test('a null MX domain bounces at once and the sender gets an RFC 3464 DSN', async () => {
+  const senderMx = sinks[1]!;
+  const stored = await harness.submit({ to: ['carol@nullmx.test'], subject: 'to a null MX' });
+  const dsn = await waitFor(() => senderMx.messages.find((message) => message.to.includes('sender@sender.test') && message.body.includes(stored.id)), 'the DSN at the sender MX');
+  assert.equal(dsn.from, '', 'DSNs use the null sender');
+  const parsed = await simpleParser(dsn.body);
+  const contentType = parsed.headers.get('content-type') as { value: string; params: Record<string, string> };
+  assert.equal(contentType.value, 'multipart/report');
+  assert.equal(contentType.params['report-type'], 'delivery-status');
+  // mailparser renders the message/delivery-status part inline as text: find its per-recipient block.
+  const block = (parsed.text ?? '').split(/\n\s*\n/).find((paragraph) => paragraph.includes('Final-Recipient:'));
+  assert.ok(block, 'a per-recipient delivery-status block');
+  assert.match(block, /^Final-Recipient: rfc822; carol@nullmx\.test$/m);
+  assert.match(block, /^Action: failed$/m);
+  assert.match(block, /^Status: 5\.1\.10$/m);
+  const headers = parsed.attachments.find((attachment) => attachment.contentType === 'text/rfc822-headers');
+  assert.match(headers?.content.toString() ?? '', /Subject: to a null MX/);
+  assert.equal(harness.spool.messages.has(stored.id), false);
+});
+
+test('a 5xx recipient bounces with its category while another recipient is delivered', async () => {
+  const primary = sinks[0]!;
+  const stored = await harness.submit({ to: ['nobody@rejects.test', 'dave@rejects.test'] });
+  await waitFor(() => primary.messages.find((message) => message.to.includes('dave@rejects.test')), 'delivery of the good recipient');
+  const lines = await waitFor(async () => {
+    const found = (await harness.accountingLines()).filter((line) => line.queueId === stored.id);
+    return found.length === 2 ? found : undefined;
+  }, 'two accounting lines');
+  const bounced = lines.find((line) => line.recipient === 'nobody@rejects.test');
+  assert.equal(bounced?.result, 'bounced');
+  assert.equal(bounced?.dsnStatus, '5.1.1');
+  assert.equal(bounced?.bounceCategory, 'bad-mailbox');
+  await waitFor(() => harness.spool.removed.includes(stored.id), 'removal once every recipient is final');
+});
+
+test('a DSN that cannot be delivered never produces another DSN', async () => {
+  const stored = await harness.submit({ from: 'ghost@nullmx.test', to: ['erin@nullmx.test'] });
+  await waitFor(() => harness.spool.removed.includes(stored.id), 'the bounce of the original');
+  // The DSN goes to ghost@nullmx.test, bounces (null MX) and, having the null sender, ends there.
+  await waitFor(() => [...harness.spool.messages.values()].every((entry) => !entry.envelope.recipients.some((recipient) => recipient.address === 'ghost@nullmx.test')), 'the failed DSN to leave the spool');
+  await settle();
+  const dsnsToNullSender = [...harness.spool.messages.values()].filter((entry) => entry.envelope.mailFrom === '' && entry.envelope.recipients.some((recipient) => recipient.address === ''));
+  assert.equal(dsnsToNullSender.length, 0);
+});
