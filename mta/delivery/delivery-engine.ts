@@ -438,7 +438,8 @@ export class DeliveryEngine {
     if (!connection) {
       const failure = lastFailure ?? new ConnectionFailure('connection', `no usable MX address for ${queue.domain}`);
       queue.lastError = failure.message;
-      const classification = failure.reply ? classifyReply(failure.reply.code, failure.reply.text) : classifyFailure({ kind: failure.kind, message: failure.message });
+      // A refused STARTTLS is a TLS failure (deferred), whatever its reply code; a refused greeting speaks for itself.
+      const classification = failure.reply && failure.kind === 'connection' ? classifyReply(failure.reply.code, failure.reply.text) : classifyFailure({ kind: failure.kind, message: failure.message });
       await this.failReady(queue, classification, { startedAt, ...(lastTarget ? { target: lastTarget } : {}) }, failure.reply?.text);
       return;
     }

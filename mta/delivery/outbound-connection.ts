@@ -136,8 +136,10 @@ export class OutboundConnection {
         settled = true;
         connection.close();
         const reply = replyOf(error);
-        const isTls = error.code === 'ETLS' || (requireTls && /STARTTLS|TLS/i.test(error.message));
-        reject(new ConnectionFailure(isTls ? 'tls' : 'connection', `${target.name}[${target.address}]:${target.port}: ${error.message}`, reply));
+        // Certificate checks fail as socket errors during the handshake, not as ETLS.
+        const isTls = error.code === 'ETLS' || /certificate|altname|\bTLS\b|SSL|handshake|STARTTLS/i.test(error.message);
+        const peer = `${target.name}[${target.address}]:${target.port}`;
+        reject(new ConnectionFailure(isTls ? 'tls' : 'connection', isTls ? `TLS failure with ${peer}: ${error.message}` : `${peer}: ${error.message}`, reply));
       };
       connection.once('error', fail);
       connection.connect(() => {

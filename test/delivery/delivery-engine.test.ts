@@ -36,8 +36,8 @@ before(async () => {
 });
 
 after(async () => {
-  await harness.close();
-  await Promise.all(sinks.map((sink) => sink.close()));
+  await harness?.close();
+  await Promise.all((sinks ?? []).map((sink) => sink.close()));
 });
 
 test('the sink sees the VirtualMTA source address and EHLO name, and the message is removed from the spool', async () => {
