@@ -3,6 +3,7 @@ type Subcommand = (argv: string[]) => Promise<void>;
 
 const subcommands: Record<string, { summary: string; load: () => Promise<Subcommand> }> = {
   mta: { summary: 'run the relay: vmta mta --config DIR', load: async () => (await import('./mta-command.ts')).runMtaCommand },
+  queue: { summary: 'inspect and control delivery queues: vmta queue list|show|pause|resume|retry|bounce|delete', load: async () => (await import('./queue-command.ts')).runQueueCommand },
 };
 
 function usage(): string {
