@@ -12,8 +12,9 @@ import type { RelayMetrics } from '../observe/metrics.ts';
 import type { RecipientResult, Spool, SpooledMessage } from '../spool/types.ts';
 import { systemClock, type Clock, type TimerHandle } from './clock.ts';
 import { DestinationQueue, type QueuedMessage, type QueueItem } from './destination-queue.ts';
-import { resolveDomainSettings } from './domain-settings.ts';
+import { resolveDomainSettings, type TlsPolicy } from './domain-settings.ts';
 import { buildDsn, readHeaderSection, type FailedRecipient } from './dsn.ts';
+import { MtaStsResolver, mxMatchesPolicy } from './mta-sts.ts';
 import { DnsFailure, MxResolver } from './mx-resolver.ts';
 import { ConnectionFailure, OutboundConnection, type MxTarget, type TlsOutcome } from './outbound-connection.ts';
 import { classifyFailure, classifyReply, type Classification } from './reply-classification.ts';
@@ -32,6 +33,8 @@ export interface DeliveryEngineOptions {
   trustedCa?: Buffer | Buffer[];
   /** Scan the spool at start and queue what it holds (default true). */
   recover?: boolean;
+  /** Where MTA-STS policies are fetched from instead of mta-sts.<domain>:443 with system roots (tests). */
+  mtaStsFetch?: { connectAddress?: string; port?: number; ca?: Buffer | Buffer[] };
 }
 
 /** Which queues a control call applies to; an empty selector means every queue. */
@@ -91,6 +94,7 @@ export class DeliveryEngine {
   private readonly ownResolver: boolean;
   private readonly trustedCa: Buffer | Buffer[] | undefined;
   private accounting: AccountingLog;
+  private readonly mtaSts: MtaStsResolver;
   private readonly messages = new Map<string, QueuedMessage>();
   private readonly queues = new Map<string, DestinationQueue>();
   private readonly timers = new Map<DestinationQueue, { at: number; handle: TimerHandle }>();
@@ -114,6 +118,7 @@ export class DeliveryEngine {
     this.resolver = options.resolver ?? new MxResolver({ servers: options.config.delivery.resolvers, clock: this.clock });
     this.trustedCa = options.trustedCa;
     this.accounting = new AccountingLog(options.config.delivery.accounting);
+    this.mtaSts = new MtaStsResolver({ clock: this.clock, resolveTxt: (name) => this.resolver.resolveTxt(name), ...options.mtaStsFetch });
   }
 
   /** Probe source addresses, recover the spool's messages and start delivering. */
@@ -414,6 +419,25 @@ export class DeliveryEngine {
       await this.failReady(queue, classifyFailure({ kind: failure.kind, message: failure.message }), { startedAt });
       return;
     }
+    let tlsPolicy: TlsPolicy = queue.settings.tlsPolicy;
+    if (queue.settings.mtaSts && !queue.settings.smtpHost) {
+      const policy = await this.mtaSts.policyFor(queue.domain);
+      const matching = policy && policy.mode !== 'none' ? targets.filter((target) => mxMatchesPolicy(target.name, policy.mx)) : targets;
+      if (policy && matching.length < targets.length) {
+        this.metrics.mtaStsMismatches.inc({ virtual_mta: vmta.name, mode: policy.mode });
+        this.logger.warn({ virtualMta: vmta.name, domain: queue.domain, mode: policy.mode, policyMx: policy.mx }, 'MX hosts outside the MTA-STS policy');
+      }
+      if (policy?.mode === 'enforce') {
+        targets = matching;
+        tlsPolicy = 'verify';
+        if (targets.length === 0) {
+          const message = `MTA-STS policy of ${queue.domain} (enforce) matches none of its MX hosts; allowed: ${policy.mx.join(', ')}`;
+          queue.lastError = message;
+          await this.failReady(queue, classifyFailure({ kind: 'tls', message }), { startedAt });
+          return;
+        }
+      }
+    }
     let connection: OutboundConnection | undefined;
     let lastFailure: ConnectionFailure | undefined;
     let lastTarget: MxTarget | undefined;
@@ -424,7 +448,7 @@ export class DeliveryEngine {
         connection = await OutboundConnection.open({
           target,
           ehloName: vmta.hostname,
-          tlsPolicy: queue.settings.tlsPolicy,
+          tlsPolicy,
           ...(vmta.sourceAddress ? { sourceAddress: vmta.sourceAddress } : {}),
           ...(this.trustedCa ? { trustedCa: this.trustedCa } : {}),
         });

@@ -79,6 +79,17 @@ export class MxResolver {
     return answer.addresses;
   }
 
+  /** TXT records of a name, each joined into one string; [] when there are none. Throws DnsFailure on other errors. */
+  async resolveTxt(name: string): Promise<string[]> {
+    try {
+      return (await this.resolver.resolveTxt(name)).map((chunks) => chunks.join(''));
+    } catch (error) {
+      const code = (error as NodeJS.ErrnoException).code;
+      if (code === 'ENODATA' || code === 'ENOTFOUND') return [];
+      throw new DnsFailure('dns-temporary', `TXT lookup for ${name} failed: ${code ?? (error as Error).message}`);
+    }
+  }
+
   private async lookup(domain: string): Promise<MxHost[]> {
     try {
       const hosts = await this.lookupUncached(domain);

@@ -50,6 +50,7 @@ export async function startHarness(options: {
   mxPort: number;
   clock?: Clock;
   trustedCa?: Buffer;
+  mtaStsFetch?: { connectAddress?: string; port?: number; ca?: Buffer };
   delivery?: Partial<RuntimeConfigInput['delivery']>;
 }): Promise<Harness> {
   const dns = await startDnsServer(options.zone);
@@ -67,6 +68,7 @@ export async function startHarness(options: {
     logger,
     ...(clock ? { clock, resolver: new MxResolver({ servers: [dns.server], clock, timeoutMs: 2_000 }) } : {}),
     ...(options.trustedCa ? { trustedCa: options.trustedCa } : {}),
+    ...(options.mtaStsFetch ? { mtaStsFetch: options.mtaStsFetch } : {}),
   });
   let counter = 0;
   return {
