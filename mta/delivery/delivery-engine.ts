@@ -356,7 +356,14 @@ export class DeliveryEngine {
   }
 
   private canSend(queue: DestinationQueue): boolean {
-    return !this.stopping && !this.isPaused(queue) && this.virtualMtas.has(queue.virtualMta) && !this.unusable.has(queue.virtualMta);
+    if (this.stopping || this.isPaused(queue)) return false;
+    if (!this.virtualMtas.has(queue.virtualMta)) {
+      queue.lastError = `VirtualMTA "${queue.virtualMta}" is not in the configuration; its mail waits`;
+      return false;
+    }
+    const unusable = this.unusable.get(queue.virtualMta);
+    if (unusable) queue.lastError = `VirtualMTA unusable: ${unusable}; its mail waits`;
+    return !unusable;
   }
 
   /** Start connections for ready messages within the limits, and wake up for the next due one. */
@@ -472,12 +479,12 @@ export class DeliveryEngine {
     this.metrics.connections.inc({ virtual_mta: vmta.name, tls: tls.kind, tls_version: tls.kind === 'tls' ? tls.version : 'none' });
     try {
       for (let sent = 0; sent < queue.settings.maxMessagesPerConnection && connection.usable && this.canSend(queue); sent += 1) {
-        await this.paceRate(queue);
         queue.promoteDue(this.clock.now());
         const item = queue.ready.shift();
         if (!item) break;
         queue.inFlight += 1;
         try {
+          await this.paceRate(queue);
           await this.deliverItem(queue, item, connection);
         } finally {
           queue.inFlight -= 1;

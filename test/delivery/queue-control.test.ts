@@ -1,9 +1,10 @@
 import assert from 'node:assert/strict';
 import { after, before, test } from 'node:test';
 import { createQueueApi } from '../../mta/admin/queue-api.ts';
+import type { RuntimeConfig, RuntimeConfigInput } from '../../mta/config/schema.ts';
 import type { AdminHandler, AdminRequest } from '../../mta/admin/routes.ts';
-import { startSinkGroup, type SinkMx } from '../fixtures/sink-mx.ts';
-import { settle, startHarness, waitFor, type Harness } from './harness.ts';
+import { loopbackAddresses, startSinkGroup, type SinkMx } from '../fixtures/sink-mx.ts';
+import { buildConfig, settle, startHarness, waitFor, type Harness } from './harness.ts';
 
 let sinks: SinkMx[];
 let harness: Harness;
@@ -41,6 +42,11 @@ after(async () => {
   await harness?.close();
   await Promise.all((sinks ?? []).map((sink) => sink.close()));
 });
+
+/** The test's config with other VirtualMTAs and domain defaults, validated by the real schema. */
+function reloadedConfig(virtualMtas: RuntimeConfigInput['pool']['virtualMtas'], domainDefaults: RuntimeConfigInput['pool']['domainDefaults']): RuntimeConfig {
+  return buildConfig({ pool: { name: 'pool-control', virtualMtas, ...(domainDefaults ? { domainDefaults } : {}) }, mxPort: harness.config.delivery.mxPort, resolvers: harness.config.delivery.resolvers });
+}
 
 function call(method: string, path: string, body?: unknown, authorized = true) {
   const request: AdminRequest = { method, path, query: new URLSearchParams(), body, authorized };
@@ -129,4 +135,36 @@ test('a VirtualMTA whose source address is not on this host is reported unusable
   assert.equal(harness.spool.recorded.some((entry) => entry.id === stored.id), false, 'no failed attempt recorded');
   harness.engine.refreshGauges();
   assert.match(await harness.metrics.registry.getSingleMetricAsString('vmta_virtual_mta_usable'), /vmta_virtual_mta_usable\{virtual_mta="vmta-broken"\} 0/);
+});
+
+test('a reload that gives the VirtualMTA a bindable source address makes it usable and sends its waiting mail', async () => {
+  const mx = sinks[0]!;
+  const waiting = harness.engine.listQueues().find((queue) => queue.virtualMta === 'vmta-broken');
+  assert.match(waiting?.lastError ?? '', /unusable/);
+  const fixedAddress = loopbackAddresses(1)[0]!;
+  const reloaded = reloadedConfig(
+    [
+      { name: 'vmta-a', hostname: 'a.sender.test' },
+      { name: 'vmta-broken', sourceAddress: fixedAddress, hostname: 'broken.sender.test' },
+    ],
+    [{ match: '*', tlsPolicy: 'none', retryAfter: ['1h'] }],
+  );
+  await harness.engine.reload(reloaded);
+  assert.equal(harness.engine.virtualMtaStatus().find((vmta) => vmta.name === 'vmta-broken')?.usable, true);
+  const received = await waitFor(() => mx.messages.find((message) => message.to.includes('waits@many.test')), 'delivery after the reload');
+  assert.equal(received.remoteAddress, fixedAddress);
+  assert.equal(received.ehloName, 'broken.sender.test');
+});
+
+test('maxMessageRate spaces messages out (at least the configured interval between them)', async () => {
+  const mx = sinks[0]!;
+  const reloaded = reloadedConfig([{ name: 'vmta-a', hostname: 'a.sender.test' }], [{ match: '*', tlsPolicy: 'none' }, { match: 'paced.test', maxMessageRate: '10/s', maxSmtpOut: 4 }]);
+  await harness.engine.reload(reloaded);
+  harness.dns.set('paced.test', { mx: [{ preference: 10, exchange: 'mx.many.test' }] });
+  const started = Date.now();
+  const stored = await Promise.all(Array.from({ length: 4 }, (_, index) => harness.submit({ to: [`p${index}@paced.test`] })));
+  await waitFor(() => stored.every((message) => harness.spool.removed.includes(message.id)), 'all paced messages delivered');
+  // 4 messages at 10/s: the 4th may start no sooner than 300 ms after the 1st (a lower bound, safe on a slow machine).
+  assert.ok(Date.now() - started >= 300, `took ${Date.now() - started} ms`);
+  assert.equal(mx.messages.filter((message) => message.to.some((address) => address.endsWith('@paced.test'))).length, 4);
 });
