@@ -10,8 +10,8 @@ let sourceAddress: string;
 let deadAddress: string;
 
 before(async () => {
-  sinks = await startSinkGroup([{}, {}, {}]);
-  const [primary, senderMx, fallback] = sinks as [SinkMx, SinkMx, SinkMx];
+  sinks = await startSinkGroup([{}, {}, {}, { hideSmtpUtf8: true }]);
+  const [primary, senderMx, fallback, noUtf8] = sinks as [SinkMx, SinkMx, SinkMx, SinkMx];
   [sourceAddress, deadAddress] = loopbackAddresses(2) as [string, string];
   harness = await startHarness({
     mxPort: primary.port,
@@ -25,6 +25,8 @@ before(async () => {
       'backup.fallback.test': { a: [fallback.address] },
       'nullmx.test': { mx: [{ preference: 0, exchange: '.' }] },
       'rejects.test': { mx: [{ preference: 10, exchange: 'mx.example.test' }] },
+      'ascii-only.test': { mx: [{ preference: 10, exchange: 'mx.ascii-only.test' }] },
+      'mx.ascii-only.test': { a: [noUtf8.address] },
     },
     pool: {
       name: 'pool-a',
@@ -104,11 +106,36 @@ test('a 5xx recipient bounces with its category while another recipient is deliv
 });
 
 test('a DSN that cannot be delivered never produces another DSN', async () => {
+  const dsnCount = async () => ((await harness.metrics.registry.getSingleMetric('vmta_dsn_generated_total')?.get())?.values ?? []).reduce((sum, sample) => sum + sample.value, 0);
+  const before = await dsnCount();
   const stored = await harness.submit({ from: 'ghost@nullmx.test', to: ['erin@nullmx.test'] });
   await waitFor(() => harness.spool.removed.includes(stored.id), 'the bounce of the original');
-  // The DSN goes to ghost@nullmx.test, bounces (null MX) and, having the null sender, ends there.
-  await waitFor(() => [...harness.spool.messages.values()].every((entry) => !entry.envelope.recipients.some((recipient) => recipient.address === 'ghost@nullmx.test')), 'the failed DSN to leave the spool');
+  // The DSN goes to ghost@nullmx.test and bounces too (null MX); having the null sender, it ends there.
+  await waitFor(async () => (await harness.accountingLines()).find((line) => line.recipient === 'ghost@nullmx.test' && line.sender === '' && line.result === 'bounced'), 'the DSN to bounce');
   await settle();
-  const dsnsToNullSender = [...harness.spool.messages.values()].filter((entry) => entry.envelope.mailFrom === '' && entry.envelope.recipients.some((recipient) => recipient.address === ''));
-  assert.equal(dsnsToNullSender.length, 0);
+  assert.equal((await dsnCount()) - before, 1, 'exactly one DSN: for the original, none for the failed DSN');
+  assert.equal([...harness.spool.messages.values()].some((entry) => entry.envelope.mailFrom === ''), false, 'no DSN left in the spool');
+});
+
+test('SIZE and BODY=8BITMIME are sent as the peer advertises them', async () => {
+  const primary = sinks[0]!;
+  const stored = await harness.submit({ to: ['eight@example.test'], body: 'Grüße aus Köln', eightBitMime: true });
+  const received = await waitFor(() => primary.messages.find((message) => message.to.includes('eight@example.test')), 'delivery');
+  assert.equal(received.mailParams.BODY, '8BITMIME');
+  assert.equal(Number(received.mailParams.SIZE), stored.envelope.size);
+  assert.match(received.body.toString('utf8'), /Grüße aus Köln/);
+});
+
+test('a non-ASCII address goes out with SMTPUTF8 where offered and bounces with 5.6.7 where not', async () => {
+  const primary = sinks[0]!;
+  await harness.submit({ to: ['jörg@example.test'], smtpUtf8: true });
+  const received = await waitFor(() => primary.messages.find((message) => message.to.includes('jörg@example.test')), 'SMTPUTF8 delivery');
+  assert.equal(received.mailParams.SMTPUTF8, true);
+  const refused = await harness.submit({ to: ['jörg@ascii-only.test'], smtpUtf8: true });
+  await waitFor(() => harness.spool.removed.includes(refused.id), 'the bounce');
+  const last = harness.spool.recorded.filter((entry) => entry.id === refused.id).at(-1);
+  assert.equal(last?.result.status, 'bounced');
+  const record = await waitFor(async () => (await harness.accountingLines()).find((line) => line.queueId === refused.id), 'accounting');
+  assert.equal(record.dsnStatus, '5.6.7');
+  assert.equal(sinks[3]!.messages.length, 0);
 });

@@ -22,7 +22,7 @@ export interface Harness {
   engine: DeliveryEngine;
   config: RuntimeConfig;
   accountingFile: string;
-  submit(options: { from?: string; to: string[]; subject?: string; virtualMta?: string }): Promise<SpooledMessage>;
+  submit(options: { from?: string; to: string[]; subject?: string; virtualMta?: string; body?: string; eightBitMime?: boolean; smtpUtf8?: boolean }): Promise<SpooledMessage>;
   accountingLines(): Promise<Record<string, unknown>[]>;
   close(): Promise<void>;
 }
@@ -78,9 +78,9 @@ export async function startHarness(options: {
     engine,
     config,
     accountingFile,
-    async submit({ from = 'sender@sender.test', to, subject = 'test', virtualMta }) {
+    async submit({ from = 'sender@sender.test', to, subject = 'test', virtualMta, body: text, eightBitMime = false, smtpUtf8 = false }) {
       counter += 1;
-      const body = Buffer.from(`From: <${from}>\r\nTo: ${to.map((address) => `<${address}>`).join(', ')}\r\nSubject: ${subject}\r\nMessage-ID: <m${counter}@sender.test>\r\n\r\nHello number ${counter}.\r\n`);
+      const body = Buffer.from(`From: <${from}>\r\nTo: ${to.map((address) => `<${address}>`).join(', ')}\r\nSubject: ${subject}\r\nMessage-ID: <m${counter}@sender.test>\r\n\r\n${text ?? `Hello number ${counter}.`}\r\n`);
       const stored = await spool.store(
         {
           mailFrom: from,
@@ -89,8 +89,8 @@ export async function startHarness(options: {
           receivedAt: (clock ?? Date).now(),
           listener: 'test',
           clientAddress: '127.0.0.1',
-          eightBitMime: false,
-          smtpUtf8: false,
+          eightBitMime,
+          smtpUtf8,
         },
         body,
       );

@@ -22,3 +22,15 @@ test('a deferral before bounceAfter schedules a retry capped at the deadline', (
 test('an override delay (backoff) replaces the schedule', () => {
   assert.deepEqual(afterDeferral({ now: 0, receivedAt: 0, attemptsMade: 1, schedule: [60_000], bounceAfter: 10_000_000, overrideDelay: 1_800_000 }), { kind: 'retry', nextAttemptAt: 1_800_000 });
 });
+
+test('the scheduled heap hands out items in due-time order', async () => {
+  const { ItemHeap } = await import('../../mta/delivery/destination-queue.ts');
+  const heap = new ItemHeap();
+  const dues = [50, 10, 40, 10, 30, 20, 60, 0, 25];
+  const message = { id: 'x', envelope: {} as never };
+  for (const dueAt of dues) heap.push({ message, recipients: [0], dueAt });
+  heap.removeWhere((item) => item.dueAt === 40);
+  const order: number[] = [];
+  for (let item = heap.pop(); item; item = heap.pop()) order.push(item.dueAt);
+  assert.deepEqual(order, [0, 10, 10, 20, 25, 30, 50, 60]);
+});
