@@ -13,7 +13,7 @@ import type { RecipientResult, Spool, SpooledMessage } from '../spool/types.ts';
 import { systemClock, type Clock, type TimerHandle } from './clock.ts';
 import { DestinationQueue, type QueuedMessage, type QueueItem } from './destination-queue.ts';
 import { resolveDomainSettings, type TlsPolicy } from './domain-settings.ts';
-import { buildDsn, readHeaderSection, type FailedRecipient } from './dsn.ts';
+import { storeDsn, type FailedRecipient } from './dsn.ts';
 import { MtaStsResolver, mxMatchesPolicy } from './mta-sts.ts';
 import { DnsFailure, MxResolver } from './mx-resolver.ts';
 import { ConnectionFailure, OutboundConnection, type MxTarget, type TlsOutcome } from './outbound-connection.ts';
@@ -659,8 +659,8 @@ export class DeliveryEngine {
         lastAttemptAt: now,
       })));
     }
-    if (envelope.recipients.every((recipient) => recipient.status !== 'pending')) {
-      this.messages.delete(message.id);
+    // Several destination queues may finish the same message concurrently: only the first removes it.
+    if (envelope.recipients.every((recipient) => recipient.status !== 'pending') && this.messages.delete(message.id)) {
       await this.spool.remove(message.id).catch((error: Error) => this.logger.error({ queueId: message.id, err: error }, 'removing a finished message failed'));
     }
   }
@@ -693,25 +693,9 @@ export class DeliveryEngine {
 
   /** Store an RFC 3464 bounce to the sender (null sender, same VirtualMTA) and queue it. */
   private async sendDsn(message: QueuedMessage, recipients: FailedRecipient[]): Promise<void> {
-    const envelope = message.envelope;
     try {
-      const originalHeaders = await readHeaderSection(this.spool.readMessage(message.id));
-      const body = buildDsn({ reportingMta: this.config.hostname, queueId: message.id, originalSender: envelope.mailFrom, arrivalDate: envelope.receivedAt, recipients, originalHeaders, now: this.clock.now() });
-      const senderDomain = envelope.mailFrom.slice(envelope.mailFrom.lastIndexOf('@') + 1).toLowerCase();
-      const stored = await this.spool.store(
-        {
-          mailFrom: '',
-          recipients: [{ address: envelope.mailFrom, domain: senderDomain, status: 'pending', attempts: 0, nextAttemptAt: 0 }],
-          virtualMta: envelope.virtualMta,
-          receivedAt: this.clock.now(),
-          listener: 'dsn',
-          clientAddress: '127.0.0.1',
-          eightBitMime: false,
-          smtpUtf8: false,
-        },
-        body,
-      );
-      this.metrics.dsnsGenerated.inc({ virtual_mta: envelope.virtualMta });
+      const stored = await storeDsn(this.spool, { reportingMta: this.config.hostname, queueId: message.id, envelope: message.envelope, recipients, now: this.clock.now() });
+      this.metrics.dsnsGenerated.inc({ virtual_mta: message.envelope.virtualMta });
       this.logger.info({ queueId: message.id, dsnQueueId: stored.id, recipients: recipients.length }, 'DSN queued to the sender');
       this.enqueue(stored);
     } catch (error) {

@@ -3,6 +3,7 @@
 // per-recipient block each and the original message's headers (never its body).
 import { randomBytes } from 'node:crypto';
 import type { Readable } from 'node:stream';
+import type { Envelope, Spool, SpooledMessage } from '../spool/types.ts';
 
 export interface FailedRecipient {
   address: string;
@@ -113,4 +114,41 @@ export function buildDsn(input: DsnInput): Buffer {
     '',
   ];
   return Buffer.from(lines.join('\r\n'), 'latin1');
+}
+
+/**
+ * Build the DSN for `recipients` of a stored message (reading only its headers) and store it
+ * as a new message from the null sender to the original sender, on the same VirtualMTA.
+ * Callers never call this for a null-sender message.
+ */
+export async function storeDsn(
+  spool: Spool,
+  options: { reportingMta: string; queueId: string; envelope: Envelope; recipients: FailedRecipient[]; now: number },
+): Promise<SpooledMessage> {
+  const { envelope } = options;
+  if (envelope.mailFrom === '') throw new Error('no DSN for a message from the null sender');
+  const originalHeaders = await readHeaderSection(spool.readMessage(options.queueId));
+  const body = buildDsn({
+    reportingMta: options.reportingMta,
+    queueId: options.queueId,
+    originalSender: envelope.mailFrom,
+    arrivalDate: envelope.receivedAt,
+    recipients: options.recipients,
+    originalHeaders,
+    now: options.now,
+  });
+  const senderDomain = envelope.mailFrom.slice(envelope.mailFrom.lastIndexOf('@') + 1).toLowerCase();
+  return spool.store(
+    {
+      mailFrom: '',
+      recipients: [{ address: envelope.mailFrom, domain: senderDomain, status: 'pending', attempts: 0, nextAttemptAt: 0 }],
+      virtualMta: envelope.virtualMta,
+      receivedAt: options.now,
+      listener: 'dsn',
+      clientAddress: '127.0.0.1',
+      eightBitMime: false,
+      smtpUtf8: false,
+    },
+    body,
+  );
 }
