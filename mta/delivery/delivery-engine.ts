@@ -101,8 +101,8 @@ export class DeliveryEngine {
   private readonly workers = new Set<Promise<void>>();
   private virtualMtas = new Map<string, VirtualMtaConfig>();
   private readonly unusable = new Map<string, string>();
-  private readonly pausedVirtualMtas = new Set<string>();
-  private readonly pausedDomains = new Set<string>();
+  /** Paused selectors as "virtualMta\0domain" with "*" for a field left out. */
+  private readonly paused = new Set<string>();
   private gaugeTimer: NodeJS.Timeout | undefined;
   private stopping = false;
 
@@ -134,8 +134,9 @@ export class DeliveryEngine {
     return engine;
   }
 
-  /** Queue a newly accepted (or recovered) message; only its envelope is kept. */
+  /** Queue a newly accepted (or recovered) message; only its envelope is kept. A message already queued is ignored. */
   enqueue(spooled: SpooledMessage): void {
+    if (this.messages.has(spooled.id)) return;
     const message: QueuedMessage = { id: spooled.id, envelope: spooled.envelope };
     const byDomain = new Map<string, number[]>();
     spooled.envelope.recipients.forEach((recipient, index) => {
@@ -151,7 +152,7 @@ export class DeliveryEngine {
     this.messages.set(message.id, message);
     const now = this.clock.now();
     for (const [domain, recipients] of byDomain) {
-      const dueAt = Math.max(...recipients.map((index) => spooled.envelope.recipients[index]!.nextAttemptAt));
+      const dueAt = recipients.reduce((latest, index) => Math.max(latest, spooled.envelope.recipients[index]!.nextAttemptAt), 0);
       const queue = this.queueFor(spooled.envelope.virtualMta, domain);
       queue.add({ message, recipients, dueAt }, now);
       this.pump(queue);
@@ -213,7 +214,7 @@ export class DeliveryEngine {
       name: vmta.name,
       sourceAddress: vmta.sourceAddress ?? null,
       usable: !this.unusable.has(vmta.name),
-      paused: this.pausedVirtualMtas.has(vmta.name),
+      paused: this.paused.has(pauseKey(vmta.name, undefined)),
       detail: this.unusable.get(vmta.name) ?? null,
     }));
   }
@@ -238,29 +239,22 @@ export class DeliveryEngine {
     };
   }
 
-  /** Pause a VirtualMTA, a domain (on every VirtualMTA) or one queue; returns the queues affected. */
+  /**
+   * Pause a VirtualMTA, a domain (on every VirtualMTA), one queue, or everything; it holds for
+   * queues created later too. Returns the number of existing queues affected.
+   */
   pause(selector: QueueSelector): number {
-    if (selector.virtualMta && !selector.domain) this.pausedVirtualMtas.add(selector.virtualMta);
-    else if (selector.domain && !selector.virtualMta) this.pausedDomains.add(selector.domain.toLowerCase());
-    const selected = this.select(selector);
-    if (selector.virtualMta && selector.domain) for (const queue of selected) queue.paused = true;
-    if (!selector.virtualMta && !selector.domain) for (const queue of selected) queue.paused = true;
+    this.paused.add(pauseKey(selector.virtualMta, selector.domain?.toLowerCase()));
     this.refreshGauges();
-    return selected.length;
+    return this.select(selector).length;
   }
 
+  /** Lift exactly that pause (an empty selector lifts every pause); a queue stays paused while a wider pause covers it. */
   resume(selector: QueueSelector): number {
-    if (selector.virtualMta && !selector.domain) this.pausedVirtualMtas.delete(selector.virtualMta);
-    else if (selector.domain && !selector.virtualMta) this.pausedDomains.delete(selector.domain.toLowerCase());
-    else if (!selector.virtualMta && !selector.domain) {
-      this.pausedVirtualMtas.clear();
-      this.pausedDomains.clear();
-    }
+    if (!selector.virtualMta && !selector.domain) this.paused.clear();
+    else this.paused.delete(pauseKey(selector.virtualMta, selector.domain?.toLowerCase()));
     const selected = this.select(selector);
-    for (const queue of selected) {
-      queue.paused = false;
-      this.pump(queue);
-    }
+    for (const queue of selected) this.pump(queue);
     this.refreshGauges();
     return selected.length;
   }
@@ -321,18 +315,14 @@ export class DeliveryEngine {
   // ---- scheduling ------------------------------------------------------------------------
 
   private async applyVirtualMtas(config: RuntimeConfig): Promise<void> {
+    const problems = await Promise.all(config.pool.virtualMtas.map(async (vmta) => [vmta, vmta.sourceAddress ? await probeSourceAddress(vmta.sourceAddress) : undefined] as const));
     this.virtualMtas = new Map(config.pool.virtualMtas.map((vmta) => [vmta.name, vmta]));
     this.unusable.clear();
-    await Promise.all(
-      config.pool.virtualMtas.map(async (vmta) => {
-        if (!vmta.sourceAddress) return;
-        const problem = await probeSourceAddress(vmta.sourceAddress);
-        if (problem) {
-          this.unusable.set(vmta.name, problem);
-          this.logger.error({ virtualMta: vmta.name, sourceAddress: vmta.sourceAddress }, `VirtualMTA unusable: ${problem}`);
-        }
-      }),
-    );
+    for (const [vmta, problem] of problems) {
+      if (!problem) continue;
+      this.unusable.set(vmta.name, problem);
+      this.logger.error({ virtualMta: vmta.name, sourceAddress: vmta.sourceAddress }, `VirtualMTA unusable: ${problem}`);
+    }
   }
 
   private queueFor(virtualMta: string, domain: string): DestinationQueue {
@@ -352,7 +342,8 @@ export class DeliveryEngine {
   }
 
   private isPaused(queue: DestinationQueue): boolean {
-    return queue.paused || this.pausedVirtualMtas.has(queue.virtualMta) || this.pausedDomains.has(queue.domain);
+    if (this.paused.size === 0) return false;
+    return [pauseKey(queue.virtualMta, queue.domain), pauseKey(queue.virtualMta, undefined), pauseKey(undefined, queue.domain), pauseKey(undefined, undefined)].some((key) => this.paused.has(key));
   }
 
   private canSend(queue: DestinationQueue): boolean {
@@ -406,7 +397,7 @@ export class DeliveryEngine {
   }
 
   private dropIfEmpty(queue: DestinationQueue): void {
-    if (queue.size === 0 && queue.connections === 0 && !queue.paused && !queue.backoff.since) {
+    if (queue.size === 0 && queue.connections === 0 && !queue.backoff.since) {
       this.queues.delete(`${queue.virtualMta}\u0000${queue.domain}`);
     }
   }
@@ -702,4 +693,8 @@ export class DeliveryEngine {
       this.logger.error({ queueId: message.id, err: error }, 'could not create the DSN');
     }
   }
+}
+
+function pauseKey(virtualMta: string | undefined, domain: string | undefined): string {
+  return `${virtualMta ?? '*'}\u0000${domain ?? '*'}`;
 }

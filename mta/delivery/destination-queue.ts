@@ -1,6 +1,6 @@
 // The queue of one VirtualMTA x destination domain: messages ready to go now (FIFO) and
 // messages scheduled for a later retry (a min-heap on the due time), plus the live state the
-// scheduler needs — open connections, pause flag, backoff, rate pacing. Only envelopes are
+// scheduler needs — open connections, backoff, rate pacing. Only envelopes are
 // held: an item points at the message's envelope and the indexes of its recipients here.
 import type { Envelope, QueueId } from '../spool/types.ts';
 import { BackoffState } from './backoff.ts';
@@ -29,7 +29,6 @@ export class DestinationQueue {
   /** Items taken by a connection and not yet recorded. */
   inFlight = 0;
   connections = 0;
-  paused = false;
   /** Earliest time the next message may start under maxMessageRate. */
   nextSendAt = 0;
   /** Why the last connection attempt failed, for queue inspection. */
