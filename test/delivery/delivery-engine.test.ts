@@ -10,8 +10,8 @@ let sourceAddress: string;
 let deadAddress: string;
 
 before(async () => {
-  sinks = await startSinkGroup([{}, {}, {}, { hideSmtpUtf8: true }]);
-  const [primary, senderMx, fallback, noUtf8] = sinks as [SinkMx, SinkMx, SinkMx, SinkMx];
+  sinks = await startSinkGroup([{}, {}, {}, { hideSmtpUtf8: true }, { connectReply: '421 4.7.0 Too busy, try another host' }]);
+  const [primary, senderMx, fallback, noUtf8, busy] = sinks as [SinkMx, SinkMx, SinkMx, SinkMx, SinkMx];
   [sourceAddress, deadAddress] = loopbackAddresses(2) as [string, string];
   harness = await startHarness({
     mxPort: primary.port,
@@ -25,6 +25,8 @@ before(async () => {
       'backup.fallback.test': { a: [fallback.address] },
       'nullmx.test': { mx: [{ preference: 0, exchange: '.' }] },
       'rejects.test': { mx: [{ preference: 10, exchange: 'mx.example.test' }] },
+      'busy.test': { mx: [{ preference: 5, exchange: 'mx.busy.test' }, { preference: 50, exchange: 'backup.fallback.test' }] },
+      'mx.busy.test': { a: [busy.address] },
       'ascii-only.test': { mx: [{ preference: 10, exchange: 'mx.ascii-only.test' }] },
       'mx.ascii-only.test': { a: [noUtf8.address] },
     },
@@ -68,6 +70,13 @@ test('a dead primary MX falls back to the next MX host', async () => {
   await harness.submit({ to: ['bob@fallback.test'] });
   const received = await waitFor(() => fallback.messages.find((message) => message.to.includes('bob@fallback.test')), 'delivery to the backup MX');
   assert.equal(received.remoteAddress, sourceAddress);
+});
+
+test('an MX that greets with 421 is skipped for the next MX host', async () => {
+  const [, , fallback, , busy] = sinks as SinkMx[];
+  await harness.submit({ to: ['frank@busy.test'] });
+  await waitFor(() => fallback!.messages.find((message) => message.to.includes('frank@busy.test')), 'delivery to the backup MX');
+  assert.ok(busy!.maxOpenSessions >= 1, 'the busy MX (preference 5) was tried first');
 });
 
 test('a null MX domain bounces at once and the sender gets an RFC 3464 DSN', async () => {
