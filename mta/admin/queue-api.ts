@@ -47,6 +47,9 @@ export function createQueueApi(engine: QueueControl): AdminHandler {
     }
     const { all, ...selector } = parsed.data;
     const action = actionMatch[1] as Action;
+    if (selector.virtualMta && !engine.virtualMtaStatus().some((vmta) => vmta.name === selector.virtualMta)) {
+      return error(404, `no VirtualMTA named "${selector.virtualMta}" in this relay's pool`);
+    }
     if ((action === 'bounce' || action === 'delete') && !selector.virtualMta && !selector.domain && all !== true) {
       return error(400, `${action} needs "virtualMta" and/or "domain", or "all": true to ${action} every queue`);
     }

@@ -117,7 +117,7 @@ export class DeliveryEngine {
     this.ownResolver = !options.resolver;
     this.resolver = options.resolver ?? new MxResolver({ servers: options.config.delivery.resolvers, clock: this.clock });
     this.trustedCa = options.trustedCa;
-    this.accounting = new AccountingLog(options.config.delivery.accounting);
+    this.accounting = this.openAccounting(options.config);
     this.mtaSts = new MtaStsResolver({ clock: this.clock, resolveTxt: (name) => this.resolver.resolveTxt(name), ...options.mtaStsFetch });
   }
 
@@ -169,7 +169,7 @@ export class DeliveryEngine {
     }
     if (JSON.stringify(previous.delivery.accounting) !== JSON.stringify(config.delivery.accounting)) {
       const old = this.accounting;
-      this.accounting = new AccountingLog(config.delivery.accounting);
+      this.accounting = this.openAccounting(config);
       await old.close();
     }
     await this.applyVirtualMtas(config);
@@ -323,6 +323,10 @@ export class DeliveryEngine {
       this.unusable.set(vmta.name, problem);
       this.logger.error({ virtualMta: vmta.name, sourceAddress: vmta.sourceAddress }, `VirtualMTA unusable: ${problem}`);
     }
+  }
+
+  private openAccounting(config: RuntimeConfig): AccountingLog {
+    return new AccountingLog(config.delivery.accounting, (error) => this.logger.error({ err: error, file: config.delivery.accounting.file }, 'accounting file cannot be written'));
   }
 
   private queueFor(virtualMta: string, domain: string): DestinationQueue {

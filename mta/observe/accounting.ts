@@ -29,8 +29,10 @@ export class AccountingLog {
   private readonly file: WriteStream | undefined;
   private readonly stdout: boolean;
 
-  constructor(options: { file?: string; stdout?: boolean }) {
+  /** `onError` hears about a file that cannot be opened or written; writing goes on to stdout if enabled. */
+  constructor(options: { file?: string; stdout?: boolean }, onError: (error: Error) => void = () => {}) {
     this.file = options.file ? createWriteStream(options.file, { flags: 'a' }) : undefined;
+    this.file?.on('error', onError);
     this.stdout = options.stdout ?? false;
   }
 
@@ -43,6 +45,6 @@ export class AccountingLog {
 
   async close(): Promise<void> {
     const file = this.file;
-    if (file) await new Promise<void>((resolve) => file.end(() => resolve()));
+    if (file && !file.destroyed) await new Promise<void>((resolve) => file.end(() => resolve()));
   }
 }

@@ -105,6 +105,7 @@ test('destructive calls need the admin token; bounce and delete need a selector 
   assert.equal((await call('POST', '/api/v1/queues/pause', {}, false))?.status, 401);
   assert.equal((await call('POST', '/api/v1/queues/bounce', {}))?.status, 400);
   assert.equal((await call('POST', '/api/v1/queues/pause', { domain: 5 }))?.status, 400);
+  assert.equal((await call('POST', '/api/v1/queues/pause', { virtualMta: 'vmta-typo' }))?.status, 404);
   assert.equal(await call('GET', '/api/v1/unrelated'), undefined, 'other paths are left to other handlers');
 });
 
