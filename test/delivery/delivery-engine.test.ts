@@ -23,6 +23,7 @@ before(async () => {
       'fallback.test': { mx: [{ preference: 10, exchange: 'dead.fallback.test' }, { preference: 20, exchange: 'backup.fallback.test' }] },
       'dead.fallback.test': { a: [deadAddress] },
       'backup.fallback.test': { a: [fallback.address] },
+      'smarthost.fallback.test': { a: [fallback.address] },
       'nullmx.test': { mx: [{ preference: 0, exchange: '.' }] },
       'rejects.test': { mx: [{ preference: 10, exchange: 'mx.example.test' }] },
       'busy.test': { mx: [{ preference: 5, exchange: 'mx.busy.test' }, { preference: 50, exchange: 'backup.fallback.test' }] },
@@ -33,7 +34,7 @@ before(async () => {
     pool: {
       name: 'pool-a',
       virtualMtas: [{ name: 'vmta-1', sourceAddress, hostname: 'mta1.sender.test' }],
-      domainDefaults: [{ match: '*', tlsPolicy: 'none' }],
+      domainDefaults: [{ match: '*', tlsPolicy: 'none' }, { match: 'routed.test', smtpHost: `smarthost.fallback.test:${fallback.port}` }],
     },
   });
   primary.options = { ...primary.options, rcptReplies: { 'nobody@rejects.test': '550 5.1.1 No such user here' } };
@@ -70,6 +71,13 @@ test('a dead primary MX falls back to the next MX host', async () => {
   await harness.submit({ to: ['bob@fallback.test'] });
   const received = await waitFor(() => fallback.messages.find((message) => message.to.includes('bob@fallback.test')), 'delivery to the backup MX');
   assert.equal(received.remoteAddress, sourceAddress);
+});
+
+test('smtpHost routes a domain to a smarthost without any MX lookup for it', async () => {
+  const fallback = sinks[2]!;
+  await harness.submit({ to: ['gina@routed.test'] });
+  await waitFor(() => fallback.messages.find((message) => message.to.includes('gina@routed.test')), 'delivery to the smarthost');
+  assert.equal(harness.dns.queries.some((query) => query.endsWith('routed.test')), false, 'routed.test itself was never looked up');
 });
 
 test('an MX that greets with 421 is skipped for the next MX host', async () => {
