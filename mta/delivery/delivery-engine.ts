@@ -401,7 +401,8 @@ export class DeliveryEngine {
   }
 
   private dropIfEmpty(queue: DestinationQueue): void {
-    if (queue.size === 0 && queue.connections === 0 && !queue.backoff.since) {
+    // A queue in backoff is kept so the backoff state outlives its last message.
+    if (queue.size === 0 && queue.connections === 0 && !queue.backoff.isActive(queue.settings.backoff, this.clock.now())) {
       this.queues.delete(`${queue.virtualMta}\u0000${queue.domain}`);
     }
   }
