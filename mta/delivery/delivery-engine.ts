@@ -3,6 +3,9 @@
 // every recipient's result durably in the spool before moving on, schedules retries, bounces
 // with a DSN, and removes a message once all its recipients are final. Queue control (pause,
 // resume, retry now, bounce, delete) is exposed for the admin API.
+// With `delivery.mxRollup`, domains whose MX host sets are the same form one "site" per
+// VirtualMTA: the connection limit applies to the site and an open connection carries mail
+// for every domain of the site, while retry state, pauses and listing stay per domain.
 import net from 'node:net';
 import type { Logger } from 'pino';
 import type { RuntimeConfig, VirtualMtaConfig } from '../config/schema.ts';
@@ -55,6 +58,8 @@ export interface QueueSummary {
   backoff: { active: boolean; since: string | null };
   /** ISO time of the next scheduled retry, or null. */
   nextRetryAt: string | null;
+  /** MX host set shared with other domains (MX rollup), or null. */
+  site: string | null;
   lastError: string | null;
 }
 
@@ -99,6 +104,8 @@ export class DeliveryEngine {
   private readonly queues = new Map<string, DestinationQueue>();
   private readonly timers = new Map<DestinationQueue, { at: number; handle: TimerHandle }>();
   private readonly workers = new Set<Promise<void>>();
+  /** Open connections per "virtualMta\0site" (MX rollup). */
+  private readonly siteConnections = new Map<string, number>();
   private virtualMtas = new Map<string, VirtualMtaConfig>();
   private readonly unusable = new Map<string, string>();
   /** Paused selectors as "virtualMta\0domain" with "*" for a field left out. */
@@ -206,6 +213,7 @@ export class DeliveryEngine {
       backoff: { active: queue.backoff.isActive(queue.settings.backoff, now), since: queue.backoff.since === undefined ? null : new Date(queue.backoff.since).toISOString() },
       nextRetryAt: queue.scheduled.peek() ? new Date(queue.scheduled.peek()!.dueAt).toISOString() : null,
       lastError: queue.lastError ?? null,
+      site: queue.site ?? null,
     }));
   }
 
@@ -369,12 +377,13 @@ export class DeliveryEngine {
     if (this.canSend(queue)) {
       const backoff = queue.backoff.isActive(queue.settings.backoff, now) ? queue.settings.backoff : undefined;
       const limit = backoff ? Math.min(backoff.maxSmtpOut, queue.settings.maxSmtpOut) : queue.settings.maxSmtpOut;
-      while (queue.connections < limit && queue.ready.length > queue.connections) {
+      while (queue.connections < limit && queue.ready.length > queue.connections && this.siteConnectionCount(queue) < limit) {
         queue.connections += 1;
         const worker = this.runConnection(queue).finally(() => {
           queue.connections -= 1;
           this.workers.delete(worker);
           this.pump(queue);
+          for (const sibling of this.siteSiblings(queue)) this.pump(sibling);
         });
         this.workers.add(worker);
       }
@@ -441,6 +450,55 @@ export class DeliveryEngine {
         }
       }
     }
+    const siteKey = this.joinSite(queue, vmta, targets);
+    if (siteKey === null) return;
+    try {
+      await this.connectAndSend(queue, vmta, targets, tlsPolicy, startedAt);
+    } finally {
+      if (siteKey !== undefined) this.siteConnections.set(siteKey, (this.siteConnections.get(siteKey) ?? 1) - 1);
+    }
+  }
+
+  /**
+   * With MX rollup, note the domain's site and take a connection slot of it: undefined when
+   * rollup does not apply, null when the site is at its limit (a sibling's connection will carry this mail).
+   */
+  private joinSite(queue: DestinationQueue, vmta: VirtualMtaConfig, targets: readonly MxTarget[]): string | null | undefined {
+    if (!this.config.delivery.mxRollup || queue.settings.smtpHost) return undefined;
+    queue.site = [...new Set(targets.map((target) => target.name))].sort().join(',');
+    const key = `${vmta.name}\u0000${queue.site}`;
+    const open = this.siteConnections.get(key) ?? 0;
+    if (open >= queue.settings.maxSmtpOut) return null;
+    this.siteConnections.set(key, open + 1);
+    return key;
+  }
+
+  private siteConnectionCount(queue: DestinationQueue): number {
+    return queue.site ? (this.siteConnections.get(`${queue.virtualMta}\u0000${queue.site}`) ?? 0) : 0;
+  }
+
+  /** Other domains of the same VirtualMTA and site (MX rollup). */
+  private siteSiblings(queue: DestinationQueue): DestinationQueue[] {
+    if (!queue.site) return [];
+    return [...this.queues.values()].filter((other) => other !== queue && other.site === queue.site && other.virtualMta === queue.virtualMta);
+  }
+
+  /** The next ready item for this connection: the queue's own, or (MX rollup) a sibling domain's with the same TLS needs. */
+  private nextItem(queue: DestinationQueue): { source: DestinationQueue; item: QueueItem } | undefined {
+    const now = this.clock.now();
+    queue.promoteDue(now);
+    const own = queue.ready.shift();
+    if (own) return { source: queue, item: own };
+    for (const sibling of this.siteSiblings(queue)) {
+      if (sibling.settings.tlsPolicy !== queue.settings.tlsPolicy || sibling.settings.mtaSts || queue.settings.mtaSts || !this.canSend(sibling)) continue;
+      sibling.promoteDue(now);
+      const item = sibling.ready.shift();
+      if (item) return { source: sibling, item };
+    }
+    return undefined;
+  }
+
+  private async connectAndSend(queue: DestinationQueue, vmta: VirtualMtaConfig, targets: readonly MxTarget[], tlsPolicy: TlsPolicy, startedAt: number): Promise<void> {
     let connection: OutboundConnection | undefined;
     let lastFailure: ConnectionFailure | undefined;
     let lastTarget: MxTarget | undefined;
@@ -475,15 +533,15 @@ export class DeliveryEngine {
     this.metrics.connections.inc({ virtual_mta: vmta.name, tls: tls.kind, tls_version: tls.kind === 'tls' ? tls.version : 'none' });
     try {
       for (let sent = 0; sent < queue.settings.maxMessagesPerConnection && connection.usable && this.canSend(queue); sent += 1) {
-        queue.promoteDue(this.clock.now());
-        const item = queue.ready.shift();
-        if (!item) break;
-        queue.inFlight += 1;
+        const next = this.nextItem(queue);
+        if (!next) break;
+        const { source, item } = next;
+        source.inFlight += 1;
         try {
-          await this.paceRate(queue);
-          await this.deliverItem(queue, item, connection);
+          await this.paceRate(source);
+          await this.deliverItem(source, item, connection);
         } finally {
-          queue.inFlight -= 1;
+          source.inFlight -= 1;
         }
       }
     } finally {

@@ -33,6 +33,8 @@ export class DestinationQueue {
   nextSendAt = 0;
   /** Why the last connection attempt failed, for queue inspection. */
   lastError: string | undefined;
+  /** With MX rollup: the MX host set ("site") this domain shares with others, once resolved. */
+  site: string | undefined;
 
   constructor(virtualMta: string, domain: string, settings: ResolvedDomainSettings) {
     this.virtualMta = virtualMta;
