@@ -298,6 +298,7 @@ export class DeliveryEngine {
     this.relayMetrics.queueDepth.reset();
     this.metrics.backoffActive.reset();
     this.metrics.oldestMessageAge.reset();
+    this.metrics.virtualMtaUsable.reset();
     for (const vmta of this.virtualMtas.keys()) {
       for (const state of ['ready', 'scheduled', 'paused'] as const) this.relayMetrics.queueDepth.set({ virtual_mta: vmta, state }, 0);
       this.metrics.virtualMtaUsable.set({ virtual_mta: vmta }, this.unusable.has(vmta) ? 0 : 1);

@@ -115,6 +115,10 @@ export class MtaStsResolver {
             response.resume();
             return reject(new Error(`MTA-STS policy fetch for ${domain}: HTTP ${response.statusCode}`));
           }
+          if (!/^text\/plain\b/i.test(response.headers['content-type'] ?? '')) {
+            response.resume();
+            return reject(new Error(`MTA-STS policy for ${domain} is not text/plain`));
+          }
           let body = '';
           response.setEncoding('utf8');
           response.on('data', (chunk: string) => {
