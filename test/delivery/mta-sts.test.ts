@@ -1,6 +1,7 @@
 import assert from 'node:assert/strict';
 import { after, before, test } from 'node:test';
-import { mxMatchesPolicy, parseStsPolicy } from '../../mta/delivery/mta-sts.ts';
+import { MtaStsResolver, mxMatchesPolicy, parseStsPolicy } from '../../mta/delivery/mta-sts.ts';
+import { ManualClock } from './manual-clock.ts';
 import { startMtaStsServer, type MtaStsServer } from '../fixtures/mta-sts-server.ts';
 import { createTestCa, loopbackAddresses, startSinkGroup, type SinkMx, type TestCa } from '../fixtures/sink-mx.ts';
 import { settle, startHarness, waitFor, type Harness } from './harness.ts';
@@ -96,4 +97,25 @@ test('MTA-STS testing mode only reports: mail still goes to the non-matching MX'
   await harness.submit({ to: ['c@testing.test'] });
   await waitFor(() => rogue.messages.find((message) => message.to.includes('c@testing.test')), 'delivery despite the testing policy');
   assert.match(await harness.metrics.registry.getSingleMetricAsString('vmta_mta_sts_mismatches_total'), /mode="testing"\} 1/);
+});
+
+test('a policy is cached for max_age, refetched when the TXT id changes, and kept when a refresh fails', async () => {
+  const clock = new ManualClock();
+  let txt = ['v=STSv1; id=first'];
+  const resolver = new MtaStsResolver({ clock, resolveTxt: async () => txt, connectAddress: sts.address, port: sts.port, ca: ca.caCert });
+  sts.setPolicy('testing.test', 'version: STSv1\nmode: testing\nmx: *.allowed.test\nmax_age: 600\n');
+  const fetches = () => sts.requests.filter((host) => host === 'mta-sts.testing.test').length;
+  const before = fetches();
+  assert.equal((await resolver.policyFor('testing.test'))?.maxAge, 600);
+  await resolver.policyFor('testing.test');
+  assert.equal(fetches() - before, 1, 'served from the cache');
+  txt = ['v=STSv1; id=second'];
+  sts.setPolicy('testing.test', 'version: STSv1\nmode: enforce\nmx: *.allowed.test\nmax_age: 600\n');
+  assert.equal((await resolver.policyFor('testing.test'))?.mode, 'enforce', 'a new id refetches');
+  assert.equal(fetches() - before, 2);
+  sts.setPolicy('testing.test', undefined);
+  txt = ['v=STSv1; id=third'];
+  assert.equal((await resolver.policyFor('testing.test'))?.mode, 'enforce', 'a failed refresh keeps the cached policy');
+  clock.advance(601_000);
+  assert.equal(await resolver.policyFor('testing.test'), undefined, 'after max_age with no policy to fetch there is none');
 });
