@@ -10,8 +10,8 @@ let sourceAddress: string;
 let deadAddress: string;
 
 before(async () => {
-  sinks = await startSinkGroup([{}, {}, {}, { hideSmtpUtf8: true }, { connectReply: '421 4.7.0 Too busy, try another host' }]);
-  const [primary, senderMx, fallback, noUtf8, busy] = sinks as [SinkMx, SinkMx, SinkMx, SinkMx, SinkMx];
+  sinks = await startSinkGroup([{}, {}, {}, { hideSmtpUtf8: true }, { connectReply: '421 4.7.0 Too busy, try another host' }, { dataReply: '452 4.3.1 Insufficient system storage' }]);
+  const [primary, senderMx, fallback, noUtf8, busy, full] = sinks as [SinkMx, SinkMx, SinkMx, SinkMx, SinkMx, SinkMx];
   [sourceAddress, deadAddress] = loopbackAddresses(2) as [string, string];
   harness = await startHarness({
     mxPort: primary.port,
@@ -24,6 +24,9 @@ before(async () => {
       'dead.fallback.test': { a: [deadAddress] },
       'backup.fallback.test': { a: [fallback.address] },
       'smarthost.fallback.test': { a: [fallback.address] },
+      'servfail.test': { rcode: 'SERVFAIL' },
+      'full.test': { mx: [{ preference: 10, exchange: 'mx.full.test' }] },
+      'mx.full.test': { a: [full.address] },
       'nullmx.test': { mx: [{ preference: 0, exchange: '.' }] },
       'rejects.test': { mx: [{ preference: 10, exchange: 'mx.example.test' }] },
       'busy.test': { mx: [{ preference: 5, exchange: 'mx.busy.test' }, { preference: 50, exchange: 'backup.fallback.test' }] },
@@ -155,4 +158,26 @@ test('a non-ASCII address goes out with SMTPUTF8 where offered and bounces with 
   const record = await waitFor(async () => (await harness.accountingLines()).find((line) => line.queueId === refused.id), 'accounting');
   assert.equal(record.dsnStatus, '5.6.7');
   assert.equal(sinks[3]!.messages.length, 0);
+});
+
+test('a DNS failure defers (4.4.3) and is counted', async () => {
+  const stored = await harness.submit({ to: ['h@servfail.test'] });
+  const state = await waitFor(() => {
+    const recipient = harness.spool.messages.get(stored.id)?.envelope.recipients[0];
+    return recipient?.attempts ? recipient : undefined;
+  }, 'the deferral');
+  assert.equal(state.status, 'pending');
+  const record = await waitFor(async () => (await harness.accountingLines()).find((line) => line.queueId === stored.id), 'accounting');
+  assert.deepEqual([record.result, record.dsnStatus], ['deferred', '4.4.3']);
+  assert.match(await harness.metrics.registry.getSingleMetricAsString('vmta_dns_failures_total'), /kind="temporary"\} [1-9]/);
+});
+
+test('a 4xx reply to DATA defers every recipient of the message', async () => {
+  const stored = await harness.submit({ to: ['i@full.test', 'j@full.test'] });
+  const records = await waitFor(async () => {
+    const found = (await harness.accountingLines()).filter((line) => line.queueId === stored.id);
+    return found.length === 2 ? found : undefined;
+  }, 'two accounting lines');
+  assert.deepEqual(records.map((line) => [line.result, line.dsnStatus]), [['deferred', '4.3.1'], ['deferred', '4.3.1']]);
+  assert.equal(harness.spool.messages.get(stored.id)?.envelope.recipients.every((recipient) => recipient.status === 'pending'), true);
 });
