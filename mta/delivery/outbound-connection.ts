@@ -4,6 +4,7 @@
 // checked, plain text when not offered or when the handshake fails), required (STARTTLS or
 // nothing: never sends in clear) and verify (required plus chain and MX host name checked).
 // PIPELINING, SIZE, 8BITMIME and SMTPUTF8 are used as the peer advertises them.
+import net from 'node:net';
 import type { Readable } from 'node:stream';
 import type { TLSSocket } from 'node:tls';
 import SMTPConnection from 'nodemailer/lib/smtp-connection';
@@ -109,12 +110,14 @@ export class OutboundConnection {
   private static attempt(options: OutboundConnectionOptions, plainOnly: boolean): Promise<OutboundConnection> {
     const { target, tlsPolicy } = options;
     const requireTls = tlsPolicy === 'required' || tlsPolicy === 'verify';
+    // SNI carries host names only (RFC 6066); a smarthost given as an address is verified against that address.
+    const servername = net.isIP(target.name) ? undefined : target.name;
     const connection = new SMTPConnection({
       host: target.address,
       port: target.port,
       name: options.ehloName,
       ...(options.sourceAddress ? { localAddress: options.sourceAddress } : {}),
-      servername: target.name,
+      ...(servername ? { servername } : {}),
       requireTLS: requireTls,
       ignoreTLS: tlsPolicy === 'none' || plainOnly,
       connectionTimeout: options.connectTimeoutMs ?? 30_000,
@@ -123,7 +126,7 @@ export class OutboundConnection {
       socketCloseTimeout: 0,
       logger: false,
       tls: {
-        servername: target.name,
+        ...(servername ? { servername } : {}),
         rejectUnauthorized: tlsPolicy === 'verify',
         minVersion: 'TLSv1.2',
         ...(tlsPolicy === 'verify' && options.trustedCa ? { ca: options.trustedCa } : {}),
