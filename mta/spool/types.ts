@@ -1,6 +1,6 @@
 // The spool's contract with the rest of the relay: what an accepted message looks like on
 // disk (envelope + per-recipient state), and the operations inbound (store) and delivery
-// (read, record results, complete) rely on. Implemented by mta/spool/spool.ts.
+// (read, record results, complete) rely on. Implemented by mta/spool/spool.ts (FileSpool).
 import type { Readable } from 'node:stream';
 
 /** Sortable, unique, file-name-safe id, returned in the 250 reply after DATA. */
@@ -50,11 +50,19 @@ export interface RecipientResult {
   status: RecipientStatus;
   nextAttemptAt: number;
   lastResult?: string;
+  /** Attempts made so far once this result is recorded; omitted = one more than before (the result of one delivery attempt). */
+  attempts?: number;
 }
 
 export interface Spool {
-  /** Write message and envelope durably (file + directory fsynced, possibly shared by group commit); resolves only then. */
-  store(envelope: Omit<Envelope, 'size'>, message: Buffer): Promise<SpooledMessage>;
+  /** A fresh queue id, for a caller that must name the message (Received header) before storing it. */
+  allocateId(): QueueId;
+  /**
+   * Write message and envelope durably (file + directory fsynced, possibly shared by group commit); resolves only then.
+   * The message may be given as several buffers (e.g. new headers + the untouched body), written in order without
+   * being joined. `id` is one from allocateId(); a new one is allocated when omitted.
+   */
+  store(envelope: Omit<Envelope, 'size'>, message: Buffer | readonly Buffer[], id?: QueueId): Promise<SpooledMessage>;
   /** The stored message bytes, streamed so a large body is never held whole by the scheduler. */
   readMessage(id: QueueId): Readable;
   /** Durably record one recipient's outcome; survives a crash so nothing is delivered twice. */

@@ -1,0 +1,85 @@
+// The MessageAcceptor the listeners call once DATA is complete: it names the message (queue id
+// from the spool), takes the X-Virtual-MTA headers out and prepends the Received header, routes
+// the message to a VirtualMTA, and stores it durably; only then does the client get its 250.
+// Counting received messages and bytes, and logging the acceptance, is the listener's job (it
+// answers the client); store latency and fsyncs are the spool's; the queue depth gauge is the delivery scheduler's (it owns the ready and
+// scheduled states), which learns of each new message through `onAccepted`.
+import type { RuntimeConfig } from '../config/schema.ts';
+import type { AcceptedTransaction, MessageAcceptor } from '../inbound/transaction.ts';
+import type { Logger } from '../observe/log.ts';
+import type { Spool, SpooledMessage } from '../spool/types.ts';
+import { editHeaders } from './message-headers.ts';
+import { formatReceivedHeader } from './received-header.ts';
+import { chooseVirtualMta, PoolSelector } from './virtual-mta-choice.ts';
+
+export interface MessageAcceptorOptions {
+  spool: Spool;
+  /** The config in force now (hot reload swaps it; each message uses the one current at its end of DATA). */
+  getConfig: () => RuntimeConfig;
+  logger?: Logger;
+  /** Called with each stored message, e.g. to hand it to the delivery scheduler. */
+  onAccepted?: (message: SpooledMessage) => void;
+  /** Clock for the Received date and receivedAt (tests). */
+  now?: () => Date;
+}
+
+export function createMessageAcceptor(options: MessageAcceptorOptions): MessageAcceptor {
+  const { spool, getConfig, logger, onAccepted } = options;
+  const now = options.now ?? ((): Date => new Date());
+  const selector = new PoolSelector();
+
+  return async (transaction: AcceptedTransaction, message: Buffer) => {
+    const config = getConfig();
+    const queueId = spool.allocateId();
+    const date = now();
+    const received = formatReceivedHeader({
+      heloName: transaction.heloName,
+      clientHostname: transaction.clientHostname,
+      clientAddress: transaction.clientAddress,
+      hostname: config.hostname,
+      protocol: transaction.protocol,
+      queueId,
+      tls: transaction.tls,
+      recipients: transaction.recipients.map((recipient) => recipient.address),
+      date,
+    });
+    const edit = editHeaders(message, received);
+    const decision = chooseVirtualMta(
+      {
+        routing: transaction.policy.routing,
+        pool: config.pool,
+        virtualMtaHeader: edit.virtualMtaHeaders[0],
+        mailFrom: transaction.mailFrom,
+        user: transaction.user,
+        recipientDomains: transaction.recipients.map((recipient) => recipient.domain),
+      },
+      selector,
+    );
+    const stored = await spool.store(
+      {
+        mailFrom: transaction.mailFrom,
+        recipients: transaction.recipients.map((recipient) => ({ address: recipient.address, domain: recipient.domain, status: 'pending', attempts: 0, nextAttemptAt: 0 })),
+        virtualMta: decision.virtualMta,
+        receivedAt: date.getTime(),
+        listener: transaction.listener,
+        clientAddress: transaction.clientAddress,
+        ...(transaction.user !== undefined ? { user: transaction.user } : {}),
+        eightBitMime: transaction.eightBitMime,
+        smtpUtf8: transaction.smtpUtf8,
+      },
+      edit.chunks,
+      queueId,
+    );
+    const routed = {
+      queueId,
+      virtualMta: decision.virtualMta,
+      routedBy: decision.reason,
+      ...(decision.ruleIndex !== undefined ? { routingRule: decision.ruleIndex } : {}),
+      ...(decision.ignoredHeader ? { virtualMtaHeaderIgnored: decision.ignoredHeader, virtualMtaHeader: edit.virtualMtaHeaders[0] } : {}),
+    };
+    if (decision.ignoredHeader === 'unknown-virtual-mta') logger?.warn(routed, 'X-Virtual-MTA names no VirtualMTA of this pool; routed by the next rule');
+    else logger?.debug(routed, 'message routed');
+    onAccepted?.(stored);
+    return { queueId };
+  };
+}
