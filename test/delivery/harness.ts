@@ -1,5 +1,5 @@
-// Shared set-up for delivery engine tests: a real DNS server, sink MX servers, a runtime
-// config built through the real schema, a spool, and the engine under test.
+// Shared set-up for delivery engine tests: a real DNS server, a runtime config built through
+// the real schema, the real FileSpool in a temp directory, and the engine under test.
 import { mkdtempSync, rmSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
@@ -9,21 +9,23 @@ import type { Clock } from '../../mta/delivery/clock.ts';
 import { DeliveryEngine } from '../../mta/delivery/delivery-engine.ts';
 import { MxResolver } from '../../mta/delivery/mx-resolver.ts';
 import { RelayMetrics } from '../../mta/observe/metrics.ts';
-import type { SpooledMessage } from '../../mta/spool/types.ts';
+import type { RecipientState, SpooledMessage } from '../../mta/spool/types.ts';
 import { startDnsServer, type DnsZoneEntry, type TestDnsServer } from '../fixtures/dns-server.ts';
-import { MemorySpool } from '../fixtures/memory-spool.ts';
+import { RecordingSpool } from './recording-spool.ts';
 
 type PoolInput = RuntimeConfigInput['pool'];
 
 export interface Harness {
   dns: TestDnsServer;
-  spool: MemorySpool;
+  spool: RecordingSpool;
   metrics: RelayMetrics;
   engine: DeliveryEngine;
   config: RuntimeConfig;
   accountingFile: string;
   submit(options: { from?: string; to: string[]; subject?: string; virtualMta?: string; body?: string; eightBitMime?: boolean; smtpUtf8?: boolean }): Promise<SpooledMessage>;
   accountingLines(): Promise<Record<string, unknown>[]>;
+  /** A message's recipient state as read back from the spool on disk; undefined once removed. */
+  durableRecipients(id: string): Promise<RecipientState[] | undefined>;
   close(): Promise<void>;
 }
 
@@ -57,7 +59,7 @@ export async function startHarness(options: {
   const dir = mkdtempSync(path.join(os.tmpdir(), 'vmta-delivery-'));
   const accountingFile = path.join(dir, 'acct.jsonl');
   const config = buildConfig({ pool: options.pool, mxPort: options.mxPort, resolvers: [dns.server], accountingFile, ...(options.delivery ? { delivery: options.delivery } : {}) });
-  const spool = new MemorySpool();
+  const spool = await RecordingSpool.open(path.join(dir, 'spool'));
   const metrics = new RelayMetrics({ processMetrics: false });
   const logger = pino({ level: process.env.TEST_LOG_LEVEL ?? 'silent' });
   const clock = options.clock;
@@ -102,8 +104,12 @@ export async function startHarness(options: {
       const text = await readFile(accountingFile, 'utf8').catch(() => '');
       return text.split('\n').filter(Boolean).map((line) => JSON.parse(line) as Record<string, unknown>);
     },
+    async durableRecipients(id) {
+      return (await spool.contents()).find((message) => message.id === id)?.envelope.recipients;
+    },
     async close() {
       await engine.stop();
+      await spool.close();
       await dns.close();
       rmSync(dir, { recursive: true, force: true });
     },

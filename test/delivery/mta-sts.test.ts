@@ -82,8 +82,8 @@ test('MTA-STS enforce delivers to a matching MX over verified TLS', async () => 
 test('MTA-STS enforce blocks an MX that does not match the policy', async () => {
   const rogue = sinks[1]!;
   const stored = await harness.submit({ to: ['b@hijacked.test'] });
-  const state = await waitFor(() => {
-    const recipient = harness.spool.messages.get(stored.id)?.envelope.recipients[0];
+  const state = await waitFor(async () => {
+    const recipient = (await harness.durableRecipients(stored.id))?.[0];
     return recipient?.attempts ? recipient : undefined;
   }, 'the deferral');
   assert.equal(state.status, 'pending');

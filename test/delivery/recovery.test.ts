@@ -1,32 +1,38 @@
 import assert from 'node:assert/strict';
+import { mkdtempSync, rmSync } from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
 import { after, before, test } from 'node:test';
 import { pino } from 'pino';
 import { DeliveryEngine } from '../../mta/delivery/delivery-engine.ts';
 import { MxResolver } from '../../mta/delivery/mx-resolver.ts';
 import { RelayMetrics } from '../../mta/observe/metrics.ts';
 import { startDnsServer, type TestDnsServer } from '../fixtures/dns-server.ts';
-import { MemorySpool } from '../fixtures/memory-spool.ts';
 import { startSinkGroup, type SinkMx } from '../fixtures/sink-mx.ts';
 import { buildConfig, waitFor } from './harness.ts';
 import { ManualClock } from './manual-clock.ts';
+import { RecordingSpool } from './recording-spool.ts';
 
 let sinks: SinkMx[];
 let dns: TestDnsServer;
+let dir: string;
 
 before(async () => {
   sinks = await startSinkGroup([{ rcptReplies: { 'later@restart.test': '451 4.3.0 Try later' } }]);
+  dir = mkdtempSync(path.join(os.tmpdir(), 'vmta-recovery-'));
   dns = await startDnsServer({ 'restart.test': { mx: [{ preference: 10, exchange: 'mx.restart.test' }] }, 'mx.restart.test': { a: [sinks[0]!.address] } });
 });
 
 after(async () => {
   await dns?.close();
+  if (dir) rmSync(dir, { recursive: true, force: true });
   await Promise.all((sinks ?? []).map((sink) => sink.close()));
 });
 
-test('after a restart the spool is scanned and deferred mail keeps its retry time', async () => {
+test('after a restart the spool on disk is scanned and deferred mail keeps its retry time', async () => {
   const sink = sinks[0]!;
   const clock = new ManualClock();
-  const spool = new MemorySpool();
+  let spool = await RecordingSpool.open(path.join(dir, 'spool'));
   const config = buildConfig({
     pool: { name: 'pool-restart', virtualMtas: [{ name: 'vmta-r', hostname: 'r.sender.test' }], domainDefaults: [{ match: '*', tlsPolicy: 'none', retryAfter: ['15m'] }] },
     mxPort: sink.port,
@@ -54,7 +60,10 @@ test('after a restart the spool is scanned and deferred mail keeps its retry tim
   first.enqueue(stored);
   await waitFor(() => spool.recorded.filter((entry) => entry.id === stored.id).length === 2, 'the first attempt');
   await first.stop();
+  await spool.close();
 
+  // A new process: the spool is reopened from disk.
+  spool = await RecordingSpool.open(path.join(dir, 'spool'));
   sink.options = { ...sink.options, rcptReplies: {} };
   const second = await start();
   try {
@@ -69,5 +78,6 @@ test('after a restart the spool is scanned and deferred mail keeps its retry tim
     assert.deepEqual(resent.map((message) => message.to), [['now@restart.test'], ['later@restart.test']], 'the delivered recipient is not sent again');
   } finally {
     await second.stop();
+    await spool.close();
   }
 });

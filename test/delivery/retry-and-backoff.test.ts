@@ -52,18 +52,18 @@ test('retries follow retryAfter on the clock and the recipient expires at bounce
   const start = clock.now();
   const stored = await harness.submit({ to: ['later@slow.test'], subject: 'keeps failing' });
   await waitFor(() => attemptsOf(stored.id) === 1, 'the first attempt');
-  assert.equal(harness.spool.messages.get(stored.id)?.envelope.recipients[0]?.nextAttemptAt, start + 1 * MINUTE);
+  assert.equal((await harness.durableRecipients(stored.id))?.[0]?.nextAttemptAt, start + 1 * MINUTE);
 
   clock.advance(MINUTE - 1_000);
   await new Promise((resolve) => setTimeout(resolve, 300));
   assert.equal(attemptsOf(stored.id), 1, 'no attempt before the first retry is due');
   clock.advance(1_000);
   await waitFor(() => attemptsOf(stored.id) === 2, 'the second attempt at +1m');
-  assert.equal(harness.spool.messages.get(stored.id)?.envelope.recipients[0]?.nextAttemptAt, start + 6 * MINUTE, 'then the last wait (5m) repeats');
+  assert.equal((await harness.durableRecipients(stored.id))?.[0]?.nextAttemptAt, start + 6 * MINUTE, 'then the last wait (5m) repeats');
 
   clock.advance(5 * MINUTE);
   await waitFor(() => attemptsOf(stored.id) === 3, 'the third attempt at +6m');
-  assert.equal(harness.spool.messages.get(stored.id)?.envelope.recipients[0]?.nextAttemptAt, start + 10 * MINUTE, 'capped at the bounceAfter deadline');
+  assert.equal((await harness.durableRecipients(stored.id))?.[0]?.nextAttemptAt, start + 10 * MINUTE, 'capped at the bounceAfter deadline');
 
   clock.advance(4 * MINUTE);
   await waitFor(() => harness.spool.removed.includes(stored.id), 'expiry at +10m');
@@ -87,7 +87,7 @@ test('a throttling reply enters backoff (longer retry, visible in queues and met
   await waitFor(() => attemptsOf(stored.id) === 1, 'the throttled attempt');
   const queue = harness.engine.listQueues().find((entry) => entry.domain === 'throttle.test');
   assert.equal(queue?.backoff.active, true);
-  assert.equal(harness.spool.messages.get(stored.id)?.envelope.recipients[0]?.nextAttemptAt, clock.now() + 30 * MINUTE, 'backoff retryAfter (30m), not the normal 10m');
+  assert.equal((await harness.durableRecipients(stored.id))?.[0]?.nextAttemptAt, clock.now() + 30 * MINUTE, 'backoff retryAfter (30m), not the normal 10m');
   harness.engine.refreshGauges();
   assert.match(await harness.metrics.registry.getSingleMetricAsString('vmta_backoff_active'), /vmta_backoff_active\{virtual_mta="vmta-retry",domain="other"\} 1/);
 

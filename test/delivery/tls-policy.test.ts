@@ -48,12 +48,15 @@ after(async () => {
   ca?.close();
 });
 
-const recipientState = (id: string) => harness.spool.messages.get(id)?.envelope.recipients[0];
+const attemptedRecipient = async (id: string) => {
+  const recipient = (await harness.durableRecipients(id))?.[0];
+  return recipient?.attempts ? recipient : undefined;
+};
 
 test('required never sends in clear to an MX without STARTTLS: the recipient is deferred', async () => {
   const plain = sinks[0]!;
   const stored = await harness.submit({ to: ['a@plain-required.test'] });
-  const state = await waitFor(() => (recipientState(stored.id)?.attempts ? recipientState(stored.id) : undefined), 'a recorded attempt');
+  const state = await waitFor(() => attemptedRecipient(stored.id), 'a recorded attempt');
   assert.equal(state.status, 'pending');
   assert.match(state.lastResult ?? '', /TLS|STARTTLS/);
   await settle();
@@ -90,7 +93,7 @@ test('verify delivers when the chain and the MX host name check out (SNI = MX na
 test('verify refuses a certificate issued for another name, while required accepts it', async () => {
   const wrongName = sinks[2]!;
   const refused = await harness.submit({ to: ['e@wrong-verify.test'] });
-  const state = await waitFor(() => (recipientState(refused.id)?.attempts ? recipientState(refused.id) : undefined), 'a recorded attempt');
+  const state = await waitFor(() => attemptedRecipient(refused.id), 'a recorded attempt');
   assert.equal(state.status, 'pending');
   assert.match(state.lastResult ?? '', /TLS failure .*does not match certificate/);
   await harness.submit({ to: ['f@wrong-required.test'] });
