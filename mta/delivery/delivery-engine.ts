@@ -144,7 +144,8 @@ export class DeliveryEngine {
   /** Queue a newly accepted (or recovered) message; only its envelope is kept. A message already queued is ignored. */
   enqueue(spooled: SpooledMessage): void {
     if (this.messages.has(spooled.id)) return;
-    const message: QueuedMessage = { id: spooled.id, envelope: spooled.envelope };
+    // The engine updates recipient state in place, so it keeps its own copy of the recipients.
+    const message: QueuedMessage = { id: spooled.id, envelope: { ...spooled.envelope, recipients: spooled.envelope.recipients.map((recipient) => ({ ...recipient })) } };
     const byDomain = new Map<string, number[]>();
     spooled.envelope.recipients.forEach((recipient, index) => {
       if (recipient.status !== 'pending') return;
@@ -159,7 +160,7 @@ export class DeliveryEngine {
     this.messages.set(message.id, message);
     const now = this.clock.now();
     for (const [domain, recipients] of byDomain) {
-      const dueAt = recipients.reduce((latest, index) => Math.max(latest, spooled.envelope.recipients[index]!.nextAttemptAt), 0);
+      const dueAt = recipients.reduce((latest, index) => Math.max(latest, message.envelope.recipients[index]!.nextAttemptAt), 0);
       const queue = this.queueFor(spooled.envelope.virtualMta, domain);
       queue.add({ message, recipients, dueAt }, now);
       this.pump(queue);
