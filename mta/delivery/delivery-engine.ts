@@ -607,13 +607,19 @@ export class DeliveryEngine {
 
   /** Apply one classification to every ready message of the queue (DNS or connection failure). */
   private async failReady(queue: DestinationQueue, classification: Classification, context: AttemptContext, reply?: string): Promise<void> {
-    const items = queue.ready.splice(0, queue.ready.length);
+    await this.recordAll(queue, queue.ready.splice(0, queue.ready.length), classification, context, reply, true);
+  }
+
+  /** Record one classification for many items, a batch at a time; each counts as in flight until recorded. */
+  private async recordAll(queue: DestinationQueue, items: QueueItem[], classification: Classification, context: AttemptContext, reply: string | undefined, sendDsn: boolean): Promise<void> {
     queue.inFlight += items.length;
-    try {
-      await Promise.all(items.map((item) => this.recordResults(queue, item, new Map(item.recipients.map((index) => [index, classification])), context, reply)));
-    } finally {
-      queue.inFlight -= items.length;
-    }
+    await inBatches(items, async (item) => {
+      try {
+        await this.recordResults(queue, item, new Map(item.recipients.map((index) => [index, classification])), context, reply, sendDsn);
+      } finally {
+        queue.inFlight -= 1;
+      }
+    });
   }
 
   /** Bounce or delete every waiting message of the selected queues. */
@@ -622,12 +628,7 @@ export class DeliveryEngine {
     for (const queue of this.select(selector)) {
       const items = queue.drain();
       count += items.length;
-      queue.inFlight += items.length;
-      try {
-        await Promise.all(items.map((item) => this.recordResults(queue, item, new Map(item.recipients.map((index) => [index, classification])), NO_TARGET, undefined, sendDsn)));
-      } finally {
-        queue.inFlight -= items.length;
-      }
+      await this.recordAll(queue, items, classification, NO_TARGET, undefined, sendDsn);
       this.pump(queue);
     }
     return count;
@@ -762,4 +763,13 @@ export class DeliveryEngine {
 
 function pauseKey(virtualMta: string | undefined, domain: string | undefined): string {
   return `${virtualMta ?? '*'}\u0000${domain ?? '*'}`;
+}
+
+/** Items a queue-wide failure or admin call records at once; bounds memory and open spool writes for huge queues. */
+const RECORD_BATCH = 256;
+
+async function inBatches<T>(items: readonly T[], record: (item: T) => Promise<void>): Promise<void> {
+  for (let start = 0; start < items.length; start += RECORD_BATCH) {
+    await Promise.all(items.slice(start, start + RECORD_BATCH).map(record));
+  }
 }
