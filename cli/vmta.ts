@@ -5,6 +5,7 @@ const subcommands: Record<string, { summary: string; load: () => Promise<Subcomm
   mta: { summary: 'run the relay: vmta mta --config DIR', load: async () => (await import('./mta-command.ts')).runMtaCommand },
   local: { summary: 'run the resources of a folder as local relays: vmta local examples/', load: async () => (await import('./local-command.ts')).runLocalCommand },
   operator: { summary: 'run the Kubernetes operator: vmta operator --image IMAGE [--namespace NS] [--leader-elect]', load: async () => (await import('./operator-command.ts')).runOperatorCommand },
+  queue: { summary: 'inspect and control delivery queues: vmta queue list|show|pause|resume|retry|bounce|delete', load: async () => (await import('./queue-command.ts')).runQueueCommand },
 };
 
 function usage(): string {

@@ -1,0 +1,69 @@
+// The queue part of the admin HTTP API (JSON): list queues and VirtualMTAs, show a message,
+// pause/resume a VirtualMTA, a domain or one queue, retry now, bounce or delete a queue's
+// messages. Every call that changes state needs the admin token (`authorized`); bounce and
+// delete without a VirtualMTA or domain also need `"all": true` so nobody purges every queue
+// by leaving a field out.
+import { z } from 'zod';
+import type { DeliveryEngine } from '../delivery/delivery-engine.ts';
+import type { AdminHandler, AdminRequest, AdminResponse } from './routes.ts';
+
+export const QUEUE_API_PREFIX = '/api/v1';
+
+/** What the API needs from the delivery engine. */
+export type QueueControl = Pick<DeliveryEngine, 'listQueues' | 'virtualMtaStatus' | 'showMessage' | 'pause' | 'resume' | 'retryNow' | 'bounce' | 'delete'>;
+
+const Selector = z.strictObject({
+  virtualMta: z.string().min(1).max(63).optional(),
+  domain: z.string().min(1).max(253).optional(),
+  all: z.boolean().optional(),
+});
+
+const ACTIONS = ['pause', 'resume', 'retry', 'bounce', 'delete'] as const;
+type Action = (typeof ACTIONS)[number];
+
+function error(status: number, message: string): AdminResponse {
+  return { status, body: { error: message } };
+}
+
+export function createQueueApi(engine: QueueControl): AdminHandler {
+  return async (request: AdminRequest) => {
+    const { method, path } = request;
+    if (path === `${QUEUE_API_PREFIX}/queues` && method === 'GET') {
+      return { status: 200, body: { queues: engine.listQueues(), virtualMtas: engine.virtualMtaStatus() } };
+    }
+    const messageMatch = /^\/api\/v1\/messages\/([A-Za-z0-9._-]{1,128})$/.exec(path);
+    if (messageMatch && method === 'GET') {
+      const state = engine.showMessage(messageMatch[1]!);
+      return state ? { status: 200, body: state } : error(404, `no queued message "${messageMatch[1]}"`);
+    }
+    const actionMatch = /^\/api\/v1\/queues\/([a-z]+)$/.exec(path);
+    if (!actionMatch || !(ACTIONS as readonly string[]).includes(actionMatch[1]!)) return undefined;
+    if (method !== 'POST') return error(405, `${path} takes POST`);
+    if (!request.authorized) return error(401, 'this call changes the queues and needs the admin bearer token');
+    const parsed = Selector.safeParse(request.body ?? {});
+    if (!parsed.success) {
+      const issue = parsed.error.issues[0];
+      return error(400, `invalid request body: ${issue?.path.join('.') || '(root)'}: ${issue?.message ?? 'invalid'}`);
+    }
+    const { all, ...selector } = parsed.data;
+    const action = actionMatch[1] as Action;
+    if (selector.virtualMta && !engine.virtualMtaStatus().some((vmta) => vmta.name === selector.virtualMta)) {
+      return error(404, `no VirtualMTA named "${selector.virtualMta}" in this relay's pool`);
+    }
+    if ((action === 'bounce' || action === 'delete') && !selector.virtualMta && !selector.domain && all !== true) {
+      return error(400, `${action} needs "virtualMta" and/or "domain", or "all": true to ${action} every queue`);
+    }
+    switch (action) {
+      case 'pause':
+        return { status: 200, body: { action, ...selector, queues: engine.pause(selector) } };
+      case 'resume':
+        return { status: 200, body: { action, ...selector, queues: engine.resume(selector) } };
+      case 'retry':
+        return { status: 200, body: { action, ...selector, messages: engine.retryNow(selector) } };
+      case 'bounce':
+        return { status: 200, body: { action, ...selector, messages: await engine.bounce(selector) } };
+      case 'delete':
+        return { status: 200, body: { action, ...selector, messages: await engine.delete(selector) } };
+    }
+  };
+}

@@ -1,0 +1,95 @@
+// Per-destination-domain delivery settings, PowerMTA `<domain>` style: for a VirtualMTA and a
+// recipient domain, each field comes from the most specific block that sets it — the
+// VirtualMTA's own `domains` over the pool's `domainDefaults` over built-in defaults, and
+// within each list an exact domain over the longest matching "*.suffix" over "*".
+import { parseRate, type Rate } from '../config/duration.ts';
+import type { DomainSettingsConfig, VirtualMtaConfig } from '../config/schema.ts';
+
+export type TlsPolicy = 'none' | 'opportunistic' | 'required' | 'verify';
+export type RetrySchedule = number[] | { initial: number; factor: number; max: number };
+
+export interface BackoffPolicy {
+  replyPatterns: RegExp[];
+  maxSmtpOut: number;
+  maxMessageRate?: Rate;
+  retryAfter: number;
+  returnAfter: number;
+}
+
+export interface ResolvedDomainSettings {
+  tlsPolicy: TlsPolicy;
+  mtaSts: boolean;
+  retryAfter: RetrySchedule;
+  bounceAfter: number;
+  maxSmtpOut: number;
+  maxMessagesPerConnection: number;
+  maxMessageRate?: Rate;
+  /** Smarthost replacing MX resolution. */
+  smtpHost?: { host: string; port: number };
+  backoff?: BackoffPolicy;
+}
+
+/** PowerMTA-like defaults when nothing is configured. */
+export const BUILT_IN_DOMAIN_SETTINGS: ResolvedDomainSettings = {
+  tlsPolicy: 'opportunistic',
+  mtaSts: false,
+  retryAfter: [10 * 60_000],
+  bounceAfter: 4 * 86_400_000,
+  maxSmtpOut: 20,
+  maxMessagesPerConnection: 100,
+};
+
+/** How specific a pattern is for a domain: -1 no match, 0 "*", 1+ "*.suffix" by length, Infinity exact. */
+export function matchSpecificity(pattern: string, domain: string): number {
+  if (pattern === '*') return 0;
+  if (pattern.startsWith('*.')) {
+    const suffix = pattern.slice(1);
+    return domain.endsWith(suffix) && domain.length > suffix.length ? suffix.length : -1;
+  }
+  return pattern === domain ? Number.POSITIVE_INFINITY : -1;
+}
+
+/** Blocks of one list that match the domain, least specific first (so later ones override). */
+function matchingBlocks(blocks: readonly DomainSettingsConfig[], domain: string): DomainSettingsConfig[] {
+  return blocks
+    .map((block) => ({ block, rank: matchSpecificity(block.match, domain) }))
+    .filter(({ rank }) => rank >= 0)
+    .sort((a, b) => a.rank - b.rank)
+    .map(({ block }) => block);
+}
+
+export function resolveDomainSettings(
+  domain: string,
+  virtualMta: Pick<VirtualMtaConfig, 'domains'>,
+  poolDefaults: readonly DomainSettingsConfig[],
+): ResolvedDomainSettings {
+  const settings: ResolvedDomainSettings = { ...BUILT_IN_DOMAIN_SETTINGS };
+  const lowered = domain.toLowerCase();
+  for (const block of [...matchingBlocks(poolDefaults, lowered), ...matchingBlocks(virtualMta.domains, lowered)]) {
+    if (block.tlsPolicy !== undefined) settings.tlsPolicy = block.tlsPolicy;
+    if (block.mtaSts !== undefined) settings.mtaSts = block.mtaSts;
+    if (block.retryAfter !== undefined) settings.retryAfter = block.retryAfter;
+    if (block.bounceAfter !== undefined) settings.bounceAfter = block.bounceAfter;
+    if (block.maxSmtpOut !== undefined) settings.maxSmtpOut = block.maxSmtpOut;
+    if (block.maxMessagesPerConnection !== undefined) settings.maxMessagesPerConnection = block.maxMessagesPerConnection;
+    if (block.maxMessageRate !== undefined) settings.maxMessageRate = parseRate(block.maxMessageRate);
+    if (block.smtpHost !== undefined) settings.smtpHost = parseHostPort(block.smtpHost);
+    if (block.backoff !== undefined) {
+      settings.backoff = {
+        replyPatterns: block.backoff.replyPatterns.map((pattern) => new RegExp(pattern, 'i')),
+        maxSmtpOut: block.backoff.maxSmtpOut,
+        retryAfter: block.backoff.retryAfter,
+        returnAfter: block.backoff.returnAfter,
+        ...(block.backoff.maxMessageRate ? { maxMessageRate: parseRate(block.backoff.maxMessageRate) } : {}),
+      };
+    }
+  }
+  return settings;
+}
+
+/** "host:port" or "[v6]:port" as validated by the schema. */
+export function parseHostPort(text: string): { host: string; port: number } {
+  const separator = text.lastIndexOf(':');
+  const host = text.slice(0, separator).replace(/^\[(.*)\]$/, '$1');
+  return { host, port: Number(text.slice(separator + 1)) };
+}

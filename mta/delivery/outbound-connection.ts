@@ -1,0 +1,219 @@
+// One outbound SMTP session to one MX host address, on nodemailer's SMTP client: bound to the
+// VirtualMTA's source address, greeting with its EHLO name, and applying the domain's TLS
+// policy — none (never STARTTLS), opportunistic (STARTTLS when offered, certificate not
+// checked, plain text when not offered or when the handshake fails), required (STARTTLS or
+// nothing: never sends in clear) and verify (required plus chain and MX host name checked).
+// PIPELINING, SIZE, 8BITMIME and SMTPUTF8 are used as the peer advertises them.
+import net from 'node:net';
+import type { Readable } from 'node:stream';
+import type { TLSSocket } from 'node:tls';
+import SMTPConnection from 'nodemailer/lib/smtp-connection';
+import type { TlsPolicy } from './domain-settings.ts';
+
+export interface MxTarget {
+  /** MX host name: SNI and the name a `verify` certificate must carry. */
+  name: string;
+  address: string;
+  port: number;
+}
+
+export interface OutboundConnectionOptions {
+  target: MxTarget;
+  sourceAddress?: string;
+  ehloName: string;
+  tlsPolicy: TlsPolicy;
+  /** Trust anchors for `verify` instead of the system roots (tests, private CAs). */
+  trustedCa?: Buffer | Buffer[];
+  connectTimeoutMs?: number;
+  socketTimeoutMs?: number;
+}
+
+export type TlsOutcome = { kind: 'plain' } | { kind: 'tls'; version: string; cipher: string };
+
+/** An SMTP reply as "code text". */
+export interface Reply {
+  code: number;
+  text: string;
+}
+
+/** Why a session could not be set up, or broke. `reply` when the peer refused in words. */
+export class ConnectionFailure extends Error {
+  readonly kind: 'connection' | 'tls';
+  readonly reply?: Reply;
+  constructor(kind: 'connection' | 'tls', message: string, reply?: Reply) {
+    super(message);
+    this.name = 'ConnectionFailure';
+    this.kind = kind;
+    if (reply) this.reply = reply;
+  }
+}
+
+export interface OutboundEnvelope {
+  /** '' for the null sender. */
+  from: string;
+  to: string[];
+  size: number;
+  eightBitMime: boolean;
+}
+
+/** Per-recipient replies of one transaction, or a transport failure that left them unknown. */
+export type SendOutcome = { kind: 'replies'; replies: Map<string, Reply> } | { kind: 'failure'; failure: ConnectionFailure };
+
+interface SmtpError extends Error {
+  code?: string;
+  response?: string;
+  responseCode?: number;
+  command?: string;
+  recipient?: string;
+  rejectedErrors?: SmtpError[];
+}
+
+function replyOf(error: SmtpError): Reply | undefined {
+  if (!error.responseCode) return undefined;
+  return { code: error.responseCode, text: (error.response ?? `${error.responseCode} ${error.message}`).replace(/\r?\n/g, ' ').trim() };
+}
+
+export class OutboundConnection {
+  readonly target: MxTarget;
+  readonly tls: TlsOutcome;
+  private readonly connection: SMTPConnection;
+  private closed = false;
+  private needsReset = false;
+  private lastError: SmtpError | undefined;
+
+  private constructor(connection: SMTPConnection, target: MxTarget) {
+    this.connection = connection;
+    this.target = target;
+    const socket = connection._socket;
+    const tlsSocket = connection.secure && socket ? (socket as TLSSocket) : undefined;
+    this.tls = tlsSocket ? { kind: 'tls', version: tlsSocket.getProtocol() ?? 'unknown', cipher: tlsSocket.getCipher()?.name ?? 'unknown' } : { kind: 'plain' };
+    connection.on('error', (error: SmtpError) => {
+      this.lastError = error;
+      this.closed = true;
+    });
+    connection.on('end', () => (this.closed = true));
+  }
+
+  /** Connect, greet and apply the TLS policy; rejects with ConnectionFailure. */
+  static async open(options: OutboundConnectionOptions): Promise<OutboundConnection> {
+    try {
+      return await OutboundConnection.attempt(options, false);
+    } catch (error) {
+      // Opportunistic TLS never makes mail undeliverable: a broken handshake falls back to plain text.
+      if (options.tlsPolicy === 'opportunistic' && error instanceof ConnectionFailure && error.kind === 'tls') {
+        return OutboundConnection.attempt(options, true);
+      }
+      throw error;
+    }
+  }
+
+  private static attempt(options: OutboundConnectionOptions, plainOnly: boolean): Promise<OutboundConnection> {
+    const { target, tlsPolicy } = options;
+    const requireTls = tlsPolicy === 'required' || tlsPolicy === 'verify';
+    // SNI carries host names only (RFC 6066); a smarthost given as an address is verified against that address.
+    const servername = net.isIP(target.name) ? undefined : target.name;
+    const connection = new SMTPConnection({
+      host: target.address,
+      port: target.port,
+      name: options.ehloName,
+      ...(options.sourceAddress ? { localAddress: options.sourceAddress } : {}),
+      ...(servername ? { servername } : {}),
+      requireTLS: requireTls,
+      ignoreTLS: tlsPolicy === 'none' || plainOnly,
+      connectionTimeout: options.connectTimeoutMs ?? 30_000,
+      greetingTimeout: options.connectTimeoutMs ?? 30_000,
+      socketTimeout: options.socketTimeoutMs ?? 300_000,
+      socketCloseTimeout: 0,
+      logger: false,
+      tls: {
+        ...(servername ? { servername } : {}),
+        rejectUnauthorized: tlsPolicy === 'verify',
+        minVersion: 'TLSv1.2',
+        ...(tlsPolicy === 'verify' && options.trustedCa ? { ca: options.trustedCa } : {}),
+      },
+    });
+    return new Promise((resolve, reject) => {
+      let settled = false;
+      const fail = (error: SmtpError) => {
+        if (settled) return;
+        settled = true;
+        connection.close();
+        const reply = replyOf(error);
+        // Certificate checks fail as socket errors during the handshake, not as ETLS.
+        const isTls = error.code === 'ETLS' || /certificate|altname|\bTLS\b|SSL|handshake|STARTTLS/i.test(error.message);
+        const peer = `${target.name}[${target.address}]:${target.port}`;
+        reject(new ConnectionFailure(isTls ? 'tls' : 'connection', isTls ? `TLS failure with ${peer}: ${error.message}` : `${peer}: ${error.message}`, reply));
+      };
+      connection.once('error', fail);
+      connection.connect(() => {
+        if (settled) return;
+        if (requireTls && !connection.secure) return fail(Object.assign(new Error('STARTTLS required but the session is not encrypted'), { code: 'ETLS' }));
+        settled = true;
+        connection.off('error', fail);
+        resolve(new OutboundConnection(connection, target));
+      });
+    });
+  }
+
+  get usable(): boolean {
+    return !this.closed;
+  }
+
+  /** True when the peer advertised SMTPUTF8 (needed for non-ASCII addresses). */
+  get supportsSmtpUtf8(): boolean {
+    return (this.connection as unknown as { _supportedExtensions: string[] })._supportedExtensions.includes('SMTPUTF8');
+  }
+
+  /** One transaction; per-recipient replies (a message-level reply applies to every recipient). */
+  async send(envelope: OutboundEnvelope, body: Readable): Promise<SendOutcome> {
+    if (this.needsReset) {
+      const reset = await new Promise<SmtpError | null>((resolve) => this.connection.reset((error) => resolve(error)));
+      if (reset) {
+        this.close();
+        return { kind: 'failure', failure: new ConnectionFailure('connection', `RSET failed: ${reset.message}`, replyOf(reset)) };
+      }
+    }
+    this.needsReset = true;
+    return new Promise((resolve) => {
+      this.connection.send({ from: envelope.from, to: envelope.to, size: envelope.size, use8BitMime: envelope.eightBitMime }, body, (error, info) => {
+        const replies = new Map<string, Reply>();
+        if (error) {
+          const smtpError = error as SmtpError;
+          const reply = replyOf(smtpError);
+          if (!reply || this.closed) {
+            this.closed = true;
+            body.destroy();
+            return resolve({ kind: 'failure', failure: new ConnectionFailure('connection', smtpError.message, reply) });
+          }
+          for (const rejected of smtpError.rejectedErrors ?? []) {
+            const rejectedReply = replyOf(rejected);
+            if (rejected.recipient && rejectedReply) replies.set(rejected.recipient, rejectedReply);
+          }
+          for (const address of envelope.to) if (!replies.has(address)) replies.set(address, reply);
+          body.destroy();
+          return resolve({ kind: 'replies', replies });
+        }
+        this.needsReset = false;
+        const accepted: Reply = { code: Number(info?.response?.slice(0, 3)) || 250, text: (info?.response ?? '250 OK').trim() };
+        for (const rejected of info?.rejectedErrors ?? []) {
+          const rejectedReply = replyOf(rejected as SmtpError);
+          const recipient = (rejected as SmtpError).recipient;
+          if (recipient && rejectedReply) replies.set(recipient, rejectedReply);
+        }
+        for (const address of envelope.to) if (!replies.has(address)) replies.set(address, accepted);
+        resolve({ kind: 'replies', replies });
+      });
+    });
+  }
+
+  /** The error that closed the session, if one did. */
+  get closeReason(): string | undefined {
+    return this.lastError?.message;
+  }
+
+  close(): void {
+    if (this.closed) return;
+    this.closed = true;
+    this.connection.quit();
+  }
+}
