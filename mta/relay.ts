@@ -1,9 +1,12 @@
-// The relay process: loads the runtime config, opens the spool, starts the admin server and
-// the SMTP listeners, keeps the config current (hot reload), and shuts down in order on
-// request: not ready, stop accepting, let open sessions finish within a bound, close the spool.
+// The relay process: loads the runtime config, opens the spool, starts delivery (which
+// recovers the spooled queue), the admin server and the SMTP listeners, keeps the config
+// current (hot reload), and shuts down in order on request: not ready, stop accepting, let open
+// sessions finish within a bound, stop delivery, close the spool.
 import { loadConfigDirectory, recordConfigLoaded, ConfigWatcher, type LoadedConfig } from './config/loader.ts';
 import type { RuntimeConfig } from './config/schema.ts';
+import { createQueueApi } from './admin/queue-api.ts';
 import { AdminServer, readAdminToken, type Readiness } from './admin/server.ts';
+import { DeliveryEngine } from './delivery/delivery-engine.ts';
 import { InboundServer } from './inbound/inbound-server.ts';
 import { createLogger, type Logger } from './observe/log.ts';
 import { RelayMetrics } from './observe/metrics.ts';
@@ -26,6 +29,7 @@ export class Relay {
   readonly #options: RelayOptions;
   #watcher: ConfigWatcher | undefined;
   #spool: FileSpool | undefined;
+  #delivery: DeliveryEngine | undefined;
   #inbound: InboundServer | undefined;
   #admin: AdminServer | undefined;
   #listening = false;
@@ -90,7 +94,16 @@ export class Relay {
     });
     logger.info({ address: config.admin.address, port: this.#admin.address().port }, 'admin server listening');
     this.#spool = await FileSpool.open(config.spool.path, { metrics, logger });
-    const accept = createMessageAcceptor({ spool: this.#spool, getConfig: () => this.config, logger });
+    // Delivery scans the spool before the listeners open, so every message is queued once.
+    const delivery = await DeliveryEngine.start({ config, spool: this.#spool, metrics, logger });
+    this.#delivery = delivery;
+    this.#admin.mount(createQueueApi(delivery));
+    const accept = createMessageAcceptor({
+      spool: this.#spool,
+      getConfig: () => this.config,
+      logger,
+      onAccepted: (message) => delivery.enqueue(message),
+    });
     this.#inbound = await InboundServer.start(config, { accept, metrics, logger });
     this.#listening = true;
     const listeners = this.#inbound.boundAddresses();
@@ -103,6 +116,7 @@ export class Relay {
     const previous = this.config;
     const token = await readAdminToken(next.config.admin.tokenFile);
     await this.#inbound!.reload(next.config);
+    await this.#delivery!.reload(next.config);
     this.#admin!.setToken(token);
     const cold: string[] = [];
     if (next.config.spool.path !== previous.spool.path) cold.push('spool.path');
@@ -134,6 +148,8 @@ export class Relay {
     await this.#inbound?.close();
     this.#inbound = undefined;
     this.#listening = false;
+    await this.#delivery?.stop();
+    this.#delivery = undefined;
     await this.#spool?.close();
     this.#spool = undefined;
     await this.#admin?.close();
