@@ -1,7 +1,9 @@
 // Spool benchmark (prints figures; not a test): `node bench/spool.ts [messages] [queued]`
 //  1. store throughput: `messages` (default 5000) messages of 10 KiB stored by 20 concurrent
 //     writers, as 20 SMTP sessions would; stores/s, store latency p50/p99, fsyncs per message.
-//  2. restart recovery: `queued` (default 100 000) messages in the spool, then a fresh open()
+//  2. completion: the same messages finished as 20 concurrent deliveries would (record the
+//     recipients' results, then remove); completions/s and fsyncs per message.
+//  3. restart recovery: `queued` (default 100 000) messages in the spool, then a fresh open()
 //     and a full scan() that keeps every envelope (as the scheduler does); time and memory.
 // Real files and real fsyncs in a temp directory under os.tmpdir() (or SPOOL_BENCH_DIR).
 import fs from 'node:fs/promises';
@@ -66,18 +68,38 @@ try {
   const seconds = (performance.now() - started) / 1000;
   const fsyncsPerMessage = ((await fsyncs(metrics)) - fsyncsBefore) / MESSAGES;
   latencies.sort((a, b) => a - b);
-  await spool.close();
   console.log(`store: ${MESSAGES} x 10 KiB at concurrency ${CONCURRENCY}: ${(MESSAGES / seconds).toFixed(0)} stores/s, p50 ${percentile(latencies, 0.5).toFixed(2)} ms, p99 ${percentile(latencies, 0.99).toFixed(2)} ms, ${fsyncsPerMessage.toFixed(2)} fsyncs/message`);
+
+  const finished: SpooledMessage[] = [];
+  for await (const message of spool.scan()) finished.push(message);
+  const completionFsyncsBefore = await fsyncs(metrics);
+  const completionStarted = performance.now();
+  await Promise.all(
+    Array.from({ length: CONCURRENCY }, async () => {
+      for (let message = finished.pop(); message; message = finished.pop()) {
+        const results = new Map(message.envelope.recipients.map((_, index) => [index, { status: 'delivered' as const, nextAttemptAt: 0, lastResult: '250 2.0.0 Ok: queued' }]));
+        await spool.recordRecipientResults(message.id, results);
+        await spool.remove(message.id);
+      }
+    }),
+  );
+  const completed = MESSAGES + 200;
+  const completionSeconds = (performance.now() - completionStarted) / 1000;
+  const completionFsyncs = ((await fsyncs(metrics)) - completionFsyncsBefore) / completed;
+  await spool.close();
+  console.log(`complete: ${completed} messages (record results + remove) at concurrency ${CONCURRENCY}: ${(completed / completionSeconds).toFixed(0)}/s, ${completionFsyncs.toFixed(2)} fsyncs/message`);
 
   const queueDir = path.join(root, 'recovery');
   const filling = await FileSpool.open(queueDir);
   const fillStarted = performance.now();
   await storeMany(filling, QUEUED, 64);
   // A third of the messages have had a delivery attempt recorded, as in a queue blocked for a while.
+  const deferred: Promise<void>[] = [];
   let marked = 0;
   for await (const { id } of filling.scan()) {
-    if (marked++ % 3 === 0) await filling.recordRecipientResults(id, new Map([[0, { status: 'pending' as const, nextAttemptAt: Date.now() + 600_000, lastResult: '451 4.7.1 try again later' }]]));
+    if (marked++ % 3 === 0) deferred.push(filling.recordRecipientResults(id, new Map([[0, { status: 'pending' as const, nextAttemptAt: Date.now() + 600_000, lastResult: '451 4.7.1 try again later' }]])));
   }
+  await Promise.all(deferred);
   await filling.close();
   console.log(`fill: ${QUEUED} messages stored in ${((performance.now() - fillStarted) / 1000).toFixed(1)} s`);
 

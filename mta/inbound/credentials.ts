@@ -14,6 +14,10 @@ import crypto from 'node:crypto';
 import { promises as fs } from 'node:fs';
 import path from 'node:path';
 
+function scrypt(password: string, salt: Buffer, keylen: number, options: crypto.ScryptOptions): Promise<Buffer> {
+  return new Promise((resolve, reject) => crypto.scrypt(password, salt, keylen, options, (error, key) => (error ? reject(error) : resolve(key))));
+}
+
 type StoredSecret = { kind: 'clear'; secret: Buffer } | { kind: 'scrypt'; N: number; r: number; p: number; salt: Buffer; key: Buffer };
 
 export class CredentialStore {
@@ -28,7 +32,7 @@ export class CredentialStore {
   }
 
   /** Reads every user file of the directory; throws an error naming the file on a bad one. */
-  static async load(directory: string): Promise<CredentialStore> {
+  static async load(directory: string, readFile: (path: string) => Promise<Buffer> = (file) => fs.readFile(file)): Promise<CredentialStore> {
     let entries: string[];
     try {
       entries = await fs.readdir(directory);
@@ -41,7 +45,7 @@ export class CredentialStore {
       const file = path.join(directory, name);
       const stat = await fs.stat(file).catch(() => null);
       if (!stat?.isFile()) continue;
-      const content = (await fs.readFile(file, 'utf8')).replace(/\r?\n$/, '');
+      const content = (await readFile(file)).toString('utf8').replace(/\r?\n$/, '');
       users.set(name, parseSecret(content, file));
     }
     return new CredentialStore(users);
@@ -56,7 +60,8 @@ export class CredentialStore {
     return this.users.size > 0 && [...this.users.values()].every((secret) => secret.kind === 'clear');
   }
 
-  verifyPassword(user: string, password: string): boolean {
+  /** Resolves true when the password matches; scrypt runs on the thread pool, not the event loop. */
+  async verifyPassword(user: string, password: string): Promise<boolean> {
     const stored = this.users.get(user);
     if (!stored) {
       // Spend the same kind of work for unknown users so timing does not reveal who exists.
@@ -64,7 +69,7 @@ export class CredentialStore {
       return false;
     }
     if (stored.kind === 'clear') return constantTimeEqual(Buffer.from(password, 'utf8'), stored.secret);
-    const derived = crypto.scryptSync(password, stored.salt, stored.key.length, { N: stored.N, r: stored.r, p: stored.p, maxmem: 256 * stored.N * stored.r + 1024 * 1024 });
+    const derived = await scrypt(password, stored.salt, stored.key.length, { N: stored.N, r: stored.r, p: stored.p, maxmem: 256 * stored.N * stored.r + 1024 * 1024 });
     return crypto.timingSafeEqual(derived, stored.key);
   }
 

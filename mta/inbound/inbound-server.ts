@@ -75,7 +75,12 @@ class ListenerEndpoint {
     let admitted = false;
     let handedOver = false;
     socket.on('error', () => undefined);
-    socket.once('close', () => {
+    let ended = false;
+    // Runs once: from the raw socket's 'close', or — because smtp-server's STARTTLS upgrade
+    // removes every listener from the raw socket — from the session's end.
+    const release = () => {
+      if (ended) return;
+      ended = true;
       this.sockets.delete(socket);
       metrics.inboundConnectionsActive.dec(labels);
       if (admitted) this.admitted--;
@@ -85,7 +90,8 @@ class ListenerEndpoint {
         else this.perClient.set(clientKey, left);
       }
       if (!handedOver) metrics.inboundConnections.inc({ ...labels, tls_mode: snapshot.config.tls.mode, tls_version: 'none' });
-    });
+    };
+    socket.once('close', release);
     const refuse = (target: net.Socket, reason: RejectionReason, reply: string) => {
       metrics.rejections.inc({ ...labels, reason });
       this.deps.logger.info({ listener: labels.listener, client: clientKey ?? socket.remoteAddress, reason }, 'connection refused');
@@ -130,7 +136,7 @@ class ListenerEndpoint {
       admitted = true;
       this.admitted++;
       handedOver = true;
-      snapshot.smtp.connect(sessionSocket, { remoteAddress: clientAddress, remotePort: clientPort });
+      snapshot.smtp.connectSession(sessionSocket, { remoteAddress: clientAddress, remotePort: clientPort }, release);
       socket.resume();
     };
     setup().catch((error: unknown) => {
@@ -150,16 +156,20 @@ function handshake(socket: net.Socket, snapshot: ListenerSnapshot, timeoutMs: nu
       SNICallback: (name, cb) => cb(null, credentials.sniContexts.get(name.toLowerCase()) ?? credentials.defaultContext),
     });
     const timer = setTimeout(() => fail(new Error('TLS handshake timeout')), timeoutMs);
+    timer.unref();
     const fail = (error: Error) => {
       clearTimeout(timer);
       tlsSocket.destroy();
       socket.destroy();
       reject(error);
     };
+    const onClose = () => fail(new Error('connection closed during the TLS handshake'));
     tlsSocket.once('error', fail);
+    tlsSocket.once('close', onClose);
     tlsSocket.once('secure', () => {
       clearTimeout(timer);
       tlsSocket.removeListener('error', fail);
+      tlsSocket.removeListener('close', onClose);
       resolve(tlsSocket);
     });
     socket.resume();
@@ -174,6 +184,8 @@ function normaliseIp(address: string): string {
 export class InboundServer {
   private readonly deps: InboundDeps;
   private endpoints = new Map<string, ListenerEndpoint>();
+  /** Endpoints closed by a reload whose sessions may still be open (drain covers them too). */
+  private readonly retired = new Set<ListenerEndpoint>();
   /** Shared by every listener, so a client cannot reset its count by switching ports. */
   private readonly authFailures = new AuthFailureLimiter();
 
@@ -183,13 +195,21 @@ export class InboundServer {
 
   static async start(config: RuntimeConfig, deps: InboundDeps): Promise<InboundServer> {
     const server = new InboundServer(deps);
-    await server.reload(config);
+    try {
+      await server.reload(config);
+    } catch (error) {
+      await server.close();
+      throw error;
+    }
     return server;
   }
 
   /**
    * Applies a new config to new sessions. Certificates and user files are read first; if any
-   * cannot be read the error is thrown and nothing changes.
+   * cannot be read the error is thrown and nothing changes. A listener whose address or port
+   * changed is closed and bound again (its open sessions continue); a changed TLS mode, policy
+   * or limit needs no re-bind, since every new connection reads the current snapshot. If binding
+   * a new address fails (port in use) the error is thrown after the rest was applied.
    */
   async reload(config: RuntimeConfig): Promise<void> {
     const snapshots = await Promise.all(config.listeners.map((listener) => buildListenerSnapshot(config, listener, this.deps, this.authFailures)));
@@ -210,6 +230,7 @@ export class InboundServer {
     }
     for (const [name, endpoint] of this.endpoints) if (!next.has(name)) toClose.push(endpoint);
     await Promise.all(toClose.map((endpoint) => endpoint.stopListening()));
+    toClose.forEach((endpoint) => this.retired.add(endpoint));
     this.endpoints = next;
     await Promise.all(toOpen.map((endpoint) => endpoint.listen()));
     this.deps.metrics.certificateExpiry.reset();
@@ -239,7 +260,8 @@ export class InboundServer {
     await this.stopAccepting();
     const deadline = Date.now() + timeoutMs;
     while (this.openSockets() > 0 && Date.now() < deadline) await new Promise((resolve) => setTimeout(resolve, 50));
-    for (const endpoint of this.endpoints.values()) for (const socket of endpoint.sockets) socket.destroy();
+    for (const endpoint of this.allEndpoints()) for (const socket of endpoint.sockets) socket.destroy();
+    this.retired.clear();
   }
 
   async close(): Promise<void> {
@@ -248,7 +270,12 @@ export class InboundServer {
 
   private openSockets(): number {
     let count = 0;
-    for (const endpoint of this.endpoints.values()) count += endpoint.sockets.size;
+    for (const endpoint of this.allEndpoints()) count += endpoint.sockets.size;
     return count;
+  }
+
+  private allEndpoints(): ListenerEndpoint[] {
+    for (const endpoint of this.retired) if (endpoint.sockets.size === 0) this.retired.delete(endpoint);
+    return [...this.endpoints.values(), ...this.retired];
   }
 }

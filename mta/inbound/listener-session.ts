@@ -2,7 +2,6 @@
 // smtp-server handlers that apply it to a session: AUTH against the policy's users, MAIL FROM
 // and RCPT TO through the relay policy, DATA collected (size, smuggling) and handed to the
 // MessageAcceptor. Sessions keep the snapshot they started with; a reload builds a new one.
-import { promises as fs } from 'node:fs';
 import type tls from 'node:tls';
 import type { SMTPServerAddress, SMTPServerAuthentication, SMTPServerAuthenticationResponse, SMTPServerDataStream, SMTPServerSession } from 'smtp-server';
 import type { ListenerConfig, RelayPolicyConfig, RuntimeConfig } from '../config/schema.ts';
@@ -12,8 +11,8 @@ import { parseMailbox, type Mailbox } from './address.ts';
 import type { AuthFailureLimiter } from './auth-failures.ts';
 import { CredentialStore } from './credentials.ts';
 import { readMessage } from './message-reader.ts';
-import { compileRelayPolicy, decideRecipient, decideSender, parseCidr, type CompiledRelayPolicy } from './relay-policy.ts';
-import { RelaySmtpConnection, RelaySmtpServer } from './smtp-connection.ts';
+import { compileRelayPolicy, decideRecipient, decideSender, parseCidr } from './relay-policy.ts';
+import { RelaySmtpServer } from './smtp-connection.ts';
 import { loadTlsCredentials, type ReadFile, type TlsCredentials } from './tls-credentials.ts';
 import type { AcceptedRecipient, AcceptedTransaction, MessageAcceptor } from './transaction.ts';
 
@@ -28,8 +27,6 @@ export interface InboundDeps {
 export interface ListenerSnapshot {
   config: ListenerConfig;
   hostname: string;
-  policy: CompiledRelayPolicy;
-  users: CredentialStore;
   tls: TlsCredentials | null;
   trustedProxies: ReturnType<typeof parseCidr>[];
   smtp: RelaySmtpServer;
@@ -51,7 +48,7 @@ export async function buildListenerSnapshot(config: RuntimeConfig, listener: Lis
   const policyConfig = config.relayPolicies.find((policy) => policy.name === listener.relayPolicy);
   if (!policyConfig) throw new Error(`listener "${listener.name}": no relay policy named "${listener.relayPolicy}"`);
   const tlsCredentials = await loadTlsCredentials(listener, deps.readFile);
-  const users = policyConfig.users ? await CredentialStore.load(policyConfig.users.secretPath) : CredentialStore.empty();
+  const users = policyConfig.users ? await CredentialStore.load(policyConfig.users.secretPath, deps.readFile) : CredentialStore.empty();
   const policy = compileRelayPolicy(policyConfig);
   const hostname = listener.hostname ?? config.hostname;
   const mechanisms = listener.auth.mechanisms.filter((mechanism) => mechanism !== 'CRAM-MD5' || users.allowsCramMd5());
@@ -68,8 +65,6 @@ export async function buildListenerSnapshot(config: RuntimeConfig, listener: Lis
     return facts;
   };
   const userOf = (session: SMTPServerSession): string | undefined => (typeof session.user === 'string' ? session.user : undefined);
-  const connectionOf = (session: SMTPServerSession): RelaySmtpConnection | undefined =>
-    [...smtp.connections].find((connection) => connection.session === session) as RelaySmtpConnection | undefined;
 
   const senderDomainsOf = (user: string): readonly string[] =>
     policyConfig.users?.allowedSenderDomains[user] ?? policyConfig.users?.defaultAllowedSenderDomains ?? [];
@@ -149,7 +144,7 @@ export async function buildListenerSnapshot(config: RuntimeConfig, listener: Lis
 
   const onData = (stream: SMTPServerDataStream, session: SMTPServerSession, callback: (err?: Error | null, message?: string) => void): void => {
     const facts = factsOf(session);
-    const connection = connectionOf(session);
+    const connection = smtp.connectionOf(session);
     readMessage(stream, listener.limits.maxMessageSize).then(async (result) => {
       if (result.kind === 'too-large') {
         reject('message_too_large');
@@ -240,8 +235,6 @@ export async function buildListenerSnapshot(config: RuntimeConfig, listener: Lis
   return {
     config: listener,
     hostname,
-    policy,
-    users,
     tls: tlsCredentials,
     trustedProxies: listener.proxyProtocol.trustedCidrs.map(parseCidr),
     smtp,
@@ -279,5 +272,3 @@ function toTransaction(session: SMTPServerSession, policy: RelayPolicyConfig, li
     policy,
   };
 }
-
-export const defaultReadFile: ReadFile = (path) => fs.readFile(path);

@@ -114,6 +114,7 @@ export function readProxyHeader(socket: net.Socket, timeoutMs: number): Promise<
     const onClose = () => finish(new Error('connection closed before the PROXY header'));
     const onError = (error: Error) => finish(error);
     const timer = setTimeout(() => finish(new Error('no PROXY header in time')), timeoutMs);
+    timer.unref();
     socket.on('data', onData);
     socket.once('close', onClose);
     socket.once('error', onError);

@@ -49,6 +49,8 @@ export class RelaySmtpConnection extends SMTPConnection {
   private commandTimer: NodeJS.Timeout | undefined;
   /** Set while the message is being stored, so the command timeout waits for the spool. */
   storing = false;
+  /** Called once when the session's socket has closed. */
+  onEnded: (() => void) | undefined;
 
   constructor(server: RelaySmtpServer, socket: net.Socket | tls.TLSSocket, options: SMTPConnectionOptions | undefined) {
     super(server, socket, options);
@@ -131,6 +133,9 @@ export class RelaySmtpConnection extends SMTPConnection {
   override _onClose(): void {
     this.clearCommandTimer();
     super._onClose();
+    const onEnded = this.onEnded;
+    this.onEnded = undefined;
+    onEnded?.();
   }
 
   private armCommandTimer(): void {
@@ -155,6 +160,7 @@ export class RelaySmtpConnection extends SMTPConnection {
 /** An SMTPServer that never listens itself: InboundServer hands it accepted sockets. */
 export class RelaySmtpServer extends SMTPServer {
   readonly sessionPolicy: SessionPolicy;
+  private readonly connectionsBySession = new WeakMap<SMTPServerSession, RelaySmtpConnection>();
 
   constructor(options: SMTPServerOptions, sessionPolicy: SessionPolicy) {
     super(options);
@@ -162,11 +168,20 @@ export class RelaySmtpServer extends SMTPServer {
   }
 
   override connect(socket: net.Socket | tls.TLSSocket, socketOptions?: SMTPConnectionOptions | null): void {
-    const connection = new RelaySmtpConnection(this, socket, socketOptions ?? undefined);
+    this.connectSession(socket, socketOptions ?? undefined);
+  }
+
+  /** Starts a session on an accepted socket; `onEnded` runs once when it closes. */
+  connectSession(socket: net.Socket | tls.TLSSocket, socketOptions: SMTPConnectionOptions | undefined, onEnded?: () => void): void {
+    const connection = new RelaySmtpConnection(this, socket, socketOptions);
+    connection.onEnded = onEnded;
+    this.connectionsBySession.set(connection.session, connection);
     this.connections.add(connection);
     connection.on('error', (error: Error) => this.emit('error', error));
     connection.init();
   }
-}
 
-export type { SMTPServerSession };
+  connectionOf(session: SMTPServerSession): RelaySmtpConnection | undefined {
+    return this.connectionsBySession.get(session);
+  }
+}

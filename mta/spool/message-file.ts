@@ -1,4 +1,4 @@
-// The on-disk formats of one spooled message, kept apart from the file handling:
+// The on-disk formats of the spool, kept apart from the file handling:
 //
 // Batch file — messages stored together by one group commit share one file, written once and
 // never modified; every message of it has its own hard link `<id>` in the bucket directory:
@@ -10,9 +10,13 @@
 // envelope of a typical batch (scan() never reads a body) and readMessage() seeks to its body.
 // `head -c 4000 <file>` shows a human the table and the envelopes.
 //
-// Recipient journal `<id>.j` — append-only, one record per recordRecipientResults() call:
-//   "\n" + JSON {"t": unix ms, "r": [[recipient index, status, nextAttemptAt, attempts | null, lastResult?], ...]}
-// attempts null means "one more attempt than before" (the usual result of a delivery attempt).
+// Recipient journal `results.j`, one per bucket directory — append-only, one record per
+// recordRecipientResults() call (group commit: records of concurrent calls share one append):
+//   "\n" + JSON {"id": queue id, "t": unix ms, "r": [[recipient index, status, nextAttemptAt, attempts, lastResult?], ...]}
+// attempts >= 0 sets the count; a negative value -k adds k to it (-1: the result of one more
+// delivery attempt, the usual record, written without knowing the count so far).
+// When the journal has grown well past what its live messages need, it is compacted: rewritten
+// with one folded record per live message (compactJournal), via temp file + rename.
 // Each record starts with a newline, so a record torn by a crash ends up on a line of its own
 // and is skipped, and every later record still parses. The latest record for a recipient wins.
 import type { Envelope, QueueId, RecipientResult, RecipientStatus } from './types.ts';
@@ -86,18 +90,18 @@ export function decodeEnvelope(json: Buffer): Envelope {
   return JSON.parse(json.toString('utf8')) as Envelope;
 }
 
-type JournalEntry = [index: number, status: RecipientStatus, nextAttemptAt: number, attempts: number | null, lastResult?: string];
+export type JournalEntry = [index: number, status: RecipientStatus, nextAttemptAt: number, attempts: number, lastResult?: string];
 
 const STATUSES: ReadonlySet<string> = new Set<RecipientStatus>(['pending', 'delivered', 'bounced']);
 
-export function encodeJournalRecord(results: ReadonlyMap<number, RecipientResult>, now: number): Buffer {
+export function encodeJournalRecord(id: QueueId, results: ReadonlyMap<number, RecipientResult>, now: number): Buffer {
   const entries: JournalEntry[] = [];
   for (const [index, result] of results) {
-    const entry: JournalEntry = [index, result.status, result.nextAttemptAt, result.attempts ?? null];
+    const entry: JournalEntry = [index, result.status, result.nextAttemptAt, result.attempts ?? -1];
     if (result.lastResult !== undefined) entry.push(result.lastResult);
     entries.push(entry);
   }
-  return Buffer.from('\n' + JSON.stringify({ t: now, r: entries }));
+  return Buffer.from('\n' + JSON.stringify({ id, t: now, r: entries }));
 }
 
 function isJournalEntry(value: unknown): value is JournalEntry {
@@ -107,13 +111,14 @@ function isJournalEntry(value: unknown): value is JournalEntry {
     typeof value[1] === 'string' &&
     STATUSES.has(value[1]) &&
     typeof value[2] === 'number' &&
-    (value[3] === null || typeof value[3] === 'number') &&
+    Number.isInteger(value[3]) &&
     (value[4] === undefined || typeof value[4] === 'string')
   );
 }
 
-/** Applies every complete record of a journal to the envelope's recipients, in order; torn records are skipped. */
-export function applyJournal(envelope: Envelope, journal: Buffer): void {
+/** The entries of every complete record of a journal, per queue id, in append order; torn records are skipped. */
+export function parseJournal(journal: Buffer): Map<QueueId, JournalEntry[]> {
+  const byId = new Map<QueueId, JournalEntry[]>();
   for (const line of journal.toString('utf8').split('\n')) {
     if (line === '') continue;
     let record: unknown;
@@ -122,17 +127,46 @@ export function applyJournal(envelope: Envelope, journal: Buffer): void {
     } catch {
       continue;
     }
-    const entries = (record as { r?: unknown } | null)?.r;
-    if (!Array.isArray(entries)) continue;
-    for (const entry of entries) {
-      if (!isJournalEntry(entry)) continue;
-      const recipient = envelope.recipients[entry[0]];
-      if (!recipient) continue;
-      recipient.status = entry[1];
-      recipient.nextAttemptAt = entry[2];
-      recipient.attempts = entry[3] ?? recipient.attempts + 1;
-      if (entry[4] === undefined) delete recipient.lastResult;
-      else recipient.lastResult = entry[4];
-    }
+    const { id, r: entries } = (record ?? {}) as { id?: unknown; r?: unknown };
+    if (typeof id !== 'string' || !Array.isArray(entries)) continue;
+    let list = byId.get(id);
+    if (!list) byId.set(id, (list = []));
+    for (const entry of entries) if (isJournalEntry(entry)) list.push(entry);
   }
+  return byId;
+}
+
+/** Applies journal entries (in order) to the envelope's recipients. */
+export function applyJournal(envelope: Envelope, entries: readonly JournalEntry[]): void {
+  for (const entry of entries) {
+    const recipient = envelope.recipients[entry[0]];
+    if (!recipient) continue;
+    recipient.status = entry[1];
+    recipient.nextAttemptAt = entry[2];
+    recipient.attempts = entry[3] >= 0 ? entry[3] : recipient.attempts - entry[3];
+    if (entry[4] === undefined) delete recipient.lastResult;
+    else recipient.lastResult = entry[4];
+  }
+}
+
+/** One entry per recipient with the same effect as all of the given entries applied in order. */
+function foldEntries(entries: readonly JournalEntry[]): JournalEntry[] {
+  const folded = new Map<number, JournalEntry>();
+  for (const entry of entries) {
+    const previous = folded.get(entry[0]);
+    const attempts = entry[3] >= 0 || !previous ? entry[3] : previous[3] >= 0 ? previous[3] - entry[3] : previous[3] + entry[3];
+    const next: JournalEntry = [entry[0], entry[1], entry[2], attempts];
+    if (entry[4] !== undefined) next.push(entry[4]);
+    folded.set(entry[0], next);
+  }
+  return [...folded.values()];
+}
+
+/** The journal rewritten with one folded record per message in `live`; records of other messages are dropped. */
+export function compactJournal(journal: Buffer, live: ReadonlySet<string>, now: number): Buffer {
+  const records: string[] = [];
+  for (const [id, entries] of parseJournal(journal)) {
+    if (live.has(id) && entries.length > 0) records.push('\n' + JSON.stringify({ id, t: now, r: foldEntries(entries) }));
+  }
+  return Buffer.from(records.join(''));
 }

@@ -3,7 +3,7 @@
 // Layout under the spool directory:
 //   queue/<bucket>/<id>       the message: a hard link to the batch file it was written in
 //                             (envelopes + messages of one group commit, mta/spool/message-file.ts)
-//   queue/<bucket>/<id>.j     append-only recipient journal (created by the first recorded result)
+//   queue/<bucket>/results.j  append-only journal of recipient results of the bucket's messages
 //   queue/<bucket>/<id>.tmp   a batch being written; never read, deleted at open
 // <id> is the queue id (mta/spool/queue-id.ts): it sorts by accept time, and <bucket> is its first
 // 7 characters (a ~33 s slice of time), so an id alone locates its files, concurrent stores land
@@ -15,25 +15,26 @@
 // `<id>` for each of them, drops the temp name and fsyncs the directory once; only then do they
 // resolve. On this kind of disk an fsync costs about the same for 10 KiB or 1 MiB, so N
 // concurrent stores cost 2 fsyncs instead of 2N. A crash leaves either no link or a link to a
-// complete, synced batch. A recorded result is fdatasynced into the journal (plus a directory
-// fsync when the journal is created) before the call resolves.
-// remove() unlinks the message and syncs the directory BEFORE unlinking the journal, so a message
-// can never come back without the journal that says which recipients are done.
+// complete, synced batch. Recorded results are group-committed the same way into the bucket's
+// journal (one append + fdatasync for every result recorded meanwhile) before the calls resolve.
+// remove() unlinks the message and syncs the directory; the journal keeps its records until the
+// bucket's last message is gone, so a message can never come back without the records that say
+// which recipients are done.
 import fs from 'node:fs';
 import fsp from 'node:fs/promises';
 import path from 'node:path';
 import { Readable } from 'node:stream';
 import type { Logger } from '../observe/log.ts';
 import type { RelayMetrics } from '../observe/metrics.ts';
-import { DirectorySync } from './group-sync.ts';
-import { applyJournal, type BatchMessage, type BatchTable, decodeBatchTable, decodeEnvelope, encodeBatch, encodeJournalRecord, HEAD_PROBE_BYTES, PREFIX_LENGTH, tableLength } from './message-file.ts';
+import { DirectorySync, JournalAppender, writeAll } from './group-commit.ts';
+import { applyJournal, type BatchMessage, compactJournal, type BatchTable, decodeBatchTable, decodeEnvelope, encodeBatch, encodeJournalRecord, HEAD_PROBE_BYTES, type JournalEntry, parseJournal, PREFIX_LENGTH, tableLength } from './message-file.ts';
 import { encodeTime, isQueueId, QueueIdGenerator } from './queue-id.ts';
 import type { Envelope, QueueId, RecipientResult, Spool, SpooledMessage } from './types.ts';
 
 const QUEUE_DIR = 'queue';
 const BUCKET_CHARS = 7;
 const TEMP_SUFFIX = '.tmp';
-const JOURNAL_SUFFIX = '.j';
+const JOURNAL_FILE = 'results.j';
 /** Batch files scan() reads at the same time (enough to keep a network volume busy). */
 const SCAN_PARALLELISM = 16;
 /** Bounds of one batch: a store beyond them waits for the next one. */
@@ -60,6 +61,7 @@ interface Bucket {
   /** Resolves once the bucket directory exists durably. */
   ready: Promise<void>;
   sync: DirectorySync;
+  journal: JournalAppender;
   /** Stores waiting for the next batch of this bucket. */
   waiting: PendingStore[];
   writing: boolean;
@@ -76,8 +78,6 @@ export class FileSpool implements Spool {
   readonly #buckets = new Map<string, Bucket>();
   /** Bucket directories being deleted; a store into one waits for the deletion before recreating it. */
   readonly #removingBuckets = new Map<string, Promise<void>>();
-  /** Per message, the tail of its chain of journal appends (they must not interleave). */
-  readonly #journalWrites = new Map<QueueId, Promise<void>>();
   readonly #inFlight = new Set<Promise<unknown>>();
   #closed = false;
 
@@ -111,17 +111,17 @@ export class FileSpool implements Spool {
     return Readable.from(readMessageBytes(file, id));
   }
 
+  /** Rejects for an id whose bucket holds no message (never stored, or removed with the rest of its bucket). */
   recordRecipientResults(id: QueueId, results: ReadonlyMap<number, RecipientResult>): Promise<void> {
-    this.#assertOpen();
-    const file = this.#messagePath(id);
-    const previous = this.#journalWrites.get(id) ?? Promise.resolve();
-    const write = previous.catch(() => undefined).then(() => this.#appendJournal(id, file + JOURNAL_SUFFIX, results));
-    this.#journalWrites.set(id, write);
-    const cleanup = (): void => {
-      if (this.#journalWrites.get(id) === write) this.#journalWrites.delete(id);
-    };
-    write.then(cleanup, cleanup);
-    return this.#track(write);
+    try {
+      this.#assertOpen();
+      assertQueueId(id);
+    } catch (error) {
+      return Promise.reject(error);
+    }
+    const bucket = this.#buckets.get(bucketOf(id));
+    if (!bucket) return Promise.reject(new Error(`no message ${id} in spool ${this.directory}`));
+    return this.#track(bucket.journal.append(encodeJournalRecord(id, results, this.#now())));
   }
 
   remove(id: QueueId): Promise<void> {
@@ -139,7 +139,7 @@ export class FileSpool implements Spool {
         if (isNotFound(error)) continue;
         throw error;
       }
-      const journals = new Set(names.filter((name) => name.endsWith(JOURNAL_SUFFIX)));
+      const journal = names.includes(JOURNAL_FILE) ? parseJournal(await fsp.readFile(path.join(bucketDir, JOURNAL_FILE))) : new Map<QueueId, JournalEntry[]>();
       const present = new Set(names.filter(isQueueId));
       const ids = [...present].sort();
       // One read returns every message of one batch file that is still present, and claims them,
@@ -158,7 +158,7 @@ export class FileSpool implements Spool {
             continue;
           }
           reading.push(
-            this.#readBatchEnvelopes(bucketDir, id, present, journals, claimed).then((batch) => {
+            this.#readBatchEnvelopes(bucketDir, id, present, journal, claimed).then((batch) => {
               stride = Math.max(1, batch.tableSize);
               return batch.messages;
             }),
@@ -179,8 +179,8 @@ export class FileSpool implements Spool {
 
   async #store(envelope: Omit<Envelope, 'size'>, chunks: readonly Buffer[], id: QueueId): Promise<SpooledMessage> {
     this.#assertOpen();
+    assertQueueId(id);
     const started = performance.now();
-    this.#messagePath(id);
     const stored: Envelope = { ...envelope, size: chunks.reduce((total, chunk) => total + chunk.length, 0) };
     const bucket = await this.#enterBucket(id);
     try {
@@ -241,33 +241,12 @@ export class FileSpool implements Spool {
     }
   }
 
-  async #appendJournal(id: QueueId, journal: string, results: ReadonlyMap<number, RecipientResult>): Promise<void> {
-    const record = encodeJournalRecord(results, this.#now());
-    let created = true;
-    let handle: fsp.FileHandle;
-    try {
-      handle = await fsp.open(journal, 'ax');
-    } catch (error) {
-      if ((error as NodeJS.ErrnoException).code !== 'EEXIST') throw error;
-      created = false;
-      handle = await fsp.open(journal, 'a');
-    }
-    try {
-      await writeAll(handle, [record]);
-      await handle.datasync();
-      this.#countFsync();
-    } finally {
-      await handle.close();
-    }
-    if (created) await this.#bucketFor(id).sync.sync();
-  }
-
   async #remove(id: QueueId): Promise<void> {
     this.#assertOpen();
-    await this.#journalWrites.get(id)?.catch(() => undefined);
     const file = this.#messagePath(id);
-    const bucketName = id.slice(0, BUCKET_CHARS);
-    const bucket = this.#bucketFor(id);
+    const bucketName = bucketOf(id);
+    const bucket = this.#buckets.get(bucketName);
+    if (!bucket) return; // its bucket is gone, so is the message
     let existed = true;
     try {
       await fsp.unlink(file);
@@ -276,9 +255,8 @@ export class FileSpool implements Spool {
       existed = false;
     }
     await bucket.sync.sync();
-    await fsp.rm(file + JOURNAL_SUFFIX, { force: true });
     if (existed) bucket.files--;
-    if (bucket.files <= 0 && bucketName < encodeTime(this.#now()).slice(0, BUCKET_CHARS)) this.#dropBucket(bucketName);
+    if (bucket.files <= 0 && bucketName < bucketOf(encodeTime(this.#now()))) this.#dropBucket(bucketName);
   }
 
   /**
@@ -290,7 +268,7 @@ export class FileSpool implements Spool {
     bucketDir: string,
     id: QueueId,
     present: ReadonlySet<string>,
-    journals: ReadonlySet<string>,
+    journal: ReadonlyMap<QueueId, readonly JournalEntry[]>,
     claimed: Set<QueueId>,
   ): Promise<{ messages: SpooledMessage[]; tableSize: number }> {
     const file = path.join(bucketDir, id);
@@ -302,7 +280,7 @@ export class FileSpool implements Spool {
         if (!present.has(entry.id) || claimed.has(entry.id)) continue;
         claimed.add(entry.id);
         const envelope = decodeEnvelope(head.subarray(entry.envelopeOffset, entry.envelopeOffset + entry.envelopeLength));
-        if (journals.has(entry.id + JOURNAL_SUFFIX)) applyJournal(envelope, await fsp.readFile(path.join(bucketDir, entry.id + JOURNAL_SUFFIX)));
+        applyJournal(envelope, journal.get(entry.id) ?? []);
         messages.push({ id: entry.id, envelope });
       }
       return { messages, tableSize: table.entries.length };
@@ -315,9 +293,13 @@ export class FileSpool implements Spool {
 
   /** Reserves a place for one more message file in the id's bucket, creating the directory durably if needed. */
   async #enterBucket(id: QueueId): Promise<Bucket> {
-    const name = id.slice(0, BUCKET_CHARS);
+    const name = bucketOf(id);
     await this.#removingBuckets.get(name);
-    const bucket = this.#bucketFor(id);
+    let bucket = this.#buckets.get(name);
+    if (!bucket) {
+      bucket = this.#newBucket(name, 0);
+      this.#buckets.set(name, bucket);
+    }
     bucket.files++;
     try {
       await bucket.ready;
@@ -329,15 +311,25 @@ export class FileSpool implements Spool {
     return bucket;
   }
 
-  #bucketFor(id: QueueId): Bucket {
-    const name = id.slice(0, BUCKET_CHARS);
-    let bucket = this.#buckets.get(name);
-    if (!bucket) {
-      const directory = path.join(this.#queueDir, name);
-      bucket = { name, files: 0, ready: this.#createDirectory(directory), sync: new DirectorySync(directory, () => this.#countFsync()), waiting: [], writing: false };
-      this.#buckets.set(name, bucket);
-    }
-    return bucket;
+  /** A bucket found at open (`found`) or a new one, whose directory is created now. */
+  #newBucket(name: string, files: number, found?: { hasJournal: boolean }): Bucket {
+    const directory = path.join(this.#queueDir, name);
+    const sync = new DirectorySync(directory, () => this.#countFsync());
+    const journal = new JournalAppender(path.join(directory, JOURNAL_FILE), {
+      exists: found?.hasJournal ?? false,
+      onFsync: () => this.#countFsync(),
+      syncDirectory: () => sync.sync(),
+      compact: async (content) => {
+        // Messages absent from the listing were unlinked before it; the sync makes that durable,
+        // so their records can go (a message unlinked later is still listed and keeps them).
+        const live = new Set((await fsp.readdir(directory)).filter(isQueueId));
+        await sync.sync();
+        return compactJournal(content, live, this.#now());
+      },
+      onCompactionError: (error) => this.#logger?.error({ directory, err: error }, 'spool journal compaction failed; journal kept as it was'),
+    });
+    const ready = found ? Promise.resolve() : this.#createDirectory(directory);
+    return { name, files, ready, sync, journal, waiting: [], writing: false };
   }
 
   async #createDirectory(directory: string): Promise<void> {
@@ -353,45 +345,43 @@ export class FileSpool implements Spool {
   /** Deletes an emptied bucket of the past; a failure (e.g. a stray file) only leaves it for the next open. */
   #dropBucket(name: string): void {
     this.#buckets.delete(name);
+    const directory = path.join(this.#queueDir, name);
     const removal = fsp
-      .rmdir(path.join(this.#queueDir, name))
+      .rm(path.join(directory, JOURNAL_FILE), { force: true })
+      .then(() => fsp.rmdir(directory))
       .catch(() => undefined)
       .finally(() => this.#removingBuckets.delete(name));
     this.#removingBuckets.set(name, removal);
+    void this.#track(removal);
   }
 
-  /** Startup: create the layout, delete temp files, orphaned journals and empty buckets, count messages per bucket. */
+  /** Startup: create the layout, delete temp files of interrupted batches and buckets with no message left, count messages per bucket. */
   async #recover(): Promise<void> {
     const created = !fs.existsSync(this.#queueDir);
     await fsp.mkdir(this.#queueDir, { recursive: true });
     if (created) await new DirectorySync(this.directory, () => this.#countFsync()).sync();
     let temps = 0;
-    let orphans = 0;
     for (const name of await listBuckets(this.#queueDir)) {
       const bucketDir = path.join(this.#queueDir, name);
       const entries = await fsp.readdir(bucketDir);
-      const ids = new Set(entries.filter(isQueueId));
-      for (const entry of entries) {
-        const isTemp = entry.endsWith(TEMP_SUFFIX);
-        const isOrphan = entry.endsWith(JOURNAL_SUFFIX) && !ids.has(entry.slice(0, -JOURNAL_SUFFIX.length));
-        if (isTemp || isOrphan) {
-          await fsp.rm(path.join(bucketDir, entry), { force: true });
-          if (isTemp) temps++;
-          else orphans++;
-        }
+      for (const entry of entries.filter((candidate) => candidate.endsWith(TEMP_SUFFIX))) {
+        await fsp.rm(path.join(bucketDir, entry), { force: true });
+        temps++;
       }
-      if (ids.size === 0) {
+      const messages = entries.filter(isQueueId).length;
+      if (messages === 0) {
+        await fsp.rm(path.join(bucketDir, JOURNAL_FILE), { force: true });
         await fsp.rmdir(bucketDir).catch(() => undefined);
         continue;
       }
-      this.#buckets.set(name, { name, files: ids.size, ready: Promise.resolve(), sync: new DirectorySync(bucketDir, () => this.#countFsync()), waiting: [], writing: false });
+      this.#buckets.set(name, this.#newBucket(name, messages, { hasJournal: entries.includes(JOURNAL_FILE) }));
     }
-    if (temps || orphans) this.#logger?.info({ directory: this.directory, temps, orphans }, 'spool: removed leftovers of interrupted writes');
+    if (temps) this.#logger?.info({ directory: this.directory, temps }, 'spool: removed temp files of interrupted writes');
   }
 
   #messagePath(id: QueueId): string {
-    if (!isQueueId(id)) throw new Error(`not a queue id: ${JSON.stringify(id)}`);
-    return path.join(this.#queueDir, id.slice(0, BUCKET_CHARS), id);
+    assertQueueId(id);
+    return path.join(this.#queueDir, bucketOf(id), id);
   }
 
   #countFsync(): void {
@@ -412,28 +402,21 @@ export class FileSpool implements Spool {
   }
 }
 
+/** The bucket directory of a queue id (or of the time part of one). */
+function bucketOf(id: string): string {
+  return id.slice(0, BUCKET_CHARS);
+}
+
+function assertQueueId(id: string): void {
+  if (!isQueueId(id)) throw new Error(`not a queue id: ${JSON.stringify(id)}`);
+}
+
 async function listBuckets(queueDir: string): Promise<string[]> {
   const entries = await fsp.readdir(queueDir, { withFileTypes: true });
   return entries
     .filter((entry) => entry.isDirectory() && entry.name.length === BUCKET_CHARS)
     .map((entry) => entry.name)
     .sort();
-}
-
-async function writeAll(handle: fsp.FileHandle, chunks: readonly Buffer[]): Promise<void> {
-  let remaining = chunks.filter((chunk) => chunk.length > 0);
-  while (remaining.length > 0) {
-    let { bytesWritten } = await handle.writev(remaining);
-    const rest: Buffer[] = [];
-    for (const chunk of remaining) {
-      if (bytesWritten >= chunk.length) bytesWritten -= chunk.length;
-      else {
-        rest.push(chunk.subarray(bytesWritten));
-        bytesWritten = 0;
-      }
-    }
-    remaining = rest;
-  }
 }
 
 /** The next batch: waiting stores in arrival order, within the batch bounds (at least one). */

@@ -3,6 +3,7 @@
 // collector as the MessageAcceptor, and a metrics registry to read back.
 import { mkdirSync, mkdtempSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
+import { pino } from 'pino';
 import path from 'node:path';
 import type { RuntimeConfig, RuntimeConfigInput } from '../../mta/config/schema.ts';
 import { validateRuntimeConfig } from '../../mta/config/parse.ts';
@@ -37,6 +38,8 @@ export interface Harness {
   metrics: RelayMetrics;
   /** When set, the acceptor rejects (to test 451). */
   failAccept: boolean;
+  /** How long the acceptor takes (a slow spool). */
+  acceptDelayMs: number;
   port(listener: string): number;
   metric(name: string): Promise<string>;
   buildConfig(mutate?: (input: RuntimeConfigInput) => void): RuntimeConfig;
@@ -47,6 +50,8 @@ export interface HarnessOptions {
   /** Users with clear-text secrets only (so CRAM-MD5 can be offered). */
   clearUsersOnly?: boolean;
   mutate?: (input: RuntimeConfigInput) => void;
+  /** Collect the relay's pino JSON log lines (level info) here instead of discarding them. */
+  logLines?: string[];
 }
 
 export async function startHarness(options: HarnessOptions = {}): Promise<Harness> {
@@ -75,6 +80,7 @@ export async function startHarness(options: HarnessOptions = {}): Promise<Harnes
     collected,
     metrics,
     failAccept: false,
+    acceptDelayMs: 0,
     port(listener) {
       const bound = harness.server.boundAddresses().find((entry) => entry.listener === listener);
       if (!bound) throw new Error(`no listener ${listener}`);
@@ -92,8 +98,11 @@ export async function startHarness(options: HarnessOptions = {}): Promise<Harnes
   };
   harness.server = await InboundServer.start(config, {
     metrics,
-    logger: createLogger('inbound-test', process.env.LOG_LEVEL ?? 'silent'),
+    logger: options.logLines
+      ? pino({ level: 'info' }, { write: (line: string) => void options.logLines?.push(line) })
+      : createLogger('inbound-test', process.env.LOG_LEVEL ?? 'silent'),
     accept: async (transaction, message) => {
+      if (harness.acceptDelayMs > 0) await new Promise((resolve) => setTimeout(resolve, harness.acceptDelayMs));
       if (harness.failAccept) throw new Error('spool unavailable');
       const queueId = `Q${String(++sequence).padStart(6, '0')}`;
       collected.push({ transaction, message, queueId });

@@ -48,6 +48,27 @@ describe('connection limits', () => {
   });
 });
 
+describe('connection slots after STARTTLS', () => {
+  let harness: Harness;
+  before(async () => {
+    harness = await startHarness({ mutate: relayLimits({ maxConnections: 2, maxConnectionsPerClient: 2 }) });
+  });
+  after(() => harness.close());
+
+  test('sessions upgraded with STARTTLS give their slots back when they end', async () => {
+    for (let round = 0; round < 3; round++) {
+      const clients = [await openSession(harness, 'relay', { starttls: true }), await openSession(harness, 'relay', { starttls: true })];
+      for (const client of clients) {
+        client.write('QUIT\r\n');
+        await client.waitClosed();
+      }
+    }
+    for (let tries = 0; tries < 50 && !/listener="relay"\} 0/.test(await harness.metric('vmta_inbound_connections_active')); tries++) await new Promise((resolve) => setTimeout(resolve, 20));
+    const last = await openSession(harness, 'relay');
+    last.close();
+  });
+});
+
 describe('message limits', () => {
   let harness: Harness;
   before(async () => {
@@ -152,6 +173,20 @@ describe('timeouts and errors', () => {
       }
       await client.waitClosed();
     } finally {
+      client.close();
+    }
+  });
+
+  test('a slow spool does not trip the command timeout: the client waits for its 250', async () => {
+    harness.acceptDelayMs = 2500;
+    const client = await openSession(harness, 'submission', { starttls: true, auth: { user: 'alice', password: 'alice-secret' } });
+    try {
+      expectCode(await client.command('MAIL FROM:<alice@alice.example>'), 250);
+      expectCode(await client.command('RCPT TO:<x@anywhere.example>'), 250);
+      expectCode(await client.command('DATA'), 354);
+      assert.match((await client.command('Subject: slow\r\n\r\nx\r\n.')).text, /^250 2\.0\.0 Ok: queued as /);
+    } finally {
+      harness.acceptDelayMs = 0;
       client.close();
     }
   });

@@ -135,7 +135,7 @@ describe('FileSpool', () => {
     await reopened.close();
   });
 
-  it('removes a message and its journal, and an emptied past bucket directory', async () => {
+  it('removes a message, and an emptied past bucket directory with its journal', async () => {
     let clock = Date.UTC(2026, 0, 1);
     const spool = await FileSpool.open(directory, { now: () => clock });
     const { id } = await spool.store(pendingEnvelope(2), Buffer.from('x\r\n'));
@@ -150,7 +150,7 @@ describe('FileSpool', () => {
     assert.deepEqual(await fs.readdir(path.join(directory, 'queue')), []);
   });
 
-  it('ends a reopened spool with no orphaned journal of a message removed before a crash', async () => {
+  it('deletes at open the journal and directory of a bucket whose messages were all removed before a crash', async () => {
     const spool = await FileSpool.open(directory);
     const { id } = await spool.store(pendingEnvelope(1), Buffer.from('x\r\n'));
     await spool.recordRecipientResults(id, new Map([[0, { status: 'delivered' as const, nextAttemptAt: 0 }]]));
@@ -177,6 +177,29 @@ describe('FileSpool', () => {
     assert.equal((await metrics.spoolWriteSeconds.get()).values.find((value) => value.metricName === 'vmta_spool_write_seconds_count')?.value, count + 1);
     assert.equal((await scanAll(spool)).length, count + 1);
     await spool.close();
+  });
+
+  it('group-commits concurrent recipient results and keeps each message\'s own state', async () => {
+    const metrics = new RelayMetrics({ processMetrics: false });
+    const spool = await FileSpool.open(directory, { metrics });
+    const stored = await Promise.all(Array.from({ length: 40 }, () => spool.store(pendingEnvelope(2), Buffer.from('x\r\n'))));
+    await spool.recordRecipientResults(stored[0]?.id ?? '', new Map([[1, { status: 'pending' as const, nextAttemptAt: 1 }]])); // creates the journal
+    const before = await fsyncCount(metrics);
+    await Promise.all(
+      stored.map(({ id }, index) => spool.recordRecipientResults(id, new Map([[index % 2, { status: index % 3 === 0 ? ('bounced' as const) : ('delivered' as const), nextAttemptAt: 0, lastResult: `reply ${index}` }]]))),
+    );
+    const fsyncs = (await fsyncCount(metrics)) - before;
+    assert.ok(fsyncs <= 20, `expected at most 20 fsyncs for 40 concurrent results, got ${fsyncs}`);
+    await spool.close();
+    const reopened = await FileSpool.open(directory);
+    const found = new Map((await scanAll(reopened)).map((message) => [message.id, message.envelope]));
+    for (const [index, { id }] of stored.entries()) {
+      const recipient = found.get(id)?.recipients[index % 2];
+      assert.equal(recipient?.status, index % 3 === 0 ? 'bounced' : 'delivered', `message ${index}`);
+      assert.equal(recipient?.lastResult, `reply ${index}`);
+      assert.equal(found.get(id)?.recipients[1 - (index % 2)]?.status, 'pending', `message ${index}, other recipient`);
+    }
+    await reopened.close();
   });
 
   it('keeps each message of a shared batch readable on its own, before and after the others are removed', async () => {
@@ -207,9 +230,71 @@ describe('FileSpool', () => {
     await spool.close();
   });
 
+  it('refuses results for a message it never stored, and takes removing an unknown message as done', async () => {
+    const spool = await FileSpool.open(directory);
+    const unknown = spool.allocateId();
+    await assert.rejects(spool.recordRecipientResults(unknown, new Map([[0, { status: 'delivered' as const, nextAttemptAt: 0 }]])), /no message/);
+    await spool.remove(unknown);
+    assert.deepEqual(await fs.readdir(path.join(directory, 'queue')), []);
+    await spool.close();
+  });
+
   it('refuses work after close', async () => {
     const spool = await FileSpool.open(directory);
     await spool.close();
     await assert.rejects(spool.store(pendingEnvelope(1), Buffer.from('x')), /closed/);
+  });
+});
+
+describe('journal compaction', () => {
+  let directory: string;
+  beforeEach(async () => {
+    directory = await fs.mkdtemp(path.join(os.tmpdir(), 'spool-journal-'));
+  });
+  afterEach(async () => {
+    await fs.rm(directory, { recursive: true, force: true });
+  });
+
+  it('folds many results into one record per live message, with the same state, and drops removed messages', async () => {
+    const spool = await FileSpool.open(directory);
+    const stored = await Promise.all(Array.from({ length: 10 }, () => spool.store(pendingEnvelope(3), Buffer.from('x\r\n'))));
+    const removed = stored.slice(5);
+    const kept = stored.slice(0, 5);
+    // About 280 bytes per record: 5 live messages x 1000 rounds write ~1.4 MB, past the 1 MiB threshold.
+    const rounds = 1000;
+    const removeAt = 10;
+    for (let round = 0; round < rounds; round++) {
+      await Promise.all(
+        (round <= removeAt ? stored : kept).map(({ id }) =>
+          spool.recordRecipientResults(id, new Map([0, 1, 2].map((index) => [index, { status: 'pending' as const, nextAttemptAt: round, lastResult: `451 4.7.1 greylisted, round ${round} of recipient ${index}` }]))),
+        ),
+      );
+      if (round === removeAt) {
+        for (const { id } of removed) await spool.remove(id);
+        for (const { id } of kept) await spool.recordRecipientResults(id, new Map([[2, { status: 'delivered' as const, nextAttemptAt: 0, attempts: 1000 }]]));
+      }
+    }
+    await spool.close();
+    const journal = (await filesUnder(directory)).find((file) => file.endsWith('results.j'));
+    assert.ok(journal);
+    const { size } = await fs.stat(journal);
+    assert.ok(size < 1024 * 1024, `journal compacted (size ${size})`);
+    const content = await fs.readFile(journal, 'utf8');
+    for (const { id } of removed) assert.doesNotMatch(content, new RegExp(id), 'records of removed messages are dropped');
+
+    const reopened = await FileSpool.open(directory);
+    const found = await scanAll(reopened);
+    assert.deepEqual(found.map((message) => message.id).sort(), kept.map((message) => message.id).sort());
+    for (const { envelope } of found) {
+      assert.deepEqual(
+        envelope.recipients.map(({ status, attempts, nextAttemptAt, lastResult }) => ({ status, attempts, nextAttemptAt, lastResult })),
+        [
+          { status: 'pending', attempts: rounds, nextAttemptAt: rounds - 1, lastResult: `451 4.7.1 greylisted, round ${rounds - 1} of recipient 0` },
+          { status: 'pending', attempts: rounds, nextAttemptAt: rounds - 1, lastResult: `451 4.7.1 greylisted, round ${rounds - 1} of recipient 1` },
+          { status: 'pending', attempts: 1000 + rounds - removeAt - 1, nextAttemptAt: rounds - 1, lastResult: `451 4.7.1 greylisted, round ${rounds - 1} of recipient 2` },
+        ],
+      );
+    }
+    await reopened.close();
   });
 });

@@ -1,0 +1,159 @@
+// Group commit: operations that arrive while an fsync is running wait together for the next one,
+// so N concurrent callers cost one or two fsyncs instead of N. Two forms: DirectorySync (make
+// entries created, linked or removed in a directory durable) and JournalAppender (append records
+// to a file and make them durable).
+import fs from 'node:fs/promises';
+
+export class DirectorySync {
+  readonly #path: string;
+  readonly #onFsync: () => void;
+  #running: Promise<void> | undefined;
+  #next: Promise<void> | undefined;
+
+  constructor(path: string, onFsync: () => void) {
+    this.#path = path;
+    this.#onFsync = onFsync;
+  }
+
+  /** Resolves once every entry created, renamed or removed in the directory before this call is durable. */
+  sync(): Promise<void> {
+    if (!this.#running) {
+      this.#running = this.#fsync().finally(() => {
+        this.#running = undefined;
+      });
+      return this.#running;
+    }
+    // An fsync is in flight but may have started before our change: join the one after it.
+    this.#next ??= this.#running.then(
+      () => this.#startQueued(),
+      () => this.#startQueued(),
+    );
+    return this.#next;
+  }
+
+  #startQueued(): Promise<void> {
+    this.#next = undefined;
+    return this.sync();
+  }
+
+  async #fsync(): Promise<void> {
+    const handle = await fs.open(this.#path, 'r');
+    try {
+      await handle.sync();
+      this.#onFsync();
+    } finally {
+      await handle.close();
+    }
+  }
+}
+
+interface PendingAppend {
+  record: Buffer;
+  resolve: () => void;
+  reject: (error: unknown) => void;
+}
+
+/** A journal is compacted once it is larger than this and than COMPACT_GROWTH times its last compacted size. */
+const COMPACT_MIN_BYTES = 1024 * 1024;
+const COMPACT_GROWTH = 4;
+
+export interface JournalAppenderOptions {
+  exists: boolean;
+  onFsync: () => void;
+  /** Makes the file's creation or replacement durable (fsync of its directory). */
+  syncDirectory: () => Promise<void>;
+  /** The journal's content rewritten to what still matters; appends wait while it runs. */
+  compact: (journal: Buffer) => Promise<Buffer>;
+  /** A failed compaction leaves the journal as it was; this reports why. */
+  onCompactionError: (error: unknown) => void;
+}
+
+/**
+ * Appends records to one file; a record is durable (fdatasynced, and the file's directory entry
+ * too) when append() resolves. When the file has grown well past its last compacted size, it is
+ * replaced by its compacted form (temp file, fdatasync, rename, directory fsync) between appends.
+ */
+export class JournalAppender {
+  readonly #path: string;
+  readonly #options: JournalAppenderOptions;
+  #exists: boolean;
+  #compactedSize = 0;
+  #waiting: PendingAppend[] = [];
+  #writing = false;
+
+  constructor(path: string, options: JournalAppenderOptions) {
+    this.#path = path;
+    this.#options = options;
+    this.#exists = options.exists;
+  }
+
+  append(record: Buffer): Promise<void> {
+    return new Promise((resolve, reject) => {
+      this.#waiting.push({ record, resolve, reject });
+      if (!this.#writing) void this.#writeAll();
+    });
+  }
+
+  async #writeAll(): Promise<void> {
+    this.#writing = true;
+    while (this.#waiting.length > 0) {
+      const group = this.#waiting;
+      this.#waiting = [];
+      let size = 0;
+      try {
+        const handle = await fs.open(this.#path, 'a');
+        try {
+          await writeAll(handle, group.map((pending) => pending.record));
+          await handle.datasync();
+          this.#options.onFsync();
+          size = (await handle.stat()).size;
+        } finally {
+          await handle.close();
+        }
+        if (!this.#exists) {
+          await this.#options.syncDirectory();
+          this.#exists = true;
+        }
+        for (const pending of group) pending.resolve();
+      } catch (error) {
+        for (const pending of group) pending.reject(error);
+      }
+      if (size > Math.max(COMPACT_MIN_BYTES, COMPACT_GROWTH * this.#compactedSize)) await this.#compact().catch(this.#options.onCompactionError);
+    }
+    this.#writing = false;
+  }
+
+  /** Until the rename, the old journal stays in force; a temp file left by a crash is deleted at the next open. */
+  async #compact(): Promise<void> {
+    const compacted = await this.#options.compact(await fs.readFile(this.#path));
+    const temp = `${this.#path}.tmp`;
+    const handle = await fs.open(temp, 'w');
+    try {
+      await writeAll(handle, [compacted]);
+      await handle.datasync();
+      this.#options.onFsync();
+    } finally {
+      await handle.close();
+    }
+    await fs.rename(temp, this.#path);
+    await this.#options.syncDirectory();
+    this.#compactedSize = compacted.length;
+  }
+}
+
+/** Writes every byte of the buffers, in order, at the file position (vectored; short writes continued). */
+export async function writeAll(handle: fs.FileHandle, chunks: readonly Buffer[]): Promise<void> {
+  let remaining = chunks.filter((chunk) => chunk.length > 0);
+  while (remaining.length > 0) {
+    let { bytesWritten } = await handle.writev(remaining);
+    const rest: Buffer[] = [];
+    for (const chunk of remaining) {
+      if (bytesWritten >= chunk.length) bytesWritten -= chunk.length;
+      else {
+        rest.push(chunk.subarray(bytesWritten));
+        bytesWritten = 0;
+      }
+    }
+    remaining = rest;
+  }
+}
