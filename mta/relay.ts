@@ -132,10 +132,11 @@ export class Relay {
 
   async #shutDown(reason: string): Promise<void> {
     const { logger } = this;
-    logger.info({ reason, timeoutMs: this.#options.shutdownTimeoutMs }, 'shutting down: not ready, no new connections, waiting for open sessions');
+    logger.info({ reason }, 'shutting down: not ready');
     this.#watcher?.stop();
     if (this.#inbound) {
       await this.#inbound.stopAccepting();
+      logger.info({ timeoutMs: this.#options.shutdownTimeoutMs }, 'listeners closed; waiting for open sessions to finish');
       // Sessions still open at the bound are closed; a message whose DATA had not ended was never acknowledged.
       await this.#inbound.drain(this.#options.shutdownTimeoutMs);
     }

@@ -210,7 +210,7 @@ test('SIGTERM: not ready, no new connections, the open session finishes its mess
   client.write('Subject: in flight\r\n\r\nstarted before SIGTERM\r\n');
 
   relay.child.kill('SIGTERM');
-  await relay.waitForLog((entry) => /^shutting down/.test(entry.msg));
+  await relay.waitForLog((entry) => /^listeners closed/.test(entry.msg));
   const readiness = await fetch(`${relay.adminUrl}/readyz`);
   assert.equal(readiness.status, 503);
   await assert.rejects(RawSmtpClient.connect(ports.relay), /ECONNREFUSED/);
