@@ -125,6 +125,47 @@ test('Python smtplib sends a first message through 587 with STARTTLS and AUTH LO
   assert.match(result.stdout, /^OK 250 /, result.stdout + result.stderr);
 });
 
+/** The README's fenced blocks of one language, with the local ports and work dir of this run. */
+async function readmeBlocks(language: string): Promise<string[]> {
+  const readme = await readFile(path.join(REPO, 'README.md'), 'utf8');
+  const blocks = [...readme.matchAll(new RegExp('```' + language + '\\n([\\s\\S]*?)```', 'g'))].map((match) => match[1]!);
+  return blocks.map((block) =>
+    block
+      .replace(/127\.0\.0\.1(["']?,\s*|:)(\d{4,5})/g, (_all, separator: string, port: string) => `127.0.0.1${separator}${Number(port) + PORT_SHIFT}`)
+      .replaceAll('.tmp/local/', `${path.join(dir, 'work')}/`),
+  );
+}
+
+function run(command: string, args: string[]): Promise<{ code: number | null; stdout: string; stderr: string }> {
+  return new Promise((resolve) => {
+    const child = spawn(command, args, { cwd: REPO, stdio: ['ignore', 'pipe', 'pipe'] });
+    let stdout = '';
+    let stderr = '';
+    child.stdout.on('data', (chunk: Buffer) => (stdout += chunk.toString()));
+    child.stderr.on('data', (chunk: Buffer) => (stderr += chunk.toString()));
+    child.on('close', (code) => resolve({ code, stdout, stderr }));
+  });
+}
+
+test("the README's first message (its Python block, verbatim but for this run's ports and work dir) is accepted", async () => {
+  const [python] = await readmeBlocks('python');
+  assert.ok(python?.includes('smtp.login("alice"'), 'README has the smtplib first-message block');
+  const result = await run('python3', ['-c', python]);
+  assert.equal(result.code, 0, `python3 exited ${result.code}: ${result.stderr}`);
+});
+
+test("the README's admin commands answer: readyz, config hash, vmta_ metrics, vmta queue list", async () => {
+  const shell = (await readmeBlocks('sh')).find((block) => block.includes('/readyz'));
+  assert.ok(shell, 'README has the admin commands block');
+  const commands = shell.split('\n').map((line) => line.replace(/\s+#.*$/, '').trim()).filter(Boolean);
+  assert.equal(commands.length, 4);
+  for (const command of commands) {
+    const result = await run('bash', ['-o', 'pipefail', '-c', command]);
+    assert.equal(result.code, 0, `${command} exited ${result.code}: ${result.stderr}`);
+    assert.notEqual(result.stdout.trim(), '', `${command} printed nothing`);
+  }
+});
+
 test('Python smtplib sends through 465 with implicit TLS', async () => {
   const result = await smtplibSend({ host: '127.0.0.1', port: SUBMISSIONS_PORT, mode: 'ssl', caFile: path.join(dir, 'work/secrets/relay-tls/tls.crt'), user: 'bob', password: 'demo-password-bob', from: 'bob@example.org', to: ['someone@example.net'], message });
   assert.match(result.stdout, /^OK 250 /, result.stdout + result.stderr);
