@@ -30,7 +30,8 @@ export const domainPattern = z
 const hostPort = z.string().regex(/^(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9.-]+):\d{1,5}$/, 'host:port, e.g. smarthost.example.net:587');
 const filePath = z.string().min(1);
 
-function isCidr(value: string): boolean {
+/** An address or CIDR of either family ("10.0.0.0/8", "2001:db8::/32", "192.0.2.1"). */
+export function isCidr(value: string): boolean {
   const [address, bits, extra] = value.split('/');
   if (extra !== undefined || address === undefined) return false;
   const family = net.isIP(address);
@@ -110,7 +111,7 @@ export const PolicyUsers = z.strictObject({
 });
 
 /** A relay address: an exact address (case-insensitive) or "/regex/flags". */
-const relayAddress = z.string().min(1).max(512).refine((value) => {
+export function isRelayAddressPattern(value: string): boolean {
   const regex = /^\/(.*)\/([imsu]*)$/.exec(value);
   if (!regex) return value.includes('@');
   try {
@@ -119,7 +120,9 @@ const relayAddress = z.string().min(1).max(512).refine((value) => {
   } catch {
     return false;
   }
-}, 'an address such as bounces@example.com or a /regular expression/');
+}
+export const RELAY_ADDRESS_HINT = 'an address such as bounces@example.com or a /regular expression/';
+const relayAddress = z.string().min(1).max(512).refine(isRelayAddressPattern, RELAY_ADDRESS_HINT);
 
 export const RoutingRule = z
   .strictObject({

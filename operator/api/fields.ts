@@ -6,6 +6,7 @@
 import net from 'node:net';
 import { z } from 'zod';
 import { DURATION_HINT, DURATION_PATTERN, RATE_HINT, RATE_PATTERN } from '../../mta/config/duration.ts';
+import { isCidr } from '../../mta/config/schema.ts';
 
 export const API_GROUP = 'vmta.dev';
 export const API_VERSION = 'v1alpha1';
@@ -67,15 +68,6 @@ export const cidr = z
   .regex(/^[0-9A-Fa-f:.]+(\/[0-9]{1,3})?$/, 'a CIDR such as 10.0.0.0/8 or 2001:db8::/32, or a single address')
   .refine(isCidr, 'a CIDR such as 10.0.0.0/8 or 2001:db8::/32, or a single address');
 
-function isCidr(value: string): boolean {
-  const [address, bits, extra] = value.split('/');
-  if (extra !== undefined || address === undefined) return false;
-  const family = net.isIP(address);
-  if (family === 0) return false;
-  if (bits === undefined) return true;
-  if (!/^\d{1,3}$/.test(bits)) return false;
-  return Number(bits) <= (family === 4 ? 32 : 128);
-}
 
 /**
  * True for a range wider than any one network owns: an IPv4 prefix shorter than /8 or an IPv6

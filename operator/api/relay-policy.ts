@@ -5,6 +5,7 @@
 // unauthenticated listener an open relay, so it is refused unless `acknowledgeOpenRelay: true`
 // says that is really meant.
 import { z } from 'zod';
+import { isRelayAddressPattern, RELAY_ADDRESS_HINT } from '../../mta/config/schema.ts';
 import { API_GROUP_VERSION, celRules, cidr, conditions, domainPattern, BROAD_CIDR_CEL, isOverlyBroad, objectName, ObjectMeta } from './fields.ts';
 
 /** "bounces@example.com" or "/^bounce-.*@example\\.com$/i". */
@@ -12,16 +13,7 @@ const relayAddress = z
   .string()
   .min(1)
   .max(512)
-  .refine((value) => {
-    const regex = /^\/(.*)\/([imsu]*)$/.exec(value);
-    if (!regex) return value.includes('@');
-    try {
-      new RegExp(regex[1] ?? '', regex[2]);
-      return true;
-    } catch {
-      return false;
-    }
-  }, 'an address such as bounces@example.com or a /regular expression/');
+  .refine(isRelayAddressPattern, RELAY_ADDRESS_HINT);
 
 const userName = z.string().min(1).max(253).regex(/^[-._a-zA-Z0-9@+]+$/, 'a user name of letters, digits and . _ - @ + (a Secret key)');
 

@@ -149,7 +149,7 @@ function run(command: string, args: string[]): Promise<{ code: number | null; st
 
 test("the README's first message (its Python block, verbatim but for this run's ports and work dir) is accepted", async () => {
   const [python] = await readmeBlocks('python');
-  assert.ok(python?.includes('smtp.login("alice"'), 'README has the smtplib first-message block');
+  assert.ok(python !== undefined && python.includes('smtp.login("alice"'), 'README has the smtplib first-message block');
   const result = await run('python3', ['-c', python]);
   assert.equal(result.code, 0, `python3 exited ${result.code}: ${result.stderr}`);
 });
