@@ -1,5 +1,6 @@
 // Every file the repository generates, computed in memory: the CRDs in crds/ (from the zod
-// schemas), the golden renders of examples/ in test/fixtures/golden/ and the operator's RBAC role
+// schemas) and their copy in the Helm chart (charts/vmta-operator/files/crds/: a chart cannot
+// read files outside its directory), the golden renders of examples/ in test/fixtures/golden/ and the operator's RBAC role
 // in config/rbac/. `npm run generate` writes them; test/api, test/render and test/kube fail when
 // the committed files drift from these.
 import path from 'node:path';
@@ -13,11 +14,15 @@ import { RBAC_ROLE_FILE, renderOperatorRole } from '../operator/kube/rbac.ts';
 export const REPOSITORY_ROOT = fileURLToPath(new URL('..', import.meta.url));
 export const GOLDEN_IMAGE = 'ghcr.io/vmta-dev/vmta:golden';
 export const GOLDEN_NAMESPACE = 'mail';
+export const CHART_CRDS_DIR = path.join('charts', 'vmta-operator', 'files', 'crds');
 
 /** Relative path -> content. */
 export async function generatedFiles(root = REPOSITORY_ROOT): Promise<Map<string, string>> {
   const files = new Map<string, string>();
-  for (const [name, text] of renderCrdFiles()) files.set(path.join('crds', name), text);
+  for (const [name, text] of renderCrdFiles()) {
+    files.set(path.join('crds', name), text);
+    files.set(path.join(CHART_CRDS_DIR, name), text);
+  }
   for (const [name, text] of await goldenRenders(root)) files.set(path.join('test', 'fixtures', 'golden', name), text);
   files.set(path.join('config', 'rbac', RBAC_ROLE_FILE), renderOperatorRole());
   return files;

@@ -15,6 +15,7 @@ interface Container {
   name: string;
   image: string;
   args: string[];
+  env: Array<{ name: string; value?: string }>;
   ports: Array<{ name: string; containerPort: number }>;
   livenessProbe: { httpGet: { path: string; port: string } };
   readinessProbe: { httpGet: { path: string; port: string } };
@@ -164,6 +165,13 @@ describe('helm chart vmta-operator', { timeout: 300_000 }, () => {
   test('one replica runs without leader election, more than one elect a leader', () => {
     assert.ok(!operatorContainer(renderChart()).args.includes('--leader-elect'));
     assert.ok(operatorContainer(renderChart({ set: ['replicaCount=2'] })).args.includes('--leader-elect'));
+  });
+
+  test('the operator runs with a 2 MB young generation by default (NODE_OPTIONS), configurable and removable', () => {
+    const nodeOptions = (values: string[]) => operatorContainer(renderChart({ set: values })).env.filter((variable) => variable.name === 'NODE_OPTIONS');
+    assert.deepEqual(nodeOptions([]), [{ name: 'NODE_OPTIONS', value: '--max-semi-space-size=2' }]);
+    assert.deepEqual(nodeOptions(['operator.nodeOptions=--max-old-space-size=256']), [{ name: 'NODE_OPTIONS', value: '--max-old-space-size=256' }]);
+    assert.deepEqual(nodeOptions(['operator.nodeOptions=']), []);
   });
 
   test('the operator runs the vmta image non-root, read-only, without capabilities, probed on its metrics port', () => {

@@ -1,21 +1,23 @@
-// The chart's copy of the CRDs (charts/vmta-operator/files/crds/) must equal the generated crds/
-// byte for byte; scripts/sync-chart-crds.ts refreshes it. Where crds/ is not generated yet the
-// chart carries the last copy it was given, and this test says so instead of passing silently.
+// The chart's copy of the CRDs (charts/vmta-operator/files/crds/) is one of the files
+// `npm run generate` writes (scripts/generated-files.ts): it must equal what the zod schemas
+// generate, byte for byte, and so equal crds/.
 import assert from 'node:assert/strict';
-import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { readdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { test } from 'node:test';
-import { crdDrift, SOURCE_CRDS, syncChartCrds } from '../../scripts/sync-chart-crds.ts';
+import { CHART_CRDS_DIR, generatedFiles, REPOSITORY_ROOT } from '../../scripts/generated-files.ts';
 import { chartCrds } from './helm.ts';
 
-test('the chart CRDs are an exact copy of crds/ (node scripts/sync-chart-crds.ts)', (t) => {
-  if (!existsSync(SOURCE_CRDS)) {
-    t.diagnostic('crds/ does not exist in this tree yet (npm run generate, from operator/api/): the chart carries its last copied CRDs, unchecked against crds/');
-    t.skip('crds/ is not generated in this tree yet');
-    return;
+test('the chart CRDs are exactly what npm run generate writes, the same bytes as crds/', async () => {
+  const files = await generatedFiles();
+  const expected = [...files].filter(([relative]) => relative.startsWith(CHART_CRDS_DIR + '/'));
+  assert.equal(expected.length, 3);
+  const committed = readdirSync(join(REPOSITORY_ROOT, CHART_CRDS_DIR)).sort();
+  assert.deepEqual(committed, expected.map(([relative]) => relative.slice(CHART_CRDS_DIR.length + 1)).sort(), 'no stale or missing CRD in the chart; run npm run generate');
+  for (const [relative, text] of expected) {
+    assert.equal(readFileSync(join(REPOSITORY_ROOT, relative), 'utf8'), text, `${relative} drifted; run npm run generate`);
+    assert.equal(text, files.get(join('crds', relative.slice(CHART_CRDS_DIR.length + 1))));
   }
-  assert.deepEqual(crdDrift(), [], 'run node scripts/sync-chart-crds.ts to refresh charts/vmta-operator/files/crds/');
 });
 
 test('the chart CRDs define the three vmta.dev kinds with a status subresource', () => {
@@ -27,26 +29,5 @@ test('the chart CRDs define the three vmta.dev kinds with a status subresource',
     assert.equal(crd.spec.group, 'vmta.dev');
     const v1alpha1 = crd.spec.versions.find((version) => version.name === 'v1alpha1');
     assert.ok(v1alpha1?.subresources?.status, `${crd.spec.names.kind} v1alpha1 has the status subresource`);
-  }
-});
-
-test('the sync copies new and changed CRDs, removes stale ones, and the drift check names each difference', () => {
-  const dir = mkdtempSync(join(tmpdir(), 'vmta-crd-sync-'));
-  try {
-    const source = join(dir, 'crds');
-    const chart = join(dir, 'chart-crds');
-    mkdirSync(source);
-    mkdirSync(chart);
-    writeFileSync(join(source, 'a.yaml'), 'kind: A\n');
-    writeFileSync(join(source, 'b.yaml'), 'kind: B\n');
-    writeFileSync(join(chart, 'b.yaml'), 'kind: B-old\n');
-    writeFileSync(join(chart, 'stale.yaml'), 'kind: Stale\n');
-    assert.deepEqual(crdDrift(source, chart), ['a.yaml: missing from the chart', 'b.yaml: differs from crds/b.yaml', 'stale.yaml: in the chart but not in crds/']);
-    assert.deepEqual(syncChartCrds(source, chart), ['a.yaml', 'b.yaml']);
-    assert.deepEqual(crdDrift(source, chart), []);
-    assert.deepEqual(readdirSync(chart).sort(), ['a.yaml', 'b.yaml']);
-    assert.equal(readFileSync(join(chart, 'b.yaml'), 'utf8'), 'kind: B\n');
-  } finally {
-    rmSync(dir, { recursive: true, force: true });
   }
 });

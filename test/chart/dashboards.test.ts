@@ -1,20 +1,19 @@
 // The chart's Grafana dashboards (charts/vmta-operator/dashboards/*.json): well-formed for the
 // current Grafana schema, and every panel query and template variable evaluated by a real
-// Prometheus server on loopback, which scrapes the relay's metrics registry (RelayMetrics of
-// mta/observe/metrics.ts, served over HTTP and active between scrapes); each must parse and
-// return data. Until `vmta mta` runs in this tree the registry stands in for a whole relay.
+// Prometheus server on loopback, which scrapes a running relay process that delivers, defers
+// and bounces mail (test/chart/monitored-stack.ts) and a running operator; each query must parse
+// and return data. promtool check metrics reads both /metrics pages as Prometheus scraped them.
 import assert from 'node:assert/strict';
 import { spawn, type ChildProcess } from 'node:child_process';
 import { mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
-import { createServer, type Server } from 'node:http';
-import { createServer as createNetServer, type AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { RelayMetrics } from '../../mta/observe/metrics.ts';
+import { freePort } from '../fixtures/relay-process.ts';
 import { CHART_DIR } from './helm.ts';
-import { ensurePrometheus } from './prometheus.ts';
+import { startOperatorWithErrors, startRelayUnderTraffic, type OperatorUnderTest, type RelayUnderTraffic } from './monitored-stack.ts';
+import { ensurePrometheus, promtool } from './prometheus.ts';
 
 interface Target {
   refId: string;
@@ -50,20 +49,16 @@ const dashboards = readdirSync(DASHBOARDS_DIR)
   .map((file) => ({ file, dashboard: JSON.parse(readFileSync(join(DASHBOARDS_DIR, file), 'utf8')) as Dashboard }));
 const SCRAPE_SECONDS = 1;
 
-/** A query as Grafana sends it with every variable on "All" and a rate interval of a few scrapes. */
-function asSent(expr: string): string {
-  return expr.replaceAll('$__rate_interval', `${SCRAPE_SECONDS * 5}s`).replace(/\$\{?(namespace|pool|pod|listener|virtual_mta)\}?/g, '.*');
+/** Relay dashboards select by namespace, pool and VirtualMTA; the operator's by namespace, pod and controller. */
+function requiredVariables(dashboard: Dashboard): string[] {
+  if (dashboard.uid === 'vmta-operator') return ['datasource', 'namespace', 'pod', 'controller'];
+  if (dashboard.uid === 'vmta-relay-inbound') return ['datasource', 'namespace', 'pool', 'pod', 'listener', 'virtual_mta'];
+  return ['datasource', 'namespace', 'pool', 'virtual_mta'];
 }
 
-function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const probe = createNetServer();
-    probe.once('error', reject);
-    probe.listen(0, '127.0.0.1', () => {
-      const { port } = probe.address() as AddressInfo;
-      probe.close(() => resolve(port));
-    });
-  });
+/** A query as Grafana sends it with every variable on "All" and a rate interval of a few scrapes. */
+function asSent(expr: string): string {
+  return expr.replaceAll('$__rate_interval', `${SCRAPE_SECONDS * 5}s`).replace(/\$\{?(namespace|pool|pod|listener|virtual_mta|controller)\}?/g, '.*');
 }
 
 describe('Grafana dashboards', () => {
@@ -72,12 +67,12 @@ describe('Grafana dashboards', () => {
   });
 
   for (const { file, dashboard } of dashboards) {
-    test(`${file} is a current-schema dashboard with namespace, pool, pod, listener and VirtualMTA variables`, () => {
+    test(`${file} is a current-schema dashboard with the template variables of what it shows`, () => {
       assert.match(dashboard.uid, /^[a-z0-9-]{1,40}$/);
       assert.ok(dashboard.title.startsWith('vmta'));
       assert.ok(dashboard.schemaVersion >= 39, `schemaVersion ${dashboard.schemaVersion} is current (>= 39)`);
       const variables = dashboard.templating.list.map((variable) => variable.name);
-      for (const name of ['datasource', 'namespace', 'pool', 'pod', 'listener', 'virtual_mta']) assert.ok(variables.includes(name), `variable ${name}`);
+      for (const name of requiredVariables(dashboard)) assert.ok(variables.includes(name), `variable ${name}`);
       const ids = dashboard.panels.map((panel) => panel.id);
       assert.equal(new Set(ids).size, ids.length, 'panel ids are unique');
       for (const panel of dashboard.panels) {
@@ -92,9 +87,10 @@ describe('Grafana dashboards', () => {
   }
 });
 
-describe('dashboard queries on a real Prometheus scraping the relay metrics', { timeout: 300_000 }, () => {
+describe('dashboard queries on a real Prometheus scraping a running relay and operator', { timeout: 600_000 }, () => {
   let workDir = '';
-  let metricsServer: Server | undefined;
+  let relay: RelayUnderTraffic | undefined;
+  let operator: OperatorUnderTest | undefined;
   let prometheus: ChildProcess | undefined;
   let prometheusUrl = '';
   let prometheusLog = '';
@@ -104,44 +100,22 @@ describe('dashboard queries on a real Prometheus scraping the relay metrics', { 
     return (await response.json()) as { status: string; data: unknown; error?: string };
   }
 
+  async function instant(query: string): Promise<Array<{ metric: Record<string, string>; value: [number, string] }>> {
+    const result = await api(`/api/v1/query?query=${encodeURIComponent(query)}`);
+    if (result.status !== 'success') throw new Error(`${query}: ${result.error ?? ''}`);
+    return (result.data as { result: Array<{ metric: Record<string, string>; value: [number, string] }> }).result;
+  }
+
   before(async () => {
     ensurePrometheus();
     workDir = mkdtempSync(join(tmpdir(), 'vmta-dashboards-'));
-    // The relay's registry, with traffic on two listeners between scrapes so every rate has data.
-    const metrics = new RelayMetrics();
-    let scrapes = 0;
-    metricsServer = createServer((_request, response) => {
-      scrapes += 1;
-      for (const [listener, tlsMode, tlsVersion] of [
-        ['submission', 'starttls', 'TLSv1.3'],
-        ['relay', 'starttls', 'none'],
-      ] as const) {
-        metrics.inboundConnectionsActive.set({ listener }, 1 + (scrapes % 3));
-        metrics.inboundConnections.inc({ listener, tls_mode: tlsMode, tls_version: tlsVersion }, 2);
-        metrics.messagesReceived.inc({ listener }, 3);
-        metrics.bytesReceived.inc({ listener }, 4096);
-        metrics.authAttempts.inc({ listener, mechanism: 'plain', result: scrapes % 4 === 0 ? 'failure' : 'success' });
-        metrics.rejections.inc({ listener, reason: 'relay_denied' });
-        metrics.certificateExpiry.set({ listener, server_name: `${listener}.example.com` }, Date.now() / 1000 + 86400 * 40);
-      }
-      metrics.spoolWriteSeconds.observe(0.002);
-      metrics.spoolWriteSeconds.observe(0.02);
-      metrics.spoolFsyncs.inc(2);
-      metrics.queueDepth.set({ virtual_mta: 'vmta-a', state: 'ready' }, 5);
-      metrics.queueDepth.set({ virtual_mta: 'vmta-b', state: 'scheduled' }, 2);
-      metrics.configReloads.inc({ result: 'success' });
-      metrics.configLastReloadSuccessful.set(1);
-      metrics.configLastReloadSuccessTimestamp.set(Date.now() / 1000);
-      metrics.configInfo.set({ hash: 'e3b0c44298fc1c14' }, 1);
-      metrics.registry.metrics().then(
-        (text) => response.writeHead(200, { 'content-type': metrics.registry.contentType }).end(text),
-        (error: Error) => response.writeHead(500).end(error.message),
-      );
-    });
-    await new Promise<void>((resolve) => metricsServer!.listen(0, '127.0.0.1', resolve));
-    const metricsPort = (metricsServer.address() as AddressInfo).port;
+    relay = await startRelayUnderTraffic();
+    operator = await startOperatorWithErrors();
+    const relayTarget = new URL(relay.relay.adminUrl).host;
+    const operatorTarget = new URL(operator.metricsUrl).host;
 
-    // The labels the chart's PodMonitor gives relay targets: namespace, pod and pool.
+    // The labels the chart's PodMonitor gives relay targets (namespace, pod, pool) and the
+    // ServiceMonitor gives the operator (namespace, pod).
     writeFileSync(
       join(workDir, 'prometheus.yml'),
       [
@@ -151,8 +125,12 @@ describe('dashboard queries on a real Prometheus scraping the relay metrics', { 
         'scrape_configs:',
         '  - job_name: vmta-relay',
         '    static_configs:',
-        `      - targets: ['127.0.0.1:${metricsPort}']`,
-        '        labels: {namespace: mail, pod: relay-0, pool: outbound}',
+        `      - targets: ['${relayTarget}']`,
+        '        labels: {namespace: mail, pod: pool-a-0, pool: pool-a}',
+        '  - job_name: vmta-operator',
+        '    static_configs:',
+        `      - targets: ['${operatorTarget}']`,
+        '        labels: {namespace: vmta-system, pod: vmta-operator-0}',
         '',
       ].join('\n'),
     );
@@ -166,19 +144,30 @@ describe('dashboard queries on a real Prometheus scraping the relay metrics', { 
     prometheus.stdout!.on('data', (chunk: Buffer) => (prometheusLog += chunk.toString()));
     prometheus.stderr!.on('data', (chunk: Buffer) => (prometheusLog += chunk.toString()));
 
-    // Ready, then enough scrapes for the widest rate window of the queries.
-    const deadline = Date.now() + 90_000; // under the suite runner's 120 s per-test limit, with its own message
+    // Ready, with enough scrapes of both targets for the widest rate window of the queries, and
+    // the relay has bounced, deferred and delivered mail while being scraped.
+    const deadline = Date.now() + 150_000;
+    const readiness = [
+      'min(count_over_time(up[30s])) >= 8',
+      'sum(vmta_delivery_attempts_total{result="delivered"}) > 0',
+      'sum(vmta_delivery_attempts_total{result="deferred"}) > 0',
+      'sum(vmta_delivery_attempts_total{result="bounced"}) > 0',
+      'sum(vmta_backoff_active) > 0',
+      'sum(controller_runtime_reconcile_errors_total) > 0',
+    ];
     for (;;) {
       if (prometheus.exitCode !== null) throw new Error(`prometheus exited with ${prometheus.exitCode}:\n${prometheusLog}`);
-      if (Date.now() > deadline) throw new Error(`prometheus did not scrape the relay metrics in time:\n${prometheusLog}`);
+      void relay.submissions; // throws when the traffic loop failed
+      let missing = readiness;
       try {
-        const samples = await api(`/api/v1/query?query=${encodeURIComponent('count_over_time(vmta_inbound_messages_total{listener="relay"}[30s])')}`);
-        const value = (samples.data as { result: Array<{ value: [number, string] }> } | undefined)?.result[0]?.value[1];
-        if (Number(value) >= 8) break;
+        missing = [];
+        for (const query of readiness) if ((await instant(query)).length === 0) missing.push(query);
+        if (missing.length === 0) break;
       } catch {
         // not listening yet
       }
-      await sleep(500);
+      if (Date.now() > deadline) throw new Error(`the scraped relay and operator did not show ${missing.join(', ')} in time:\n${prometheusLog.slice(-2000)}`);
+      await sleep(1000);
     }
   });
 
@@ -188,7 +177,8 @@ describe('dashboard queries on a real Prometheus scraping the relay metrics', { 
       prometheus.kill('SIGTERM');
       await exited;
     }
-    await new Promise((resolve) => (metricsServer ? metricsServer.close(resolve) : resolve(undefined)));
+    await relay?.stop();
+    await operator?.stop();
     if (workDir) rmSync(workDir, { recursive: true, force: true });
   });
 
@@ -218,6 +208,26 @@ describe('dashboard queries on a real Prometheus scraping the relay metrics', { 
         assert.ok((result.data as string[]).length > 0, `${variable.name}: ${text} finds values`);
         assert.equal(variable.allValue, '.*', `${variable.name}: "All" matches every value`);
       }
+    });
+  }
+
+  test('the bounce categories and DNS failures come from the test traffic: a 5xx sink and a missing domain', async () => {
+    const categories = await instant('sum by (bounce_category) (vmta_delivery_attempts_total{result="bounced"})');
+    assert.ok(categories.some((sample) => sample.metric['bounce_category'] !== 'none'), JSON.stringify(categories));
+    assert.ok((await instant('sum(vmta_dns_failures_total{kind="no_such_domain"}) > 0')).length > 0);
+    assert.ok((await instant('sum(vmta_outbound_connections_total{tls="tls"}) > 0')).length > 0, 'the accepting sink was reached over STARTTLS');
+  });
+
+  for (const [who, url] of [['relay', () => `${relay!.relay.adminUrl}/metrics`], ['operator', () => operator!.metricsUrl]] as const) {
+    test(`promtool check metrics finds no problem in the running ${who}'s own metrics`, async (t) => {
+      const text = await (await fetch(url())).text();
+      const result = promtool(['check', 'metrics'], { input: text });
+      const findings = `${result.stdout}${result.stderr}`.split('\n').filter((line) => line.trim() !== '');
+      const ours = findings.filter((line) => /^(vmta_|controller_runtime_|workqueue_|leader_election_)/.test(line));
+      const others = findings.filter((line) => !ours.includes(line));
+      if (others.length > 0) t.diagnostic(`promtool lint on prom-client's default process metrics (not named by this project): ${others.join('; ')}`);
+      assert.ok(text.includes(who === 'relay' ? 'vmta_delivery_attempts_total{' : 'controller_runtime_reconcile_total{'), 'the page has the metrics the dashboards read');
+      assert.deepEqual(ours, []);
     });
   }
 });

@@ -1,13 +1,17 @@
 // docs/monitoring.md in step with the chart: its values file renders the monitors, rules and
 // dashboards; its promtool commands pass; its panel, alert and metric tables list what the
-// chart's dashboards and rules and the relay's metrics registry really are.
+// chart's dashboards and rules and the relay's and operator's metrics registries really are (the
+// metrics reference cannot drift from mta/observe/ and operator/observe/).
 import assert from 'node:assert/strict';
 import { mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, test } from 'node:test';
 import { parse as parseYaml } from 'yaml';
+import type { Registry } from 'prom-client';
+import { DeliveryMetrics } from '../../mta/observe/delivery-metrics.ts';
 import { RelayMetrics } from '../../mta/observe/metrics.ts';
+import { OperatorMetrics } from '../../operator/observe/metrics.ts';
 import { CHART_DIR, REPO_ROOT, renderChart } from './helm.ts';
 import { namedYamlFiles, shellCommands, tableAfter } from './markdown.ts';
 import { promtool } from './prometheus.ts';
@@ -56,35 +60,45 @@ describe('docs/monitoring.md', { timeout: 300_000 }, () => {
     }
   });
 
-  test('the panel table lists every panel of the dashboard it names', () => {
-    const dashboard = dashboards.find((d) => DOC.includes(`## Dashboard "${d.title}"`));
-    assert.ok(dashboard, 'the page has a section for the dashboard');
-    const documented = tableAfter(DOC, `## Dashboard "${dashboard.title}"`).map((row) => row[0]);
-    assert.deepEqual(documented, dashboard.panels.filter((panel) => panel.type !== 'row').map((panel) => panel.title));
-  });
+  for (const dashboard of dashboards) {
+    test(`the panel table of "${dashboard.title}" lists every panel of the dashboard`, () => {
+      const documented = tableAfter(DOC, `## Dashboard "${dashboard.title}"`).map((row) => row[0]);
+      assert.deepEqual(documented, dashboard.panels.filter((panel) => panel.type !== 'row').map((panel) => panel.title));
+    });
+  }
 
   test('the alert table lists every alert with its severity', () => {
+    const byName = (a: { alert?: string }, b: { alert?: string }) => String(a.alert).localeCompare(String(b.alert));
     const documented = tableAfter(DOC, '## Alerts').map(([alert, severity]) => ({ alert, severity }));
-    assert.deepEqual(documented, rules.filter((rule) => rule.alert).map((rule) => ({ alert: rule.alert, severity: rule.labels?.['severity'] })));
+    assert.deepEqual(documented.sort(byName), rules.filter((rule) => rule.alert).map((rule) => ({ alert: rule.alert, severity: rule.labels?.['severity'] })).sort(byName));
   });
 
-  test('the metric table matches the relay registry and covers every metric the alerts and dashboards use', async () => {
-    const { registry: relayRegistry } = new RelayMetrics({ processMetrics: false });
-    const families = await relayRegistry.getMetricsAsJSON();
-    const registry = new Map(families.map((family) => [family.name, family]));
-    const documented = tableAfter(DOC, '## Relay metrics behind them');
+  /** Rows of a metric table checked against a registry, both ways: every row is a metric with that type and those labels, every metric has a row. */
+  async function assertMetricTable(heading: string, registry: Registry): Promise<Set<string>> {
+    const families = new Map((await registry.getMetricsAsJSON()).map((family) => [family.name, family]));
+    const documented = tableAfter(DOC, heading);
     for (const [name, type, labels] of documented) {
-      const family = registry.get(name!);
-      assert.ok(family, `${name} is a metric of mta/observe/metrics.ts`);
+      const family = families.get(name!);
+      assert.ok(family, `${name} (under ${heading}) is a registered metric`);
       assert.equal(String(family.type), type, `${name} is a ${type}`);
       // prom-client keeps a metric's label names on the metric object, not in its JSON form.
-      const metric = relayRegistry.getSingleMetric(name!) as unknown as { labelNames: readonly string[] };
+      const metric = registry.getSingleMetric(name!) as unknown as { labelNames: readonly string[] };
       const registered = metric.labelNames.join(', ');
       assert.equal(labels, registered, `${name} has labels ${registered}`);
     }
-    const documentedNames = new Set(documented.map(([name]) => name));
+    const names = new Set(documented.map(([name]) => name!));
+    assert.deepEqual([...families.keys()].filter((name) => !names.has(name)), [], `metrics missing under ${heading}`);
+    return names;
+  }
+
+  test('the metric tables match the relay and operator registries and cover every metric the alerts and dashboards use', async () => {
+    const relay = new RelayMetrics({ processMetrics: false });
+    new DeliveryMetrics(relay.registry);
+    const documented = new Set([...(await assertMetricTable('## Relay metrics behind them', relay.registry)), ...(await assertMetricTable('## Operator metrics', new OperatorMetrics().registry))]);
+    const outside = new Set(['kube_pod_status_ready', 'up']);
     const used = [...rules.map((rule) => rule.expr), ...dashboards.flatMap((d) => d.panels.flatMap((panel) => (panel.targets ?? []).map((t) => t.expr)))]
-      .flatMap((expr) => [...expr.matchAll(/\bvmta_\w+/g)].map(([name]) => name.replace(/_(bucket|sum|count)$/, '')));
-    assert.deepEqual([...new Set(used)].filter((name) => !documentedNames.has(name)), [], 'metrics used but not documented');
+      .flatMap((expr) => [...expr.matchAll(/\b(?:vmta|workqueue|controller_runtime|leader_election)_\w+/g)].map(([name]) => name.replace(/_(bucket|sum|count)$/, '')));
+    assert.ok(used.includes('workqueue_depth') && used.includes('vmta_queue_depth'));
+    assert.deepEqual([...new Set(used)].filter((name) => !documented.has(name) && !outside.has(name)), [], 'metrics used but not documented');
   });
 });
