@@ -12,7 +12,7 @@ import type { RuntimeConfig, VirtualMtaConfig } from '../config/schema.ts';
 import { AccountingLog } from '../observe/accounting.ts';
 import { DeliveryMetrics } from '../observe/delivery-metrics.ts';
 import type { RelayMetrics } from '../observe/metrics.ts';
-import type { RecipientResult, Spool, SpooledMessage } from '../spool/types.ts';
+import type { Envelope, RecipientResult, RecipientStatus, Spool, SpooledMessage } from '../spool/types.ts';
 import { systemClock, type Clock, type TimerHandle } from './clock.ts';
 import { DestinationQueue, type QueuedMessage, type QueueItem } from './destination-queue.ts';
 import { resolveDomainSettings, type TlsPolicy } from './domain-settings.ts';
@@ -23,6 +23,7 @@ import { ConnectionFailure, OutboundConnection, type MxTarget, type TlsOutcome }
 import { classifyFailure, classifyReply, type Classification } from './reply-classification.ts';
 import { afterDeferral, retryDelay } from './retry-schedule.ts';
 import { probeSourceAddress } from './source-address.ts';
+import { StringTable } from './string-table.ts';
 
 export interface DeliveryEngineOptions {
   config: RuntimeConfig;
@@ -101,6 +102,7 @@ export class DeliveryEngine {
   private accounting: AccountingLog;
   private readonly mtaSts: MtaStsResolver;
   private readonly messages = new Map<string, QueuedMessage>();
+  private readonly strings = new StringTable();
   private readonly queues = new Map<string, DestinationQueue>();
   private readonly timers = new Map<DestinationQueue, { at: number; handle: TimerHandle }>();
   private readonly workers = new Set<Promise<void>>();
@@ -133,7 +135,8 @@ export class DeliveryEngine {
     const engine = new DeliveryEngine(options);
     await engine.applyVirtualMtas(options.config);
     if (options.recover ?? true) {
-      for await (const message of options.spool.scan()) engine.enqueue(message);
+      // What scan() yields belongs to no one else, so the engine takes it without a copy.
+      for await (const message of options.spool.scan()) engine.enqueueOwned(message);
     }
     engine.gaugeTimer = setInterval(() => engine.refreshGauges(), 5_000);
     engine.gaugeTimer.unref();
@@ -145,7 +148,14 @@ export class DeliveryEngine {
   enqueue(spooled: SpooledMessage): void {
     if (this.messages.has(spooled.id)) return;
     // The engine updates recipient state in place, so it keeps its own copy of the recipients.
-    const message: QueuedMessage = { id: spooled.id, envelope: { ...spooled.envelope, recipients: spooled.envelope.recipients.map((recipient) => ({ ...recipient })) } };
+    this.enqueueOwned({ id: spooled.id, envelope: { ...spooled.envelope, recipients: spooled.envelope.recipients.map((recipient) => ({ ...recipient })) } });
+  }
+
+  /** Queue a message whose envelope the engine may keep and change (recovery: straight from the spool scan). */
+  private enqueueOwned(message: QueuedMessage): void {
+    if (this.messages.has(message.id)) return;
+    const spooled = message;
+    this.shareStrings(message.envelope);
     const byDomain = new Map<string, number[]>();
     spooled.envelope.recipients.forEach((recipient, index) => {
       if (recipient.status !== 'pending') return;
@@ -164,6 +174,20 @@ export class DeliveryEngine {
       const queue = this.queueFor(spooled.envelope.virtualMta, domain);
       queue.add({ message, recipients, dueAt }, now);
       this.pump(queue);
+    }
+  }
+
+  /** Point the envelope's repeated strings at one shared copy each (memory of large queues). */
+  private shareStrings(envelope: Envelope): void {
+    const table = this.strings;
+    envelope.mailFrom = table.share(envelope.mailFrom);
+    envelope.virtualMta = table.share(envelope.virtualMta);
+    envelope.listener = table.share(envelope.listener);
+    envelope.clientAddress = table.share(envelope.clientAddress);
+    if (envelope.user !== undefined) envelope.user = table.share(envelope.user);
+    for (const recipient of envelope.recipients) {
+      recipient.domain = table.share(recipient.domain);
+      recipient.status = table.share(recipient.status) as RecipientStatus;
     }
   }
 
