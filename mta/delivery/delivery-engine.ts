@@ -12,7 +12,7 @@ import type { RuntimeConfig, VirtualMtaConfig } from '../config/schema.ts';
 import { AccountingLog } from '../observe/accounting.ts';
 import { DeliveryMetrics } from '../observe/delivery-metrics.ts';
 import type { RelayMetrics } from '../observe/metrics.ts';
-import type { RecipientResult, Spool, SpooledMessage } from '../spool/types.ts';
+import type { Envelope, RecipientResult, RecipientStatus, Spool, SpooledMessage } from '../spool/types.ts';
 import { systemClock, type Clock, type TimerHandle } from './clock.ts';
 import { DestinationQueue, type QueuedMessage, type QueueItem } from './destination-queue.ts';
 import { resolveDomainSettings, type TlsPolicy } from './domain-settings.ts';
@@ -21,8 +21,9 @@ import { MtaStsResolver, mxMatchesPolicy } from './mta-sts.ts';
 import { DnsFailure, MxResolver } from './mx-resolver.ts';
 import { ConnectionFailure, OutboundConnection, type MxTarget, type TlsOutcome } from './outbound-connection.ts';
 import { classifyFailure, classifyReply, type Classification } from './reply-classification.ts';
-import { afterDeferral } from './retry-schedule.ts';
+import { afterDeferral, retryDelay } from './retry-schedule.ts';
 import { probeSourceAddress } from './source-address.ts';
+import { StringTable } from './string-table.ts';
 
 export interface DeliveryEngineOptions {
   config: RuntimeConfig;
@@ -101,6 +102,7 @@ export class DeliveryEngine {
   private accounting: AccountingLog;
   private readonly mtaSts: MtaStsResolver;
   private readonly messages = new Map<string, QueuedMessage>();
+  private readonly strings = new StringTable();
   private readonly queues = new Map<string, DestinationQueue>();
   private readonly timers = new Map<DestinationQueue, { at: number; handle: TimerHandle }>();
   private readonly workers = new Set<Promise<void>>();
@@ -133,7 +135,8 @@ export class DeliveryEngine {
     const engine = new DeliveryEngine(options);
     await engine.applyVirtualMtas(options.config);
     if (options.recover ?? true) {
-      for await (const message of options.spool.scan()) engine.enqueue(message);
+      // What scan() yields belongs to no one else, so the engine takes it without a copy.
+      for await (const message of options.spool.scan()) engine.enqueueOwned(message);
     }
     engine.gaugeTimer = setInterval(() => engine.refreshGauges(), 5_000);
     engine.gaugeTimer.unref();
@@ -145,7 +148,14 @@ export class DeliveryEngine {
   enqueue(spooled: SpooledMessage): void {
     if (this.messages.has(spooled.id)) return;
     // The engine updates recipient state in place, so it keeps its own copy of the recipients.
-    const message: QueuedMessage = { id: spooled.id, envelope: { ...spooled.envelope, recipients: spooled.envelope.recipients.map((recipient) => ({ ...recipient })) } };
+    this.enqueueOwned({ id: spooled.id, envelope: { ...spooled.envelope, recipients: spooled.envelope.recipients.map((recipient) => ({ ...recipient })) } });
+  }
+
+  /** Queue a message whose envelope the engine may keep and change (recovery: straight from the spool scan). */
+  private enqueueOwned(message: QueuedMessage): void {
+    if (this.messages.has(message.id)) return;
+    const spooled = message;
+    this.shareStrings(message.envelope);
     const byDomain = new Map<string, number[]>();
     spooled.envelope.recipients.forEach((recipient, index) => {
       if (recipient.status !== 'pending') return;
@@ -164,6 +174,20 @@ export class DeliveryEngine {
       const queue = this.queueFor(spooled.envelope.virtualMta, domain);
       queue.add({ message, recipients, dueAt }, now);
       this.pump(queue);
+    }
+  }
+
+  /** Point the envelope's repeated strings at one shared copy each (memory of large queues). */
+  private shareStrings(envelope: Envelope): void {
+    const table = this.strings;
+    envelope.mailFrom = table.share(envelope.mailFrom);
+    envelope.virtualMta = table.share(envelope.virtualMta);
+    envelope.listener = table.share(envelope.listener);
+    envelope.clientAddress = table.share(envelope.clientAddress);
+    if (envelope.user !== undefined) envelope.user = table.share(envelope.user);
+    for (const recipient of envelope.recipients) {
+      recipient.domain = table.share(recipient.domain);
+      recipient.status = table.share(recipient.status) as RecipientStatus;
     }
   }
 
@@ -243,7 +267,7 @@ export class DeliveryEngine {
         status: recipient.status,
         attempts: recipient.attempts,
         nextAttemptAt: recipient.status === 'pending' && recipient.nextAttemptAt > 0 ? new Date(recipient.nextAttemptAt).toISOString() : null,
-        lastResult: recipient.lastResult ?? null,
+        lastResult: recipient.lastResult ?? (recipient.status === 'pending' ? (this.queues.get(`${envelope.virtualMta}\u0000${recipient.domain}`)?.lastError ?? null) : null),
       })),
     };
   }
@@ -273,6 +297,7 @@ export class DeliveryEngine {
     let count = 0;
     const now = this.clock.now();
     for (const queue of this.select(selector)) {
+      queue.clearDeferral();
       for (const item of queue.drain((candidate) => candidate.dueAt > now)) {
         item.dueAt = now;
         queue.ready.push(item);
@@ -531,6 +556,7 @@ export class DeliveryEngine {
       return;
     }
     queue.lastError = undefined;
+    queue.clearDeferral();
     const tls = connection.tls;
     this.metrics.connections.inc({ virtual_mta: vmta.name, tls: tls.kind, tls_version: tls.kind === 'tls' ? tls.version : 'none' });
     try {
@@ -605,9 +631,42 @@ export class DeliveryEngine {
     await this.recordResults(queue, item, classifications, context);
   }
 
-  /** Apply one classification to every ready message of the queue (DNS or connection failure). */
+  /**
+   * A DNS or connection failure applies to every ready message of the queue. A permanent one
+   * (null MX, no such domain, 5xx greeting) bounces each message durably. A temporary one defers
+   * the queue as a whole, in memory only: one retry time for the queue, no spool record and no
+   * result string per message (a restart simply tries the destination once more). Messages past
+   * bounceAfter still expire with a durable bounce and DSN; accounting and metrics still count
+   * each deferred recipient.
+   */
   private async failReady(queue: DestinationQueue, classification: Classification, context: AttemptContext, reply?: string): Promise<void> {
-    await this.recordAll(queue, queue.ready.splice(0, queue.ready.length), classification, context, reply, true);
+    const items = queue.ready.splice(0, queue.ready.length);
+    if (classification.result !== 'deferred') {
+      await this.recordAll(queue, items, classification, context, reply, true);
+      return;
+    }
+    const now = this.clock.now();
+    // Parallel connections of the queue fail together; the first one to get here defers it.
+    if (items.length === 0 && queue.retryAt > now) return;
+    if (queue.backoff.onFailureReply(queue.settings.backoff, reply ?? classification.diagnostic, now)) {
+      this.logger.warn({ virtualMta: queue.virtualMta, domain: queue.domain, reply: classification.diagnostic }, 'backoff entered');
+    }
+    const backoff = queue.backoff.isActive(queue.settings.backoff, now) ? queue.settings.backoff : undefined;
+    const expired = items.filter((item) => now >= item.message.envelope.receivedAt + queue.settings.bounceAfter);
+    const waiting = expired.length === 0 ? items : items.filter((item) => now < item.message.envelope.receivedAt + queue.settings.bounceAfter);
+    queue.ready.push(...waiting);
+    queue.deferUntil(now + (backoff?.retryAfter ?? retryDelay(queue.settings.retryAfter, queue.failures + 1)), now);
+    this.logger.info({ virtualMta: queue.virtualMta, domain: queue.domain, messages: waiting.length, retryAt: new Date(queue.retryAt).toISOString(), err: classification.diagnostic }, 'destination deferred');
+    for (const item of waiting) {
+      for (const index of item.recipients) {
+        const recipient = item.message.envelope.recipients[index]!;
+        recipient.attempts += 1;
+        recipient.nextAttemptAt = item.dueAt;
+        this.writeAccounting(queue, item.message, index, classification, context, now);
+      }
+    }
+    // Expired messages bounce through the usual path (afterDeferral turns the deferral into an expiry).
+    if (expired.length > 0) await this.recordAll(queue, expired, classification, context, reply, true);
   }
 
   /** Record one classification for many items, a batch at a time; each counts as in flight until recorded. */

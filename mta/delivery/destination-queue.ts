@@ -35,6 +35,13 @@ export class DestinationQueue {
   lastError: string | undefined;
   /** With MX rollup: the MX host set ("site") this domain shares with others, once resolved. */
   site: string | undefined;
+  /**
+   * Queue-wide deferral after a failed connection or DNS lookup: nothing is tried before this
+   * time (0 = none), messages arriving meanwhile wait for it too, and `failures` (consecutive
+   * queue-wide failures) picks the wait from the retry schedule. Held only here, never per message.
+   */
+  retryAt = 0;
+  failures = 0;
 
   constructor(virtualMta: string, domain: string, settings: ResolvedDomainSettings) {
     this.virtualMta = virtualMta;
@@ -43,8 +50,25 @@ export class DestinationQueue {
   }
 
   add(item: QueueItem, now: number): void {
+    if (this.retryAt > now && item.dueAt < this.retryAt) item.dueAt = Math.min(this.retryAt, item.message.envelope.receivedAt + this.settings.bounceAfter);
     if (item.dueAt <= now) this.ready.push(item);
     else this.scheduled.push(item);
+  }
+
+  /**
+   * Defer the whole queue until `retryAt`: every ready item moves to the scheduled heap (capped
+   * at its own bounceAfter deadline so it can still expire on time). No per-message record.
+   */
+  deferUntil(retryAt: number, now: number): void {
+    this.retryAt = retryAt;
+    this.failures += 1;
+    for (const item of this.ready.splice(0, this.ready.length)) this.add(item, now);
+  }
+
+  /** A connection succeeded (or an operator asked for a retry now): the queue-wide deferral ends. */
+  clearDeferral(): void {
+    this.retryAt = 0;
+    this.failures = 0;
   }
 
   /** Move every scheduled item that is due at `now` to the ready list. */

@@ -25,6 +25,8 @@ before(async () => {
       'backup.fallback.test': { a: [fallback.address] },
       'smarthost.fallback.test': { a: [fallback.address] },
       'servfail.test': { rcode: 'SERVFAIL' },
+      'blocked.test': { mx: [{ preference: 10, exchange: 'dead.blocked.test' }] },
+      'dead.blocked.test': { a: [deadAddress] },
       'full.test': { mx: [{ preference: 10, exchange: 'mx.full.test' }] },
       'mx.full.test': { a: [full.address] },
       'nullmx.test': { mx: [{ preference: 0, exchange: '.' }] },
@@ -160,16 +162,43 @@ test('a non-ASCII address goes out with SMTPUTF8 where offered and bounces with 
   assert.equal(sinks[3]!.messages.length, 0);
 });
 
-test('a DNS failure defers (4.4.3) and is counted', async () => {
+test('a DNS failure defers (4.4.3) the destination in memory, without a spool record, and is counted', async () => {
   const stored = await harness.submit({ to: ['h@servfail.test'] });
-  const state = await waitFor(async () => {
-    const recipient = (await harness.durableRecipients(stored.id))?.[0];
+  const state = await waitFor(() => {
+    const recipient = harness.engine.showMessage(stored.id)?.recipients[0];
     return recipient?.attempts ? recipient : undefined;
   }, 'the deferral');
   assert.equal(state.status, 'pending');
+  assert.ok(state.nextAttemptAt, 'a retry time');
+  assert.match(state.lastResult ?? '', /servfail\.test/i);
+  assert.equal((await harness.durableRecipients(stored.id))?.[0]?.attempts, 0, 'no durable record for a queue-wide deferral');
+  const queue = harness.engine.listQueues().find((row) => row.domain === 'servfail.test');
+  assert.deepEqual([queue?.ready, queue?.scheduled], [0, 1]);
   const record = await waitFor(async () => (await harness.accountingLines()).find((line) => line.queueId === stored.id), 'accounting');
   assert.deepEqual([record.result, record.dsnStatus], ['deferred', '4.4.3']);
   assert.match(await harness.metrics.registry.getSingleMetricAsString('vmta_dns_failures_total'), /kind="temporary"\} [1-9]/);
+});
+
+test('a refused connection defers the whole destination in memory: no spool record per message, later arrivals wait for the queue retry', async () => {
+  const first = await Promise.all(['a', 'b', 'c'].map((user) => harness.submit({ to: [`${user}@blocked.test`] })));
+  const blockedQueue = () => harness.engine.listQueues().find((row) => row.domain === 'blocked.test');
+  await waitFor(() => (blockedQueue()?.scheduled === 3 && blockedQueue()?.ready === 0 && blockedQueue()?.inFlight === 0 ? true : undefined), 'all three scheduled');
+  assert.ok(Date.parse(blockedQueue()!.nextRetryAt!) > Date.now() + 5 * 60_000, `retry follows the 10 m schedule: ${blockedQueue()!.nextRetryAt}`);
+  assert.match(blockedQueue()!.lastError ?? '', /ECONNREFUSED|refused/i);
+  const ids = new Set(first.map((stored) => stored.id));
+  assert.deepEqual(harness.spool.recorded.filter((entry) => ids.has(entry.id)), [], 'nothing written to the spool per message');
+  const attempted = (await harness.accountingLines()).filter((line) => ids.has(String(line.queueId)));
+  assert.ok(attempted.length >= 1 && attempted.every((line) => line.result === 'deferred'), JSON.stringify(attempted));
+
+  const later = await harness.submit({ to: ['d@blocked.test'] });
+  await settle();
+  assert.deepEqual([blockedQueue()?.scheduled, blockedQueue()?.ready], [4, 0], 'a message arriving during the deferral waits for it');
+  assert.equal((await harness.accountingLines()).some((line) => line.queueId === later.id), false, 'no connection attempt for it before the retry');
+
+  assert.equal(harness.engine.retryNow({ domain: 'blocked.test' }), 4);
+  await waitFor(async () => ((await harness.accountingLines()).some((line) => line.queueId === later.id && line.result === 'deferred') ? true : undefined), 'the retry now attempt');
+  await waitFor(() => (blockedQueue()?.scheduled === 4 ? true : undefined), 'deferred again as a whole');
+  assert.deepEqual(harness.spool.recorded.filter((entry) => ids.has(entry.id) || entry.id === later.id), []);
 });
 
 test('a 4xx reply to DATA defers every recipient of the message', async () => {

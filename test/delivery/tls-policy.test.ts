@@ -48,8 +48,12 @@ after(async () => {
   ca?.close();
 });
 
-const attemptedRecipient = async (id: string) => {
-  const recipient = (await harness.durableRecipients(id))?.[0];
+/**
+ * A TLS failure defers the destination queue as a whole, in memory (no spool record per
+ * message): the engine's view of the recipient once it has been attempted.
+ */
+const attemptedRecipient = (id: string) => {
+  const recipient = harness.engine.showMessage(id)?.recipients[0];
   return recipient?.attempts ? recipient : undefined;
 };
 

@@ -1,0 +1,282 @@
+// End-to-end relay benchmark (prints figures; not a test).
+//
+//   npm run bench [-- --messages 2000 --sizes 2048,51200 --concurrency 20 --queued 100000]
+//   (or BENCH_MESSAGES, BENCH_SIZES, BENCH_CONCURRENCY, BENCH_QUEUED; --queued 0 skips part 2)
+//
+// 1. Throughput, per message size: a load generator (its own process) submits N messages over
+//    C connections, one message per connection as `smtp-source` does, to the relay process
+//    (greeting without delay, real spool with fsyncs), which delivers them through an `smtpHost`
+//    route to a discard sink (its own process). The same load goes straight to the sink (the
+//    wire limit) and, where Postfix is installed, through Postfix as a store-and-forward relay
+//    to the same sink. Rates are end to end: first submission to last arrival at the sink. Each
+//    message carries its submit time, so the sink measures delivery latency.
+// 2. Blocked destination: `queued` messages written straight into a spool for a destination
+//    that refuses connections; the relay starts on it, then restarts. Prints its peak RSS and
+//    how long until every message is scheduled (waiting for retry, none ready or in flight).
+//
+// Last line (machine-readable, the first size's run, 2 KiB by default):
+//   e2e_per_s=N wire_per_s=N wire_ratio=R postfix_per_s=N postfix_ratio=R cpu_ms_per_msg=N rss_peak_mb=N
+import { once } from 'node:events';
+import net from 'node:net';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { parseArgs } from 'node:util';
+import type { RuntimeConfigInput } from '../mta/config/schema.ts';
+import { FileSpool } from '../mta/spool/spool.ts';
+import { freePort, loopbackRelayConfig, PARKING_SMTP_HOST, startRelayProcess, temporaryDirectory, writeRelayConfig, type RelayProcess } from '../test/fixtures/relay-process.ts';
+import { buildBody, child, cpuSeconds, generateLoad, peakRssMb, percentile, runTimingSink, treeCpuSeconds, waitForArrivals, type LoadResult, type TagStats } from './bench-smtp.ts';
+import { postfixUnavailable, startPostfixRelay } from './postfix-relay.ts';
+
+const SELF = fileURLToPath(import.meta.url);
+const env = process.env;
+
+const { values: args } = parseArgs({
+  options: {
+    role: { type: 'string', default: 'run' },
+    port: { type: 'string' },
+    tag: { type: 'string' },
+    spool: { type: 'string' },
+    messages: { type: 'string', default: env.BENCH_MESSAGES ?? '2000' },
+    sizes: { type: 'string', default: env.BENCH_SIZES ?? '2048,51200' },
+    size: { type: 'string', default: '2048' },
+    concurrency: { type: 'string', default: env.BENCH_CONCURRENCY ?? '20' },
+    queued: { type: 'string', default: env.BENCH_QUEUED ?? '100000' },
+  },
+});
+
+function nonNegativeInteger(name: string, text: string | undefined): number {
+  const value = Number(text);
+  if (!Number.isInteger(value) || value < 0) throw new Error(`--${name}: expected a non-negative integer (got ${JSON.stringify(text)})`);
+  return value;
+}
+
+const messages = nonNegativeInteger('messages', args.messages);
+const concurrency = nonNegativeInteger('concurrency', args.concurrency);
+const queued = nonNegativeInteger('queued', args.queued);
+const sizes = args.sizes!.split(',').map((size) => nonNegativeInteger('sizes', size));
+
+/** Generous bound on waiting for the last delivery of one run. */
+const DELIVERY_TIMEOUT_MS = 300_000;
+const BLOCKED_DOMAIN = 'blocked.test';
+
+interface Throughput {
+  perS: number;
+  load: LoadResult;
+  arrivals: TagStats;
+}
+
+interface SizeResult {
+  size: number;
+  wire: Throughput;
+  relay: Throughput;
+  relayCpuMsPerMsg: number;
+  relayRssPeakMb: number;
+  postfix?: Throughput & { cpuMsPerMsg: number };
+}
+
+function load(port: number, count: number, size: number, tag: string): Promise<LoadResult> {
+  return child<LoadResult>(SELF, 'load', ['--port', String(port), '--messages', String(count), '--size', String(size), '--concurrency', String(concurrency), '--tag', tag]).then(({ result }) => result);
+}
+
+/** Submit `count` messages tagged `tag` to `port` and wait until the sink has them all. */
+async function throughput(sinkStatsPort: number, port: number, count: number, size: number, tag: string): Promise<Throughput> {
+  const result = await load(port, count, size, tag);
+  const arrivals = await waitForArrivals(sinkStatsPort, tag, result.sent, DELIVERY_TIMEOUT_MS);
+  if (result.failed > 0) console.log(`  ${tag}: ${result.failed} of ${count} submissions failed, first: ${result.firstFailure}`);
+  if (arrivals.count < result.sent) console.log(`  ${tag}: only ${arrivals.count} of ${result.sent} accepted messages reached the sink in time`);
+  return { perS: (arrivals.count / Math.max(1, arrivals.lastAt - result.startedAt)) * 1000, load: result, arrivals };
+}
+
+async function waitForPort(port: number, timeoutMs = 30_000): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const socket = net.connect({ port, host: '127.0.0.1' });
+    try {
+      await once(socket, 'connect');
+      socket.destroy();
+      return;
+    } catch (error) {
+      if (Date.now() > deadline) throw error;
+      await new Promise((resolve) => setTimeout(resolve, 100));
+    }
+  }
+}
+
+function relayConfig(port: number, adminPort: number, smtpHost: string): RuntimeConfigInput {
+  const config = loopbackRelayConfig(port, adminPort);
+  config.listeners[0]!.limits = { maxConnections: 10_000, maxConnectionsPerClient: 10_000, greetingDelay: '0s' };
+  config.pool.domainDefaults = [{ match: '*', smtpHost }];
+  return config;
+}
+
+async function throughputRuns(): Promise<SizeResult[]> {
+  const sink = await child<{ port: number; statsPort: number }>(SELF, 'sink');
+  const directory = await temporaryDirectory('vmta-bench-relay-');
+  const port = await freePort();
+  const adminPort = await freePort();
+  await writeRelayConfig(directory.path, relayConfig(port, adminPort, `127.0.0.1:${sink.result.port}`));
+  const relay = await startRelayProcess({ configDir: directory.path, adminPort, env: { LOG_LEVEL: 'warn' } });
+  const postfixProblem = await postfixUnavailable();
+  const postfixDirectory = postfixProblem ? undefined : await temporaryDirectory('vmta-bench-postfix-');
+  const postfix = postfixDirectory ? await startPostfixRelay(postfixDirectory.path, await freePort(), sink.result.port) : undefined;
+  if (postfixProblem) console.log(`postfix: not run (${postfixProblem})`);
+  const results: SizeResult[] = [];
+  try {
+    if (postfix) await waitForPort(postfix.port);
+    const warmup = Math.min(200, messages);
+    for (const [name, target] of [['wire', sink.result.port], ['relay', port], ...(postfix ? [['postfix', postfix.port] as const] : [])] as const) {
+      await throughput(sink.result.statsPort, target, warmup, sizes[0]!, `warmup-${name}`);
+    }
+    for (const size of sizes) {
+      const wire = await throughput(sink.result.statsPort, sink.result.port, messages, size, `wire-${size}`);
+      const cpuBefore = await cpuSeconds(relay.child.pid!);
+      const relayed = await throughput(sink.result.statsPort, port, messages, size, `relay-${size}`);
+      const cpuAfter = await cpuSeconds(relay.child.pid!);
+      const result: SizeResult = {
+        size,
+        wire,
+        relay: relayed,
+        relayCpuMsPerMsg: ((cpuAfter - cpuBefore) * 1000) / Math.max(1, relayed.arrivals.count),
+        relayRssPeakMb: await peakRssMb(relay.child.pid!),
+      };
+      if (postfix) {
+        const before = await treeCpuSeconds(postfix.masterPid);
+        const viaPostfix = await throughput(sink.result.statsPort, postfix.port, messages, size, `postfix-${size}`);
+        const after = await treeCpuSeconds(postfix.masterPid);
+        result.postfix = { ...viaPostfix, cpuMsPerMsg: ((after - before) * 1000) / Math.max(1, viaPostfix.arrivals.count) };
+      }
+      results.push(result);
+      report(result);
+    }
+  } finally {
+    await postfix?.stop();
+    await postfixDirectory?.remove();
+    sink.stop();
+    await relay.kill('SIGTERM');
+    await directory.remove();
+  }
+  return results;
+}
+
+function ms(value: number): string {
+  return value.toFixed(1);
+}
+
+function report(result: SizeResult): void {
+  const { size, wire, relay, postfix } = result;
+  const line = (name: string, run: Throughput) =>
+    `  ${name.padEnd(8)} ${run.perS.toFixed(0).padStart(6)} msg/s  accept p50 ${ms(percentile(run.load.acceptLatenciesMs, 50))} ms p99 ${ms(percentile(run.load.acceptLatenciesMs, 99))} ms` +
+    `  delivery p50 ${ms(percentile(run.arrivals.latenciesMs, 50))} ms p99 ${ms(percentile(run.arrivals.latenciesMs, 99))} ms`;
+  console.log(`size ${size} bytes: ${messages} messages, ${concurrency} connections, one message per connection`);
+  console.log(line('wire', wire));
+  console.log(line('relay', relay));
+  if (postfix) console.log(line('postfix', postfix));
+  console.log(
+    `  relay: ${(relay.perS / wire.perS).toFixed(3)} of the wire limit, CPU ${result.relayCpuMsPerMsg.toFixed(2)} ms/msg, peak RSS ${result.relayRssPeakMb.toFixed(0)} MiB` +
+      (postfix ? `; postfix: ${(postfix.perS / wire.perS).toFixed(3)} of the wire limit, CPU ${postfix.cpuMsPerMsg.toFixed(2)} ms/msg (master + daemons); relay/postfix ${(relay.perS / postfix.perS).toFixed(2)}` : ''),
+  );
+  console.log(
+    `  size_${size}: e2e_per_s=${relay.perS.toFixed(0)} wire_per_s=${wire.perS.toFixed(0)} wire_ratio=${(relay.perS / wire.perS).toFixed(3)} ` +
+      `postfix_per_s=${postfix ? postfix.perS.toFixed(0) : 'NA'} postfix_ratio=${postfix ? (relay.perS / postfix.perS).toFixed(2) : 'NA'} ` +
+      `cpu_ms_per_msg=${result.relayCpuMsPerMsg.toFixed(2)} rss_peak_mb=${result.relayRssPeakMb.toFixed(0)}`,
+  );
+}
+
+/** Write `count` pending 1 KiB messages for the blocked domain straight into a spool (group-committed, 256 at a time). */
+async function fillSpool(directory: string, count: number): Promise<{ elapsedMs: number }> {
+  const start = performance.now();
+  const spool = await FileSpool.open(directory);
+  const body = buildBody(1024);
+  let next = 0;
+  const writer = async (): Promise<void> => {
+    while (next < count) {
+      const index = next++;
+      await spool.store({
+        mailFrom: 'sender@example.com',
+        recipients: [{ address: `user${index}@${BLOCKED_DOMAIN}`, domain: BLOCKED_DOMAIN, status: 'pending', attempts: 0, nextAttemptAt: 0 }],
+        virtualMta: 'vmta-1',
+        receivedAt: Date.now(),
+        listener: 'relay',
+        clientAddress: '127.0.0.1',
+        eightBitMime: false,
+        smtpUtf8: false,
+      }, body);
+    }
+  };
+  await Promise.all(Array.from({ length: 256 }, writer));
+  await spool.close();
+  return { elapsedMs: performance.now() - start };
+}
+
+interface QueueRow {
+  domain: string;
+  messages: number;
+  ready: number;
+  scheduled: number;
+  inFlight: number;
+}
+
+/** Start the relay on the spool and time (from spawn) until `count` messages are all scheduled. */
+async function startAndTimeScheduling(configDir: string, adminPort: number, count: number): Promise<{ relay: RelayProcess; scheduledAfterS: number }> {
+  const start = performance.now();
+  const relay = await startRelayProcess({ configDir, adminPort, env: { LOG_LEVEL: 'warn' }, readyTimeoutMs: 300_000 });
+  const deadline = Date.now() + 600_000;
+  for (;;) {
+    const rows = ((await (await fetch(`${relay.adminUrl}/api/v1/queues`)).json()) as { queues: QueueRow[] }).queues;
+    const blocked = rows.find((row) => row.domain === BLOCKED_DOMAIN);
+    if (blocked && blocked.scheduled === count && blocked.ready === 0 && blocked.inFlight === 0) break;
+    if (Date.now() > deadline) throw new Error(`messages not all scheduled within 600 s: ${JSON.stringify(blocked)}`);
+    await new Promise((resolve) => setTimeout(resolve, 100));
+  }
+  return { relay, scheduledAfterS: (performance.now() - start) / 1000 };
+}
+
+async function blockedDestination(count: number): Promise<void> {
+  const directory = await temporaryDirectory('vmta-bench-blocked-');
+  try {
+    const filled = await child<{ elapsedMs: number }>(SELF, 'fill', ['--spool', path.join(directory.path, 'spool'), '--messages', String(count)]);
+    const adminPort = await freePort();
+    const config = relayConfig(await freePort(), adminPort, PARKING_SMTP_HOST);
+    await writeRelayConfig(directory.path, config);
+    const first = await startAndTimeScheduling(directory.path, adminPort, count);
+    const firstRss = await peakRssMb(first.relay.child.pid!);
+    await first.relay.kill('SIGTERM');
+    const second = await startAndTimeScheduling(directory.path, adminPort, count);
+    const secondRss = await peakRssMb(second.relay.child.pid!);
+    await second.relay.kill('SIGTERM');
+    console.log(`blocked destination: ${count} queued messages written in ${(filled.result.elapsedMs / 1000).toFixed(1)} s; relay refused by ${PARKING_SMTP_HOST}`);
+    console.log(`  first start: all scheduled after ${first.scheduledAfterS.toFixed(1)} s, peak RSS ${firstRss.toFixed(0)} MiB`);
+    console.log(`  restart:     all scheduled after ${second.scheduledAfterS.toFixed(1)} s, peak RSS ${secondRss.toFixed(0)} MiB`);
+    console.log(`  blocked_messages=${count} blocked_rss_peak_mb=${Math.max(firstRss, secondRss).toFixed(0)} restart_scheduled_s=${second.scheduledAfterS.toFixed(1)}`);
+  } finally {
+    await directory.remove();
+  }
+}
+
+async function runBenchmark(): Promise<void> {
+  const results = messages > 0 ? await throughputRuns() : [];
+  if (queued > 0) await blockedDestination(queued);
+  const headline = results[0];
+  if (!headline) return;
+  const { relay, wire, postfix } = headline;
+  console.log(`(last line: the ${headline.size}-byte run)`);
+  console.log(
+    `e2e_per_s=${relay.perS.toFixed(0)} wire_per_s=${wire.perS.toFixed(0)} wire_ratio=${(relay.perS / wire.perS).toFixed(3)} ` +
+      `postfix_per_s=${postfix ? postfix.perS.toFixed(0) : 'NA'} postfix_ratio=${postfix ? (relay.perS / postfix.perS).toFixed(2) : 'NA'} ` +
+      `cpu_ms_per_msg=${headline.relayCpuMsPerMsg.toFixed(2)} rss_peak_mb=${headline.relayRssPeakMb.toFixed(0)}`,
+  );
+}
+
+switch (args.role) {
+  case 'sink':
+    await runTimingSink();
+    break;
+  case 'load':
+    process.stdout.write(`${JSON.stringify(await generateLoad({ port: Number(args.port), count: messages, bytes: nonNegativeInteger('size', args.size), concurrency, tag: args.tag ?? 'load' }))}\n`);
+    break;
+  case 'fill':
+    process.stdout.write(`${JSON.stringify(await fillSpool(args.spool!, messages))}\n`);
+    break;
+  default:
+    await runBenchmark();
+}
