@@ -12,6 +12,25 @@ export type MessageReadResult =
   | { kind: 'too-large'; bytes: number }
   | { kind: 'aborted'; error: Error };
 
+const CR = 0x0d;
+const LF = 0x0a;
+
+/**
+ * True when the chunk has an LF not preceded by CR or a CR not followed by LF. A CR at the very
+ * end is judged with the next chunk (the caller carries it). Uses Buffer.indexOf, so the scan
+ * runs per line in native code rather than per byte in JavaScript.
+ */
+export function hasBareLineEnding(chunk: Buffer, previousWasCr: boolean): boolean {
+  if (previousWasCr && chunk[0] !== LF) return true;
+  for (let index = chunk.indexOf(LF); index !== -1; index = chunk.indexOf(LF, index + 1)) {
+    if (index === 0 ? !previousWasCr : chunk[index - 1] !== CR) return true;
+  }
+  for (let index = chunk.indexOf(CR); index !== -1 && index < chunk.length - 1; index = chunk.indexOf(CR, index + 1)) {
+    if (chunk[index + 1] !== LF) return true;
+  }
+  return false;
+}
+
 export function readMessage(stream: Readable & { sizeExceeded?: boolean }, maxBytes: number): Promise<MessageReadResult> {
   return new Promise((resolve) => {
     const chunks: Buffer[] = [];
@@ -20,19 +39,9 @@ export function readMessage(stream: Readable & { sizeExceeded?: boolean }, maxBy
     let previousWasCr = false;
     stream.on('data', (chunk: Buffer) => {
       bytes += chunk.length;
-      if (!bareLineEnding) {
-        for (let index = 0; index < chunk.length; index++) {
-          const byte = chunk[index];
-          if (previousWasCr && byte !== 0x0a) {
-            bareLineEnding = true;
-            break;
-          }
-          if (byte === 0x0a && !previousWasCr) {
-            bareLineEnding = true;
-            break;
-          }
-          previousWasCr = byte === 0x0d;
-        }
+      if (!bareLineEnding && chunk.length > 0) {
+        bareLineEnding = hasBareLineEnding(chunk, previousWasCr);
+        previousWasCr = chunk[chunk.length - 1] === CR;
       }
       if (bytes <= maxBytes && !bareLineEnding) chunks.push(chunk);
     });

@@ -53,6 +53,10 @@ describe('readMessage', () => {
     assert.equal((await read(['a\n'])).kind, 'bare-line-ending');
     assert.equal((await read(['a\r\n', '\n'])).kind, 'bare-line-ending');
     assert.equal((await read(['a\r\nb\r'])).kind, 'bare-line-ending');
+    assert.equal((await read(['a\r\r\n'])).kind, 'bare-line-ending');
+    assert.equal((await read(['\r\n\r\n', '\r', '\n.\r\n'])).kind, 'message');
+    assert.equal((await read(['a\r\n', '\r\r\n'])).kind, 'bare-line-ending');
+    assert.equal((await read(['\n'])).kind, 'bare-line-ending');
   });
   test('more than the limit is too-large', async () => {
     assert.deepEqual(await read(['x'.repeat(20) + '\r\n'], 10), { kind: 'too-large', bytes: 22 });
