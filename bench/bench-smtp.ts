@@ -1,13 +1,14 @@
-// Shared parts of the end-to-end relay benchmark (bench/relay.ts): the SMTP load generator
+// Shared parts of the benchmarks (bench/relay.ts, bench/accept.ts): the SMTP load generator
 // (one message per connection, as `smtp-source` does, each message stamped with a run tag and
-// its submit time), the timing discard sink (smtp-server, greeting at once, which records for
-// every tag when each message arrived and how long after its submission), child processes that
-// report one JSON line, and /proc readings (CPU time, peak RSS).
+// its submit time when given a tag), the discard sinks (smtp-server, greeting at once: a pure one,
+// and a timing one which records for every tag when each message arrived and how long after its
+// submission), child processes that report one JSON line, and /proc readings (CPU time, peak RSS).
 import { spawn } from 'node:child_process';
 import { once } from 'node:events';
 import { readdir, readFile } from 'node:fs/promises';
 import http from 'node:http';
 import net from 'node:net';
+import type { SMTPServerDataStream } from 'smtp-server';
 import { RelaySmtpServer } from '../mta/inbound/smtp-connection.ts';
 
 /** The header the load generator puts first in every message: "X-Bench-Id: <tag> <submit time, epoch ms>". */
@@ -38,8 +39,8 @@ export interface TagStats {
 }
 
 /** A message body of about `bytes` bytes: headers and 76-character lines, CRLF, no line starting with a dot. */
-export function buildBody(bytes: number): Buffer {
-  const header = 'From: bench@example.com\r\nTo: rcpt@example.org\r\nSubject: relay benchmark\r\nMessage-ID: <bench@example.com>\r\n\r\n';
+export function buildBody(bytes: number, subject = 'relay benchmark'): Buffer {
+  const header = `From: bench@example.com\r\nTo: rcpt@example.org\r\nSubject: ${subject}\r\nMessage-ID: <bench@example.com>\r\n\r\n`;
   const line = `${'x'.repeat(76)}\r\n`;
   let body = '';
   while (header.length + body.length + line.length <= bytes) body += line;
@@ -97,7 +98,8 @@ class Dialogue {
   }
 }
 
-async function sendOne(port: number, tag: string, body: Buffer): Promise<number> {
+/** One message on its own connection; returns the end-of-data dot to 250 latency. Without a tag the message is sent unstamped. */
+async function sendOne(port: number, tag: string | undefined, body: Buffer): Promise<number> {
   const submittedAt = epochMs();
   const socket = net.connect({ port, host: '127.0.0.1', noDelay: true });
   const dialogue = new Dialogue(socket);
@@ -107,7 +109,7 @@ async function sendOne(port: number, tag: string, body: Buffer): Promise<number>
     await dialogue.expect('250', 'MAIL FROM:<bench@example.com>\r\n');
     await dialogue.expect('250', 'RCPT TO:<rcpt@example.org>\r\n');
     await dialogue.expect('354', 'DATA\r\n');
-    socket.write(`${STAMP_HEADER}${tag} ${submittedAt.toFixed(3)}\r\n`);
+    if (tag !== undefined) socket.write(`${STAMP_HEADER}${tag} ${submittedAt.toFixed(3)}\r\n`);
     socket.write(body);
     const start = performance.now();
     await dialogue.expect('250', '\r\n.\r\n');
@@ -119,9 +121,12 @@ async function sendOne(port: number, tag: string, body: Buffer): Promise<number>
   }
 }
 
-/** `count` messages over `concurrency` connections at a time, one message per connection. */
-export async function generateLoad(options: { port: number; count: number; bytes: number; concurrency: number; tag: string }): Promise<LoadResult> {
-  const body = buildBody(options.bytes);
+/**
+ * `count` messages over `concurrency` connections at a time, one message per connection. Each is
+ * stamped with `tag` (for the timing sink) unless `tag` is left out; `subject` goes to buildBody.
+ */
+export async function generateLoad(options: { port: number; count: number; bytes: number; concurrency: number; tag?: string; subject?: string }): Promise<LoadResult> {
+  const body = buildBody(options.bytes, options.subject);
   const result: LoadResult = { sent: 0, failed: 0, startedAt: epochMs(), elapsedMs: 0, acceptLatenciesMs: [] };
   let next = 0;
   const start = performance.now();
@@ -143,12 +148,10 @@ export async function generateLoad(options: { port: number; count: number; bytes
 }
 
 /**
- * The sink every run delivers to: smtp-server with the relay's adaptation, greeting at once, no
- * policy; each message is read to its end and dropped, its stamp recorded. An HTTP port answers
- * GET /stats?tag=T with that tag's TagStats. Prints {"port","statsPort"} once listening.
+ * smtp-server with the relay's adaptation, greeting at once, no policy, listening on a loopback
+ * port; `onData` reads each message and answers through `callback`.
  */
-export async function runTimingSink(): Promise<void> {
-  const stats = new Map<string, TagStats>();
+async function listenSink(onData: (stream: SMTPServerDataStream, callback: (error: Error | null, message?: string) => void) => void): Promise<net.Server> {
   const smtp = new RelaySmtpServer(
     {
       authOptional: true,
@@ -156,23 +159,7 @@ export async function runTimingSink(): Promise<void> {
       size: 64 * 1024 * 1024,
       logger: false,
       onData(stream, _session, callback) {
-        let head = '';
-        stream.on('data', (chunk: Buffer) => {
-          if (head.length < 4096) head += chunk.toString('latin1', 0, Math.min(chunk.length, 4096));
-        });
-        stream.on('end', () => {
-          const arrivedAt = epochMs();
-          const at = head.indexOf(STAMP_HEADER);
-          if (at >= 0) {
-            const [tag, submitted] = head.slice(at + STAMP_HEADER.length, head.indexOf('\r\n', at)).split(' ');
-            const entry = stats.get(tag!) ?? { count: 0, lastAt: 0, latenciesMs: [] };
-            entry.count += 1;
-            entry.lastAt = Math.max(entry.lastAt, arrivedAt);
-            entry.latenciesMs.push(arrivedAt - Number(submitted));
-            stats.set(tag!, entry);
-          }
-          callback(null, 'Ok: discarded');
-        });
+        onData(stream, callback);
       },
     },
     {
@@ -189,6 +176,44 @@ export async function runTimingSink(): Promise<void> {
   const server = net.createServer((socket) => smtp.connect(socket));
   server.listen(0, '127.0.0.1');
   await once(server, 'listening');
+  return server;
+}
+
+/** The comparison point: the sink with every message read and dropped, nothing recorded. Prints {"port"} once listening. */
+export async function runDiscardSink(): Promise<void> {
+  const server = await listenSink((stream, callback) => {
+    stream.on('data', () => undefined);
+    stream.on('end', () => callback(null, 'Ok: discarded'));
+  });
+  process.stdout.write(`${JSON.stringify({ port: (server.address() as net.AddressInfo).port })}\n`);
+}
+
+/**
+ * The sink every run delivers to: smtp-server with the relay's adaptation, greeting at once, no
+ * policy; each message is read to its end and dropped, its stamp recorded. An HTTP port answers
+ * GET /stats?tag=T with that tag's TagStats. Prints {"port","statsPort"} once listening.
+ */
+export async function runTimingSink(): Promise<void> {
+  const stats = new Map<string, TagStats>();
+  const server = await listenSink((stream, callback) => {
+    let head = '';
+    stream.on('data', (chunk: Buffer) => {
+      if (head.length < 4096) head += chunk.toString('latin1', 0, Math.min(chunk.length, 4096));
+    });
+    stream.on('end', () => {
+      const arrivedAt = epochMs();
+      const at = head.indexOf(STAMP_HEADER);
+      if (at >= 0) {
+        const [tag, submitted] = head.slice(at + STAMP_HEADER.length, head.indexOf('\r\n', at)).split(' ');
+        const entry = stats.get(tag!) ?? { count: 0, lastAt: 0, latenciesMs: [] };
+        entry.count += 1;
+        entry.lastAt = Math.max(entry.lastAt, arrivedAt);
+        entry.latenciesMs.push(arrivedAt - Number(submitted));
+        stats.set(tag!, entry);
+      }
+      callback(null, 'Ok: discarded');
+    });
+  });
   const statsServer = http.createServer((request, response) => {
     const tag = new URL(request.url ?? '/', 'http://sink').searchParams.get('tag') ?? '';
     response.setHeader('content-type', 'application/json');
