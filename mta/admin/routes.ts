@@ -7,7 +7,7 @@ export interface AdminRequest {
   query: URLSearchParams;
   /** Parsed JSON body (undefined when none). */
   body: unknown;
-  /** True when the request carried the admin bearer token (or no token is configured). */
+  /** True when the request carried the admin bearer token; always false when none is configured. */
   authorized: boolean;
 }
 

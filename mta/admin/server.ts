@@ -25,7 +25,7 @@ export interface AdminServerOptions {
   logger: Logger;
   readiness: () => Readiness;
   configStatus: () => ConfigStatus;
-  /** Bearer token for `authorized` requests; undefined authorizes every request. */
+  /** Bearer token for `authorized` requests; undefined authorizes none (reads still work). */
   token?: string;
   /** Largest JSON body accepted (default 1 MiB). */
   maxBodyBytes?: number;
@@ -84,7 +84,7 @@ export class AdminServer {
     this.#handlers.push(handler);
   }
 
-  /** Replace the bearer token (on config reload); undefined authorizes every request. */
+  /** Replace the bearer token (on config reload); undefined authorizes no request. */
   setToken(token: string | undefined): void {
     this.#tokenDigest = token === undefined ? undefined : digest(token);
   }
@@ -147,7 +147,8 @@ export class AdminServer {
   }
 
   #isAuthorized(header: string | undefined): boolean {
-    if (this.#tokenDigest === undefined) return true;
+    // Closed by default: without a configured token no request may change the queues.
+    if (this.#tokenDigest === undefined) return false;
     const match = /^Bearer\s+(\S+)\s*$/i.exec(header ?? '');
     if (!match?.[1]) return false;
     return timingSafeEqual(digest(match[1]), this.#tokenDigest);

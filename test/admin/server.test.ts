@@ -85,13 +85,14 @@ test('a mounted handler gets path, query and parsed JSON body; authorized only w
   assert.equal((await call('Basic s3cret-token')).authorized, false);
 });
 
-test('a replaced token (config reload) takes effect at once; no token authorizes everyone', async () => {
+test('a replaced token (config reload) takes effect at once; with no token configured nothing is authorized', async () => {
   admin.setToken('rotated');
   const asked = async (token: string) => ((await (await fetch(`${base}/api/v1/x`, { headers: { authorization: `Bearer ${token}` } })).json()) as { authorized: boolean }).authorized;
   assert.equal(await asked('s3cret-token'), false);
   assert.equal(await asked('rotated'), true);
   admin.setToken(undefined);
-  assert.equal(((await (await fetch(`${base}/api/v1/x`)).json()) as { authorized: boolean }).authorized, true);
+  assert.equal(((await (await fetch(`${base}/api/v1/x`)).json()) as { authorized: boolean }).authorized, false);
+  assert.equal(await asked('rotated'), false);
   admin.setToken('s3cret-token');
 });
 
