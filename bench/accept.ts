@@ -12,6 +12,7 @@ import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import { freePort, loopbackRelayConfig, metricValue, startRelayProcess, temporaryDirectory, writeRelayConfig } from '../test/fixtures/relay-process.ts';
 import { child, cpuSeconds, generateLoad, peakRssMb, percentile, runDiscardSink, type LoadResult } from './bench-smtp.ts';
+import { RELAY_NODE_OPTIONS } from '../mta/process-options.ts';
 
 const SELF = fileURLToPath(import.meta.url);
 
@@ -46,7 +47,7 @@ async function runBenchmark(): Promise<void> {
   const config = loopbackRelayConfig(port, adminPort);
   config.listeners[0]!.limits = { maxConnections: 10_000, maxConnectionsPerClient: 10_000, greetingDelay: '0s' };
   await writeRelayConfig(directory.path, config);
-  const relay = await startRelayProcess({ configDir: directory.path, adminPort, env: { LOG_LEVEL: 'warn' } });
+  const relay = await startRelayProcess({ configDir: directory.path, adminPort, env: { LOG_LEVEL: 'warn', NODE_OPTIONS: RELAY_NODE_OPTIONS } });
   try {
     const warmup = Math.min(200, messages);
     await load(sink.result.port, warmup);

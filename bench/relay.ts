@@ -26,6 +26,7 @@ import { FileSpool } from '../mta/spool/spool.ts';
 import { freePort, loopbackRelayConfig, PARKING_SMTP_HOST, startRelayProcess, temporaryDirectory, writeRelayConfig, type RelayProcess } from '../test/fixtures/relay-process.ts';
 import { buildBody, child, cpuSeconds, generateLoad, peakRssMb, percentile, runTimingSink, treeCpuSeconds, waitForArrivals, type LoadResult, type TagStats } from './bench-smtp.ts';
 import { postfixUnavailable, startPostfixRelay } from './postfix-relay.ts';
+import { RELAY_NODE_OPTIONS } from '../mta/process-options.ts';
 
 const SELF = fileURLToPath(import.meta.url);
 const env = process.env;
@@ -115,7 +116,7 @@ async function throughputRuns(): Promise<SizeResult[]> {
   const port = await freePort();
   const adminPort = await freePort();
   await writeRelayConfig(directory.path, relayConfig(port, adminPort, `127.0.0.1:${sink.result.port}`));
-  const relay = await startRelayProcess({ configDir: directory.path, adminPort, env: { LOG_LEVEL: 'warn' } });
+  const relay = await startRelayProcess({ configDir: directory.path, adminPort, env: { LOG_LEVEL: 'warn', NODE_OPTIONS: RELAY_NODE_OPTIONS } });
   const postfixProblem = await postfixUnavailable();
   const postfixDirectory = postfixProblem ? undefined : await temporaryDirectory('vmta-bench-postfix-');
   const postfix = postfixDirectory ? await startPostfixRelay(postfixDirectory.path, await freePort(), sink.result.port) : undefined;
@@ -219,7 +220,7 @@ interface QueueRow {
 /** Start the relay on the spool and time (from spawn) until `count` messages are all scheduled. */
 async function startAndTimeScheduling(configDir: string, adminPort: number, count: number): Promise<{ relay: RelayProcess; scheduledAfterS: number }> {
   const start = performance.now();
-  const relay = await startRelayProcess({ configDir, adminPort, env: { LOG_LEVEL: 'warn' }, readyTimeoutMs: 300_000 });
+  const relay = await startRelayProcess({ configDir, adminPort, env: { LOG_LEVEL: 'warn', NODE_OPTIONS: RELAY_NODE_OPTIONS }, readyTimeoutMs: 300_000 });
   const deadline = Date.now() + 600_000;
   for (;;) {
     const rows = ((await (await fetch(`${relay.adminUrl}/api/v1/queues`)).json()) as { queues: QueueRow[] }).queues;

@@ -5,6 +5,7 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import { once } from 'node:events';
 import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
+import { RELAY_NODE_OPTIONS } from '../../mta/process-options.ts';
 
 const VMTA_CLI = fileURLToPath(new URL('../../cli/vmta.ts', import.meta.url));
 /** Shorter than in a pod: no load balancer is draining, and a cold change should restart quickly. */
@@ -30,6 +31,7 @@ export class RelayProcess {
     this.adminPort = options.adminPort;
     this.#child = spawn(process.execPath, [VMTA_CLI, 'mta', '--config', options.configDir, '--shutdown-timeout', `${LOCAL_SHUTDOWN_SECONDS}s`, '--config-poll-interval', '2s'], {
       stdio: ['ignore', 'pipe', 'pipe'],
+      env: { ...process.env, NODE_OPTIONS: RELAY_NODE_OPTIONS },
       // Its own process group: Ctrl-C in the terminal reaches `vmta local` alone, which stops
       // each relay with one SIGTERM (a relay given two signals exits without draining).
       detached: true,

@@ -20,6 +20,7 @@ import {
   TMP_DIR,
 } from './layout.ts';
 import { compact, type ListenerPlan } from './runtime-config.ts';
+import { RELAY_NODE_OPTIONS } from '../../mta/process-options.ts';
 
 export interface WorkloadInputs {
   pool: VirtualMtaPool;
@@ -61,6 +62,7 @@ export function podTemplate(inputs: WorkloadInputs): { metadata: { labels: Recor
     env: [
       { name: 'POD_NAME', valueFrom: { fieldRef: { fieldPath: 'metadata.name' } } },
       { name: 'POD_NAMESPACE', valueFrom: { fieldRef: { fieldPath: 'metadata.namespace' } } },
+      { name: 'NODE_OPTIONS', value: RELAY_NODE_OPTIONS },
     ],
     resources: spec.pod?.resources ?? {},
     // Spool recovery after a crash may take a while; liveness starts only once it is done.
