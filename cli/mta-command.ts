@@ -69,7 +69,32 @@ export async function runMtaCommand(argv: string[]): Promise<void> {
     return;
   }
 
-  let relay: Relay;
+  // Signal handlers come first: /readyz answers 200 before Relay.start() has returned, so a
+  // SIGTERM may arrive while the relay is still starting; it is held and acted on once it is up.
+  let relay: Relay | undefined;
+  let pendingSignal: NodeJS.Signals | undefined;
+  let signals = 0;
+  const shutDown = (running: Relay, signal: NodeJS.Signals): void => {
+    running.shutdown(signal).then(
+      () => process.exit(0),
+      (error: unknown) => {
+        running.logger.error({ err: error }, 'shutdown failed');
+        process.exit(1);
+      },
+    );
+  };
+  const onSignal = (signal: NodeJS.Signals): void => {
+    signals += 1;
+    if (signals > 1) {
+      console.error(`vmta mta: second signal (${signal}): exiting without waiting for open sessions`);
+      process.exit(1);
+    }
+    if (relay) shutDown(relay, signal);
+    else pendingSignal = signal;
+  };
+  process.on('SIGTERM', onSignal);
+  process.on('SIGINT', onSignal);
+
   try {
     relay = await Relay.start(options);
   } catch (error) {
@@ -80,24 +105,9 @@ export async function runMtaCommand(argv: string[]): Promise<void> {
       console.error(`vmta mta: cannot start the relay: ${(error as Error).stack ?? String(error)}`);
       process.exitCode = 1;
     }
+    process.off('SIGTERM', onSignal);
+    process.off('SIGINT', onSignal);
     return;
   }
-
-  let signals = 0;
-  const onSignal = (signal: NodeJS.Signals): void => {
-    signals += 1;
-    if (signals > 1) {
-      relay.logger.warn({ signal }, 'second signal: exiting without waiting for open sessions');
-      process.exit(1);
-    }
-    relay.shutdown(signal).then(
-      () => process.exit(0),
-      (error: unknown) => {
-        relay.logger.error({ err: error }, 'shutdown failed');
-        process.exit(1);
-      },
-    );
-  };
-  process.on('SIGTERM', onSignal);
-  process.on('SIGINT', onSignal);
+  if (pendingSignal) shutDown(relay, pendingSignal);
 }

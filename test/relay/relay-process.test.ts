@@ -223,6 +223,27 @@ test('SIGTERM: not ready, no new connections, the open session finishes its mess
   assert.ok(queueId && (await storedMessages(path.join(dir, 'spool'))).has(queueId));
 });
 
+test('a SIGTERM that arrives while the relay is still starting is held, and the relay then stops cleanly with exit code 0', async () => {
+  const directory = await temporaryDirectory('vmta-early-term-');
+  cleanups.push(directory.remove);
+  await writeRelayConfig(directory.path, loopbackRelayConfig(await freePort(), await freePort()));
+  const child = spawn(process.execPath, [path.join(REPO_ROOT, 'cli/vmta.ts'), 'mta', '--config', directory.path], { stdio: ['ignore', 'pipe', 'pipe'] });
+  const exited = once(child, 'exit') as Promise<[number | null, NodeJS.Signals | null]>;
+  let output = '';
+  let signalled = false;
+  child.stdout.setEncoding('utf8').on('data', (chunk: string) => {
+    output += chunk;
+    // The first log line comes from Relay.start(), long before it returns.
+    if (!signalled && output.includes('runtime config loaded')) {
+      signalled = true;
+      child.kill('SIGTERM');
+    }
+  });
+  const [code, signal] = await exited;
+  assert.deepEqual({ code, signal }, { code: 0, signal: null });
+  assert.match(output, /relay stopped/);
+});
+
 async function runCommand(args: string[]): Promise<{ code: number | null; stderr: string; stdout: string }> {
   const child = spawn(process.execPath, [path.join(REPO_ROOT, 'cli/vmta.ts'), 'mta', ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
   let stderr = '';
