@@ -1,26 +1,17 @@
 // The chart grants exactly what the operator's client may do: OPERATOR_PERMISSIONS of
 // operator/kube/resources.ts (which the client enforces), the Lease rule in the release
-// namespace and everything else in the watched namespaces. Until that module is in this tree the
-// test says so and skips.
+// namespace and everything else in the watched namespaces.
 import assert from 'node:assert/strict';
-import { existsSync } from 'node:fs';
-import { join } from 'node:path';
 import { test } from 'node:test';
-import { pathToFileURL } from 'node:url';
-import { findOne, REPO_ROOT, renderChart } from './helm.ts';
+import { OPERATOR_PERMISSIONS } from '../../operator/kube/resources.ts';
+import { findOne, renderChart } from './helm.ts';
 
-interface PermissionRule {
-  group: string;
-  resources: string[];
-  verbs: string[];
-}
+type PermissionRule = (typeof OPERATOR_PERMISSIONS)[number];
 interface PolicyRule {
   apiGroups: string[];
   resources: string[];
   verbs: string[];
 }
-
-const PERMISSIONS_MODULE = join(REPO_ROOT, 'operator', 'kube', 'resources.ts');
 
 /** group/resource -> sorted verbs, whatever way the rules are grouped. */
 function grants(rules: Array<{ groups: string[]; resources: string[]; verbs: string[] }>): Record<string, string[]> {
@@ -37,13 +28,7 @@ function grants(rules: Array<{ groups: string[]; resources: string[]; verbs: str
   return Object.fromEntries(Object.entries(result).map(([key, verbs]) => [key, [...verbs].sort()]));
 }
 
-test('chart RBAC equals OPERATOR_PERMISSIONS of operator/kube/resources.ts', async (t) => {
-  if (!existsSync(PERMISSIONS_MODULE)) {
-    t.diagnostic('operator/kube/resources.ts is not in this tree yet: the chart mirrors the list of branch opruntime by hand');
-    t.skip('operator/kube/resources.ts has not landed yet');
-    return;
-  }
-  const { OPERATOR_PERMISSIONS } = (await import(pathToFileURL(PERMISSIONS_MODULE).href)) as { OPERATOR_PERMISSIONS: PermissionRule[] };
+test('chart RBAC equals OPERATOR_PERMISSIONS of operator/kube/resources.ts', () => {
   const isLease = (rule: PermissionRule): boolean => rule.group === 'coordination.k8s.io' && rule.resources.includes('leases');
   const manifests = renderChart();
   const toGrants = (rules: PolicyRule[]) => grants(rules.map((rule) => ({ groups: rule.apiGroups, resources: rule.resources, verbs: rule.verbs })));
