@@ -3,13 +3,11 @@
 // resolves a missing domain through a test DNS server, with traffic kept flowing between
 // scrapes; and a real VmtaOperator reconciling examples/ against the fake API server, which
 // fails for a moment so reconcile errors are counted.
-import { copyFile, mkdir, writeFile } from 'node:fs/promises';
-import path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { VmtaOperator } from '../../operator/controller/operator.ts';
 import { startDnsServer, type TestDnsServer } from '../fixtures/dns-server.ts';
 import type { FakeKubeApi, JsonObject } from '../fixtures/fake-kube-api.ts';
-import { baseRelayConfig, freePort, startRelayProcess, temporaryDirectory, writeRelayConfig, type RelayProcess } from '../fixtures/relay-process.ts';
+import { baseRelayConfig, freePort, startRelayProcess, temporaryDirectory, LISTENER_TLS_FILES, writeListenerFiles, writeRelayConfig, type RelayProcess } from '../fixtures/relay-process.ts';
 import { startSinkMx, type SinkMx } from '../fixtures/sink-mx.ts';
 import { RawSmtpClient, smtplibSend } from '../fixtures/smtp-clients.ts';
 import { createTestCa, type TestCa } from '../fixtures/tls.ts';
@@ -52,11 +50,7 @@ export async function startRelayUnderTraffic(everyMs = 1000): Promise<RelayUnder
 
     const dir = directory.path;
     const listenerCertificate = ca.issue(['smtp.relay.test']);
-    await mkdir(path.join(dir, 'tls'));
-    await copyFile(listenerCertificate.certFile, path.join(dir, 'tls/tls.crt'));
-    await copyFile(listenerCertificate.keyFile, path.join(dir, 'tls/tls.key'));
-    await mkdir(path.join(dir, 'users'));
-    await writeFile(path.join(dir, 'users/alice'), 'alice-password\n');
+    await writeListenerFiles(dir, listenerCertificate, { alice: 'alice-password' });
     ports.submission = await freePort();
     ports.relay = await freePort();
     const adminPort = await freePort();
@@ -66,7 +60,7 @@ export async function startRelayUnderTraffic(everyMs = 1000): Promise<RelayUnder
       baseRelayConfig({
         listeners: [
           // The traffic fails AUTH on purpose every round: keep this client from being rate limited.
-          { name: 'submission', address: '127.0.0.1', port: ports.submission, relayPolicy: 'submission', tls: { mode: 'starttls', required: true, certFile: 'tls/tls.crt', keyFile: 'tls/tls.key' }, auth: { required: true, mechanisms: ['PLAIN', 'LOGIN'], maxFailures: 1000, failureWindow: '1s' } },
+          { name: 'submission', address: '127.0.0.1', port: ports.submission, relayPolicy: 'submission', tls: { mode: 'starttls', required: true, ...LISTENER_TLS_FILES }, auth: { required: true, mechanisms: ['PLAIN', 'LOGIN'], maxFailures: 1000, failureWindow: '1s' } },
           { name: 'relay', address: '127.0.0.1', port: ports.relay, relayPolicy: 'inbound', auth: { mechanisms: [] } },
         ],
         relayPolicies: [

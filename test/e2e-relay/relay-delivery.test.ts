@@ -4,12 +4,12 @@
 // addresses; a 5xx recipient comes back as a DSN at the sender's own MX; and `vmta queue`
 // (the CLI, over the admin API) pauses and resumes a queue behind a deferring MX.
 import assert from 'node:assert/strict';
-import { copyFile, mkdir, readdir, readFile, writeFile } from 'node:fs/promises';
+import { readdir, readFile, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { after, before, test } from 'node:test';
 import { simpleParser } from 'mailparser';
 import { startDnsServer, type TestDnsServer } from '../fixtures/dns-server.ts';
-import { baseRelayConfig, freePort, REPO_ROOT, startRelayProcess, temporaryDirectory, writeRelayConfig, type RelayProcess } from '../fixtures/relay-process.ts';
+import { baseRelayConfig, freePort, REPO_ROOT, startRelayProcess, temporaryDirectory, LISTENER_TLS_FILES, writeListenerFiles, writeRelayConfig, type RelayProcess } from '../fixtures/relay-process.ts';
 import { loopbackAddresses, startSinkGroup, type SinkMx } from '../fixtures/sink-mx.ts';
 import { run, smtplibSend } from '../fixtures/smtp-clients.ts';
 import { createTestCa, type TestCa } from '../fixtures/tls.ts';
@@ -55,11 +55,7 @@ before(async () => {
   cleanups.push(() => directory.remove());
   const dir = directory.path;
   const certificate = ca.issue(['localhost']);
-  await mkdir(path.join(dir, 'tls'));
-  await copyFile(certificate.certFile, path.join(dir, 'tls/tls.crt'));
-  await copyFile(certificate.keyFile, path.join(dir, 'tls/tls.key'));
-  await mkdir(path.join(dir, 'users'));
-  await writeFile(path.join(dir, 'users/alice'), 'alice-password\n');
+  await writeListenerFiles(dir, certificate, { alice: 'alice-password' });
   await writeFile(path.join(dir, 'admin-token'), `${ADMIN_TOKEN}\n`);
   const [sourceAddress] = loopbackAddresses(1);
   const submissionPort = await freePort();
@@ -73,7 +69,7 @@ before(async () => {
     },
     listeners: [{
       name: 'submission', address: '127.0.0.1', port: submissionPort, relayPolicy: 'submission',
-      tls: { mode: 'starttls', required: true, certFile: 'tls/tls.crt', keyFile: 'tls/tls.key' },
+      tls: { mode: 'starttls', required: true, ...LISTENER_TLS_FILES },
       auth: { required: true, mechanisms: ['PLAIN', 'LOGIN'] },
     }],
     relayPolicies: [{ name: 'submission', users: { secretPath: 'users', defaultAllowedSenderDomains: ['example.com'] }, routing: { honorVirtualMtaHeader: true } }],

@@ -5,7 +5,7 @@ import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import { X509Certificate } from 'node:crypto';
 import { once } from 'node:events';
-import { copyFile, mkdir, writeFile } from 'node:fs/promises';
+import { copyFile } from 'node:fs/promises';
 import path from 'node:path';
 import { after, before, test } from 'node:test';
 import net from 'node:net';
@@ -13,7 +13,7 @@ import tls from 'node:tls';
 import type { RuntimeConfigInput } from '../../mta/config/schema.ts';
 import { FileSpool } from '../../mta/spool/spool.ts';
 import { RawSmtpClient, smtplibSend } from '../fixtures/smtp-clients.ts';
-import { baseRelayConfig, freePort, loopbackRelayConfig, metricValue, REPO_ROOT, startRelayProcess, temporaryDirectory, writeRelayConfig, type RelayProcess } from '../fixtures/relay-process.ts';
+import { baseRelayConfig, freePort, loopbackRelayConfig, metricValue, REPO_ROOT, startRelayProcess, temporaryDirectory, LISTENER_TLS_FILES, writeListenerFiles, writeRelayConfig, type RelayProcess } from '../fixtures/relay-process.ts';
 import { createTestCa, type TestCa } from '../fixtures/tls.ts';
 
 const cleanups: (() => Promise<void> | void)[] = [];
@@ -38,20 +38,15 @@ async function startRelay(relayDomains = ['example.org']): Promise<Setup> {
   const directory = await temporaryDirectory('vmta-relay-');
   const dir = directory.path;
   const certificate = ca.issue(['localhost']);
-  await mkdir(path.join(dir, 'tls'));
-  await copyFile(certificate.certFile, path.join(dir, 'tls/tls.crt'));
-  await copyFile(certificate.keyFile, path.join(dir, 'tls/tls.key'));
-  await mkdir(path.join(dir, 'users'));
-  await writeFile(path.join(dir, 'users/alice'), 'alice-password\n');
+  await writeListenerFiles(dir, certificate, { alice: 'alice-password' });
   const ports = { submission: await freePort(), relay: await freePort(), tls: await freePort() };
   const adminPort = await freePort();
-  const tlsFiles = { certFile: 'tls/tls.crt', keyFile: 'tls/tls.key' };
   const config = (domains: string[]): RuntimeConfigInput =>
     baseRelayConfig({
       listeners: [
-        { name: 'submission', address: '127.0.0.1', port: ports.submission, relayPolicy: 'submission', tls: { mode: 'starttls', required: true, ...tlsFiles }, auth: { required: true, mechanisms: ['PLAIN', 'LOGIN'] } },
+        { name: 'submission', address: '127.0.0.1', port: ports.submission, relayPolicy: 'submission', tls: { mode: 'starttls', required: true, ...LISTENER_TLS_FILES }, auth: { required: true, mechanisms: ['PLAIN', 'LOGIN'] } },
         { name: 'relay', address: '127.0.0.1', port: ports.relay, relayPolicy: 'inbound', auth: { mechanisms: [] } },
-        { name: 'tls', address: '127.0.0.1', port: ports.tls, relayPolicy: 'submission', tls: { mode: 'implicit', required: true, ...tlsFiles }, auth: { required: true } },
+        { name: 'tls', address: '127.0.0.1', port: ports.tls, relayPolicy: 'submission', tls: { mode: 'implicit', required: true, ...LISTENER_TLS_FILES }, auth: { required: true } },
       ],
       relayPolicies: [
         { name: 'submission', users: { secretPath: 'users', defaultAllowedSenderDomains: ['example.com'] } },
