@@ -123,8 +123,7 @@ export class Reconciler {
     const generation = raw.metadata.generation;
     const previous = raw.status as VirtualMtaPool['status'] | undefined;
     if (isPaused(raw)) {
-      const conditions = mergeConditions(previous?.conditions, [...keepConditions(previous?.conditions, ['Ready', 'Degraded', 'ConfigApplied']), PAUSED_CONDITION], generation, new Date());
-      await this.writeStatus(raw, { ...previous, conditions });
+      await this.writePausedStatus(raw, previous, ['Ready', 'Degraded', 'ConfigApplied']);
       return;
     }
     const parsed = this.parse(raw);
@@ -287,9 +286,8 @@ export class Reconciler {
     const raw = this.options.caches.listeners.get(`${namespace}/${name}`);
     if (!raw) return;
     const previous = raw.status as SmtpListener['status'] | undefined;
-    const generation = raw.metadata.generation;
     if (isPaused(raw)) {
-      await this.writeStatus(raw, { ...previous, conditions: mergeConditions(previous?.conditions, [...keepConditions(previous?.conditions, ['Ready']), PAUSED_CONDITION], generation, new Date()) });
+      await this.writePausedStatus(raw, previous, ['Ready']);
       return;
     }
     const parsed = this.parse(raw);
@@ -314,19 +312,15 @@ export class Reconciler {
         else ready = { type: 'Ready', status: 'True', reason: 'Configured', message: `served by VirtualMtaPool "${poolName}"${port ? ` on port ${port}` : ''}` };
       }
     }
-    if (ready.status === 'False') await this.options.events.record(raw, 'Warning', ready.reason, ready.message);
-    const status: SmtpListener['status'] = { observedGeneration: generation, conditions: mergeConditions(previous?.conditions, [ready], generation, new Date()) };
-    if (port !== undefined) status.port = port;
-    await this.writeStatus(raw, status);
+    await this.writeReadyStatus(raw, previous, ready, port === undefined ? {} : { port });
   }
 
   private async reconcilePolicy(namespace: string, name: string): Promise<ReconcileOutcome> {
     const raw = this.options.caches.policies.get(`${namespace}/${name}`);
     if (!raw) return;
     const previous = raw.status as RelayPolicy['status'] | undefined;
-    const generation = raw.metadata.generation;
     if (isPaused(raw)) {
-      await this.writeStatus(raw, { ...previous, conditions: mergeConditions(previous?.conditions, [...keepConditions(previous?.conditions, ['Ready']), PAUSED_CONDITION], generation, new Date()) });
+      await this.writePausedStatus(raw, previous, ['Ready']);
       return;
     }
     const parsed = this.parse(raw);
@@ -343,8 +337,7 @@ export class Reconciler {
       const users = this.parsedList(this.options.caches.listeners, namespace).filter((l) => (l as SmtpListener).spec.relayPolicyRef.name === name).length;
       ready = own.length > 0 ? { type: 'Ready', status: 'False', reason: own[0]!.reason, message: problemText(own) } : { type: 'Ready', status: 'True', reason: 'Valid', message: `used by ${users} SmtpListener(s)` };
     }
-    if (ready.status === 'False') await this.options.events.record(raw, 'Warning', ready.reason, ready.message);
-    await this.writeStatus(raw, { observedGeneration: generation, conditions: mergeConditions(previous?.conditions, [ready], generation, new Date()) });
+    await this.writeReadyStatus(raw, previous, ready);
   }
 
   // ---- helpers -----------------------------------------------------------------------------
@@ -386,6 +379,19 @@ export class Reconciler {
   }
 
   /** Writes status through /status, and only when it differs from what the object shows. */
+  /** Paused: the conditions of `keptTypes` stay as they were, and a Paused condition says why nothing changes. */
+  private async writePausedStatus(raw: KubeObject, previous: { conditions?: Condition[] } | undefined, keptTypes: string[]): Promise<void> {
+    const conditions = mergeConditions(previous?.conditions, [...keepConditions(previous?.conditions, keptTypes), PAUSED_CONDITION], raw.metadata.generation, new Date());
+    await this.writeStatus(raw, { ...previous, conditions });
+  }
+
+  /** A listener's or policy's status: its Ready condition (with a Warning Event when False) and any extra fields. */
+  private async writeReadyStatus(raw: KubeObject, previous: { conditions?: Condition[] } | undefined, ready: ConditionInput, extra: object = {}): Promise<void> {
+    if (ready.status === 'False') await this.options.events.record(raw, 'Warning', ready.reason, ready.message);
+    const generation = raw.metadata.generation;
+    await this.writeStatus(raw, { observedGeneration: generation, conditions: mergeConditions(previous?.conditions, [ready], generation, new Date()), ...extra });
+  }
+
   private async writeStatus(raw: KubeObject, status: object): Promise<void> {
     if (sameStatus(raw.status, status)) return;
     const type = resourceTypeOf(raw.apiVersion, raw.kind);
