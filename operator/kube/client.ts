@@ -7,8 +7,7 @@ import https from 'node:https';
 import { KubeConfig, Watch } from '@kubernetes/client-node';
 import { apiVersionOf, isPermitted, resourcePath, resourceTypeOf, type ResourceType, type Verb } from './resources.ts';
 import type { KubeList, KubeObject } from './types.ts';
-
-export const FIELD_MANAGER = 'vmta-operator';
+import { FIELD_MANAGER } from '../render/layout.ts';
 
 export class KubeApiError extends Error {
   readonly statusCode: number;
