@@ -73,7 +73,12 @@ export class RelayMetrics {
   });
   readonly spoolFsyncs = new Counter({
     name: 'vmta_spool_fsyncs_total',
-    help: 'fsync calls made by the spool (files and directories); shared by group commit.',
+    help: 'Device flushes made by the spool (O_DSYNC batch writes, journal fdatasyncs, directory fsyncs); shared by group commit.',
+    registers: [this.registry],
+  });
+  readonly spoolMessages = new Gauge({
+    name: 'vmta_spool_messages',
+    help: 'Messages in the spool: stored and not yet removed (delivered, bounced or deleted).',
     registers: [this.registry],
   });
   readonly queueDepth = new Gauge({

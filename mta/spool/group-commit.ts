@@ -141,11 +141,13 @@ export class JournalAppender {
   }
 }
 
-/** Writes every byte of the buffers, in order, at the file position (vectored; short writes continued). */
-export async function writeAll(handle: fs.FileHandle, chunks: readonly Buffer[]): Promise<void> {
+/** Writes every byte of the buffers, in order (vectored; short writes continued), at `position` or else at the file position. */
+export async function writeAll(handle: fs.FileHandle, chunks: readonly Buffer[], position?: number): Promise<void> {
   let remaining = chunks.filter((chunk) => chunk.length > 0);
+  let at = position;
   while (remaining.length > 0) {
-    let { bytesWritten } = await handle.writev(remaining);
+    let { bytesWritten } = await handle.writev(remaining, at);
+    if (at !== undefined) at += bytesWritten;
     const rest: Buffer[] = [];
     for (const chunk of remaining) {
       if (bytesWritten >= chunk.length) bytesWritten -= chunk.length;

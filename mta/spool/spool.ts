@@ -1,46 +1,79 @@
-// FileSpool: the durable message store on a local file system (Haraka-style discipline).
+// FileSpool: the durable message store on a local file system.
 //
 // Layout under the spool directory:
-//   queue/<bucket>/<id>       the message: a hard link to the batch file it was written in
-//                             (envelopes + messages of one group commit, mta/spool/message-file.ts)
-//   queue/<bucket>/results.j  append-only journal of recipient results of the bucket's messages
-//   queue/<bucket>/<id>.tmp   a batch being written; never read, deleted at open
-// <id> is the queue id (mta/spool/queue-id.ts): it sorts by accept time, and <bucket> is its first
-// 7 characters (a ~33 s slice of time), so an id alone locates its files, concurrent stores land
-// in the same directory and share its fsyncs, and no directory grows without bound. A batch
-// file's space is freed by the file system when the last of its messages is removed.
+//   queue/<bucket>/<segment>.seg  segments: batches of messages appended by group commit
+//                                 (format: mta/spool/segment-format.ts)
+//   queue/<bucket>/results.j      journal of the bucket's recipient results and removals
+// <bucket> is the first 7 characters of a queue id (mta/spool/queue-id.ts), a ~33 s slice of time:
+// a message is stored and journalled in the bucket of its id, so no directory grows without bound
+// and an emptied bucket of the past is deleted whole. <segment> is a fresh queue id as well (unique
+// and sortable; it says nothing about the messages inside).
 //
-// Durability (group commit): stores that arrive while a batch is being written wait for the next
-// batch, which writes all of them into one `<first id>.tmp`, fdatasyncs it once, links it as
-// `<id>` for each of them, drops the temp name and fsyncs the directory once; only then do they
-// resolve. On this kind of disk an fsync costs about the same for 10 KiB or 1 MiB, so N
-// concurrent stores cost 2 fsyncs instead of 2N. A crash leaves either no link or a link to a
-// complete, synced batch. Recorded results are group-committed the same way into the bucket's
-// journal (one append + fdatasync for every result recorded meanwhile) before the calls resolve.
-// remove() unlinks the message and syncs the directory; the journal keeps its records until the
-// bucket's last message is gone, so a message can never come back without the records that say
-// which recipients are done.
+// One device flush per batch: stores that arrive while a batch is being written wait for the next
+// one, which is appended to the bucket's active segment by one O_DSYNC write (the data, and the
+// file size that makes it readable, are on stable storage when the write returns); only then do
+// they resolve. A segment's name was made durable (created, directory fsynced) before it took its
+// first batch, and a spare is prepared in the background while the active one fills, so no
+// directory fsync waits in front of a 250. A crash mid-write tears only the last batch of a
+// segment; its checksums reveal that at the next open, and none of its messages had been
+// acknowledged. Once written, a segment is never modified; after a restart new batches go to new
+// segments.
+//
+// Results and removals are records in the bucket's journal, group-committed the same way (one
+// append + fdatasync for every record written meanwhile). A segment is deleted once every message in
+// it is removed, without a flush: if the deletion is lost in a crash, the journal still says its
+// messages are gone. The journal forgets a removed message only after a directory fsync made its
+// segment's deletion durable (compaction, bucket deletion).
+//
+// Where each message is (segment, offset, length, checksum) is kept in memory. open() rebuilds it
+// from each batch's table and envelopes, reading no body except those of the last batch of each
+// segment (the only one a crash can have torn); readMessage() verifies a body's checksum as it
+// streams it.
 import fs from 'node:fs';
 import fsp from 'node:fs/promises';
 import path from 'node:path';
 import { Readable } from 'node:stream';
+import { crc32 } from 'node:zlib';
 import type { Logger } from '../observe/log.ts';
 import type { RelayMetrics } from '../observe/metrics.ts';
 import { DirectorySync, JournalAppender, writeAll } from './group-commit.ts';
-import { applyJournal, type BatchMessage, compactJournal, type BatchTable, decodeBatchTable, decodeEnvelope, encodeBatch, encodeJournalRecord, HEAD_PROBE_BYTES, type JournalEntry, parseJournal, PREFIX_LENGTH, tableLength } from './message-file.ts';
+import {
+  applyJournal,
+  type BatchMessage,
+  type BatchTable,
+  compactJournal,
+  decodeBatchTable,
+  decodeEnvelope,
+  encodeBatch,
+  encodeJournalRecord,
+  encodeRemovalRecord,
+  HEAD_PROBE_BYTES,
+  type JournalKeep,
+  parseJournal,
+  PREFIX_LENGTH,
+  tableLength,
+  verifyBatchHead,
+} from './segment-format.ts';
 import { encodeTime, isQueueId, QueueIdGenerator } from './queue-id.ts';
 import type { Envelope, QueueId, RecipientResult, Spool, SpooledMessage } from './types.ts';
 
 const QUEUE_DIR = 'queue';
 const BUCKET_CHARS = 7;
+const SEGMENT_SUFFIX = '.seg';
+/** Left by an interrupted journal compaction; deleted at open. */
 const TEMP_SUFFIX = '.tmp';
 const JOURNAL_FILE = 'results.j';
-/** Batch files scan() reads at the same time (enough to keep a network volume busy). */
-const SCAN_PARALLELISM = 16;
+/**
+ * A segment takes no more batches once it is this large. It is deleted when its last message is
+ * removed, so this bounds the disk a long-deferred message can keep from being reused.
+ */
+const SEGMENT_TARGET_BYTES = 1024 * 1024;
 /** Bounds of one batch: a store beyond them waits for the next one. */
 const BATCH_MAX_MESSAGES = 256;
 const BATCH_MAX_BYTES = 32 * 1024 * 1024;
 const READ_CHUNK_BYTES = 64 * 1024;
+/** Batch heads scan() reads at the same time (enough to keep a network volume busy). */
+const SCAN_PARALLELISM = 16;
 
 export interface FileSpoolOptions {
   metrics?: RelayMetrics;
@@ -54,14 +87,51 @@ interface PendingStore extends BatchMessage {
   reject: (error: unknown) => void;
 }
 
+/** One group commit's messages, where they start in their segment. */
+interface Batch {
+  offset: number;
+  ids: QueueId[];
+}
+
+interface Segment {
+  file: string;
+  name: string;
+  bucket: Bucket;
+  batches: Batch[];
+  /** Bytes of complete batches; the next batch is written here. */
+  size: number;
+  /** Messages in it that are not removed. */
+  live: number;
+  /** Open (O_DSYNC) while the segment takes batches. */
+  handle: fsp.FileHandle | undefined;
+}
+
+interface MessageLocation {
+  segment: Segment;
+  batch: Batch;
+  /** Byte offset of the message in the segment file. */
+  offset: number;
+  length: number;
+  crc: number;
+  removing?: Promise<void>;
+}
+
 interface Bucket {
   name: string;
-  /** Message files present or being stored. */
-  files: number;
+  directory: string;
   /** Resolves once the bucket directory exists durably. */
   ready: Promise<void>;
   sync: DirectorySync;
   journal: JournalAppender;
+  /** Segment files on disk that hold at least one batch. */
+  segments: Set<Segment>;
+  active: Segment | undefined;
+  /** An empty segment, durably created, to take over from the active one. */
+  spare: Promise<Segment> | undefined;
+  /** Messages stored and not removed. */
+  live: number;
+  /** Stores admitted and not finished. */
+  storing: number;
   /** Stores waiting for the next batch of this bucket. */
   waiting: PendingStore[];
   writing: boolean;
@@ -76,6 +146,7 @@ export class FileSpool implements Spool {
   readonly #ids: QueueIdGenerator;
   readonly #queueDirSync: DirectorySync;
   readonly #buckets = new Map<string, Bucket>();
+  readonly #index = new Map<QueueId, MessageLocation>();
   /** Bucket directories being deleted; a store into one waits for the deletion before recreating it. */
   readonly #removingBuckets = new Map<string, Promise<void>>();
   readonly #inFlight = new Set<Promise<unknown>>();
@@ -91,7 +162,7 @@ export class FileSpool implements Spool {
     this.#queueDirSync = new DirectorySync(this.#queueDir, () => this.#countFsync());
   }
 
-  /** Opens (creating if needed) the spool in `directory`: deletes leftovers of interrupted stores and removes. */
+  /** Opens (creating if needed) the spool in `directory`: finds every message, drops torn batches and what was removed. */
   static async open(directory: string, options: FileSpoolOptions = {}): Promise<FileSpool> {
     const spool = new FileSpool(path.resolve(directory), options);
     await spool.#recover();
@@ -107,11 +178,11 @@ export class FileSpool implements Spool {
   }
 
   readMessage(id: QueueId): Readable {
-    const file = this.#messagePath(id);
-    return Readable.from(readMessageBytes(file, id));
+    assertQueueId(id);
+    return Readable.from(readMessageBytes(this.#index.get(id), id));
   }
 
-  /** Rejects for an id whose bucket holds no message (never stored, or removed with the rest of its bucket). */
+  /** Rejects for an id that is not in the spool (never stored, or removed). */
   recordRecipientResults(id: QueueId, results: ReadonlyMap<number, RecipientResult>): Promise<void> {
     try {
       this.#assertOpen();
@@ -119,55 +190,56 @@ export class FileSpool implements Spool {
     } catch (error) {
       return Promise.reject(error);
     }
-    const bucket = this.#buckets.get(bucketOf(id));
-    if (!bucket) return Promise.reject(new Error(`no message ${id} in spool ${this.directory}`));
-    return this.#track(bucket.journal.append(encodeJournalRecord(id, results, this.#now())));
+    const location = this.#index.get(id);
+    if (!location) return Promise.reject(new Error(`no message ${id} in spool ${this.directory}`));
+    return this.#track(location.segment.bucket.journal.append(encodeJournalRecord(id, results, this.#now())));
   }
 
   remove(id: QueueId): Promise<void> {
-    return this.#track(this.#remove(id));
+    try {
+      this.#assertOpen();
+      assertQueueId(id);
+    } catch (error) {
+      return Promise.reject(error);
+    }
+    const location = this.#index.get(id);
+    if (!location) return Promise.resolve(); // never stored, or already removed
+    location.removing ??= this.#track(this.#remove(id, location)).catch((error: unknown) => {
+      location.removing = undefined;
+      throw error;
+    });
+    return location.removing;
   }
 
   async *scan(): AsyncIterable<SpooledMessage> {
     this.#assertOpen();
-    for (const bucket of await listBuckets(this.#queueDir)) {
-      const bucketDir = path.join(this.#queueDir, bucket);
-      let names: string[];
-      try {
-        names = await fsp.readdir(bucketDir);
-      } catch (error) {
-        if (isNotFound(error)) continue;
-        throw error;
-      }
-      const journal = names.includes(JOURNAL_FILE) ? parseJournal(await fsp.readFile(path.join(bucketDir, JOURNAL_FILE))) : new Map<QueueId, JournalEntry[]>();
-      const present = new Set(names.filter(isQueueId));
-      const ids = [...present].sort();
-      // One read returns every message of one batch file that is still present, and claims them,
-      // so messages stored together cost one read. Messages of a batch have neighbouring ids, so
-      // reads are started one batch length apart (the length of the last table seen); ids that
-      // stride skips and no read claimed are picked up by a later pass.
-      const claimed = new Set<QueueId>();
-      let stride = 1;
-      while (claimed.size < ids.length) {
-        const reading: Promise<SpooledMessage[]>[] = [];
-        const before = claimed.size;
-        for (let index = 0; index < ids.length; ) {
-          const id = ids[index] as QueueId;
-          if (claimed.has(id)) {
-            index++;
-            continue;
+    for (const bucket of [...this.#buckets.values()].sort(byName)) {
+      const journal = bucket.segments.size > 0 ? await readJournal(bucket).then((content) => parseJournal(content).results) : new Map();
+      for (const segment of [...bucket.segments].sort(byName)) {
+        const batches = segment.batches.filter((batch) => batch.ids.some((id) => this.#index.get(id)?.segment === segment));
+        if (batches.length === 0) continue;
+        const handle = await fsp.open(segment.file, 'r');
+        try {
+          // Heads are read SCAN_PARALLELISM at a time and yielded in order.
+          const reading: Promise<SpooledMessage[]>[] = [];
+          for (const batch of batches) {
+            reading.push(
+              readBatchHead(handle, segment.file, batch.offset).then(({ head, table }) =>
+                table.entries
+                  .filter((entry) => this.#index.get(entry.id)?.batch === batch)
+                  .map((entry) => {
+                    const envelope = decodeEnvelope(head.subarray(entry.envelopeOffset, entry.envelopeOffset + entry.envelopeLength));
+                    applyJournal(envelope, journal.get(entry.id) ?? []);
+                    return { id: entry.id, envelope };
+                  }),
+              ),
+            );
+            if (reading.length >= SCAN_PARALLELISM) yield* await reading.shift()!;
           }
-          reading.push(
-            this.#readBatchEnvelopes(bucketDir, id, present, journal, claimed).then((batch) => {
-              stride = Math.max(1, batch.tableSize);
-              return batch.messages;
-            }),
-          );
-          index += stride;
-          if (reading.length >= SCAN_PARALLELISM) yield* (await reading.shift()) ?? [];
+          for (const read of reading) yield* await read;
+        } finally {
+          await handle.close();
         }
-        for (const read of reading) yield* await read;
-        if (claimed.size === before) break; // nothing left that a read can claim
       }
     }
   }
@@ -175,11 +247,17 @@ export class FileSpool implements Spool {
   async close(): Promise<void> {
     this.#closed = true;
     await Promise.allSettled([...this.#inFlight]);
+    const handles: (fsp.FileHandle | undefined)[] = [];
+    for (const bucket of this.#buckets.values()) {
+      handles.push(bucket.active?.handle, (await bucket.spare?.catch(() => undefined))?.handle);
+    }
+    await Promise.allSettled(handles.map((handle) => handle?.close()));
   }
 
   async #store(envelope: Omit<Envelope, 'size'>, chunks: readonly Buffer[], id: QueueId): Promise<SpooledMessage> {
     this.#assertOpen();
     assertQueueId(id);
+    if (this.#index.has(id)) throw new Error(`queue id ${id} is already in spool ${this.directory}`);
     const started = performance.now();
     const stored: Envelope = { ...envelope, size: chunks.reduce((total, chunk) => total + chunk.length, 0) };
     const bucket = await this.#enterBucket(id);
@@ -188,9 +266,8 @@ export class FileSpool implements Spool {
         bucket.waiting.push({ id, envelope: stored, chunks, resolve, reject });
         if (!bucket.writing) void this.#writeBatches(bucket);
       });
-    } catch (error) {
-      bucket.files--;
-      throw error;
+    } finally {
+      bucket.storing--;
     }
     this.#metrics?.spoolWriteSeconds.observe((performance.now() - started) / 1000);
     return { id, envelope: stored };
@@ -211,100 +288,163 @@ export class FileSpool implements Spool {
     bucket.writing = false;
   }
 
-  async #writeBatch(bucket: Bucket, batch: readonly PendingStore[]): Promise<void> {
-    const first = batch[0];
-    if (!first) return;
-    const bucketDir = path.join(this.#queueDir, bucket.name);
-    const temp = path.join(bucketDir, first.id + TEMP_SUFFIX);
-    const linked: string[] = [];
+  async #writeBatch(bucket: Bucket, stores: readonly PendingStore[]): Promise<void> {
+    const segment = await this.#activeSegment(bucket);
+    const { buffers, table } = encodeBatch(stores);
+    const offset = segment.size;
     try {
-      const handle = await fsp.open(temp, 'wx');
-      try {
-        await writeAll(handle, encodeBatch(batch));
-        await handle.datasync();
-        this.#countFsync();
-      } finally {
-        await handle.close();
-      }
-      await Promise.all(
-        batch.map(async (store) => {
-          const file = path.join(bucketDir, store.id);
-          await fsp.link(temp, file);
-          linked.push(file);
-        }),
-      );
-      await fsp.unlink(temp);
-      await bucket.sync.sync();
+      await writeAll(segment.handle!, buffers, offset);
     } catch (error) {
-      await Promise.all([temp, ...linked].map((file) => fsp.rm(file, { force: true }).catch(() => undefined)));
+      // What reached the file is unknown: the segment takes no more batches.
+      this.#retire(segment);
       throw error;
     }
+    this.#countFsync();
+    segment.size += table.length;
+    const batch: Batch = { offset, ids: table.entries.map((entry) => entry.id) };
+    segment.batches.push(batch);
+    bucket.segments.add(segment);
+    for (const entry of table.entries) {
+      this.#index.set(entry.id, { segment, batch, offset: offset + entry.messageOffset, length: entry.messageLength, crc: entry.messageCrc });
+    }
+    segment.live += table.entries.length;
+    bucket.live += table.entries.length;
+    this.#metrics?.spoolMessages.set(this.#index.size);
+    if (segment.size >= SEGMENT_TARGET_BYTES) this.#retire(segment);
   }
 
-  async #remove(id: QueueId): Promise<void> {
-    this.#assertOpen();
-    const file = this.#messagePath(id);
-    const bucketName = bucketOf(id);
-    const bucket = this.#buckets.get(bucketName);
-    if (!bucket) return; // its bucket is gone, so is the message
-    let existed = true;
+  /** The segment the bucket's next batch goes to; the spare takes over, and a new spare is started. */
+  async #activeSegment(bucket: Bucket): Promise<Segment> {
+    if (bucket.active) return bucket.active;
+    const spare = bucket.spare;
+    bucket.spare = undefined;
+    const segment = await (spare ?? this.#createSegment(bucket));
+    bucket.active = segment;
+    const next = this.#track(this.#createSegment(bucket));
+    next.catch((error: unknown) => this.#logger?.error({ directory: bucket.directory, err: error }, 'spool: preparing a spare segment failed; the next one is created when needed'));
+    bucket.spare = next;
+    return segment;
+  }
+
+  /** A new, empty segment whose name is durable, open for O_DSYNC writes. */
+  async #createSegment(bucket: Bucket): Promise<Segment> {
+    await bucket.ready;
+    const name = this.#ids.next();
+    const file = path.join(bucket.directory, name + SEGMENT_SUFFIX);
+    const { O_RDWR, O_CREAT, O_EXCL, O_DSYNC } = fs.constants;
+    const handle = await fsp.open(file, O_RDWR | O_CREAT | O_EXCL | O_DSYNC, 0o600);
     try {
-      await fsp.unlink(file);
+      await bucket.sync.sync();
     } catch (error) {
-      if (!isNotFound(error)) throw error;
-      existed = false;
+      await handle.close();
+      await fsp.rm(file, { force: true });
+      throw error;
     }
-    await bucket.sync.sync();
-    if (existed) bucket.files--;
-    if (bucket.files <= 0 && bucketName < bucketOf(encodeTime(this.#now()))) this.#dropBucket(bucketName);
+    return { file, name, bucket, batches: [], size: 0, live: 0, handle };
+  }
+
+  /** The segment takes no more batches; deleted now if nothing in it is left. */
+  #retire(segment: Segment): void {
+    const { bucket, handle } = segment;
+    if (bucket.active === segment) bucket.active = undefined;
+    segment.handle = undefined;
+    if (handle) void this.#track(handle.close());
+    if (segment.live === 0) this.#deleteSegment(segment);
+  }
+
+  async #remove(id: QueueId, location: MessageLocation): Promise<void> {
+    const { segment } = location;
+    const { bucket } = segment;
+    await bucket.journal.append(encodeRemovalRecord(id, this.#now()));
+    this.#index.delete(id);
+    this.#metrics?.spoolMessages.set(this.#index.size);
+    segment.live--;
+    bucket.live--;
+    if (segment.live === 0 && segment !== bucket.active) this.#deleteSegment(segment);
+    else this.#dropBucketIfDone(bucket);
+  }
+
+  /** Unlinks a segment without a flush (the journal says its messages are removed); it leaves `segments` once unlinked. */
+  #deleteSegment(segment: Segment): void {
+    const { bucket } = segment;
+    const unlinked = fsp
+      .unlink(segment.file)
+      .catch((error: unknown) => {
+        if (!isNotFound(error)) this.#logger?.error({ file: segment.file, err: error }, 'spool: deleting an emptied segment failed; the next open deletes it');
+      })
+      .then(() => {
+        bucket.segments.delete(segment);
+        this.#dropBucketIfDone(bucket);
+      });
+    void this.#track(unlinked);
   }
 
   /**
-   * The envelopes (with journal applied) of the messages present in the batch file `id` links to
-   * that no other read has claimed yet; claims them. Unreadable files are logged and skipped,
-   * claiming the id, so a scan never stops on one bad file.
+   * A bucket of the past rarely takes another store (only one whose id was allocated before its
+   * slice ended): its active segment is retired and its spare deleted, so file handles do not pile
+   * up with the buckets a long queue spans. A late store creates a segment again.
    */
-  async #readBatchEnvelopes(
-    bucketDir: string,
-    id: QueueId,
-    present: ReadonlySet<string>,
-    journal: ReadonlyMap<QueueId, readonly JournalEntry[]>,
-    claimed: Set<QueueId>,
-  ): Promise<{ messages: SpooledMessage[]; tableSize: number }> {
-    const file = path.join(bucketDir, id);
-    try {
-      const handle = await fsp.open(file, 'r');
-      const { head, table } = await readBatchHead(handle, file, 'envelopes').finally(() => handle.close());
-      const messages: SpooledMessage[] = [];
-      for (const entry of table.entries) {
-        if (!present.has(entry.id) || claimed.has(entry.id)) continue;
-        claimed.add(entry.id);
-        const envelope = decodeEnvelope(head.subarray(entry.envelopeOffset, entry.envelopeOffset + entry.envelopeLength));
-        applyJournal(envelope, journal.get(entry.id) ?? []);
-        messages.push({ id: entry.id, envelope });
-      }
-      return { messages, tableSize: table.entries.length };
-    } catch (error) {
-      claimed.add(id);
-      if (!isNotFound(error)) this.#logger?.error({ queueId: id, err: error }, 'unreadable spool message skipped');
-      return { messages: [], tableSize: 1 };
+  #settlePastBucket(bucket: Bucket): void {
+    if (bucket.name >= bucketOf(encodeTime(this.#now())) || bucket.writing || bucket.waiting.length > 0) return;
+    if (bucket.active) this.#retire(bucket.active);
+    const spare = bucket.spare;
+    bucket.spare = undefined;
+    if (spare) {
+      const deleted = spare.then(
+        async (segment) => {
+          await segment.handle?.close();
+          await fsp.rm(segment.file, { force: true });
+        },
+        () => undefined,
+      );
+      void this.#track(deleted);
     }
+    this.#dropBucketIfDone(bucket);
   }
 
-  /** Reserves a place for one more message file in the id's bucket, creating the directory durably if needed. */
+  /** Deletes the directory of a bucket of the past once nothing is stored or being stored in it. */
+  #dropBucketIfDone(bucket: Bucket): void {
+    if (bucket.live > 0 || bucket.storing > 0 || bucket.writing || bucket.waiting.length > 0) return;
+    if (bucket.name >= bucketOf(encodeTime(this.#now())) || this.#buckets.get(bucket.name) !== bucket) return;
+    this.#buckets.delete(bucket.name);
+    const removal = this.#deleteBucketFiles(bucket)
+      .catch((error: unknown) => this.#logger?.warn({ directory: bucket.directory, err: error }, 'spool: deleting an emptied bucket failed; the next open deletes it'))
+      .finally(() => this.#removingBuckets.delete(bucket.name));
+    this.#removingBuckets.set(bucket.name, removal);
+    void this.#track(removal);
+  }
+
+  /** Segments first, made durable by a directory fsync, then the journal that says their messages are removed. */
+  async #deleteBucketFiles(bucket: Bucket): Promise<void> {
+    const active = bucket.active;
+    bucket.active = undefined;
+    const spare = await bucket.spare?.catch(() => undefined);
+    bucket.spare = undefined;
+    await Promise.all([active?.handle?.close(), spare?.handle?.close()]);
+    for (const name of await fsp.readdir(bucket.directory)) {
+      if (name.endsWith(SEGMENT_SUFFIX)) await fsp.rm(path.join(bucket.directory, name), { force: true });
+    }
+    await bucket.sync.sync();
+    await fsp.rm(path.join(bucket.directory, JOURNAL_FILE), { force: true });
+    await fsp.rmdir(bucket.directory);
+  }
+
+  /** Admits one more store into the id's bucket, creating the bucket (and its directory, durably) if needed. */
   async #enterBucket(id: QueueId): Promise<Bucket> {
     const name = bucketOf(id);
     await this.#removingBuckets.get(name);
     let bucket = this.#buckets.get(name);
     if (!bucket) {
-      bucket = this.#newBucket(name, 0);
+      bucket = this.#newBucket(name);
       this.#buckets.set(name, bucket);
+      // A new slice of time began: earlier buckets stop holding segments open, and go if emptied.
+      for (const other of [...this.#buckets.values()]) if (other !== bucket) this.#settlePastBucket(other);
     }
-    bucket.files++;
+    bucket.storing++;
     try {
       await bucket.ready;
     } catch (error) {
-      bucket.files--;
+      bucket.storing--;
       this.#buckets.delete(name);
       throw error;
     }
@@ -312,24 +452,37 @@ export class FileSpool implements Spool {
   }
 
   /** A bucket found at open (`found`) or a new one, whose directory is created now. */
-  #newBucket(name: string, files: number, found?: { hasJournal: boolean }): Bucket {
+  #newBucket(name: string, found?: { hasJournal: boolean }): Bucket {
     const directory = path.join(this.#queueDir, name);
     const sync = new DirectorySync(directory, () => this.#countFsync());
-    const journal = new JournalAppender(path.join(directory, JOURNAL_FILE), {
-      exists: found?.hasJournal ?? false,
-      onFsync: () => this.#countFsync(),
-      syncDirectory: () => sync.sync(),
-      compact: async (content) => {
-        // Messages absent from the listing were unlinked before it; the sync makes that durable,
-        // so their records can go (a message unlinked later is still listed and keeps them).
-        const live = new Set((await fsp.readdir(directory)).filter(isQueueId));
-        await sync.sync();
-        return compactJournal(content, live, this.#now());
-      },
-      onCompactionError: (error) => this.#logger?.error({ directory, err: error }, 'spool journal compaction failed; journal kept as it was'),
-    });
-    const ready = found ? Promise.resolve() : this.#createDirectory(directory);
-    return { name, files, ready, sync, journal, waiting: [], writing: false };
+    const bucket: Bucket = {
+      name,
+      directory,
+      ready: found ? Promise.resolve() : this.#createDirectory(directory),
+      sync,
+      journal: new JournalAppender(path.join(directory, JOURNAL_FILE), {
+        exists: found?.hasJournal ?? false,
+        onFsync: () => this.#countFsync(),
+        syncDirectory: () => sync.sync(),
+        compact: async (content) => {
+          // Segments not on disk now were unlinked before this point; the fsync makes that durable,
+          // so the removal records of their messages can go.
+          const onDisk = new Set([...bucket.segments].flatMap((segment) => segment.batches.flatMap((batch) => batch.ids)));
+          await sync.sync();
+          const keep = (id: QueueId): JournalKeep => (this.#index.has(id) ? 'live' : onDisk.has(id) ? 'removed' : undefined);
+          return compactJournal(content, keep, this.#now());
+        },
+        onCompactionError: (error) => this.#logger?.error({ directory, err: error }, 'spool journal compaction failed; journal kept as it was'),
+      }),
+      segments: new Set(),
+      active: undefined,
+      spare: undefined,
+      live: 0,
+      storing: 0,
+      waiting: [],
+      writing: false,
+    };
+    return bucket;
   }
 
   async #createDirectory(directory: string): Promise<void> {
@@ -342,46 +495,75 @@ export class FileSpool implements Spool {
     await this.#queueDirSync.sync();
   }
 
-  /** Deletes an emptied bucket of the past; a failure (e.g. a stray file) only leaves it for the next open. */
-  #dropBucket(name: string): void {
-    this.#buckets.delete(name);
-    const directory = path.join(this.#queueDir, name);
-    const removal = fsp
-      .rm(path.join(directory, JOURNAL_FILE), { force: true })
-      .then(() => fsp.rmdir(directory))
-      .catch(() => undefined)
-      .finally(() => this.#removingBuckets.delete(name));
-    this.#removingBuckets.set(name, removal);
-    void this.#track(removal);
-  }
-
-  /** Startup: create the layout, delete temp files of interrupted batches and buckets with no message left, count messages per bucket. */
+  /** Startup: create the layout, index every message not removed, delete what no longer holds one. */
   async #recover(): Promise<void> {
     const created = !fs.existsSync(this.#queueDir);
     await fsp.mkdir(this.#queueDir, { recursive: true });
     if (created) await new DirectorySync(this.directory, () => this.#countFsync()).sync();
-    let temps = 0;
     for (const name of await listBuckets(this.#queueDir)) {
-      const bucketDir = path.join(this.#queueDir, name);
-      const entries = await fsp.readdir(bucketDir);
-      for (const entry of entries.filter((candidate) => candidate.endsWith(TEMP_SUFFIX))) {
-        await fsp.rm(path.join(bucketDir, entry), { force: true });
-        temps++;
+      const bucket = this.#newBucket(name, { hasJournal: fs.existsSync(path.join(this.#queueDir, name, JOURNAL_FILE)) });
+      const { removed } = parseJournal(await readJournal(bucket));
+      const entries = await fsp.readdir(bucket.directory);
+      for (const entry of entries) {
+        if (entry.endsWith(TEMP_SUFFIX)) await fsp.rm(path.join(bucket.directory, entry), { force: true });
+        else if (entry !== JOURNAL_FILE && !entry.endsWith(SEGMENT_SUFFIX)) this.#logger?.warn({ file: path.join(bucket.directory, entry) }, 'spool: unknown file left alone');
       }
-      const messages = entries.filter(isQueueId).length;
-      if (messages === 0) {
-        await fsp.rm(path.join(bucketDir, JOURNAL_FILE), { force: true });
-        await fsp.rmdir(bucketDir).catch(() => undefined);
+      const segments = entries.filter((entry) => entry.endsWith(SEGMENT_SUFFIX));
+      await forEachConcurrently(segments, SCAN_PARALLELISM, async (entry) => {
+        const segment = await this.#loadSegment(bucket, entry, removed);
+        if (segment.live === 0) await fsp.rm(segment.file, { force: true }); // a spare, every message removed, or only a torn batch
+      });
+      if (bucket.live > 0) {
+        this.#buckets.set(name, bucket);
         continue;
       }
-      this.#buckets.set(name, this.#newBucket(name, messages, { hasJournal: entries.includes(JOURNAL_FILE) }));
+      // Every message of the bucket was removed (its segments are deleted by now): the journal can go.
+      await bucket.sync.sync();
+      await fsp.rm(path.join(bucket.directory, JOURNAL_FILE), { force: true });
+      await fsp.rmdir(bucket.directory).catch(() => undefined);
     }
-    if (temps) this.#logger?.info({ directory: this.directory, temps }, 'spool: removed temp files of interrupted writes');
+    this.#metrics?.spoolMessages.set(this.#index.size);
   }
 
-  #messagePath(id: QueueId): string {
-    assertQueueId(id);
-    return path.join(this.#queueDir, bucketOf(id), id);
+  /**
+   * Reads the batches of one segment up to the first that is torn (checksum, or cut short; the bodies
+   * of the last batch are checked too, as only it can have been torn by a crash) and indexes their
+   * messages that the journal does not say are removed.
+   */
+  async #loadSegment(bucket: Bucket, name: string, removed: ReadonlySet<QueueId>): Promise<Segment> {
+    const file = path.join(bucket.directory, name);
+    const segment: Segment = { file, name: name.slice(0, -SEGMENT_SUFFIX.length), bucket, batches: [], size: 0, live: 0, handle: undefined };
+    const handle = await fsp.open(file, 'r');
+    try {
+      const { size } = await handle.stat();
+      while (segment.size < size) {
+        const offset = segment.size;
+        let table: BatchTable;
+        try {
+          ({ table } = await readBatchHead(handle, file, offset));
+          if (offset + table.length > size) throw new Error(`batch of ${table.length} bytes at ${offset} is cut short at ${size}`);
+          if (offset + table.length === size) await verifyBodies(handle, offset, table);
+        } catch (error) {
+          this.#logger?.warn({ file, offset, size, err: error }, 'spool: torn batch at the end of a segment ignored (a write a crash interrupted; none of it had been acknowledged)');
+          break;
+        }
+        const batch: Batch = { offset, ids: table.entries.map((entry) => entry.id) };
+        segment.batches.push(batch);
+        for (const entry of table.entries) {
+          if (removed.has(entry.id) || this.#index.has(entry.id)) continue;
+          this.#index.set(entry.id, { segment, batch, offset: offset + entry.messageOffset, length: entry.messageLength, crc: entry.messageCrc });
+          segment.live++;
+        }
+        segment.size = offset + table.length;
+      }
+    } finally {
+      await handle.close();
+    }
+    if (segment.live > 0) {
+      bucket.segments.add(segment);
+      bucket.live += segment.live;
+    }
+    return segment;
   }
 
   #countFsync(): void {
@@ -407,6 +589,10 @@ function bucketOf(id: string): string {
   return id.slice(0, BUCKET_CHARS);
 }
 
+function byName(a: { name: string }, b: { name: string }): number {
+  return a.name < b.name ? -1 : a.name > b.name ? 1 : 0;
+}
+
 function assertQueueId(id: string): void {
   if (!isQueueId(id)) throw new Error(`not a queue id: ${JSON.stringify(id)}`);
 }
@@ -417,6 +603,22 @@ async function listBuckets(queueDir: string): Promise<string[]> {
     .filter((entry) => entry.isDirectory() && entry.name.length === BUCKET_CHARS)
     .map((entry) => entry.name)
     .sort();
+}
+
+async function readJournal(bucket: Bucket): Promise<Buffer> {
+  return fsp.readFile(path.join(bucket.directory, JOURNAL_FILE)).catch((error: unknown) => {
+    if (isNotFound(error)) return Buffer.alloc(0);
+    throw error;
+  });
+}
+
+/** Runs fn over every item, at most `limit` at a time. */
+async function forEachConcurrently<T>(items: readonly T[], limit: number, fn: (item: T) => Promise<void>): Promise<void> {
+  let next = 0;
+  const worker = async (): Promise<void> => {
+    while (next < items.length) await fn(items[next++]!);
+  };
+  await Promise.all(Array.from({ length: Math.min(limit, items.length) }, worker));
 }
 
 /** The next batch: waiting stores in arrival order, within the batch bounds (at least one). */
@@ -432,19 +634,27 @@ function takeBatch(waiting: PendingStore[]): PendingStore[] {
 }
 
 /**
- * The start of a batch file and its table, with the bytes up to the end of the table ('table') or
- * of every envelope ('envelopes'): one read of HEAD_PROBE_BYTES for a typical batch, a second
- * when the table or envelopes are larger.
+ * The start of the batch at `offset` up to the end of its envelopes, checksum verified, and its
+ * table: one read of HEAD_PROBE_BYTES for a typical batch, more when the table or envelopes are larger.
  */
-async function readBatchHead(handle: fsp.FileHandle, file: string, upTo: 'table' | 'envelopes'): Promise<{ head: Buffer; table: BatchTable }> {
-  let head = await readAt(handle, 0, HEAD_PROBE_BYTES);
+async function readBatchHead(handle: fsp.FileHandle, file: string, offset: number): Promise<{ head: Buffer; table: BatchTable }> {
+  let head = await readAt(handle, offset, HEAD_PROBE_BYTES);
   const tableEnd = PREFIX_LENGTH + tableLength(head);
-  if (head.length < tableEnd) head = Buffer.concat([head, await readAt(handle, head.length, tableEnd - head.length)]);
+  if (head.length < tableEnd) head = Buffer.concat([head, await readAt(handle, offset + head.length, tableEnd - head.length)]);
   const table = decodeBatchTable(head);
-  const needed = upTo === 'table' ? tableEnd : table.envelopesEnd;
-  if (head.length < needed) head = Buffer.concat([head, await readAt(handle, head.length, needed - head.length)]);
-  if (head.length < needed) throw new Error(`spool file ${file} is truncated (${head.length} of ${needed} bytes)`);
+  if (head.length < table.envelopesEnd) head = Buffer.concat([head, await readAt(handle, offset + head.length, table.envelopesEnd - head.length)]);
+  if (head.length < table.envelopesEnd) throw new Error(`spool file ${file} is truncated (batch at ${offset}: ${head.length} of ${table.envelopesEnd} bytes)`);
+  verifyBatchHead(head, table);
   return { head, table };
+}
+
+/** Throws unless every message of the batch at `offset` matches its checksum. */
+async function verifyBodies(handle: fsp.FileHandle, offset: number, table: BatchTable): Promise<void> {
+  for (const entry of table.entries) {
+    let crc = 0;
+    for await (const chunk of readRange(handle, offset + entry.messageOffset, entry.messageLength)) crc = crc32(chunk, crc);
+    if (crc !== entry.messageCrc) throw new Error(`message ${entry.id} fails its checksum`);
+  }
 }
 
 async function readAt(handle: fsp.FileHandle, position: number, length: number): Promise<Buffer> {
@@ -453,20 +663,27 @@ async function readAt(handle: fsp.FileHandle, position: number, length: number):
   return buffer.subarray(0, bytesRead);
 }
 
-async function* readMessageBytes(file: string, id: QueueId): AsyncGenerator<Buffer> {
+async function* readRange(handle: fsp.FileHandle, start: number, length: number): AsyncGenerator<Buffer> {
+  const end = start + length;
+  for (let position = start; position < end; ) {
+    const chunk = await readAt(handle, position, Math.min(READ_CHUNK_BYTES, end - position));
+    if (chunk.length === 0) throw new Error(`file ends at ${position}, before ${end}`);
+    position += chunk.length;
+    yield chunk;
+  }
+}
+
+async function* readMessageBytes(location: MessageLocation | undefined, id: QueueId): AsyncGenerator<Buffer> {
+  if (!location) throw Object.assign(new Error(`no message ${id} in the spool`), { code: 'ENOENT' });
+  const { file } = location.segment;
   const handle = await fsp.open(file, 'r');
   try {
-    const { table } = await readBatchHead(handle, file, 'table');
-    const entry = table.entries.find((candidate) => candidate.id === id);
-    if (!entry) throw new Error(`spool file ${file} does not hold message ${id}`);
-    let position = entry.messageOffset;
-    const end = entry.messageOffset + entry.messageLength;
-    while (position < end) {
-      const chunk = await readAt(handle, position, Math.min(READ_CHUNK_BYTES, end - position));
-      if (chunk.length === 0) throw new Error(`spool file ${file} is truncated in message ${id}`);
-      position += chunk.length;
+    let crc = 0;
+    for await (const chunk of readRange(handle, location.offset, location.length)) {
+      crc = crc32(chunk, crc);
       yield chunk;
     }
+    if (crc !== location.crc) throw new Error(`spool message ${id} in ${file} fails its checksum`);
   } finally {
     await handle.close();
   }

@@ -4,12 +4,12 @@
 // addresses; a 5xx recipient comes back as a DSN at the sender's own MX; and `vmta queue`
 // (the CLI, over the admin API) pauses and resumes a queue behind a deferring MX.
 import assert from 'node:assert/strict';
-import { readdir, readFile, writeFile } from 'node:fs/promises';
+import { readFile, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { after, before, test } from 'node:test';
 import { simpleParser } from 'mailparser';
 import { startDnsServer, type TestDnsServer } from '../fixtures/dns-server.ts';
-import { baseRelayConfig, freePort, REPO_ROOT, startRelayProcess, temporaryDirectory, LISTENER_TLS_FILES, writeListenerFiles, writeRelayConfig, type RelayProcess } from '../fixtures/relay-process.ts';
+import { baseRelayConfig, freePort, metricValue, REPO_ROOT, startRelayProcess, temporaryDirectory, LISTENER_TLS_FILES, writeListenerFiles, writeRelayConfig, type RelayProcess } from '../fixtures/relay-process.ts';
 import { loopbackAddresses, startSinkGroup, type SinkMx } from '../fixtures/sink-mx.ts';
 import { run, smtplibSend } from '../fixtures/smtp-clients.ts';
 import { createTestCa, type TestCa } from '../fixtures/tls.ts';
@@ -107,20 +107,6 @@ async function waitFor<T>(what: string, probe: () => Promise<T | undefined> | T 
   }
 }
 
-/** Message files left in the spool (FileSpool layout: queue/<bucket>/<id>). */
-async function spoolFiles(): Promise<string[]> {
-  const found: string[] = [];
-  const walk = async (directory: string): Promise<void> => {
-    for (const entry of await readdir(directory, { withFileTypes: true })) {
-      if (entry.isDirectory()) await walk(path.join(directory, entry.name));
-      else found.push(path.join(directory, entry.name));
-    }
-  };
-  await walk(path.join(world.dir, 'spool', 'queue'));
-  // Messages are queue/<bucket>/<id>; the bucket's results journal and batches being written are not messages.
-  return found.filter((file) => !/^results\.j$|\.tmp$/.test(path.basename(file)));
-}
-
 async function accountingLines(): Promise<Record<string, unknown>[]> {
   const text = await readFile(path.join(world.dir, 'accounting.jsonl'), 'utf8').catch(() => '');
   return text.split('\n').filter(Boolean).map((line) => JSON.parse(line) as Record<string, unknown>);
@@ -149,7 +135,7 @@ test('smtplib -> relay (STARTTLS, login) -> DNS MX -> sink MX from the VirtualMT
   assert.equal(delivered.sourceAddress, world.sourceAddress);
   assert.equal(delivered.mxHost, 'mx.example.net');
   assert.equal(delivered.mxIp, world.recipientMx.address);
-  await waitFor('the spool to be empty', async () => ((await spoolFiles()).length === 0 ? true : undefined), 20_000);
+  await waitFor('the spool to be empty', async () => ((await metricValue(world.relay.adminUrl, 'vmta_spool_messages')) === 0 ? true : undefined), 20_000);
 });
 
 test('a recipient the MX refuses with 550 comes back as an RFC 3464 DSN at the sender domain MX', async () => {

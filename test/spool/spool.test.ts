@@ -20,6 +20,13 @@ async function filesUnder(directory: string): Promise<string[]> {
   return entries.filter((entry) => entry.isFile()).map((entry) => path.join(entry.parentPath, entry.name));
 }
 
+/** Segment files that hold at least one byte (spares are empty). */
+async function segmentsWithData(directory: string): Promise<string[]> {
+  const segments = (await filesUnder(directory)).filter((file) => file.endsWith('.seg'));
+  const sizes = await Promise.all(segments.map((file) => fs.stat(file).then((stat) => stat.size)));
+  return segments.filter((_, index) => (sizes[index] ?? 0) > 0).sort();
+}
+
 async function fsyncCount(metrics: RelayMetrics): Promise<number> {
   return (await metrics.spoolFsyncs.get()).values[0]?.value ?? 0;
 }
@@ -121,17 +128,52 @@ describe('FileSpool', () => {
     await reopened.close();
   });
 
-  it('ignores and deletes temp files of interrupted stores at open', async () => {
+  it('drops a torn last batch at open (a write a crash interrupted) and keeps the batches before it', async () => {
+    const spool = await FileSpool.open(directory);
+    const kept = await spool.store(pendingEnvelope(1), Buffer.from('kept\r\n'));
+    const torn = await spool.store(pendingEnvelope(1), Buffer.from('torn\r\n'));
+    await spool.close();
+    const [segment] = await segmentsWithData(directory);
+    assert.ok(segment);
+    const content = await fs.readFile(segment);
+    content.writeUInt8(content.readUInt8(content.length - 3) ^ 0xff, content.length - 3); // a body byte of the last batch never reached the disk
+    await fs.writeFile(segment, content);
+    const reopened = await FileSpool.open(directory);
+    assert.deepEqual((await scanAll(reopened)).map((message) => message.id), [kept.id]);
+    assert.equal(await text(reopened.readMessage(kept.id)), 'kept\r\n');
+    await assert.rejects(text(reopened.readMessage(torn.id)), { code: 'ENOENT' });
+    await reopened.close();
+  });
+
+  it('drops a batch cut short by a crash, and deletes empty spare segments and compaction temp files at open', async () => {
     const spool = await FileSpool.open(directory);
     const { id } = await spool.store(pendingEnvelope(1), Buffer.from('x\r\n'));
     await spool.close();
-    const [messageFile] = await filesUnder(directory);
-    assert.ok(messageFile);
-    const temp = path.join(path.dirname(messageFile), `${id.slice(0, -1)}z.tmp`);
-    await fs.writeFile(temp, 'VMTA1 0000000'); // a store that never finished
+    const [segment] = await segmentsWithData(directory);
+    assert.ok(segment);
+    const batch = await fs.readFile(segment);
+    await fs.appendFile(segment, batch.subarray(0, batch.length - 1)); // a second batch, its last byte missing
+    await fs.writeFile(path.join(path.dirname(segment), 'results.j.tmp'), '{"id":');
+    assert.ok((await filesUnder(directory)).some((file) => file.endsWith('.seg') && file !== segment), 'a spare segment was prepared');
     const reopened = await FileSpool.open(directory);
     assert.deepEqual((await scanAll(reopened)).map((message) => message.id), [id]);
-    assert.deepEqual(await filesUnder(directory), [messageFile]);
+    assert.deepEqual(await filesUnder(directory), [segment], 'the spare and the temp file are gone');
+    await reopened.close();
+  });
+
+  it('refuses to stream a message whose bytes no longer match their checksum', async () => {
+    const spool = await FileSpool.open(directory);
+    const damaged = await spool.store(pendingEnvelope(1), Buffer.from('damaged body\r\n'));
+    await spool.store(pendingEnvelope(1), Buffer.from('later batch\r\n'));
+    await spool.close();
+    const [segment] = await segmentsWithData(directory);
+    assert.ok(segment);
+    const content = await fs.readFile(segment);
+    const at = content.indexOf('damaged body');
+    content[at] = 'D'.charCodeAt(0);
+    await fs.writeFile(segment, content);
+    const reopened = await FileSpool.open(directory);
+    await assert.rejects(text(reopened.readMessage(damaged.id)), /fails its checksum/);
     await reopened.close();
   });
 
@@ -144,39 +186,98 @@ describe('FileSpool', () => {
     await spool.remove(id);
     assert.deepEqual((await scanAll(spool)).map((message) => message.id), [kept.id]);
     await assert.rejects(text(spool.readMessage(id)), { code: 'ENOENT' });
+    await assert.rejects(spool.recordRecipientResults(id, new Map([[1, { status: 'delivered' as const, nextAttemptAt: 0 }]])), /no message/);
     clock += 3_600_000;
     await spool.remove(kept.id);
     await spool.close();
     assert.deepEqual(await fs.readdir(path.join(directory, 'queue')), []);
   });
 
-  it('deletes at open the journal and directory of a bucket whose messages were all removed before a crash', async () => {
+  it('lets go of the segments of a bucket of the past when a new slice of time begins: its spare is deleted', async () => {
+    let clock = Date.UTC(2026, 0, 1);
+    const spool = await FileSpool.open(directory, { now: () => clock });
+    const old = await spool.store(pendingEnvelope(1), Buffer.from('old\r\n'));
+    const [oldSegment] = await segmentsWithData(directory);
+    assert.ok(oldSegment);
+    const segmentsIn = async (dir: string) => (await fs.readdir(dir)).filter((name) => name.endsWith('.seg')).length;
+    for (let tries = 0; (await segmentsIn(path.dirname(oldSegment))) < 2; tries++) {
+      assert.ok(tries < 100, 'a spare segment is prepared beside the active one');
+      await new Promise((resolve) => setTimeout(resolve, 10));
+    }
+    clock += 3_600_000;
+    const later = await spool.store(pendingEnvelope(1), Buffer.from('new\r\n'));
+    await spool.close();
+    assert.equal(await segmentsIn(path.dirname(oldSegment)), 1, 'only the segment holding the old message is left in the past bucket');
+    const reopened = await FileSpool.open(directory);
+    assert.deepEqual((await scanAll(reopened)).map((message) => message.id), [old.id, later.id]);
+    await reopened.close();
+  });
+
+  it('counts the messages it holds in vmta_spool_messages, from open to store to remove', async () => {
+    const gauge = async (metrics: RelayMetrics) => (await metrics.spoolMessages.get()).values[0]?.value;
+    const metrics = new RelayMetrics({ processMetrics: false });
+    const spool = await FileSpool.open(directory, { metrics });
+    const stored = await Promise.all([1, 2, 3].map(() => spool.store(pendingEnvelope(1), Buffer.from('x\r\n'))));
+    assert.equal(await gauge(metrics), 3);
+    await spool.remove(stored[0]!.id);
+    assert.equal(await gauge(metrics), 2);
+    await spool.close();
+    const reopenedMetrics = new RelayMetrics({ processMetrics: false });
+    const reopened = await FileSpool.open(directory, { metrics: reopenedMetrics });
+    assert.equal(await gauge(reopenedMetrics), 2);
+    await reopened.close();
+  });
+
+  it('deletes at open what a crash left of a bucket whose messages were all removed: segments, journal, directory', async () => {
     const spool = await FileSpool.open(directory);
     const { id } = await spool.store(pendingEnvelope(1), Buffer.from('x\r\n'));
-    await spool.recordRecipientResults(id, new Map([[0, { status: 'delivered' as const, nextAttemptAt: 0 }]]));
+    await spool.remove(id); // journalled; its segment is still the active one, so it stays on disk
     await spool.close();
-    const messageFile = (await filesUnder(directory)).find((file) => !file.endsWith('.j'));
-    assert.ok(messageFile);
-    await fs.unlink(messageFile); // crash between the message unlink and the journal unlink
+    assert.equal((await segmentsWithData(directory)).length, 1);
     const reopened = await FileSpool.open(directory);
     assert.deepEqual(await scanAll(reopened), []);
     assert.deepEqual(await filesUnder(directory), []);
     await reopened.close();
   });
 
-  it('shares directory fsyncs between concurrent stores (group commit)', async () => {
+  it('deletes a full segment once every message in it is removed, while the bucket goes on', async () => {
+    const spool = await FileSpool.open(directory);
+    const big = await spool.store(pendingEnvelope(1), Buffer.alloc(1024 * 1024, 'b')); // fills its segment
+    const [full] = await segmentsWithData(directory);
+    const next = await spool.store(pendingEnvelope(1), Buffer.from('next\r\n'));
+    assert.equal((await segmentsWithData(directory)).length, 2, 'the next store went to another segment');
+    await spool.remove(big.id);
+    await spool.close();
+    assert.deepEqual(
+      (await segmentsWithData(directory)).filter((file) => file === full),
+      [],
+      'the emptied segment is deleted',
+    );
+    const reopened = await FileSpool.open(directory);
+    assert.deepEqual((await scanAll(reopened)).map((message) => message.id), [next.id]);
+    await reopened.close();
+  });
+
+  it('makes a batch durable with one flush, and concurrent stores share it (group commit)', async () => {
     const metrics = new RelayMetrics({ processMetrics: false });
     const spool = await FileSpool.open(directory, { metrics });
-    await spool.store(pendingEnvelope(1), Buffer.from('warm-up\r\n')); // creates the bucket directory
-    const before = await fsyncCount(metrics);
+    await spool.store(pendingEnvelope(1), Buffer.from('warm-up\r\n')); // creates the bucket directory, a segment and a spare
+    await spool.close(); // waits for the spare
+    const reopened = await FileSpool.open(directory, { metrics });
+    await reopened.store(pendingEnvelope(1), Buffer.from('warm-up\r\n'));
+    await new Promise((resolve) => setTimeout(resolve, 200)); // the spare segment of the new active one
+    let before = await fsyncCount(metrics);
+    for (let index = 0; index < 5; index++) await reopened.store(pendingEnvelope(1), Buffer.from(`one at a time ${index}\r\n`));
+    assert.equal((await fsyncCount(metrics)) - before, 5, 'a store alone costs exactly one flush: no directory fsync');
+    before = await fsyncCount(metrics);
     const count = 50;
-    await Promise.all(Array.from({ length: count }, (_, index) => spool.store(pendingEnvelope(1), Buffer.alloc(10_240, String(index)))));
+    await Promise.all(Array.from({ length: count }, (_, index) => reopened.store(pendingEnvelope(1), Buffer.alloc(10_240, String(index)))));
     const fsyncs = (await fsyncCount(metrics)) - before;
-    // Without group commit every store costs a data and a directory fsync (2 per message).
-    assert.ok(fsyncs <= count / 2, `expected at most ${count / 2} fsyncs for ${count} concurrent stores, got ${fsyncs}`);
-    assert.equal((await metrics.spoolWriteSeconds.get()).values.find((value) => value.metricName === 'vmta_spool_write_seconds_count')?.value, count + 1);
-    assert.equal((await scanAll(spool)).length, count + 1);
-    await spool.close();
+    // The first store is written alone; the other 49 wait for it and go in the next batch.
+    assert.ok(fsyncs <= 2, `expected at most 2 flushes for ${count} concurrent stores, got ${fsyncs}`);
+    assert.equal((await metrics.spoolWriteSeconds.get()).values.find((value) => value.metricName === 'vmta_spool_write_seconds_count')?.value, 1 + 1 + 5 + count);
+    assert.equal((await scanAll(reopened)).length, 1 + 1 + 5 + count);
+    await reopened.close();
   });
 
   it('group-commits concurrent recipient results and keeps each message\'s own state', async () => {
@@ -255,11 +356,14 @@ describe('journal compaction', () => {
     await fs.rm(directory, { recursive: true, force: true });
   });
 
-  it('folds many results into one record per live message, with the same state, and drops removed messages', async () => {
+  it('folds many results into one record per live message, keeps removals while their segment is on disk, drops the rest', async () => {
     const spool = await FileSpool.open(directory);
-    const stored = await Promise.all(Array.from({ length: 10 }, () => spool.store(pendingEnvelope(3), Buffer.from('x\r\n'))));
-    const removed = stored.slice(5);
-    const kept = stored.slice(0, 5);
+    const removed = await Promise.all(Array.from({ length: 5 }, () => spool.store(pendingEnvelope(3), Buffer.from('x\r\n'))));
+    // A 1 MiB message fills that segment: the messages stored after it go to another one.
+    const filler = await spool.store(pendingEnvelope(1), Buffer.alloc(1024 * 1024, 'f'));
+    const [removedBeside, ...kept] = await Promise.all(Array.from({ length: 6 }, () => spool.store(pendingEnvelope(3), Buffer.from('x\r\n'))));
+    assert.ok(removedBeside);
+    const stored = [...removed, removedBeside, ...kept];
     // About 280 bytes per record: 5 live messages x 1000 rounds write ~1.4 MB, past the 1 MiB threshold.
     const rounds = 1000;
     const removeAt = 10;
@@ -270,7 +374,7 @@ describe('journal compaction', () => {
         ),
       );
       if (round === removeAt) {
-        for (const { id } of removed) await spool.remove(id);
+        for (const { id } of [...removed, filler, removedBeside]) await spool.remove(id);
         for (const { id } of kept) await spool.recordRecipientResults(id, new Map([[2, { status: 'delivered' as const, nextAttemptAt: 0, attempts: 1000 }]]));
       }
     }
@@ -280,7 +384,9 @@ describe('journal compaction', () => {
     const { size } = await fs.stat(journal);
     assert.ok(size < 1024 * 1024, `journal compacted (size ${size})`);
     const content = await fs.readFile(journal, 'utf8');
-    for (const { id } of removed) assert.doesNotMatch(content, new RegExp(id), 'records of removed messages are dropped');
+    for (const { id } of removed) assert.doesNotMatch(content, new RegExp(id), 'records of removed messages whose segment is deleted are dropped');
+    const besideRecords = content.split('\n').filter((line) => line.includes(removedBeside.id));
+    assert.deepEqual(besideRecords.map((line) => JSON.parse(line).x), [1], 'a removed message whose segment holds live ones keeps just its removal record');
 
     const reopened = await FileSpool.open(directory);
     const found = await scanAll(reopened);

@@ -1,0 +1,221 @@
+// The on-disk formats of the spool, kept apart from the file handling (mta/spool/spool.ts):
+//
+// Segment file `<name>.seg` — batches appended one after another, each one the stores of one group
+// commit, written by a single O_DSYNC write and never modified afterwards:
+//   "VMTS1 " + table length (10 decimal digits) + " " + CRC-32 of table and envelopes (8 hex) + "\n"
+//   table JSON + "\n": {"m": [[id, envelope length, message length, message CRC-32], ...]}
+//   the envelope JSONs, one after the other, in table order
+//   the messages (headers + body, CRLF line ends), one after the other, in table order
+// A batch's length follows from its table, so the next batch starts where one ends. Envelopes come
+// before the bodies, so one bounded read per batch gives every envelope of it (recovery and scan()
+// do not read bodies) and a message is read by offset. A crash can tear only the last batch of a
+// segment (a write starts only once the one before it is durable); the checksums reveal it.
+// `head -c 4000 <file>` shows a human the first batch's table and envelopes.
+//
+// Journal `results.j`, one per bucket directory — append-only; one record per
+// recordRecipientResults() or remove() call (group commit: records of concurrent calls share one
+// append):
+//   "\n" + JSON {"id": queue id, "t": unix ms, "r": [[recipient index, status, nextAttemptAt, attempts, lastResult?], ...]}
+//   "\n" + JSON {"id": queue id, "t": unix ms, "x": 1}            the message is removed
+// attempts >= 0 sets the count; a negative value -k adds k to it (-1: the result of one more
+// delivery attempt, the usual record, written without knowing the count so far).
+// When the journal has grown well past what its messages need, it is compacted: rewritten with
+// one folded record per live message and one removal record per removed message whose segment
+// is still on disk (compactJournal), via temp file + rename.
+// Each record starts with a newline, so a record torn by a crash ends up on a line of its own
+// and is skipped, and every later record still parses. The latest record for a recipient wins.
+import { crc32 } from 'node:zlib';
+import type { Envelope, QueueId, RecipientResult, RecipientStatus } from './types.ts';
+
+const MAGIC = 'VMTS1 ';
+const LENGTH_DIGITS = 10;
+const CRC_DIGITS = 8;
+const PREFIX_PATTERN = new RegExp(`^${MAGIC}(\\d{${LENGTH_DIGITS}}) ([0-9a-f]{${CRC_DIGITS}})\\n$`);
+export const PREFIX_LENGTH = MAGIC.length + LENGTH_DIGITS + 1 + CRC_DIGITS + 1;
+/** First read of a batch: the table and envelopes of a typical batch. */
+export const HEAD_PROBE_BYTES = 16 * 1024;
+
+export interface BatchMessage {
+  id: QueueId;
+  envelope: Envelope;
+  chunks: readonly Buffer[];
+}
+
+export interface BatchEntry {
+  id: QueueId;
+  /** Offsets from the start of the batch. */
+  envelopeOffset: number;
+  envelopeLength: number;
+  messageOffset: number;
+  messageLength: number;
+  messageCrc: number;
+}
+
+export interface BatchTable {
+  entries: BatchEntry[];
+  /** Bytes from the start of the batch that hold the prefix, the table and every envelope. */
+  envelopesEnd: number;
+  /** Bytes of the whole batch. */
+  length: number;
+}
+
+/** A batch ready to be written: its buffers in write order (message chunks are not copied) and its table. */
+export function encodeBatch(messages: readonly BatchMessage[]): { buffers: Buffer[]; table: BatchTable } {
+  const envelopes = messages.map((message) => Buffer.from(JSON.stringify(message.envelope)));
+  const rows = messages.map((message, index): TableRow => [message.id, envelopes[index]!.length, message.envelope.size, message.chunks.reduce((crc, chunk) => crc32(chunk, crc), 0)]);
+  const tableBuffer = Buffer.from(JSON.stringify({ m: rows }) + '\n');
+  const headCrc = envelopes.reduce((crc, envelope) => crc32(envelope, crc), crc32(tableBuffer));
+  const prefix = Buffer.from(`${MAGIC}${String(tableBuffer.length).padStart(LENGTH_DIGITS, '0')} ${headCrc.toString(16).padStart(CRC_DIGITS, '0')}\n`, 'latin1');
+  return { buffers: [prefix, tableBuffer, ...envelopes, ...messages.flatMap((message) => message.chunks)], table: layOut(rows, PREFIX_LENGTH + tableBuffer.length) };
+}
+
+/** Length of the table after the prefix; throws when `head` does not start with a batch prefix. */
+export function tableLength(head: Buffer): number {
+  return parsePrefix(head).tableLength;
+}
+
+/** Parses the table; `head` (from the start of the batch) must hold at least PREFIX_LENGTH + tableLength(head) bytes. */
+export function decodeBatchTable(head: Buffer): BatchTable {
+  const tableEnd = PREFIX_LENGTH + tableLength(head);
+  if (head.length < tableEnd) throw new Error(`spool batch table is truncated (${head.length} of ${tableEnd} bytes)`);
+  const table = JSON.parse(head.toString('utf8', PREFIX_LENGTH, tableEnd)) as { m?: unknown };
+  if (!Array.isArray(table.m) || !table.m.every(isTableRow)) throw new Error('spool batch table is malformed');
+  return layOut(table.m, tableEnd);
+}
+
+/** Throws unless the table and envelopes in `head` (at least `table.envelopesEnd` bytes) match the prefix checksum. */
+export function verifyBatchHead(head: Buffer, table: BatchTable): void {
+  const expected = parsePrefix(head).headCrc;
+  const actual = crc32(head.subarray(PREFIX_LENGTH, table.envelopesEnd));
+  if (actual !== expected) throw new Error(`spool batch head checksum mismatch (${actual.toString(16)}, expected ${expected.toString(16)})`);
+}
+
+type TableRow = [id: QueueId, envelopeLength: number, messageLength: number, messageCrc: number];
+
+function isTableRow(row: unknown): row is TableRow {
+  return Array.isArray(row) && typeof row[0] === 'string' && [row[1], row[2], row[3]].every((value) => Number.isSafeInteger(value) && (value as number) >= 0);
+}
+
+function layOut(rows: readonly TableRow[], tableEnd: number): BatchTable {
+  let envelopeOffset = tableEnd;
+  let messageOffset = tableEnd + rows.reduce((total, row) => total + row[1], 0);
+  const envelopesEnd = messageOffset;
+  const entries = rows.map(([id, envelopeLength, messageLength, messageCrc]) => {
+    const entry = { id, envelopeOffset, envelopeLength, messageOffset, messageLength, messageCrc };
+    envelopeOffset += envelopeLength;
+    messageOffset += messageLength;
+    return entry;
+  });
+  return { entries, envelopesEnd, length: messageOffset };
+}
+
+function parsePrefix(head: Buffer): { tableLength: number; headCrc: number } {
+  const text = head.toString('latin1', 0, PREFIX_LENGTH);
+  const match = PREFIX_PATTERN.exec(text);
+  if (!match) throw new Error(`not a spool batch (prefix ${JSON.stringify(text)})`);
+  return { tableLength: Number(match[1]), headCrc: Number.parseInt(match[2]!, 16) };
+}
+
+export function decodeEnvelope(json: Buffer): Envelope {
+  return JSON.parse(json.toString('utf8')) as Envelope;
+}
+
+export type JournalEntry = [index: number, status: RecipientStatus, nextAttemptAt: number, attempts: number, lastResult?: string];
+
+const STATUSES: ReadonlySet<string> = new Set<RecipientStatus>(['pending', 'delivered', 'bounced']);
+
+export function encodeJournalRecord(id: QueueId, results: ReadonlyMap<number, RecipientResult>, now: number): Buffer {
+  const entries: JournalEntry[] = [];
+  for (const [index, result] of results) {
+    const entry: JournalEntry = [index, result.status, result.nextAttemptAt, result.attempts ?? -1];
+    if (result.lastResult !== undefined) entry.push(result.lastResult);
+    entries.push(entry);
+  }
+  return Buffer.from('\n' + JSON.stringify({ id, t: now, r: entries }));
+}
+
+export function encodeRemovalRecord(id: QueueId, now: number): Buffer {
+  return Buffer.from('\n' + JSON.stringify({ id, t: now, x: 1 }));
+}
+
+function isJournalEntry(value: unknown): value is JournalEntry {
+  return (
+    Array.isArray(value) &&
+    Number.isInteger(value[0]) &&
+    typeof value[1] === 'string' &&
+    STATUSES.has(value[1]) &&
+    typeof value[2] === 'number' &&
+    Number.isInteger(value[3]) &&
+    (value[4] === undefined || typeof value[4] === 'string')
+  );
+}
+
+export interface ParsedJournal {
+  /** Recipient entries per queue id, in append order. */
+  results: Map<QueueId, JournalEntry[]>;
+  removed: Set<QueueId>;
+}
+
+/** Every complete record of a journal; torn records are skipped. */
+export function parseJournal(journal: Buffer): ParsedJournal {
+  const parsed: ParsedJournal = { results: new Map(), removed: new Set() };
+  for (const line of journal.toString('utf8').split('\n')) {
+    if (line === '') continue;
+    let record: unknown;
+    try {
+      record = JSON.parse(line);
+    } catch {
+      continue;
+    }
+    const { id, r: entries, x: removed } = (record ?? {}) as { id?: unknown; r?: unknown; x?: unknown };
+    if (typeof id !== 'string') continue;
+    if (removed === 1) parsed.removed.add(id);
+    if (!Array.isArray(entries)) continue;
+    let list = parsed.results.get(id);
+    if (!list) parsed.results.set(id, (list = []));
+    for (const entry of entries) if (isJournalEntry(entry)) list.push(entry);
+  }
+  return parsed;
+}
+
+/** Applies journal entries (in order) to the envelope's recipients. */
+export function applyJournal(envelope: Envelope, entries: readonly JournalEntry[]): void {
+  for (const entry of entries) {
+    const recipient = envelope.recipients[entry[0]];
+    if (!recipient) continue;
+    recipient.status = entry[1];
+    recipient.nextAttemptAt = entry[2];
+    recipient.attempts = entry[3] >= 0 ? entry[3] : recipient.attempts - entry[3];
+    if (entry[4] === undefined) delete recipient.lastResult;
+    else recipient.lastResult = entry[4];
+  }
+}
+
+/** One entry per recipient with the same effect as all of the given entries applied in order. */
+function foldEntries(entries: readonly JournalEntry[]): JournalEntry[] {
+  const folded = new Map<number, JournalEntry>();
+  for (const entry of entries) {
+    const previous = folded.get(entry[0]);
+    const attempts = entry[3] >= 0 || !previous ? entry[3] : previous[3] >= 0 ? previous[3] - entry[3] : previous[3] + entry[3];
+    const next: JournalEntry = [entry[0], entry[1], entry[2], attempts];
+    if (entry[4] !== undefined) next.push(entry[4]);
+    folded.set(entry[0], next);
+  }
+  return [...folded.values()];
+}
+
+/** What a compacted journal must still say about a message: its results ('live'), that it is removed ('removed'), or nothing. */
+export type JournalKeep = 'live' | 'removed' | undefined;
+
+/** The journal rewritten as one folded record per live message and one removal record per message `keep` says is 'removed'. */
+export function compactJournal(journal: Buffer, keep: (id: QueueId) => JournalKeep, now: number): Buffer {
+  const { results, removed } = parseJournal(journal);
+  const records: string[] = [];
+  for (const id of new Set([...results.keys(), ...removed])) {
+    const wanted = keep(id);
+    const entries = results.get(id) ?? [];
+    if (wanted === 'live' && entries.length > 0) records.push('\n' + JSON.stringify({ id, t: now, r: foldEntries(entries) }));
+    else if (wanted === 'removed') records.push(encodeRemovalRecord(id, now).toString('utf8'));
+  }
+  return Buffer.from(records.join(''));
+}
