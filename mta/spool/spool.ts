@@ -183,27 +183,15 @@ export class FileSpool implements Spool {
   }
 
   /** Rejects for an id that is not in the spool (never stored, or removed). */
-  recordRecipientResults(id: QueueId, results: ReadonlyMap<number, RecipientResult>): Promise<void> {
-    try {
-      this.#assertOpen();
-      assertQueueId(id);
-    } catch (error) {
-      return Promise.reject(error);
-    }
-    const location = this.#index.get(id);
-    if (!location) return Promise.reject(new Error(`no message ${id} in spool ${this.directory}`));
+  async recordRecipientResults(id: QueueId, results: ReadonlyMap<number, RecipientResult>): Promise<void> {
+    const location = this.#locate(id);
+    if (!location) throw new Error(`no message ${id} in spool ${this.directory}`);
     return this.#track(location.segment.bucket.journal.append(encodeJournalRecord(id, results, this.#now())));
   }
 
-  remove(id: QueueId): Promise<void> {
-    try {
-      this.#assertOpen();
-      assertQueueId(id);
-    } catch (error) {
-      return Promise.reject(error);
-    }
-    const location = this.#index.get(id);
-    if (!location) return Promise.resolve(); // never stored, or already removed
+  async remove(id: QueueId): Promise<void> {
+    const location = this.#locate(id);
+    if (!location) return; // never stored, or already removed
     location.removing ??= this.#track(this.#remove(id, location)).catch((error: unknown) => {
       location.removing = undefined;
       throw error;
@@ -564,6 +552,13 @@ export class FileSpool implements Spool {
       bucket.live += segment.live;
     }
     return segment;
+  }
+
+  /** Where the message is; throws for a closed spool or a malformed id. */
+  #locate(id: QueueId): MessageLocation | undefined {
+    this.#assertOpen();
+    assertQueueId(id);
+    return this.#index.get(id);
   }
 
   #countFsync(): void {
