@@ -80,6 +80,8 @@ export class JournalAppender {
   #compactedSize = 0;
   #waiting: PendingAppend[] = [];
   #writing = false;
+  /** The writer loop, while #writing (settled afterwards). */
+  #running: Promise<void> = Promise.resolve();
 
   constructor(path: string, options: JournalAppenderOptions) {
     this.#path = path;
@@ -90,12 +92,19 @@ export class JournalAppender {
   append(record: Buffer): Promise<void> {
     return new Promise((resolve, reject) => {
       this.#waiting.push({ record, resolve, reject });
-      if (!this.#writing) void this.#writeAll();
+      if (!this.#writing) {
+        this.#writing = true;
+        this.#running = this.#writeAll();
+      }
     });
   }
 
+  /** Resolves once no append or compaction is running. */
+  idle(): Promise<void> {
+    return this.#running;
+  }
+
   async #writeAll(): Promise<void> {
-    this.#writing = true;
     while (this.#waiting.length > 0) {
       const group = this.#waiting;
       this.#waiting = [];
@@ -118,7 +127,12 @@ export class JournalAppender {
       } catch (error) {
         for (const pending of group) pending.reject(error);
       }
-      if (size > Math.max(COMPACT_MIN_BYTES, COMPACT_GROWTH * this.#compactedSize)) await this.#compact().catch(this.#options.onCompactionError);
+      if (size > Math.max(COMPACT_MIN_BYTES, COMPACT_GROWTH * this.#compactedSize)) {
+        await this.#compact().catch((error: unknown) => {
+          this.#compactedSize = size; // the next try waits until the journal has grown again (no retry on every append)
+          this.#options.onCompactionError(error);
+        });
+      }
     }
     this.#writing = false;
   }
@@ -136,8 +150,13 @@ export class JournalAppender {
       await handle.close();
     }
     await fs.rename(temp, this.#path);
-    await this.#options.syncDirectory();
     this.#compactedSize = compacted.length;
+    try {
+      await this.#options.syncDirectory();
+    } catch (error) {
+      this.#exists = false; // the rename may not be durable: the next append syncs the directory before it resolves
+      throw error;
+    }
   }
 }
 

@@ -15,25 +15,31 @@
 // Journal `results.j`, one per bucket directory — append-only; one record per
 // recordRecipientResults() or remove() call (group commit: records of concurrent calls share one
 // append):
-//   "\n" + JSON {"id": queue id, "t": unix ms, "r": [[recipient index, status, nextAttemptAt, attempts, lastResult?], ...]}
-//   "\n" + JSON {"id": queue id, "t": unix ms, "x": 1}            the message is removed
+//   "\n" + JSON {"id": queue id, "t": unix ms, "r": [[recipient index, status, nextAttemptAt, attempts, lastResult?], ...]} + "\n"
+//   "\n" + JSON {"id": queue id, "t": unix ms, "x": 1} + "\n"            the message is removed
 // attempts >= 0 sets the count; a negative value -k adds k to it (-1: the result of one more
 // delivery attempt, the usual record, written without knowing the count so far).
 // When the journal has grown well past what its messages need, it is compacted: rewritten with
 // one folded record per live message and one removal record per removed message whose segment
 // is still on disk (compactJournal), via temp file + rename.
-// Each record starts with a newline, so a record torn by a crash ends up on a line of its own
-// and is skipped, and every later record still parses. The latest record for a recipient wins.
+// Each record starts and ends with a newline, so a record torn by a crash ends up on a line of
+// its own and is skipped, every later record still parses, and nothing a torn append leaves
+// behind can join a complete record's line. The latest record for a recipient wins.
 import { crc32 } from 'node:zlib';
 import type { Envelope, QueueId, RecipientResult, RecipientStatus } from './types.ts';
 
-const MAGIC = 'VMTS1 ';
+export const MAGIC = 'VMTS1 ';
 const LENGTH_DIGITS = 10;
 const CRC_DIGITS = 8;
 const PREFIX_PATTERN = new RegExp(`^${MAGIC}(\\d{${LENGTH_DIGITS}}) ([0-9a-f]{${CRC_DIGITS}})\\n$`);
 export const PREFIX_LENGTH = MAGIC.length + LENGTH_DIGITS + 1 + CRC_DIGITS + 1;
 /** First read of a batch: the table and envelopes of a typical batch. */
 export const HEAD_PROBE_BYTES = 16 * 1024;
+
+/** Bytes that are not a complete, intact batch: torn by a crash, or damaged. */
+export class BatchFormatError extends Error {
+  override name = 'BatchFormatError';
+}
 
 export interface BatchMessage {
   id: QueueId;
@@ -77,9 +83,14 @@ export function tableLength(head: Buffer): number {
 /** Parses the table; `head` (from the start of the batch) must hold at least PREFIX_LENGTH + tableLength(head) bytes. */
 export function decodeBatchTable(head: Buffer): BatchTable {
   const tableEnd = PREFIX_LENGTH + tableLength(head);
-  if (head.length < tableEnd) throw new Error(`spool batch table is truncated (${head.length} of ${tableEnd} bytes)`);
-  const table = JSON.parse(head.toString('utf8', PREFIX_LENGTH, tableEnd)) as { m?: unknown };
-  if (!Array.isArray(table.m) || !table.m.every(isTableRow)) throw new Error('spool batch table is malformed');
+  if (head.length < tableEnd) throw new BatchFormatError(`spool batch table is truncated (${head.length} of ${tableEnd} bytes)`);
+  let table: { m?: unknown };
+  try {
+    table = JSON.parse(head.toString('utf8', PREFIX_LENGTH, tableEnd)) as { m?: unknown };
+  } catch (error) {
+    throw new BatchFormatError(`spool batch table is not JSON: ${(error as Error).message}`);
+  }
+  if (!Array.isArray(table.m) || !table.m.every(isTableRow)) throw new BatchFormatError('spool batch table is malformed');
   return layOut(table.m, tableEnd);
 }
 
@@ -87,7 +98,7 @@ export function decodeBatchTable(head: Buffer): BatchTable {
 export function verifyBatchHead(head: Buffer, table: BatchTable): void {
   const expected = parsePrefix(head).headCrc;
   const actual = crc32(head.subarray(PREFIX_LENGTH, table.envelopesEnd));
-  if (actual !== expected) throw new Error(`spool batch head checksum mismatch (${actual.toString(16)}, expected ${expected.toString(16)})`);
+  if (actual !== expected) throw new BatchFormatError(`spool batch head checksum mismatch (${actual.toString(16)}, expected ${expected.toString(16)})`);
 }
 
 type TableRow = [id: QueueId, envelopeLength: number, messageLength: number, messageCrc: number];
@@ -112,7 +123,7 @@ function layOut(rows: readonly TableRow[], tableEnd: number): BatchTable {
 function parsePrefix(head: Buffer): { tableLength: number; headCrc: number } {
   const text = head.toString('latin1', 0, PREFIX_LENGTH);
   const match = PREFIX_PATTERN.exec(text);
-  if (!match) throw new Error(`not a spool batch (prefix ${JSON.stringify(text)})`);
+  if (!match) throw new BatchFormatError(`not a spool batch (prefix ${JSON.stringify(text)})`);
   return { tableLength: Number(match[1]), headCrc: Number.parseInt(match[2]!, 16) };
 }
 
@@ -131,11 +142,16 @@ export function encodeJournalRecord(id: QueueId, results: ReadonlyMap<number, Re
     if (result.lastResult !== undefined) entry.push(result.lastResult);
     entries.push(entry);
   }
-  return Buffer.from('\n' + JSON.stringify({ id, t: now, r: entries }));
+  return journalRecord({ id, t: now, r: entries });
+}
+
+/** A record on a line of its own: a newline before (ends a record torn by a crash) and after (so bytes a torn later append leaves cannot join it). */
+function journalRecord(record: object): Buffer {
+  return Buffer.from('\n' + JSON.stringify(record) + '\n');
 }
 
 export function encodeRemovalRecord(id: QueueId, now: number): Buffer {
-  return Buffer.from('\n' + JSON.stringify({ id, t: now, x: 1 }));
+  return journalRecord({ id, t: now, x: 1 });
 }
 
 function isJournalEntry(value: unknown): value is JournalEntry {
@@ -210,12 +226,12 @@ export type JournalKeep = 'live' | 'removed' | undefined;
 /** The journal rewritten as one folded record per live message and one removal record per message `keep` says is 'removed'. */
 export function compactJournal(journal: Buffer, keep: (id: QueueId) => JournalKeep, now: number): Buffer {
   const { results, removed } = parseJournal(journal);
-  const records: string[] = [];
+  const records: Buffer[] = [];
   for (const id of new Set([...results.keys(), ...removed])) {
     const wanted = keep(id);
     const entries = results.get(id) ?? [];
-    if (wanted === 'live' && entries.length > 0) records.push('\n' + JSON.stringify({ id, t: now, r: foldEntries(entries) }));
-    else if (wanted === 'removed') records.push(encodeRemovalRecord(id, now).toString('utf8'));
+    if (wanted === 'live' && entries.length > 0) records.push(journalRecord({ id, t: now, r: foldEntries(entries) }));
+    else if (wanted === 'removed') records.push(encodeRemovalRecord(id, now));
   }
-  return Buffer.from(records.join(''));
+  return Buffer.concat(records);
 }

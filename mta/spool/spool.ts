@@ -39,6 +39,7 @@ import type { RelayMetrics } from '../observe/metrics.ts';
 import { DirectorySync, JournalAppender, writeAll } from './group-commit.ts';
 import {
   applyJournal,
+  BatchFormatError,
   type BatchMessage,
   type BatchTable,
   compactJournal,
@@ -48,6 +49,7 @@ import {
   encodeJournalRecord,
   encodeRemovalRecord,
   HEAD_PROBE_BYTES,
+  MAGIC,
   type JournalKeep,
   parseJournal,
   PREFIX_LENGTH,
@@ -58,6 +60,8 @@ import { encodeTime, isQueueId, QueueIdGenerator } from './queue-id.ts';
 import type { Envelope, QueueId, RecipientResult, Spool, SpooledMessage } from './types.ts';
 
 const QUEUE_DIR = 'queue';
+/** Copies of segments found damaged at open, kept for inspection. */
+const DAMAGED_DIR = 'damaged';
 const BUCKET_CHARS = 7;
 const SEGMENT_SUFFIX = '.seg';
 /** Left by an interrupted journal compaction; deleted at open. */
@@ -147,6 +151,8 @@ export class FileSpool implements Spool {
   readonly #queueDirSync: DirectorySync;
   readonly #buckets = new Map<string, Bucket>();
   readonly #index = new Map<QueueId, MessageLocation>();
+  /** Ids of stores not finished yet (a second store of one of them is refused). */
+  readonly #storing = new Set<QueueId>();
   /** Bucket directories being deleted; a store into one waits for the deletion before recreating it. */
   readonly #removingBuckets = new Map<string, Promise<void>>();
   readonly #inFlight = new Set<Promise<unknown>>();
@@ -199,29 +205,34 @@ export class FileSpool implements Spool {
     return location.removing;
   }
 
+  /** Messages stored before the call; one stored while it runs (a DSN, say) is the caller's to know of. */
   async *scan(): AsyncIterable<SpooledMessage> {
     this.#assertOpen();
-    for (const bucket of [...this.#buckets.values()].sort(byName)) {
-      const journal = bucket.segments.size > 0 ? await readJournal(bucket).then((content) => parseJournal(content).results) : new Map();
-      for (const segment of [...bucket.segments].sort(byName)) {
-        const batches = segment.batches.filter((batch) => batch.ids.some((id) => this.#index.get(id)?.segment === segment));
+    const snapshot = [...this.#buckets.values()].sort(byName).map((bucket) => ({
+      bucket,
+      segments: [...bucket.segments].sort(byName).map((segment) => ({ segment, batches: segment.batches.slice() })),
+    }));
+    for (const { bucket, segments } of snapshot) {
+      const journal = segments.length > 0 ? parseJournal(await readJournal(bucket)).results : new Map();
+      for (const { segment, batches: all } of segments) {
+        const batches = all.filter((batch) => batch.ids.some((id) => this.#index.get(id)?.batch === batch));
         if (batches.length === 0) continue;
         const handle = await fsp.open(segment.file, 'r');
         try {
           // Heads are read SCAN_PARALLELISM at a time and yielded in order.
           const reading: Promise<SpooledMessage[]>[] = [];
           for (const batch of batches) {
-            reading.push(
-              readBatchHead(handle, segment.file, batch.offset).then(({ head, table }) =>
-                table.entries
-                  .filter((entry) => this.#index.get(entry.id)?.batch === batch)
-                  .map((entry) => {
-                    const envelope = decodeEnvelope(head.subarray(entry.envelopeOffset, entry.envelopeOffset + entry.envelopeLength));
-                    applyJournal(envelope, journal.get(entry.id) ?? []);
-                    return { id: entry.id, envelope };
-                  }),
-              ),
+            const read = readBatchHead(handle, segment.file, batch.offset).then(({ head, table }) =>
+              table.entries
+                .filter((entry) => this.#index.get(entry.id)?.batch === batch)
+                .map((entry) => {
+                  const envelope = decodeEnvelope(head.subarray(entry.envelopeOffset, entry.envelopeOffset + entry.envelopeLength));
+                  applyJournal(envelope, journal.get(entry.id) ?? []);
+                  return { id: entry.id, envelope };
+                }),
             );
+            read.catch(() => undefined); // rejects when awaited below, not as an unhandled rejection meanwhile
+            reading.push(read);
             if (reading.length >= SCAN_PARALLELISM) yield* await reading.shift()!;
           }
           for (const read of reading) yield* await read;
@@ -234,7 +245,9 @@ export class FileSpool implements Spool {
 
   async close(): Promise<void> {
     this.#closed = true;
-    await Promise.allSettled([...this.#inFlight]);
+    // Work in flight can start more (an unlink, then a bucket deletion): wait until none is left.
+    while (this.#inFlight.size > 0) await Promise.allSettled([...this.#inFlight]);
+    await Promise.allSettled([...this.#buckets.values()].map((bucket) => bucket.journal.idle()));
     const handles: (fsp.FileHandle | undefined)[] = [];
     for (const bucket of this.#buckets.values()) {
       handles.push(bucket.active?.handle, (await bucket.spare?.catch(() => undefined))?.handle);
@@ -245,17 +258,22 @@ export class FileSpool implements Spool {
   async #store(envelope: Omit<Envelope, 'size'>, chunks: readonly Buffer[], id: QueueId): Promise<SpooledMessage> {
     this.#assertOpen();
     assertQueueId(id);
-    if (this.#index.has(id)) throw new Error(`queue id ${id} is already in spool ${this.directory}`);
+    if (this.#index.has(id) || this.#storing.has(id)) throw new Error(`queue id ${id} is already in spool ${this.directory}`);
+    this.#storing.add(id);
     const started = performance.now();
     const stored: Envelope = { ...envelope, size: chunks.reduce((total, chunk) => total + chunk.length, 0) };
-    const bucket = await this.#enterBucket(id);
     try {
-      await new Promise<void>((resolve, reject) => {
-        bucket.waiting.push({ id, envelope: stored, chunks, resolve, reject });
-        if (!bucket.writing) void this.#writeBatches(bucket);
-      });
+      const bucket = await this.#enterBucket(id);
+      try {
+        await new Promise<void>((resolve, reject) => {
+          bucket.waiting.push({ id, envelope: stored, chunks, resolve, reject });
+          if (!bucket.writing) void this.#writeBatches(bucket);
+        });
+      } finally {
+        bucket.storing--;
+      }
     } finally {
-      bucket.storing--;
+      this.#storing.delete(id);
     }
     this.#metrics?.spoolWriteSeconds.observe((performance.now() - started) / 1000);
     return { id, envelope: stored };
@@ -283,7 +301,10 @@ export class FileSpool implements Spool {
     try {
       await writeAll(segment.handle!, buffers, offset);
     } catch (error) {
-      // What reached the file is unknown: the segment takes no more batches.
+      // What reached the file is unknown. Cut it back (so a batch whose flush failed cannot come
+      // back at the next open, to be delivered beside the client's retry); the segment takes no
+      // more batches.
+      await segment.handle!.truncate(offset).then(() => segment.handle!.datasync()).catch(() => undefined);
       this.#retire(segment);
       throw error;
     }
@@ -352,19 +373,26 @@ export class FileSpool implements Spool {
     else this.#dropBucketIfDone(bucket);
   }
 
-  /** Unlinks a segment without a flush (the journal says its messages are removed); it leaves `segments` once unlinked. */
+  /**
+   * Unlinks a segment without a flush (the journal says its messages are removed). It leaves
+   * `segments` only once it is gone, so compaction keeps the removal records while it may be on disk.
+   */
   #deleteSegment(segment: Segment): void {
     const { bucket } = segment;
-    const unlinked = fsp
-      .unlink(segment.file)
-      .catch((error: unknown) => {
-        if (!isNotFound(error)) this.#logger?.error({ file: segment.file, err: error }, 'spool: deleting an emptied segment failed; the next open deletes it');
-      })
-      .then(() => {
-        bucket.segments.delete(segment);
-        this.#dropBucketIfDone(bucket);
-      });
-    void this.#track(unlinked);
+    const unlinked = fsp.unlink(segment.file).then(
+      () => true,
+      (error: unknown) => {
+        if (isNotFound(error)) return true;
+        this.#logger?.error({ file: segment.file, err: error }, 'spool: deleting an emptied segment failed; the next open deletes it');
+        return false;
+      },
+    );
+    const settled = unlinked.then((gone) => {
+      if (!gone) return;
+      bucket.segments.delete(segment);
+      this.#dropBucketIfDone(bucket);
+    });
+    void this.#track(settled);
   }
 
   /**
@@ -397,7 +425,9 @@ export class FileSpool implements Spool {
     this.#buckets.delete(bucket.name);
     const removal = this.#deleteBucketFiles(bucket)
       .catch((error: unknown) => this.#logger?.warn({ directory: bucket.directory, err: error }, 'spool: deleting an emptied bucket failed; the next open deletes it'))
-      .finally(() => this.#removingBuckets.delete(bucket.name));
+      .finally(() => {
+        if (this.#removingBuckets.get(bucket.name) === removal) this.#removingBuckets.delete(bucket.name);
+      });
     this.#removingBuckets.set(bucket.name, removal);
     void this.#track(removal);
   }
@@ -420,7 +450,9 @@ export class FileSpool implements Spool {
   /** Admits one more store into the id's bucket, creating the bucket (and its directory, durably) if needed. */
   async #enterBucket(id: QueueId): Promise<Bucket> {
     const name = bucketOf(id);
-    await this.#removingBuckets.get(name);
+    // Between here and the bucket lookup there must be no await: a deletion starting in that gap
+    // would remove the directory under this store.
+    for (let removal = this.#removingBuckets.get(name); removal; removal = this.#removingBuckets.get(name)) await removal;
     let bucket = this.#buckets.get(name);
     if (!bucket) {
       bucket = this.#newBucket(name);
@@ -433,7 +465,7 @@ export class FileSpool implements Spool {
       await bucket.ready;
     } catch (error) {
       bucket.storing--;
-      this.#buckets.delete(name);
+      if (this.#buckets.get(name) === bucket) this.#buckets.delete(name);
       throw error;
     }
     return bucket;
@@ -510,13 +542,20 @@ export class FileSpool implements Spool {
       await fsp.rm(path.join(bucket.directory, JOURNAL_FILE), { force: true });
       await fsp.rmdir(bucket.directory).catch(() => undefined);
     }
+    // What the previous process created may have been killed before its directory fsync: make the
+    // names of every journal and segment found durable before anything is appended to them.
+    await forEachConcurrently([...this.#buckets.values()], SCAN_PARALLELISM, (bucket) => bucket.sync.sync());
+    await this.#queueDirSync.sync();
     this.#metrics?.spoolMessages.set(this.#index.size);
   }
 
   /**
-   * Reads the batches of one segment up to the first that is torn (checksum, or cut short; the bodies
-   * of the last batch are checked too, as only it can have been torn by a crash) and indexes their
-   * messages that the journal does not say are removed.
+   * Reads the batches of one segment and indexes their messages that the journal does not say are
+   * removed. A batch that is not intact ends the segment when nothing intact follows it: that is the
+   * last write, torn by a crash, and none of it had been acknowledged (the bodies of the last batch
+   * are checked too, as a crash can tear them under an intact head). An intact batch after it means
+   * damage (a bad sector, an edit): the segment is copied to `damaged/` for inspection, logged as an
+   * error, and read on from there. Read errors (EIO) are thrown: open() fails rather than guess.
    */
   async #loadSegment(bucket: Bucket, name: string, removed: ReadonlySet<QueueId>): Promise<Segment> {
     const file = path.join(bucket.directory, name);
@@ -524,16 +563,24 @@ export class FileSpool implements Spool {
     const handle = await fsp.open(file, 'r');
     try {
       const { size } = await handle.stat();
-      while (segment.size < size) {
-        const offset = segment.size;
+      let offset = 0;
+      while (offset < size) {
         let table: BatchTable;
         try {
           ({ table } = await readBatchHead(handle, file, offset));
-          if (offset + table.length > size) throw new Error(`batch of ${table.length} bytes at ${offset} is cut short at ${size}`);
+          if (offset + table.length > size) throw new BatchFormatError(`batch of ${table.length} bytes at ${offset} is cut short at ${size}`);
           if (offset + table.length === size) await verifyBodies(handle, offset, table);
         } catch (error) {
-          this.#logger?.warn({ file, offset, size, err: error }, 'spool: torn batch at the end of a segment ignored (a write a crash interrupted; none of it had been acknowledged)');
-          break;
+          if (!(error instanceof BatchFormatError)) throw error;
+          const next = await findIntactBatch(handle, file, offset + 1, size);
+          if (next === undefined) {
+            this.#logger?.warn({ file, offset, size, err: error }, 'spool: torn batch at the end of a segment ignored (a write a crash interrupted; none of it had been acknowledged)');
+            break;
+          }
+          const copy = await this.#keepDamaged(file, bucket.name);
+          this.#logger?.error({ file, offset, resumedAt: next, copy, err: error }, 'spool: damaged batch in a segment; its messages cannot be read, the batches after it are recovered');
+          offset = next;
+          continue;
         }
         const batch: Batch = { offset, ids: table.entries.map((entry) => entry.id) };
         segment.batches.push(batch);
@@ -542,7 +589,8 @@ export class FileSpool implements Spool {
           this.#index.set(entry.id, { segment, batch, offset: offset + entry.messageOffset, length: entry.messageLength, crc: entry.messageCrc });
           segment.live++;
         }
-        segment.size = offset + table.length;
+        offset += table.length;
+        segment.size = offset;
       }
     } finally {
       await handle.close();
@@ -552,6 +600,15 @@ export class FileSpool implements Spool {
       bucket.live += segment.live;
     }
     return segment;
+  }
+
+  /** A copy of a damaged segment under `damaged/`, for a human; the spool goes on with what it can read. */
+  async #keepDamaged(file: string, bucketName: string): Promise<string> {
+    const directory = path.join(this.directory, DAMAGED_DIR);
+    await fsp.mkdir(directory, { recursive: true });
+    const copy = path.join(directory, `${bucketName}-${path.basename(file)}`);
+    await fsp.copyFile(file, copy);
+    return copy;
   }
 
   /** Where the message is; throws for a closed spool or a malformed id. */
@@ -643,12 +700,35 @@ async function readBatchHead(handle: fsp.FileHandle, file: string, offset: numbe
   return { head, table };
 }
 
+/**
+ * The offset of the first intact batch (head checksum) that starts at or after `from`, found by its
+ * magic; undefined when there is none. Only read when a batch is found broken.
+ */
+async function findIntactBatch(handle: fsp.FileHandle, file: string, from: number, size: number): Promise<number | undefined> {
+  const magic = Buffer.from(MAGIC, 'latin1');
+  for (let start = from; start < size; ) {
+    const window = await readAt(handle, start, Math.min(READ_CHUNK_BYTES, size - start));
+    if (window.length === 0) return undefined;
+    for (let at = window.indexOf(magic); at !== -1; at = window.indexOf(magic, at + 1)) {
+      const candidate = start + at;
+      const intact = await readBatchHead(handle, file, candidate).then(
+        ({ table }) => candidate + table.length <= size,
+        () => false,
+      );
+      if (intact) return candidate;
+    }
+    // Windows overlap by the magic's length, so a magic across their boundary is found.
+    start += Math.max(1, window.length - magic.length + 1);
+  }
+  return undefined;
+}
+
 /** Throws unless every message of the batch at `offset` matches its checksum. */
 async function verifyBodies(handle: fsp.FileHandle, offset: number, table: BatchTable): Promise<void> {
   for (const entry of table.entries) {
     let crc = 0;
     for await (const chunk of readRange(handle, offset + entry.messageOffset, entry.messageLength)) crc = crc32(chunk, crc);
-    if (crc !== entry.messageCrc) throw new Error(`message ${entry.id} fails its checksum`);
+    if (crc !== entry.messageCrc) throw new BatchFormatError(`message ${entry.id} fails its checksum`);
   }
 }
 

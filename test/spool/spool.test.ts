@@ -128,6 +128,19 @@ describe('FileSpool', () => {
     await reopened.close();
   });
 
+  it('keeps a journal record whole when bytes a torn append left follow it', async () => {
+    const spool = await FileSpool.open(directory);
+    const { id } = await spool.store(pendingEnvelope(1), Buffer.from('x\r\n'));
+    await spool.recordRecipientResults(id, new Map([[0, { status: 'delivered' as const, nextAttemptAt: 0 }]]));
+    await spool.close();
+    const journal = (await filesUnder(directory)).find((file) => file.endsWith('results.j'));
+    assert.ok(journal);
+    await fs.appendFile(journal, Buffer.alloc(16)); // a later append whose bytes never arrived: zeros
+    const reopened = await FileSpool.open(directory);
+    assert.deepEqual((await scanAll(reopened)).map((message) => message.envelope.recipients[0]?.status), ['delivered']);
+    await reopened.close();
+  });
+
   it('drops a torn last batch at open (a write a crash interrupted) and keeps the batches before it', async () => {
     const spool = await FileSpool.open(directory);
     const kept = await spool.store(pendingEnvelope(1), Buffer.from('kept\r\n'));
@@ -159,6 +172,36 @@ describe('FileSpool', () => {
     assert.deepEqual((await scanAll(reopened)).map((message) => message.id), [id]);
     assert.deepEqual(await filesUnder(directory), [segment], 'the spare and the temp file are gone');
     await reopened.close();
+  });
+
+  it('recovers the batches after a damaged one in the middle of a segment, and keeps a copy of the segment', async () => {
+    const spool = await FileSpool.open(directory);
+    const first = await spool.store(pendingEnvelope(1), Buffer.from('first\r\n'));
+    const damaged = await spool.store(pendingEnvelope(1), Buffer.from('second\r\n'));
+    const third = await spool.store(pendingEnvelope(1), Buffer.from('third\r\n'));
+    await spool.close();
+    const [segment] = await segmentsWithData(directory);
+    assert.ok(segment);
+    const content = await fs.readFile(segment);
+    const at = content.indexOf(damaged.id); // in the second batch's table
+    content.write('X', at, 'latin1');
+    await fs.writeFile(segment, content);
+    const reopened = await FileSpool.open(directory);
+    assert.deepEqual((await scanAll(reopened)).map((message) => message.id), [first.id, third.id], 'only the damaged batch is lost');
+    assert.equal(await text(reopened.readMessage(third.id)), 'third\r\n');
+    const copies = await fs.readdir(path.join(directory, 'damaged'));
+    assert.equal(copies.length, 1);
+    assert.ok((await fs.readFile(path.join(directory, 'damaged', copies[0]!))).equals(content), 'the damaged segment is kept as it was found');
+    await reopened.close();
+  });
+
+  it('refuses a second store under a queue id already being stored', async () => {
+    const spool = await FileSpool.open(directory);
+    const id = spool.allocateId();
+    const results = await Promise.allSettled([spool.store(pendingEnvelope(1), Buffer.from('a\r\n'), id), spool.store(pendingEnvelope(1), Buffer.from('b\r\n'), id)]);
+    assert.deepEqual(results.map((result) => result.status), ['fulfilled', 'rejected']);
+    await assert.rejects(spool.store(pendingEnvelope(1), Buffer.from('c\r\n'), id), /already in spool/);
+    await spool.close();
   });
 
   it('refuses to stream a message whose bytes no longer match their checksum', async () => {
