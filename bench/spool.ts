@@ -54,6 +54,19 @@ async function storeMany(spool: FileSpool, count: number, concurrency: number, l
   );
 }
 
+/** QUEUED messages in a spool, a third of them with a delivery attempt recorded, as in a queue blocked for a while. */
+async function fillQueue(directory: string): Promise<void> {
+  const filling = await FileSpool.open(directory);
+  await storeMany(filling, QUEUED, 64);
+  const deferred: Promise<void>[] = [];
+  let marked = 0;
+  for await (const { id } of filling.scan()) {
+    if (marked++ % 3 === 0) deferred.push(filling.recordRecipientResults(id, new Map([[0, { status: 'pending' as const, nextAttemptAt: Date.now() + 600_000, lastResult: '451 4.7.1 try again later' }]])));
+  }
+  await Promise.all(deferred);
+  await filling.close();
+}
+
 const root = await fs.mkdtemp(path.join(process.env.SPOOL_BENCH_DIR ?? os.tmpdir(), 'spool-bench-'));
 let rssPeak = 0;
 const sampler = setInterval(() => (rssPeak = Math.max(rssPeak, process.memoryUsage.rss())), 50);
@@ -90,17 +103,8 @@ try {
   console.log(`complete: ${completed} messages (record results + remove) at concurrency ${CONCURRENCY}: ${(completed / completionSeconds).toFixed(0)}/s, ${completionFsyncs.toFixed(2)} fsyncs/message`);
 
   const queueDir = path.join(root, 'recovery');
-  const filling = await FileSpool.open(queueDir);
   const fillStarted = performance.now();
-  await storeMany(filling, QUEUED, 64);
-  // A third of the messages have had a delivery attempt recorded, as in a queue blocked for a while.
-  const deferred: Promise<void>[] = [];
-  let marked = 0;
-  for await (const { id } of filling.scan()) {
-    if (marked++ % 3 === 0) deferred.push(filling.recordRecipientResults(id, new Map([[0, { status: 'pending' as const, nextAttemptAt: Date.now() + 600_000, lastResult: '451 4.7.1 try again later' }]])));
-  }
-  await Promise.all(deferred);
-  await filling.close();
+  await fillQueue(queueDir); // in a function of its own, so the filling spool is garbage before the restart
   console.log(`fill: ${QUEUED} messages stored in ${((performance.now() - fillStarted) / 1000).toFixed(1)} s`);
 
   const heapBefore = process.memoryUsage().heapUsed;
