@@ -4,6 +4,7 @@
 //   queue/<bucket>/<segment>.seg  segments: batches of messages appended by group commit
 //                                 (format: mta/spool/segment-format.ts)
 //   queue/<bucket>/results.j      journal of the bucket's recipient results and removals
+//   damaged/<bucket>-<segment>.seg copies of segments found damaged at open, for a human
 // <bucket> is the first 7 characters of a queue id (mta/spool/queue-id.ts), a ~33 s slice of time:
 // a message is stored and journalled in the bucket of its id, so no directory grows without bound
 // and an emptied bucket of the past is deleted whole. <segment> is a fresh queue id as well (unique
