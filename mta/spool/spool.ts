@@ -34,7 +34,6 @@ import fs from 'node:fs';
 import fsp from 'node:fs/promises';
 import path from 'node:path';
 import { Readable } from 'node:stream';
-import { crc32 } from 'node:zlib';
 import type { Logger } from '../observe/log.ts';
 import type { RelayMetrics } from '../observe/metrics.ts';
 import { DirectorySync, JournalAppender, writeAll } from './group-commit.ts';
@@ -44,19 +43,14 @@ import {
   type BatchMessage,
   type BatchTable,
   compactJournal,
-  decodeBatchTable,
   decodeEnvelope,
   encodeBatch,
   encodeJournalRecord,
   encodeRemovalRecord,
-  HEAD_PROBE_BYTES,
-  MAGIC,
   type JournalKeep,
   parseJournal,
-  PREFIX_LENGTH,
-  tableLength,
-  verifyBatchHead,
 } from './segment-format.ts';
+import { findIntactBatch, readBatchHead, streamMessage, verifyBodies } from './segment-reader.ts';
 import { encodeTime, isQueueId, QueueIdGenerator } from './queue-id.ts';
 import type { Envelope, QueueId, RecipientResult, Spool, SpooledMessage } from './types.ts';
 
@@ -76,7 +70,6 @@ const SEGMENT_TARGET_BYTES = 1024 * 1024;
 /** Bounds of one batch: a store beyond them waits for the next one. */
 const BATCH_MAX_MESSAGES = 256;
 const BATCH_MAX_BYTES = 32 * 1024 * 1024;
-const READ_CHUNK_BYTES = 64 * 1024;
 /** Batch heads scan() reads at the same time (enough to keep a network volume busy). */
 const SCAN_PARALLELISM = 16;
 
@@ -186,7 +179,9 @@ export class FileSpool implements Spool {
 
   readMessage(id: QueueId): Readable {
     assertQueueId(id);
-    return Readable.from(readMessageBytes(this.#index.get(id), id));
+    const location = this.#index.get(id);
+    if (!location) return Readable.from(noSuchMessage(id));
+    return Readable.from(streamMessage(location.segment.file, location, id));
   }
 
   /** Rejects for an id that is not in the spool (never stored, or removed). */
@@ -686,83 +681,9 @@ function takeBatch(waiting: PendingStore[]): PendingStore[] {
   return waiting.splice(0, count);
 }
 
-/**
- * The start of the batch at `offset` up to the end of its envelopes, checksum verified, and its
- * table: one read of HEAD_PROBE_BYTES for a typical batch, more when the table or envelopes are larger.
- */
-async function readBatchHead(handle: fsp.FileHandle, file: string, offset: number): Promise<{ head: Buffer; table: BatchTable }> {
-  let head = await readAt(handle, offset, HEAD_PROBE_BYTES);
-  const tableEnd = PREFIX_LENGTH + tableLength(head);
-  if (head.length < tableEnd) head = Buffer.concat([head, await readAt(handle, offset + head.length, tableEnd - head.length)]);
-  const table = decodeBatchTable(head);
-  if (head.length < table.envelopesEnd) head = Buffer.concat([head, await readAt(handle, offset + head.length, table.envelopesEnd - head.length)]);
-  if (head.length < table.envelopesEnd) throw new Error(`spool file ${file} is truncated (batch at ${offset}: ${head.length} of ${table.envelopesEnd} bytes)`);
-  verifyBatchHead(head, table);
-  return { head, table };
-}
-
-/**
- * The offset of the first intact batch (head checksum) that starts at or after `from`, found by its
- * magic; undefined when there is none. Only read when a batch is found broken.
- */
-async function findIntactBatch(handle: fsp.FileHandle, file: string, from: number, size: number): Promise<number | undefined> {
-  const magic = Buffer.from(MAGIC, 'latin1');
-  for (let start = from; start < size; ) {
-    const window = await readAt(handle, start, Math.min(READ_CHUNK_BYTES, size - start));
-    if (window.length === 0) return undefined;
-    for (let at = window.indexOf(magic); at !== -1; at = window.indexOf(magic, at + 1)) {
-      const candidate = start + at;
-      const intact = await readBatchHead(handle, file, candidate).then(
-        ({ table }) => candidate + table.length <= size,
-        () => false,
-      );
-      if (intact) return candidate;
-    }
-    // Windows overlap by the magic's length, so a magic across their boundary is found.
-    start += Math.max(1, window.length - magic.length + 1);
-  }
-  return undefined;
-}
-
-/** Throws unless every message of the batch at `offset` matches its checksum. */
-async function verifyBodies(handle: fsp.FileHandle, offset: number, table: BatchTable): Promise<void> {
-  for (const entry of table.entries) {
-    let crc = 0;
-    for await (const chunk of readRange(handle, offset + entry.messageOffset, entry.messageLength)) crc = crc32(chunk, crc);
-    if (crc !== entry.messageCrc) throw new BatchFormatError(`message ${entry.id} fails its checksum`);
-  }
-}
-
-async function readAt(handle: fsp.FileHandle, position: number, length: number): Promise<Buffer> {
-  const buffer = Buffer.allocUnsafe(length);
-  const { bytesRead } = await handle.read(buffer, 0, length, position);
-  return buffer.subarray(0, bytesRead);
-}
-
-async function* readRange(handle: fsp.FileHandle, start: number, length: number): AsyncGenerator<Buffer> {
-  const end = start + length;
-  for (let position = start; position < end; ) {
-    const chunk = await readAt(handle, position, Math.min(READ_CHUNK_BYTES, end - position));
-    if (chunk.length === 0) throw new Error(`file ends at ${position}, before ${end}`);
-    position += chunk.length;
-    yield chunk;
-  }
-}
-
-async function* readMessageBytes(location: MessageLocation | undefined, id: QueueId): AsyncGenerator<Buffer> {
-  if (!location) throw Object.assign(new Error(`no message ${id} in the spool`), { code: 'ENOENT' });
-  const { file } = location.segment;
-  const handle = await fsp.open(file, 'r');
-  try {
-    let crc = 0;
-    for await (const chunk of readRange(handle, location.offset, location.length)) {
-      crc = crc32(chunk, crc);
-      yield chunk;
-    }
-    if (crc !== location.crc) throw new Error(`spool message ${id} in ${file} fails its checksum`);
-  } finally {
-    await handle.close();
-  }
+/** A stream that fails as soon as it is read. */
+async function* noSuchMessage(id: QueueId): AsyncGenerator<Buffer> {
+  throw Object.assign(new Error(`no message ${id} in the spool`), { code: 'ENOENT' });
 }
 
 function isNotFound(error: unknown): boolean {

@@ -204,6 +204,22 @@ describe('FileSpool', () => {
     await spool.close();
   });
 
+  it('drops a last batch torn anywhere: in its prefix, its table, its envelopes or its body', async () => {
+    const spool = await FileSpool.open(directory);
+    const { id } = await spool.store(pendingEnvelope(1), Buffer.from('x\r\n'));
+    await spool.close();
+    const [segment] = await segmentsWithData(directory);
+    assert.ok(segment);
+    const intact = await fs.readFile(segment);
+    const envelopeStart = intact.indexOf('{"mailFrom"');
+    for (const cut of [3, 40, envelopeStart + 10, intact.length - 2]) {
+      await fs.writeFile(segment, Buffer.concat([intact, intact.subarray(0, cut)]));
+      const reopened = await FileSpool.open(directory);
+      assert.deepEqual((await scanAll(reopened)).map((message) => message.id), [id], `a second batch cut after ${cut} bytes`);
+      await reopened.close();
+    }
+  });
+
   it('refuses to stream a message whose bytes no longer match their checksum', async () => {
     const spool = await FileSpool.open(directory);
     const damaged = await spool.store(pendingEnvelope(1), Buffer.from('damaged body\r\n'));

@@ -1,0 +1,88 @@
+// Reading segment files (format: mta/spool/segment-format.ts): a batch's head, the bodies of a
+// batch checked against their checksums, the next intact batch after a broken one, and one
+// message streamed with its checksum verified. Positional reads; streamMessage opens the file
+// itself, the others read through a handle their caller owns.
+import fsp from 'node:fs/promises';
+import { crc32 } from 'node:zlib';
+import { BatchFormatError, type BatchTable, decodeBatchTable, HEAD_PROBE_BYTES, MAGIC, PREFIX_LENGTH, tableLength, verifyBatchHead } from './segment-format.ts';
+import type { QueueId } from './types.ts';
+
+const READ_CHUNK_BYTES = 64 * 1024;
+
+/**
+ * The start of the batch at `offset` up to the end of its envelopes, checksum verified, and its
+ * table: one read of HEAD_PROBE_BYTES for a typical batch, more when the table or envelopes are larger.
+ */
+export async function readBatchHead(handle: fsp.FileHandle, file: string, offset: number): Promise<{ head: Buffer; table: BatchTable }> {
+  let head = await readAt(handle, offset, HEAD_PROBE_BYTES);
+  const tableEnd = PREFIX_LENGTH + tableLength(head);
+  if (head.length < tableEnd) head = Buffer.concat([head, await readAt(handle, offset + head.length, tableEnd - head.length)]);
+  const table = decodeBatchTable(head);
+  if (head.length < table.envelopesEnd) head = Buffer.concat([head, await readAt(handle, offset + head.length, table.envelopesEnd - head.length)]);
+  if (head.length < table.envelopesEnd) throw new BatchFormatError(`spool file ${file} is truncated (batch at ${offset}: ${head.length} of ${table.envelopesEnd} bytes)`);
+  verifyBatchHead(head, table);
+  return { head, table };
+}
+
+/**
+ * The offset of the first intact batch (head checksum) that starts at or after `from`, found by its
+ * magic; undefined when there is none. Only read when a batch is found broken.
+ */
+export async function findIntactBatch(handle: fsp.FileHandle, file: string, from: number, size: number): Promise<number | undefined> {
+  const magic = Buffer.from(MAGIC, 'latin1');
+  for (let start = from; start < size; ) {
+    const window = await readAt(handle, start, Math.min(READ_CHUNK_BYTES, size - start));
+    if (window.length === 0) return undefined;
+    for (let at = window.indexOf(magic); at !== -1; at = window.indexOf(magic, at + 1)) {
+      const candidate = start + at;
+      const intact = await readBatchHead(handle, file, candidate).then(
+        ({ table }) => candidate + table.length <= size,
+        () => false,
+      );
+      if (intact) return candidate;
+    }
+    // Windows overlap by the magic's length, so a magic across their boundary is found.
+    start += Math.max(1, window.length - magic.length + 1);
+  }
+  return undefined;
+}
+
+/** Throws unless every message of the batch at `offset` matches its checksum. */
+export async function verifyBodies(handle: fsp.FileHandle, offset: number, table: BatchTable): Promise<void> {
+  for (const entry of table.entries) {
+    let crc = 0;
+    for await (const chunk of readRange(handle, offset + entry.messageOffset, entry.messageLength)) crc = crc32(chunk, crc);
+    if (crc !== entry.messageCrc) throw new BatchFormatError(`message ${entry.id} fails its checksum`);
+  }
+}
+
+async function readAt(handle: fsp.FileHandle, position: number, length: number): Promise<Buffer> {
+  const buffer = Buffer.allocUnsafe(length);
+  const { bytesRead } = await handle.read(buffer, 0, length, position);
+  return buffer.subarray(0, bytesRead);
+}
+
+async function* readRange(handle: fsp.FileHandle, start: number, length: number): AsyncGenerator<Buffer> {
+  const end = start + length;
+  for (let position = start; position < end; ) {
+    const chunk = await readAt(handle, position, Math.min(READ_CHUNK_BYTES, end - position));
+    if (chunk.length === 0) throw new Error(`file ends at ${position}, before ${end}`);
+    position += chunk.length;
+    yield chunk;
+  }
+}
+
+/** The bytes of one message, in chunks; fails at the end if they do not match its checksum. */
+export async function* streamMessage(file: string, message: { offset: number; length: number; crc: number }, id: QueueId): AsyncGenerator<Buffer> {
+  const handle = await fsp.open(file, 'r');
+  try {
+    let crc = 0;
+    for await (const chunk of readRange(handle, message.offset, message.length)) {
+      crc = crc32(chunk, crc);
+      yield chunk;
+    }
+    if (crc !== message.crc) throw new Error(`spool message ${id} in ${file} fails its checksum`);
+  } finally {
+    await handle.close();
+  }
+}
