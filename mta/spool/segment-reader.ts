@@ -12,14 +12,20 @@ const READ_CHUNK_BYTES = 64 * 1024;
 /**
  * The start of the batch at `offset` up to the end of its envelopes, checksum verified, and its
  * table: one read of HEAD_PROBE_BYTES for a typical batch, more when the table or envelopes are larger.
+ * `fileEnd`: where the file's complete data ends; a head that would reach past it is not intact.
  */
-export async function readBatchHead(handle: fsp.FileHandle, file: string, offset: number): Promise<{ head: Buffer; table: BatchTable }> {
-  let head = await readAt(handle, offset, HEAD_PROBE_BYTES);
-  const tableEnd = PREFIX_LENGTH + tableLength(head);
-  if (head.length < tableEnd) head = Buffer.concat([head, await readAt(handle, offset + head.length, tableEnd - head.length)]);
+export async function readBatchHead(handle: fsp.FileHandle, file: string, offset: number, fileEnd: number): Promise<{ head: Buffer; table: BatchTable }> {
+  let head = await readAt(handle, offset, Math.min(HEAD_PROBE_BYTES, fileEnd - offset));
+  /** The first `length` bytes of the batch; a length past the end of the file (torn, or damaged digits) is not read. */
+  const extend = async (length: number): Promise<void> => {
+    if (head.length >= length) return;
+    if (offset + length > fileEnd) throw new BatchFormatError(`spool file ${file} is truncated or damaged (batch at ${offset} needs ${length} head bytes, the file ends at ${fileEnd})`);
+    head = Buffer.concat([head, await readAt(handle, offset + head.length, length - head.length)]);
+    if (head.length < length) throw new BatchFormatError(`spool file ${file} is truncated (batch at ${offset}: ${head.length} of ${length} head bytes)`);
+  };
+  await extend(PREFIX_LENGTH + tableLength(head));
   const table = decodeBatchTable(head);
-  if (head.length < table.envelopesEnd) head = Buffer.concat([head, await readAt(handle, offset + head.length, table.envelopesEnd - head.length)]);
-  if (head.length < table.envelopesEnd) throw new BatchFormatError(`spool file ${file} is truncated (batch at ${offset}: ${head.length} of ${table.envelopesEnd} bytes)`);
+  await extend(table.envelopesEnd);
   verifyBatchHead(head, table);
   return { head, table };
 }
@@ -35,7 +41,7 @@ export async function findIntactBatch(handle: fsp.FileHandle, file: string, from
     if (window.length === 0) return undefined;
     for (let at = window.indexOf(magic); at !== -1; at = window.indexOf(magic, at + 1)) {
       const candidate = start + at;
-      const intact = await readBatchHead(handle, file, candidate).then(
+      const intact = await readBatchHead(handle, file, candidate, size).then(
         ({ table }) => candidate + table.length <= size,
         () => false,
       );

@@ -218,7 +218,7 @@ export class FileSpool implements Spool {
           // Heads are read SCAN_PARALLELISM at a time and yielded in order.
           const reading: Promise<SpooledMessage[]>[] = [];
           for (const batch of batches) {
-            const read = readBatchHead(handle, segment.file, batch.offset).then(({ head, table }) =>
+            const read = readBatchHead(handle, segment.file, batch.offset, segment.size).then(({ head, table }) =>
               table.entries
                 .filter((entry) => this.#index.get(entry.id)?.batch === batch)
                 .map((entry) => {
@@ -563,7 +563,7 @@ export class FileSpool implements Spool {
       while (offset < size) {
         let table: BatchTable;
         try {
-          ({ table } = await readBatchHead(handle, file, offset));
+          ({ table } = await readBatchHead(handle, file, offset, size));
           if (offset + table.length > size) throw new BatchFormatError(`batch of ${table.length} bytes at ${offset} is cut short at ${size}`);
           if (offset + table.length === size) await verifyBodies(handle, offset, table);
         } catch (error) {

@@ -204,7 +204,7 @@ describe('FileSpool', () => {
     await spool.close();
   });
 
-  it('drops a last batch torn anywhere: in its prefix, its table, its envelopes or its body', async () => {
+  it('drops a last batch torn anywhere: in its prefix, its table, its envelopes or its body, or with damaged length digits', async () => {
     const spool = await FileSpool.open(directory);
     const { id } = await spool.store(pendingEnvelope(1), Buffer.from('x\r\n'));
     await spool.close();
@@ -218,6 +218,11 @@ describe('FileSpool', () => {
       assert.deepEqual((await scanAll(reopened)).map((message) => message.id), [id], `a second batch cut after ${cut} bytes`);
       await reopened.close();
     }
+    const hugeTable = Buffer.from(intact.subarray(0, 40).toString('latin1').replace(/ \d{10} /, ' 9999999999 '), 'latin1');
+    await fs.writeFile(segment, Buffer.concat([intact, hugeTable]));
+    const reopened = await FileSpool.open(directory);
+    assert.deepEqual((await scanAll(reopened)).map((message) => message.id), [id], 'a prefix claiming a 10 GB table is not read, just dropped');
+    await reopened.close();
   });
 
   it('refuses to stream a message whose bytes no longer match their checksum', async () => {
