@@ -520,9 +520,13 @@ export class FileSpool implements Spool {
       const bucket = this.#newBucket(name, { hasJournal: fs.existsSync(path.join(this.#queueDir, name, JOURNAL_FILE)) });
       const { removed } = parseJournal(await readJournal(bucket));
       const entries = await fsp.readdir(bucket.directory);
+      let unknown = 0;
       for (const entry of entries) {
         if (entry.endsWith(TEMP_SUFFIX)) await fsp.rm(path.join(bucket.directory, entry), { force: true });
-        else if (entry !== JOURNAL_FILE && !entry.endsWith(SEGMENT_SUFFIX)) this.#logger?.warn({ file: path.join(bucket.directory, entry) }, 'spool: unknown file left alone');
+        else if (entry !== JOURNAL_FILE && !entry.endsWith(SEGMENT_SUFFIX)) {
+          unknown++;
+          this.#logger?.warn({ file: path.join(bucket.directory, entry) }, 'spool: unknown file left alone (not written by this version of the spool)');
+        }
       }
       const segments = entries.filter((entry) => entry.endsWith(SEGMENT_SUFFIX));
       await forEachConcurrently(segments, SCAN_PARALLELISM, async (entry) => {
@@ -533,6 +537,7 @@ export class FileSpool implements Spool {
         this.#buckets.set(name, bucket);
         continue;
       }
+      if (unknown > 0) continue; // not ours to clear: the journal may belong to those files
       // Every message of the bucket was removed (its segments are deleted by now): the journal can go.
       await bucket.sync.sync();
       await fsp.rm(path.join(bucket.directory, JOURNAL_FILE), { force: true });

@@ -225,6 +225,17 @@ describe('FileSpool', () => {
     await reopened.close();
   });
 
+  it('leaves alone a bucket holding files it did not write, journal included', async () => {
+    const bucket = path.join(directory, 'queue', '01m84k7');
+    await fs.mkdir(bucket, { recursive: true });
+    await fs.writeFile(path.join(bucket, '01m84k77gh0000j3ye'), 'VMTB1 0000000012\n{"m":[]}\n');
+    await fs.writeFile(path.join(bucket, 'results.j'), '\n{"id":"01m84k77gh0000j3ye","t":1,"r":[[0,"delivered",0,1]]}');
+    const spool = await FileSpool.open(directory);
+    assert.deepEqual(await scanAll(spool), []);
+    await spool.close();
+    assert.deepEqual((await fs.readdir(bucket)).sort(), ['01m84k77gh0000j3ye', 'results.j']);
+  });
+
   it('refuses to stream a message whose bytes no longer match their checksum', async () => {
     const spool = await FileSpool.open(directory);
     const damaged = await spool.store(pendingEnvelope(1), Buffer.from('damaged body\r\n'));
