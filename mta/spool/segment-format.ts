@@ -1,16 +1,20 @@
 // The on-disk formats of the spool, kept apart from the file handling (mta/spool/spool.ts):
 //
-// Segment file `<name>.seg` — batches appended one after another, each one the stores of one group
-// commit, written by a single O_DSYNC write and never modified afterwards:
-//   "VMTS1 " + table length (10 decimal digits) + " " + CRC-32 of table and envelopes (8 hex) + "\n"
-//   table JSON + "\n": {"m": [[id, envelope length, message length, message CRC-32], ...]}
-//   the envelope JSONs, one after the other, in table order
-//   the messages (headers + body, CRLF line ends), one after the other, in table order
-// A batch's length follows from its table, so the next batch starts where one ends. Envelopes come
-// before the bodies, so one bounded read per batch gives every envelope of it (recovery and scan()
-// do not read bodies) and a message is read by offset. A crash can tear only the last batch of a
-// segment (a write starts only once the one before it is durable); the checksums reveal it.
-// `head -c 4000 <file>` shows a human the first batch's table and envelopes.
+// Segment file `<name>.seg` — a header, then batches appended one after another, each one the
+// stores of one group commit, written by a single O_DSYNC write and never modified afterwards:
+//   header: "VMTSEG1 " + the segment's key (32 hex digits, random) + "\n"        (SEGMENT_HEADER_LENGTH bytes)
+//   batch:  "VMTS1 " + table length (10 decimal digits) + " " + head MAC (16 hex digits) + "\n"
+//           table JSON + "\n": {"m": [[id, envelope length, message length, message CRC-32], ...]}
+//           the envelope JSONs, one after the other, in table order
+//           the messages (headers + body, CRLF line ends), one after the other, in table order
+// The head MAC is HMAC-SHA256 under the segment's key of the table and envelopes, cut to 64 bits:
+// a message body is stored as sent, so a client could put a well-formed batch in one; without the
+// key it cannot make one that recovery accepts. A batch's length follows from its table, so the
+// next batch starts where one ends. Envelopes come before the bodies, so one bounded read per batch
+// gives every envelope of it (recovery and scan() do not read bodies) and a message is read by
+// offset. A crash can tear only the last batch of a segment (a write starts only once the one
+// before it is durable); the MAC and the CRC-32s reveal it.
+// `head -c 4000 <file>` shows a human the header and the first batch's table and envelopes.
 //
 // Journal `results.j`, one per bucket directory — append-only; one record per
 // recordRecipientResults() or remove() call (group commit: records of concurrent calls share one
@@ -25,14 +29,33 @@
 // Each record starts and ends with a newline, so a record torn by a crash ends up on a line of
 // its own and is skipped, every later record still parses, and nothing a torn append leaves
 // behind can join a complete record's line. The latest record for a recipient wins.
+import { createHmac, randomBytes } from 'node:crypto';
 import { crc32 } from 'node:zlib';
+import { isQueueId } from './queue-id.ts';
 import type { Envelope, QueueId, RecipientResult, RecipientStatus } from './types.ts';
 
+const SEGMENT_MAGIC = 'VMTSEG1 ';
+const KEY_BYTES = 16;
+const SEGMENT_HEADER_PATTERN = new RegExp(`^${SEGMENT_MAGIC}([0-9a-f]{${2 * KEY_BYTES}})\\n$`);
+export const SEGMENT_HEADER_LENGTH = SEGMENT_MAGIC.length + 2 * KEY_BYTES + 1;
 export const MAGIC = 'VMTS1 ';
 const LENGTH_DIGITS = 10;
-const CRC_DIGITS = 8;
-const PREFIX_PATTERN = new RegExp(`^${MAGIC}(\\d{${LENGTH_DIGITS}}) ([0-9a-f]{${CRC_DIGITS}})\\n$`);
-export const PREFIX_LENGTH = MAGIC.length + LENGTH_DIGITS + 1 + CRC_DIGITS + 1;
+const MAC_BYTES = 8;
+const PREFIX_PATTERN = new RegExp(`^${MAGIC}(\\d{${LENGTH_DIGITS}}) ([0-9a-f]{${2 * MAC_BYTES}})\\n$`);
+export const PREFIX_LENGTH = MAGIC.length + LENGTH_DIGITS + 1 + 2 * MAC_BYTES + 1;
+
+/** A new segment's header and the key its batch heads are authenticated with. */
+export function newSegmentHeader(): { header: Buffer; key: Buffer } {
+  const key = randomBytes(KEY_BYTES);
+  return { header: Buffer.from(`${SEGMENT_MAGIC}${key.toString('hex')}\n`, 'latin1'), key };
+}
+
+/** The key in a segment's header; throws when the bytes are not a segment header. */
+export function segmentKey(header: Buffer): Buffer {
+  const match = SEGMENT_HEADER_PATTERN.exec(header.toString('latin1', 0, SEGMENT_HEADER_LENGTH));
+  if (!match) throw new BatchFormatError('not a spool segment header');
+  return Buffer.from(match[1]!, 'hex');
+}
 /** First read of a batch: the table and envelopes of a typical batch. */
 export const HEAD_PROBE_BYTES = 16 * 1024;
 
@@ -66,13 +89,19 @@ export interface BatchTable {
 }
 
 /** A batch ready to be written: its buffers in write order (message chunks are not copied) and its table. */
-export function encodeBatch(messages: readonly BatchMessage[]): { buffers: Buffer[]; table: BatchTable } {
-  const envelopes = messages.map((message) => Buffer.from(JSON.stringify(message.envelope)));
-  const rows = messages.map((message, index): TableRow => [message.id, envelopes[index]!.length, message.envelope.size, message.chunks.reduce((crc, chunk) => crc32(chunk, crc), 0)]);
-  const tableBuffer = Buffer.from(JSON.stringify({ m: rows }) + '\n');
-  const headCrc = envelopes.reduce((crc, envelope) => crc32(envelope, crc), crc32(tableBuffer));
-  const prefix = Buffer.from(`${MAGIC}${String(tableBuffer.length).padStart(LENGTH_DIGITS, '0')} ${headCrc.toString(16).padStart(CRC_DIGITS, '0')}\n`, 'latin1');
-  return { buffers: [prefix, tableBuffer, ...envelopes, ...messages.flatMap((message) => message.chunks)], table: layOut(rows, PREFIX_LENGTH + tableBuffer.length) };
+export function encodeBatch(messages: readonly BatchMessage[], key: Buffer): { buffers: Buffer[]; table: BatchTable } {
+  const envelopes = messages.map((message) => JSON.stringify(message.envelope));
+  const rows = messages.map((message, index): TableRow => [message.id, Buffer.byteLength(envelopes[index]!), message.envelope.size, message.chunks.reduce((crc, chunk) => crc32(chunk, crc), 0)]);
+  const table = JSON.stringify({ m: rows }) + '\n';
+  // Prefix, table and envelopes in one buffer: a batch stays within the vectored write's buffer limit.
+  const tableLength = Buffer.byteLength(table);
+  const head = Buffer.from(`${MAGIC}${String(tableLength).padStart(LENGTH_DIGITS, '0')} ${'0'.repeat(2 * MAC_BYTES)}\n${table}${envelopes.join('')}`);
+  head.write(headMac(key, head.subarray(PREFIX_LENGTH)), PREFIX_LENGTH - 1 - 2 * MAC_BYTES, 'latin1');
+  return { buffers: [head, ...messages.flatMap((message) => message.chunks)], table: layOut(rows, PREFIX_LENGTH + tableLength) };
+}
+
+function headMac(key: Buffer, tableAndEnvelopes: Buffer): string {
+  return createHmac('sha256', key).update(tableAndEnvelopes).digest().subarray(0, MAC_BYTES).toString('hex');
 }
 
 /** Length of the table after the prefix; throws when `head` does not start with a batch prefix. */
@@ -94,17 +123,21 @@ export function decodeBatchTable(head: Buffer): BatchTable {
   return layOut(table.m, tableEnd);
 }
 
-/** Throws unless the table and envelopes in `head` (at least `table.envelopesEnd` bytes) match the prefix checksum. */
-export function verifyBatchHead(head: Buffer, table: BatchTable): void {
-  const expected = parsePrefix(head).headCrc;
-  const actual = crc32(head.subarray(PREFIX_LENGTH, table.envelopesEnd));
-  if (actual !== expected) throw new BatchFormatError(`spool batch head checksum mismatch (${actual.toString(16)}, expected ${expected.toString(16)})`);
+/**
+ * Throws unless the table and envelopes in `head` (at least `table.envelopesEnd` bytes) match the
+ * prefix MAC under the segment's key. Without a key (its header is damaged) nothing is checked here.
+ */
+export function verifyBatchHead(head: Buffer, table: BatchTable, key: Buffer | undefined): void {
+  if (!key) return;
+  const expected = parsePrefix(head).headMac;
+  const actual = headMac(key, head.subarray(PREFIX_LENGTH, table.envelopesEnd));
+  if (actual !== expected) throw new BatchFormatError(`spool batch head MAC mismatch (${actual}, expected ${expected})`);
 }
 
 type TableRow = [id: QueueId, envelopeLength: number, messageLength: number, messageCrc: number];
 
 function isTableRow(row: unknown): row is TableRow {
-  return Array.isArray(row) && typeof row[0] === 'string' && [row[1], row[2], row[3]].every((value) => Number.isSafeInteger(value) && (value as number) >= 0);
+  return Array.isArray(row) && typeof row[0] === 'string' && isQueueId(row[0]) && [row[1], row[2], row[3]].every((value) => Number.isSafeInteger(value) && (value as number) >= 0);
 }
 
 function layOut(rows: readonly TableRow[], tableEnd: number): BatchTable {
@@ -120,11 +153,16 @@ function layOut(rows: readonly TableRow[], tableEnd: number): BatchTable {
   return { entries, envelopesEnd, length: messageOffset };
 }
 
-function parsePrefix(head: Buffer): { tableLength: number; headCrc: number } {
+function parsePrefix(head: Buffer): { tableLength: number; headMac: string } {
   const text = head.toString('latin1', 0, PREFIX_LENGTH);
   const match = PREFIX_PATTERN.exec(text);
   if (!match) throw new BatchFormatError(`not a spool batch (prefix ${JSON.stringify(text)})`);
-  return { tableLength: Number(match[1]), headCrc: Number.parseInt(match[2]!, 16) };
+  return { tableLength: Number(match[1]), headMac: match[2]! };
+}
+
+/** Whether the bytes at `at` look like a batch prefix (before anything is read to check it). */
+export function looksLikePrefix(bytes: Buffer, at: number): boolean {
+  return PREFIX_PATTERN.test(bytes.toString('latin1', at, at + PREFIX_LENGTH));
 }
 
 export function decodeEnvelope(json: Buffer): Envelope {

@@ -4,7 +4,7 @@
 // itself, the others read through a handle their caller owns.
 import fsp from 'node:fs/promises';
 import { crc32 } from 'node:zlib';
-import { BatchFormatError, type BatchTable, decodeBatchTable, HEAD_PROBE_BYTES, MAGIC, PREFIX_LENGTH, tableLength, verifyBatchHead } from './segment-format.ts';
+import { BatchFormatError, type BatchTable, decodeBatchTable, HEAD_PROBE_BYTES, looksLikePrefix, MAGIC, PREFIX_LENGTH, tableLength, verifyBatchHead } from './segment-format.ts';
 import type { QueueId } from './types.ts';
 
 const READ_CHUNK_BYTES = 64 * 1024;
@@ -13,8 +13,9 @@ const READ_CHUNK_BYTES = 64 * 1024;
  * The start of the batch at `offset` up to the end of its envelopes, checksum verified, and its
  * table: one read of HEAD_PROBE_BYTES for a typical batch, more when the table or envelopes are larger.
  * `fileEnd`: where the file's complete data ends; a head that would reach past it is not intact.
+ * `key`: the segment's, which the head's MAC is checked with (none: a segment whose header is damaged).
  */
-export async function readBatchHead(handle: fsp.FileHandle, file: string, offset: number, fileEnd: number): Promise<{ head: Buffer; table: BatchTable }> {
+export async function readBatchHead(handle: fsp.FileHandle, file: string, offset: number, fileEnd: number, key: Buffer | undefined): Promise<{ head: Buffer; table: BatchTable }> {
   let head = await readAt(handle, offset, Math.min(HEAD_PROBE_BYTES, fileEnd - offset));
   /** The first `length` bytes of the batch; a length past the end of the file (torn, or damaged digits) is not read. */
   const extend = async (length: number): Promise<void> => {
@@ -26,22 +27,29 @@ export async function readBatchHead(handle: fsp.FileHandle, file: string, offset
   await extend(PREFIX_LENGTH + tableLength(head));
   const table = decodeBatchTable(head);
   await extend(table.envelopesEnd);
-  verifyBatchHead(head, table);
+  verifyBatchHead(head, table, key);
   return { head, table };
 }
 
+/** Candidates findIntactBatch checks at most: bounds the time a body full of lookalike prefixes costs an open. */
+const MAX_CANDIDATES = 1000;
+
 /**
- * The offset of the first intact batch (head checksum) that starts at or after `from`, found by its
- * magic; undefined when there is none. Only read when a batch is found broken.
+ * The offset of the first intact batch (head MAC under the segment's key) that starts at or after
+ * `from`, found by its magic; undefined when there is none (or none among the first MAX_CANDIDATES
+ * lookalikes). Only used when a batch head is found broken, so its extent is unknown.
  */
-export async function findIntactBatch(handle: fsp.FileHandle, file: string, from: number, size: number): Promise<number | undefined> {
+export async function findIntactBatch(handle: fsp.FileHandle, file: string, from: number, size: number, key: Buffer): Promise<number | undefined> {
   const magic = Buffer.from(MAGIC, 'latin1');
+  let candidates = 0;
   for (let start = from; start < size; ) {
     const window = await readAt(handle, start, Math.min(READ_CHUNK_BYTES, size - start));
     if (window.length === 0) return undefined;
     for (let at = window.indexOf(magic); at !== -1; at = window.indexOf(magic, at + 1)) {
+      if (at + PREFIX_LENGTH <= window.length && !looksLikePrefix(window, at)) continue;
+      if (++candidates > MAX_CANDIDATES) return undefined;
       const candidate = start + at;
-      const intact = await readBatchHead(handle, file, candidate, size).then(
+      const intact = await readBatchHead(handle, file, candidate, size, key).then(
         ({ table }) => candidate + table.length <= size,
         () => false,
       );
@@ -62,10 +70,16 @@ export async function verifyBodies(handle: fsp.FileHandle, offset: number, table
   }
 }
 
-async function readAt(handle: fsp.FileHandle, position: number, length: number): Promise<Buffer> {
+/** `length` bytes from `position`, fewer only at the end of the file (a short read, which network file systems do, is continued). */
+export async function readAt(handle: fsp.FileHandle, position: number, length: number): Promise<Buffer> {
   const buffer = Buffer.allocUnsafe(length);
-  const { bytesRead } = await handle.read(buffer, 0, length, position);
-  return buffer.subarray(0, bytesRead);
+  let filled = 0;
+  while (filled < length) {
+    const { bytesRead } = await handle.read(buffer, filled, length - filled, position + filled);
+    if (bytesRead === 0) break;
+    filled += bytesRead;
+  }
+  return buffer.subarray(0, filled);
 }
 
 async function* readRange(handle: fsp.FileHandle, start: number, length: number): AsyncGenerator<Buffer> {

@@ -26,6 +26,10 @@
 // messages are gone. The journal forgets a removed message only after a directory fsync made its
 // segment's deletion durable (compaction, bucket deletion).
 //
+// Batch heads carry a MAC under a random key in their segment's header: message bodies are stored
+// as sent, and recovery, which searches for the next intact batch after a damaged one, must never
+// take a batch a client wrote into a body for one of the spool's own.
+//
 // Where each message is (segment, offset, length, checksum) is kept in memory. open() rebuilds it
 // from each batch's table and envelopes, reading no body except those of the last batch of each
 // segment (the only one a crash can have torn); readMessage() verifies a body's checksum as it
@@ -48,9 +52,12 @@ import {
   encodeJournalRecord,
   encodeRemovalRecord,
   type JournalKeep,
+  newSegmentHeader,
   parseJournal,
+  SEGMENT_HEADER_LENGTH,
+  segmentKey,
 } from './segment-format.ts';
-import { findIntactBatch, readBatchHead, streamMessage, verifyBodies } from './segment-reader.ts';
+import { findIntactBatch, readAt, readBatchHead, streamMessage, verifyBodies } from './segment-reader.ts';
 import { encodeTime, isQueueId, QueueIdGenerator } from './queue-id.ts';
 import type { Envelope, QueueId, RecipientResult, Spool, SpooledMessage } from './types.ts';
 
@@ -58,6 +65,8 @@ const QUEUE_DIR = 'queue';
 /** Copies of segments found damaged at open, kept for inspection. */
 const DAMAGED_DIR = 'damaged';
 const BUCKET_CHARS = 7;
+/** Time one bucket spans: the last 3 of a queue id's 10 time characters (base 32, in ms) are below it. */
+const BUCKET_SPAN_MS = 32 ** 3;
 const SEGMENT_SUFFIX = '.seg';
 /** Left by an interrupted journal compaction; deleted at open. */
 const TEMP_SUFFIX = '.tmp';
@@ -70,6 +79,8 @@ const SEGMENT_TARGET_BYTES = 1024 * 1024;
 /** Bounds of one batch: a store beyond them waits for the next one. */
 const BATCH_MAX_MESSAGES = 256;
 const BATCH_MAX_BYTES = 32 * 1024 * 1024;
+/** Buffers of one batch's write, its head included: one vectored write takes at most IOV_MAX (1024). */
+const BATCH_MAX_BUFFERS = 1024;
 /** Batch heads scan() reads at the same time (enough to keep a network volume busy). */
 const SCAN_PARALLELISM = 16;
 
@@ -96,12 +107,20 @@ interface Segment {
   name: string;
   bucket: Bucket;
   batches: Batch[];
-  /** Bytes of complete batches; the next batch is written here. */
+  /** Authenticates its batch heads (in its header); undefined for a segment found with its header damaged. */
+  key: Buffer | undefined;
+  /** Bytes of the header and complete batches; the next batch is written here. */
   size: number;
   /** Messages in it that are not removed. */
   live: number;
   /** Open (O_DSYNC) while the segment takes batches. */
   handle: fsp.FileHandle | undefined;
+}
+
+/** A segment taking batches: created by this process, so it has its key and an open handle. */
+interface OpenSegment extends Segment {
+  key: Buffer;
+  handle: fsp.FileHandle;
 }
 
 interface MessageLocation {
@@ -123,9 +142,9 @@ interface Bucket {
   journal: JournalAppender;
   /** Segment files on disk that hold at least one batch. */
   segments: Set<Segment>;
-  active: Segment | undefined;
+  active: OpenSegment | undefined;
   /** An empty segment, durably created, to take over from the active one. */
-  spare: Promise<Segment> | undefined;
+  spare: Promise<OpenSegment> | undefined;
   /** Messages stored and not removed. */
   live: number;
   /** Stores admitted and not finished. */
@@ -218,13 +237,14 @@ export class FileSpool implements Spool {
           // Heads are read SCAN_PARALLELISM at a time and yielded in order.
           const reading: Promise<SpooledMessage[]>[] = [];
           for (const batch of batches) {
-            const read = readBatchHead(handle, segment.file, batch.offset, segment.size).then(({ head, table }) =>
+            const read = readBatchHead(handle, segment.file, batch.offset, segment.size, segment.key).then(({ head, table }) =>
               table.entries
                 .filter((entry) => this.#index.get(entry.id)?.batch === batch)
-                .map((entry) => {
-                  const envelope = decodeEnvelope(head.subarray(entry.envelopeOffset, entry.envelopeOffset + entry.envelopeLength));
+                .flatMap((entry) => {
+                  const envelope = this.#decodeEnvelope(head.subarray(entry.envelopeOffset, entry.envelopeOffset + entry.envelopeLength), entry.id, segment.file);
+                  if (!envelope) return [];
                   applyJournal(envelope, journal.get(entry.id) ?? []);
-                  return { id: entry.id, envelope };
+                  return [{ id: entry.id, envelope }];
                 }),
             );
             read.catch(() => undefined); // rejects when awaited below, not as an unhandled rejection meanwhile
@@ -292,15 +312,15 @@ export class FileSpool implements Spool {
 
   async #writeBatch(bucket: Bucket, stores: readonly PendingStore[]): Promise<void> {
     const segment = await this.#activeSegment(bucket);
-    const { buffers, table } = encodeBatch(stores);
+    const { buffers, table } = encodeBatch(stores, segment.key);
     const offset = segment.size;
     try {
-      await writeAll(segment.handle!, buffers, offset);
+      await writeAll(segment.handle, buffers, offset);
     } catch (error) {
       // What reached the file is unknown. Cut it back (so a batch whose flush failed cannot come
       // back at the next open, to be delivered beside the client's retry); the segment takes no
       // more batches.
-      await segment.handle!.truncate(offset).then(() => segment.handle!.datasync()).catch(() => undefined);
+      await segment.handle.truncate(offset).then(() => segment.handle.datasync()).catch(() => undefined);
       this.#retire(segment);
       throw error;
     }
@@ -319,11 +339,12 @@ export class FileSpool implements Spool {
   }
 
   /** The segment the bucket's next batch goes to; the spare takes over, and a new spare is started. */
-  async #activeSegment(bucket: Bucket): Promise<Segment> {
+  async #activeSegment(bucket: Bucket): Promise<OpenSegment> {
     if (bucket.active) return bucket.active;
     const spare = bucket.spare;
     bucket.spare = undefined;
-    const segment = await (spare ?? this.#createSegment(bucket));
+    // A spare that could not be prepared (logged then) is no reason to fail the batch: try afresh.
+    const segment = await (spare ?? Promise.reject(new Error('no spare'))).catch(() => this.#createSegment(bucket));
     bucket.active = segment;
     const next = this.#track(this.#createSegment(bucket));
     next.catch((error: unknown) => this.#logger?.error({ directory: bucket.directory, err: error }, 'spool: preparing a spare segment failed; the next one is created when needed'));
@@ -331,21 +352,23 @@ export class FileSpool implements Spool {
     return segment;
   }
 
-  /** A new, empty segment whose name is durable, open for O_DSYNC writes. */
-  async #createSegment(bucket: Bucket): Promise<Segment> {
+  /** A new segment, its header written and its name durable, open for O_DSYNC writes. */
+  async #createSegment(bucket: Bucket): Promise<OpenSegment> {
     await bucket.ready;
     const name = this.#ids.next();
     const file = path.join(bucket.directory, name + SEGMENT_SUFFIX);
     const { O_RDWR, O_CREAT, O_EXCL, O_DSYNC } = fs.constants;
     const handle = await fsp.open(file, O_RDWR | O_CREAT | O_EXCL | O_DSYNC, 0o600);
+    const { header, key } = newSegmentHeader();
     try {
+      await writeAll(handle, [header], 0);
       await bucket.sync.sync();
     } catch (error) {
       await handle.close();
       await fsp.rm(file, { force: true });
       throw error;
     }
-    return { file, name, bucket, batches: [], size: 0, live: 0, handle };
+    return { file, name, bucket, batches: [], key, size: header.length, live: 0, handle };
   }
 
   /** The segment takes no more batches; deleted now if nothing in it is left. */
@@ -397,7 +420,8 @@ export class FileSpool implements Spool {
    * up with the buckets a long queue spans. A late store creates a segment again.
    */
   #settlePastBucket(bucket: Bucket): void {
-    if (bucket.name >= bucketOf(encodeTime(this.#now())) || bucket.writing || bucket.waiting.length > 0) return;
+    // The bucket just ended still takes the stores whose ids were allocated before it ended.
+    if (bucket.name >= bucketOf(encodeTime(this.#now() - BUCKET_SPAN_MS)) || bucket.writing || bucket.waiting.length > 0) return;
     if (bucket.active) this.#retire(bucket.active);
     const spare = bucket.spare;
     bucket.spare = undefined;
@@ -430,6 +454,7 @@ export class FileSpool implements Spool {
 
   /** Segments first, made durable by a directory fsync, then the journal that says their messages are removed. */
   async #deleteBucketFiles(bucket: Bucket): Promise<void> {
+    await bucket.journal.idle(); // a compaction must not rename a journal back after it is deleted
     const active = bucket.active;
     bucket.active = undefined;
     const spare = await bucket.spare?.catch(() => undefined);
@@ -513,9 +538,9 @@ export class FileSpool implements Spool {
 
   /** Startup: create the layout, index every message not removed, delete what no longer holds one. */
   async #recover(): Promise<void> {
-    const created = !fs.existsSync(this.#queueDir);
     await fsp.mkdir(this.#queueDir, { recursive: true });
-    if (created) await new DirectorySync(this.directory, () => this.#countFsync()).sync();
+    // Also when it exists: a process killed right after creating it may not have synced it.
+    await new DirectorySync(this.directory, () => this.#countFsync()).sync();
     for (const name of await listBuckets(this.#queueDir)) {
       const bucket = this.#newBucket(name, { hasJournal: fs.existsSync(path.join(this.#queueDir, name, JOURNAL_FILE)) });
       const { removed } = parseJournal(await readJournal(bucket));
@@ -560,22 +585,40 @@ export class FileSpool implements Spool {
    */
   async #loadSegment(bucket: Bucket, name: string, removed: ReadonlySet<QueueId>): Promise<Segment> {
     const file = path.join(bucket.directory, name);
-    const segment: Segment = { file, name: name.slice(0, -SEGMENT_SUFFIX.length), bucket, batches: [], size: 0, live: 0, handle: undefined };
+    const segment: Segment = { file, name: name.slice(0, -SEGMENT_SUFFIX.length), bucket, batches: [], key: undefined, size: 0, live: 0, handle: undefined };
     const handle = await fsp.open(file, 'r');
     try {
       const { size } = await handle.stat();
-      let offset = 0;
+      try {
+        segment.key = segmentKey(await readAt(handle, 0, SEGMENT_HEADER_LENGTH));
+      } catch (error) {
+        if (!(error instanceof BatchFormatError)) throw error;
+        // A spare a crash cut short at creation holds nothing; batches after a header that is not one
+        // are read without their MACs, every body checked, up to the first that fails.
+        if (size <= SEGMENT_HEADER_LENGTH) return segment;
+        const copy = await this.#keepDamaged(file, bucket.name);
+        this.#logger?.error({ file, size, copy }, 'spool: segment header damaged; its batches are read with every body checked, up to the first that fails');
+      }
+      let offset = SEGMENT_HEADER_LENGTH;
       while (offset < size) {
-        let table: BatchTable;
+        let table: BatchTable | undefined;
+        let checkingBodies = false;
         try {
-          ({ table } = await readBatchHead(handle, file, offset, size));
+          ({ table } = await readBatchHead(handle, file, offset, size, segment.key));
+          const foreign = table.entries.find((entry) => bucketOf(entry.id) !== bucket.name);
+          if (foreign) throw new BatchFormatError(`batch holds message ${foreign.id}, which is not of bucket ${bucket.name}`);
           if (offset + table.length > size) throw new BatchFormatError(`batch of ${table.length} bytes at ${offset} is cut short at ${size}`);
-          if (offset + table.length === size) await verifyBodies(handle, offset, table);
+          checkingBodies = offset + table.length === size || !segment.key;
+          if (checkingBodies) await verifyBodies(handle, offset, table);
         } catch (error) {
           if (!(error instanceof BatchFormatError)) throw error;
-          const next = await findIntactBatch(handle, file, offset + 1, size);
+          // With an intact head the broken batch's extent is known, and a head is never searched for inside it.
+          // Without a key nothing found by searching could be trusted.
+          const next = table || !segment.key ? undefined : await findIntactBatch(handle, file, offset + 1, size, segment.key);
           if (next === undefined) {
-            this.#logger?.warn({ file, offset, size, err: error }, 'spool: torn batch at the end of a segment ignored (a write a crash interrupted; none of it had been acknowledged)');
+            // Bodies failing their checksums under an intact, complete head may be a tear or damage: keep a copy either way.
+            const copy = checkingBodies ? await this.#keepDamaged(file, bucket.name) : undefined;
+            this.#logger?.warn({ file, offset, size, copy, err: error }, 'spool: torn batch at the end of a segment ignored (a write a crash interrupted; none of it had been acknowledged)');
             break;
           }
           const copy = await this.#keepDamaged(file, bucket.name);
@@ -610,6 +653,16 @@ export class FileSpool implements Spool {
     const copy = path.join(directory, `${bucketName}-${path.basename(file)}`);
     await fsp.copyFile(file, copy);
     return copy;
+  }
+
+  /** An envelope as stored; one that does not parse (which its head MAC makes all but impossible) is logged and skipped, not a failed scan. */
+  #decodeEnvelope(json: Buffer, id: QueueId, file: string): Envelope | undefined {
+    try {
+      return decodeEnvelope(json);
+    } catch (error) {
+      this.#logger?.error({ queueId: id, file, err: error }, 'spool: envelope unreadable; message skipped');
+      return undefined;
+    }
   }
 
   /** Where the message is; throws for a closed spool or a malformed id. */
@@ -677,10 +730,12 @@ async function forEachConcurrently<T>(items: readonly T[], limit: number, fn: (i
 /** The next batch: waiting stores in arrival order, within the batch bounds (at least one). */
 function takeBatch(waiting: PendingStore[]): PendingStore[] {
   let bytes = 0;
+  let buffers = 1; // the head
   let count = 0;
   for (const store of waiting) {
-    if (count > 0 && (count >= BATCH_MAX_MESSAGES || bytes + store.envelope.size > BATCH_MAX_BYTES)) break;
+    if (count > 0 && (count >= BATCH_MAX_MESSAGES || bytes + store.envelope.size > BATCH_MAX_BYTES || buffers + store.chunks.length > BATCH_MAX_BUFFERS)) break;
     bytes += store.envelope.size;
+    buffers += store.chunks.length;
     count++;
   }
   return waiting.splice(0, count);

@@ -1,10 +1,12 @@
 import assert from 'node:assert/strict';
+import { randomBytes } from 'node:crypto';
 import fs from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { text } from 'node:stream/consumers';
 import { afterEach, beforeEach, describe, it } from 'node:test';
 import { RelayMetrics } from '../../mta/observe/metrics.ts';
+import { encodeBatch, SEGMENT_HEADER_LENGTH } from '../../mta/spool/segment-format.ts';
 import { FileSpool } from '../../mta/spool/spool.ts';
 import type { SpooledMessage } from '../../mta/spool/types.ts';
 import { pendingEnvelope } from '../fixtures/spool-envelope.ts';
@@ -20,11 +22,11 @@ async function filesUnder(directory: string): Promise<string[]> {
   return entries.filter((entry) => entry.isFile()).map((entry) => path.join(entry.parentPath, entry.name));
 }
 
-/** Segment files that hold at least one byte (spares are empty). */
+/** Segment files that hold at least one batch (a spare holds just its header). */
 async function segmentsWithData(directory: string): Promise<string[]> {
   const segments = (await filesUnder(directory)).filter((file) => file.endsWith('.seg'));
   const sizes = await Promise.all(segments.map((file) => fs.stat(file).then((stat) => stat.size)));
-  return segments.filter((_, index) => (sizes[index] ?? 0) > 0).sort();
+  return segments.filter((_, index) => (sizes[index] ?? 0) > SEGMENT_HEADER_LENGTH).sort();
 }
 
 async function fsyncCount(metrics: RelayMetrics): Promise<number> {
@@ -164,7 +166,7 @@ describe('FileSpool', () => {
     await spool.close();
     const [segment] = await segmentsWithData(directory);
     assert.ok(segment);
-    const batch = await fs.readFile(segment);
+    const batch = (await fs.readFile(segment)).subarray(SEGMENT_HEADER_LENGTH);
     await fs.appendFile(segment, batch.subarray(0, batch.length - 1)); // a second batch, its last byte missing
     await fs.writeFile(path.join(path.dirname(segment), 'results.j.tmp'), '{"id":');
     assert.ok((await filesUnder(directory)).some((file) => file.endsWith('.seg') && file !== segment), 'a spare segment was prepared');
@@ -211,14 +213,16 @@ describe('FileSpool', () => {
     const [segment] = await segmentsWithData(directory);
     assert.ok(segment);
     const intact = await fs.readFile(segment);
-    const envelopeStart = intact.indexOf('{"mailFrom"');
-    for (const cut of [3, 40, envelopeStart + 10, intact.length - 2]) {
-      await fs.writeFile(segment, Buffer.concat([intact, intact.subarray(0, cut)]));
+    const batch = intact.subarray(SEGMENT_HEADER_LENGTH);
+    const envelopeStart = batch.indexOf('{"mailFrom"');
+    for (const cut of [3, 40, envelopeStart + 10, batch.length - 2]) {
+      await fs.writeFile(segment, Buffer.concat([intact, batch.subarray(0, cut)]));
       const reopened = await FileSpool.open(directory);
       assert.deepEqual((await scanAll(reopened)).map((message) => message.id), [id], `a second batch cut after ${cut} bytes`);
       await reopened.close();
     }
-    const hugeTable = Buffer.from(intact.subarray(0, 40).toString('latin1').replace(/ \d{10} /, ' 9999999999 '), 'latin1');
+    const hugeTable = Buffer.from(batch.subarray(0, 40).toString('latin1').replace(/ \d{10} /, ' 9999999999 '), 'latin1');
+    assert.notDeepEqual(hugeTable, batch.subarray(0, 40));
     await fs.writeFile(segment, Buffer.concat([intact, hugeTable]));
     const reopened = await FileSpool.open(directory);
     assert.deepEqual((await scanAll(reopened)).map((message) => message.id), [id], 'a prefix claiming a 10 GB table is not read, just dropped');
@@ -234,6 +238,41 @@ describe('FileSpool', () => {
     assert.deepEqual(await scanAll(spool), []);
     await spool.close();
     assert.deepEqual((await fs.readdir(bucket)).sort(), ['01m84k77gh0000j3ye', 'results.j']);
+  });
+
+  it('never takes a batch a client wrote into a message body for one of its own, even when a crash tears the batch around it', async () => {
+    const spool = await FileSpool.open(directory);
+    const kept = await spool.store(pendingEnvelope(1), Buffer.from('kept\r\n'));
+    const forgedId = spool.allocateId();
+    const forged = encodeBatch([{ id: forgedId, envelope: { ...pendingEnvelope(1, { virtualMta: 'chosen-by-client' }), size: 4 }, chunks: [Buffer.from('evil')] }], randomBytes(16));
+    const carrier = await spool.store(pendingEnvelope(1), Buffer.concat([Buffer.from('Subject: innocent\r\n\r\n'), ...forged.buffers]));
+    await spool.close();
+    const [segment] = await segmentsWithData(directory);
+    assert.ok(segment);
+    const content = await fs.readFile(segment);
+    const carrierBatch = content.lastIndexOf('VMTS1 ', content.indexOf(carrier.id));
+    content.fill(0, carrierBatch, carrierBatch + 40); // the carrier's prefix never reached the disk
+    await fs.writeFile(segment, content);
+    const reopened = await FileSpool.open(directory);
+    assert.deepEqual((await scanAll(reopened)).map((message) => message.id), [kept.id], 'the forged batch fails its MAC under the segment key');
+    await reopened.close();
+  });
+
+  it('recovers the batches of a segment whose header is damaged, every body checked, and keeps a copy', async () => {
+    const spool = await FileSpool.open(directory);
+    const first = await spool.store(pendingEnvelope(1), Buffer.from('first\r\n'));
+    const second = await spool.store(pendingEnvelope(1), Buffer.from('second\r\n'));
+    await spool.close();
+    const [segment] = await segmentsWithData(directory);
+    assert.ok(segment);
+    const content = await fs.readFile(segment);
+    content.write('Z', 12, 'latin1'); // inside the key: no MAC can be checked any more
+    await fs.writeFile(segment, content);
+    const reopened = await FileSpool.open(directory);
+    assert.deepEqual((await scanAll(reopened)).map((message) => message.id), [first.id, second.id]);
+    assert.equal(await text(reopened.readMessage(second.id)), 'second\r\n');
+    assert.equal((await fs.readdir(path.join(directory, 'damaged'))).length, 1);
+    await reopened.close();
   });
 
   it('refuses to stream a message whose bytes no longer match their checksum', async () => {
