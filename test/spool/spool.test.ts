@@ -29,6 +29,16 @@ async function segmentsWithData(directory: string): Promise<string[]> {
   return segments.filter((_, index) => (sizes[index] ?? 0) > SEGMENT_HEADER_LENGTH).sort();
 }
 
+/** Rewrites the one segment holding batches in place, as a crash or a bad disk would leave it; returns what it now holds. */
+async function editSegment(directory: string, edit: (content: Buffer) => void): Promise<Buffer> {
+  const [segment] = await segmentsWithData(directory);
+  assert.ok(segment, 'a segment holds the stored batches');
+  const content = await fs.readFile(segment);
+  edit(content);
+  await fs.writeFile(segment, content);
+  return content;
+}
+
 async function fsyncCount(metrics: RelayMetrics): Promise<number> {
   return (await metrics.spoolFsyncs.get()).values[0]?.value ?? 0;
 }
@@ -148,11 +158,9 @@ describe('FileSpool', () => {
     const kept = await spool.store(pendingEnvelope(1), Buffer.from('kept\r\n'));
     const torn = await spool.store(pendingEnvelope(1), Buffer.from('torn\r\n'));
     await spool.close();
-    const [segment] = await segmentsWithData(directory);
-    assert.ok(segment);
-    const content = await fs.readFile(segment);
-    content.writeUInt8(content.readUInt8(content.length - 3) ^ 0xff, content.length - 3); // a body byte of the last batch never reached the disk
-    await fs.writeFile(segment, content);
+    await editSegment(directory, (content) => {
+      content.writeUInt8(content.readUInt8(content.length - 3) ^ 0xff, content.length - 3); // a body byte of the last batch never reached the disk
+    });
     const reopened = await FileSpool.open(directory);
     assert.deepEqual((await scanAll(reopened)).map((message) => message.id), [kept.id]);
     assert.equal(await text(reopened.readMessage(kept.id)), 'kept\r\n');
@@ -182,12 +190,9 @@ describe('FileSpool', () => {
     const damaged = await spool.store(pendingEnvelope(1), Buffer.from('second\r\n'));
     const third = await spool.store(pendingEnvelope(1), Buffer.from('third\r\n'));
     await spool.close();
-    const [segment] = await segmentsWithData(directory);
-    assert.ok(segment);
-    const content = await fs.readFile(segment);
-    const at = content.indexOf(damaged.id); // in the second batch's table
-    content.write('X', at, 'latin1');
-    await fs.writeFile(segment, content);
+    const content = await editSegment(directory, (bytes) => {
+      bytes.write('X', bytes.indexOf(damaged.id), 'latin1'); // in the second batch's table
+    });
     const reopened = await FileSpool.open(directory);
     assert.deepEqual((await scanAll(reopened)).map((message) => message.id), [first.id, third.id], 'only the damaged batch is lost');
     assert.equal(await text(reopened.readMessage(third.id)), 'third\r\n');
@@ -247,12 +252,10 @@ describe('FileSpool', () => {
     const forged = encodeBatch([{ id: forgedId, envelope: { ...pendingEnvelope(1, { virtualMta: 'chosen-by-client' }), size: 4 }, chunks: [Buffer.from('evil')] }], randomBytes(16));
     const carrier = await spool.store(pendingEnvelope(1), Buffer.concat([Buffer.from('Subject: innocent\r\n\r\n'), ...forged.buffers]));
     await spool.close();
-    const [segment] = await segmentsWithData(directory);
-    assert.ok(segment);
-    const content = await fs.readFile(segment);
-    const carrierBatch = content.lastIndexOf('VMTS1 ', content.indexOf(carrier.id));
-    content.fill(0, carrierBatch, carrierBatch + 40); // the carrier's prefix never reached the disk
-    await fs.writeFile(segment, content);
+    await editSegment(directory, (content) => {
+      const carrierBatch = content.lastIndexOf('VMTS1 ', content.indexOf(carrier.id));
+      content.fill(0, carrierBatch, carrierBatch + 40); // the carrier's prefix never reached the disk
+    });
     const reopened = await FileSpool.open(directory);
     assert.deepEqual((await scanAll(reopened)).map((message) => message.id), [kept.id], 'the forged batch fails its MAC under the segment key');
     await reopened.close();
@@ -263,11 +266,9 @@ describe('FileSpool', () => {
     const first = await spool.store(pendingEnvelope(1), Buffer.from('first\r\n'));
     const second = await spool.store(pendingEnvelope(1), Buffer.from('second\r\n'));
     await spool.close();
-    const [segment] = await segmentsWithData(directory);
-    assert.ok(segment);
-    const content = await fs.readFile(segment);
-    content.write('Z', 12, 'latin1'); // inside the key: no MAC can be checked any more
-    await fs.writeFile(segment, content);
+    await editSegment(directory, (content) => {
+      content.write('Z', 12, 'latin1'); // inside the key: no MAC can be checked any more
+    });
     const reopened = await FileSpool.open(directory);
     assert.deepEqual((await scanAll(reopened)).map((message) => message.id), [first.id, second.id]);
     assert.equal(await text(reopened.readMessage(second.id)), 'second\r\n');
@@ -280,12 +281,10 @@ describe('FileSpool', () => {
     const damaged = await spool.store(pendingEnvelope(1), Buffer.from('damaged body\r\n'));
     await spool.store(pendingEnvelope(1), Buffer.from('later batch\r\n'));
     await spool.close();
-    const [segment] = await segmentsWithData(directory);
-    assert.ok(segment);
-    const content = await fs.readFile(segment);
-    const at = content.indexOf('damaged body');
-    content[at] = 'D'.charCodeAt(0);
-    await fs.writeFile(segment, content);
+    await editSegment(directory, (content) => {
+      const at = content.indexOf('damaged body');
+      content[at] = 'D'.charCodeAt(0);
+    });
     const reopened = await FileSpool.open(directory);
     await assert.rejects(text(reopened.readMessage(damaged.id)), /fails its checksum/);
     await reopened.close();
