@@ -344,7 +344,7 @@ export class FileSpool implements Spool {
     const spare = bucket.spare;
     bucket.spare = undefined;
     // A spare that could not be prepared (logged then) is no reason to fail the batch: try afresh.
-    const segment = await (spare ?? Promise.reject(new Error('no spare'))).catch(() => this.#createSegment(bucket));
+    const segment = (await spare?.catch(() => undefined)) ?? (await this.#createSegment(bucket));
     bucket.active = segment;
     const next = this.#track(this.#createSegment(bucket));
     next.catch((error: unknown) => this.#logger?.error({ directory: bucket.directory, err: error }, 'spool: preparing a spare segment failed; the next one is created when needed'));
@@ -423,19 +423,18 @@ export class FileSpool implements Spool {
     // The bucket just ended still takes the stores whose ids were allocated before it ended.
     if (bucket.name >= bucketOf(encodeTime(this.#now() - BUCKET_SPAN_MS)) || bucket.writing || bucket.waiting.length > 0) return;
     if (bucket.active) this.#retire(bucket.active);
-    const spare = bucket.spare;
-    bucket.spare = undefined;
-    if (spare) {
-      const deleted = spare.then(
-        async (segment) => {
-          await segment.handle?.close();
-          await fsp.rm(segment.file, { force: true });
-        },
-        () => undefined,
-      );
-      void this.#track(deleted);
-    }
+    void this.#track(this.#discardSpare(bucket));
     this.#dropBucketIfDone(bucket);
+  }
+
+  /** Closes and deletes the bucket's spare segment, once it is ready (nothing, if preparing it failed). */
+  async #discardSpare(bucket: Bucket): Promise<void> {
+    const preparing = bucket.spare;
+    bucket.spare = undefined; // at once, so no batch takes it meanwhile
+    const spare = await preparing?.catch(() => undefined);
+    if (!spare) return;
+    await spare.handle.close();
+    await fsp.rm(spare.file, { force: true });
   }
 
   /** Deletes the directory of a bucket of the past once nothing is stored or being stored in it. */
@@ -457,9 +456,7 @@ export class FileSpool implements Spool {
     await bucket.journal.idle(); // a compaction must not rename a journal back after it is deleted
     const active = bucket.active;
     bucket.active = undefined;
-    const spare = await bucket.spare?.catch(() => undefined);
-    bucket.spare = undefined;
-    await Promise.all([active?.handle?.close(), spare?.handle?.close()]);
+    await Promise.all([active?.handle?.close(), this.#discardSpare(bucket)]);
     for (const name of await fsp.readdir(bucket.directory)) {
       if (name.endsWith(SEGMENT_SUFFIX)) await fsp.rm(path.join(bucket.directory, name), { force: true });
     }
@@ -542,9 +539,9 @@ export class FileSpool implements Spool {
     // Also when it exists: a process killed right after creating it may not have synced it.
     await new DirectorySync(this.directory, () => this.#countFsync()).sync();
     for (const name of await listBuckets(this.#queueDir)) {
-      const bucket = this.#newBucket(name, { hasJournal: fs.existsSync(path.join(this.#queueDir, name, JOURNAL_FILE)) });
+      const entries = await fsp.readdir(path.join(this.#queueDir, name));
+      const bucket = this.#newBucket(name, { hasJournal: entries.includes(JOURNAL_FILE) });
       const { removed } = parseJournal(await readJournal(bucket));
-      const entries = await fsp.readdir(bucket.directory);
       let unknown = 0;
       for (const entry of entries) {
         if (entry.endsWith(TEMP_SUFFIX)) await fsp.rm(path.join(bucket.directory, entry), { force: true });
