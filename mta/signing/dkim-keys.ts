@@ -18,6 +18,14 @@ export class DkimKeyError extends Error {
   }
 }
 
+/** Why `key` cannot sign `algorithm` (wrong type, RSA under 2048 bits), or undefined when it can. */
+export function dkimKeyProblem(key: { type: string | undefined; bits: number }, algorithm: DkimAlgorithm): string | undefined {
+  const wanted = algorithm === 'rsa-sha256' ? 'rsa' : 'ed25519';
+  if (key.type !== wanted) return `a ${key.type ?? 'unknown'} key cannot sign ${algorithm} (it needs an ${wanted} key)`;
+  if (wanted === 'rsa' && key.bits < MIN_RSA_BITS) return `RSA key of ${key.bits} bits is too short; rsa-sha256 needs at least ${MIN_RSA_BITS} bits`;
+  return undefined;
+}
+
 /** The private key in `pem`, checked against the algorithm; throws DkimKeyError naming what is wrong. */
 export function parseDkimPrivateKey(pem: Buffer | string, algorithm: DkimAlgorithm, label: string): KeyObject {
   let key: KeyObject;
@@ -26,11 +34,28 @@ export function parseDkimPrivateKey(pem: Buffer | string, algorithm: DkimAlgorit
   } catch (error) {
     throw new DkimKeyError(`${label}: not a PEM private key (${(error as Error).message})`);
   }
-  const wanted = algorithm === 'rsa-sha256' ? 'rsa' : 'ed25519';
-  if (key.asymmetricKeyType !== wanted) throw new DkimKeyError(`${label}: a ${key.asymmetricKeyType ?? 'unknown'} key cannot sign ${algorithm} (it needs an ${wanted} key)`);
-  const bits = key.asymmetricKeyDetails?.modulusLength ?? 0;
-  if (wanted === 'rsa' && bits < MIN_RSA_BITS) throw new DkimKeyError(`${label}: RSA key of ${bits} bits is too short; rsa-sha256 needs at least ${MIN_RSA_BITS} bits`);
+  const problem = dkimKeyProblem({ type: key.asymmetricKeyType, bits: key.asymmetricKeyDetails?.modulusLength ?? 0 }, algorithm);
+  if (problem) throw new DkimKeyError(`${label}: ${problem}`);
   return key;
+}
+
+/** What the operator keeps of a private key it finds in a Secret: type, size and public key, never the key itself. */
+export interface PublicKeySummary {
+  type: string | undefined;
+  bits: number;
+  /** The p= value a DKIM record of this key carries. */
+  publicKey: string;
+}
+
+/** The summary of a PEM private key, or undefined when the bytes are not one. */
+export function summarizePrivateKey(pem: Buffer): PublicKeySummary | undefined {
+  if (!pem.includes('PRIVATE KEY-----')) return undefined;
+  try {
+    const key = createPrivateKey({ key: pem, format: 'pem' });
+    return { type: key.asymmetricKeyType, bits: key.asymmetricKeyDetails?.modulusLength ?? 0, publicKey: dkimPublicKeyData(key) };
+  } catch {
+    return undefined;
+  }
 }
 
 /** The p= value: base64 SubjectPublicKeyInfo for RSA, the raw public key for Ed25519. */

@@ -47,6 +47,6 @@ export const DkimKeyStatus = z.strictObject({
   selector: z.string().max(253),
   algorithm: z.string().max(32),
   virtualMta: z.string().max(63).optional().describe('Set for a VirtualMTA\'s own key.'),
-  state: z.enum(['Published', 'Mismatch', 'NotPublished', 'Unknown']).describe('Published: the TXT record carries this key; Mismatch: a record exists with another key; NotPublished: no DKIM record; Unknown: the key or the lookup failed.'),
+  state: z.enum(['Published', 'Mismatch', 'NotPublished', 'InvalidKey', 'Unknown']).describe('Published: the TXT record carries this key; Mismatch: DKIM records exist, none with this key (or revoked); NotPublished: no DKIM record; InvalidKey: the Secret holds no usable key; Unknown: the lookup failed.'),
   message: z.string().max(1024).optional(),
 });
