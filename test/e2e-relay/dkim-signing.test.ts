@@ -13,10 +13,10 @@ import path from 'node:path';
 import { after, before, test } from 'node:test';
 import type { DkimAlgorithm, DkimCanonicalization } from '../../mta/config/schema.ts';
 import { dkimPublicKeyRecord, dkimRecordName } from '../../mta/signing/dkim-keys.ts';
-import { sendWithSmtplib, verifyWithDkimpy, type SignatureCheck } from '../fixtures/dkim-verifier.ts';
-import { startDnsServer, type TestDnsServer } from '../fixtures/dns-server.ts';
-import { freePort, loopbackRelayConfig, metricValue, startRelayProcess, temporaryDirectory, writeRelayConfig, type RelayProcess } from '../fixtures/relay-process.ts';
-import { loopbackAddresses, startSinkMx, type SinkMx } from '../fixtures/sink-mx.ts';
+import { sendWithSmtplib, startDkimWorld, verifyWithDkimpy, type SignatureCheck } from '../fixtures/dkim-verifier.ts';
+import type { TestDnsServer } from '../fixtures/dns-server.ts';
+import { freePort, loopbackRelayConfig, metricValue, startRelayProcess, writeRelayConfig, type RelayProcess } from '../fixtures/relay-process.ts';
+import type { SinkMx } from '../fixtures/sink-mx.ts';
 
 interface KeySpec {
   domain: string;
@@ -78,13 +78,7 @@ function keyPair(algorithm: DkimAlgorithm): KeyObject {
 }
 
 before(async () => {
-  const directory = await temporaryDirectory('vmta-dkim-');
-  cleanups.push(() => directory.remove());
-  dir = directory.path;
-  sink = await startSinkMx({ address: loopbackAddresses(1)[0]! });
-  cleanups.push(() => sink.close());
-  dns = await startDnsServer();
-  cleanups.push(() => dns.close());
+  ({ dir, sink, dns } = await startDkimWorld('vmta-dkim-', cleanups));
   await mkdir(path.join(dir, 'dkim'));
   const keys = [];
   for (const spec of KEYS) {

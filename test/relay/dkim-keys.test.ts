@@ -12,10 +12,10 @@ import type { RuntimeConfigInput } from '../../mta/config/schema.ts';
 import { RuntimeConfig } from '../../mta/config/schema.ts';
 import { dkimPublicKeyRecord } from '../../mta/signing/dkim-keys.ts';
 import { DkimSigner } from '../../mta/signing/dkim-signer.ts';
-import { sendWithSmtplib, verifyWithDkimpy } from '../fixtures/dkim-verifier.ts';
-import { startDnsServer, type TestDnsServer } from '../fixtures/dns-server.ts';
-import { freePort, loopbackRelayConfig, metricValue, startRelayProcess, temporaryDirectory, writeRelayConfig, type RelayProcess } from '../fixtures/relay-process.ts';
-import { loopbackAddresses, startSinkMx, type SinkMx } from '../fixtures/sink-mx.ts';
+import { sendWithSmtplib, startDkimWorld, verifyWithDkimpy } from '../fixtures/dkim-verifier.ts';
+import type { TestDnsServer } from '../fixtures/dns-server.ts';
+import { freePort, loopbackRelayConfig, metricValue, startRelayProcess, writeRelayConfig, type RelayProcess } from '../fixtures/relay-process.ts';
+import type { SinkMx } from '../fixtures/sink-mx.ts';
 
 const pem = (key: KeyObject) => key.export({ type: 'pkcs8', format: 'pem' }) as string;
 const rsa = (bits = 2048) => generateKeyPairSync('rsa', { modulusLength: bits }).privateKey;
@@ -37,13 +37,7 @@ function relayConfig(keyFile = 'rotating.pem'): RuntimeConfigInput {
 }
 
 before(async () => {
-  const directory = await temporaryDirectory('vmta-dkim-keys-');
-  cleanups.push(() => directory.remove());
-  dir = directory.path;
-  sink = await startSinkMx({ address: loopbackAddresses(1)[0]! });
-  cleanups.push(() => sink.close());
-  dns = await startDnsServer();
-  cleanups.push(() => dns.close());
+  ({ dir, sink, dns } = await startDkimWorld('vmta-dkim-keys-', cleanups));
   relayPort = await freePort();
   adminPort = await freePort();
 });
