@@ -50,6 +50,7 @@ export class DkimSigner {
   readonly #vmtaKeys: Map<string, KeysByDomain>;
   readonly #metrics: RelayMetrics | undefined;
   readonly #now: () => Date;
+  readonly #hasKeys: boolean;
 
   private constructor(config: RuntimeConfig, poolKeys: KeysByDomain, vmtaKeys: Map<string, KeysByDomain>, metrics: RelayMetrics | undefined, now: () => Date) {
     this.#settings = config.pool.dkim;
@@ -57,6 +58,7 @@ export class DkimSigner {
     this.#vmtaKeys = vmtaKeys;
     this.#metrics = metrics;
     this.#now = now;
+    this.#hasKeys = poolKeys.size > 0 || [...vmtaKeys.values()].some((keys) => keys.size > 0);
   }
 
   /** Reads every key of the config; throws DkimKeyError naming the field, file and problem. */
@@ -97,6 +99,8 @@ export class DkimSigner {
   }
 
   async #sign(message: Buffer, edit: HeaderEdit, virtualMta: string): Promise<SignOutcome> {
+    // A pool without keys signs nothing: no need to parse the From of every message to say so.
+    if (!this.#hasKeys) return { kind: 'unsigned', reason: 'no_key' };
     const domain = fromDomain(message, edit);
     if (!domain) return { kind: 'unsigned', reason: 'no_from_domain' };
     const chosen = this.choose(domain, virtualMta);
