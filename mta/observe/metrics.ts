@@ -125,7 +125,7 @@ export class RelayMetrics {
   });
   readonly dkimUnsigned = new Counter({
     name: 'vmta_dkim_unsigned_messages_total',
-    help: 'Accepted messages sent without a DKIM signature, by reason (no_key, no_from_domain, signing_failed).',
+    help: 'Accepted messages sent without a DKIM signature, by reason (no_key, no_from_domain, from_not_allowed, signing_failed).',
     labelNames: ['reason'] as const,
     registers: [this.registry],
   });

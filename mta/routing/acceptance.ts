@@ -7,6 +7,7 @@
 // answers the client); store latency and fsyncs are the spool's; the queue depth gauge is the delivery scheduler's (it owns the ready and
 // scheduled states), which learns of each new message through `onAccepted`.
 import type { RuntimeConfig } from '../config/schema.ts';
+import { userSenderDomains } from '../inbound/relay-policy.ts';
 import type { AcceptedTransaction, MessageAcceptor } from '../inbound/transaction.ts';
 import type { Logger } from '../observe/log.ts';
 import type { DkimSigner } from '../signing/dkim-signer.ts';
@@ -60,7 +61,8 @@ export function createMessageAcceptor(options: MessageAcceptorOptions): MessageA
       },
       selector,
     );
-    const signing = await options.getSigner?.()?.sign(message, edit, decision.virtualMta);
+    const allowedFrom = transaction.user !== undefined ? userSenderDomains(transaction.policy, transaction.user) : undefined;
+    const signing = await options.getSigner?.()?.sign(message, edit, decision.virtualMta, allowedFrom);
     if (signing?.kind === 'unsigned' && signing.reason === 'signing_failed') logger?.error({ queueId, err: signing.error }, 'DKIM signing failed; the message is sent unsigned');
     const chunks = signing?.kind === 'signed' ? [signing.fields, ...edit.chunks] : edit.chunks;
     const stored = await spool.store(

@@ -5,11 +5,13 @@
 // Every key found signs (an rsa-sha256 and an ed25519-sha256 key of one domain give the dual
 // signatures RFC 8463 suggests). A message with no key, or no usable From, goes unsigned and is
 // counted by reason. Keys are read and checked when a config is loaded: a bad key refuses the
-// whole config version, so the previous keys keep signing.
+// whole config version, so the previous keys keep signing. An authenticated user's message is
+// signed only when its From domain is one the user may send from.
 import { domainToASCII } from 'node:url';
 import addressparser from 'nodemailer/lib/addressparser';
 import { getDomain } from 'tldts';
 import type { DkimCanonicalization, RuntimeConfig } from '../config/schema.ts';
+import { domainMatchesAny } from '../inbound/relay-policy.ts';
 import type { RelayMetrics } from '../observe/metrics.ts';
 import type { HeaderEdit } from '../routing/message-headers.ts';
 import { unfoldedValue } from '../routing/message-headers.ts';
@@ -17,7 +19,7 @@ import { bodyHash, signatureField, type BodyCanonicalization, type HeaderCanonic
 import { loadDkimKey, type LoadedDkimKey } from './dkim-keys.ts';
 
 export type DkimMatch = 'direct' | 'organizational';
-export type UnsignedReason = 'no_key' | 'no_from_domain' | 'signing_failed';
+export type UnsignedReason = 'no_key' | 'no_from_domain' | 'from_not_allowed' | 'signing_failed';
 
 export type SignOutcome =
   | { kind: 'signed'; fields: Buffer; match: DkimMatch; domain: string; signatures: number }
@@ -91,18 +93,21 @@ export class DkimSigner {
   /**
    * The DKIM-Signature fields for `message` after the relay's header edits (the fields kept in
    * `edit` and the unchanged body), or why it stays unsigned. Counts either outcome.
+   * `allowedFromDomains` (an authenticated user's sender domains) keeps the relay from signing a
+   * From the user may not use: the key of another customer's domain is never lent out.
    */
-  async sign(message: Buffer, edit: HeaderEdit, virtualMta: string): Promise<SignOutcome> {
-    const outcome = await this.#sign(message, edit, virtualMta);
+  async sign(message: Buffer, edit: HeaderEdit, virtualMta: string, allowedFromDomains?: readonly string[]): Promise<SignOutcome> {
+    const outcome = await this.#sign(message, edit, virtualMta, allowedFromDomains);
     if (outcome.kind === 'unsigned') this.#metrics?.dkimUnsigned.inc({ reason: outcome.reason });
     return outcome;
   }
 
-  async #sign(message: Buffer, edit: HeaderEdit, virtualMta: string): Promise<SignOutcome> {
+  async #sign(message: Buffer, edit: HeaderEdit, virtualMta: string, allowedFromDomains: readonly string[] | undefined): Promise<SignOutcome> {
     // A pool without keys signs nothing: no need to parse the From of every message to say so.
     if (!this.#hasKeys) return { kind: 'unsigned', reason: 'no_key' };
     const domain = fromDomain(message, edit);
     if (!domain) return { kind: 'unsigned', reason: 'no_from_domain' };
+    if (allowedFromDomains && !domainMatchesAny(domain, allowedFromDomains)) return { kind: 'unsigned', reason: 'from_not_allowed' };
     const chosen = this.choose(domain, virtualMta);
     if (!chosen) return { kind: 'unsigned', reason: 'no_key' };
     const hasBlankLine = message[edit.headerEnd] === 0x0d && message[edit.headerEnd + 1] === 0x0a;
