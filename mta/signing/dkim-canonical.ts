@@ -1,7 +1,8 @@
 // DKIM canonicalization and the DKIM-Signature field (RFC 6376 §3.4, §3.5, §3.7; RFC 8463 for
-// ed25519-sha256), on the raw bytes of a message with CRLF line ends. Body and header fields are
-// worked on as latin1 strings so every byte (8-bit content included) maps to one character and
-// back unchanged. Native `indexOf` scans pick the fast path for bodies that need no rewriting.
+// ed25519-sha256), on the raw bytes of a message with CRLF line ends. Header fields, and bodies
+// that relaxed canonicalization must rewrite, are worked on as latin1 strings so every byte
+// (8-bit content included) maps to one character and back unchanged; native `includes` scans
+// let every other body be hashed as the bytes it is.
 import { createHash, sign as signCallback, type KeyObject } from 'node:crypto';
 import { promisify } from 'node:util';
 import type { DkimAlgorithm } from '../config/schema.ts';
@@ -18,28 +19,33 @@ export interface RawHeaderField {
   raw: string;
 }
 
-/** Trailing CRLFs of a latin1 body string, as a count of characters to cut. */
-function trailingEmptyLines(text: string): number {
-  let end = text.length;
-  while (end >= 2 && text.charCodeAt(end - 1) === 10 && text.charCodeAt(end - 2) === 13) end -= 2;
-  return text.length - end;
+const CRLF = Buffer.from('\r\n');
+
+/** Whether relaxed body canonicalization changes anything: a tab, two spaces, or a space before a line end. */
+function needsRelaxing(body: Buffer): boolean {
+  return body.includes(0x09) || body.includes('  ') || body.includes(' \r\n') || body[body.length - 1] === 0x20;
 }
 
-/** The canonical body (§3.4.3 simple, §3.4.4 relaxed) as a latin1 string. */
-export function canonicalBody(body: Buffer, mode: BodyCanonicalization): string {
-  let text = body.toString('latin1');
-  if (mode === 'relaxed' && (text.includes('\t') || text.includes('  ') || text.includes(' \r\n') || text.endsWith(' '))) {
-    text = text.replace(/[ \t]+\r\n/g, '\r\n').replace(/[ \t]+/g, ' ');
-    if (text.endsWith(' ')) text = text.slice(0, -1);
+/**
+ * The canonical body (§3.4.3 simple, §3.4.4 relaxed) as slices to hash: the body itself when
+ * it needs no rewriting (most do not), without its trailing empty lines, then one CRLF.
+ */
+export function canonicalBody(body: Buffer, mode: BodyCanonicalization): Buffer[] {
+  let bytes = body;
+  if (mode === 'relaxed' && needsRelaxing(bytes)) {
+    const relaxed = bytes.toString('latin1').replace(/[ \t]+\r\n/g, '\r\n').replace(/[ \t]+/g, ' ');
+    bytes = Buffer.from(relaxed.endsWith(' ') ? relaxed.slice(0, -1) : relaxed, 'latin1');
   }
-  const cut = trailingEmptyLines(text);
-  if (cut > 0) text = text.slice(0, text.length - cut);
-  if (text.length === 0) return mode === 'simple' ? '\r\n' : '';
-  return `${text}\r\n`;
+  let end = bytes.length;
+  while (end >= 2 && bytes[end - 1] === 0x0a && bytes[end - 2] === 0x0d) end -= 2;
+  if (end === 0) return mode === 'simple' ? [CRLF] : [];
+  return [bytes.subarray(0, end), CRLF];
 }
 
 export function bodyHash(body: Buffer, mode: BodyCanonicalization): string {
-  return createHash('sha256').update(canonicalBody(body, mode), 'latin1').digest('base64');
+  const hash = createHash('sha256');
+  for (const part of canonicalBody(body, mode)) hash.update(part);
+  return hash.digest('base64');
 }
 
 /** One field canonicalized (§3.4.1 simple: as is; §3.4.2 relaxed: lower-case name, unfolded, single spaces). */
