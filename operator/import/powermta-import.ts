@@ -109,11 +109,21 @@ function collect(node: PmtaNode, out: Collected, patternLists: PatternLists, rep
       }
       report.mapped(node, 'relayDomains of the port-25 RelayPolicy');
       return;
-    case 'relay-address':
+    case 'relay-address': {
       if (!isRelayAddressPattern(node.value)) throw new Error(`"${node.value}" is not an address or a /regular expression/`);
-      out.relayAddresses.push(node.value);
-      report.mapped(node, 'relayAddresses of the port-25 RelayPolicy');
+      const regex = /^\/(.*)\/([a-z]*)$/.exec(node.value);
+      if (!regex) {
+        out.relayAddresses.push(node.value);
+        report.mapped(node, 'relayAddresses of the port-25 RelayPolicy');
+        return;
+      }
+      // PowerMTA searches the address for the pattern; the relay matches a pattern against the
+      // whole address (so /a@b\.com/ cannot match a@b.com.evil). Wrapping keeps PowerMTA's meaning.
+      const whole = `/.*(?:${regex[1]}).*/${regex[2]}`;
+      out.relayAddresses.push(whole);
+      report.mapped(node, `relayAddresses of the port-25 RelayPolicy as ${whole}: the relay matches patterns against the whole address, PowerMTA searches within it`);
       return;
+    }
     case 'host-name':
       out.hostname = node.value;
       report.mapped(node, 'hostname of the pool (greeting banners and Received headers)');
