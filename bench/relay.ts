@@ -1,7 +1,8 @@
 // End-to-end relay benchmark (prints figures; not a test).
 //
-//   npm run bench [-- --messages 2000 --sizes 2048,51200 --concurrency 20 --queued 100000]
-//   (or BENCH_MESSAGES, BENCH_SIZES, BENCH_CONCURRENCY, BENCH_QUEUED; --queued 0 skips part 2)
+//   npm run bench [-- --messages 2000 --sizes 2048,51200 --concurrency 20 --queued 100000 --dkim off]
+//   (or BENCH_MESSAGES, BENCH_SIZES, BENCH_CONCURRENCY, BENCH_QUEUED, BENCH_DKIM; --queued 0 skips part 2;
+//   --dkim rsa|ed25519|dual has the relay DKIM-sign every message: Postfix is run without signing)
 //
 // 1. Throughput, per message size: a load generator (its own process) submits N messages over
 //    C connections, one message per connection as `smtp-source` does, to the relay process
@@ -25,6 +26,7 @@ import type { RuntimeConfigInput } from '../mta/config/schema.ts';
 import { FileSpool } from '../mta/spool/spool.ts';
 import { freePort, loopbackRelayConfig, PARKING_SMTP_HOST, startRelayProcess, temporaryDirectory, writeRelayConfig, type RelayProcess } from '../test/fixtures/relay-process.ts';
 import { buildBody, child, cpuSeconds, generateLoad, peakRssMb, percentile, runTimingSink, treeCpuSeconds, waitForArrivals, type LoadResult, type TagStats } from './bench-smtp.ts';
+import { writeBenchDkimKeys, type BenchDkimMode } from './dkim.ts';
 import { postfixUnavailable, startPostfixRelay } from './postfix-relay.ts';
 import { RELAY_NODE_OPTIONS } from '../mta/process-options.ts';
 
@@ -42,6 +44,7 @@ const { values: args } = parseArgs({
     size: { type: 'string', default: '2048' },
     concurrency: { type: 'string', default: env.BENCH_CONCURRENCY ?? '20' },
     queued: { type: 'string', default: env.BENCH_QUEUED ?? '100000' },
+    dkim: { type: 'string', default: env.BENCH_DKIM ?? 'off' },
   },
 });
 
@@ -55,6 +58,9 @@ const messages = nonNegativeInteger('messages', args.messages);
 const concurrency = nonNegativeInteger('concurrency', args.concurrency);
 const queued = nonNegativeInteger('queued', args.queued);
 const sizes = args.sizes!.split(',').map((size) => nonNegativeInteger('sizes', size));
+const DKIM_MODES: readonly BenchDkimMode[] = ['off', 'rsa', 'ed25519', 'dual'];
+if (!DKIM_MODES.includes(args.dkim as BenchDkimMode)) throw new Error(`--dkim: expected one of ${DKIM_MODES.join(', ')} (got ${JSON.stringify(args.dkim)})`);
+const dkimMode = args.dkim as BenchDkimMode;
 
 /** Generous bound on waiting for the last delivery of one run. */
 const DELIVERY_TIMEOUT_MS = 300_000;
@@ -115,7 +121,9 @@ async function throughputRuns(): Promise<SizeResult[]> {
   const directory = await temporaryDirectory('vmta-bench-relay-');
   const port = await freePort();
   const adminPort = await freePort();
-  await writeRelayConfig(directory.path, relayConfig(port, adminPort, `127.0.0.1:${sink.result.port}`));
+  const config = relayConfig(port, adminPort, `127.0.0.1:${sink.result.port}`);
+  if (dkimMode !== 'off') config.pool.dkim = await writeBenchDkimKeys(directory.path, dkimMode);
+  await writeRelayConfig(directory.path, config);
   const relay = await startRelayProcess({ configDir: directory.path, adminPort, env: { LOG_LEVEL: 'warn', NODE_OPTIONS: RELAY_NODE_OPTIONS } });
   const postfixProblem = await postfixUnavailable();
   const postfixDirectory = postfixProblem ? undefined : await temporaryDirectory('vmta-bench-postfix-');
@@ -260,11 +268,11 @@ async function runBenchmark(): Promise<void> {
   const headline = results[0];
   if (!headline) return;
   const { relay, wire, postfix } = headline;
-  console.log(`(last line: the ${headline.size}-byte run)`);
+  console.log(`(last line: the ${headline.size}-byte run, relay DKIM signing ${dkimMode})`);
   console.log(
     `e2e_per_s=${relay.perS.toFixed(0)} wire_per_s=${wire.perS.toFixed(0)} wire_ratio=${(relay.perS / wire.perS).toFixed(3)} ` +
       `postfix_per_s=${postfix ? postfix.perS.toFixed(0) : 'NA'} postfix_ratio=${postfix ? (relay.perS / postfix.perS).toFixed(2) : 'NA'} ` +
-      `cpu_ms_per_msg=${headline.relayCpuMsPerMsg.toFixed(2)} rss_peak_mb=${headline.relayRssPeakMb.toFixed(0)}`,
+      `cpu_ms_per_msg=${headline.relayCpuMsPerMsg.toFixed(2)} rss_peak_mb=${headline.relayRssPeakMb.toFixed(0)} dkim=${dkimMode}`,
   );
 }
 

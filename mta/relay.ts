@@ -11,6 +11,7 @@ import { InboundServer } from './inbound/inbound-server.ts';
 import { createLogger, type Logger } from './observe/log.ts';
 import { RelayMetrics } from './observe/metrics.ts';
 import { createMessageAcceptor } from './routing/acceptance.ts';
+import { DkimSigner } from './signing/dkim-signer.ts';
 import { FileSpool } from './spool/spool.ts';
 
 export interface RelayOptions {
@@ -32,6 +33,7 @@ export class Relay {
   #delivery: DeliveryEngine | undefined;
   #inbound: InboundServer | undefined;
   #admin: AdminServer | undefined;
+  #dkim: DkimSigner | undefined;
   #listening = false;
   #shutdown: Promise<void> | undefined;
 
@@ -72,6 +74,7 @@ export class Relay {
   async #start(loaded: LoadedConfig): Promise<void> {
     const { metrics, logger } = this;
     const { config } = loaded;
+    this.#dkim = await DkimSigner.load(config, metrics);
     recordConfigLoaded(metrics, loaded);
     logger.info({ hash: loaded.hash, file: loaded.file }, 'runtime config loaded');
     this.#watcher = new ConfigWatcher({
@@ -101,6 +104,7 @@ export class Relay {
     const accept = createMessageAcceptor({
       spool: this.#spool,
       getConfig: () => this.config,
+      getSigner: () => this.#dkim,
       logger,
       onAccepted: (message) => delivery.enqueue(message),
     });
@@ -115,9 +119,12 @@ export class Relay {
   async #apply(next: LoadedConfig): Promise<void> {
     const previous = this.config;
     const token = await readAdminToken(next.config.admin.tokenFile);
+    // Keys are read and checked before anything changes: a bad key refuses the whole version.
+    const dkim = await DkimSigner.load(next.config, this.metrics);
     await this.#inbound!.reload(next.config);
     await this.#delivery!.reload(next.config);
     this.#admin!.setToken(token);
+    this.#dkim = dkim;
     const cold: string[] = [];
     if (next.config.spool.path !== previous.spool.path) cold.push('spool.path');
     if (next.config.admin.address !== previous.admin.address || next.config.admin.port !== previous.admin.port) cold.push('admin.address/port');

@@ -1,11 +1,11 @@
 // Loading the runtime config from its directory (the shape of a mounted ConfigMap) and keeping
 // it current: a watcher that notices edits, the Kubernetes `..data` symlink swap and rotated
-// certificate, key, user and token files, and hands each new version to the relay to apply.
+// certificate, key, user, token and DKIM key files, and hands each new version to the relay to apply.
 // A version that fails to parse or to apply is refused: the previous one keeps serving, and a
 // metric and an error log say so.
 //
 // Relative paths inside the config (spool, certificates, user secret directories, admin token,
-// accounting file) are resolved against the config directory, so an example directory can be
+// DKIM keys, accounting file) are resolved against the config directory, so an example directory can be
 // run from anywhere; in pods every path is absolute and nothing changes.
 import { createHash } from 'node:crypto';
 import { watch, type FSWatcher } from 'node:fs';
@@ -58,8 +58,14 @@ export async function loadConfigDirectory(directory: string): Promise<LoadedConf
 export function resolveConfigPaths(config: RuntimeConfig, baseDirectory: string): RuntimeConfig {
   const at = (file: string): string => path.resolve(baseDirectory, file);
   const optional = (file: string | undefined): string | undefined => (file === undefined ? undefined : at(file));
+  const dkimKeys = (keys: RuntimeConfig['pool']['dkim']['keys']) => keys.map((key) => ({ ...key, keyFile: at(key.keyFile) }));
   return {
     ...config,
+    pool: {
+      ...config.pool,
+      dkim: { ...config.pool.dkim, keys: dkimKeys(config.pool.dkim.keys) },
+      virtualMtas: config.pool.virtualMtas.map((vmta) => ({ ...vmta, dkimKeys: dkimKeys(vmta.dkimKeys) })),
+    },
     spool: { ...config.spool, path: at(config.spool.path) },
     admin: { ...config.admin, tokenFile: optional(config.admin.tokenFile) },
     delivery: { ...config.delivery, accounting: { ...config.delivery.accounting, file: optional(config.delivery.accounting.file) } },
@@ -87,6 +93,7 @@ export function referencedPaths(config: RuntimeConfig): { files: string[]; direc
     for (const entry of listener.tls.sni) files.add(entry.certFile).add(entry.keyFile);
   }
   if (config.admin.tokenFile) files.add(config.admin.tokenFile);
+  for (const key of [...config.pool.dkim.keys, ...config.pool.virtualMtas.flatMap((vmta) => vmta.dkimKeys)]) files.add(key.keyFile);
   const directories = new Set(config.relayPolicies.flatMap((policy) => (policy.users ? [policy.users.secretPath] : [])));
   return { files: [...files], directories: [...directories] };
 }

@@ -184,6 +184,43 @@ export const DomainSettings = z.strictObject({
   backoff: BackoffSettings.optional(),
 });
 
+/** DKIM signing algorithms (RFC 6376 rsa-sha256, RFC 8463 ed25519-sha256). */
+export const DKIM_ALGORITHMS = ['rsa-sha256', 'ed25519-sha256'] as const;
+/** header/body canonicalization (RFC 6376 §3.4). */
+export const DKIM_CANONICALIZATIONS = ['relaxed/relaxed', 'relaxed/simple', 'simple/relaxed', 'simple/simple'] as const;
+/** Signed when present: the originator and subject, the MIME structure and the RFC 8058 one-click unsubscribe pair. */
+export const DEFAULT_DKIM_HEADERS = ['From', 'Reply-To', 'Subject', 'Date', 'To', 'Cc', 'Message-ID', 'In-Reply-To', 'References', 'MIME-Version', 'Content-Type', 'Content-Transfer-Encoding', 'List-Unsubscribe', 'List-Unsubscribe-Post'];
+/** Listed in h= once more than they occur, so nobody can add another one without breaking the signature (RFC 6376 §8.15). */
+export const DEFAULT_DKIM_OVERSIGNED = ['From'];
+const headerName = z.string().regex(/^[!-9;-~]{1,64}$/, 'a header field name such as Subject');
+/** A DNS label sequence for `s=` (RFC 6376 §3.1): letters, digits, "-" and "_"... in dot-separated labels. */
+const dkimSelector = z.string().regex(/^[A-Za-z0-9_]([-A-Za-z0-9_]{0,61}[A-Za-z0-9_])?(\.[A-Za-z0-9_]([-A-Za-z0-9_]{0,61}[A-Za-z0-9_])?)*$/, 'a selector of letters, digits, "-" and "_" in dot-separated labels');
+
+export const DkimKey = z.strictObject({
+  /** The signing domain (`d=`); messages whose From domain is this domain (or, with organizationalDomain, a sub-domain of it) are signed. */
+  domain: hostname.transform((value) => value.toLowerCase()),
+  /** `s=`: the public key is published at <selector>._domainkey.<domain>. */
+  selector: dkimSelector,
+  algorithm: z.enum(DKIM_ALGORITHMS).default('rsa-sha256'),
+  /** PEM private key (PKCS#8 or PKCS#1); rsa-sha256 needs 2048 bits or more. Re-read on change. */
+  keyFile: filePath,
+  /** Overrides the pool's canonicalization for this key. */
+  canonicalization: z.enum(DKIM_CANONICALIZATIONS).optional(),
+});
+
+export const DkimSettings = z.strictObject({
+  /** Keys of the whole pool (PowerMTA `domain-key` outside a virtual-mta); a VirtualMTA's own keys for a domain take precedence. */
+  keys: z.array(DkimKey).max(1000).default([]),
+  canonicalization: z.enum(DKIM_CANONICALIZATIONS).default('relaxed/relaxed'),
+  /** Header fields signed when present (case-insensitive); must include From. */
+  headers: z.array(headerName).min(1).max(64).default(DEFAULT_DKIM_HEADERS).refine((names) => names.some((name) => name.toLowerCase() === 'from'), 'must include From (RFC 6376 §5.4)'),
+  oversignHeaders: z.array(headerName).max(64).default(DEFAULT_DKIM_OVERSIGNED),
+  /** Signature lifetime (`x=` = signing time + this); omitted = no x= tag. */
+  expireAfter: duration.optional(),
+  /** Sign a From domain without a key of its own with its organizational domain's key (public suffix list: news.example.com -> example.com). */
+  organizationalDomain: z.boolean().default(true),
+});
+
 export const VirtualMta = z.strictObject({
   name,
   /** Source address of outbound connections (PowerMTA `smtp-source-host`); omitted = the host's default. */
@@ -192,6 +229,8 @@ export const VirtualMta = z.strictObject({
   hostname,
   weight: z.number().int().min(1).max(1000).default(1),
   domains: z.array(DomainSettings).max(1000).default([]),
+  /** Keys used for messages routed to this VirtualMTA (PowerMTA `domain-key` inside `<virtual-mta>`), before the pool's keys of the same domain. */
+  dkimKeys: z.array(DkimKey).max(1000).default([]),
 });
 
 export const Pool = z.strictObject({
@@ -200,6 +239,7 @@ export const Pool = z.strictObject({
   /** Per-domain settings shared by every VirtualMTA of the pool. */
   domainDefaults: z.array(DomainSettings).max(1000).default([]),
   virtualMtas: z.array(VirtualMta).min(1).max(1000),
+  dkim: DkimSettings.prefault({}),
 });
 
 export const DeliverySettings = z.strictObject({
@@ -276,3 +316,7 @@ export type ListenerConfig = RuntimeConfig['listeners'][number];
 export type RelayPolicyConfig = RuntimeConfig['relayPolicies'][number];
 export type VirtualMtaConfig = RuntimeConfig['pool']['virtualMtas'][number];
 export type DomainSettingsConfig = z.output<typeof DomainSettings>;
+export type DkimKeyConfig = z.output<typeof DkimKey>;
+export type DkimSettingsConfig = z.output<typeof DkimSettings>;
+export type DkimAlgorithm = (typeof DKIM_ALGORITHMS)[number];
+export type DkimCanonicalization = (typeof DKIM_CANONICALIZATIONS)[number];

@@ -11,7 +11,7 @@ import { parseMailbox, type Mailbox } from './address.ts';
 import type { AuthFailureLimiter } from './auth-failures.ts';
 import { CredentialStore } from './credentials.ts';
 import { readMessage } from './message-reader.ts';
-import { compileRelayPolicy, decideRecipient, decideSender, parseCidr } from './relay-policy.ts';
+import { compileRelayPolicy, decideRecipient, decideSender, parseCidr, userSenderDomains } from './relay-policy.ts';
 import { RelaySmtpServer } from './smtp-connection.ts';
 import { loadTlsCredentials, type ReadFile, type TlsCredentials } from './tls-credentials.ts';
 import type { AcceptedRecipient, AcceptedTransaction, MessageAcceptor } from './transaction.ts';
@@ -66,8 +66,7 @@ export async function buildListenerSnapshot(config: RuntimeConfig, listener: Lis
   };
   const userOf = (session: SMTPServerSession): string | undefined => (typeof session.user === 'string' ? session.user : undefined);
 
-  const senderDomainsOf = (user: string): readonly string[] =>
-    policyConfig.users?.allowedSenderDomains[user] ?? policyConfig.users?.defaultAllowedSenderDomains ?? [];
+  const senderDomainsOf = (user: string): readonly string[] => userSenderDomains(policyConfig, user);
 
   const onAuth = (auth: SMTPServerAuthentication, session: SMTPServerSession, callback: (err: Error | null | undefined, response?: SMTPServerAuthenticationResponse) => void): void => {
     const { maxFailures, failureWindow } = listener.auth;

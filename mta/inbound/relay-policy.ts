@@ -59,6 +59,11 @@ export function addressInNetworks(address: string, networks: ReadonlyArray<[ipad
   return networks.some(([network, bits]) => network.kind() === parsed.kind() && parsed.match(network, bits));
 }
 
+/** The sender domains an authenticated user may use: their own list, else the policy's default. */
+export function userSenderDomains(policy: RelayPolicyConfig, user: string): readonly string[] {
+  return policy.users?.allowedSenderDomains[user] ?? policy.users?.defaultAllowedSenderDomains ?? [];
+}
+
 export interface SenderFacts {
   listener: ListenerConfig;
   user: string | undefined;

@@ -116,6 +116,20 @@ export class RelayMetrics {
     registers: [this.registry],
   });
 
+  // DKIM signing (mta/signing/dkim-signer.ts). `match` is how the From domain found its key, never the domain itself.
+  readonly dkimSignatures = new Counter({
+    name: 'vmta_dkim_signatures_total',
+    help: 'DKIM signatures added, by how the From domain matched a key (direct, organizational) and algorithm (rsa-sha256, ed25519-sha256).',
+    labelNames: ['match', 'algorithm'] as const,
+    registers: [this.registry],
+  });
+  readonly dkimUnsigned = new Counter({
+    name: 'vmta_dkim_unsigned_messages_total',
+    help: 'Accepted messages sent without a DKIM signature, by reason (no_key, no_from_domain, from_not_allowed, signing_failed).',
+    labelNames: ['reason'] as const,
+    registers: [this.registry],
+  });
+
   constructor(options: { processMetrics?: boolean } = {}) {
     if (options.processMetrics ?? true) collectDefaultMetrics({ register: this.registry });
   }

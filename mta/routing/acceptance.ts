@@ -1,12 +1,16 @@
 // The MessageAcceptor the listeners call once DATA is complete: it names the message (queue id
 // from the spool), takes the X-Virtual-MTA headers out and prepends the Received header, routes
-// the message to a VirtualMTA, and stores it durably; only then does the client get its 250.
+// the message to a VirtualMTA, DKIM-signs it (the last change the relay makes to the bytes, so
+// the spool holds exactly what every delivery attempt sends), and stores it durably; only then
+// does the client get its 250.
 // Counting received messages and bytes, and logging the acceptance, is the listener's job (it
 // answers the client); store latency and fsyncs are the spool's; the queue depth gauge is the delivery scheduler's (it owns the ready and
 // scheduled states), which learns of each new message through `onAccepted`.
 import type { RuntimeConfig } from '../config/schema.ts';
+import { userSenderDomains } from '../inbound/relay-policy.ts';
 import type { AcceptedTransaction, MessageAcceptor } from '../inbound/transaction.ts';
 import type { Logger } from '../observe/log.ts';
+import type { DkimSigner } from '../signing/dkim-signer.ts';
 import type { Spool, SpooledMessage } from '../spool/types.ts';
 import { editHeaders } from './message-headers.ts';
 import { formatReceivedHeader } from './received-header.ts';
@@ -19,6 +23,8 @@ export interface MessageAcceptorOptions {
   logger?: Logger;
   /** Called with each stored message, e.g. to hand it to the delivery scheduler. */
   onAccepted?: (message: SpooledMessage) => void;
+  /** The signer of the config in force (swapped with it on reload); none = nothing is signed. */
+  getSigner?: () => DkimSigner | undefined;
   /** Clock for the Received date and receivedAt (tests). */
   now?: () => Date;
 }
@@ -55,6 +61,10 @@ export function createMessageAcceptor(options: MessageAcceptorOptions): MessageA
       },
       selector,
     );
+    const allowedFrom = transaction.user !== undefined ? userSenderDomains(transaction.policy, transaction.user) : undefined;
+    const signing = await options.getSigner?.()?.sign(message, edit, decision.virtualMta, allowedFrom);
+    if (signing?.kind === 'unsigned' && signing.reason === 'signing_failed') logger?.error({ queueId, err: signing.error }, 'DKIM signing failed; the message is sent unsigned');
+    const chunks = signing?.kind === 'signed' ? [signing.fields, ...edit.chunks] : edit.chunks;
     const stored = await spool.store(
       {
         mailFrom: transaction.mailFrom,
@@ -67,13 +77,14 @@ export function createMessageAcceptor(options: MessageAcceptorOptions): MessageA
         eightBitMime: transaction.eightBitMime,
         smtpUtf8: transaction.smtpUtf8,
       },
-      edit.chunks,
+      chunks,
       queueId,
     );
     const routed = {
       queueId,
       virtualMta: decision.virtualMta,
       routedBy: decision.reason,
+      dkim: signing?.kind === 'signed' ? { domain: signing.domain, match: signing.match, signatures: signing.signatures } : (signing?.reason ?? 'off'),
       ...(decision.ruleIndex !== undefined ? { routingRule: decision.ruleIndex } : {}),
       ...(decision.ignoredHeader ? { virtualMtaHeaderIgnored: decision.ignoredHeader, virtualMtaHeader: edit.virtualMtaHeaders[0] } : {}),
     };

@@ -18,9 +18,11 @@ export interface HeaderEdit {
   virtualMtaHeaders: string[];
   /** Offset in the original message where the header section ends (start of the blank line, or of the body). */
   headerEnd: number;
+  /** The original message's header fields that were kept (all but X-Virtual-MTA), top first. */
+  keptFields: HeaderField[];
 }
 
-interface HeaderField {
+export interface HeaderField {
   start: number;
   end: number;
   nameEnd: number;
@@ -64,7 +66,7 @@ export function parseHeaderFields(message: Buffer): { fields: HeaderField[]; hea
   return { fields, headerEnd: position };
 }
 
-function unfoldedValue(message: Buffer, field: HeaderField): string {
+export function unfoldedValue(message: Buffer, field: HeaderField): string {
   const colon = message.indexOf(COLON, field.nameEnd);
   return message
     .toString('utf8', colon + 1, field.end)
@@ -76,13 +78,17 @@ export function editHeaders(message: Buffer, prepend: Buffer): HeaderEdit {
   const { fields, headerEnd } = parseHeaderFields(message);
   const chunks: Buffer[] = [prepend];
   const virtualMtaHeaders: string[] = [];
+  const keptFields: HeaderField[] = [];
   let copiedUpTo = 0;
   for (const field of fields) {
-    if (message.toString('latin1', field.start, field.nameEnd).toLowerCase() !== VIRTUAL_MTA_HEADER) continue;
+    if (message.toString('latin1', field.start, field.nameEnd).toLowerCase() !== VIRTUAL_MTA_HEADER) {
+      keptFields.push(field);
+      continue;
+    }
     virtualMtaHeaders.push(unfoldedValue(message, field));
     if (field.start > copiedUpTo) chunks.push(message.subarray(copiedUpTo, field.start));
     copiedUpTo = field.end;
   }
   if (copiedUpTo < message.length) chunks.push(message.subarray(copiedUpTo));
-  return { chunks, virtualMtaHeaders, headerEnd };
+  return { chunks, virtualMtaHeaders, headerEnd, keptFields };
 }

@@ -2,6 +2,7 @@
 // each with its source address, EHLO hostname and per-domain settings, and how the pool runs:
 // replicas, spool storage, egress mode for source addresses, image and pod overrides.
 import { z } from 'zod';
+import { dkimKeyList, DkimKeyStatus, DkimSpec } from './dkim.ts';
 import { domainSettingsList } from './domain-settings.ts';
 import { annotationValue, API_GROUP_VERSION, celRules, conditions, domainPattern, hostname, ipAddress, labelKey, labelValue, ObjectMeta, objectName, quantity, uniqueListBy } from './fields.ts';
 
@@ -11,6 +12,7 @@ export const VirtualMtaSpec = z.strictObject({
   hostname: hostname.describe('EHLO name of outbound connections; should match the reverse DNS of sourceAddress.'),
   weight: z.number().int().min(1).max(1000).default(1).describe('Share of mail under `selection: weighted`.'),
   domains: domainSettingsList.optional().describe('Per-domain settings of this VirtualMTA, over the pool\'s domainDefaults.'),
+  dkimKeys: dkimKeyList.optional().describe('DKIM keys for mail sent through this VirtualMTA (PowerMTA `domain-key` inside `<virtual-mta>`); used before the pool\'s keys of the same domain.'),
 });
 
 const Toleration = z.strictObject({
@@ -62,6 +64,7 @@ export const VirtualMtaPoolSpec = z
       })
       .optional(),
     trackedDomains: z.array(domainPattern).max(100).optional().describe('Recipient domains that get their own metric label; others count as "other".'),
+    dkim: DkimSpec.optional().describe('DKIM signing (RFC 6376, RFC 8463): keys from Secrets and signing defaults.'),
     resolvers: z.array(z.string().max(64).regex(/^(\[[0-9A-Fa-f:.]+\]|[0-9A-Fa-f:.]+)(:[0-9]{1,5})?$/, 'an address, optionally with :port')).max(8).optional().describe('DNS servers for MX lookups ("10.0.0.10" or "10.0.0.10:53"); empty uses the pod\'s resolvers.'),
   });
 
@@ -83,6 +86,7 @@ export const VirtualMtaPoolStatus = z.strictObject({
   configHash: z.string().max(128).optional().describe('sha256 of the rendered relay.yaml; ConfigApplied is True when every ready pod reports it.'),
   podTemplateHash: z.string().max(128).optional().describe('Hash of the cold fields on the pod template.'),
   virtualMtas: z.array(VirtualMtaSummary).max(1000).optional(),
+  dkimKeys: z.array(DkimKeyStatus).max(2000).optional().describe('Per DKIM key: whether <selector>._domainkey.<domain> publishes its public key.'),
 });
 
 export const VirtualMtaPool = z.strictObject({

@@ -1,7 +1,12 @@
 // What the operator keeps of each cached object: only the fields it reads. managedFields are
 // dropped everywhere, Secrets keep their key names but never their values (rendering needs only
-// which keys exist), pods keep their labels, readiness and IP.
+// which keys exist) — of a key holding a PEM private key only its public half and size are kept,
+// for the DKIM DNS check — and pods keep their labels, readiness and IP.
+import { summarizePrivateKey, type PublicKeySummary } from '../../mta/signing/dkim-keys.ts';
 import type { KubeObject } from '../kube/types.ts';
+
+/** The field of a cached Secret with the public keys of its private-key entries, by Secret key. */
+export const PUBLIC_KEYS_FIELD = 'vmtaPublicKeys';
 
 export function withoutManagedFields(object: KubeObject): KubeObject {
   if (!('managedFields' in object.metadata)) return object;
@@ -10,9 +15,17 @@ export function withoutManagedFields(object: KubeObject): KubeObject {
 }
 
 export function secretKeysOnly(secret: KubeObject): KubeObject {
-  const keys = [...Object.keys((secret.data as object | undefined) ?? {}), ...Object.keys((secret.stringData as object | undefined) ?? {})];
+  const data = (secret.data as Record<string, string> | undefined) ?? {};
+  const stringData = (secret.stringData as Record<string, string> | undefined) ?? {};
+  const keys = [...Object.keys(data), ...Object.keys(stringData)];
+  const publicKeys: Record<string, PublicKeySummary> = {};
+  for (const key of keys) {
+    const value = key in data ? Buffer.from(data[key] ?? '', 'base64') : Buffer.from(stringData[key] ?? '', 'utf8');
+    const summary = summarizePrivateKey(value);
+    if (summary) publicKeys[key] = summary;
+  }
   const { name, namespace, uid, resourceVersion } = secret.metadata;
-  return { apiVersion: secret.apiVersion, kind: secret.kind, metadata: { name, namespace, uid, resourceVersion }, data: Object.fromEntries(keys.map((key) => [key, ''])) };
+  return { apiVersion: secret.apiVersion, kind: secret.kind, metadata: { name, namespace, uid, resourceVersion }, data: Object.fromEntries(keys.map((key) => [key, ''])), [PUBLIC_KEYS_FIELD]: publicKeys };
 }
 
 export function podReadiness(pod: KubeObject): KubeObject {

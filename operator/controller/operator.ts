@@ -14,7 +14,8 @@ import type { KubeObject } from '../kube/types.ts';
 import { WorkQueue } from '../kube/work-queue.ts';
 import { OperatorMetrics } from '../observe/metrics.ts';
 import { FIELD_MANAGER } from '../render/layout.ts';
-import { podReadiness, secretKeysOnly, withoutManagedFields } from './cache-transforms.ts';
+import { podReadiness, PUBLIC_KEYS_FIELD, secretKeysOnly, withoutManagedFields } from './cache-transforms.ts';
+import { DkimDnsChecker } from './dkim-dns-check.ts';
 import type { ConfigHashReader } from './config-hash-reader.ts';
 import { HealthServer } from './health-server.ts';
 import { OWNED_KINDS, Reconciler, parseWorkKey, workKey, type Caches, type OwnedKind } from './reconciler.ts';
@@ -48,6 +49,8 @@ export interface OperatorOptions {
   resyncPeriodMs?: number;
   watchdogMs?: number;
   pollIntervalMs?: number;
+  /** How long a DKIM TXT lookup is cached, and how soon a pool with a key not yet Published is checked again (default 60 s). */
+  dkimRecheckIntervalMs?: number;
   /** A repeated Event is written again (count patched) only after this long (default 10 min). */
   eventAggregationWindowMs?: number;
   metrics?: OperatorMetrics;
@@ -91,6 +94,8 @@ export class VmtaOperator {
       configHashReader: options.configHashReader,
       image: options.image,
       pollIntervalMs: options.pollIntervalMs ?? 5000,
+      dkimChecker: new DkimDnsChecker({ cacheMs: options.dkimRecheckIntervalMs ?? 60_000 }),
+      dkimRecheckIntervalMs: options.dkimRecheckIntervalMs ?? 60_000,
       logger: options.logger,
       enqueue: (key) => this.queue?.add(key),
     });
@@ -232,8 +237,8 @@ export class VmtaOperator {
       for (const pool of pools) this.enqueue(workKey('VirtualMtaPool', policy.metadata.namespace, pool));
     });
     this.caches.secrets.onEvent((kind, secret, previous) => {
-      // Only the key names matter to rendering; a resync or a value change needs nothing.
-      const keys = (o: KubeObject | undefined) => JSON.stringify(Object.keys((o?.data as object | undefined) ?? {}).sort());
+      // Only the key names matter to rendering, and the public keys to the DKIM check; a resync or another value change needs nothing.
+      const keys = (o: KubeObject | undefined) => JSON.stringify([Object.keys((o?.data as object | undefined) ?? {}).sort(), o?.[PUBLIC_KEYS_FIELD]]);
       if (kind === 'update' && keys(secret) === keys(previous)) return;
       this.enqueuePoolsOfNamespace(secret.metadata.namespace);
     });

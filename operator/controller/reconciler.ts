@@ -4,6 +4,8 @@
 // owned objects render no longer wants, and write status through /status only when it changed.
 // Problems render reports (a missing policy, a port clash, a missing Secret key) set Ready=False
 // with the render's reason and message plus a Warning Event, and leave the running objects alone.
+// A pool with DKIM keys also gets each key's DNS state (dkim-dns-check.ts) in status.dkimKeys
+// and DkimPublished, and is looked at again until every key is Published.
 // SmtpListener and RelayPolicy status follow from their pool's latest render.
 import type { Logger } from 'pino';
 import { parseVmtaResource, type VmtaResource } from '../api/parse.ts';
@@ -20,6 +22,9 @@ import type { RenderProblem } from '../render/contract.ts';
 import { poolSelector, selectorLabels } from '../render/layout.ts';
 import { renderPool, type PoolRender } from '../render/pool.ts';
 import type { ConfigHashReader } from './config-hash-reader.ts';
+import { PUBLIC_KEYS_FIELD } from './cache-transforms.ts';
+import type { DkimDnsChecker } from './dkim-dns-check.ts';
+import type { PublicKeySummary } from '../../mta/signing/dkim-keys.ts';
 import { findCondition, mergeConditions, sameStatus, type Condition, type ConditionInput } from './conditions.ts';
 
 export const PAUSED_ANNOTATION = 'vmta.dev/paused';
@@ -53,6 +58,10 @@ export interface ReconcilerOptions {
   image: string;
   /** How soon to look again at a pool that is still rolling out or applying its config. */
   pollIntervalMs: number;
+  /** Checks each DKIM key's DNS record (status.dkimKeys, DkimPublished). */
+  dkimChecker: DkimDnsChecker;
+  /** How soon to look again at a pool whose DKIM keys are not all Published. */
+  dkimRecheckIntervalMs: number;
   logger: Logger;
   /** Called with keys whose status follows from a pool's render (its listeners and policies). */
   enqueue: (key: string) => void;
@@ -169,6 +178,9 @@ export class Reconciler {
       { type: 'Degraded', status: 'False', reason: 'AsExpected', message: 'the pool renders and applies without problems' },
       rollout.configApplied,
     ];
+    const dkim = await this.options.dkimChecker.check(pool, (secretName, key) => (caches.secrets.get(`${namespace}/${secretName}`)?.[PUBLIC_KEYS_FIELD] as Record<string, PublicKeySummary> | undefined)?.[key], previous?.dkimKeys);
+    if (dkim) conditions.push(dkim.condition);
+    for (const key of dkim?.changed ?? []) await events.record(raw, key.state === 'Published' ? 'Normal' : 'Warning', key.state === 'Unknown' ? 'DkimLookupFailed' : `Dkim${key.state}`, `DKIM key ${key.selector}._domainkey.${key.domain} (${key.algorithm}${key.virtualMta ? `, VirtualMTA ${key.virtualMta}` : ''}): ${key.message ?? key.state}`);
     await this.writeStatus(raw, {
       observedGeneration: generation,
       conditions: mergeConditions(previous?.conditions, conditions, generation, new Date()),
@@ -183,9 +195,11 @@ export class Reconciler {
         hostname: vmta.hostname ?? pool.spec.hostname ?? '',
         domains: vmta.domains?.length ?? 0,
       })),
+      ...(dkim ? { dkimKeys: dkim.keys } : {}),
     });
     const converged = !progressing && rollout.configApplied.status === 'True';
-    return converged ? undefined : { requeueAfterMs: this.options.pollIntervalMs };
+    if (!converged) return { requeueAfterMs: this.options.pollIntervalMs };
+    return dkim?.condition.status === 'True' || !dkim ? undefined : { requeueAfterMs: this.options.dkimRecheckIntervalMs };
   }
 
   /**

@@ -1,6 +1,6 @@
 // The one difference between a pod and local mode: where things are. Takes the runtime config
 // exactly as the operator renders it into the ConfigMap and rewrites only locations: Secret
-// mounts -> files in the work dir, the spool -> the work dir, listeners -> 127.0.0.1 (ports
+// mounts (certificates, users, admin token, DKIM keys) -> files in the work dir, the spool -> the work dir, listeners -> 127.0.0.1 (ports
 // keep the pod rule: below 1024 +10000, plus an optional shift to run several copies side by
 // side), the admin port -> one per pool, and source addresses this machine does not own are
 // left out (the relay could not bind them). Pure.
@@ -51,6 +51,7 @@ export function localizeConfig(rendered: RuntimeConfigInput, placement: LocalPla
   for (const policy of config.relayPolicies) {
     if (policy.users) policy.users.secretPath = secretPath(policy.users.secretPath) ?? policy.users.secretPath;
   }
+  for (const key of [...(config.pool.dkim?.keys ?? []), ...config.pool.virtualMtas.flatMap((vmta) => vmta.dkimKeys ?? [])]) key.keyFile = secretPath(key.keyFile) ?? key.keyFile;
   if (config.spool.path === SPOOL_DIR) config.spool.path = path.join(poolDir, 'spool');
   config.admin = compact({ ...config.admin, address: '127.0.0.1', port: ADMIN_PORT + placement.poolIndex + placement.portShift, tokenFile: secretPath(config.admin?.tokenFile) });
   for (const vmta of config.pool.virtualMtas) {

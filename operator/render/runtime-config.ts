@@ -12,6 +12,7 @@ import type { RelayPolicy } from '../api/relay-policy.ts';
 import { resolveListener, type ResolvedListener, type SmtpListener } from '../api/smtp-listener.ts';
 import type { VirtualMtaPool } from '../api/virtual-mta-pool.ts';
 import type { ObjectReference, RenderProblem } from './contract.ts';
+import { dkimConfig, dkimKeyConfig, dkimKeysWithFields } from './dkim-config.ts';
 import { ADMIN_PORT, relayPort, secretDir, SPOOL_DIR } from './layout.ts';
 
 /** What render may know of a Secret: its name and the keys it holds, never the values. */
@@ -122,6 +123,7 @@ export function renderRuntimeConfig(inputs: RuntimeConfigInputs): RuntimeConfigR
 
   const tokenSecret = pool.spec.admin?.tokenSecretName;
   if (tokenSecret) requireSecret(pool, 'spec.admin.tokenSecretName', tokenSecret, [ADMIN_TOKEN_KEY]);
+  for (const { key, field } of dkimKeysWithFields(pool)) requireSecret(pool, `${field}.secretName`, key.secretName, [key.secretKey]);
 
   const config = buildConfig(pool, listeners, policies);
   const checked = RuntimeConfig.safeParse(config, { reportInput: true });
@@ -143,8 +145,9 @@ function buildConfig(pool: VirtualMtaPool, listeners: ListenerPlan[], policies: 
       selection: spec.selection,
       domainDefaults: (spec.domainDefaults ?? []).map(domainSettings),
       virtualMtas: spec.virtualMtas.map((vmta) =>
-        compact({ name: vmta.name, sourceAddress: vmta.sourceAddress, hostname: vmta.hostname, weight: vmta.weight, domains: (vmta.domains ?? []).map(domainSettings) }),
+        compact({ name: vmta.name, sourceAddress: vmta.sourceAddress, hostname: vmta.hostname, weight: vmta.weight, domains: (vmta.domains ?? []).map(domainSettings), dkimKeys: vmta.dkimKeys?.map(dkimKeyConfig) }),
       ),
+      ...(spec.dkim ? { dkim: dkimConfig(pool) } : {}),
     },
     listeners: listeners.map(listenerConfig),
     relayPolicies: policies.map(policyConfig),

@@ -25,7 +25,7 @@ test('vmta operator refuses bad options naming the flag and value', () => {
 
 test('the operator caches Secret key names but never their values, and only the readiness of pods', () => {
   const secret = secretKeysOnly({ apiVersion: 'v1', kind: 'Secret', metadata: { name: 's', namespace: 'n', managedFields: [{}] }, data: { alice: 'cGFzcw==' }, stringData: { bob: 'pw' } });
-  assert.deepEqual(secret, { apiVersion: 'v1', kind: 'Secret', metadata: { name: 's', namespace: 'n', uid: undefined, resourceVersion: undefined }, data: { alice: '', bob: '' } });
+  assert.deepEqual(secret, { apiVersion: 'v1', kind: 'Secret', metadata: { name: 's', namespace: 'n', uid: undefined, resourceVersion: undefined }, data: { alice: '', bob: '' }, vmtaPublicKeys: {} });
   const pod = podReadiness({
     apiVersion: 'v1',
     kind: 'Pod',

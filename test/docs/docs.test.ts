@@ -1,7 +1,8 @@
 // Every command in the docs pages is run or checked. docs/install.md and docs/monitoring.md
 // have their own tests (test/chart/install-doc.test.ts, test/chart/monitoring-doc.test.ts); this
 // covers the other pages. Commands that can run here are run and must succeed: `vmta` (queue
-// actions against a running relay process with a queued message, an import of a PowerMTA config), `helm template`, `promtool`.
+// actions against a running relay process with a queued message, an import of a PowerMTA config), `helm template`, `promtool`,
+// `openssl` (key generation, in a scratch directory).
 // `kubectl` commands need a cluster, so they are checked instead: verb, resource types, object
 // names (from examples/ and its golden render), labels, condition types, field selectors and
 // every `kubectl explain` path against the generated CRDs. The test output says which was which.
@@ -217,6 +218,13 @@ describe('commands in docs/', { timeout: 300_000 }, () => {
           assert.equal(args[0], 'template', `${line}: only helm template runs without a cluster`);
           const result = helm(args.map((word) => (word === 'charts/vmta-operator' ? CHART_DIR : word)));
           assert.equal(result.status, 0, `${line}\n${result.stderr}`);
+          t.diagnostic(`ran: ${line}`);
+        } else if (program === 'openssl') {
+          // Key generation (docs/dkim.md), in the scratch directory; the key must be what the page says it makes.
+          const result = spawnSync('openssl', args, { cwd: relayDir!.path, encoding: 'utf8', timeout: 60_000 });
+          assert.equal(result.status, 0, `${line}\n${result.stderr}`);
+          const out = args[args.indexOf('-out') + 1];
+          if (args[0] === 'genpkey' && out) assert.match(readFileSync(path.join(relayDir!.path, out), 'utf8'), /^-----BEGIN PRIVATE KEY-----/, `${line} writes a PEM key`);
           t.diagnostic(`ran: ${line}`);
         } else if (program === 'promtool') {
           const result = promtool(args);
