@@ -14,6 +14,7 @@
 // ipaddr.js too, Go's netip refuses it; "10.0.0.1/8" is a host to one tool and 10.0.0.0/8 to
 // another), so the only value whose meaning every reader agrees on is the canonical one, and
 // the value stored in the resource is then exactly the value the relay matches.
+import net from 'node:net';
 import ipaddr from 'ipaddr.js';
 
 export type IpFamily = 4 | 6;
@@ -72,12 +73,18 @@ interface AddressReading {
 function readAddress(text: string): AddressReading | null {
   if (text.includes(':')) {
     // Zone ids ("fe80::1%eth0") name an interface, not an address anyone can match.
-    if (!/^[0-9A-Fa-f:.]+$/.test(text) || !ipaddr.IPv6.isValid(text)) return null;
-    const dotted = text.match(/:([0-9]*\.[0-9.]*)$/);
-    if (dotted && readIpv4(dotted[1] ?? '') === null) return null;
-    const bytes = ipaddr.IPv6.parse(text).toByteArray();
-    const value = bytes.reduce((sum, byte) => (sum << 8n) | BigInt(byte), 0n);
-    return { value, writtenFamily: 6, ambiguous: dotted ? (readIpv4(dotted[1] ?? '')?.ambiguous ?? false) : false };
+    if (!/^[0-9A-Fa-f:.]+$/.test(text) || !net.isIPv6(text)) return null;
+    const dotted = /:([0-9]*\.[0-9.]*)$/.exec(text);
+    const tail = dotted ? readIpv4(dotted[1] ?? '') : null;
+    if (dotted && !tail) return null;
+    // The dotted tail becomes two groups; ipaddr.js would read "::10.0.0.1" as mapped, which it is not.
+    const hex = tail ? `${text.slice(0, dotted!.index + 1)}${(tail.value >> 16n).toString(16)}:${(tail.value & 0xffffn).toString(16)}` : text;
+    const [head = '', rest] = hex.split('::');
+    const headGroups = head === '' ? [] : head.split(':');
+    const restGroups = rest === undefined || rest === '' ? [] : rest.split(':');
+    const groups = rest === undefined ? headGroups : [...headGroups, ...Array<string>(8 - headGroups.length - restGroups.length).fill('0'), ...restGroups];
+    const value = groups.reduce((sum, group) => (sum << 16n) | BigInt(`0x${group}`), 0n);
+    return { value, writtenFamily: 6, ambiguous: tail?.ambiguous ?? false };
   }
   const ipv4 = readIpv4(text);
   return ipv4 && { value: MAPPED_PREFIX | ipv4.value, writtenFamily: 4, ambiguous: ipv4.ambiguous };
@@ -127,7 +134,7 @@ export function parseAddressRange(text: string): Parsed<AddressRange> {
   let writtenPrefix = writtenBits;
   if (slash >= 0) {
     const bits = text.slice(slash + 1);
-    if (!/^[0-9]{1,3}$/.test(bits) || Number(bits) > writtenBits) {
+    if (!/^[0-9]{1,8}$/.test(bits) || Number(bits) > writtenBits) {
       return { ok: false, error: `"${text}" is not a valid CIDR: the prefix length must be 0 to ${writtenBits} for IPv${reading.writtenFamily}` };
     }
     writtenPrefix = Number(bits);
