@@ -13,6 +13,7 @@
 // to avoid exactly these probes passes, and patterns wider than one's own domains that avoid
 // every probe (`.*@(gmail|yahoo)\.com`) are still the author's responsibility.
 import { matchesDomainPattern } from '../routing/domain-pattern.ts';
+import { seededRandom } from './seeded-random.ts';
 
 export type RelayAddressMatcher = { kind: 'exact'; address: string } | { kind: 'regex'; regex: RegExp };
 
@@ -40,20 +41,9 @@ export function relayAddressMatches(matcher: RelayAddressMatcher, address: strin
 const PROBE_TLDS = ['com', 'net', 'org', 'io', 'de', 'co.uk', 'com.au', 'fr', 'info', 'xyz', 'xn--p1ai', 'example', 'test', 'invalid'];
 const PROBE_COUNT = 96;
 
-/** mulberry32: a small deterministic generator, so the probe set is the same on every run and every machine. */
-function seeded(seed: number): () => number {
-  let state = seed >>> 0;
-  return () => {
-    state = (state + 0x6d2b79f5) >>> 0;
-    let t = state;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 function generateProbes(): Array<{ address: string; domain: string }> {
-  const random = seeded(0x5eed_0025);
+  const random = seededRandom(0x5eed_0025);
   const pick = (alphabet: string, min: number, max: number) => {
     const length = min + Math.floor(random() * (max - min + 1));
     let text = '';

@@ -11,6 +11,7 @@ import { systemClock } from '../../mta/delivery/clock.ts';
 import { resolveDomainSettings } from '../../mta/delivery/domain-settings.ts';
 import { MxResolver } from '../../mta/delivery/mx-resolver.ts';
 import { compileRelayPolicy } from '../../mta/inbound/relay-policy.ts';
+import { seededRandom } from '../../mta/config/seeded-random.ts';
 
 function config(mutate: (input: RuntimeConfigInput) => void): RuntimeConfigInput {
   const input: RuntimeConfigInput = {
@@ -44,19 +45,9 @@ function compileEverything(input: RuntimeConfigInput): void {
   for (const vmta of loaded.pool.virtualMtas) resolveDomainSettings('anything.example', vmta, loaded.pool.domainDefaults);
 }
 
-function seeded(seed: number): () => number {
-  let state = seed >>> 0;
-  return () => {
-    state = (state + 0x6d2b79f5) >>> 0;
-    let t = state;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 function randomStrings(alphabet: string, count: number, seed: number, maxLength = 12): string[] {
-  const random = seeded(seed);
+  const random = seededRandom(seed);
   return Array.from({ length: count }, () => Array.from({ length: 1 + Math.floor(random() * maxLength) }, () => alphabet[Math.floor(random() * alphabet.length)]).join(''));
 }
 
