@@ -3,9 +3,10 @@
 // process serves one VirtualMTA pool. Durations are PowerMTA-style strings ("10m", "4d") and
 // are parsed to milliseconds here, so code inward of the loader only sees numbers.
 // `RuntimeConfigInput` is what a renderer writes; `RuntimeConfig` is what the relay uses.
-import net from 'node:net';
 import { z } from 'zod';
 import { DURATION_HINT, DURATION_PATTERN, parseDuration, RATE_HINT, RATE_PATTERN } from './duration.ts';
+import { checkAddressRange, checkHostPort, checkIpAddress, checkRelayAddress, checkReplyPattern, checkResolver, refineWith } from './field-checks.ts';
+import { BROAD_PROXY_TRUST_MESSAGE, openRelayProblems, overlyBroadIndexes } from './open-relay.ts';
 
 export const RUNTIME_CONFIG_API_VERSION = 'vmta.dev/relay-config/v1';
 /** File name of the runtime config inside the mounted config directory. */
@@ -17,8 +18,9 @@ const name = z
   .string()
   .regex(/^[a-z0-9]([-a-z0-9.]{0,61}[a-z0-9])?$/, 'a lower-case name of letters, digits, "-" and "." (at most 63)');
 const port = z.number().int().min(1).max(65535);
-const ipAddress = z.string().refine((value) => net.isIP(value) !== 0, 'an IPv4 or IPv6 address');
-const cidr = z.string().refine(isCidr, 'a CIDR such as 10.0.0.0/8 or 2001:db8::/32, or a single address');
+/** Addresses and ranges in canonical form only (see address-range.ts for why). */
+const ipAddress = z.string().superRefine(refineWith(checkIpAddress));
+const cidr = z.string().superRefine(refineWith(checkAddressRange));
 const hostname = z
   .string()
   .regex(/^(?=.{1,253}$)[A-Za-z0-9]([-A-Za-z0-9]*[A-Za-z0-9])?(\.[A-Za-z0-9]([-A-Za-z0-9]*[A-Za-z0-9])?)*$/, 'a DNS host name');
@@ -27,19 +29,8 @@ export const domainPattern = z
   .string()
   .regex(/^(\*|(\*\.)?[A-Za-z0-9]([-A-Za-z0-9]*[A-Za-z0-9])?(\.[A-Za-z0-9]([-A-Za-z0-9]*[A-Za-z0-9])?)*)$/, 'a domain, "*.domain" or "*"')
   .transform((value) => value.toLowerCase());
-const hostPort = z.string().regex(/^(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9.-]+):\d{1,5}$/, 'host:port, e.g. smarthost.example.net:587');
+const hostPort = z.string().superRefine(refineWith(checkHostPort));
 const filePath = z.string().min(1);
-
-/** An address or CIDR of either family ("10.0.0.0/8", "2001:db8::/32", "192.0.2.1"). */
-export function isCidr(value: string): boolean {
-  const [address, bits, extra] = value.split('/');
-  if (extra !== undefined || address === undefined) return false;
-  const family = net.isIP(address);
-  if (family === 0) return false;
-  if (bits === undefined) return true;
-  if (!/^\d{1,3}$/.test(bits)) return false;
-  return Number(bits) <= (family === 4 ? 32 : 128);
-}
 
 export const TlsSettings = z.strictObject({
   /** none: plain only; starttls: upgrade offered in EHLO; implicit: TLS from the first byte (465). */
@@ -110,19 +101,8 @@ export const PolicyUsers = z.strictObject({
   defaultAllowedSenderDomains: z.array(domainPattern).max(256).default([]),
 });
 
-/** A relay address: an exact address (case-insensitive) or "/regex/flags". */
-export function isRelayAddressPattern(value: string): boolean {
-  const regex = /^\/(.*)\/([imsu]*)$/.exec(value);
-  if (!regex) return value.includes('@');
-  try {
-    new RegExp(regex[1] ?? '', regex[2]);
-    return true;
-  } catch {
-    return false;
-  }
-}
-export const RELAY_ADDRESS_HINT = 'an address such as bounces@example.com or a /regular expression/';
-const relayAddress = z.string().min(1).max(512).refine(isRelayAddressPattern, RELAY_ADDRESS_HINT);
+/** A relay address: an exact address (case-insensitive) or "/regex/flags" (relay-patterns.ts). */
+const relayAddress = z.string().min(1).max(512).superRefine(refineWith(checkRelayAddress));
 
 export const RoutingRule = z
   .strictObject({
@@ -152,6 +132,8 @@ export const RelayPolicy = z.strictObject({
   relayDomains: z.array(domainPattern).max(10_000).default([]),
   /** Unauthenticated mail is accepted for these recipient addresses (exact or /regex/). */
   relayAddresses: z.array(relayAddress).max(10_000).default([]),
+  /** Allows what would otherwise be refused as an open relay (open-relay.ts). */
+  acknowledgeOpenRelay: z.boolean().default(false),
   users: PolicyUsers.optional(),
   routing: Routing.prefault({}),
 });
@@ -160,7 +142,7 @@ const retryBackoff = z.strictObject({ initial: duration, factor: z.number().min(
 
 export const BackoffSettings = z.strictObject({
   /** Regular expressions matched against the whole reply ("^421", "4\\.7\\.[0-9]+"). */
-  replyPatterns: z.array(z.string().min(1).max(256)).min(1).max(64),
+  replyPatterns: z.array(z.string().min(1).max(256).superRefine(refineWith(checkReplyPattern))).min(1).max(64),
   maxSmtpOut: z.number().int().min(1).max(1000).default(1),
   maxMessageRate: rate.optional(),
   retryAfter: duration.prefault('30m'),
@@ -244,7 +226,7 @@ export const Pool = z.strictObject({
 
 export const DeliverySettings = z.strictObject({
   /** DNS servers ("10.0.0.10" or "127.0.0.1:5353"); empty uses the host's resolvers. */
-  resolvers: z.array(z.string().min(1)).max(8).default([]),
+  resolvers: z.array(z.string().min(1).superRefine(refineWith(checkResolver))).max(8).default([]),
   /** TCP port of MX hosts (25; tests point it elsewhere). `smtpHost` routes carry their own port. */
   mxPort: port.default(25),
   /** Queue by MX host set ("site") instead of by recipient domain. */
@@ -296,8 +278,14 @@ export const RuntimeConfig = z
       if (listener.proxyProtocol.enabled && listener.proxyProtocol.trustedCidrs.length === 0) {
         ctx.addIssue({ code: 'custom', path: ['listeners', index, 'proxyProtocol', 'trustedCidrs'], input: [], message: 'PROXY protocol needs at least one trusted CIDR' });
       }
+      for (const broad of overlyBroadIndexes(listener.proxyProtocol.trustedCidrs)) {
+        ctx.addIssue({ code: 'custom', path: ['listeners', index, 'proxyProtocol', 'trustedCidrs', broad], input: listener.proxyProtocol.trustedCidrs[broad], message: BROAD_PROXY_TRUST_MESSAGE });
+      }
     });
     config.relayPolicies.forEach((policy, index) => {
+      for (const open of openRelayProblems({ ...policy, cidrs: policy.allowedCidrs })) {
+        ctx.addIssue({ code: 'custom', path: ['relayPolicies', index, open.field === 'cidrs' ? 'allowedCidrs' : open.field, open.index], input: open.value, message: open.message });
+      }
       policy.routing.rules.forEach((rule, ruleIndex) => {
         if (!vmtaNames.has(rule.virtualMta)) {
           ctx.addIssue({ code: 'custom', path: ['relayPolicies', index, 'routing', 'rules', ruleIndex, 'virtualMta'], input: rule.virtualMta, message: `no VirtualMTA named "${rule.virtualMta}" in pool "${config.pool.name}"` });

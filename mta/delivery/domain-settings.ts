@@ -4,6 +4,7 @@
 // within each list an exact domain over the longest matching "*.suffix" over "*".
 import { parseRate, type Rate } from '../config/duration.ts';
 import type { DomainSettingsConfig, VirtualMtaConfig } from '../config/schema.ts';
+import { REPLY_PATTERN_FLAGS } from '../config/field-checks.ts';
 
 export type TlsPolicy = 'none' | 'opportunistic' | 'required' | 'verify';
 export type RetrySchedule = number[] | { initial: number; factor: number; max: number };
@@ -76,7 +77,7 @@ export function resolveDomainSettings(
     if (block.smtpHost !== undefined) settings.smtpHost = parseHostPort(block.smtpHost);
     if (block.backoff !== undefined) {
       settings.backoff = {
-        replyPatterns: block.backoff.replyPatterns.map((pattern) => new RegExp(pattern, 'i')),
+        replyPatterns: block.backoff.replyPatterns.map((pattern) => new RegExp(pattern, REPLY_PATTERN_FLAGS)),
         maxSmtpOut: block.backoff.maxSmtpOut,
         retryAfter: block.backoff.retryAfter,
         returnAfter: block.backoff.returnAfter,

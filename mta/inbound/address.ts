@@ -6,9 +6,13 @@
 // - several `@` outside a quoted local part (`user@allowed@evil`): refused (501);
 // - quoted local parts: allowed; the domain is what follows the last `@` after the quoted
 //   string, so `"user@evil"@allowed` has domain `allowed` and `"x"@evil` has domain `evil`;
-// - `%` and `!` in the local part (`user%other@allowed`, old sendmail-style routing): parsed,
+// - `%`, `!` and `@` in the local part (`user%other@allowed`, `host!user@allowed`,
+//   `"user@evil"@allowed`: sendmail-style routing that a next hop may still honour): parsed,
 //   but flagged `hasRoutingCharacters` so the relay policy refuses them where relaying is
-//   granted only by recipient domain or address;
+//   granted only by recipient domain or address. The flag looks at what the local part means,
+//   not how it is written: quoted or not, backslash-escaped or not (`"a\%b"`), and after NFKC
+//   folding, so the full-width and small forms (`％`, `﹪`, `！`, `＠`) that a normalising next
+//   hop would turn into routing characters count too;
 // - a trailing dot (`user@allowed.`) names the same domain and is removed; letter case of the
 //   domain is folded; IDN domains are normalised to punycode with node:url domainToASCII;
 // - a non-ASCII local part needs SMTPUTF8 (the caller checks `asciiLocalPart`).
@@ -21,7 +25,7 @@ export interface Mailbox {
   domain: string;
   /** `localPart@domain`, the normalised form handed to the spool. */
   address: string;
-  /** `%` or `!` in the (unquoted) local part: old source-routing syntax. */
+  /** `%`, `!` or `@` in what the local part means (quotes and escapes removed, NFKC-folded): routing syntax. */
   hasRoutingCharacters: boolean;
   asciiLocalPart: boolean;
 }
@@ -60,14 +64,13 @@ export function parseMailbox(raw: string): MailboxResult {
   if (localPart.length === 0 || Buffer.byteLength(localPart) > MAX_LOCAL_PART) return { ok: false, error: 'invalid local part length' };
   const domain = normaliseDomain(rest);
   if (domain === null) return { ok: false, error: 'invalid domain' };
-  const unquoted = localPart.startsWith('"') ? '' : localPart;
   return {
     ok: true,
     mailbox: {
       localPart,
       domain,
       address: `${localPart}@${domain}`,
-      hasRoutingCharacters: /[%!]/.test(unquoted),
+      hasRoutingCharacters: ROUTING_CHARACTERS.test(localPartContent(localPart).normalize('NFKC')),
       // eslint-disable-next-line no-control-regex
       asciiLocalPart: /^[\x00-\x7f]*$/.test(localPart),
     },
@@ -84,6 +87,13 @@ export function normaliseDomain(raw: string): string | null {
   const labels = ascii.split('.');
   if (!labels.every((label) => /^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$/.test(label))) return null;
   return ascii;
+}
+
+const ROUTING_CHARACTERS = /[%!@]/;
+
+/** The local part as its owner reads it: a quoted string without its quotes and backslash escapes. */
+export function localPartContent(localPart: string): string {
+  return localPart.startsWith('"') ? localPart.slice(1, -1).replace(/\\(.)/gsu, '$1') : localPart;
 }
 
 function findClosingQuote(text: string): number {

@@ -6,13 +6,12 @@
 // sessions keep the snapshot they started with.
 import net from 'node:net';
 import tls from 'node:tls';
-import ipaddr from 'ipaddr.js';
 import type { RuntimeConfig } from '../config/schema.ts';
 import type { RejectionReason } from '../observe/metrics.ts';
 import { AuthFailureLimiter } from './auth-failures.ts';
 import { buildListenerSnapshot, type InboundDeps, type ListenerSnapshot } from './listener-session.ts';
 import { readProxyHeader } from './proxy-header.ts';
-import { addressInNetworks } from './relay-policy.ts';
+import { addressText, peerAddressValue, peerInRanges } from '../config/address-range.ts';
 
 export type { InboundDeps } from './listener-session.ts';
 
@@ -104,7 +103,7 @@ class ListenerEndpoint {
       let clientPort = socket.remotePort ?? 0;
       const proxy = snapshot.config.proxyProtocol;
       if (proxy.enabled) {
-        if (!addressInNetworks(peerAddress, snapshot.trustedProxies)) {
+        if (!peerInRanges(peerAddress, snapshot.trustedProxies)) {
           return refuse(socket, 'proxy_untrusted', `421 4.7.0 ${snapshot.hostname} PROXY protocol accepted only from trusted proxies`);
         }
         socket.resume();
@@ -178,7 +177,8 @@ function handshake(socket: net.Socket, snapshot: ListenerSnapshot, timeoutMs: nu
 
 /** IPv4-mapped IPv6 folded to IPv4, IPv6 in canonical form. */
 function normaliseIp(address: string): string {
-  return ipaddr.isValid(address) ? ipaddr.process(address).toString() : address;
+  const value = peerAddressValue(address);
+  return value === null ? address : addressText(value);
 }
 
 export class InboundServer {

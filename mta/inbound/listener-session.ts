@@ -11,7 +11,8 @@ import { parseMailbox, type Mailbox } from './address.ts';
 import type { AuthFailureLimiter } from './auth-failures.ts';
 import { CredentialStore } from './credentials.ts';
 import { readMessage } from './message-reader.ts';
-import { compileRelayPolicy, decideRecipient, decideSender, parseCidr, userSenderDomains } from './relay-policy.ts';
+import { compileRanges, type AddressRange } from '../config/address-range.ts';
+import { compileRelayPolicy, decideRecipient, decideSender, userSenderDomains } from './relay-policy.ts';
 import { RelaySmtpServer } from './smtp-connection.ts';
 import { loadTlsCredentials, type ReadFile, type TlsCredentials } from './tls-credentials.ts';
 import type { AcceptedRecipient, AcceptedTransaction, MessageAcceptor } from './transaction.ts';
@@ -28,7 +29,7 @@ export interface ListenerSnapshot {
   config: ListenerConfig;
   hostname: string;
   tls: TlsCredentials | null;
-  trustedProxies: ReturnType<typeof parseCidr>[];
+  trustedProxies: AddressRange[];
   smtp: RelaySmtpServer;
 }
 
@@ -235,7 +236,7 @@ export async function buildListenerSnapshot(config: RuntimeConfig, listener: Lis
     config: listener,
     hostname,
     tls: tlsCredentials,
-    trustedProxies: listener.proxyProtocol.trustedCidrs.map(parseCidr),
+    trustedProxies: compileRanges(listener.proxyProtocol.trustedCidrs),
     smtp,
   };
 }

@@ -4,10 +4,11 @@
 // richer forms, `bounce-after`, `max-smtp-out`, `max-msg-per-connection`, `max-msg-rate`,
 // `backoff-*`. Used both pool-wide (`domainDefaults`) and per VirtualMTA.
 import { z } from 'zod';
-import { celRules, domainPattern, duration, rate, uniqueListBy } from './fields.ts';
+import { checkReplyPattern, refineWith } from '../../mta/config/field-checks.ts';
+import { celRules, domainPattern, duration, hostPort, rate, uniqueListBy } from './fields.ts';
 
 export const BackoffSettings = z.strictObject({
-  replyPatterns: z.array(z.string().min(1).max(256)).min(1).max(64).describe('Regular expressions matched against the whole reply ("^421", "4\\\\.7\\\\.[0-9]+"); PowerMTA `backoff-reply`.'),
+  replyPatterns: z.array(z.string().min(1).max(256).superRefine(refineWith(checkReplyPattern))).min(1).max(64).describe('Regular expressions matched against the whole reply ("^421", "4\\\\.7\\\\.[0-9]+"); PowerMTA `backoff-reply`.'),
   maxSmtpOut: z.number().int().min(1).max(1000).default(1),
   maxMessageRate: rate.optional(),
   retryAfter: duration.default('30m'),
@@ -34,7 +35,7 @@ export const DomainSettings = z
     maxSmtpOut: z.number().int().min(1).max(10_000).optional(),
     maxMessagesPerConnection: z.number().int().min(1).max(1_000_000).optional(),
     maxMessageRate: rate.optional(),
-    smtpHost: z.string().max(260).regex(/^(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9.-]+):[0-9]{1,5}$/, 'host:port, e.g. smarthost.example.net:587').optional().describe('Deliver to this host:port instead of resolving MX (a smarthost).'),
+    smtpHost: hostPort.optional().describe('Deliver to this host:port instead of resolving MX (a smarthost).'),
     backoff: BackoffSettings.optional().describe('Slow down on throttling replies, return to normal automatically.'),
   })
   .superRefine((settings, ctx) => {

@@ -1,19 +1,23 @@
 // RelayPolicy: who may relay through the listeners that apply it, and how their mail is routed.
 // Relaying is granted only to authenticated users (from a Secret), to `alwaysAllowRelaying`
 // CIDRs, or for `relayDomains` / `relayAddresses` recipients (PowerMTA words). A CIDR wider
-// than any one network owns (0.0.0.0/0, ::/0, or 0.0.0.0/1 + 128.0.0.0/1) would make every
-// unauthenticated listener an open relay, so it is refused unless `acknowledgeOpenRelay: true`
-// says that is really meant.
+// than any one network owns (0.0.0.0/0, ::/0, 0.0.0.0/1, in any notation), a relay domain "*"
+// or a relay address regex that matches every address would make every unauthenticated
+// listener an open relay, so they are refused unless `acknowledgeOpenRelay: true` says that is
+// really meant: by the relay's own rules (mta/config/open-relay.ts) in zod, and by CEL as far as
+// CEL can tell (ranges, "*", "*.tld", regexes without a literal); the rest is the operator's.
 import { z } from 'zod';
-import { isRelayAddressPattern, RELAY_ADDRESS_HINT } from '../../mta/config/schema.ts';
-import { API_GROUP_VERSION, celRules, cidr, conditions, domainPattern, BROAD_CIDR_CEL, isOverlyBroad, objectName, ObjectMeta } from './fields.ts';
+import { checkRelayAddress, refineWith } from '../../mta/config/field-checks.ts';
+import { openRelayProblems } from '../../mta/config/open-relay.ts';
+import { OPEN_DOMAIN_PATTERN_SOURCE, OPEN_REGEX_ENTRY_SOURCE } from '../../mta/config/relay-patterns.ts';
+import { API_GROUP_VERSION, celRules, cidr, conditions, domainPattern, BROAD_CIDR_CEL, objectName, ObjectMeta } from './fields.ts';
 
 /** "bounces@example.com" or "/^bounce-.*@example\\.com$/i". */
 const relayAddress = z
   .string()
   .min(1)
   .max(512)
-  .refine(isRelayAddressPattern, RELAY_ADDRESS_HINT);
+  .superRefine(refineWith(checkRelayAddress));
 
 const userName = z.string().min(1).max(253).regex(/^[-._a-zA-Z0-9@+]+$/, 'a user name of letters, digits and . _ - @ + (a Secret key)');
 
@@ -49,27 +53,40 @@ export const RelayPolicySpec = z
   .strictObject({
     requireTlsForAuth: z.boolean().default(true).describe('Credentials are read only on an encrypted session (530 5.7.0 before TLS).'),
     alwaysAllowRelaying: z.array(cidr).max(1024).optional().describe('Clients in these CIDRs may relay anywhere without AUTH (PowerMTA `always-allow-relaying`).'),
-    acknowledgeOpenRelay: z.boolean().default(false).describe('Says that a CIDR wider than a /8 (IPv4) or /16 (IPv6) in alwaysAllowRelaying is meant: an open relay on unauthenticated listeners.'),
+    acknowledgeOpenRelay: z.boolean().default(false).describe('Says that an open relay on unauthenticated listeners is meant: a CIDR wider than a /8 (IPv4) or /16 (IPv6) in alwaysAllowRelaying, a relayDomains entry such as "*" or a relayAddresses pattern matching addresses at any domain.'),
     relayDomains: z.array(domainPattern).max(10_000).optional().describe('Unauthenticated mail is accepted for recipients in these domains (PowerMTA `relay-domain`).'),
-    relayAddresses: z.array(relayAddress).max(10_000).optional().describe('Unauthenticated mail is accepted for these recipients: exact addresses or /regex/ (PowerMTA `relay-address`).'),
+    // 5,000 (the relay takes 10,000) keeps the open-pattern CEL rule inside the API server's cost budget.
+    relayAddresses: z.array(relayAddress).max(5000).optional().describe('Unauthenticated mail is accepted for these recipients: exact addresses or /regex/ (PowerMTA `relay-address`).'),
     users: PolicyUsers.optional(),
     routing: Routing.optional(),
   })
   .superRefine((spec, ctx) => {
-    if (spec.acknowledgeOpenRelay) return;
-    spec.alwaysAllowRelaying?.forEach((range, index) => {
-      if (isOverlyBroad(range)) {
-        ctx.addIssue({ code: 'custom', path: ['alwaysAllowRelaying', index], input: range, message: `"${range}" is wider than a /8 (IPv4) or /16 (IPv6): that lets a large part of the internet relay, an open relay. List your networks, or set acknowledgeOpenRelay: true if this is really meant` });
-      }
-    });
+    const problems = openRelayProblems({ cidrs: spec.alwaysAllowRelaying ?? [], relayDomains: spec.relayDomains ?? [], relayAddresses: spec.relayAddresses ?? [], acknowledgeOpenRelay: spec.acknowledgeOpenRelay });
+    for (const problem of problems) {
+      ctx.addIssue({ code: 'custom', path: [problem.field === 'cidrs' ? 'alwaysAllowRelaying' : problem.field, problem.index], input: problem.value, message: problem.message });
+    }
   })
   .meta(
-    celRules({
-      rule: `!has(self.alwaysAllowRelaying) || self.acknowledgeOpenRelay || self.alwaysAllowRelaying.all(c, !${BROAD_CIDR_CEL})`,
-      message: 'alwaysAllowRelaying with a CIDR wider than a /8 (IPv4) or /16 (IPv6) makes an open relay: list your networks, or set acknowledgeOpenRelay: true if this is really meant',
-      fieldPath: '.alwaysAllowRelaying',
-      reason: 'FieldValueForbidden',
-    }),
+    celRules(
+      {
+        rule: `!has(self.alwaysAllowRelaying) || self.acknowledgeOpenRelay || self.alwaysAllowRelaying.all(c, !${BROAD_CIDR_CEL})`,
+        message: 'alwaysAllowRelaying with a CIDR wider than a /8 (IPv4) or /16 (IPv6) makes an open relay: list your networks, or set acknowledgeOpenRelay: true if this is really meant',
+        fieldPath: '.alwaysAllowRelaying',
+        reason: 'FieldValueForbidden',
+      },
+      {
+        rule: `!has(self.relayDomains) || self.acknowledgeOpenRelay || !self.relayDomains.exists(d, d.matches('${OPEN_DOMAIN_PATTERN_SOURCE}'))`,
+        message: 'relayDomains "*" or "*.<top-level domain>" accepts mail for domains nobody configured, an open relay on port 25: list your domains, or set acknowledgeOpenRelay: true if this is really meant',
+        fieldPath: '.relayDomains',
+        reason: 'FieldValueForbidden',
+      },
+      {
+        rule: `!has(self.relayAddresses) || self.acknowledgeOpenRelay || !self.relayAddresses.exists(a, a.matches('${OPEN_REGEX_ENTRY_SOURCE.replaceAll('\\', '\\\\')}'))`,
+        message: 'a relayAddresses pattern without a literal (such as /.*/) matches every address, an open relay on port 25: name your addresses, or set acknowledgeOpenRelay: true if this is really meant',
+        fieldPath: '.relayAddresses',
+        reason: 'FieldValueForbidden',
+      },
+    ),
   );
 
 export type RelayPolicySpec = z.output<typeof RelayPolicySpec>;

@@ -6,7 +6,8 @@
 //   submissions  465   implicit TLS                       AUTH required              (RFC 8314)
 //   alternate    2525  as submission, for networks that block 587
 import { z } from 'zod';
-import { API_GROUP_VERSION, celRules, cidr, conditions, duration, hostname, ipAddress, BROAD_CIDR_CEL, isOverlyBroad, localRef, ObjectMeta, port } from './fields.ts';
+import { BROAD_PROXY_TRUST_MESSAGE, overlyBroadIndexes } from '../../mta/config/open-relay.ts';
+import { API_GROUP_VERSION, celRules, cidr, conditions, duration, hostname, ipAddress, BROAD_CIDR_CEL, localRef, ObjectMeta, port } from './fields.ts';
 
 export const LISTENER_ROLES = ['relay', 'submission', 'submissions', 'alternate'] as const;
 export type ListenerRole = (typeof LISTENER_ROLES)[number];
@@ -123,7 +124,7 @@ export const LISTENER_RULES = celRules(
   },
   {
     rule: `!has(self.proxyProtocol) || !has(self.proxyProtocol.trustedCidrs) || self.proxyProtocol.trustedCidrs.all(c, !${BROAD_CIDR_CEL})`,
-    message: 'proxyProtocol.trustedCidrs cannot trust a range wider than a /8 (IPv4) or /16 (IPv6): anyone there could claim any client address',
+    message: `proxyProtocol.trustedCidrs ${BROAD_PROXY_TRUST_MESSAGE}`,
     fieldPath: '.proxyProtocol.trustedCidrs',
     reason: 'FieldValueForbidden',
   },
@@ -197,9 +198,7 @@ function refineListenerSpec(spec: SmtpListenerSpec, ctx: z.RefinementCtx): void 
   if (mode !== 'none' && !spec.tls?.secretName) issue(['tls', 'secretName'], undefined, 'tls.secretName (a kubernetes.io/tls Secret) is required unless tls.mode is none');
   const proxy = spec.proxyProtocol;
   if (proxy?.enabled && (proxy.trustedCidrs?.length ?? 0) === 0) issue(['proxyProtocol', 'trustedCidrs'], proxy.trustedCidrs, 'proxyProtocol.enabled needs proxyProtocol.trustedCidrs: the load balancers allowed to send PROXY headers');
-  proxy?.trustedCidrs?.forEach((range, index) => {
-    if (isOverlyBroad(range)) issue(['proxyProtocol', 'trustedCidrs', index], range, 'proxyProtocol.trustedCidrs cannot trust a range wider than a /8 (IPv4) or /16 (IPv6): anyone there could claim any client address');
-  });
+  for (const index of overlyBroadIndexes(proxy?.trustedCidrs ?? [])) issue(['proxyProtocol', 'trustedCidrs', index], proxy?.trustedCidrs?.[index], `proxyProtocol.trustedCidrs ${BROAD_PROXY_TRUST_MESSAGE}`);
   const service = spec.service;
   if (service && service.type === 'ClusterIP' && (service.externalTrafficPolicy || service.nodePort || service.loadBalancerSourceRanges)) {
     issue(['service', 'type'], service.type, 'service.externalTrafficPolicy, nodePort and loadBalancerSourceRanges need service.type NodePort or LoadBalancer');

@@ -4,7 +4,7 @@
 import { z } from 'zod';
 import { dkimKeyList, DkimKeyStatus, DkimSpec } from './dkim.ts';
 import { domainSettingsList } from './domain-settings.ts';
-import { annotationValue, API_GROUP_VERSION, celRules, conditions, domainPattern, hostname, ipAddress, labelKey, labelValue, ObjectMeta, objectName, quantity, uniqueListBy } from './fields.ts';
+import { annotationValue, API_GROUP_VERSION, celRules, conditions, domainPattern, hostname, ipAddress, labelKey, labelValue, ObjectMeta, objectName, quantity, resolver, uniqueListBy } from './fields.ts';
 
 export const VirtualMtaSpec = z.strictObject({
   name: objectName,
@@ -65,7 +65,7 @@ export const VirtualMtaPoolSpec = z
       .optional(),
     trackedDomains: z.array(domainPattern).max(100).optional().describe('Recipient domains that get their own metric label; others count as "other".'),
     dkim: DkimSpec.optional().describe('DKIM signing (RFC 6376, RFC 8463): keys from Secrets and signing defaults.'),
-    resolvers: z.array(z.string().max(64).regex(/^(\[[0-9A-Fa-f:.]+\]|[0-9A-Fa-f:.]+)(:[0-9]{1,5})?$/, 'an address, optionally with :port')).max(8).optional().describe('DNS servers for MX lookups ("10.0.0.10" or "10.0.0.10:53"); empty uses the pod\'s resolvers.'),
+    resolvers: z.array(resolver).max(8).optional().describe('DNS servers for MX lookups ("10.0.0.10" or "10.0.0.10:53"); empty uses the pod\'s resolvers.'),
   });
 
 export type VirtualMtaPoolSpec = z.output<typeof VirtualMtaPoolSpec>;

@@ -219,6 +219,7 @@ export class Reconciler {
       pool,
       listeners: this.parsedList(caches.listeners, namespace) as SmtpListener[],
       policies: this.parsedList(caches.policies, namespace) as RelayPolicy[],
+      invalidPolicyNames: caches.policies.list(namespace).filter((raw) => !this.parse(raw).ok).map((raw) => raw.metadata.name),
       secrets,
       image: this.options.image,
       namespace,

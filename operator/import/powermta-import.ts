@@ -12,8 +12,9 @@
 import { RelayPolicy } from '../api/relay-policy.ts';
 import { SmtpListener } from '../api/smtp-listener.ts';
 import { VirtualMtaPool } from '../api/virtual-mta-pool.ts';
-import { API_GROUP_VERSION, domainPattern, isOverlyBroad, objectName } from '../api/fields.ts';
-import { isRelayAddressPattern } from '../../mta/config/schema.ts';
+import { isOverlyBroad, parseAddressRange } from '../../mta/config/address-range.ts';
+import { checkRelayAddress } from '../../mta/config/field-checks.ts';
+import { API_GROUP_VERSION, domainPattern, objectName } from '../api/fields.ts';
 import type { PmtaNode } from './powermta-config.ts';
 import { convertDomainBlock, readPatternList, type PatternLists } from './powermta-domains.ts';
 import { ImportReport } from './powermta-report.ts';
@@ -110,7 +111,8 @@ function collect(node: PmtaNode, out: Collected, patternLists: PatternLists, rep
       report.mapped(node, 'relayDomains of the port-25 RelayPolicy');
       return;
     case 'relay-address': {
-      if (!isRelayAddressPattern(node.value)) throw new Error(`"${node.value}" is not an address or a /regular expression/`);
+      const problem = checkRelayAddress(node.value);
+      if (problem !== undefined) throw new Error(problem);
       const regex = /^\/(.*)\/([a-z]*)$/.exec(node.value);
       if (!regex) {
         out.relayAddresses.push(node.value);
@@ -212,7 +214,8 @@ function collectSourceDirective(child: PmtaNode, source: PmtaNode, range: string
     case 'always-allow-relaying':
       if (!pmtaBoolean(child.value)) return report.mapped(child, 'no relaying without AUTH (the default)');
       if (range === undefined) return report.refused(child, `${source.value} is not an address range`);
-      if (isOverlyBroad(range)) return report.refused(child, `${range} is wider than a /8 (IPv4) or /16 (IPv6): relaying for it without AUTH is an open relay, so it is not imported`);
+      const parsedRange = parseAddressRange(range);
+      if (parsedRange.ok && isOverlyBroad(parsedRange.value)) return report.refused(child, `${range} is wider than a /8 (IPv4) or /16 (IPv6): relaying for it without AUTH is an open relay, so it is not imported`);
       out.allowRelaying.push(range);
       return report.mapped(child, `alwaysAllowRelaying: ${range} on the port-25 RelayPolicy`);
     case 'require-auth':

@@ -3,6 +3,7 @@
 // address) and listener addresses (`10.0.1.22:25`, `[::]:25`, `0/0:25`). Each converter throws a
 // plain Error saying what it expected; the importer adds the directive and line.
 import { isIP } from 'node:net';
+import { parseAddressRange } from '../../mta/config/address-range.ts';
 
 export function pmtaBoolean(value: string): boolean {
   const word = value.toLowerCase();
@@ -54,8 +55,19 @@ export function pmtaRate(value: string): RateConversion {
   return { rate: `${perHour}/h`, approximation: `${value} is sent as ${perHour}/h (the resources' rates are per second, minute or hour)` };
 }
 
-/** PowerMTA CIDR shorthand -> CIDR: "0/0" -> "0.0.0.0/0", "10/8" -> "10.0.0.0/8", "10.0.5.20" stays. */
+/**
+ * PowerMTA CIDR shorthand -> the canonical CIDR of what it means (the relay takes no other form):
+ * "0/0" -> "0.0.0.0/0", "10/8" -> "10.0.0.0/8", "10.0.5.20/24" -> "10.0.5.0/24", "10.0.5.20" stays.
+ */
 export function pmtaCidr(value: string): string {
+  const expanded = expandCidrShorthand(value);
+  const parsed = parseAddressRange(expanded);
+  if (parsed.ok) return expanded;
+  if (parsed.canonical !== undefined) return parsed.canonical;
+  throw new Error(parsed.error);
+}
+
+function expandCidrShorthand(value: string): string {
   if (isIP(value) !== 0) return value;
   const [address = '', length, extra] = value.split('/');
   if (length === undefined || extra !== undefined || !/^\d{1,3}$/.test(length)) throw new Error(`"${value}" is not an address or CIDR`);

@@ -20,6 +20,8 @@ export interface PoolRenderInput {
   listeners: SmtpListener[];
   /** Every RelayPolicy of the namespace. */
   policies: RelayPolicy[];
+  /** Names of the namespace's RelayPolicies that fail validation (they report on their own status). */
+  invalidPolicyNames?: readonly string[];
   /** Names and keys of the namespace's Secrets (values are never needed). */
   secrets: SecretSummary[];
   /** Relay image when the pool does not set `spec.image` (the operator's own image). */
@@ -42,7 +44,7 @@ export function renderPool(input: PoolRenderInput): PoolRender {
   const poolName = pool.metadata.name;
   const namespace = input.namespace ?? pool.metadata.namespace ?? 'default';
   const listeners = input.listeners.filter((listener) => listener.spec.poolRef.name === poolName);
-  const runtime = renderRuntimeConfig({ pool, listeners, policies: input.policies, secrets: input.secrets });
+  const runtime = renderRuntimeConfig({ pool, listeners, policies: input.policies, invalidPolicyNames: input.invalidPolicyNames, secrets: input.secrets });
   const problems = [...runtime.problems];
   for (const plan of runtime.listeners) {
     const serviceName = listenerServiceName(poolName, plan.listener.metadata.name);

@@ -27,6 +27,8 @@ export interface RuntimeConfigInputs {
   listeners: SmtpListener[];
   /** Every RelayPolicy of the namespace (those the listeners name are used). */
   policies: RelayPolicy[];
+  /** Policies that exist but fail validation: a listener naming one is told so, not that it is missing. */
+  invalidPolicyNames?: readonly string[];
   secrets: SecretSummary[];
 }
 
@@ -98,7 +100,8 @@ export function renderRuntimeConfig(inputs: RuntimeConfigInputs): RuntimeConfigR
   for (const { listener } of listeners) {
     const name = listener.spec.relayPolicyRef.name;
     const policy = policyByName.get(name);
-    if (!policy) problem(listener, 'PolicyNotFound', `spec.relayPolicyRef.name: no RelayPolicy "${name}"`);
+    if (!policy && inputs.invalidPolicyNames?.includes(name)) problem(listener, 'PolicyInvalid', `spec.relayPolicyRef.name: RelayPolicy "${name}" is invalid (its Ready condition says why), so nothing is rendered`);
+    else if (!policy) problem(listener, 'PolicyNotFound', `spec.relayPolicyRef.name: no RelayPolicy "${name}"`);
     else usedPolicies.set(name, policy);
     const secretName = listener.spec.tls?.secretName;
     if (secretName && listener.spec.tls?.mode !== 'none') requireSecret(listener, 'spec.tls.secretName', secretName, TLS_KEYS);

@@ -1,7 +1,9 @@
 // The CRDs' CEL rules, run by a CEL implementation (@marcbachmann/cel-js) the way the API
 // server runs them (defaults applied first, `self` = the node carrying the rule), agree with
 // the zod schemas: every case is refused by both or accepted by both. So what local mode
-// refuses, `kubectl apply` refuses too.
+// refuses, `kubectl apply` refuses too. cel-js has no Kubernetes IP/CIDR library (isIP,
+// isCIDR, ip.isCanonical, cidr(...)): rules using it are skipped here, and the cases they
+// decide are proven against a real API server by test/cluster/admission.cluster.ts.
 import assert from 'node:assert/strict';
 import path from 'node:path';
 import { test } from 'node:test';
@@ -39,14 +41,19 @@ function applyDefaults(value: unknown, schema: JsonSchema): unknown {
   return result;
 }
 
-/** Messages of every CEL rule that fails on the object. */
-function celFailures(object: Record<string, unknown>): string[] {
+/** Rules that call Kubernetes' IP/CIDR library, which cel-js does not have. */
+const KUBERNETES_IP_LIBRARY = /\b(isIP|isCIDR|ip|cidr)\(|\bip\.isCanonical\(/;
+
+/** Messages of every CEL rule that fails on the object, and of the rules cel-js cannot run that applied to it. */
+function celOutcome(object: Record<string, unknown>): { failures: string[]; skipped: string[] } {
   const schema = rootSchema(String(object.kind));
   const failures: string[] = [];
+  const skipped: string[] = [];
   const visit = (value: unknown, node: JsonSchema) => {
     if (value === undefined) return;
     for (const { rule, message } of (node['x-kubernetes-validations'] ?? []) as Rule[]) {
-      if (evaluate(rule, { self: value }) !== true) failures.push(message);
+      if (KUBERNETES_IP_LIBRARY.test(rule)) skipped.push(message);
+      else if (evaluate(rule, { self: value }) !== true) failures.push(message);
     }
     if (Array.isArray(value)) for (const item of value) visit(item, (node.items ?? {}) as JsonSchema);
     else if (value !== null && typeof value === 'object') {
@@ -54,7 +61,11 @@ function celFailures(object: Record<string, unknown>): string[] {
     }
   };
   visit(applyDefaults(object, schema), schema);
-  return failures;
+  return { failures, skipped };
+}
+
+function celFailures(object: Record<string, unknown>): string[] {
+  return celOutcome(object).failures;
 }
 
 const listener = (spec: Record<string, unknown>) => ({ apiVersion: 'vmta.dev/v1alpha1', kind: 'SmtpListener', metadata: { name: 'l1' }, spec: { relayPolicyRef: { name: 'p' }, poolRef: { name: 'pool' }, tls: { secretName: 'tls' }, ...spec } });
@@ -88,6 +99,14 @@ const cases: [string, Record<string, unknown>, boolean][] = [
   ['relaying for 0.0.0.0/1 and 128.0.0.0/1', policy({ alwaysAllowRelaying: ['0.0.0.0/1', '128.0.0.0/1'] }), true],
   ['relaying for 2000::/3', policy({ alwaysAllowRelaying: ['2000::/3'] }), true],
   ['relaying for private networks', policy({ alwaysAllowRelaying: ['10.0.0.0/8', '192.168.1.7', 'fd00::/16', '2001:db8::/32'] }), false],
+  ['relaying for every domain', policy({ relayDomains: ['example.com', '*'] }), true],
+  ['relaying for a whole top-level domain', policy({ relayDomains: ['*.com'] }), true],
+  ['relaying for every domain, acknowledged', policy({ relayDomains: ['*'], acknowledgeOpenRelay: true }), false],
+  ['relaying for sub-domains of one domain', policy({ relayDomains: ['*.example.com'] }), false],
+  ['relaying for /.*/', policy({ relayAddresses: ['/.*/'] }), true],
+  ['relaying for /.+@.+/i', policy({ relayAddresses: ['bounces@example.com', '/.+@.+/i'] }), true],
+  ['relaying for /^(?:.*)$/, acknowledged', policy({ relayAddresses: ['/^(?:.*)$/'], acknowledgeOpenRelay: true }), false],
+  ['relaying for one address pattern', policy({ relayAddresses: ['/fbl-[0-9]+@feedback\\.example\\.com/i'] }), false],
   ['a routing rule matching nothing', policy({ routing: { rules: [{ virtualMta: 'mta1' }] } }), true],
   ['a routing rule on sender domain', policy({ routing: { rules: [{ senderDomain: 'example.com', virtualMta: 'mta1' }] } }), false],
   ['two retry forms', pool({ domainDefaults: [{ domain: '*', retryAfter: '10m', retryBackoff: { initial: '1m', factor: 2, max: '1h' } }] }), true],
@@ -114,11 +133,15 @@ test('every CEL rule of the CRDs parses', () => {
 });
 
 for (const [what, object, refused] of cases) {
-  test(`CEL and zod agree: ${what} is ${refused ? 'refused' : 'accepted'}`, () => {
-    const cel = celFailures(object);
+  test(`CEL and zod agree: ${what} is ${refused ? 'refused' : 'accepted'}`, (t) => {
+    const { failures: cel, skipped } = celOutcome(object);
     const zod = parseVmtaResource(object);
-    assert.equal(cel.length > 0, refused, `CEL: ${JSON.stringify(cel)}`);
     assert.equal(!zod.ok, refused, `zod: ${zod.ok ? 'accepted' : JSON.stringify(zod.problems)}`);
+    if (refused && cel.length === 0 && skipped.length > 0) {
+      t.diagnostic(`decided by a rule with the Kubernetes IP/CIDR library, which cel-js lacks: proven by test/cluster/admission.cluster.ts (${skipped[0]})`);
+      return;
+    }
+    assert.equal(cel.length > 0, refused, `CEL: ${JSON.stringify(cel)}`);
   });
 }
 

@@ -3,7 +3,7 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import { parseDuration } from '../../mta/config/duration.ts';
-import { isCidr } from '../../mta/config/schema.ts';
+import { parseAddressRange } from '../../mta/config/address-range.ts';
 import { pmtaBoolean, pmtaCidr, pmtaDuration, pmtaListenAddress, pmtaRate, pmtaRoute } from '../../operator/import/powermta-values.ts';
 
 test('booleans take yes/no, true/false, on/off, 1/0 in any case and refuse anything else', () => {
@@ -48,7 +48,7 @@ test('CIDR shorthand at every prefix length and octet count becomes a CIDR the r
       const shorthand = `${['10', '20', '30', '40'].slice(0, octets).join('.')}/${length}`;
       const cidr = pmtaCidr(shorthand);
       assert.match(cidr, /^\d+\.\d+\.\d+\.\d+\/\d+$/, shorthand);
-      assert.ok(isCidr(cidr), `${shorthand} -> ${cidr}`);
+      assert.ok(parseAddressRange(cidr).ok, `${shorthand} -> ${cidr}`);
     }
   }
   assert.equal(pmtaCidr('0/0'), '0.0.0.0/0');

@@ -4,7 +4,7 @@ import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
 import { parseMailbox, type Mailbox } from '../../mta/inbound/address.ts';
 import { RelayPolicy, Listener } from '../../mta/config/schema.ts';
-import { addressInNetworks, compileRelayPolicy, decideRecipient, decideSender, domainMatchesAny, parseCidr } from '../../mta/inbound/relay-policy.ts';
+import { compileRelayPolicy, decideRecipient, decideSender, domainMatchesAny } from '../../mta/inbound/relay-policy.ts';
 
 function mailbox(text: string): Mailbox {
   const result = parseMailbox(text);
@@ -14,7 +14,7 @@ function mailbox(text: string): Mailbox {
 
 const policy = compileRelayPolicy(RelayPolicy.parse({
   name: 'p',
-  allowedCidrs: ['10.0.0.0/8', '2001:db8::/32', '::ffff:192.0.2.0/120'],
+  allowedCidrs: ['10.0.0.0/8', '2001:db8::/32', '192.0.2.0/24'],
   relayDomains: ['allowed.example', '*.sub.example'],
   relayAddresses: ['Bounces@Return.Example', '/fbl-[0-9]+@feedback\\.example/i'],
 }));
@@ -83,12 +83,5 @@ describe('matching helpers', () => {
     assert.equal(domainMatchesAny('a.example', ['*.a.example']), false);
     assert.equal(domainMatchesAny('evila.example', ['*.a.example']), false);
     assert.equal(domainMatchesAny('anything', ['*']), true);
-  });
-  test('addressInNetworks folds IPv4-mapped IPv6 on both sides', () => {
-    const networks = [parseCidr('::ffff:10.0.0.0/104'), parseCidr('192.0.2.1')];
-    assert.equal(addressInNetworks('10.9.9.9', networks), true);
-    assert.equal(addressInNetworks('::ffff:192.0.2.1', networks), true);
-    assert.equal(addressInNetworks('192.0.2.2', networks), false);
-    assert.equal(addressInNetworks('not-an-ip', networks), false);
   });
 });

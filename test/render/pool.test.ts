@@ -266,3 +266,13 @@ test('an admin token Secret is mounted and named in relay.yaml, and a missing on
   assert.equal(parse(find(result.objects, 'ConfigMap').data['relay.yaml']).admin.tokenFile, '/etc/vmta/secrets/relay-admin/token');
   assert.ok(podSpec(result.objects).volumes.some((volume: Json) => volume.secret?.secretName === 'relay-admin'));
 });
+
+test('a listener naming a RelayPolicy that fails validation renders nothing and is told the policy is invalid, not missing', async () => {
+  const input = await exampleInput();
+  const name = input.listeners[0]!.spec.relayPolicyRef.name;
+  const result = renderPool({ ...input, policies: input.policies.filter((policy) => policy.metadata.name !== name), invalidPolicyNames: [name] });
+  assert.deepEqual(result.objects, []);
+  const problem = result.problems.find((candidate) => candidate.reason === 'PolicyInvalid');
+  assert.ok(problem, JSON.stringify(result.problems));
+  assert.match(problem.message, new RegExp(`spec.relayPolicyRef.name: RelayPolicy "${name}" is invalid`));
+});
