@@ -7,6 +7,7 @@
 // VirtualMTA: the connection limit applies to the site and an open connection carries mail
 // for every domain of the site, while retry state, pauses and listing stay per domain.
 import net from 'node:net';
+import path from 'node:path';
 import type { Logger } from 'pino';
 import type { RuntimeConfig, VirtualMtaConfig } from '../config/schema.ts';
 import { AccountingLog } from '../observe/accounting.ts';
@@ -18,7 +19,8 @@ import { DestinationQueue, type QueuedMessage, type QueueItem } from './destinat
 import { DnssecLookup } from './dnssec-lookup.ts';
 import { resolveDomainSettings } from './domain-settings.ts';
 import { storeDsn, type FailedRecipient } from './dsn.ts';
-import { MtaStsResolver } from './mta-sts.ts';
+import { MtaStsResolver, type AppliedStsPolicy } from './mta-sts.ts';
+import { PolicyCacheFile } from './mta-sts-cache.ts';
 import { DnsFailure, MxResolver } from './mx-resolver.ts';
 import { ConnectionFailure, OutboundConnection, type MxTarget, type TlsOutcome } from './outbound-connection.ts';
 import { classifyFailure, classifyReply, type Classification } from './reply-classification.ts';
@@ -39,6 +41,8 @@ export interface DeliveryEngineOptions {
   trustedCa?: Buffer | Buffer[];
   /** Scan the spool at start and queue what it holds (default true). */
   recover?: boolean;
+  /** Where state that outlives a restart is kept (the MTA-STS policy cache): the spool volume's state/ folder. */
+  stateDir?: string;
   /** Where MTA-STS policies are fetched from instead of mta-sts.<domain>:443 with system roots (tests). */
   mtaStsFetch?: { connectAddress?: string; port?: number; ca?: Buffer | Buffer[] };
 }
@@ -103,6 +107,7 @@ export class DeliveryEngine {
   private readonly trustedCa: Buffer | Buffer[] | undefined;
   private accounting: AccountingLog;
   private readonly mtaSts: MtaStsResolver;
+  private readonly stsCache: PolicyCacheFile | undefined;
   private dnssec: DnssecLookup;
   private readonly messages = new Map<string, QueuedMessage>();
   private readonly strings = new StringTable();
@@ -131,7 +136,8 @@ export class DeliveryEngine {
     this.trustedCa = options.trustedCa;
     this.accounting = this.openAccounting(options.config);
     this.dnssec = new DnssecLookup({ servers: options.config.delivery.dnssecResolvers });
-    this.mtaSts = new MtaStsResolver({ clock: this.clock, resolveTxt: (name) => this.resolver.resolveTxt(name), ...options.mtaStsFetch });
+    this.stsCache = options.stateDir ? new PolicyCacheFile(path.join(options.stateDir, 'mta-sts-policies.json'), options.logger) : undefined;
+    this.mtaSts = new MtaStsResolver({ clock: this.clock, resolveTxt: (name) => this.resolver.resolveTxt(name), ...(this.stsCache ? { cacheFile: this.stsCache } : {}), ...options.mtaStsFetch });
   }
 
   /** Probe source addresses, recover the spool's messages and start delivering. */
@@ -226,10 +232,16 @@ export class DeliveryEngine {
     for (const { handle } of this.timers.values()) handle.cancel();
     this.timers.clear();
     await Promise.allSettled([...this.workers]);
+    this.stsCache?.flush();
     await this.accounting.close();
   }
 
   // ---- queue control -------------------------------------------------------------------
+
+  /** The MTA-STS policies in force, per recipient domain (cached, as the last deliveries applied them). */
+  mtaStsPolicies(): AppliedStsPolicy[] {
+    return this.mtaSts.list();
+  }
 
   listQueues(): QueueSummary[] {
     const now = this.clock.now();
