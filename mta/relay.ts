@@ -2,6 +2,7 @@
 // recovers the spooled queue), the admin server and the SMTP listeners, keeps the config
 // current (hot reload), and shuts down in order on request: not ready, stop accepting, let open
 // sessions finish within a bound, stop delivery, close the spool.
+import path from 'node:path';
 import { loadConfigDirectory, recordConfigLoaded, ConfigWatcher, type LoadedConfig } from './config/loader.ts';
 import type { RuntimeConfig } from './config/schema.ts';
 import { createQueueApi } from './admin/queue-api.ts';
@@ -98,7 +99,7 @@ export class Relay {
     logger.info({ address: config.admin.address, port: this.#admin.address().port }, 'admin server listening');
     this.#spool = await FileSpool.open(config.spool.path, { metrics, logger });
     // Delivery scans the spool before the listeners open, so every message is queued once.
-    const delivery = await DeliveryEngine.start({ config, spool: this.#spool, metrics, logger });
+    const delivery = await DeliveryEngine.start({ config, spool: this.#spool, metrics, logger, stateDir: path.join(config.spool.path, 'state') });
     this.#delivery = delivery;
     this.#admin.mount(createQueueApi(delivery));
     const accept = createMessageAcceptor({

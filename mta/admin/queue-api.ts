@@ -1,4 +1,5 @@
-// The queue part of the admin HTTP API (JSON): list queues and VirtualMTAs, show a message,
+// The queue part of the admin HTTP API (JSON): list queues and VirtualMTAs, the MTA-STS policies
+// in force per domain, show a message,
 // pause/resume a VirtualMTA, a domain or one queue, retry now, bounce or delete a queue's
 // messages. Every call that changes state needs the admin token (`authorized`); bounce and
 // delete without a VirtualMTA or domain also need `"all": true` so nobody purges every queue
@@ -10,7 +11,7 @@ import type { AdminHandler, AdminRequest, AdminResponse } from './routes.ts';
 export const QUEUE_API_PREFIX = '/api/v1';
 
 /** What the API needs from the delivery engine. */
-export type QueueControl = Pick<DeliveryEngine, 'listQueues' | 'virtualMtaStatus' | 'showMessage' | 'pause' | 'resume' | 'retryNow' | 'bounce' | 'delete'>;
+export type QueueControl = Pick<DeliveryEngine, 'listQueues' | 'virtualMtaStatus' | 'showMessage' | 'pause' | 'resume' | 'retryNow' | 'bounce' | 'delete' | 'mtaStsPolicies'>;
 
 const Selector = z.strictObject({
   virtualMta: z.string().min(1).max(63).optional(),
@@ -30,6 +31,9 @@ export function createQueueApi(engine: QueueControl): AdminHandler {
     const { method, path } = request;
     if (path === `${QUEUE_API_PREFIX}/queues` && method === 'GET') {
       return { status: 200, body: { queues: engine.listQueues(), virtualMtas: engine.virtualMtaStatus() } };
+    }
+    if (path === `${QUEUE_API_PREFIX}/mta-sts` && method === 'GET') {
+      return { status: 200, body: { policies: engine.mtaStsPolicies().map(({ domain, id, policy, fetchedAt, expiresAt }) => ({ domain, id, ...policy, fetchedAt: new Date(fetchedAt).toISOString(), expiresAt: new Date(expiresAt).toISOString() })) } };
     }
     const messageMatch = /^\/api\/v1\/messages\/([A-Za-z0-9._-]{1,128})$/.exec(path);
     if (messageMatch && method === 'GET') {

@@ -153,7 +153,7 @@ export const BackoffSettings = z.strictObject({
 /** PowerMTA `<domain>` block: every field optional, layered over pool defaults and built-in defaults. */
 export const DomainSettings = z.strictObject({
   match: domainPattern,
-  tlsPolicy: z.enum(['none', 'opportunistic', 'required', 'verify']).optional(),
+  tlsPolicy: z.enum(['none', 'opportunistic', 'required', 'verify', 'dane', 'dane-only']).optional(),
   mtaSts: z.boolean().optional(),
   /** A list of waits between attempts (the last repeats), or exponential backoff with a cap. */
   retryAfter: z.union([z.array(duration).min(1).max(64), retryBackoff]).optional(),
@@ -227,6 +227,12 @@ export const Pool = z.strictObject({
 export const DeliverySettings = z.strictObject({
   /** DNS servers ("10.0.0.10" or "127.0.0.1:5353"); empty uses the host's resolvers. */
   resolvers: z.array(z.string().min(1).superRefine(refineWith(checkResolver))).max(8).default([]),
+  /**
+   * Validating resolvers whose AD bit DANE trusts ("127.0.0.1:53"): on this host or a trusted
+   * network path (RFC 7672 §2.1.1). Empty: DANE cannot be validated (`dane` falls back to
+   * opportunistic TLS, `dane-only` defers).
+   */
+  dnssecResolvers: z.array(z.string().min(1).superRefine(refineWith(checkResolver))).max(8).default([]),
   /** TCP port of MX hosts (25; tests point it elsewhere). `smtpHost` routes carry their own port. */
   mxPort: port.default(25),
   /** Queue by MX host set ("site") instead of by recipient domain. */

@@ -7,6 +7,7 @@
 // VirtualMTA: the connection limit applies to the site and an open connection carries mail
 // for every domain of the site, while retry state, pauses and listing stay per domain.
 import net from 'node:net';
+import path from 'node:path';
 import type { Logger } from 'pino';
 import type { RuntimeConfig, VirtualMtaConfig } from '../config/schema.ts';
 import { AccountingLog } from '../observe/accounting.ts';
@@ -15,13 +16,16 @@ import type { RelayMetrics } from '../observe/metrics.ts';
 import type { Envelope, RecipientResult, RecipientStatus, Spool, SpooledMessage } from '../spool/types.ts';
 import { systemClock, type Clock, type TimerHandle } from './clock.ts';
 import { DestinationQueue, type QueuedMessage, type QueueItem } from './destination-queue.ts';
-import { resolveDomainSettings, type TlsPolicy } from './domain-settings.ts';
+import { DnssecLookup } from './dnssec-lookup.ts';
+import { resolveDomainSettings } from './domain-settings.ts';
 import { storeDsn, type FailedRecipient } from './dsn.ts';
-import { MtaStsResolver, mxMatchesPolicy } from './mta-sts.ts';
+import { MtaStsResolver, type AppliedStsPolicy } from './mta-sts.ts';
+import { PolicyCacheFile } from './mta-sts-cache.ts';
 import { DnsFailure, MxResolver } from './mx-resolver.ts';
 import { ConnectionFailure, OutboundConnection, type MxTarget, type TlsOutcome } from './outbound-connection.ts';
 import { classifyFailure, classifyReply, type Classification } from './reply-classification.ts';
 import { afterDeferral, retryDelay } from './retry-schedule.ts';
+import { isDanePolicy, routeTls, type RoutedTarget } from './tls-route.ts';
 import { probeSourceAddress } from './source-address.ts';
 import { StringTable } from './string-table.ts';
 
@@ -37,6 +41,8 @@ export interface DeliveryEngineOptions {
   trustedCa?: Buffer | Buffer[];
   /** Scan the spool at start and queue what it holds (default true). */
   recover?: boolean;
+  /** Where state that outlives a restart is kept (the MTA-STS policy cache): the spool volume's state/ folder. */
+  stateDir?: string;
   /** Where MTA-STS policies are fetched from instead of mta-sts.<domain>:443 with system roots (tests). */
   mtaStsFetch?: { connectAddress?: string; port?: number; ca?: Buffer | Buffer[] };
 }
@@ -101,6 +107,8 @@ export class DeliveryEngine {
   private readonly trustedCa: Buffer | Buffer[] | undefined;
   private accounting: AccountingLog;
   private readonly mtaSts: MtaStsResolver;
+  private readonly stsCache: PolicyCacheFile | undefined;
+  private dnssec: DnssecLookup;
   private readonly messages = new Map<string, QueuedMessage>();
   private readonly strings = new StringTable();
   private readonly queues = new Map<string, DestinationQueue>();
@@ -127,7 +135,9 @@ export class DeliveryEngine {
     this.resolver = options.resolver ?? new MxResolver({ servers: options.config.delivery.resolvers, clock: this.clock });
     this.trustedCa = options.trustedCa;
     this.accounting = this.openAccounting(options.config);
-    this.mtaSts = new MtaStsResolver({ clock: this.clock, resolveTxt: (name) => this.resolver.resolveTxt(name), ...options.mtaStsFetch });
+    this.dnssec = new DnssecLookup({ servers: options.config.delivery.dnssecResolvers });
+    this.stsCache = options.stateDir ? new PolicyCacheFile(path.join(options.stateDir, 'mta-sts-policies.json'), options.logger) : undefined;
+    this.mtaSts = new MtaStsResolver({ clock: this.clock, resolveTxt: (name) => this.resolver.resolveTxt(name), ...(this.stsCache ? { cacheFile: this.stsCache } : {}), ...options.mtaStsFetch });
   }
 
   /** Probe source addresses, recover the spool's messages and start delivering. */
@@ -199,6 +209,9 @@ export class DeliveryEngine {
     if (this.ownResolver && JSON.stringify(previous.delivery.resolvers) !== JSON.stringify(config.delivery.resolvers)) {
       this.resolver = new MxResolver({ servers: config.delivery.resolvers, clock: this.clock });
     }
+    if (JSON.stringify(previous.delivery.dnssecResolvers) !== JSON.stringify(config.delivery.dnssecResolvers)) {
+      this.dnssec = new DnssecLookup({ servers: config.delivery.dnssecResolvers });
+    }
     if (JSON.stringify(previous.delivery.accounting) !== JSON.stringify(config.delivery.accounting)) {
       const old = this.accounting;
       this.accounting = this.openAccounting(config);
@@ -219,10 +232,16 @@ export class DeliveryEngine {
     for (const { handle } of this.timers.values()) handle.cancel();
     this.timers.clear();
     await Promise.allSettled([...this.workers]);
+    this.stsCache?.flush();
     await this.accounting.close();
   }
 
   // ---- queue control -------------------------------------------------------------------
+
+  /** The MTA-STS policies in force, per recipient domain (cached, as the last deliveries applied them). */
+  mtaStsPolicies(): AppliedStsPolicy[] {
+    return this.mtaSts.list();
+  }
 
   listQueues(): QueueSummary[] {
     const now = this.clock.now();
@@ -458,29 +477,32 @@ export class DeliveryEngine {
       await this.failReady(queue, classifyFailure({ kind: failure.kind, message: failure.message }), { startedAt });
       return;
     }
-    let tlsPolicy: TlsPolicy = queue.settings.tlsPolicy;
-    if (queue.settings.mtaSts && !queue.settings.smtpHost) {
-      const policy = await this.mtaSts.policyFor(queue.domain);
-      const matching = policy && policy.mode !== 'none' ? targets.filter((target) => mxMatchesPolicy(target.name, policy.mx)) : targets;
-      if (policy && matching.length < targets.length) {
-        this.metrics.mtaStsMismatches.inc({ virtual_mta: vmta.name, mode: policy.mode });
-        this.logger.warn({ virtualMta: vmta.name, domain: queue.domain, mode: policy.mode, policyMx: policy.mx }, 'MX hosts outside the MTA-STS policy');
-      }
-      if (policy?.mode === 'enforce') {
-        targets = matching;
-        tlsPolicy = 'verify';
-        if (targets.length === 0) {
-          const message = `MTA-STS policy of ${queue.domain} (enforce) matches none of its MX hosts; allowed: ${policy.mx.join(', ')}`;
-          queue.lastError = message;
-          await this.failReady(queue, classifyFailure({ kind: 'tls', message }), { startedAt });
-          return;
-        }
-      }
+    const route = await routeTls({
+      domain: queue.domain,
+      settings: queue.settings,
+      targets,
+      mtaSts: this.mtaSts,
+      dnssec: this.dnssec,
+      events: {
+        stsMismatch: (policy) => {
+          this.metrics.mtaStsMismatches.inc({ virtual_mta: vmta.name, mode: policy.mode });
+          this.logger.warn({ virtualMta: vmta.name, domain: queue.domain, mode: policy.mode, policyMx: policy.mx }, 'MX hosts outside the MTA-STS policy');
+        },
+        dane: (result, host, detail) => {
+          this.metrics.daneLookups.inc({ result });
+          if (result === 'dnssec_invalid') this.logger.warn({ virtualMta: vmta.name, domain: queue.domain, mxHost: host, err: detail }, 'DANE: DNSSEC validation failed, host not used');
+        },
+      },
+    });
+    if (!route.ok) {
+      queue.lastError = route.message;
+      await this.failReady(queue, classifyFailure({ kind: 'tls', message: route.message }), { startedAt });
+      return;
     }
     const siteKey = this.joinSite(queue, vmta, targets);
     if (siteKey === null) return;
     try {
-      await this.connectAndSend(queue, vmta, targets, tlsPolicy, startedAt);
+      await this.connectAndSend(queue, vmta, route.targets, startedAt);
     } finally {
       if (siteKey !== undefined) this.siteConnections.set(siteKey, (this.siteConnections.get(siteKey) ?? 1) - 1);
     }
@@ -517,7 +539,7 @@ export class DeliveryEngine {
     const own = queue.ready.shift();
     if (own) return { source: queue, item: own };
     for (const sibling of this.siteSiblings(queue)) {
-      if (sibling.settings.tlsPolicy !== queue.settings.tlsPolicy || sibling.settings.mtaSts || queue.settings.mtaSts || !this.canSend(sibling)) continue;
+      if (sibling.settings.tlsPolicy !== queue.settings.tlsPolicy || sibling.settings.mtaSts || queue.settings.mtaSts || isDanePolicy(queue.settings.tlsPolicy) || !this.canSend(sibling)) continue;
       sibling.promoteDue(now);
       const item = sibling.ready.shift();
       if (item) return { source: sibling, item };
@@ -525,7 +547,7 @@ export class DeliveryEngine {
     return undefined;
   }
 
-  private async connectAndSend(queue: DestinationQueue, vmta: VirtualMtaConfig, targets: readonly MxTarget[], tlsPolicy: TlsPolicy, startedAt: number): Promise<void> {
+  private async connectAndSend(queue: DestinationQueue, vmta: VirtualMtaConfig, targets: readonly RoutedTarget[], startedAt: number): Promise<void> {
     let connection: OutboundConnection | undefined;
     let lastFailure: ConnectionFailure | undefined;
     let lastTarget: MxTarget | undefined;
@@ -536,7 +558,8 @@ export class DeliveryEngine {
         connection = await OutboundConnection.open({
           target,
           ehloName: vmta.hostname,
-          tlsPolicy,
+          tlsPolicy: target.tlsPolicy,
+          ...(target.dane ? { dane: target.dane } : {}),
           ...(vmta.sourceAddress ? { sourceAddress: vmta.sourceAddress } : {}),
           ...(this.trustedCa ? { trustedCa: this.trustedCa } : {}),
         });
@@ -544,6 +567,7 @@ export class DeliveryEngine {
       } catch (error) {
         lastFailure = error instanceof ConnectionFailure ? error : new ConnectionFailure('connection', (error as Error).message);
         if (lastFailure.kind === 'tls') this.metrics.connections.inc({ virtual_mta: vmta.name, tls: 'failed', tls_version: 'none' });
+        if (target.dane && lastFailure.kind === 'tls') this.metrics.daneSessions.inc({ result: 'failed' });
         this.logger.info({ virtualMta: vmta.name, domain: queue.domain, mxHost: target.name, mxIp: target.address, err: lastFailure.message }, 'connection to MX failed, trying the next');
       }
     }
@@ -558,6 +582,7 @@ export class DeliveryEngine {
     queue.lastError = undefined;
     queue.clearDeferral();
     const tls = connection.tls;
+    if (tls.kind === 'tls' && tls.dane) this.metrics.daneSessions.inc({ result: tls.dane.replace('-', '_') });
     this.metrics.connections.inc({ virtual_mta: vmta.name, tls: tls.kind, tls_version: tls.kind === 'tls' ? tls.version : 'none' });
     try {
       for (let sent = 0; sent < queue.settings.maxMessagesPerConnection && connection.usable && this.canSend(queue); sent += 1) {

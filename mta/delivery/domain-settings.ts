@@ -6,7 +6,8 @@ import { parseRate, type Rate } from '../config/duration.ts';
 import type { DomainSettingsConfig, VirtualMtaConfig } from '../config/schema.ts';
 import { REPLY_PATTERN_FLAGS } from '../config/field-checks.ts';
 
-export type TlsPolicy = 'none' | 'opportunistic' | 'required' | 'verify';
+/** dane: DANE where TLSA records are validated, else opportunistic; dane-only: DANE or nothing (tls-route.ts). */
+export type TlsPolicy = 'none' | 'opportunistic' | 'required' | 'verify' | 'dane' | 'dane-only';
 export type RetrySchedule = number[] | { initial: number; factor: number; max: number };
 
 export interface BackoffPolicy {

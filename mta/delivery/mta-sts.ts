@@ -1,11 +1,17 @@
 // MTA-STS (RFC 8461): a domain publishes "_mta-sts.<domain>" TXT (v=STSv1; id=...) and a
 // policy at https://mta-sts.<domain>/.well-known/mta-sts.txt. An `enforce` policy limits
 // delivery to MX hosts matching its patterns, over TLS with a verified certificate; `testing`
-// only reports. Policies are cached for max_age and refetched when the TXT id changes; a
-// failed refresh keeps using the cached policy, and no policy at all means no constraint.
+// only reports. The TXT record, the policy text and MX matching are read with mailauth's MTA-STS
+// module (its RFC 8461 grammar is stricter than this relay's earlier parser: mx pattern syntax,
+// max_age bounds, multiple TXT records); the fetch is this module's, so the relay's clock, trust
+// anchors and test addresses apply. Policies are cached for max_age in a file on the spool volume
+// (§5.1: a persistent cache, so a downgrade after a restart is still detected), refreshed in the
+// background before they expire, and the TXT record is looked up at most once per TXT_CACHE_MS.
 import https from 'node:https';
 import { checkServerIdentity } from 'node:tls';
+import { parsePolicy, resolvePolicy, validateMx } from 'mailauth/lib/mta-sts.js';
 import type { Clock } from './clock.ts';
+import type { PolicyCacheFile } from './mta-sts-cache.ts';
 
 export interface StsPolicy {
   mode: 'enforce' | 'testing' | 'none';
@@ -14,40 +20,27 @@ export interface StsPolicy {
   maxAge: number;
 }
 
-/** Parse the policy text; throws naming the bad field. */
+/** Parse the policy text (mailauth, lax mode); throws naming the bad field. */
 export function parseStsPolicy(text: string): StsPolicy {
-  const fields = new Map<string, string[]>();
-  for (const line of text.split(/\r?\n/)) {
-    const match = /^([A-Za-z0-9_]+):\s*(.*?)\s*$/.exec(line);
-    if (!match) continue;
-    const values = fields.get(match[1]!) ?? [];
-    values.push(match[2]!);
-    fields.set(match[1]!, values);
+  try {
+    const policy = parsePolicy(text);
+    return { mode: policy.mode, mx: policy.mx ?? [], maxAge: policy.maxAge ?? 0 };
+  } catch (error) {
+    throw new Error(`MTA-STS policy: ${(error as Error).message} (${(error as { code?: string }).code ?? 'invalid'})`);
   }
-  if (fields.get('version')?.[0] !== 'STSv1') throw new Error('MTA-STS policy: version must be STSv1');
-  const mode = fields.get('mode')?.[0];
-  if (mode !== 'enforce' && mode !== 'testing' && mode !== 'none') throw new Error(`MTA-STS policy: mode must be enforce, testing or none (got ${JSON.stringify(mode)})`);
-  const maxAgeText = fields.get('max_age')?.[0] ?? '';
-  if (!/^\d{1,10}$/.test(maxAgeText)) throw new Error(`MTA-STS policy: max_age must be a number of seconds (got ${JSON.stringify(maxAgeText)})`);
-  const mx = (fields.get('mx') ?? []).map((pattern) => pattern.toLowerCase());
-  if (mode !== 'none' && mx.length === 0) throw new Error('MTA-STS policy: at least one mx pattern is required');
-  return { mode, mx, maxAge: Math.min(Number(maxAgeText), 31_557_600) };
 }
 
 /** "mail.example.com" or "*.example.com" (exactly one left-most label). */
 export function mxMatchesPolicy(mxHost: string, patterns: readonly string[]): boolean {
-  const host = mxHost.toLowerCase().replace(/\.$/, '');
-  return patterns.some((pattern) => {
-    if (!pattern.startsWith('*.')) return host === pattern;
-    const suffix = pattern.slice(1);
-    return host.endsWith(suffix) && !host.slice(0, -suffix.length).includes('.') && host.length > suffix.length;
-  });
+  return validateMx(mxHost.replace(/\.$/, ''), { mode: 'enforce', mx: [...patterns] }).valid;
 }
 
 export interface MtaStsOptions {
   clock: Clock;
   /** TXT lookup: records as strings, [] when there are none. */
   resolveTxt: (name: string) => Promise<string[]>;
+  /** Where cached policies are kept across restarts; none keeps them in memory only. */
+  cacheFile?: PolicyCacheFile;
   /** Where to fetch policies (tests): connect here instead of resolving mta-sts.<domain>. */
   connectAddress?: string;
   port?: number;
@@ -56,43 +49,101 @@ export interface MtaStsOptions {
   timeoutMs?: number;
 }
 
-interface CachedPolicy {
+export interface CachedPolicy {
   id: string;
   policy: StsPolicy;
+  /** The policy text as fetched (TLS-RPT reports quote it). */
+  text: string;
+  fetchedAt: number;
   expiresAt: number;
 }
 
+/** Which policy applied to a domain, for the admin API and logs. */
+export interface AppliedStsPolicy extends CachedPolicy {
+  domain: string;
+}
+
 const MAX_POLICY_BYTES = 64 * 1024;
+const TXT_CACHE_MS = 5 * 60_000;
+/** Refresh a cached policy in the background once this share of max_age (at most a day) has passed. */
+const REFRESH_AFTER_SHARE = 0.5;
+const REFRESH_AFTER_MAX_MS = 86_400_000;
 
 export class MtaStsResolver {
   private readonly options: MtaStsOptions;
-  private readonly cache = new Map<string, CachedPolicy>();
+  private readonly cache: Map<string, CachedPolicy>;
+  private readonly txt = new Map<string, { id: string | undefined; until: number }>();
+  private readonly refreshing = new Map<string, Promise<void>>();
 
   constructor(options: MtaStsOptions) {
     this.options = options;
+    this.cache = options.cacheFile?.load() ?? new Map();
   }
 
   /** The policy in force for a domain, or undefined when it has none. */
   async policyFor(domain: string): Promise<StsPolicy | undefined> {
+    return (await this.appliedFor(domain))?.policy;
+  }
+
+  /** The cached policy entry in force for a domain (with its id and text), or undefined. */
+  async appliedFor(domain: string): Promise<CachedPolicy | undefined> {
     const now = this.options.clock.now();
+    const id = await this.policyId(domain);
     const cached = this.cache.get(domain);
+    const valid = cached && cached.expiresAt > now ? cached : undefined;
+    // No TXT record or a DNS failure leaves a cached policy in force until it expires (§5.1).
+    if (valid && (id === undefined || id === valid.id)) {
+      if (id !== undefined && now - valid.fetchedAt >= Math.min(REFRESH_AFTER_MAX_MS, valid.policy.maxAge * 1000 * REFRESH_AFTER_SHARE)) this.refreshInBackground(domain, id);
+      return valid;
+    }
+    if (id === undefined) return undefined;
+    await this.fetchAndStore(domain, id);
+    const fresh = this.cache.get(domain);
+    return fresh && fresh.expiresAt > now ? fresh : undefined;
+  }
+
+  /** Every domain with a cached policy still in force. */
+  list(): AppliedStsPolicy[] {
+    const now = this.options.clock.now();
+    return [...this.cache].filter(([, entry]) => entry.expiresAt > now).map(([domain, entry]) => ({ domain, ...entry })).sort((a, b) => a.domain.localeCompare(b.domain));
+  }
+
+  /** Refetch behind a delivery that goes on with the cached policy (proactive refresh, §5.1). */
+  private refreshInBackground(domain: string, id: string): void {
+    if (this.refreshing.has(domain)) return;
+    const running = this.fetchAndStore(domain, id).finally(() => this.refreshing.delete(domain));
+    this.refreshing.set(domain, running);
+  }
+
+  /** A failed fetch or a bad policy keeps whatever is cached. */
+  private async fetchAndStore(domain: string, id: string): Promise<void> {
+    try {
+      const text = await this.fetchPolicy(domain);
+      const policy = parseStsPolicy(text);
+      const now = this.options.clock.now();
+      this.store(domain, { id, policy, text, fetchedAt: now, expiresAt: now + policy.maxAge * 1000 });
+    } catch {
+      // the cached policy, if any, stays in force until it expires
+    }
+  }
+
+  private store(domain: string, entry: CachedPolicy): void {
+    this.cache.set(domain, entry);
+    this.options.cacheFile?.save(this.cache);
+  }
+
+  private async policyId(domain: string): Promise<string | undefined> {
+    const now = this.options.clock.now();
+    const known = this.txt.get(domain);
+    if (known && known.until > now) return known.id;
     let id: string | undefined;
     try {
-      const records = (await this.options.resolveTxt(`_mta-sts.${domain}`)).filter((record) => /^v=STSv1\b/.test(record));
-      id = records.length === 1 ? /(?:^|;)\s*id=([A-Za-z0-9]{1,32})\s*(?:;|$)/.exec(records[0]!)?.[1] : undefined;
+      id = (await resolvePolicy(domain, { resolver: async (name: string) => (await this.options.resolveTxt(name)).map((record) => [record]) })) || undefined;
     } catch {
-      // A DNS failure leaves any cached policy in force (RFC 8461 §5.1).
-      return cached && cached.expiresAt > now ? cached.policy : undefined;
+      id = undefined;
     }
-    if (cached && cached.expiresAt > now && (id === undefined || id === cached.id)) return cached.policy;
-    if (id === undefined) return cached && cached.expiresAt > now ? cached.policy : undefined;
-    try {
-      const policy = parseStsPolicy(await this.fetchPolicy(domain));
-      this.cache.set(domain, { id, policy, expiresAt: now + policy.maxAge * 1000 });
-      return policy;
-    } catch {
-      return cached && cached.expiresAt > now ? cached.policy : undefined;
-    }
+    this.txt.set(domain, { id, until: now + TXT_CACHE_MS });
+    return id;
   }
 
   private fetchPolicy(domain: string): Promise<string> {
@@ -106,6 +157,7 @@ export class MtaStsResolver {
           path: '/.well-known/mta-sts.txt',
           headers: { host },
           timeout: this.options.timeoutMs ?? 10_000,
+          agent: false,
           ...(this.options.ca ? { ca: this.options.ca } : {}),
           // The certificate must be valid for mta-sts.<domain> even when connecting by address.
           checkServerIdentity: (_hostname, cert) => checkServerIdentity(host, cert),

@@ -3,12 +3,16 @@
 // policy — none (never STARTTLS), opportunistic (STARTTLS when offered, certificate not
 // checked, plain text when not offered or when the handshake fails), required (STARTTLS or
 // nothing: never sends in clear) and verify (required plus chain and MX host name checked).
+// With DANE (TLSA records of the host, tls-route.ts) the session requires TLS and the certificate
+// chain must match the records (dane.ts) before any mail is sent.
 // PIPELINING, SIZE, 8BITMIME and SMTPUTF8 are used as the peer advertises them.
 import net from 'node:net';
 import type { Readable } from 'node:stream';
-import type { TLSSocket } from 'node:tls';
+import { X509Certificate } from 'node:crypto';
+import type { DetailedPeerCertificate, TLSSocket } from 'node:tls';
 import SMTPConnection from 'nodemailer/lib/smtp-connection';
-import type { TlsPolicy } from './domain-settings.ts';
+import { verifyDane, type TlsaRecord } from './dane.ts';
+import type { SessionTlsPolicy } from './tls-route.ts';
 
 export interface MxTarget {
   /** MX host name: SNI and the name a `verify` certificate must carry. */
@@ -21,14 +25,16 @@ export interface OutboundConnectionOptions {
   target: MxTarget;
   sourceAddress?: string;
   ehloName: string;
-  tlsPolicy: TlsPolicy;
+  tlsPolicy: SessionTlsPolicy;
+  /** TLSA records the server's certificate chain must match (DANE); implies TLS required. */
+  dane?: TlsaRecord[];
   /** Trust anchors for `verify` instead of the system roots (tests, private CAs). */
   trustedCa?: Buffer | Buffer[];
   connectTimeoutMs?: number;
   socketTimeoutMs?: number;
 }
 
-export type TlsOutcome = { kind: 'plain' } | { kind: 'tls'; version: string; cipher: string };
+export type TlsOutcome = { kind: 'plain' } | { kind: 'tls'; version: string; cipher: string; dane?: 'dane-ee' | 'dane-ta' | 'unauthenticated' };
 
 /** An SMTP reply as "code text". */
 export interface Reply {
@@ -81,12 +87,11 @@ export class OutboundConnection {
   private needsReset = false;
   private lastError: SmtpError | undefined;
 
-  private constructor(connection: SMTPConnection, target: MxTarget) {
+  private constructor(connection: SMTPConnection, target: MxTarget, dane: 'dane-ee' | 'dane-ta' | 'unauthenticated' | undefined) {
     this.connection = connection;
     this.target = target;
-    const socket = connection._socket;
-    const tlsSocket = connection.secure && socket ? (socket as TLSSocket) : undefined;
-    this.tls = tlsSocket ? { kind: 'tls', version: tlsSocket.getProtocol() ?? 'unknown', cipher: tlsSocket.getCipher()?.name ?? 'unknown' } : { kind: 'plain' };
+    const tlsSocket = secureSocket(connection);
+    this.tls = tlsSocket ? { kind: 'tls', version: tlsSocket.getProtocol() ?? 'unknown', cipher: tlsSocket.getCipher()?.name ?? 'unknown', ...(dane ? { dane } : {}) } : { kind: 'plain' };
     connection.on('error', (error: SmtpError) => {
       this.lastError = error;
       this.closed = true;
@@ -108,8 +113,8 @@ export class OutboundConnection {
   }
 
   private static attempt(options: OutboundConnectionOptions, plainOnly: boolean): Promise<OutboundConnection> {
-    const { target, tlsPolicy } = options;
-    const requireTls = tlsPolicy === 'required' || tlsPolicy === 'verify';
+    const { target, tlsPolicy, dane } = options;
+    const requireTls = tlsPolicy === 'required' || tlsPolicy === 'verify' || dane !== undefined;
     // SNI carries host names only (RFC 6066); a smarthost given as an address is verified against that address.
     const servername = net.isIP(target.name) ? undefined : target.name;
     const connection = new SMTPConnection({
@@ -127,7 +132,8 @@ export class OutboundConnection {
       logger: false,
       tls: {
         ...(servername ? { servername } : {}),
-        rejectUnauthorized: tlsPolicy === 'verify',
+        // DANE authenticates by TLSA records, not by the web PKI (RFC 7672 §3).
+        rejectUnauthorized: tlsPolicy === 'verify' && dane === undefined,
         minVersion: 'TLSv1.2',
         ...(tlsPolicy === 'verify' && options.trustedCa ? { ca: options.trustedCa } : {}),
       },
@@ -148,9 +154,14 @@ export class OutboundConnection {
       connection.connect(() => {
         if (settled) return;
         if (requireTls && !connection.secure) return fail(Object.assign(new Error('STARTTLS required but the session is not encrypted'), { code: 'ETLS' }));
+        let verdict: ReturnType<typeof verifyDane> | undefined;
+        if (dane) {
+          verdict = verifyDane(peerChain(secureSocket(connection)), dane, [target.name]);
+          if (!verdict.ok) return fail(Object.assign(new Error(`DANE: ${verdict.reason} (TLSA of ${target.name})`), { code: 'ETLS' }));
+        }
         settled = true;
         connection.off('error', fail);
-        resolve(new OutboundConnection(connection, target));
+        resolve(new OutboundConnection(connection, target, verdict?.ok ? verdict.usage : undefined));
       });
     });
   }
@@ -216,4 +227,22 @@ export class OutboundConnection {
     this.closed = true;
     this.connection.quit();
   }
+}
+
+function secureSocket(connection: SMTPConnection): TLSSocket | undefined {
+  const socket = connection._socket;
+  return connection.secure && socket ? (socket as TLSSocket) : undefined;
+}
+
+/** The certificates the server sent, leaf first (the issuer links stop at a self-signed one). */
+function peerChain(socket: TLSSocket | undefined): X509Certificate[] {
+  const chain: X509Certificate[] = [];
+  let current: DetailedPeerCertificate | undefined = socket?.getPeerCertificate(true);
+  while (current?.raw && chain.length < 16) {
+    chain.push(new X509Certificate(current.raw));
+    const next: DetailedPeerCertificate | undefined = current.issuerCertificate;
+    if (!next || next === current || next.fingerprint256 === current.fingerprint256) break;
+    current = next;
+  }
+  return chain;
 }

@@ -18,6 +18,8 @@ export class DeliveryMetrics {
   readonly oldestMessageAge: Gauge<'virtual_mta'>;
   readonly dsnsGenerated: Counter<'virtual_mta'>;
   readonly mtaStsMismatches: Counter<'virtual_mta' | 'mode'>;
+  readonly daneLookups: Counter<'result'>;
+  readonly daneSessions: Counter<'result'>;
 
   constructor(registry: Registry) {
     const registers = [registry];
@@ -74,6 +76,18 @@ export class DeliveryMetrics {
       name: 'vmta_mta_sts_mismatches_total',
       help: 'Deliveries whose MX hosts fell outside the domain\'s MTA-STS policy, by policy mode (enforce: not used; testing: reported only).',
       labelNames: ['virtual_mta', 'mode'] as const,
+      registers,
+    });
+    this.daneLookups = new Counter({
+      name: 'vmta_dane_lookups_total',
+      help: 'DANE findings for domains and MX hosts under tlsPolicy dane or dane-only: tlsa (validated TLSA records), no_tlsa and insecure (no DANE: dane falls back, dane-only does not use the host), dnssec_invalid (bogus answer: deferred).',
+      labelNames: ['result'] as const,
+      registers,
+    });
+    this.daneSessions = new Counter({
+      name: 'vmta_dane_sessions_total',
+      help: 'Sessions to MX hosts with TLSA records, by result: dane_ee or dane_ta (certificate matched), unauthenticated (only unusable records: TLS without authentication), failed (no match or no TLS: deferred).',
+      labelNames: ['result'] as const,
       registers,
     });
   }

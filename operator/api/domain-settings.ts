@@ -26,7 +26,7 @@ const ONE_RETRY_FORM = '(has(self.retryAfter) ? 1 : 0) + (has(self.retrySchedule
 export const DomainSettings = z
   .strictObject({
     domain: domainPattern.describe('"example.com", "*.example.com" or "*"; PowerMTA `<domain example.com>`.'),
-    tlsPolicy: z.enum(['none', 'opportunistic', 'required', 'verify']).optional().describe('none: never STARTTLS; opportunistic: `use-starttls`; required: `require-starttls`; verify: required with a valid certificate.'),
+    tlsPolicy: z.enum(['none', 'opportunistic', 'required', 'verify', 'dane', 'dane-only']).optional().describe('none: never STARTTLS; opportunistic: `use-starttls`; required: `require-starttls`; verify: required with a valid certificate; dane: MX hosts with DNSSEC-validated TLSA records are authenticated by them (RFC 7672), the others get opportunistic TLS (or MTA-STS); dane-only: only MX hosts with validated TLSA records are used. DANE needs the pool\'s dnssecResolvers.'),
     mtaSts: z.boolean().optional().describe('Apply the destination\'s MTA-STS policy (RFC 8461).'),
     retryAfter: duration.optional().describe('Wait between attempts (PowerMTA `retry-after`).'),
     retrySchedule: z.array(duration).min(1).max(64).optional().describe('Waits between successive attempts; the last one repeats.'),

@@ -156,7 +156,7 @@ function buildConfig(pool: VirtualMtaPool, listeners: ListenerPlan[], policies: 
     relayPolicies: policies.map(policyConfig),
     spool: { path: SPOOL_DIR },
     admin: compact({ port: ADMIN_PORT, tokenFile: spec.admin?.tokenSecretName ? `${secretDir(spec.admin.tokenSecretName)}/${ADMIN_TOKEN_KEY}` : undefined }),
-    delivery: compact({ resolvers: spec.resolvers, trackedDomains: spec.trackedDomains }),
+    delivery: compact({ resolvers: spec.resolvers, dnssecResolvers: spec.dnssecResolvers, trackedDomains: spec.trackedDomains }),
   };
 }
 

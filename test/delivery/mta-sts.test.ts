@@ -1,6 +1,10 @@
 import assert from 'node:assert/strict';
 import { after, before, test } from 'node:test';
+import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import os from 'node:os';
+import path from 'node:path';
 import { MtaStsResolver, mxMatchesPolicy, parseStsPolicy } from '../../mta/delivery/mta-sts.ts';
+import { PolicyCacheFile } from '../../mta/delivery/mta-sts-cache.ts';
 import { ManualClock } from './manual-clock.ts';
 import { startMtaStsServer, type MtaStsServer } from '../fixtures/mta-sts-server.ts';
 import { createTestCa, loopbackAddresses, startSinkGroup, type SinkMx, type TestCa } from '../fixtures/sink-mx.ts';
@@ -12,8 +16,19 @@ test('policy text is parsed and bad fields are named', () => {
     mx: ['mail.example.com', '*.example.net'],
     maxAge: 86400,
   });
-  assert.throws(() => parseStsPolicy('version: STSv1\nmode: strict\nmx: a.test\nmax_age: 1\n'), /mode must be enforce, testing or none \(got "strict"\)/);
-  assert.throws(() => parseStsPolicy('version: STSv1\nmode: enforce\nmax_age: 1\n'), /at least one mx pattern/);
+  assert.throws(() => parseStsPolicy('version: STSv1\nmode: strict\nmx: a.test\nmax_age: 1\n'), /MTA-STS policy: Invalid mode field \(invalid_sts_mode\)/);
+  assert.throws(() => parseStsPolicy('version: STSv1\nmode: enforce\nmax_age: 1\n'), /Missing mx field \(invalid_sts_mx\)/);
+});
+
+test('every malformed field of a policy is refused, and the RFC 8461 limits hold (mailauth\'s grammar)', () => {
+  const valid = { version: 'STSv1', mode: 'enforce', mx: 'mx.example.test', max_age: '86400' };
+  const policy = (fields: Record<string, string | undefined>) => Object.entries({ ...valid, ...fields }).filter(([, value]) => value !== undefined).map(([key, value]) => `${key}: ${value}`).join('\r\n');
+  for (const [field, values] of Object.entries({ version: ['STSv2', '', undefined], mode: ['strict', '', undefined], max_age: ['-1', '31557601', 'soon', undefined], mx: [undefined] })) {
+    for (const value of values) assert.throws(() => parseStsPolicy(policy({ [field]: value })), /MTA-STS policy: /, `${field}: ${String(value)}`);
+  }
+  assert.equal(parseStsPolicy(policy({ max_age: '31557600' })).maxAge, 31_557_600, 'the largest max_age');
+  assert.deepEqual(parseStsPolicy(policy({ mode: 'none', mx: undefined })).mx, [], 'mode none needs no mx');
+  assert.deepEqual(parseStsPolicy(`${policy({})}\r\nmx: MX.Example.Test\r\nmx: *.backup.test`).mx, ['mx.example.test', '*.backup.test'], 'patterns lower-cased, duplicates dropped');
 });
 
 test('MX patterns match exactly or by one left-most wildcard label', () => {
@@ -101,23 +116,51 @@ test('MTA-STS testing mode only reports: mail still goes to the non-matching MX'
   assert.match(await harness.metrics.registry.getSingleMetricAsString('vmta_mta_sts_mismatches_total'), /mode="testing"\} 1/);
 });
 
-test('a policy is cached for max_age, refetched when the TXT id changes, and kept when a refresh fails', async () => {
+test('a policy is cached for max_age, refetched when the TXT id changes (the TXT answer cached 5 minutes), and kept when a refresh fails', async () => {
   const clock = new ManualClock();
   let txt = ['v=STSv1; id=first'];
   const resolver = new MtaStsResolver({ clock, resolveTxt: async () => txt, connectAddress: sts.address, port: sts.port, ca: ca.caCert });
-  sts.setPolicy('testing.test', 'version: STSv1\nmode: testing\nmx: *.allowed.test\nmax_age: 600\n');
+  sts.setPolicy('testing.test', 'version: STSv1\nmode: testing\nmx: *.allowed.test\nmax_age: 3600\n');
   const fetches = () => sts.requests.filter((host) => host === 'mta-sts.testing.test').length;
   const before = fetches();
-  assert.equal((await resolver.policyFor('testing.test'))?.maxAge, 600);
+  assert.equal((await resolver.policyFor('testing.test'))?.maxAge, 3600);
   await resolver.policyFor('testing.test');
   assert.equal(fetches() - before, 1, 'served from the cache');
   txt = ['v=STSv1; id=second'];
-  sts.setPolicy('testing.test', 'version: STSv1\nmode: enforce\nmx: *.allowed.test\nmax_age: 600\n');
+  sts.setPolicy('testing.test', 'version: STSv1\nmode: enforce\nmx: *.allowed.test\nmax_age: 3600\n');
+  assert.equal((await resolver.policyFor('testing.test'))?.mode, 'testing', 'the TXT answer is cached');
+  clock.advance(5 * 60_000 + 1);
   assert.equal((await resolver.policyFor('testing.test'))?.mode, 'enforce', 'a new id refetches');
   assert.equal(fetches() - before, 2);
   sts.setPolicy('testing.test', undefined);
   txt = ['v=STSv1; id=third'];
+  clock.advance(5 * 60_000 + 1);
   assert.equal((await resolver.policyFor('testing.test'))?.mode, 'enforce', 'a failed refresh keeps the cached policy');
-  clock.advance(601_000);
+  clock.advance(3601_000);
   assert.equal(await resolver.policyFor('testing.test'), undefined, 'after max_age with no policy to fetch there is none');
+});
+
+test('the policy cache survives a restart: a new resolver on the same file still enforces while DNS and HTTPS are gone', async () => {
+  const dir = await mkdtemp(path.join(os.tmpdir(), 'vmta-sts-cache-'));
+  try {
+    const clock = new ManualClock();
+    const file = path.join(dir, 'state', 'mta-sts-policies.json');
+    sts.setPolicy('enforced.test', 'version: STSv1\nmode: enforce\nmx: *.allowed.test\nmax_age: 86400\n');
+    const cacheFile = new PolicyCacheFile(file);
+    const first = new MtaStsResolver({ clock, cacheFile, resolveTxt: async () => ['v=STSv1; id=persisted'], connectAddress: sts.address, port: sts.port, ca: ca.caCert });
+    assert.equal((await first.policyFor('enforced.test'))?.mode, 'enforce');
+    cacheFile.flush(); // as the delivery engine does when it stops; otherwise within a second
+    const restarted = () => new MtaStsResolver({ clock, cacheFile: new PolicyCacheFile(file), resolveTxt: async () => { throw new Error('SERVFAIL'); }, connectAddress: '127.0.0.1', port: 1 });
+    const after = restarted();
+    assert.deepEqual((await after.policyFor('enforced.test'))?.mx, ['*.allowed.test'], 'a downgrade after a restart is still caught');
+    assert.deepEqual(after.list().map((entry) => [entry.domain, entry.id, entry.policy.mode]), [['enforced.test', 'persisted', 'enforce']]);
+    clock.advance(86_401_000);
+    assert.equal(await restarted().policyFor('enforced.test'), undefined, 'until max_age from the fetch');
+    await writeFile(file, '{ not json');
+    assert.equal(new PolicyCacheFile(file).load().size, 0, 'a damaged cache file starts empty instead of failing');
+    await writeFile(file, JSON.stringify({ version: 1, policies: { 'a.test': { id: 'x', policy: { mode: 'enforce', mx: ['m.a.test'], maxAge: 99_999_999 }, text: '', fetchedAt: 0, expiresAt: 1 }, 'b.test': { id: 'y', policy: { mode: 'testing', mx: [], maxAge: 60 }, text: '', fetchedAt: 0, expiresAt: 1 } } }));
+    assert.deepEqual([...new PolicyCacheFile(file).load().keys()], ['b.test'], 'an entry with bad fields is dropped, the rest kept');
+  } finally {
+    await rm(dir, { recursive: true, force: true });
+  }
 });

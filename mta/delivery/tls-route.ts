@@ -1,0 +1,109 @@
+// Which MX hosts a delivery may use and with which TLS session policy each, from the domain's
+// settings: the configured tlsPolicy, its MTA-STS policy (RFC 8461) and DANE (RFC 7672). DANE
+// takes precedence over MTA-STS where both exist (RFC 8461 §2): a host with validated TLSA
+// records is authenticated by them; the other hosts follow MTA-STS when the domain enforces it,
+// else `dane` falls back to opportunistic TLS and `dane-only` does not use them. A DNSSEC failure
+// (bogus MX or TLSA) is a deferral, never a fall back to plain text.
+import { domainDane, hostDane, type HostDane, type TlsaRecord } from './dane.ts';
+import type { DnssecLookup } from './dnssec-lookup.ts';
+import type { ResolvedDomainSettings, TlsPolicy } from './domain-settings.ts';
+import { mxMatchesPolicy, type MtaStsResolver, type StsPolicy } from './mta-sts.ts';
+import type { MxTarget } from './outbound-connection.ts';
+
+/** The policy of one session: what a connection can do (the DANE policies become these per host). */
+export type SessionTlsPolicy = Exclude<TlsPolicy, 'dane' | 'dane-only'>;
+
+export interface RoutedTarget extends MxTarget {
+  tlsPolicy: SessionTlsPolicy;
+  /** TLSA records the certificate must match (DANE); the session then requires TLS. */
+  dane?: TlsaRecord[];
+}
+
+export type DaneResult = 'tlsa' | 'no_tlsa' | 'insecure' | 'dnssec_invalid';
+
+export interface TlsRouteEvents {
+  /** MX hosts outside an MTA-STS policy (enforce: not used; testing: reported). */
+  stsMismatch(policy: StsPolicy): void;
+  /** One DANE finding per host looked up. */
+  dane(result: DaneResult, host: string, detail?: string): void;
+}
+
+export type TlsRoute = { ok: true; targets: RoutedTarget[] } | { ok: false; message: string };
+
+export interface TlsRouteInputs {
+  domain: string;
+  settings: ResolvedDomainSettings;
+  targets: readonly MxTarget[];
+  mtaSts: MtaStsResolver;
+  dnssec: DnssecLookup;
+  events: TlsRouteEvents;
+}
+
+export function isDanePolicy(policy: TlsPolicy): policy is 'dane' | 'dane-only' {
+  return policy === 'dane' || policy === 'dane-only';
+}
+
+export async function routeTls(inputs: TlsRouteInputs): Promise<TlsRoute> {
+  const { domain, settings, targets, events } = inputs;
+  let sts: StsPolicy | undefined;
+  if (settings.mtaSts && !settings.smtpHost) {
+    sts = await inputs.mtaSts.policyFor(domain);
+    if (sts && sts.mode !== 'none' && targets.some((target) => !mxMatchesPolicy(target.name, sts!.mx))) events.stsMismatch(sts);
+  }
+  const enforced = sts?.mode === 'enforce' ? sts : undefined;
+  /** A host without DANE: MTA-STS when enforced (only its hosts, verified), else the fallback. */
+  const withoutDane = (target: MxTarget, fallback: SessionTlsPolicy): RoutedTarget | undefined => {
+    if (!enforced) return { ...target, tlsPolicy: fallback };
+    return mxMatchesPolicy(target.name, enforced.mx) ? { ...target, tlsPolicy: 'verify' } : undefined;
+  };
+  const noneLeft = (why: string): TlsRoute => ({ ok: false, message: enforced ? `MTA-STS policy of ${domain} (enforce) matches none of its usable MX hosts (allowed: ${enforced.mx.join(', ')}); ${why}` : why });
+
+  const policy = settings.tlsPolicy;
+  if (!isDanePolicy(policy) || settings.smtpHost) {
+    const session: SessionTlsPolicy = isDanePolicy(policy) ? 'required' : policy;
+    const routed = targets.flatMap((target) => withoutDane(target, session) ?? []);
+    return routed.length > 0 ? { ok: true, targets: routed } : noneLeft(`no MX host of ${domain} is usable`);
+  }
+
+  const domainState = await domainDane(inputs.dnssec, domain);
+  if (domainState.kind === 'bogus-mx') {
+    events.dane('dnssec_invalid', domain, domainState.message);
+    return { ok: false, message: `DANE: ${domainState.message}` };
+  }
+  if (domainState.kind === 'insecure-mx') {
+    events.dane('insecure', domain, domainState.reason);
+    if (policy === 'dane-only') return { ok: false, message: `dane-only: ${domainState.reason}, so no MX host can be authenticated` };
+    const routed = targets.flatMap((target) => withoutDane(target, 'opportunistic') ?? []);
+    return routed.length > 0 ? { ok: true, targets: routed } : noneLeft(`no MX host of ${domain} is usable`);
+  }
+
+  const byHost = new Map<string, Promise<HostDane>>();
+  const routed: RoutedTarget[] = [];
+  const refused: string[] = [];
+  for (const target of targets) {
+    let lookup = byHost.get(target.name);
+    if (!lookup) {
+      lookup = hostDane(inputs.dnssec, target.name, target.port);
+      byHost.set(target.name, lookup);
+      void lookup.then((state) => {
+        if (state.kind === 'tlsa') events.dane('tlsa', target.name);
+        else if (state.kind === 'none') events.dane(state.reason === 'no-tlsa' ? 'no_tlsa' : 'insecure', target.name);
+        else events.dane('dnssec_invalid', target.name, state.message);
+      });
+    }
+    const state = await lookup;
+    if (state.kind === 'tlsa') {
+      routed.push({ ...target, tlsPolicy: 'required', dane: state.records });
+    } else if (state.kind === 'unusable') {
+      refused.push(`${target.name}: ${state.message}`);
+    } else if (policy === 'dane-only') {
+      refused.push(`${target.name}: no validated TLSA records (${state.reason === 'no-tlsa' ? 'none published' : 'insecure answer'}) and the policy is dane-only`);
+    } else {
+      const fallback = withoutDane(target, 'opportunistic');
+      if (fallback) routed.push(fallback);
+      else refused.push(`${target.name}: outside the MTA-STS policy`);
+    }
+  }
+  if (routed.length > 0) return { ok: true, targets: routed };
+  return { ok: false, message: `DANE: no usable MX host for ${domain}: ${[...new Set(refused)].join('; ')}` };
+}
