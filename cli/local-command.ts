@@ -5,6 +5,7 @@ import path from 'node:path';
 import { parseArgs } from 'node:util';
 import { LocalMode, LocalModeError } from '../operator/local/local-mode.ts';
 import { PRIVILEGED_PORT_OFFSET } from '../operator/render/layout.ts';
+import { STOP_SIGNALS } from './exit-codes.ts';
 
 const USAGE = `usage: vmta local [DIR] [--work-dir DIR] [--port-shift N] [--no-watch]
 
@@ -69,6 +70,5 @@ export async function runLocalCommand(argv: string[]): Promise<void> {
       },
     );
   };
-  process.on('SIGINT', stop);
-  process.on('SIGTERM', stop);
+  for (const signal of STOP_SIGNALS) process.on(signal, stop);
 }

@@ -1,9 +1,10 @@
-// `vmta mta --config DIR`: runs the relay in the foreground until SIGTERM or SIGINT, then shuts
+// `vmta mta --config DIR`: runs the relay in the foreground until SIGTERM, SIGINT or SIGHUP, then shuts
 // it down in order and exits 0. A bad initial config prints the field and value and exits 2.
 import { parseArgs } from 'node:util';
 import { ConfigError } from '../mta/config/parse.ts';
 import { parseDuration } from '../mta/config/duration.ts';
 import { Relay } from '../mta/relay.ts';
+import { STOP_SIGNALS } from './exit-codes.ts';
 
 const USAGE = `usage: vmta mta --config DIR [--shutdown-timeout 25s] [--config-poll-interval 5s]
 
@@ -14,7 +15,7 @@ Relative paths in relay.yaml are resolved against DIR.
 
 options:
   --config DIR                  directory holding relay.yaml (required)
-  --shutdown-timeout DURATION   on SIGTERM/SIGINT, how long open sessions may take to finish (default 25s)
+  --shutdown-timeout DURATION   on SIGTERM/SIGINT/SIGHUP, how long open sessions may take to finish (default 25s)
   --config-poll-interval DURATION
                                 fallback check of the config files when file watching misses a change (default 5s)
   -h, --help                    show this help`;
@@ -92,8 +93,7 @@ export async function runMtaCommand(argv: string[]): Promise<void> {
     if (relay) shutDown(relay, signal);
     else pendingSignal = signal;
   };
-  process.on('SIGTERM', onSignal);
-  process.on('SIGINT', onSignal);
+  for (const signal of STOP_SIGNALS) process.on(signal, onSignal);
 
   try {
     relay = await Relay.start(options);
@@ -105,8 +105,7 @@ export async function runMtaCommand(argv: string[]): Promise<void> {
       console.error(`vmta mta: cannot start the relay: ${(error as Error).stack ?? String(error)}`);
       process.exitCode = 1;
     }
-    process.off('SIGTERM', onSignal);
-    process.off('SIGINT', onSignal);
+    for (const signal of STOP_SIGNALS) process.off(signal, onSignal);
     return;
   }
   if (pendingSignal) shutDown(relay, pendingSignal);

@@ -105,7 +105,7 @@ export class AdminServer {
         path: url.pathname,
         query: url.searchParams,
         body: await this.#readJsonBody(request),
-        authorized: this.#isAuthorized(request.headers.authorization),
+        ...this.#credentials(request.headers.authorization),
       };
       for (const handler of this.#handlers) {
         const answer = await handler(adminRequest);
@@ -146,12 +146,13 @@ export class AdminServer {
     }
   }
 
-  #isAuthorized(header: string | undefined): boolean {
+  #credentials(header: string | undefined): Pick<AdminRequest, 'authorized' | 'credentials'> {
     // Closed by default: without a configured token no request may change the queues.
-    if (this.#tokenDigest === undefined) return false;
+    if (this.#tokenDigest === undefined) return { authorized: false, credentials: 'unconfigured' };
     const match = /^Bearer\s+(\S+)\s*$/i.exec(header ?? '');
-    if (!match?.[1]) return false;
-    return timingSafeEqual(digest(match[1]), this.#tokenDigest);
+    if (!match?.[1]) return { authorized: false, credentials: header === undefined ? 'missing' : 'wrong' };
+    const authorized = timingSafeEqual(digest(match[1]), this.#tokenDigest);
+    return { authorized, credentials: authorized ? 'valid' : 'wrong' };
   }
 
   async #readJsonBody(request: http.IncomingMessage): Promise<unknown> {
