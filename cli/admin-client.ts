@@ -5,13 +5,11 @@
 import { readFile } from 'node:fs/promises';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { findLocalAdminTokenFile } from '../operator/local/local-admin-token.ts';
+import { DEFAULT_LOCAL_WORK_DIR, findLocalAdminTokenFile } from '../operator/local/local-admin-token.ts';
 import { CliError } from './exit-codes.ts';
 
 export const DEFAULT_ADMIN_URL = 'http://127.0.0.1:8025';
 const PACKAGE_ROOT = fileURLToPath(new URL('..', import.meta.url));
-/** Where `vmta local` keeps its state unless given --work-dir (relative to where it runs). */
-const LOCAL_WORK_DIR = path.join('.tmp', 'local');
 const REQUEST_TIMEOUT_MS = 15_000;
 
 /** `localhost:8025`, `8025` and `http://host:8025/` all name the same kind of base URL. */
@@ -41,7 +39,7 @@ export async function adminToken(tokenFile: string | undefined, base: URL): Prom
   if (fromEnvironment) return { token: fromEnvironment, source: '$VMTA_ADMIN_TOKEN' };
   if (!['127.0.0.1', 'localhost', '[::1]'].includes(base.hostname)) return undefined;
   const port = Number(base.port || (base.protocol === 'https:' ? 443 : 80));
-  for (const workDir of new Set([path.resolve(LOCAL_WORK_DIR), path.join(PACKAGE_ROOT, LOCAL_WORK_DIR)])) {
+  for (const workDir of new Set([path.resolve(DEFAULT_LOCAL_WORK_DIR), path.join(PACKAGE_ROOT, DEFAULT_LOCAL_WORK_DIR)])) {
     const file = await findLocalAdminTokenFile(workDir, port);
     if (file) return { token: await readTokenFile(file, `local mode's token file`), source: file };
   }

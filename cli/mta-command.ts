@@ -3,6 +3,7 @@
 import { parseArgs } from 'node:util';
 import { ConfigError } from '../mta/config/parse.ts';
 import { parseDuration } from '../mta/config/duration.ts';
+import { describePortHolder } from '../mta/port-holder.ts';
 import { Relay } from '../mta/relay.ts';
 import { STOP_SIGNALS } from './exit-codes.ts';
 
@@ -101,6 +102,11 @@ export async function runMtaCommand(argv: string[]): Promise<void> {
     if (error instanceof ConfigError) {
       console.error(`vmta mta: ${(error as Error).message}`);
       process.exitCode = 2;
+    } else if (portInUse(error)) {
+      const { address, port } = portInUse(error)!;
+      const holder = await describePortHolder(port);
+      console.error(`vmta mta: cannot listen on ${address}:${port}: the port is in use${holder ? ` by ${holder}` : ''}; stop that process or give this relay another port`);
+      process.exitCode = 1;
     } else {
       console.error(`vmta mta: cannot start the relay: ${(error as Error).stack ?? String(error)}`);
       process.exitCode = 1;
@@ -109,4 +115,12 @@ export async function runMtaCommand(argv: string[]): Promise<void> {
     return;
   }
   if (pendingSignal) shutDown(relay, pendingSignal);
+}
+
+/** The address and port of an EADDRINUSE somewhere in the error's cause chain. */
+function portInUse(error: unknown): { address: string; port: number } | undefined {
+  for (let current = error as (NodeJS.ErrnoException & { address?: string; port?: number }) | undefined; current; current = current.cause as typeof current) {
+    if (current.code === 'EADDRINUSE' && typeof current.port === 'number') return { address: current.address ?? '*', port: current.port };
+  }
+  return undefined;
 }

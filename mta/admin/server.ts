@@ -124,11 +124,12 @@ export class AdminServer {
     if (method !== 'GET' && method !== 'HEAD') return false;
     switch (path) {
       case '/healthz':
-        sendJson(response, { status: 200, body: { status: 'alive' } });
+        sendJson(response, { status: 200, body: { status: 'alive', pid: process.pid } });
         return true;
       case '/readyz': {
         const readiness = this.#options.readiness();
-        sendJson(response, readiness.ready ? { status: 200, body: { status: 'ready' } } : { status: 503, body: { status: 'not ready', reason: readiness.reason } });
+        // The pid lets a supervisor tell its own relay from another one that holds the port.
+        sendJson(response, readiness.ready ? { status: 200, body: { status: 'ready', pid: process.pid } } : { status: 503, body: { status: 'not ready', reason: readiness.reason, pid: process.pid } });
         return true;
       }
       case '/metrics': {

@@ -9,6 +9,9 @@ import { parse } from 'yaml';
 import { RUNTIME_CONFIG_FILE } from '../../mta/config/schema.ts';
 import { localPoolDir } from './local-config.ts';
 
+/** Where `vmta local` keeps its state unless given --work-dir (relative to where it runs). */
+export const DEFAULT_LOCAL_WORK_DIR = path.join('.tmp', 'local');
+
 /** The generated token file of a pool (made on first use, kept across restarts). */
 export async function ensureLocalAdminToken(workDir: string, poolName: string): Promise<string> {
   const file = path.join(localPoolDir(workDir, poolName), 'admin-token');
@@ -23,7 +26,12 @@ export async function findLocalAdminTokenFile(workDir: string, port: number): Pr
   for (const pool of pools) {
     const text = await readFile(path.join(localPoolDir(workDir, pool), 'config', RUNTIME_CONFIG_FILE), 'utf8').catch(() => undefined);
     if (text === undefined) continue;
-    const admin = (parse(text) as { admin?: { port?: unknown; tokenFile?: unknown } } | null)?.admin;
+    let admin: { port?: unknown; tokenFile?: unknown } | undefined;
+    try {
+      admin = (parse(text) as { admin?: typeof admin } | null)?.admin;
+    } catch {
+      continue;
+    }
     if (admin?.port === port && typeof admin.tokenFile === 'string') return admin.tokenFile;
   }
   return undefined;
