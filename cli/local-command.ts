@@ -3,8 +3,10 @@
 // edit. The way to send a first message without a cluster.
 import path from 'node:path';
 import { parseArgs } from 'node:util';
+import { DEFAULT_LOCAL_WORK_DIR } from '../operator/local/local-admin-token.ts';
 import { LocalMode, LocalModeError } from '../operator/local/local-mode.ts';
 import { PRIVILEGED_PORT_OFFSET } from '../operator/render/layout.ts';
+import { STOP_SIGNALS } from './exit-codes.ts';
 
 const USAGE = `usage: vmta local [DIR] [--work-dir DIR] [--port-shift N] [--no-watch]
 
@@ -49,7 +51,7 @@ export async function runLocalCommand(argv: string[]): Promise<void> {
   const log = (line: string) => console.log(line);
   let local: LocalMode;
   try {
-    local = await LocalMode.start({ resourceDir, workDir: path.resolve(values['work-dir'] ?? path.join('.tmp', 'local')), portShift, watch: !values['no-watch'], log });
+    local = await LocalMode.start({ resourceDir, workDir: path.resolve(values['work-dir'] ?? DEFAULT_LOCAL_WORK_DIR), portShift, watch: !values['no-watch'], log });
   } catch (error) {
     console.error(`vmta local: ${error instanceof LocalModeError ? error.message : (error as Error).message}`);
     process.exitCode = error instanceof LocalModeError ? 2 : 1;
@@ -69,6 +71,5 @@ export async function runLocalCommand(argv: string[]): Promise<void> {
       },
     );
   };
-  process.on('SIGINT', stop);
-  process.on('SIGTERM', stop);
+  for (const signal of STOP_SIGNALS) process.on(signal, stop);
 }

@@ -1,9 +1,11 @@
-// `vmta mta --config DIR`: runs the relay in the foreground until SIGTERM or SIGINT, then shuts
+// `vmta mta --config DIR`: runs the relay in the foreground until SIGTERM, SIGINT or SIGHUP, then shuts
 // it down in order and exits 0. A bad initial config prints the field and value and exits 2.
 import { parseArgs } from 'node:util';
 import { ConfigError } from '../mta/config/parse.ts';
 import { parseDuration } from '../mta/config/duration.ts';
+import { describePortHolder } from '../mta/port-holder.ts';
 import { Relay } from '../mta/relay.ts';
+import { STOP_SIGNALS } from './exit-codes.ts';
 
 const USAGE = `usage: vmta mta --config DIR [--shutdown-timeout 25s] [--config-poll-interval 5s]
 
@@ -14,7 +16,7 @@ Relative paths in relay.yaml are resolved against DIR.
 
 options:
   --config DIR                  directory holding relay.yaml (required)
-  --shutdown-timeout DURATION   on SIGTERM/SIGINT, how long open sessions may take to finish (default 25s)
+  --shutdown-timeout DURATION   on SIGTERM/SIGINT/SIGHUP, how long open sessions may take to finish (default 25s)
   --config-poll-interval DURATION
                                 fallback check of the config files when file watching misses a change (default 5s)
   -h, --help                    show this help`;
@@ -92,8 +94,7 @@ export async function runMtaCommand(argv: string[]): Promise<void> {
     if (relay) shutDown(relay, signal);
     else pendingSignal = signal;
   };
-  process.on('SIGTERM', onSignal);
-  process.on('SIGINT', onSignal);
+  for (const signal of STOP_SIGNALS) process.on(signal, onSignal);
 
   try {
     relay = await Relay.start(options);
@@ -101,13 +102,25 @@ export async function runMtaCommand(argv: string[]): Promise<void> {
     if (error instanceof ConfigError) {
       console.error(`vmta mta: ${(error as Error).message}`);
       process.exitCode = 2;
+    } else if (portInUse(error)) {
+      const { address, port } = portInUse(error)!;
+      const holder = await describePortHolder(port);
+      console.error(`vmta mta: cannot listen on ${address}:${port}: the port is in use${holder ? ` by ${holder}` : ''}; stop that process or give this relay another port`);
+      process.exitCode = 1;
     } else {
       console.error(`vmta mta: cannot start the relay: ${(error as Error).stack ?? String(error)}`);
       process.exitCode = 1;
     }
-    process.off('SIGTERM', onSignal);
-    process.off('SIGINT', onSignal);
+    for (const signal of STOP_SIGNALS) process.off(signal, onSignal);
     return;
   }
   if (pendingSignal) shutDown(relay, pendingSignal);
+}
+
+/** The address and port of an EADDRINUSE somewhere in the error's cause chain. */
+function portInUse(error: unknown): { address: string; port: number } | undefined {
+  for (let current = error as (NodeJS.ErrnoException & { address?: string; port?: number }) | undefined; current; current = current.cause as typeof current) {
+    if (current.code === 'EADDRINUSE' && typeof current.port === 'number') return { address: current.address ?? '*', port: current.port };
+  }
+  return undefined;
 }

@@ -1,4 +1,4 @@
-// `vmta operator`: runs the Kubernetes operator in the foreground until SIGTERM or SIGINT, then
+// `vmta operator`: runs the Kubernetes operator in the foreground until SIGTERM, SIGINT or SIGHUP, then
 // releases its leader Lease and exits 0. Cluster access comes from --kubeconfig, KUBECONFIG,
 // ~/.kube/config or the pod's service account (in-cluster), in that order.
 import { hostname } from 'node:os';
@@ -9,6 +9,7 @@ import { KubeClient, loadKubeConfig } from '../operator/kube/client.ts';
 import { httpConfigHashReader } from '../operator/controller/config-hash-reader.ts';
 import { VmtaOperator } from '../operator/controller/operator.ts';
 import { OperatorMetrics } from '../operator/observe/metrics.ts';
+import { STOP_SIGNALS } from './exit-codes.ts';
 
 const USAGE = `usage: vmta operator [options]
 
@@ -156,8 +157,7 @@ export async function runOperatorCommand(argv: string[]): Promise<void> {
       },
     );
   };
-  process.on('SIGTERM', () => stop('SIGTERM'));
-  process.on('SIGINT', () => stop('SIGINT'));
+  for (const signal of STOP_SIGNALS) process.on(signal, () => stop(signal));
   await operator.start();
   logger.info({ identity, namespace: options.namespace ?? '(all)', metricsPort: operator.healthPort, leaderElect: options.leaderElect }, 'operator started');
 }

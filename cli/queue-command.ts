@@ -1,14 +1,19 @@
 // `vmta queue`: queue inspection and control for operators, on top of the relay's admin HTTP
-// API (mta/admin/queue-api.ts). Prints a table for people or JSON with --json.
-import { readFile } from 'node:fs/promises';
+// API (mta/admin/queue-api.ts). Prints tables and sentences for people, or the API's JSON with
+// -o json. Errors are CliErrors: one line, and the exit code of their kind (cli/exit-codes.ts).
 import { parseArgs } from 'node:util';
+import { adminBaseUrl, adminToken, callAdmin, DEFAULT_ADMIN_URL } from './admin-client.ts';
+import { CliError, EXIT_CODES_HELP } from './exit-codes.ts';
+import { formatAction, formatMessage, formatQueueList, type MessageListing, type QueueListing, type Selection } from './queue-format.ts';
+import type { MessageState } from '../mta/delivery/delivery-engine.ts';
 
-const USAGE = `usage: vmta queue <action> [options]
+export const QUEUE_USAGE = `usage: vmta queue <action> [options]
 
 actions:
-  list                       queues with message counts, next retry, pause and backoff state
+  list                       queues with message counts, next retry, pause and backoff state,
+                             and the queue ids of waiting messages
   show QUEUE_ID              one message's recipients and their state
-  pause | resume             a VirtualMTA (--vmta), a domain (--domain) or one queue (both)
+  pause | resume             a VirtualMTA (--vmta), a domain (--domain), one queue (both) or all
   retry                      retry scheduled messages now (flush)
   bounce | delete            bounce (with DSNs) or drop the selected queues' messages
 
@@ -16,103 +21,97 @@ options:
   --vmta NAME                select a VirtualMTA
   --domain DOMAIN            select a destination domain
   --all                      confirm bounce/delete of every queue when nothing is selected
-  --admin URL                admin API base URL (default $VMTA_ADMIN_URL or http://127.0.0.1:8025)
-  --token-file FILE          file holding the admin bearer token (default $VMTA_ADMIN_TOKEN)
-  --json                     print the API's JSON answer`;
+  --limit N                  list: how many queue ids to show (default 20)
+  --admin URL                admin API (default $VMTA_ADMIN_URL or ${DEFAULT_ADMIN_URL}; the scheme may be left out)
+  --token-file FILE          file holding the admin bearer token (default $VMTA_ADMIN_TOKEN, or the
+                             token \`vmta local\` made for that admin port, found by itself)
+  -o json, --json            print the API's JSON answer
 
-const ACTIONS = new Set(['list', 'show', 'pause', 'resume', 'retry', 'bounce', 'delete']);
+${EXIT_CODES_HELP}`;
 
-interface QueueRow {
-  virtualMta: string;
-  domain: string;
-  messages: number;
-  ready: number;
-  scheduled: number;
-  connections: number;
-  paused: boolean;
-  backoff: { active: boolean };
-  nextRetryAt: string | null;
-  lastError: string | null;
+const CONTROL_ACTIONS = new Set(['pause', 'resume', 'retry', 'bounce', 'delete']);
+
+interface QueueOptions {
+  action: string;
+  queueId?: string;
+  selection: Selection;
+  all: boolean;
+  limit: number;
+  json: boolean;
+  admin: string;
+  tokenFile?: string;
 }
 
-interface VirtualMtaRow {
-  name: string;
-  usable: boolean;
-  paused: boolean;
-  detail: string | null;
+function parseQueueOptions(argv: string[]): QueueOptions | undefined {
+  let parsed;
+  try {
+    parsed = parseArgs({
+      args: argv,
+      allowPositionals: true,
+      strict: true,
+      options: {
+        vmta: { type: 'string' },
+        domain: { type: 'string' },
+        all: { type: 'boolean', default: false },
+        limit: { type: 'string' },
+        admin: { type: 'string' },
+        'token-file': { type: 'string' },
+        json: { type: 'boolean', default: false },
+        output: { type: 'string', short: 'o' },
+        help: { type: 'boolean', short: 'h', default: false },
+      },
+    });
+  } catch (error) {
+    // node:util's message goes on about positional arguments; its first sentence is the news.
+    throw new CliError('usage', `${(error as Error).message.split('. ')[0]}; vmta queue --help lists the options`);
+  }
+  const { values, positionals } = parsed;
+  const [action, queueId, ...extra] = positionals;
+  if (values.help) return undefined;
+  if (action === undefined) throw new CliError('usage', 'which action? vmta queue list|show|pause|resume|retry|bounce|delete (vmta queue --help)');
+  if (action !== 'list' && action !== 'show' && !CONTROL_ACTIONS.has(action)) throw new CliError('usage', `unknown action "${action}"; the actions are list, show, pause, resume, retry, bounce, delete`);
+  if (action === 'show' && queueId === undefined) throw new CliError('usage', 'show needs a queue id: vmta queue show QUEUE_ID (vmta queue list shows them)');
+  if ((action !== 'show' && queueId !== undefined) || extra.length > 0) throw new CliError('usage', `unexpected argument "${action === 'show' ? extra[0] : queueId}"; vmta queue --help`);
+  if (values.output !== undefined && values.output !== 'json') throw new CliError('usage', `-o: only "json" is supported (got "${values.output}")`);
+  const selection: Selection = { ...(values.vmta ? { virtualMta: values.vmta } : {}), ...(values.domain ? { domain: values.domain } : {}) };
+  if ((action === 'bounce' || action === 'delete') && !selection.virtualMta && !selection.domain && !values.all) {
+    throw new CliError('usage', `${action} needs --vmta NAME and/or --domain DOMAIN, or --all to ${action} every queue`);
+  }
+  const limit = Number(values.limit ?? 20);
+  if (!Number.isInteger(limit) || limit < 0 || limit > 1000) throw new CliError('usage', `--limit: a whole number from 0 to 1000 (got "${values.limit}")`);
+  return {
+    action,
+    queueId,
+    selection,
+    all: values.all,
+    limit,
+    json: values.json || values.output === 'json',
+    admin: values.admin ?? process.env.VMTA_ADMIN_URL ?? DEFAULT_ADMIN_URL,
+    tokenFile: values['token-file'],
+  };
 }
 
 export async function runQueueCommand(argv: string[]): Promise<void> {
-  const { values, positionals } = parseArgs({
-    args: argv,
-    allowPositionals: true,
-    options: {
-      vmta: { type: 'string' },
-      domain: { type: 'string' },
-      all: { type: 'boolean', default: false },
-      admin: { type: 'string' },
-      'token-file': { type: 'string' },
-      json: { type: 'boolean', default: false },
-      help: { type: 'boolean', short: 'h', default: false },
-    },
-  });
-  const [action, argument] = positionals;
-  if (values.help || action === undefined) {
-    console.log(USAGE);
+  const options = parseQueueOptions(argv);
+  if (!options) {
+    console.log(QUEUE_USAGE);
     return;
   }
-  if (!ACTIONS.has(action)) return usageError(`unknown action "${action}"`);
-  const base = (values.admin ?? process.env.VMTA_ADMIN_URL ?? 'http://127.0.0.1:8025').replace(/\/$/, '');
-  const token = values['token-file'] ? (await readFile(values['token-file'], 'utf8')).trim() : process.env.VMTA_ADMIN_TOKEN;
-  const headers: Record<string, string> = { accept: 'application/json', ...(token ? { authorization: `Bearer ${token}` } : {}) };
-
-  let response: Response;
+  const base = adminBaseUrl(options.admin);
+  const { action, selection, json } = options;
+  const print = (answer: unknown, text: () => string) => console.log(json ? JSON.stringify(answer, null, 2) : text());
   if (action === 'list') {
-    response = await fetch(`${base}/api/v1/queues`, { headers });
+    const query = new URLSearchParams({ ...selection, limit: String(options.limit) });
+    const all = (await callAdmin(base, { path: '/api/v1/queues' })) as QueueListing;
+    const listing = { ...all, queues: all.queues.filter((queue) => (!selection.virtualMta || queue.virtualMta === selection.virtualMta) && (!selection.domain || queue.domain === selection.domain.toLowerCase())) };
+    const waiting = (await callAdmin(base, { path: `/api/v1/messages?${query}` })) as MessageListing;
+    print({ ...listing, waiting }, () => formatQueueList(listing, waiting));
   } else if (action === 'show') {
-    if (!argument) return usageError('show needs a queue id');
-    response = await fetch(`${base}/api/v1/messages/${encodeURIComponent(argument)}`, { headers });
+    const message = (await callAdmin(base, { path: `/api/v1/messages/${encodeURIComponent(options.queueId!)}` })) as MessageState;
+    print(message, () => formatMessage(message));
   } else {
-    const body = { ...(values.vmta ? { virtualMta: values.vmta } : {}), ...(values.domain ? { domain: values.domain } : {}), ...(values.all ? { all: true } : {}) };
-    response = await fetch(`${base}/api/v1/queues/${action}`, { method: 'POST', headers: { ...headers, 'content-type': 'application/json' }, body: JSON.stringify(body) });
+    const token = await adminToken(options.tokenFile, base);
+    const answer = (await callAdmin(base, { method: 'POST', path: `/api/v1/queues/${action}`, body: { ...selection, ...(options.all ? { all: true } : {}) }, token })) as { queues?: number; messages?: number };
+    print(answer, () => formatAction(action, selection, answer));
   }
-  const answer: unknown = await response.json().catch(() => ({ error: `HTTP ${response.status} with a body that is not JSON` }));
-  if (!response.ok) {
-    const message = typeof answer === 'object' && answer !== null && 'error' in answer ? String(answer.error) : `HTTP ${response.status}`;
-    console.error(`vmta queue ${action}: ${message}`);
-    process.exitCode = 1;
-    return;
-  }
-  if (values.json || action === 'show') {
-    console.log(JSON.stringify(answer, null, 2));
-  } else if (action === 'list') {
-    console.log(formatQueues(answer as { queues: QueueRow[]; virtualMtas: VirtualMtaRow[] }));
-  } else {
-    const result = answer as { queues?: number; messages?: number };
-    console.log(`${action}: ${result.queues !== undefined ? `${result.queues} queue(s)` : `${result.messages ?? 0} message(s)`}`);
-  }
-}
-
-function usageError(message: string): void {
-  console.error(`vmta queue: ${message}\n\n${USAGE}`);
-  process.exitCode = 2;
-}
-
-function formatQueues(answer: { queues: QueueRow[]; virtualMtas: VirtualMtaRow[] }): string {
-  const header = ['VIRTUAL-MTA', 'DOMAIN', 'MESSAGES', 'READY', 'SCHEDULED', 'CONNS', 'STATE', 'NEXT-RETRY', 'LAST-ERROR'];
-  const rows = answer.queues.map((queue) => [
-    queue.virtualMta,
-    queue.domain,
-    String(queue.messages),
-    String(queue.ready),
-    String(queue.scheduled),
-    String(queue.connections),
-    queue.paused ? 'paused' : queue.backoff.active ? 'backoff' : 'active',
-    queue.nextRetryAt ?? '-',
-    (queue.lastError ?? '-').slice(0, 60),
-  ]);
-  const widths = header.map((title, column) => Math.max(title.length, ...rows.map((row) => row[column]!.length)));
-  const line = (cells: string[]) => cells.map((cell, column) => cell.padEnd(widths[column]!)).join('  ').trimEnd();
-  const problems = answer.virtualMtas.filter((vmta) => !vmta.usable || vmta.paused).map((vmta) => `VirtualMTA ${vmta.name}: ${vmta.usable ? 'paused' : `UNUSABLE — ${vmta.detail ?? ''}`}`);
-  return [line(header), ...rows.map(line), ...(problems.length ? ['', ...problems] : [])].join('\n');
 }

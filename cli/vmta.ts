@@ -1,4 +1,7 @@
-// The `vmta` command: one binary, one subcommand per role (relay, operator, local mode, queue control).
+// The `vmta` command: one binary, one subcommand per role (relay, operator, local mode, queue
+// control). A CliError from a subcommand is printed as one line and exits with its kind's code.
+import { CliError, EXIT, EXIT_CODES_HELP } from './exit-codes.ts';
+
 type Subcommand = (argv: string[]) => Promise<void>;
 
 const subcommands: Record<string, { summary: string; load: () => Promise<Subcommand> }> = {
@@ -11,19 +14,28 @@ const subcommands: Record<string, { summary: string; load: () => Promise<Subcomm
 
 function usage(): string {
   const lines = Object.entries(subcommands).map(([name, { summary }]) => `  ${name.padEnd(10)} ${summary}`);
-  return ['usage: vmta <command> [options]', '', 'commands:', ...lines, '', 'vmta <command> --help shows the options of a command.'].join('\n');
+  return ['usage: vmta <command> [options]', '', 'commands:', ...lines, '', 'vmta <command> --help shows the options of a command.', '', EXIT_CODES_HELP].join('\n');
 }
 
 const [name, ...rest] = process.argv.slice(2);
-if (name === undefined || name === '--help' || name === '-h' || name === 'help') {
+if (name === '--help' || name === '-h' || name === 'help') {
   console.log(usage());
+} else if (name === undefined) {
+  console.error(usage());
+  process.exitCode = EXIT.usage;
 } else {
   const entry = subcommands[name];
   if (!entry) {
     console.error(`vmta: unknown command "${name}"\n\n${usage()}`);
-    process.exitCode = 2;
+    process.exitCode = EXIT.usage;
   } else {
-    const run = await entry.load();
-    await run(rest);
+    try {
+      const run = await entry.load();
+      await run(rest);
+    } catch (error) {
+      if (!(error instanceof CliError)) throw error;
+      console.error(`vmta ${name}: ${error.message}`);
+      process.exitCode = EXIT[error.kind];
+    }
   }
 }

@@ -9,7 +9,12 @@ export interface AdminRequest {
   body: unknown;
   /** True when the request carried the admin bearer token; always false when none is configured. */
   authorized: boolean;
+  /** Why a request is not authorized, so a refusal can say what to fix. */
+  credentials: AdminCredentials;
 }
+
+/** valid: the configured token; wrong: a bearer token that is not it; missing: none given; unconfigured: the relay has no token. */
+export type AdminCredentials = 'valid' | 'wrong' | 'missing' | 'unconfigured';
 
 export interface AdminResponse {
   status: number;

@@ -105,7 +105,7 @@ export class AdminServer {
         path: url.pathname,
         query: url.searchParams,
         body: await this.#readJsonBody(request),
-        authorized: this.#isAuthorized(request.headers.authorization),
+        ...this.#credentials(request.headers.authorization),
       };
       for (const handler of this.#handlers) {
         const answer = await handler(adminRequest);
@@ -124,11 +124,12 @@ export class AdminServer {
     if (method !== 'GET' && method !== 'HEAD') return false;
     switch (path) {
       case '/healthz':
-        sendJson(response, { status: 200, body: { status: 'alive' } });
+        sendJson(response, { status: 200, body: { status: 'alive', pid: process.pid } });
         return true;
       case '/readyz': {
         const readiness = this.#options.readiness();
-        sendJson(response, readiness.ready ? { status: 200, body: { status: 'ready' } } : { status: 503, body: { status: 'not ready', reason: readiness.reason } });
+        // The pid lets a supervisor tell its own relay from another one that holds the port.
+        sendJson(response, readiness.ready ? { status: 200, body: { status: 'ready', pid: process.pid } } : { status: 503, body: { status: 'not ready', reason: readiness.reason, pid: process.pid } });
         return true;
       }
       case '/metrics': {
@@ -146,12 +147,13 @@ export class AdminServer {
     }
   }
 
-  #isAuthorized(header: string | undefined): boolean {
+  #credentials(header: string | undefined): Pick<AdminRequest, 'authorized' | 'credentials'> {
     // Closed by default: without a configured token no request may change the queues.
-    if (this.#tokenDigest === undefined) return false;
+    if (this.#tokenDigest === undefined) return { authorized: false, credentials: 'unconfigured' };
     const match = /^Bearer\s+(\S+)\s*$/i.exec(header ?? '');
-    if (!match?.[1]) return false;
-    return timingSafeEqual(digest(match[1]), this.#tokenDigest);
+    if (!match?.[1]) return { authorized: false, credentials: header === undefined ? 'missing' : 'wrong' };
+    const authorized = timingSafeEqual(digest(match[1]), this.#tokenDigest);
+    return { authorized, credentials: authorized ? 'valid' : 'wrong' };
   }
 
   async #readJsonBody(request: http.IncomingMessage): Promise<unknown> {

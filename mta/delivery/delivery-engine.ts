@@ -291,6 +291,20 @@ export class DeliveryEngine {
     };
   }
 
+  /** Queue ids of waiting messages (in the order queued) with a pending recipient matching the selector: the first `limit`, and how many match. */
+  listMessageIds(selector: QueueSelector, limit: number): { total: number; ids: string[] } {
+    const domain = selector.domain?.toLowerCase();
+    const ids: string[] = [];
+    let total = 0;
+    for (const [id, { envelope }] of this.messages) {
+      if (selector.virtualMta && envelope.virtualMta !== selector.virtualMta) continue;
+      if (!envelope.recipients.some((recipient) => recipient.status === 'pending' && (!domain || recipient.domain === domain))) continue;
+      total += 1;
+      if (ids.length < limit) ids.push(id);
+    }
+    return { total, ids };
+  }
+
   /**
    * Pause a VirtualMTA, a domain (on every VirtualMTA), one queue, or everything; it holds for
    * queues created later too. Returns the number of existing queues affected.

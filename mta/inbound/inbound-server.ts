@@ -42,7 +42,7 @@ class ListenerEndpoint {
   listen(): Promise<void> {
     const { address, port } = this.snapshot.config;
     return new Promise((resolve, reject) => {
-      const onError = (error: Error) => reject(new Error(`listener "${this.name}": cannot listen on ${address}:${port}: ${error.message}`));
+      const onError = (error: Error) => reject(new Error(`listener "${this.name}": cannot listen on ${address}:${port}: ${error.message}`, { cause: error }));
       this.server.once('error', onError);
       this.server.listen({ host: address, port, backlog: 1024 }, () => {
         this.server.removeListener('error', onError);

@@ -9,10 +9,13 @@ import { mkdir, readFile, rename, writeFile } from 'node:fs/promises';
 import { networkInterfaces } from 'node:os';
 import path from 'node:path';
 import { stringify } from 'yaml';
+import { sha256 } from '../../mta/config/loader.ts';
 import { RUNTIME_CONFIG_FILE } from '../../mta/config/schema.ts';
 import type { ResolvedListener } from '../api/smtp-listener.ts';
 import { renderNamespace, type PoolRender } from '../render/pool.ts';
-import { localizeConfig, localPoolDir, localSecretDir } from './local-config.ts';
+import { describePool, senderWarnings } from './local-banner.ts';
+import { ensureLocalAdminToken } from './local-admin-token.ts';
+import { localizeConfig, localPoolDir } from './local-config.ts';
 import { writeLocalSecrets } from './local-secrets.ts';
 import { RelayProcess } from './relay-process.ts';
 import { loadResourceDir, secretSummaries, type ResourceSet } from './resource-files.ts';
@@ -40,6 +43,7 @@ export interface LocalEndpoint {
 
 interface RunningPool {
   podTemplateHash: string;
+  /** sha256 of the local relay.yaml: what the relay's /config reports. */
   configHash: string;
   adminPort: number;
   process: RelayProcess;
@@ -64,6 +68,9 @@ export class LocalMode {
   #reloadTimer: NodeJS.Timeout | undefined;
   #reloading: Promise<void> = Promise.resolve();
   #stopped = false;
+  /** False until the first apply has started every pool: a relay that dies then fails the start. */
+  #started = false;
+  #lastWarnings = '';
 
   private constructor(options: LocalModeOptions) {
     this.#options = options;
@@ -74,6 +81,7 @@ export class LocalMode {
     const local = new LocalMode(options);
     try {
       await local.#apply(true);
+      local.#started = true;
     } catch (error) {
       await local.stop();
       throw error;
@@ -130,6 +138,9 @@ export class LocalMode {
     if (problems.length > 0) throw new LocalModeError(problems);
     if (rendered.pools.size === 0) throw new LocalModeError([`no VirtualMtaPool in ${resourceDir}`]);
 
+    const warnings = senderWarnings(loaded.resources);
+    if (warnings.join('\n') !== this.#lastWarnings) for (const warning of warnings) log(`warning: ${warning}`);
+    this.#lastWarnings = warnings.join('\n');
     for (const note of await writeLocalSecrets(workDir, loaded.resources.secrets)) log(note);
     const localAddresses = new Set(Object.values(networkInterfaces()).flatMap((entries) => (entries ?? []).map((entry) => entry.address)));
     const poolNames = [...rendered.pools.keys()].sort();
@@ -138,9 +149,14 @@ export class LocalMode {
       const { config, notes } = localizeConfig(render.runtime.config, { workDir, poolName, portShift: this.#options.portShift, poolIndex: index, localAddresses });
       if (initial) for (const note of notes) log(note);
       const poolDir = localPoolDir(workDir, poolName);
+      await mkdir(poolDir, { recursive: true });
+      // A pod without spec.admin.tokenSecretName refuses queue control; locally there is always a token.
+      if (config.admin && !config.admin.tokenFile) config.admin.tokenFile = await ensureLocalAdminToken(workDir, poolName);
       // Exactly what the operator puts in the ConfigMap, for reference; the relay runs config/.
       await writeAtomically(path.join(poolDir, 'configmap', RUNTIME_CONFIG_FILE), render.runtime.text);
-      await writeAtomically(path.join(poolDir, 'config', RUNTIME_CONFIG_FILE), `# Local copy of configmap/${RUNTIME_CONFIG_FILE} with local paths, addresses and ports.\n${stringify(config, { lineWidth: 0 })}`);
+      const localText = `# Local copy of configmap/${RUNTIME_CONFIG_FILE} with local paths, addresses and ports.\n${stringify(config, { lineWidth: 0 })}`;
+      const configHash = sha256(localText);
+      await writeAtomically(path.join(poolDir, 'config', RUNTIME_CONFIG_FILE), localText);
       await mkdir(path.join(poolDir, 'spool'), { recursive: true });
       const endpoints = render.runtime.listeners.map((plan, listenerIndex): LocalEndpoint => {
         const port = config.listeners[listenerIndex]?.port ?? plan.relayPort;
@@ -149,8 +165,8 @@ export class LocalMode {
       const adminPort = config.admin?.port ?? 0;
       const running = this.#pools.get(poolName);
       if (running && running.process.running && running.podTemplateHash === render.podTemplateHash && running.adminPort === adminPort) {
-        if (running.configHash !== render.configHash) log(`pool "${poolName}": hot change, the relay reloads its config (configHash ${render.configHash.slice(0, 12)})`);
-        running.configHash = render.configHash;
+        if (running.configHash !== configHash) log(`pool "${poolName}": hot change, the relay reloads its config (configHash ${configHash}, as its /config will report)`);
+        running.configHash = configHash;
         running.endpoints = endpoints;
         continue;
       }
@@ -164,12 +180,14 @@ export class LocalMode {
         configDir: path.join(poolDir, 'config'),
         adminPort,
         log,
-        onExit: (code, signal) => log(`pool "${poolName}": relay exited (${signal ?? `code ${code}`}); fix the resources and save to start it again`),
+        onExit: (code, signal, reason) => {
+          if (this.#started) log(`pool "${poolName}": relay exited (${signal ?? `code ${code}`})${reason ? `: ${reason}` : ''}; saving a file in ${resourceDir} starts it again`);
+        },
       });
       log(`pool "${poolName}": relay started (pid ${relay.pid})`);
-      this.#pools.set(poolName, { podTemplateHash: render.podTemplateHash, configHash: render.configHash, adminPort, process: relay, endpoints });
-      await relay.waitReady();
-      log(describePool(poolName, adminPort, endpoints, workDir, loaded.resources));
+      this.#pools.set(poolName, { podTemplateHash: render.podTemplateHash, configHash, adminPort, process: relay, endpoints });
+      await relay.waitReady(configHash);
+      log(describePool({ poolName, adminPort, configHash, renderedConfigHash: render.configHash, tokenFile: config.admin?.tokenFile, endpoints, workDir, resources: loaded.resources }));
     }
     for (const [poolName, running] of this.#pools) {
       if (rendered.pools.has(poolName)) continue;
@@ -190,33 +208,4 @@ async function writeAtomically(file: string, text: string): Promise<void> {
   const temporary = `${file}.tmp`;
   await writeFile(temporary, text);
   await rename(temporary, file);
-}
-
-function describeListener(resolved: ResolvedListener): string {
-  const tls = resolved.tlsMode === 'implicit' ? 'implicit TLS' : resolved.tlsMode === 'none' ? 'no TLS' : resolved.tlsRequired ? 'STARTTLS required' : 'STARTTLS offered';
-  const auth = resolved.authMechanisms.length === 0 ? 'no AUTH' : `AUTH ${resolved.authMechanisms.join(' ')}${resolved.authRequired ? ' required' : ''}`;
-  return `${resolved.role}: ${tls}, ${auth}`;
-}
-
-function describePool(poolName: string, adminPort: number, endpoints: LocalEndpoint[], workDir: string, resources: ResourceSet): string {
-  const width = Math.max(...endpoints.map((endpoint) => endpoint.listener.length), 8);
-  const lines = endpoints.map((endpoint) => {
-    const clusterNote = endpoint.clusterPort !== endpoint.port ? ` (port ${endpoint.clusterPort} in a cluster)` : '';
-    return `  ${endpoint.listener.padEnd(width)}  ${endpoint.url.padEnd(26)} ${describeListener(endpoint.resolved)}${clusterNote}`;
-  });
-  const tlsSecrets = new Set(resources.listeners.filter((listener) => listener.spec.poolRef.name === poolName).flatMap((listener) => listener.spec.tls?.secretName ?? []));
-  const userSecrets = resources.policies.flatMap((policy) => (policy.spec.users ? [policy.spec.users.secretName] : []));
-  const users = resources.secrets.filter((secret) => userSecrets.includes(secret.name)).flatMap((secret) => [...secret.data.keys()].map((user) => `${user} (Secret ${secret.name}, ${path.basename(secret.file)})`));
-  const submission = endpoints.find((endpoint) => endpoint.resolved.role === 'submission') ?? endpoints.find((endpoint) => endpoint.resolved.tlsMode === 'starttls' && endpoint.resolved.authRequired);
-  const firstUser = users.length > 0 ? resources.secrets.find((secret) => userSecrets.includes(secret.name))?.data.keys().next().value : undefined;
-  const firstMessage = submission && firstUser
-    ? [`  first message: python3 -c "import smtplib, ssl; s = smtplib.SMTP('127.0.0.1', ${submission.port}); s.starttls(context=ssl._create_unverified_context()); s.login('${firstUser}', 'PASSWORD'); s.sendmail('${firstUser}@example.com', ['someone@example.net'], 'Subject: hello\\r\\n\\r\\nfirst message')"`]
-    : [];
-  return [
-    `pool "${poolName}" is ready; admin and metrics at http://127.0.0.1:${adminPort}`,
-    ...lines,
-    ...(users.length > 0 ? [`  users: ${users.join(', ')}`] : []),
-    ...[...tlsSecrets].map((secret) => `  certificate: ${path.join(localSecretDir(workDir, secret), 'tls.crt')} (trust it, or skip verification for a self-signed one)`),
-    ...firstMessage,
-  ].join('\n');
 }

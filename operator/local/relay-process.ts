@@ -16,7 +16,8 @@ export interface RelayProcessOptions {
   configDir: string;
   adminPort: number;
   log: (line: string) => void;
-  onExit: (code: number | null, signal: NodeJS.Signals | null) => void;
+  /** An exit that stop() did not ask for, with the relay's last line on stderr. */
+  onExit: (code: number | null, signal: NodeJS.Signals | null, reason: string | undefined) => void;
 }
 
 export class RelayProcess {
@@ -25,6 +26,8 @@ export class RelayProcess {
   readonly #child: ChildProcess;
   readonly #exited: Promise<void>;
   #stopping = false;
+  /** The relay's last line on stderr: its one-line reason when it could not start. */
+  #lastErrorLine: string | undefined;
 
   constructor(options: RelayProcessOptions) {
     this.poolName = options.poolName;
@@ -40,11 +43,14 @@ export class RelayProcess {
     const killOnExit = () => this.#child.kill('SIGKILL');
     process.once('exit', killOnExit);
     for (const stream of [this.#child.stdout, this.#child.stderr]) {
-      if (stream) createInterface({ input: stream }).on('line', (line) => options.log(`[${options.poolName}] ${readableLogLine(line)}`));
+      if (stream) createInterface({ input: stream }).on('line', (line) => {
+        if (stream === this.#child.stderr && line.trim() !== '') this.#lastErrorLine = line.trim();
+        options.log(`[${options.poolName}] ${readableLogLine(line)}`);
+      });
     }
-    this.#exited = once(this.#child, 'exit').then(([code, signal]) => {
+    this.#exited = once(this.#child, 'close').then(([code, signal]) => {
       process.removeListener('exit', killOnExit);
-      if (!this.#stopping) options.onExit(code as number | null, signal as NodeJS.Signals | null);
+      if (!this.#stopping) options.onExit(code as number | null, signal as NodeJS.Signals | null, this.#lastErrorLine);
     });
   }
 
@@ -56,16 +62,21 @@ export class RelayProcess {
     return this.#child.exitCode === null && this.#child.signalCode === null;
   }
 
-  /** Resolves when /readyz answers 200; rejects if the process exits or the time runs out. */
-  async waitReady(timeoutMs = 60_000): Promise<void> {
+  /**
+   * Resolves when this process (its pid: another relay may hold the port) answers /readyz 200
+   * with the config of `configHash` in use; rejects with its reason if it exits, or on timeout.
+   */
+  async waitReady(configHash: string, timeoutMs = 60_000): Promise<void> {
     const deadline = Date.now() + timeoutMs;
+    const admin = `http://127.0.0.1:${this.adminPort}`;
+    const answer = (path: string) => fetch(`${admin}${path}`, { signal: AbortSignal.timeout(2000) }).then(async (response) => ({ status: response.status, body: (await response.json()) as { pid?: number; hash?: string } }), () => undefined);
     while (Date.now() < deadline) {
-      if (!this.running) throw new Error(`the relay of pool "${this.poolName}" exited (code ${this.#child.exitCode ?? this.#child.signalCode})`);
-      const ready = await fetch(`http://127.0.0.1:${this.adminPort}/readyz`, { signal: AbortSignal.timeout(2000) }).then(
-        (response) => response.status === 200,
-        () => false,
-      );
-      if (ready) return;
+      if (!this.running) {
+        await this.#exited;
+        throw new Error(`the relay of pool "${this.poolName}" exited (${this.#child.signalCode ?? `code ${this.#child.exitCode}`})${this.#lastErrorLine ? `: ${this.#lastErrorLine}` : ''}`);
+      }
+      const ready = await answer('/readyz');
+      if (ready?.status === 200 && ready.body.pid === this.pid && (await answer('/config'))?.body.hash === configHash) return;
       await new Promise((resolve) => setTimeout(resolve, 250));
     }
     throw new Error(`the relay of pool "${this.poolName}" was not ready within ${timeoutMs / 1000}s`);
@@ -84,7 +95,7 @@ export class RelayProcess {
 
 const LEVELS: Record<number, string> = { 10: 'trace', 20: 'debug', 30: 'info', 40: 'warn', 50: 'error', 60: 'fatal' };
 /** Keys worth showing on a terminal (a pod logs the full JSON record). */
-const SHOWN_KEYS = ['listener', 'queueId', 'virtualMta', 'domain', 'remoteAddress', 'user'];
+const SHOWN_KEYS = ['listener', 'queueId', 'virtualMta', 'domain', 'client', 'remoteAddress', 'user', 'reason'];
 
 /** A pino JSON record as one short line: "info listening: ... listener=submission"; other text unchanged. */
 export function readableLogLine(line: string): string {

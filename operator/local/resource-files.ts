@@ -50,7 +50,7 @@ function addFile(loaded: LoadedResources, file: string, text: string): void {
   parseAllDocuments(text).forEach((document, index) => {
     const where = `${file} (document ${index + 1})`;
     if (document.errors.length > 0) {
-      loaded.errors.push(`${where}: not valid YAML: ${document.errors[0]?.message.split('\n')[0]}`);
+      loaded.errors.push(`${where}: not valid YAML: ${yamlErrorWithExcerpt(document.errors[0]!.message)}`);
       return;
     }
     const raw: unknown = document.toJS();
@@ -78,6 +78,13 @@ function addFile(loaded: LoadedResources, file: string, text: string): void {
     else if (resource.kind === 'SmtpListener') loaded.resources.listeners.push(resource);
     else loaded.resources.policies.push(resource);
   });
+}
+
+/** The yaml library's message is "what at line L, column C:" then the lines around it with a caret; keep both, the excerpt indented under the error. */
+function yamlErrorWithExcerpt(message: string): string {
+  const [headline = '', ...excerpt] = message.split('\n');
+  const lines = excerpt.filter((line) => line.trim() !== '');
+  return lines.length > 0 ? `${headline}\n      | ${lines.join('\n      | ')}` : headline;
 }
 
 function parseSecret(object: Record<string, unknown>, file: string): LocalSecret | string {

@@ -32,7 +32,7 @@ before(async () => {
     if (!request.path.startsWith('/api/v1/')) return undefined;
     seen.push(request);
     if (request.path === '/api/v1/fail') throw new Error('boom');
-    return { status: 200, body: { path: request.path, authorized: request.authorized, body: request.body, q: request.query.get('q') } };
+    return { status: 200, body: { path: request.path, authorized: request.authorized, credentials: request.credentials, body: request.body, q: request.query.get('q') } };
   });
   base = `http://127.0.0.1:${admin.address().port}`;
 });
@@ -41,14 +41,14 @@ after(() => admin.close());
 test('/healthz answers 200 while the process lives', async () => {
   const response = await fetch(`${base}/healthz`);
   assert.equal(response.status, 200);
-  assert.deepEqual(await response.json(), { status: 'alive' });
+  assert.deepEqual(await response.json(), { status: 'alive', pid: process.pid });
 });
 
 test('/readyz answers 503 with the reason until ready, then 200', async () => {
   readiness = { ready: false, reason: 'listeners not bound' };
   let response = await fetch(`${base}/readyz`);
   assert.equal(response.status, 503);
-  assert.deepEqual(await response.json(), { status: 'not ready', reason: 'listeners not bound' });
+  assert.deepEqual(await response.json(), { status: 'not ready', reason: 'listeners not bound', pid: process.pid });
   readiness = { ready: true };
   response = await fetch(`${base}/readyz`);
   assert.equal(response.status, 200);
@@ -70,19 +70,21 @@ test('/config reports the hash, load time and last refused version', async () =>
   assert.deepEqual(body.lastError, { message: 'hostname: bad (got "x y")', at: '2026-11-23T14:05:00.000Z' });
 });
 
-test('a mounted handler gets path, query and parsed JSON body; authorized only with the right bearer token', async () => {
+test('a mounted handler gets path, query and parsed JSON body; authorized only with the right bearer token, and told a wrong token from none', async () => {
   const call = async (authorization?: string) => {
     const headers: Record<string, string> = { 'content-type': 'application/json' };
     if (authorization) headers.authorization = authorization;
     const response = await fetch(`${base}/api/v1/queues?q=x`, { method: 'POST', headers, body: JSON.stringify({ pause: true }) });
     assert.equal(response.status, 200);
-    return (await response.json()) as { authorized: boolean; body: unknown; q: string; path: string };
+    return (await response.json()) as { authorized: boolean; credentials: string; body: unknown; q: string; path: string };
   };
   const good = await call('Bearer s3cret-token');
-  assert.deepEqual(good, { path: '/api/v1/queues', authorized: true, body: { pause: true }, q: 'x' });
-  assert.equal((await call('Bearer wrong')).authorized, false);
-  assert.equal((await call()).authorized, false);
-  assert.equal((await call('Basic s3cret-token')).authorized, false);
+  assert.deepEqual(good, { path: '/api/v1/queues', authorized: true, credentials: 'valid', body: { pause: true }, q: 'x' });
+  for (const [header, credentials] of [['Bearer wrong', 'wrong'], [undefined, 'missing'], ['Basic s3cret-token', 'wrong'], ['Bearer s3cret-token-longer', 'wrong'], ['Bearer', 'wrong']] as const) {
+    const answer = await call(header);
+    assert.equal(answer.authorized, false, `${header}`);
+    assert.equal(answer.credentials, credentials, `${header}`);
+  }
 });
 
 test('a replaced token (config reload) takes effect at once; with no token configured nothing is authorized', async () => {
@@ -91,7 +93,8 @@ test('a replaced token (config reload) takes effect at once; with no token confi
   assert.equal(await asked('s3cret-token'), false);
   assert.equal(await asked('rotated'), true);
   admin.setToken(undefined);
-  assert.equal(((await (await fetch(`${base}/api/v1/x`)).json()) as { authorized: boolean }).authorized, false);
+  const unconfigured = (await (await fetch(`${base}/api/v1/x`)).json()) as { authorized: boolean; credentials: string };
+  assert.deepEqual([unconfigured.authorized, unconfigured.credentials], [false, 'unconfigured']);
   assert.equal(await asked('rotated'), false);
   admin.setToken('s3cret-token');
 });

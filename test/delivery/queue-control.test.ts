@@ -49,7 +49,7 @@ function reloadedConfig(virtualMtas: RuntimeConfigInput['pool']['virtualMtas'], 
 }
 
 function call(method: string, path: string, body?: unknown, authorized = true) {
-  const request: AdminRequest = { method, path, query: new URLSearchParams(), body, authorized };
+  const request: AdminRequest = { method, path, query: new URLSearchParams(), body, authorized, credentials: authorized ? 'valid' : 'missing' };
   return api(request);
 }
 

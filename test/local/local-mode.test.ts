@@ -3,37 +3,16 @@
 // LOGIN and 465 implicit TLS; port 25 relays only for the bounce domain; an edit to a policy
 // file reaches the running relay without a restart. Ports are shifted to stay clear of others.
 import assert from 'node:assert/strict';
-import net from 'node:net';
 import { spawn, type ChildProcess } from 'node:child_process';
 import { cp, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { after, before, test } from 'node:test';
 import { fileURLToPath } from 'node:url';
+import { freePortShift } from '../fixtures/local-ports.ts';
 import { RawSmtpClient, smtplibSend } from '../fixtures/smtp-clients.ts';
 
 const REPO = fileURLToPath(new URL('../../', import.meta.url));
-/** Local ports of the examples without shift: listeners (25, 465, 587 get +10000), the cold-change port, admin. */
-const EXAMPLE_PORTS = [2525, 2526, 10_025, 10_465, 10_587, 8025];
-
-function portIsFree(port: number): Promise<boolean> {
-  return new Promise((resolve) => {
-    const server = net.createServer();
-    server.once('error', () => resolve(false));
-    server.listen(port, '127.0.0.1', () => server.close(() => resolve(true)));
-  });
-}
-
-/** A shift that keeps every port below the kernel's ephemeral range (32768+) and free right now. */
-async function freePortShift(): Promise<number> {
-  for (let attempt = 0; attempt < 50; attempt += 1) {
-    const shift = 12_000 + Math.floor(Math.random() * 10_000);
-    const free = await Promise.all(EXAMPLE_PORTS.map((port) => portIsFree(port + shift)));
-    if (free.every(Boolean)) return shift;
-  }
-  throw new Error('no free set of ports for the examples');
-}
-
 let PORT_SHIFT: number;
 let SUBMISSION_PORT: number;
 let SUBMISSIONS_PORT: number;

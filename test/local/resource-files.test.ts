@@ -7,6 +7,7 @@ import path from 'node:path';
 import { test } from 'node:test';
 import { parse } from 'yaml';
 import { RuntimeConfig } from '../../mta/config/schema.ts';
+import { senderWarnings } from '../../operator/local/local-banner.ts';
 import { localizeConfig } from '../../operator/local/local-config.ts';
 import { writeLocalSecrets } from '../../operator/local/local-secrets.ts';
 import { loadResourceDir, secretSummaries } from '../../operator/local/resource-files.ts';
@@ -50,6 +51,49 @@ test('a bad resource is reported with its file, object and field, and a bad YAML
     assert.ok(loaded.errors.some((error) => error.startsWith(`${path.join(dir, 'broken.yml')} (document 1): not valid YAML`)), loaded.errors.join('\n'));
     assert.ok(!loaded.errors.some((error) => error.includes('notes.txt')));
   });
+});
+
+// Broken forms of the example pool file: each cut or edit is a syntax error of its own kind.
+const brokenPoolEdits: Array<[string, (text: string) => string, string]> = [
+  ['an unclosed flow map', (text) => text.replace('  spool:\n    mode: persistent', '  spool: { mode: persistent'), 'spool: { mode: persistent'],
+  ['an unclosed flow sequence', (text) => text.replace('trackedDomains: [gmail.com, outlook.com, yahoo.com]', 'trackedDomains: [gmail.com, outlook.com'), 'trackedDomains: [gmail.com, outlook.com'],
+  ['a key indented too far', (text) => text.replace('  replicas: 2\n', '  replicas: 2\n     selection: weighted\n'), 'replicas: 2'],
+  ['a tab for indentation', (text) => text.replace('  replicas: 2\n', '\treplicas: 2\n'), 'replicas: 2'],
+  ['an unterminated quoted string', (text) => text.replace('- domain: gmail.com', '- domain: "gmail.com'), 'gmail.com'],
+];
+
+for (const [kind, edit, excerpt] of brokenPoolEdits) {
+  test(`a YAML syntax error (${kind}) names file, line and column and shows the lines around it`, async () => {
+    await withTemporaryDir(async (dir) => {
+      const original = await readFile(path.join(REPOSITORY_ROOT, 'examples/pool.yaml'), 'utf8');
+      const broken = edit(original);
+      assert.notEqual(broken, original, 'the edit applies to examples/pool.yaml');
+      await writeFile(path.join(dir, 'pool.yaml'), broken);
+      const loaded = await loadResourceDir(dir);
+      const error = loaded.errors.find((candidate) => candidate.startsWith(`${path.join(dir, 'pool.yaml')} (document 1): not valid YAML`));
+      assert.ok(error, loaded.errors.join('\n'));
+      assert.match(error, /at line \d+, column \d+:\n/);
+      const shownLines = error.split('\n').slice(1);
+      assert.ok(shownLines.length >= 1 && shownLines.every((line) => line.startsWith('      | ')), error);
+      assert.ok(shownLines.some((line) => line.includes(excerpt)) && shownLines.some((line) => /^      \| *\^/.test(line)), `the excerpt shows the broken line and a caret:\n${error}`);
+    });
+  });
+}
+
+test('users who may log in but send from no domain are warned about, one line each', async () => {
+  const loaded = await loadResourceDir(path.join(REPOSITORY_ROOT, 'examples'));
+  assert.deepEqual(senderWarnings(loaded.resources), [], 'the examples give every user a sender domain');
+  const policy = loaded.resources.policies.find((candidate) => candidate.spec.users)!;
+  const users = policy.spec.users!;
+  for (const remaining of [users.senders!.slice(1), []]) {
+    const edited = { ...loaded.resources, policies: [{ ...policy, spec: { ...policy.spec, users: { ...users, senders: remaining } } }] };
+    const warned = senderWarnings(edited);
+    const expected = users.senders!.filter((entry) => !remaining.includes(entry)).map((entry) => entry.user);
+    assert.deepEqual(warned.map((line) => /^user "([^"]+)"/.exec(line)?.[1]), expected);
+    for (const line of warned) assert.match(line, /Secret relay-users.*RelayPolicy "submission".*553.*spec\.users\.senders/);
+    const withDefault = { ...edited, policies: [{ ...policy, spec: { ...policy.spec, users: { ...users, senders: remaining, defaultAllowedSenderDomains: ['example.com'] } } }] };
+    assert.deepEqual(senderWarnings(withDefault), [], 'defaultAllowedSenderDomains covers users without an entry');
+  }
 });
 
 test('the local config is the ConfigMap config with only paths, addresses and ports rewritten', async () => {
