@@ -23,7 +23,7 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import type { RuntimeConfigInput } from '../mta/config/schema.ts';
-import { FileSpool } from '../mta/spool/spool.ts';
+import { fillBlockedQueue } from '../test/fixtures/blocked-queue.ts';
 import { freePort, loopbackRelayConfig, PARKING_SMTP_HOST, startRelayProcess, temporaryDirectory, writeRelayConfig, type RelayProcess } from '../test/fixtures/relay-process.ts';
 import { buildBody, child, cpuSeconds, generateLoad, peakRssMb, percentile, runTimingSink, treeCpuSeconds, waitForArrivals, type LoadResult, type TagStats } from './bench-smtp.ts';
 import { writeBenchDkimKeys, type BenchDkimMode } from './dkim.ts';
@@ -191,32 +191,6 @@ function report(result: SizeResult): void {
   );
 }
 
-/** Write `count` pending 1 KiB messages for the blocked domain straight into a spool (group-committed, 256 at a time). */
-async function fillSpool(directory: string, count: number): Promise<{ elapsedMs: number }> {
-  const start = performance.now();
-  const spool = await FileSpool.open(directory);
-  const body = buildBody(1024);
-  let next = 0;
-  const writer = async (): Promise<void> => {
-    while (next < count) {
-      const index = next++;
-      await spool.store({
-        mailFrom: 'sender@example.com',
-        recipients: [{ address: `user${index}@${BLOCKED_DOMAIN}`, domain: BLOCKED_DOMAIN, status: 'pending', attempts: 0, nextAttemptAt: 0 }],
-        virtualMta: 'vmta-1',
-        receivedAt: Date.now(),
-        listener: 'relay',
-        clientAddress: '127.0.0.1',
-        eightBitMime: false,
-        smtpUtf8: false,
-      }, body);
-    }
-  };
-  await Promise.all(Array.from({ length: 256 }, writer));
-  await spool.close();
-  return { elapsedMs: performance.now() - start };
-}
-
 interface QueueRow {
   domain: string;
   messages: number;
@@ -284,7 +258,7 @@ switch (args.role) {
     process.stdout.write(`${JSON.stringify(await generateLoad({ port: Number(args.port), count: messages, bytes: nonNegativeInteger('size', args.size), concurrency, tag: args.tag ?? 'load' }))}\n`);
     break;
   case 'fill':
-    process.stdout.write(`${JSON.stringify(await fillSpool(args.spool!, messages))}\n`);
+    process.stdout.write(`${JSON.stringify(await fillBlockedQueue({ directory: args.spool!, count: messages, domain: BLOCKED_DOMAIN, body: buildBody(1024) }))}\n`);
     break;
   default:
     await runBenchmark();

@@ -693,7 +693,8 @@ export class DeliveryEngine {
     const backoff = queue.backoff.isActive(queue.settings.backoff, now) ? queue.settings.backoff : undefined;
     const expired = items.filter((item) => now >= item.message.envelope.receivedAt + queue.settings.bounceAfter);
     const waiting = expired.length === 0 ? items : items.filter((item) => now < item.message.envelope.receivedAt + queue.settings.bounceAfter);
-    queue.ready.push(...waiting);
+    // One push per item: spreading a whole queue into push() overflows the stack (~120,000 items).
+    for (const item of waiting) queue.ready.push(item);
     queue.deferUntil(now + (backoff?.retryAfter ?? retryDelay(queue.settings.retryAfter, queue.failures + 1)), now);
     this.logger.info({ virtualMta: queue.virtualMta, domain: queue.domain, messages: waiting.length, retryAt: new Date(queue.retryAt).toISOString(), err: classification.diagnostic }, 'destination deferred');
     for (const item of waiting) {
@@ -801,7 +802,7 @@ export class DeliveryEngine {
       this.writeAccounting(queue, message, index, classification, context, now);
     }
     if (deferred.length > 0) {
-      const dueAt = Math.min(...deferred.map((index) => envelope.recipients[index]!.nextAttemptAt));
+      const dueAt = deferred.reduce((earliest, index) => Math.min(earliest, envelope.recipients[index]!.nextAttemptAt), Number.POSITIVE_INFINITY);
       queue.add({ message, recipients: deferred, dueAt }, now);
     }
     const bounced = [...final].filter(([, classification]) => classification.result === 'bounced');

@@ -83,11 +83,14 @@ export class DestinationQueue {
 
   /** Remove and return every waiting item (ready and scheduled) that matches. */
   drain(predicate: (item: QueueItem) => boolean = () => true): QueueItem[] {
-    const taken = this.ready.filter(predicate);
-    const keptReady = this.ready.filter((item) => !predicate(item));
-    this.ready.length = 0;
-    this.ready.push(...keptReady);
-    taken.push(...this.scheduled.removeWhere(predicate));
+    const taken: QueueItem[] = [];
+    let kept = 0;
+    for (const item of this.ready) {
+      if (predicate(item)) taken.push(item);
+      else this.ready[kept++] = item;
+    }
+    this.ready.length = kept;
+    for (const item of this.scheduled.removeWhere(predicate)) taken.push(item);
     return taken;
   }
 }

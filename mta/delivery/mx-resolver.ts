@@ -124,7 +124,7 @@ export class MxResolver {
       if (records.length === 0) throw new DnsFailure('no-such-domain', `${domain} has no MX and no address records`);
       throw new DnsFailure('dns-temporary', `no address for any MX host of ${domain}`);
     }
-    const ttlMs = Math.min(MAX_CACHE_MS, ...answers.map(({ answer }) => answer.ttlMs));
+    const ttlMs = answers.reduce((shortest, { answer }) => Math.min(shortest, answer.ttlMs), MAX_CACHE_MS);
     this.cache.set(domain, { hosts, expiresAt: this.clock.now() + ttlMs });
     return hosts;
   }
@@ -136,7 +136,7 @@ export class MxResolver {
     if (records.length === 0 && hardFailure?.status === 'rejected') {
       throw new DnsFailure('dns-temporary', `address lookup for ${host} failed: ${(hardFailure.reason as NodeJS.ErrnoException).code ?? String(hardFailure.reason)}`);
     }
-    return { addresses: records.map((record) => record.address), ttlMs: Math.min(MAX_CACHE_MS, ...records.map((record) => record.ttl * 1000)) };
+    return { addresses: records.map((record) => record.address), ttlMs: records.reduce((shortest, record) => Math.min(shortest, record.ttl * 1000), MAX_CACHE_MS) };
   }
 }
 
