@@ -22,6 +22,12 @@ export const REJECTION_REASONS = [
   'timeout',
   'syntax',
   'spool_failure',
+  // Wire hygiene and protocol strictness (mta/inbound/line-faults.ts, mail-parameters.ts).
+  'bad_command',
+  'line_too_long',
+  'unsupported_parameter',
+  'bad_sequence',
+  'too_slow',
 ] as const;
 export type RejectionReason = (typeof REJECTION_REASONS)[number];
 
