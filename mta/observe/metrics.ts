@@ -40,7 +40,7 @@ export class RelayMetrics {
     labelNames: ['listener'] as const,
     registers: [this.registry],
   });
-  /** Counted when a session ends, so STARTTLS upgrades report the version they reached. */
+  /** Counted when a session ends, so STARTTLS upgrades report the version they reached; connections refused before a session are rejections only. */
   readonly inboundConnections = new Counter({
     name: 'vmta_inbound_connections_total',
     help: 'Inbound SMTP sessions by listener, TLS mode of the listener and TLS version negotiated ("none" when plain).',
@@ -56,6 +56,14 @@ export class RelayMetrics {
   readonly rejections = new Counter({
     name: 'vmta_inbound_rejections_total',
     help: 'Refused connections, commands and messages by listener and reason.',
+    labelNames: ['listener', 'reason'] as const,
+    registers: [this.registry],
+  });
+  // Implicit-TLS handshakes that never completed (mta/inbound/inbound-server.ts): not sessions,
+  // so not in vmta_inbound_connections_total, whose TLS share they would otherwise lower.
+  readonly tlsHandshakeFailures = new Counter({
+    name: 'vmta_inbound_tls_handshake_failures_total',
+    help: 'Implicit-TLS handshakes that failed on inbound listeners, by reason (timeout, closed, error).',
     labelNames: ['listener', 'reason'] as const,
     registers: [this.registry],
   });
