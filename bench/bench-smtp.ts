@@ -165,6 +165,8 @@ async function listenSink(onData: (stream: SMTPServerDataStream, callback: (erro
     {
       greetingDelayMs: 0,
       commandTimeoutMs: 60_000,
+      minDataRate: 500,
+      dataRateGraceMs: 30_000,
       maxErrors: 10,
       authNeedsTls: false,
       authDisabled: true,

@@ -72,6 +72,10 @@ export const ListenerLimits = z.strictObject({
   idleTimeout: duration.prefault('5m'),
   /** Bound on receiving one command line or the whole DATA section. */
   commandTimeout: duration.prefault('10m'),
+  /** Bytes per second a command line or DATA section must keep up from its first byte (Postfix's smtpd_min_data_rate), after `dataRateGrace`. */
+  minDataRate: z.number().int().min(1).max(1_000_000_000).default(500),
+  /** Time a command line or DATA section gets before `minDataRate` applies: a client dripping bytes is cut off after about this long. */
+  dataRateGrace: duration.prefault('30s'),
   /** Protocol errors (bad commands, rejected recipients) before the session is closed with 421. */
   maxErrors: z.number().int().min(1).max(1000).default(10),
   /** Pause before the greeting to catch clients that talk first (useful on port 25, pointless on submission ports). */

@@ -1,7 +1,8 @@
 // The receiving side of the relay: one TCP listener per configured listener, each accepted
-// socket taken through (1) PROXY protocol from trusted peers only, (2) the implicit TLS
-// handshake, (3) total and per-client connection limits, then handed to the listener's current
-// smtp-server instance. Reload swaps the snapshot new sessions use (policies, users,
+// socket taken through (1) PROXY protocol from trusted peers only, (2) total and per-client
+// connection limits — before any TLS work, so silent sockets from one address cannot fill an
+// implicit-TLS port — (3) the implicit TLS handshake, bounded in time, then handed to the
+// listener's current smtp-server instance. Reload swaps the snapshot new sessions use (policies, users,
 // certificates, limits) and re-binds only listeners whose address or port changed; open
 // sessions keep the snapshot they started with.
 import net from 'node:net';
@@ -72,7 +73,6 @@ class ListenerEndpoint {
     metrics.inboundConnectionsActive.inc(labels);
     let clientKey: string | undefined;
     let admitted = false;
-    let handedOver = false;
     socket.on('error', () => undefined);
     let ended = false;
     // Runs once: from the raw socket's 'close', or — because smtp-server's STARTTLS upgrade
@@ -88,14 +88,17 @@ class ListenerEndpoint {
         if (left <= 0) this.perClient.delete(clientKey);
         else this.perClient.set(clientKey, left);
       }
-      if (!handedOver) metrics.inboundConnections.inc({ ...labels, tls_mode: snapshot.config.tls.mode, tls_version: 'none' });
     };
     socket.once('close', release);
-    const refuse = (target: net.Socket, reason: RejectionReason, reply: string) => {
+    const implicitTls = snapshot.config.tls.mode === 'implicit';
+    const refuse = (reason: RejectionReason, reply: string) => {
       metrics.rejections.inc({ ...labels, reason });
       this.deps.logger.info({ listener: labels.listener, client: clientKey ?? socket.remoteAddress, reason }, 'connection refused');
-      target.end(`${reply}\r\n`);
-      setTimeout(() => target.destroy(), 1000).unref();
+      // A client on an implicit-TLS port cannot read a clear-text reply, and a handshake just to
+      // say 421 is the work a flood wants us to do: close instead.
+      if (implicitTls) return void socket.destroy();
+      socket.end(`${reply}\r\n`);
+      setTimeout(() => socket.destroy(), 1000).unref();
     };
     const setup = async (): Promise<void> => {
       const peerAddress = normaliseIp(socket.remoteAddress ?? '');
@@ -104,7 +107,7 @@ class ListenerEndpoint {
       const proxy = snapshot.config.proxyProtocol;
       if (proxy.enabled) {
         if (!peerInRanges(peerAddress, snapshot.trustedProxies)) {
-          return refuse(socket, 'proxy_untrusted', `421 4.7.0 ${snapshot.hostname} PROXY protocol accepted only from trusted proxies`);
+          return refuse('proxy_untrusted', `421 4.7.0 ${snapshot.hostname} PROXY protocol accepted only from trusted proxies`);
         }
         socket.resume();
         try {
@@ -115,26 +118,32 @@ class ListenerEndpoint {
           }
         } catch (error) {
           this.deps.logger.info({ listener: labels.listener, peer: peerAddress, err: (error as Error).message }, 'invalid PROXY header');
-          return refuse(socket, 'proxy_invalid', `421 4.7.0 ${snapshot.hostname} Invalid PROXY header`);
+          return refuse('proxy_invalid', `421 4.7.0 ${snapshot.hostname} Invalid PROXY header`);
         }
-      }
-      let sessionSocket: net.Socket = socket;
-      if (snapshot.config.tls.mode === 'implicit' && snapshot.tls) {
-        sessionSocket = await handshake(socket, snapshot, Math.min(PRE_SESSION_TIMEOUT_MS, snapshot.config.limits.idleTimeout));
       }
       clientKey = clientAddress;
       const perClient = (this.perClient.get(clientAddress) ?? 0) + 1;
       this.perClient.set(clientAddress, perClient);
       const limits = snapshot.config.limits;
       if (this.admitted + 1 > limits.maxConnections) {
-        return refuse(sessionSocket, 'too_many_connections', `421 4.7.0 ${snapshot.hostname} Too many connections, try again later`);
+        return refuse('too_many_connections', `421 4.7.0 ${snapshot.hostname} Too many connections, try again later`);
       }
       if (perClient > limits.maxConnectionsPerClient) {
-        return refuse(sessionSocket, 'too_many_connections_per_client', `421 4.7.0 ${snapshot.hostname} Too many connections from your address, try again later`);
+        return refuse('too_many_connections_per_client', `421 4.7.0 ${snapshot.hostname} Too many connections from your address, try again later`);
       }
       admitted = true;
       this.admitted++;
-      handedOver = true;
+      let sessionSocket: net.Socket = socket;
+      if (implicitTls && snapshot.tls) {
+        try {
+          sessionSocket = await handshake(socket, snapshot, Math.min(PRE_SESSION_TIMEOUT_MS, limits.idleTimeout));
+        } catch (error) {
+          const reason = error instanceof HandshakeFailure ? error.reason : 'error';
+          metrics.tlsHandshakeFailures.inc({ ...labels, reason });
+          this.deps.logger.debug({ listener: labels.listener, client: clientAddress, reason, err: (error as Error).message }, 'TLS handshake failed');
+          return;
+        }
+      }
       snapshot.smtp.connectSession(sessionSocket, { remoteAddress: clientAddress, remotePort: clientPort }, release);
       socket.resume();
     };
@@ -142,6 +151,15 @@ class ListenerEndpoint {
       this.deps.logger.info({ listener: labels.listener, client: socket.remoteAddress, err: (error as Error).message }, 'connection setup failed');
       socket.destroy();
     });
+  }
+}
+
+/** Why an implicit-TLS handshake did not complete: the bounded values of the `reason` label. */
+class HandshakeFailure extends Error {
+  readonly reason: 'timeout' | 'closed' | 'error';
+  constructor(reason: HandshakeFailure['reason'], message: string) {
+    super(message);
+    this.reason = reason;
   }
 }
 
@@ -154,7 +172,7 @@ function handshake(socket: net.Socket, snapshot: ListenerSnapshot, timeoutMs: nu
       secureContext: credentials.defaultContext,
       SNICallback: (name, cb) => cb(null, credentials.sniContexts.get(name.toLowerCase()) ?? credentials.defaultContext),
     });
-    const timer = setTimeout(() => fail(new Error('TLS handshake timeout')), timeoutMs);
+    const timer = setTimeout(() => fail(new HandshakeFailure('timeout', 'TLS handshake timeout')), timeoutMs);
     timer.unref();
     const fail = (error: Error) => {
       clearTimeout(timer);
@@ -162,12 +180,13 @@ function handshake(socket: net.Socket, snapshot: ListenerSnapshot, timeoutMs: nu
       socket.destroy();
       reject(error);
     };
-    const onClose = () => fail(new Error('connection closed during the TLS handshake'));
-    tlsSocket.once('error', fail);
+    const onClose = () => fail(new HandshakeFailure('closed', 'connection closed during the TLS handshake'));
+    const onError = (error: Error) => fail(new HandshakeFailure('error', error.message));
+    tlsSocket.once('error', onError);
     tlsSocket.once('close', onClose);
     tlsSocket.once('secure', () => {
       clearTimeout(timer);
-      tlsSocket.removeListener('error', fail);
+      tlsSocket.removeListener('error', onError);
       tlsSocket.removeListener('close', onClose);
       resolve(tlsSocket);
     });

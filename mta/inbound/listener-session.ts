@@ -10,6 +10,7 @@ import type { RejectionReason, RelayMetrics } from '../observe/metrics.ts';
 import { parseMailbox, type Mailbox } from './address.ts';
 import type { AuthFailureLimiter } from './auth-failures.ts';
 import { CredentialStore } from './credentials.ts';
+import { MAX_LINE_OCTETS, type ContentFault } from './line-faults.ts';
 import { readMessage } from './message-reader.ts';
 import { compileRanges, type AddressRange } from '../config/address-range.ts';
 import { compileRelayPolicy, decideRecipient, decideSender, userSenderDomains } from './relay-policy.ts';
@@ -40,6 +41,17 @@ interface SessionFacts {
 }
 
 const TRANSMISSION_TYPES = new Set(['SMTP', 'ESMTP', 'ESMTPS', 'ESMTPA', 'ESMTPSA']);
+
+/**
+ * Replies at the end of DATA to content that is refused as a whole. 5.6.11 is IANA's code for
+ * invalid CR/LF use; NUL and over-long lines are failures of the transaction (RFC 5321 §4.2.3:
+ * 554 after DATA), not of a mailbox, and 5.6.0 says "content" (RFC 3463).
+ */
+const CONTENT_REFUSALS: Record<ContentFault, { code: number; message: string; reason: RejectionReason }> = {
+  'bare-line-ending': { code: 550, message: '5.6.11 Bare CR or LF in message not allowed', reason: 'smuggling' },
+  nul: { code: 554, message: '5.6.0 NUL character in message not allowed', reason: 'smuggling' },
+  'line-too-long': { code: 554, message: `5.6.0 Message line longer than ${MAX_LINE_OCTETS} octets not allowed (RFC 5322 2.1.1)`, reason: 'line_too_long' },
+};
 
 function smtpError(code: number, message: string): Error & { responseCode: number } {
   return Object.assign(new Error(message), { responseCode: code });
@@ -150,10 +162,11 @@ export async function buildListenerSnapshot(config: RuntimeConfig, listener: Lis
         reject('message_too_large');
         return callback(smtpError(552, `5.3.4 Message size exceeds fixed maximum message size ${listener.limits.maxMessageSize}`));
       }
-      if (result.kind === 'bare-line-ending') {
-        reject('smuggling');
-        facts.logger.warn('message refused: bare CR or LF in DATA');
-        return callback(smtpError(550, '5.6.11 Bare CR or LF in message not allowed'));
+      if (result.kind === 'malformed') {
+        const refusal = CONTENT_REFUSALS[result.fault];
+        reject(refusal.reason);
+        facts.logger.warn({ fault: result.fault }, 'message refused: malformed DATA');
+        return callback(smtpError(refusal.code, refusal.message));
       }
       if (result.kind === 'aborted') return callback(smtpError(451, '4.3.0 Message not received in full'));
       const transaction = toTransaction(session, policyConfig, listener.name);
@@ -200,7 +213,9 @@ export async function buildListenerSnapshot(config: RuntimeConfig, listener: Lis
       hideSTARTTLS: listener.tls.mode !== 'starttls',
       disabledCommands: [...(listener.tls.mode === 'starttls' ? [] : ['STARTTLS']), ...(authDisabled ? ['AUTH'] : [])],
       hideENHANCEDSTATUSCODES: false,
+      // Not honoured onward, so not advertised: MAIL/RCPT parameters of DSN and REQUIRETLS are 555.
       hideDSN: true,
+      hideREQUIRETLS: true,
       allowInsecureAuth: true,
       authOptional: true,
       maxAllowedUnauthenticatedCommands: false,
@@ -218,6 +233,8 @@ export async function buildListenerSnapshot(config: RuntimeConfig, listener: Lis
     {
       greetingDelayMs: listener.limits.greetingDelay,
       commandTimeoutMs: listener.limits.commandTimeout,
+      minDataRate: listener.limits.minDataRate,
+      dataRateGraceMs: listener.limits.dataRateGrace,
       maxErrors: listener.limits.maxErrors,
       authNeedsTls: policyConfig.requireTlsForAuth || listener.tls.required,
       authDisabled,

@@ -22,6 +22,12 @@ export const REJECTION_REASONS = [
   'timeout',
   'syntax',
   'spool_failure',
+  // Wire hygiene and protocol strictness (mta/inbound/line-faults.ts, mail-parameters.ts).
+  'bad_command',
+  'line_too_long',
+  'unsupported_parameter',
+  'bad_sequence',
+  'too_slow',
 ] as const;
 export type RejectionReason = (typeof REJECTION_REASONS)[number];
 
@@ -34,7 +40,7 @@ export class RelayMetrics {
     labelNames: ['listener'] as const,
     registers: [this.registry],
   });
-  /** Counted when a session ends, so STARTTLS upgrades report the version they reached. */
+  /** Counted when a session ends, so STARTTLS upgrades report the version they reached; connections refused before a session are rejections only. */
   readonly inboundConnections = new Counter({
     name: 'vmta_inbound_connections_total',
     help: 'Inbound SMTP sessions by listener, TLS mode of the listener and TLS version negotiated ("none" when plain).',
@@ -50,6 +56,14 @@ export class RelayMetrics {
   readonly rejections = new Counter({
     name: 'vmta_inbound_rejections_total',
     help: 'Refused connections, commands and messages by listener and reason.',
+    labelNames: ['listener', 'reason'] as const,
+    registers: [this.registry],
+  });
+  // Implicit-TLS handshakes that never completed (mta/inbound/inbound-server.ts): not sessions,
+  // so not in vmta_inbound_connections_total, whose TLS share they would otherwise lower.
+  readonly tlsHandshakeFailures = new Counter({
+    name: 'vmta_inbound_tls_handshake_failures_total',
+    help: 'Implicit-TLS handshakes that failed on inbound listeners, by reason (timeout, closed, error).',
     labelNames: ['listener', 'reason'] as const,
     registers: [this.registry],
   });

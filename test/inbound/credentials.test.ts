@@ -5,8 +5,6 @@ import os from 'node:os';
 import path from 'node:path';
 import { describe, test } from 'node:test';
 import { CredentialStore, hashPassword } from '../../mta/inbound/credentials.ts';
-import { readMessage } from '../../mta/inbound/message-reader.ts';
-import { PassThrough } from 'node:stream';
 import { writeUsersDir } from './harness.ts';
 
 describe('CredentialStore', () => {
@@ -36,29 +34,5 @@ describe('CredentialStore', () => {
     } finally {
       rmSync(dir, { recursive: true, force: true });
     }
-  });
-});
-
-describe('readMessage', () => {
-  async function read(chunks: string[], max = 1000) {
-    const stream = new PassThrough();
-    const result = readMessage(stream, max);
-    for (const chunk of chunks) stream.write(Buffer.from(chunk, 'latin1'));
-    stream.end();
-    return result;
-  }
-  test('CRLF split across chunks is fine; a bare CR or LF anywhere is refused', async () => {
-    assert.equal((await read(['a\r', '\nb\r\n'])).kind, 'message');
-    assert.equal((await read(['a\r', 'b\r\n'])).kind, 'bare-line-ending');
-    assert.equal((await read(['a\n'])).kind, 'bare-line-ending');
-    assert.equal((await read(['a\r\n', '\n'])).kind, 'bare-line-ending');
-    assert.equal((await read(['a\r\nb\r'])).kind, 'bare-line-ending');
-    assert.equal((await read(['a\r\r\n'])).kind, 'bare-line-ending');
-    assert.equal((await read(['\r\n\r\n', '\r', '\n.\r\n'])).kind, 'message');
-    assert.equal((await read(['a\r\n', '\r\r\n'])).kind, 'bare-line-ending');
-    assert.equal((await read(['\n'])).kind, 'bare-line-ending');
-  });
-  test('more than the limit is too-large', async () => {
-    assert.deepEqual(await read(['x'.repeat(20) + '\r\n'], 10), { kind: 'too-large', bytes: 22 });
   });
 });
