@@ -5,6 +5,7 @@ const subcommands: Record<string, { summary: string; load: () => Promise<Subcomm
   mta: { summary: 'run the relay: vmta mta --config DIR', load: async () => (await import('./mta-command.ts')).runMtaCommand },
   local: { summary: 'run the resources of a folder as local relays: vmta local examples/', load: async () => (await import('./local-command.ts')).runLocalCommand },
   operator: { summary: 'run the Kubernetes operator: vmta operator --image IMAGE [--namespace NS] [--leader-elect]', load: async () => (await import('./operator-command.ts')).runOperatorCommand },
+  import: { summary: 'turn a PowerMTA configuration into resources: vmta import powermta FILE', load: async () => (await import('./import-command.ts')).runImportCommand },
   queue: { summary: 'inspect and control delivery queues: vmta queue list|show|pause|resume|retry|bounce|delete', load: async () => (await import('./queue-command.ts')).runQueueCommand },
 };
 

@@ -1,7 +1,7 @@
 // Every command in the docs pages is run or checked. docs/install.md and docs/monitoring.md
 // have their own tests (test/chart/install-doc.test.ts, test/chart/monitoring-doc.test.ts); this
 // covers the other pages. Commands that can run here are run and must succeed: `vmta` (queue
-// actions against a running relay process with a queued message), `helm template`, `promtool`.
+// actions against a running relay process with a queued message, an import of a PowerMTA config), `helm template`, `promtool`.
 // `kubectl` commands need a cluster, so they are checked instead: verb, resource types, object
 // names (from examples/ and its golden render), labels, condition types, field selectors and
 // every `kubectl explain` path against the generated CRDs. The test output says which was which.
@@ -9,7 +9,8 @@
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
 import { readdirSync, readFileSync } from 'node:fs';
-import { writeFile } from 'node:fs/promises';
+import { copyFile, writeFile } from 'node:fs/promises';
+import http from 'node:http';
 import path from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { parse as parseYaml, parseAllDocuments } from 'yaml';
@@ -175,6 +176,8 @@ describe('commands in docs/', { timeout: 300_000 }, () => {
     relayDir = await temporaryDirectory('vmta-docs-');
     const [port, adminPort] = [await freePort(), await freePort()];
     await writeFile(path.join(relayDir.path, 'admin-token'), `${TOKEN}\n`);
+    // docs/powermta-import.md imports ./pmta.conf: the source article's configuration.
+    await copyFile(path.join(REPO_ROOT, '..', 'shared', 'powermta-seed.conf'), path.join(relayDir.path, 'pmta.conf'));
     await writeRelayConfig(relayDir.path, loopbackRelayConfig(port, adminPort, { admin: { address: '127.0.0.1', port: adminPort, tokenFile: 'admin-token' } }));
     relay = await startRelayProcess({ configDir: relayDir.path, adminPort });
     const client = await RawSmtpClient.connect(port);
@@ -229,7 +232,14 @@ describe('commands in docs/', { timeout: 300_000 }, () => {
   }
 
   test('after the pause and resume of docs/operations.md no queue of the relay is left paused', async () => {
-    const answer = (await (await fetch(`${relay!.adminUrl}/api/v1/queues`)).json()) as unknown;
+    // A new connection: the spawnSync calls above block the event loop past the admin server's
+    // keep-alive timeout, so fetch could reuse a pooled socket the server has already closed.
+    const answer = await new Promise<unknown>((resolve, reject) => {
+      http.get(`${relay!.adminUrl}/api/v1/queues`, { agent: false }, (response) => {
+        let body = '';
+        response.setEncoding('utf8').on('data', (chunk: string) => (body += chunk)).on('end', () => resolve(JSON.parse(body)));
+      }).on('error', reject);
+    });
     assert.doesNotMatch(JSON.stringify(answer), /"paused":true/);
   });
 });
