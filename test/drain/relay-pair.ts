@@ -102,7 +102,7 @@ export async function sendMessage(port: number, from: string, to: readonly strin
 /** What the admin endpoints used here answer: a drain report, a queue action's count, a message, or an error. */
 export type AdminBody = Partial<DrainReport> & { error?: string; messages?: number; recipients?: { address: string; status: string; attempts: number }[]; queues?: unknown[] };
 
-export async function admin(relay: TestRelay, method: string, pathname: string, body?: unknown, token: string | undefined = TOKEN): Promise<{ status: number; body: AdminBody }> {
+export async function admin(relay: TestRelay, method: string, pathname: string, body?: unknown, token = TOKEN): Promise<{ status: number; body: AdminBody }> {
   const response = await fetch(`${relay.process.adminUrl}${pathname}`, {
     method,
     headers: { ...(token ? { authorization: `Bearer ${token}` } : {}), ...(body === undefined ? {} : { 'content-type': 'application/json' }) },
