@@ -17,6 +17,7 @@ import { FIELD_MANAGER } from '../render/layout.ts';
 import { podReadiness, secretKeysOnly, withoutManagedFields } from './cache-transforms.ts';
 import type { ConfigHashReader } from './config-hash-reader.ts';
 import { HealthServer } from './health-server.ts';
+import { httpRelayDrainClient, type RelayDrainClient } from './relay-drain-client.ts';
 import { OWNED_KINDS, Reconciler, parseWorkKey, workKey, type Caches, type OwnedKind } from './reconciler.ts';
 
 export const CONTROLLER_NAME = 'vmta';
@@ -37,6 +38,8 @@ export interface OperatorOptions {
   logger: Logger;
   image: string;
   configHashReader: ConfigHashReader;
+  /** The relays' drain API; defaults to HTTP on each pod's IP and admin port. */
+  relayDrainClient?: RelayDrainClient;
   /** Watch one namespace; all namespaces when undefined. */
   namespace?: string;
   /** Elect a leader on a Lease; without it this instance reconciles at once. */
@@ -93,6 +96,7 @@ export class VmtaOperator {
       pollIntervalMs: options.pollIntervalMs ?? 5000,
       logger: options.logger,
       enqueue: (key) => this.queue?.add(key),
+      relayDrainClient: options.relayDrainClient ?? httpRelayDrainClient(),
     });
     this.wireEvents(events);
     if (options.leaderElection) {
@@ -202,6 +206,7 @@ export class VmtaOperator {
       kind !== 'update' ||
       previous === object ||
       previous?.metadata.generation !== object.metadata.generation ||
+      previous?.metadata.deletionTimestamp !== object.metadata.deletionTimestamp ||
       JSON.stringify(previous?.metadata.annotations ?? {}) !== JSON.stringify(object.metadata.annotations ?? {});
 
     this.caches.pools.onEvent((kind, pool, previous) => {
