@@ -65,6 +65,8 @@ interface DrainRun {
 export class PoolDrainer {
   private readonly options: PoolDrainerOptions;
   private readonly now: () => number;
+  /** The latest drain status and condition by pool uid: the cached pool may not show our last status write yet. */
+  private readonly latest = new Map<string, { status: DrainStatus | undefined; condition: ConditionInput | undefined }>();
 
   constructor(options: PoolDrainerOptions) {
     this.options = options;
@@ -73,8 +75,33 @@ export class PoolDrainer {
 
   /** Scale a persistent pool to `desired`: the replicas for the StatefulSet now, with status and condition. */
   async scale(raw: KubeObject, pool: VirtualMtaPool, desired: number): Promise<DrainDecision> {
-    const previous = drainStatusOf(raw);
-    const kept: DrainDecision = { replicas: desired, status: previous, condition: keptCondition(raw) };
+    return this.remember(raw, await this.decideScale(raw, pool, desired));
+  }
+
+  /** A pool being deleted: drain every pod, then `finished` lets the reconciler remove the finalizer. */
+  async finalize(raw: KubeObject, pool: VirtualMtaPool | undefined): Promise<DrainDecision> {
+    const decision = this.remember(raw, await this.decideFinalize(raw, pool));
+    if (decision.finished) this.latest.delete(raw.metadata.uid ?? '');
+    return decision;
+  }
+
+  /** The pool is gone. */
+  forget(uid: string | undefined): void {
+    if (uid) this.latest.delete(uid);
+  }
+
+  private remember(raw: KubeObject, decision: DrainDecision): DrainDecision {
+    this.latest.set(raw.metadata.uid ?? '', { status: decision.status, condition: decision.condition });
+    return decision;
+  }
+
+  private known(raw: KubeObject): { status: DrainStatus | undefined; condition: ConditionInput | undefined } {
+    return this.latest.get(raw.metadata.uid ?? '') ?? { status: drainStatusOf(raw), condition: keptCondition(raw) };
+  }
+
+  private async decideScale(raw: KubeObject, pool: VirtualMtaPool, desired: number): Promise<DrainDecision> {
+    const { status: previous, condition } = this.known(raw);
+    const kept: DrainDecision = { replicas: desired, status: previous, condition };
     if (pool.spec.spool.mode !== 'persistent') return kept;
     const live = this.liveReplicas(raw);
     const running = previous && !previous.finishedAt && previous.reason === 'ScaleIn' ? previous : undefined;
@@ -98,11 +125,10 @@ export class PoolDrainer {
     return this.progress({ raw, reason: 'ScaleIn', targets, peers, token, startedAt: same ? Date.parse(same.startedAt) : this.now(), timeoutMs, fromReplicas: live, toReplicas: desired, previous: same });
   }
 
-  /** A pool being deleted: drain every pod, then `finished` lets the reconciler remove the finalizer. */
-  async finalize(raw: KubeObject, pool: VirtualMtaPool | undefined): Promise<DrainDecision> {
-    const previous = drainStatusOf(raw);
+  private async decideFinalize(raw: KubeObject, pool: VirtualMtaPool | undefined): Promise<DrainDecision> {
+    const { status: previous, condition } = this.known(raw);
     const live = this.liveReplicas(raw) ?? 0;
-    if (!pool || pool.spec.spool.mode !== 'persistent' || live === 0) return { replicas: live, status: previous, condition: keptCondition(raw), finished: true };
+    if (!pool || pool.spec.spool.mode !== 'persistent' || live === 0) return { replicas: live, status: previous, condition, finished: true };
     const token = await this.token(pool);
     if (!token) return { ...(await this.unavailable(raw, pool, live, 'deleting the pool without draining its pods')), finished: true };
     const running = previous && !previous.finishedAt && previous.reason === 'PoolDeleted' ? previous : undefined;
@@ -164,7 +190,7 @@ export class PoolDrainer {
   private async unavailable(raw: KubeObject, pool: VirtualMtaPool, replicas: number, what: string): Promise<DrainDecision> {
     const message = `${what}: a drain needs spec.admin.tokenSecretName (a Secret with key "token") to authenticate to the relays; queued mail of the pods that go stays on their claims`;
     await this.options.events.record(raw, 'Warning', 'DrainUnavailable', message);
-    return { replicas, status: drainStatusOf(raw), condition: { type: 'Draining', status: 'False', reason: 'DrainUnavailable', message } };
+    return { replicas, status: this.known(raw).status, condition: { type: 'Draining', status: 'False', reason: 'DrainUnavailable', message } };
   }
 
   private liveReplicas(raw: KubeObject): number | undefined {

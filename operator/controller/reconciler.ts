@@ -208,13 +208,14 @@ export class Reconciler {
     const parsed = this.parse(raw);
     const drain: DrainDecision = await this.drainer.finalize(raw, parsed.ok ? (parsed.value as VirtualMtaPool) : undefined);
     const previous = raw.status as VirtualMtaPool['status'] | undefined;
+    let resourceVersion = raw.metadata.resourceVersion;
     if (drain.condition || drain.status) {
       const others = keepConditions(previous?.conditions, (previous?.conditions ?? []).map((c) => c.type).filter((type) => type !== 'Draining'));
       const conditions = mergeConditions(previous?.conditions, [...others, ...(drain.condition ? [drain.condition] : [])], raw.metadata.generation, new Date());
-      await this.writeStatus(raw, { ...previous, conditions, ...(drain.status ? { drain: drain.status } : {}) });
+      resourceVersion = (await this.writeStatus(raw, { ...previous, conditions, ...(drain.status ? { drain: drain.status } : {}) })) ?? resourceVersion;
     }
     if (!drain.finished) return { requeueAfterMs: drain.requeueAfterMs ?? this.options.pollIntervalMs };
-    await this.setFinalizer(raw, false);
+    await this.setFinalizer({ ...raw, metadata: { ...raw.metadata, resourceVersion } }, false);
   }
 
   /** Adds or removes the drain finalizer (a merge patch with the resourceVersion: a concurrent change fails with 409 and is retried). */
@@ -415,6 +416,7 @@ export class Reconciler {
   }
 
   forget(uid: string | undefined): void {
+    this.drainer.forget(uid);
     if (uid) this.parsed.delete(uid);
   }
 
@@ -432,16 +434,19 @@ export class Reconciler {
     await this.writeStatus(raw, { observedGeneration: generation, conditions: mergeConditions(previous?.conditions, [ready], generation, new Date()), ...extra });
   }
 
-  private async writeStatus(raw: KubeObject, status: object): Promise<void> {
-    if (sameStatus(raw.status, status)) return;
+  /** Returns the object's new resourceVersion when it wrote. */
+  private async writeStatus(raw: KubeObject, status: object): Promise<string | undefined> {
+    if (sameStatus(raw.status, status)) return undefined;
     const type = resourceTypeOf(raw.apiVersion, raw.kind);
+    let written: KubeObject;
     try {
-      await this.options.client.mergePatch(type, raw.metadata.namespace, raw.metadata.name, { status }, 'status');
+      written = await this.options.client.mergePatch(type, raw.metadata.namespace, raw.metadata.name, { status }, 'status');
     } catch (error) {
-      if ((error as { statusCode?: number }).statusCode === 404) return;
+      if ((error as { statusCode?: number }).statusCode === 404) return undefined;
       throw error;
     }
     this.log.debug({ kind: raw.kind, name: raw.metadata.name, namespace: raw.metadata.namespace }, 'status written');
+    return written.metadata.resourceVersion;
   }
 }
 
