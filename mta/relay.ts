@@ -1,13 +1,19 @@
 // The relay process: loads the runtime config, opens the spool, starts delivery (which
 // recovers the spooled queue), the admin server and the SMTP listeners, keeps the config
 // current (hot reload), and shuts down in order on request: not ready, stop accepting, let open
-// sessions finish within a bound, stop delivery, close the spool.
+// sessions finish within a bound, stop delivery, close the spool. A drain (mta/drain/, before a
+// pod goes away) closes the listeners and hands the queue to peers; peers take hand-overs here.
 import path from 'node:path';
 import { loadConfigDirectory, recordConfigLoaded, ConfigWatcher, type LoadedConfig } from './config/loader.ts';
 import type { RuntimeConfig } from './config/schema.ts';
 import { createQueueApi } from './admin/queue-api.ts';
 import { AdminServer, readAdminToken, type Readiness } from './admin/server.ts';
 import { DeliveryEngine } from './delivery/delivery-engine.ts';
+import { createDrainApi } from './drain/drain-api.ts';
+import { HANDOVER_PATH } from './drain/handover-format.ts';
+import { HandoverLedger } from './drain/handover-ledger.ts';
+import { createHandoverReceiver } from './drain/handover-receiver.ts';
+import { QueueDrain } from './drain/queue-drain.ts';
 import { InboundServer } from './inbound/inbound-server.ts';
 import { createLogger, type Logger } from './observe/log.ts';
 import { RelayMetrics } from './observe/metrics.ts';
@@ -35,6 +41,9 @@ export class Relay {
   #inbound: InboundServer | undefined;
   #admin: AdminServer | undefined;
   #dkim: DkimSigner | undefined;
+  #ledger: HandoverLedger | undefined;
+  #drain: QueueDrain | undefined;
+  #adminToken: string | undefined;
   #listening = false;
   #shutdown: Promise<void> | undefined;
 
@@ -67,6 +76,7 @@ export class Relay {
 
   readiness(): Readiness {
     if (this.#shutdown) return { ready: false, reason: 'shutting down' };
+    if (this.#drain?.active) return { ready: false, reason: 'draining' };
     if (!this.#spool) return { ready: false, reason: 'spool not open' };
     if (!this.#listening) return { ready: false, reason: 'listeners not bound' };
     return { ready: true };
@@ -86,13 +96,14 @@ export class Relay {
       logger,
       pollIntervalMs: this.#options.configPollIntervalMs,
     });
+    this.#adminToken = await readAdminToken(config.admin.tokenFile);
     // The admin server comes first so /healthz answers while the spool is being recovered.
     this.#admin = await AdminServer.start({
       address: config.admin.address,
       port: config.admin.port,
       metrics,
       logger,
-      token: await readAdminToken(config.admin.tokenFile),
+      token: this.#adminToken,
       readiness: () => this.readiness(),
       configStatus: () => this.#watcher!.status(),
     });
@@ -102,6 +113,7 @@ export class Relay {
     const delivery = await DeliveryEngine.start({ config, spool: this.#spool, metrics, logger, stateDir: path.join(config.spool.path, 'state') });
     this.#delivery = delivery;
     this.#admin.mount(createQueueApi(delivery));
+    await this.#mountDrain(this.#spool, delivery);
     const accept = createMessageAcceptor({
       spool: this.#spool,
       getConfig: () => this.config,
@@ -116,15 +128,56 @@ export class Relay {
     await this.#watcher.start();
   }
 
+  async #mountDrain(spool: FileSpool, delivery: DeliveryEngine): Promise<void> {
+    const { logger } = this;
+    this.#ledger = await HandoverLedger.open(spool.directory);
+    const drain = new QueueDrain({
+      engine: delivery,
+      spool,
+      stopAccepting: async (timeoutMs) => {
+        this.#listening = false;
+        // No listener at all: open sessions go on (the server keeps them), nothing new connects.
+        await this.#inbound!.reload(this.#listenerless(this.config));
+        await this.#inbound!.drain(timeoutMs);
+      },
+      resumeAccepting: async () => {
+        await this.#inbound!.reload(this.config);
+        this.#listening = true;
+      },
+      token: () => this.#adminToken,
+      logger,
+    });
+    this.#drain = drain;
+    this.#admin!.mount(createDrainApi(drain));
+    this.#admin!.mountStreamed(
+      HANDOVER_PATH,
+      createHandoverReceiver({
+        spool,
+        isQueued: (id) => delivery.showMessage(id) !== undefined,
+        enqueue: (message) => delivery.enqueue(message),
+        ledger: this.#ledger,
+        getConfig: () => this.config,
+        refusal: () => (this.#shutdown ? 'shutting down' : drain.active ? 'this relay is draining' : undefined),
+        logger,
+      }),
+    );
+  }
+
+  #listenerless(config: RuntimeConfig): RuntimeConfig {
+    return { ...config, listeners: [] };
+  }
+
   /** Put a reloaded config into service; any throw refuses the whole version and keeps the old one. */
   async #apply(next: LoadedConfig): Promise<void> {
     const previous = this.config;
     const token = await readAdminToken(next.config.admin.tokenFile);
     // Keys are read and checked before anything changes: a bad key refuses the whole version.
     const dkim = await DkimSigner.load(next.config, this.metrics);
-    await this.#inbound!.reload(next.config);
+    // A draining relay keeps its listeners closed whatever the new config says.
+    await this.#inbound!.reload(this.#drain?.active ? this.#listenerless(next.config) : next.config);
     await this.#delivery!.reload(next.config);
     this.#admin!.setToken(token);
+    this.#adminToken = token;
     this.#dkim = dkim;
     const cold: string[] = [];
     if (next.config.spool.path !== previous.spool.path) cold.push('spool.path');
@@ -157,8 +210,12 @@ export class Relay {
     await this.#inbound?.close();
     this.#inbound = undefined;
     this.#listening = false;
+    await this.#drain?.abandon();
+    this.#drain = undefined;
     await this.#delivery?.stop();
     this.#delivery = undefined;
+    await this.#ledger?.close();
+    this.#ledger = undefined;
     await this.#spool?.close();
     this.#spool = undefined;
     await this.#admin?.close();

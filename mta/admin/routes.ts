@@ -1,5 +1,7 @@
 // How features plug HTTP endpoints into the admin server without knowing about it: a handler
 // gets a parsed request and answers JSON, or undefined when the path is not its own.
+import type { IncomingMessage } from 'node:http';
+
 export interface AdminRequest {
   method: string;
   /** Path without the query string, e.g. "/api/v1/queues". */
@@ -22,3 +24,6 @@ export interface AdminResponse {
 }
 
 export type AdminHandler = (request: AdminRequest) => Promise<AdminResponse | undefined>;
+
+/** An endpoint that reads the request body itself; `authorized` as for AdminRequest. */
+export type StreamedAdminHandler = (request: IncomingMessage, authorized: boolean) => Promise<AdminResponse>;

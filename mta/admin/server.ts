@@ -1,7 +1,8 @@
 // The relay's admin HTTP server (node:http): liveness, readiness, Prometheus metrics, the
 // config version in use, and whatever AdminHandlers features mount (queue control under
 // /api/v1). Requests carrying the configured bearer token are marked `authorized`; handlers
-// decide what needs it. JSON bodies are parsed here with a size limit.
+// decide what needs it. JSON bodies are parsed here with a size limit; a streamed endpoint (the
+// drain hand-over) reads its own body.
 import { createHash, timingSafeEqual } from 'node:crypto';
 import { once } from 'node:events';
 import { readFile } from 'node:fs/promises';
@@ -10,7 +11,7 @@ import type { AddressInfo } from 'node:net';
 import type { ConfigStatus } from '../config/loader.ts';
 import type { Logger } from '../observe/log.ts';
 import type { RelayMetrics } from '../observe/metrics.ts';
-import type { AdminHandler, AdminRequest, AdminResponse } from './routes.ts';
+import type { AdminHandler, AdminRequest, AdminResponse, StreamedAdminHandler } from './routes.ts';
 
 export interface Readiness {
   ready: boolean;
@@ -58,6 +59,7 @@ export class AdminServer {
   readonly #server: http.Server;
   readonly #options: AdminServerOptions;
   readonly #handlers: AdminHandler[] = [];
+  readonly #streamed = new Map<string, StreamedAdminHandler>();
   #tokenDigest: Buffer | undefined;
 
   private constructor(options: AdminServerOptions) {
@@ -84,6 +86,11 @@ export class AdminServer {
     this.#handlers.push(handler);
   }
 
+  /** A POST endpoint that reads its own (non-JSON, possibly large) body. */
+  mountStreamed(path: string, handler: StreamedAdminHandler): void {
+    this.#streamed.set(path, handler);
+  }
+
   /** Replace the bearer token (on config reload); undefined authorizes no request. */
   setToken(token: string | undefined): void {
     this.#tokenDigest = token === undefined ? undefined : digest(token);
@@ -100,6 +107,8 @@ export class AdminServer {
     try {
       const builtIn = await this.#builtIn(request.method ?? 'GET', url.pathname, response);
       if (builtIn) return;
+      const streamed = this.#streamed.get(url.pathname);
+      if (streamed && request.method === 'POST') return sendJson(response, await streamed(request, this.#credentials(request.headers.authorization).authorized));
       const adminRequest: AdminRequest = {
         method: request.method ?? 'GET',
         path: url.pathname,

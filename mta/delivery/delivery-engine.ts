@@ -122,6 +122,8 @@ export class DeliveryEngine {
   private readonly paused = new Set<string>();
   private gaugeTimer: NodeJS.Timeout | undefined;
   private stopping = false;
+  /** A drain is handing the queue over: nothing new is started (see hold()). */
+  private holding = false;
 
   private constructor(options: DeliveryEngineOptions) {
     this.config = options.config;
@@ -234,6 +236,37 @@ export class DeliveryEngine {
     await Promise.allSettled([...this.workers]);
     this.stsCache?.flush();
     await this.accounting.close();
+  }
+
+  // ---- drain (mta/drain/) ----------------------------------------------------------------
+
+  /** Messages the engine holds (queued, scheduled or being delivered). */
+  get queuedMessages(): number {
+    return this.messages.size;
+  }
+
+  /** Start no more deliveries and wait until every attempt in flight is recorded. */
+  async hold(): Promise<void> {
+    this.holding = true;
+    while (this.workers.size > 0) await Promise.allSettled([...this.workers]);
+  }
+
+  /** After hold(): take every message out of the engine (the spool is untouched); the caller owns them now. */
+  takeAll(): QueuedMessage[] {
+    const taken = [...this.messages.values()];
+    this.messages.clear();
+    for (const queue of [...this.queues.values()]) {
+      queue.drain();
+      this.armTimer(queue);
+      this.dropIfEmpty(queue);
+    }
+    return taken;
+  }
+
+  /** Deliver again after hold(): the drain ended or was cancelled. */
+  release(): void {
+    this.holding = false;
+    for (const queue of [...this.queues.values()]) this.pump(queue);
   }
 
   // ---- queue control -------------------------------------------------------------------
@@ -419,7 +452,7 @@ export class DeliveryEngine {
   }
 
   private canSend(queue: DestinationQueue): boolean {
-    if (this.stopping || this.isPaused(queue)) return false;
+    if (this.stopping || this.holding || this.isPaused(queue)) return false;
     if (!this.virtualMtas.has(queue.virtualMta)) {
       queue.lastError = `VirtualMTA "${queue.virtualMta}" is not in the configuration; its mail waits`;
       return false;

@@ -39,6 +39,8 @@ export interface Envelope {
   /** Declared BODY=8BITMIME / SMTPUTF8 on MAIL FROM. */
   eightBitMime: boolean;
   smtpUtf8: boolean;
+  /** Times the message was handed from a draining relay to a peer (mta/drain/); omitted = never. */
+  handovers?: number;
 }
 
 export interface SpooledMessage {

@@ -4,7 +4,7 @@
 import { z } from 'zod';
 import { dkimKeyList, DkimKeyStatus, DkimSpec } from './dkim.ts';
 import { domainSettingsList } from './domain-settings.ts';
-import { annotationValue, API_GROUP_VERSION, celRules, conditions, domainPattern, hostname, ipAddress, labelKey, labelValue, ObjectMeta, objectName, quantity, resolver, uniqueListBy } from './fields.ts';
+import { annotationValue, API_GROUP_VERSION, celRules, conditions, domainPattern, duration, hostname, ipAddress, labelKey, labelValue, ObjectMeta, objectName, quantity, resolver, uniqueListBy } from './fields.ts';
 
 export const VirtualMtaSpec = z.strictObject({
   name: objectName,
@@ -51,6 +51,12 @@ export const VirtualMtaPoolSpec = z
       })
       .meta(celRules({ rule: "self.mode == 'persistent' || !has(self.storageClassName)", message: 'storageClassName needs spool.mode persistent', fieldPath: '.storageClassName', reason: 'FieldValueForbidden' }))
       .prefault({}),
+    drain: z
+      .strictObject({
+        timeout: duration.default('10m').describe('How long pods leaving the pool (scale-in, pool deletion) may take to hand their queue to the remaining pods or deliver it; what is left then stays on their claims and is reported in the Draining condition.'),
+      })
+      .prefault({})
+      .describe('Draining the queue of pods before they go away (persistent spool; needs admin.tokenSecretName).'),
     egress: z
       .strictObject({
         mode: z.enum(['podNetwork', 'hostNetwork']).default('podNetwork').describe('podNetwork: connections leave from the pod (source addresses through the CNI / egress gateway); hostNetwork: pods run on the node\'s network so sourceAddress can be a node address.'),
@@ -78,6 +84,26 @@ export const VirtualMtaSummary = z.strictObject({
   domains: z.number().int().min(0),
 });
 
+export const DrainedPod = z.strictObject({
+  name: z.string().max(253),
+  state: z.enum(['unreachable', 'idle', 'draining', 'drained', 'incomplete']).describe('What the pod reports: unreachable when it does not answer.'),
+  queuedAtStart: z.number().int().min(0),
+  handedOver: z.number().int().min(0).describe('Messages handed to the remaining pods.'),
+  delivered: z.number().int().min(0).describe('Messages delivered by the pod itself (no pod remains).'),
+  remaining: z.number().int().min(0).describe('Messages still in the pod\'s spool.'),
+});
+
+export const DrainStatus = z.strictObject({
+  reason: z.enum(['ScaleIn', 'PoolDeleted']),
+  fromReplicas: z.number().int().min(0),
+  toReplicas: z.number().int().min(0),
+  startedAt: z.string().max(64).describe('When the drain began; the timeout counts from here.'),
+  finishedAt: z.string().max(64).optional(),
+  outcome: z.enum(['Drained', 'DrainTimedOut', 'Cancelled']).optional(),
+  pods: z.array(DrainedPod).max(1000),
+});
+export type DrainStatus = z.output<typeof DrainStatus>;
+
 export const VirtualMtaPoolStatus = z.strictObject({
   observedGeneration: z.number().int().min(0).optional(),
   conditions: conditions.optional(),
@@ -88,6 +114,7 @@ export const VirtualMtaPoolStatus = z.strictObject({
   podTemplateHash: z.string().max(128).optional().describe('Hash of the cold fields on the pod template.'),
   virtualMtas: z.array(VirtualMtaSummary).max(1000).optional(),
   dkimKeys: z.array(DkimKeyStatus).max(2000).optional().describe('Per DKIM key: whether <selector>._domainkey.<domain> publishes its public key.'),
+  drain: DrainStatus.optional().describe('The latest drain of pods leaving the pool, with counts per pod.'),
 });
 
 export const VirtualMtaPool = z.strictObject({

@@ -18,6 +18,7 @@ import { podReadiness, PUBLIC_KEYS_FIELD, secretKeysOnly, withoutManagedFields }
 import { DkimDnsChecker } from './dkim-dns-check.ts';
 import type { ConfigHashReader } from './config-hash-reader.ts';
 import { HealthServer } from './health-server.ts';
+import { httpRelayDrainClient, type RelayDrainClient } from './relay-drain-client.ts';
 import { OWNED_KINDS, Reconciler, parseWorkKey, workKey, type Caches, type OwnedKind } from './reconciler.ts';
 
 export const CONTROLLER_NAME = 'vmta';
@@ -38,6 +39,8 @@ export interface OperatorOptions {
   logger: Logger;
   image: string;
   configHashReader: ConfigHashReader;
+  /** The relays' drain API; defaults to HTTP on each pod's IP and admin port. */
+  relayDrainClient?: RelayDrainClient;
   /** Watch one namespace; all namespaces when undefined. */
   namespace?: string;
   /** Elect a leader on a Lease; without it this instance reconciles at once. */
@@ -98,6 +101,7 @@ export class VmtaOperator {
       dkimRecheckIntervalMs: options.dkimRecheckIntervalMs ?? 60_000,
       logger: options.logger,
       enqueue: (key) => this.queue?.add(key),
+      relayDrainClient: options.relayDrainClient ?? httpRelayDrainClient(),
     });
     this.wireEvents(events);
     if (options.leaderElection) {
@@ -207,6 +211,7 @@ export class VmtaOperator {
       kind !== 'update' ||
       previous === object ||
       previous?.metadata.generation !== object.metadata.generation ||
+      previous?.metadata.deletionTimestamp !== object.metadata.deletionTimestamp ||
       JSON.stringify(previous?.metadata.annotations ?? {}) !== JSON.stringify(object.metadata.annotations ?? {});
 
     this.caches.pools.onEvent((kind, pool, previous) => {

@@ -6,7 +6,8 @@
 // with the render's reason and message plus a Warning Event, and leave the running objects alone.
 // A pool with DKIM keys also gets each key's DNS state (dkim-dns-check.ts) in status.dkimKeys
 // and DkimPublished, and is looked at again until every key is Published.
-// SmtpListener and RelayPolicy status follow from their pool's latest render.
+// SmtpListener and RelayPolicy status follow from their pool's latest render. Scale-in and
+// deletion of a persistent pool wait for its leaving pods to drain (pool-drain.ts).
 import type { Logger } from 'pino';
 import { parseVmtaResource, type VmtaResource } from '../api/parse.ts';
 import type { RelayPolicy } from '../api/relay-policy.ts';
@@ -26,6 +27,8 @@ import { PUBLIC_KEYS_FIELD } from './cache-transforms.ts';
 import type { DkimDnsChecker } from './dkim-dns-check.ts';
 import type { PublicKeySummary } from '../../mta/signing/dkim-keys.ts';
 import { findCondition, mergeConditions, sameStatus, type Condition, type ConditionInput } from './conditions.ts';
+import { DRAIN_FINALIZER, finalizersWith, PoolDrainer, withStatefulSetReplicas, type DrainDecision } from './pool-drain.ts';
+import type { RelayDrainClient } from './relay-drain-client.ts';
 
 export const PAUSED_ANNOTATION = 'vmta.dev/paused';
 
@@ -65,6 +68,8 @@ export interface ReconcilerOptions {
   logger: Logger;
   /** Called with keys whose status follows from a pool's render (its listeners and policies). */
   enqueue: (key: string) => void;
+  /** The relays' drain API (scale-in, deletion). */
+  relayDrainClient: RelayDrainClient;
 }
 
 export type ReconcileOutcome = { requeueAfterMs?: number } | void;
@@ -98,10 +103,12 @@ export class Reconciler {
   private readonly renders = new Map<string, { inputs: string; render: PoolRender }>();
   /** Parsed resources by uid, re-parsed only when their resourceVersion changes. */
   private readonly parsed = new Map<string, { resourceVersion: string | undefined; result: ReturnType<typeof parseVmtaResource> }>();
+  private readonly drainer: PoolDrainer;
 
   constructor(options: ReconcilerOptions) {
     this.options = options;
     this.log = options.logger;
+    this.drainer = new PoolDrainer({ client: options.client, pods: options.caches.pods, statefulSets: options.caches.owned.StatefulSet, events: options.events, relays: options.relayDrainClient, logger: options.logger });
   }
 
   async reconcile(key: string): Promise<ReconcileOutcome> {
@@ -127,8 +134,8 @@ export class Reconciler {
       this.enqueueDependents(namespace, name);
       return;
     }
-    // Being deleted (foreground deletion): applying now would only recreate what the garbage collector removes.
-    if (raw.metadata.deletionTimestamp) return;
+    // Being deleted: its pods drain behind our finalizer; applying would only recreate what the garbage collector removes.
+    if (raw.metadata.deletionTimestamp) return this.finalizePool(raw);
     const generation = raw.metadata.generation;
     const previous = raw.status as VirtualMtaPool['status'] | undefined;
     if (isPaused(raw)) {
@@ -143,6 +150,7 @@ export class Reconciler {
       return;
     }
     const pool = parsed.value as VirtualMtaPool;
+    await this.setFinalizer(raw, pool.spec.spool.mode === 'persistent');
     const render = this.render(pool, namespace);
     this.enqueueDependents(namespace, name);
 
@@ -154,9 +162,12 @@ export class Reconciler {
       return;
     }
 
+    // The StatefulSet follows spec.replicas once the pods that go have drained.
+    const drain = await this.drainer.scale(raw, pool, pool.spec.replicas);
+    const applied: PoolRender = { ...render, objects: withStatefulSetReplicas(render.objects, drain.replicas) };
     let written: string[];
     try {
-      written = await this.applyObjects(raw, render);
+      written = await this.applyObjects(raw, applied);
     } catch (error) {
       const message = `applying the rendered objects failed: ${error instanceof Error ? error.message : String(error)}`;
       await events.record(raw, 'Warning', 'ApplyFailed', message);
@@ -165,7 +176,7 @@ export class Reconciler {
     }
     if (written.length > 0) await events.record(raw, 'Normal', 'Applied', `applied ${written.join(', ')}`);
 
-    const rollout = await this.observeRollout(pool, render);
+    const rollout = await this.observeRollout(pool, applied);
     const progressing = written.length > 0 || !rollout.workloadReady;
     const conditions: ConditionInput[] = [
       // Just-written objects are not observed yet: Ready waits for the next look.
@@ -177,6 +188,7 @@ export class Reconciler {
         : { type: 'Progressing', status: 'False', reason: 'RolloutComplete', message: 'every object is applied and the workload is up to date' },
       { type: 'Degraded', status: 'False', reason: 'AsExpected', message: 'the pool renders and applies without problems' },
       rollout.configApplied,
+      ...(drain.condition ? [drain.condition] : []),
     ];
     const dkim = await this.options.dkimChecker.check(pool, (secretName, key) => (caches.secrets.get(`${namespace}/${secretName}`)?.[PUBLIC_KEYS_FIELD] as Record<string, PublicKeySummary> | undefined)?.[key], previous?.dkimKeys);
     if (dkim) conditions.push(dkim.condition);
@@ -196,10 +208,39 @@ export class Reconciler {
         domains: vmta.domains?.length ?? 0,
       })),
       ...(dkim ? { dkimKeys: dkim.keys } : {}),
+      ...(drain.status ? { drain: drain.status } : {}),
     });
     const converged = !progressing && rollout.configApplied.status === 'True';
+    if (drain.requeueAfterMs !== undefined) return { requeueAfterMs: Math.min(drain.requeueAfterMs, this.options.pollIntervalMs) };
     if (!converged) return { requeueAfterMs: this.options.pollIntervalMs };
     return dkim?.condition.status === 'True' || !dkim ? undefined : { requeueAfterMs: this.options.dkimRecheckIntervalMs };
+  }
+
+  /** A deleted pool: drain its pods, report, and remove the finalizer once they are done (or the timeout passed). */
+  private async finalizePool(raw: KubeObject): Promise<ReconcileOutcome> {
+    if (!raw.metadata.finalizers?.includes(DRAIN_FINALIZER)) return;
+    const parsed = this.parse(raw);
+    const drain: DrainDecision = await this.drainer.finalize(raw, parsed.ok ? (parsed.value as VirtualMtaPool) : undefined);
+    const previous = raw.status as VirtualMtaPool['status'] | undefined;
+    let resourceVersion = raw.metadata.resourceVersion;
+    if (drain.condition || drain.status) {
+      const others = keepConditions(previous?.conditions, (previous?.conditions ?? []).map((c) => c.type).filter((type) => type !== 'Draining'));
+      const conditions = mergeConditions(previous?.conditions, [...others, ...(drain.condition ? [drain.condition] : [])], raw.metadata.generation, new Date());
+      resourceVersion = (await this.writeStatus(raw, { ...previous, conditions, ...(drain.status ? { drain: drain.status } : {}) })) ?? resourceVersion;
+    }
+    if (!drain.finished) return { requeueAfterMs: drain.requeueAfterMs ?? this.options.pollIntervalMs };
+    await this.setFinalizer({ ...raw, metadata: { ...raw.metadata, resourceVersion } }, false);
+  }
+
+  /** Adds or removes the drain finalizer (a merge patch with the resourceVersion: a concurrent change fails with 409 and is retried). */
+  private async setFinalizer(raw: KubeObject, wanted: boolean): Promise<void> {
+    const finalizers = finalizersWith(raw, wanted);
+    if (!finalizers) return;
+    try {
+      await this.options.client.mergePatch(resourceTypeOf(raw.apiVersion, raw.kind), raw.metadata.namespace, raw.metadata.name, { metadata: { finalizers, resourceVersion: raw.metadata.resourceVersion } });
+    } catch (error) {
+      if ((error as { statusCode?: number }).statusCode !== 404) throw error;
+    }
   }
 
   /**
@@ -390,6 +431,7 @@ export class Reconciler {
   }
 
   forget(uid: string | undefined): void {
+    this.drainer.forget(uid);
     if (uid) this.parsed.delete(uid);
   }
 
@@ -407,16 +449,19 @@ export class Reconciler {
     await this.writeStatus(raw, { observedGeneration: generation, conditions: mergeConditions(previous?.conditions, [ready], generation, new Date()), ...extra });
   }
 
-  private async writeStatus(raw: KubeObject, status: object): Promise<void> {
-    if (sameStatus(raw.status, status)) return;
+  /** Returns the object's new resourceVersion when it wrote. */
+  private async writeStatus(raw: KubeObject, status: object): Promise<string | undefined> {
+    if (sameStatus(raw.status, status)) return undefined;
     const type = resourceTypeOf(raw.apiVersion, raw.kind);
+    let written: KubeObject;
     try {
-      await this.options.client.mergePatch(type, raw.metadata.namespace, raw.metadata.name, { status }, 'status');
+      written = await this.options.client.mergePatch(type, raw.metadata.namespace, raw.metadata.name, { status }, 'status');
     } catch (error) {
-      if ((error as { statusCode?: number }).statusCode === 404) return;
+      if ((error as { statusCode?: number }).statusCode === 404) return undefined;
       throw error;
     }
     this.log.debug({ kind: raw.kind, name: raw.metadata.name, namespace: raw.metadata.namespace }, 'status written');
+    return written.metadata.resourceVersion;
   }
 }
 

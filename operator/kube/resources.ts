@@ -37,17 +37,20 @@ export interface PermissionRule {
  * Every request the operator makes, by resource. Objects the operator owns are applied (patch)
  * and read through informers (list, watch); those a spec change can make unwanted (a listener's
  * Service, the StatefulSet or Deployment when the spool mode changes) are pruned (delete).
- * Secrets and pods are only observed.
+ * Secrets and pods are observed; the admin token Secret of a pool is read (get) to authenticate a
+ * drain to its relays, and pools are patched for the drain finalizer (vmta.dev/drain).
  * Leases use get/create/update for optimistic-concurrency leader election.
  */
 export const OPERATOR_PERMISSIONS: PermissionRule[] = [
   { group: 'vmta.dev', resources: ['smtplisteners', 'relaypolicies', 'virtualmtapools'], verbs: ['list', 'watch'] },
   { group: 'vmta.dev', resources: ['smtplisteners/status', 'relaypolicies/status', 'virtualmtapools/status'], verbs: ['patch'] },
+  { group: 'vmta.dev', resources: ['virtualmtapools'], verbs: ['patch'] },
   { group: '', resources: ['services'], verbs: ['list', 'watch', 'patch', 'delete'] },
   { group: 'apps', resources: ['statefulsets', 'deployments'], verbs: ['list', 'watch', 'patch', 'delete'] },
   { group: '', resources: ['configmaps'], verbs: ['list', 'watch', 'patch'] },
   { group: 'policy', resources: ['poddisruptionbudgets'], verbs: ['list', 'watch', 'patch'] },
   { group: '', resources: ['secrets', 'pods'], verbs: ['list', 'watch'] },
+  { group: '', resources: ['secrets'], verbs: ['get'] },
   { group: '', resources: ['events'], verbs: ['create', 'patch'] },
   { group: 'coordination.k8s.io', resources: ['leases'], verbs: ['get', 'create', 'update'] },
 ];

@@ -19,6 +19,7 @@ export interface ObjectMeta {
   ownerReferences?: OwnerReference[];
   creationTimestamp?: string;
   deletionTimestamp?: string;
+  finalizers?: string[];
   [key: string]: unknown;
 }
 

@@ -52,7 +52,7 @@ export interface RuntimeConfigRender {
 }
 
 const TLS_KEYS = ['tls.crt', 'tls.key'];
-const ADMIN_TOKEN_KEY = 'token';
+export const ADMIN_TOKEN_KEY = 'token';
 
 export function reference(object: SmtpListener | RelayPolicy | VirtualMtaPool): ObjectReference {
   return { apiVersion: API_GROUP_VERSION, kind: object.kind, namespace: object.metadata.namespace, name: object.metadata.name };

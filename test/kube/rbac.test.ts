@@ -7,6 +7,7 @@ import { OPERATOR_PERMISSIONS } from '../../operator/kube/resources.ts';
 import type { VmtaOperator } from '../../operator/controller/operator.ts';
 import type { FakeKubeApi, StoredObject } from '../fixtures/fake-kube-api.ts';
 import { condition, loadExamples, NAMESPACE, startOperator } from '../controller/harness.ts';
+import { httpRelayDrainClient } from '../../operator/controller/relay-drain-client.ts';
 import { eventually, startFakeApi } from './helpers.ts';
 
 const GROUPS: Record<string, string> = {
@@ -25,6 +26,7 @@ before(async () => {
   operator = startOperator(api, started.kubeconfig, {
     leaderElection: { namespace: NAMESPACE, leaseDurationMs: 2000, renewDeadlineMs: 1500, retryPeriodMs: 200 },
     eventAggregationWindowMs: 0,
+    relayDrainClient: httpRelayDrainClient({ adminAddress: () => undefined }),
   });
   await operator.start();
 });
@@ -52,6 +54,10 @@ test('the role grants exactly the verbs the operator uses through create, change
   await eventually('a Deployment instead of the StatefulSet', () => api.get('apps/v1', 'Deployment', NAMESPACE, 'outbound') && !api.get('apps/v1', 'StatefulSet', NAMESPACE, 'outbound'));
   edit('VirtualMtaPool', 'outbound', (p) => ((p.spec as { spool: { mode: string } }).spool.mode = 'persistent'));
   await eventually('the StatefulSet back', () => api.get('apps/v1', 'StatefulSet', NAMESPACE, 'outbound') && !api.get('apps/v1', 'Deployment', NAMESPACE, 'outbound'));
+  // A scale-in reads the admin token Secret for the drain (no relay answers here: it ends at its timeout).
+  api.put({ apiVersion: 'v1', kind: 'Secret', metadata: { name: 'drain-token', namespace: NAMESPACE }, data: { token: Buffer.from('token').toString('base64') } });
+  edit('VirtualMtaPool', 'outbound', (p) => Object.assign(p.spec as object, { admin: { tokenSecretName: 'drain-token' }, drain: { timeout: '1s' }, replicas: 1 }));
+  await eventually('the drain timed out', () => condition(pool(), 'Draining')?.reason === 'DrainTimedOut');
   // A problem, reported twice: an Event is created, then its count patched.
   edit('SmtpListener', 'mx', (l) => ((l.spec as { relayPolicyRef: { name: string } }).relayPolicyRef.name = 'missing'));
   await eventually('Ready=False', () => condition(pool(), 'Ready')?.status === 'False');
