@@ -101,10 +101,12 @@ start kube-apiserver "$BIN/kube-apiserver" --etcd-servers=http://127.0.0.1:2379 
   --allow-privileged=true --profiling=false -v=1
 wait_for 120 "kube-apiserver /readyz (see $LOGS/kube-apiserver.log)" kubectl get --raw /readyz
 ts "kube-apiserver ready on $APISERVER"
+# service-ca-certificate-publisher: these binaries come from MicroShift, whose ServiceAccount admission
+# projects the ConfigMap openshift-service-ca.crt into every token volume; pods wait for it otherwise.
 start kube-controller-manager "$BIN/kube-controller-manager" --kubeconfig="$ETC/controller-manager.kubeconfig" \
   --authentication-kubeconfig="$ETC/controller-manager.kubeconfig" --authorization-kubeconfig="$ETC/controller-manager.kubeconfig" \
   --bind-address=127.0.0.1 --secure-port=10257 \
-  --controllers=garbage-collector-controller,statefulset-controller,deployment-controller,replicaset-controller,namespace-controller,serviceaccount-token-controller,serviceaccount-controller,disruption-controller,root-ca-certificate-publisher-controller,endpointslice-controller,endpoints-controller,endpointslice-mirroring-controller,persistentvolume-binder-controller,persistentvolume-attach-detach-controller,persistentvolumeclaim-protection-controller,persistentvolume-protection-controller,node-lifecycle-controller,taint-eviction-controller,pod-garbage-collector-controller,clusterrole-aggregation-controller,job-controller,ttl-controller \
+  --controllers=garbage-collector-controller,statefulset-controller,deployment-controller,replicaset-controller,namespace-controller,serviceaccount-token-controller,serviceaccount-controller,disruption-controller,root-ca-certificate-publisher-controller,service-ca-certificate-publisher-controller,endpointslice-controller,endpoints-controller,endpointslice-mirroring-controller,persistentvolume-binder-controller,persistentvolume-attach-detach-controller,persistentvolumeclaim-protection-controller,persistentvolume-protection-controller,node-lifecycle-controller,taint-eviction-controller,pod-garbage-collector-controller,clusterrole-aggregation-controller,job-controller,ttl-controller \
   --service-account-private-key-file="$PKI/sa.key" --root-ca-file="$PKI/ca.crt" \
   --use-service-account-credentials=true --leader-elect=false --node-monitor-grace-period=20s -v=1
 start kube-scheduler "$BIN/kube-scheduler" --kubeconfig="$ETC/scheduler.kubeconfig" \

@@ -19,6 +19,13 @@ export function kubectl(args: string[], options: KubectlOptions = {}): Promise<s
   });
 }
 
+/** kubectl's exit code and output, for commands whose failure is an answer (`auth can-i` says "no" with exit 1). */
+export function kubectlResult(args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
+  return new Promise((resolve) => {
+    execFile('kubectl', args, { encoding: 'utf8', timeout: 120_000 }, (error, stdout, stderr) => resolve({ code: error ? Number((error as { code?: number }).code ?? 1) : 0, stdout, stderr }));
+  });
+}
+
 export async function getJson<T = Record<string, any>>(args: string[]): Promise<T> {
   return JSON.parse(await kubectl([...args, '-o', 'json'])) as T;
 }
