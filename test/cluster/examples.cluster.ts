@@ -2,7 +2,8 @@
 // submits through the listener Services (587 STARTTLS + AUTH, 465 implicit TLS, 25 relay) and
 // the relay pods deliver to a sink MX on the test host found through a DNS server there; then a
 // hot change reaches the running pods without a restart and a cold change rolls them one by one
-// while a message queued before the roll (destination refusing it) is delivered after it.
+// while a message queued before the roll (destination refusing it) is delivered after it; last,
+// a Prometheus on the host scrapes the pods' /metrics the way the chart's PodMonitor says.
 import assert from 'node:assert/strict';
 import { readFileSync, readdirSync } from 'node:fs';
 import { join } from 'node:path';
@@ -11,8 +12,9 @@ import { parseAllDocuments } from 'yaml';
 import { startDnsServer, type TestDnsServer } from '../fixtures/dns-server.ts';
 import { createTestCa, startSinkMx, type SinkMx, type TestCa } from '../fixtures/sink-mx.ts';
 import { smtplibSend } from '../fixtures/smtp-clients.ts';
-import { REPO_ROOT } from './support/chart.ts';
+import { CHART_DIR, helm, REPO_ROOT } from './support/chart.ts';
 import { clusterEnv } from './support/env.ts';
+import { scrapeJob, startPrometheus } from './support/prometheus.ts';
 import { apply, condition, createNamespace, deleteNamespace, getJson, kubectl, waitFor } from './support/kubectl.ts';
 
 const env = clusterEnv();
@@ -153,4 +155,24 @@ test('a cold change rolls the pods one by one; a message queued before the roll 
   await new Promise((resolve) => setTimeout(resolve, 3000));
   assert.equal(delivered('held-across-roll').length, 1, 'delivered exactly once');
   await kubectl(['-n', NAMESPACE, 'wait', '--for=condition=Ready', 'virtualmtapool/outbound', '--timeout=120s'], { timeoutMs: 130_000 });
+});
+
+test('a Prometheus scraping as the chart\'s PodMonitor says gets every relay pod\'s /metrics, labelled with its pool', async () => {
+  const rendered = await helm(['template', 'vmta', CHART_DIR, '--namespace', env.operatorNamespace, '--set', 'podMonitor.enabled=true', '--show-only', 'templates/podmonitor.yaml']);
+  const monitor = parseAllDocuments(rendered)[0]!.toJS();
+  const prometheus = await startPrometheus(scrapeJob(monitor, env.kubeconfig, [NAMESPACE]));
+  try {
+    const series = await waitFor('vmta_config_info of both pods with pool="outbound"', async () => {
+      const result = await prometheus.query('vmta_config_info{pool="outbound"}');
+      return result.length === 2 ? result : undefined;
+    }, 90_000);
+    const pods = (await relayPods()).map((pod) => pod.metadata.name).sort();
+    assert.deepEqual(series.map((entry) => entry.metric.pod).sort(), pods);
+    const current = await pool();
+    for (const entry of series) assert.equal(entry.metric.hash, current.status.configHash.replace(/^sha256:/, ''), `${entry.metric.pod} reports the pool's configHash`);
+    const up = await prometheus.query('up{job="podmonitor"}');
+    assert.deepEqual(up.map((entry) => entry.value[1]), ['1', '1']);
+  } finally {
+    await prometheus.stop();
+  }
 });
