@@ -18,10 +18,11 @@ ConfigMaps, StatefulSets or Deployments, Services and PodDisruptionBudgets.
 
 options:
   --kubeconfig PATH                  kubeconfig file (default: KUBECONFIG, ~/.kube/config, or in-cluster)
-  --namespace NS                     watch only this namespace (default: all namespaces)
+  --namespace NS[,NS...]             watch only these namespaces (default: all namespaces)
   --image IMAGE                      relay image for pools without spec.image (default: $VMTA_IMAGE)
   --leader-elect                     elect a leader on a Lease so only one replica reconciles
-  --leader-elect-namespace NS        namespace of the Lease (default: --namespace, $POD_NAMESPACE or "default")
+  --leader-elect-namespace NS        namespace of the Lease (default: $POD_NAMESPACE, the operator's own,
+                                     else the one --namespace, else "default")
   --leader-elect-id NAME             name of the Lease (default vmta-operator-leader)
   --leader-elect-lease-duration D    how long a Lease lasts without renewal (default 15s)
   --leader-elect-renew-deadline D    a leader that cannot renew for this long stops leading (default 10s)
@@ -35,7 +36,8 @@ class UsageError extends Error {}
 
 interface OperatorCommandOptions {
   kubeconfig: string | undefined;
-  namespace: string | undefined;
+  /** Watched namespaces; undefined watches all. */
+  namespaces: string[] | undefined;
   image: string;
   leaderElect: boolean;
   leaseNamespace: string;
@@ -54,6 +56,20 @@ function duration(name: string, value: string | undefined, fallback: string): nu
   } catch (error) {
     throw new UsageError(`--${name}: ${(error as Error).message}`);
   }
+}
+
+const NAMESPACE_NAME = /^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$/;
+
+/** "a,b" -> ["a", "b"]: each a namespace name (RFC 1123 label), none twice. */
+function namespaceList(value: string | undefined): string[] | undefined {
+  if (value === undefined) return undefined;
+  const names = value.split(',').map((name) => name.trim());
+  for (const name of names) {
+    if (!NAMESPACE_NAME.test(name)) throw new UsageError(`--namespace: "${name}" is not a namespace name (lowercase letters, digits and '-', at most 63) in "${value}"`);
+  }
+  const twice = names.find((name, index) => names.indexOf(name) !== index);
+  if (twice) throw new UsageError(`--namespace: "${twice}" is listed twice in "${value}"`);
+  return names;
 }
 
 function bindAddress(value: string): { host: string; port: number } | undefined {
@@ -88,12 +104,14 @@ export function parseOperatorOptions(argv: string[], env: NodeJS.ProcessEnv = pr
   if (!image) throw new UsageError('--image: required (or set VMTA_IMAGE): the relay image pools run when they do not set spec.image');
   const concurrency = Number(values['max-concurrent-reconciles'] ?? '4');
   if (!Number.isInteger(concurrency) || concurrency < 1) throw new UsageError(`--max-concurrent-reconciles: expected a positive integer (got "${values['max-concurrent-reconciles']}")`);
+  const namespaces = namespaceList(values.namespace);
   const options: OperatorCommandOptions = {
     kubeconfig: values.kubeconfig,
-    namespace: values.namespace,
+    namespaces,
     image,
     leaderElect: values['leader-elect'] ?? false,
-    leaseNamespace: values['leader-elect-namespace'] ?? values.namespace ?? env.POD_NAMESPACE ?? 'default',
+    // The Lease lives with the operator (its Role is in the release namespace), not in a watched one.
+    leaseNamespace: values['leader-elect-namespace'] ?? env.POD_NAMESPACE ?? (namespaces?.length === 1 ? namespaces[0]! : 'default'),
     leaseName: values['leader-elect-id'] ?? 'vmta-operator-leader',
     leaseDurationMs: duration('leader-elect-lease-duration', values['leader-elect-lease-duration'], '15s'),
     renewDeadlineMs: duration('leader-elect-renew-deadline', values['leader-elect-renew-deadline'], '10s'),
@@ -133,7 +151,7 @@ export async function runOperatorCommand(argv: string[]): Promise<void> {
     client: new KubeClient(kubeConfig, { userAgent: `vmta-operator/${identity}` }),
     logger,
     image: options.image,
-    namespace: options.namespace,
+    namespaces: options.namespaces,
     configHashReader: httpConfigHashReader(),
     leaderElection: options.leaderElect
       ? { namespace: options.leaseNamespace, name: options.leaseName, identity, leaseDurationMs: options.leaseDurationMs, renewDeadlineMs: options.renewDeadlineMs, retryPeriodMs: options.retryPeriodMs }
@@ -159,5 +177,5 @@ export async function runOperatorCommand(argv: string[]): Promise<void> {
   };
   for (const signal of STOP_SIGNALS) process.on(signal, () => stop(signal));
   await operator.start();
-  logger.info({ identity, namespace: options.namespace ?? '(all)', metricsPort: operator.healthPort, leaderElect: options.leaderElect }, 'operator started');
+  logger.info({ identity, namespaces: options.namespaces ?? '(all)', metricsPort: operator.healthPort, leaderElect: options.leaderElect }, 'operator started');
 }

@@ -7,7 +7,8 @@ import type { Logger } from 'pino';
 import { ServerSideApplier } from '../kube/apply.ts';
 import type { KubeClient } from '../kube/client.ts';
 import { EventRecorder } from '../kube/event-recorder.ts';
-import { Informer, type InformerEventKind } from '../kube/informer.ts';
+import type { InformerEventKind } from '../kube/informer.ts';
+import { namespacedCache, type ResourceCache } from '../kube/namespace-set-informer.ts';
 import { LeaderElector } from '../kube/leader-election.ts';
 import { RESOURCE_TYPES } from '../kube/resources.ts';
 import type { KubeObject } from '../kube/types.ts';
@@ -41,8 +42,8 @@ export interface OperatorOptions {
   configHashReader: ConfigHashReader;
   /** The relays' drain API; defaults to HTTP on each pod's IP and admin port. */
   relayDrainClient?: RelayDrainClient;
-  /** Watch one namespace; all namespaces when undefined. */
-  namespace?: string;
+  /** Watch these namespaces; all namespaces when undefined. */
+  namespaces?: readonly string[];
   /** Elect a leader on a Lease; without it this instance reconciles at once. */
   leaderElection?: LeaderElectionSettings;
   /** Port of /healthz, /readyz and /metrics; undefined starts no server, 0 picks a free port. */
@@ -65,7 +66,7 @@ export class VmtaOperator {
   private readonly options: OperatorOptions;
   private readonly log: Logger;
   private readonly reconciler: Reconciler;
-  private readonly informers: Informer[];
+  private readonly informers: ResourceCache[];
   private readonly elector: LeaderElector | undefined;
   private readonly concurrency: number;
   private queue: WorkQueue | undefined;
@@ -78,14 +79,14 @@ export class VmtaOperator {
     this.metrics = options.metrics ?? new OperatorMetrics();
     this.concurrency = options.concurrency ?? 4;
     const informer = (type: (typeof RESOURCE_TYPES)[keyof typeof RESOURCE_TYPES], labelSelector?: string, transform = withoutManagedFields) =>
-      new Informer(options.client, { type, namespace: options.namespace, labelSelector, transform, resyncPeriodMs: options.resyncPeriodMs, watchdogMs: options.watchdogMs, logger: options.logger });
+      namespacedCache(options.client, options.namespaces, { type, labelSelector, transform, resyncPeriodMs: options.resyncPeriodMs, watchdogMs: options.watchdogMs, logger: options.logger });
     this.caches = {
       pools: informer(RESOURCE_TYPES.VirtualMtaPool),
       listeners: informer(RESOURCE_TYPES.SmtpListener),
       policies: informer(RESOURCE_TYPES.RelayPolicy),
       secrets: informer(RESOURCE_TYPES.Secret, undefined, secretKeysOnly),
       pods: informer(RESOURCE_TYPES.Pod, RELAY_POD_SELECTOR, podReadiness),
-      owned: Object.fromEntries(OWNED_KINDS.map((kind) => [kind, informer(RESOURCE_TYPES[kind], MANAGED_SELECTOR)])) as Record<OwnedKind, Informer>,
+      owned: Object.fromEntries(OWNED_KINDS.map((kind) => [kind, informer(RESOURCE_TYPES[kind], MANAGED_SELECTOR)])) as Record<OwnedKind, ResourceCache>,
     };
     this.informers = [this.caches.pools, this.caches.listeners, this.caches.policies, this.caches.secrets, this.caches.pods, ...Object.values(this.caches.owned)];
     const events = new EventRecorder(options.client, { logger: options.logger, aggregationWindowMs: options.eventAggregationWindowMs });
@@ -139,7 +140,7 @@ export class VmtaOperator {
       await this.health.listen(this.options.healthPort, this.options.healthHost ?? '0.0.0.0');
     }
     await Promise.all(this.informers.map((i) => i.start()));
-    this.log.info({ namespace: this.options.namespace ?? '(all)' }, 'caches synced');
+    this.log.info({ namespaces: this.options.namespaces ?? '(all)' }, 'caches synced');
     if (this.elector) this.elector.start();
     else this.startLeading();
   }

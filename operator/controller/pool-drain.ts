@@ -28,8 +28,8 @@ type DrainedPod = DrainStatus['pods'][number];
 
 export interface PoolDrainerOptions {
   client: KubeClient;
-  pods: Informer;
-  statefulSets: Informer;
+  pods: Pick<Informer, 'get'>;
+  statefulSets: Pick<Informer, 'get'>;
   events: EventRecorder;
   relays: RelayDrainClient;
   logger: Logger;

@@ -16,7 +16,7 @@ import type { VirtualMtaPool } from '../api/virtual-mta-pool.ts';
 import type { ServerSideApplier } from '../kube/apply.ts';
 import type { KubeClient } from '../kube/client.ts';
 import type { EventRecorder } from '../kube/event-recorder.ts';
-import type { Informer } from '../kube/informer.ts';
+import type { ResourceCache } from '../kube/namespace-set-informer.ts';
 import { resourceTypeOf } from '../kube/resources.ts';
 import { objectKey, type KubeObject } from '../kube/types.ts';
 import type { RenderProblem } from '../render/contract.ts';
@@ -43,12 +43,12 @@ export type OwnedKind = (typeof OWNED_KINDS)[number];
 export const PRUNED_KINDS: readonly OwnedKind[] = ['Service', 'StatefulSet', 'Deployment'];
 
 export interface Caches {
-  pools: Informer;
-  listeners: Informer;
-  policies: Informer;
-  secrets: Informer;
-  pods: Informer;
-  owned: Record<OwnedKind, Informer>;
+  pools: ResourceCache;
+  listeners: ResourceCache;
+  policies: ResourceCache;
+  secrets: ResourceCache;
+  pods: ResourceCache;
+  owned: Record<OwnedKind, ResourceCache>;
 }
 
 export interface ReconcilerOptions {
@@ -251,7 +251,7 @@ export class Reconciler {
   private render(pool: VirtualMtaPool, namespace: string): PoolRender {
     const { caches } = this.options;
     const secrets = caches.secrets.list(namespace).map((secret) => ({ name: secret.metadata.name, keys: Object.keys((secret.data as object | undefined) ?? {}) }));
-    const versions = (informer: Informer) => informer.list(namespace).map((o) => o.metadata.resourceVersion);
+    const versions = (informer: ResourceCache) => informer.list(namespace).map((o) => o.metadata.resourceVersion);
     const inputs = JSON.stringify([pool.metadata.resourceVersion, versions(caches.listeners), versions(caches.policies), secrets]);
     const key = `${namespace}/${pool.metadata.name}`;
     const previous = this.renders.get(key);
@@ -421,7 +421,7 @@ export class Reconciler {
   }
 
   /** The valid resources of an informer in a namespace (invalid ones report on their own status). */
-  private parsedList(informer: Informer, namespace: string): VmtaResource[] {
+  private parsedList(informer: ResourceCache, namespace: string): VmtaResource[] {
     const valid: VmtaResource[] = [];
     for (const raw of informer.list(namespace)) {
       const result = this.parse(raw);

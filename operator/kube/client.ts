@@ -104,6 +104,8 @@ export class KubeClient {
     const query = new URLSearchParams({ fieldManager: FIELD_MANAGER });
     if (options.force) query.set('force', 'true');
     const path = resourcePath(type, object.metadata.namespace, object.metadata.name, options.subresource);
+    // An apply of an object that does not exist creates it: the API server checks `create` then.
+    if (!options.subresource) this.permit(type, 'create');
     return this.request<T>(type, 'patch', 'PATCH', path, query, { contentType: 'application/apply-patch+yaml', body: object }, options.subresource);
   }
 

@@ -34,8 +34,9 @@ export interface PermissionRule {
 }
 
 /**
- * Every request the operator makes, by resource. Objects the operator owns are applied (patch)
- * and read through informers (list, watch); those a spec change can make unwanted (a listener's
+ * Every request the operator makes, by resource. Objects the operator owns are applied and read
+ * through informers (list, watch); server-side apply is a PATCH that creates the object when it
+ * does not exist yet, which the API server authorizes as `create` (so applying needs both); those a spec change can make unwanted (a listener's
  * Service, the StatefulSet or Deployment when the spool mode changes) are pruned (delete).
  * Secrets and pods are observed; the admin token Secret of a pool is read (get) to authenticate a
  * drain to its relays, and pools are patched for the drain finalizer (vmta.dev/drain).
@@ -45,10 +46,10 @@ export const OPERATOR_PERMISSIONS: PermissionRule[] = [
   { group: 'vmta.dev', resources: ['smtplisteners', 'relaypolicies', 'virtualmtapools'], verbs: ['list', 'watch'] },
   { group: 'vmta.dev', resources: ['smtplisteners/status', 'relaypolicies/status', 'virtualmtapools/status'], verbs: ['patch'] },
   { group: 'vmta.dev', resources: ['virtualmtapools'], verbs: ['patch'] },
-  { group: '', resources: ['services'], verbs: ['list', 'watch', 'patch', 'delete'] },
-  { group: 'apps', resources: ['statefulsets', 'deployments'], verbs: ['list', 'watch', 'patch', 'delete'] },
-  { group: '', resources: ['configmaps'], verbs: ['list', 'watch', 'patch'] },
-  { group: 'policy', resources: ['poddisruptionbudgets'], verbs: ['list', 'watch', 'patch'] },
+  { group: '', resources: ['services'], verbs: ['list', 'watch', 'create', 'patch', 'delete'] },
+  { group: 'apps', resources: ['statefulsets', 'deployments'], verbs: ['list', 'watch', 'create', 'patch', 'delete'] },
+  { group: '', resources: ['configmaps'], verbs: ['list', 'watch', 'create', 'patch'] },
+  { group: 'policy', resources: ['poddisruptionbudgets'], verbs: ['list', 'watch', 'create', 'patch'] },
   { group: '', resources: ['secrets', 'pods'], verbs: ['list', 'watch'] },
   { group: '', resources: ['secrets'], verbs: ['get'] },
   { group: '', resources: ['events'], verbs: ['create', 'patch'] },

@@ -12,7 +12,8 @@ export const SPOOL_DIR = '/var/spool/vmta';
 export const TMP_DIR = '/tmp';
 export const ADMIN_PORT = 8025;
 export const PRIVILEGED_PORT_OFFSET = 10_000;
-export const RELAY_USER_ID = 10_001;
+/** The image's own USER (Dockerfile): volumes prepared for the image (hostPath, pre-created PVs) fit the pod. */
+export const RELAY_USER_ID = 65_532;
 /** Seconds the pod keeps receiving traffic after it is marked terminating, while endpoints update. */
 export const PRE_STOP_SLEEP_SECONDS = 5;
 /** `vmta mta --shutdown-timeout`: how long open sessions may take after SIGTERM. The grace period adds the preStop sleep and a margin for closing the spool. */

@@ -209,8 +209,9 @@ describe('helm chart vmta-operator', { timeout: 300_000 }, () => {
       for (const group of rule.apiGroups) for (const resource of rule.resources) grants.set(`${group}/${resource}`, [...rule.verbs].sort());
     }
     const observe = ['list', 'watch'];
-    const manage = ['delete', 'list', 'patch', 'watch'];
-    const applyOnly = ['list', 'patch', 'watch'];
+    // server-side apply of an object that does not exist yet is authorized as create
+    const manage = ['create', 'delete', 'list', 'patch', 'watch'];
+    const applyOnly = ['create', 'list', 'patch', 'watch'];
     assert.deepEqual(Object.fromEntries(grants), {
       'vmta.dev/smtplisteners': observe,
       'vmta.dev/relaypolicies': observe,

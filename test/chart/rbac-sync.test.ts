@@ -3,7 +3,8 @@
 // namespace and everything else in the watched namespaces.
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
-import { OPERATOR_PERMISSIONS } from '../../operator/kube/resources.ts';
+import { OWNED_KINDS } from '../../operator/controller/reconciler.ts';
+import { isPermitted, OPERATOR_PERMISSIONS, RESOURCE_TYPES } from '../../operator/kube/resources.ts';
 import { findOne, renderChart } from './helm.ts';
 
 type PermissionRule = (typeof OPERATOR_PERMISSIONS)[number];
@@ -37,4 +38,11 @@ test('chart RBAC equals OPERATOR_PERMISSIONS of operator/kube/resources.ts', () 
   assert.deepEqual(toGrants(clusterRole.rules), fromCode(OPERATOR_PERMISSIONS.filter((rule) => !isLease(rule))), 'watched-namespace permissions');
   const leaseRole = findOne(manifests, 'Role', 'vmta-vmta-operator-leader-election') as unknown as { rules: PolicyRule[] };
   assert.deepEqual(toGrants(leaseRole.rules), fromCode(OPERATOR_PERMISSIONS.filter(isLease)), 'release-namespace Lease permissions');
+});
+
+test('every kind the operator applies is granted create as well as patch (server-side apply creates what is missing)', () => {
+  for (const kind of OWNED_KINDS) {
+    const type = RESOURCE_TYPES[kind];
+    for (const verb of ['create', 'patch'] as const) assert.ok(isPermitted(type.group, type.plural, verb), `${verb} on ${type.group || 'core'}/${type.plural} (${kind})`);
+  }
 });

@@ -1,0 +1,93 @@
+// `BENCH_KUBECONFIG=PATH npm run bench:operator`: the same scale run as bench/operator.ts, against
+// a real API server (the cluster harness's, `VMTA_CLUSTER_KEEP=1 npm run test:cluster`, or any
+// cluster). The operator runs as a local process with that kubeconfig, scoped to a fresh
+// namespace. Pools have replicas 0 (no node runs 2,000 relay pods), so the figure is the time
+// until every pool's status is written at its generation with all 6 objects applied, not
+// Ready. Writes in the quiet period are the operator's field-manager entries (managedFields
+// time) and Events written after it began, so writes by other controllers do not count.
+// Env: BENCH_POOLS (1000), BENCH_QUIET_SECONDS (60), BENCH_TIMEOUT_SECONDS (1200).
+import { execFile, spawn } from 'node:child_process';
+import { readFile } from 'node:fs/promises';
+import path from 'node:path';
+import { promisify } from 'node:util';
+import { stringify } from 'yaml';
+
+const kubeconfig = process.env.BENCH_KUBECONFIG!;
+const POOLS = Number(process.env.BENCH_POOLS ?? 1000);
+const VMTAS_PER_POOL = 5;
+const QUIET_SECONDS = Number(process.env.BENCH_QUIET_SECONDS ?? 60);
+const TIMEOUT_SECONDS = Number(process.env.BENCH_TIMEOUT_SECONDS ?? 1200);
+const NAMESPACE = `vmta-bench-${process.pid}`;
+const FIELD_MANAGER = 'vmta-operator';
+const exec = promisify(execFile);
+
+async function kubectl(args: string[], input?: string): Promise<string> {
+  const child = exec('kubectl', ['--kubeconfig', kubeconfig, ...args], { maxBuffer: 512 * 1024 * 1024 });
+  if (input !== undefined) child.child.stdin!.end(input);
+  return (await child).stdout;
+}
+
+type Json = Record<string, any>;
+const list = async (kinds: string): Promise<Json[]> => (JSON.parse(await kubectl(['-n', NAMESPACE, 'get', kinds, '-o', 'json'])) as { items: Json[] }).items;
+
+const poolName = (i: number) => `p${String(i).padStart(4, '0')}`;
+const objects: Json[] = [
+  { apiVersion: 'v1', kind: 'Secret', metadata: { name: 'relay-tls' }, type: 'kubernetes.io/tls', stringData: { 'tls.crt': 'x', 'tls.key': 'x' } },
+  { apiVersion: 'v1', kind: 'Secret', metadata: { name: 'relay-users' }, stringData: { alice: 'a' } },
+  { apiVersion: 'vmta.dev/v1alpha1', kind: 'RelayPolicy', metadata: { name: 'bounces' }, spec: { relayDomains: ['bounces.example.com'] } },
+  { apiVersion: 'vmta.dev/v1alpha1', kind: 'RelayPolicy', metadata: { name: 'submission' }, spec: { users: { secretName: 'relay-users', senders: [{ user: 'alice', allowedSenderDomains: ['example.com'] }] } } },
+];
+for (let i = 0; i < POOLS; i++) {
+  const name = poolName(i);
+  objects.push({
+    apiVersion: 'vmta.dev/v1alpha1',
+    kind: 'VirtualMtaPool',
+    metadata: { name },
+    spec: {
+      hostname: `${name}.example.com`,
+      replicas: 0,
+      virtualMtas: Array.from({ length: VMTAS_PER_POOL }, (_, v) => ({ name: `mta${v + 1}`, hostname: `mta${v + 1}.${name}.example.com`, domains: [{ domain: '*', tlsPolicy: v % 2 === 0 ? 'required' : 'opportunistic' }] })),
+    },
+  });
+  for (const [role, policy] of [['relay', 'bounces'], ['submission', 'submission']] as const) {
+    objects.push({ apiVersion: 'vmta.dev/v1alpha1', kind: 'SmtpListener', metadata: { name: `${name}-${role}` }, spec: { role, tls: { secretName: 'relay-tls' }, relayPolicyRef: { name: policy }, poolRef: { name } } });
+  }
+}
+
+await kubectl(['create', 'namespace', NAMESPACE]);
+console.log(`applying ${objects.length} objects (${POOLS} pools x ${VMTAS_PER_POOL} VirtualMTAs x 2 listeners) to namespace ${NAMESPACE}`);
+for (let from = 0; from < objects.length; from += 500) {
+  await kubectl(['-n', NAMESPACE, 'apply', '--server-side', '-f', '-'], objects.slice(from, from + 500).map((object) => stringify(object)).join('---\n'));
+}
+const started = Date.now();
+const operator = spawn(process.execPath, ['--max-semi-space-size=2', path.join(import.meta.dirname, '..', 'cli', 'vmta.ts'), 'operator', '--kubeconfig', kubeconfig, '--namespace', NAMESPACE, '--image', 'registry.example/vmta:bench', '--metrics-bind-address', '0'], {
+  stdio: ['ignore', 'ignore', 'inherit'],
+  env: { ...process.env, LOG_LEVEL: 'warn', POD_NAMESPACE: NAMESPACE },
+});
+const peakRssMb = async () => Math.round(Number((await readFile(`/proc/${operator.pid}/status`, 'utf8')).match(/VmHWM:\s+(\d+) kB/)?.[1] ?? 0) / 1024);
+
+try {
+  let written = 0;
+  for (;;) {
+    if (operator.exitCode !== null) throw new Error(`operator exited with ${operator.exitCode}`);
+    if (Date.now() - started > TIMEOUT_SECONDS * 1000) throw new Error(`only ${written}/${POOLS} statuses written within ${TIMEOUT_SECONDS} s`);
+    const pools = await list('virtualmtapools');
+    written = pools.filter((pool) => pool.status?.observedGeneration === pool.metadata.generation).length;
+    if (written === POOLS) break;
+    await new Promise((resolve) => setTimeout(resolve, 2000));
+  }
+  const statusSeconds = (Date.now() - started) / 1000;
+  const owned = (await list('configmaps,statefulsets,services,poddisruptionbudgets')).filter((object) => object.metadata.managedFields?.some((entry: Json) => entry.manager === FIELD_MANAGER));
+  console.log(`every status written after ${statusSeconds.toFixed(1)} s; ${owned.length} objects applied (expected ${POOLS * 6})`);
+  const quietFrom = new Date(Date.now() + 1000);
+  console.log(`quiet period: ${QUIET_SECONDS} s`);
+  await new Promise((resolve) => setTimeout(resolve, QUIET_SECONDS * 1000 + 1000));
+  const changedSince = (object: Json) => (object.metadata.managedFields ?? []).some((entry: Json) => entry.manager === FIELD_MANAGER && new Date(entry.time) >= quietFrom);
+  const writes =
+    (await list('configmaps,statefulsets,services,poddisruptionbudgets,virtualmtapools,smtplisteners,relaypolicies')).filter(changedSince).length +
+    (await list('events')).filter((event) => new Date(event.lastTimestamp ?? event.eventTime ?? 0) >= quietFrom).length;
+  console.log(`pools=${POOLS} objects=${owned.length} status_written_s=${statusSeconds.toFixed(1)} quiet_writes=${writes} rss_peak_mb=${await peakRssMb()}`);
+} finally {
+  operator.kill('SIGKILL');
+  await kubectl(['delete', 'namespace', NAMESPACE, '--wait=false']).catch(() => undefined);
+}
