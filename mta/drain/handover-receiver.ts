@@ -38,7 +38,7 @@ export function createHandoverReceiver(options: HandoverReceiverOptions): (reque
     if (refusal) return refuse(503, `not taking hand-overs: ${refusal}`);
     if (!(request.headers['content-type'] ?? '').startsWith(HANDOVER_CONTENT_TYPE)) return refuse(415, `a hand-over is sent as ${HANDOVER_CONTENT_TYPE}`);
     const config = options.getConfig();
-    const largest = Math.max(0, ...config.listeners.map((listener) => listener.limits.maxMessageSize)) || 50 * 1024 * 1024;
+    const largest = config.listeners.reduce((most, listener) => Math.max(most, listener.limits.maxMessageSize), 0) || 50 * 1024 * 1024;
     const read = await readHandover(request, largest + ADDED_HEADER_ROOM);
     if ('error' in read) return refuse(read.status, read.error);
     const { head, body } = read;

@@ -201,7 +201,7 @@ describe('helm chart vmta-operator', { timeout: 300_000 }, () => {
     assert.equal(container.image, `ghcr.io/vmta-dev/vmta@${digest}`);
   });
 
-  test('cluster-scope RBAC grants exactly the operator verbs, only observes Secrets, and holds Leases in the release namespace', () => {
+  test('cluster-scope RBAC grants exactly the operator verbs, reads Secrets (get for the drain admin token, never writes them), and holds Leases in the release namespace', () => {
     const manifests = renderChart();
     const rules = rulesOf(findOne(manifests, 'ClusterRole'));
     const grants = new Map<string, string[]>();
@@ -224,7 +224,8 @@ describe('helm chart vmta-operator', { timeout: 300_000 }, () => {
       'apps/statefulsets': manage,
       'apps/deployments': manage,
       'policy/poddisruptionbudgets': applyOnly,
-      '/secrets': observe,
+      // get: the pool's admin token, which the drain of a leaving pod authenticates with.
+      '/secrets': ['get', ...observe],
       '/pods': observe,
       '/events': ['create', 'patch'],
     });

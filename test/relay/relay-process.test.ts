@@ -258,7 +258,7 @@ test('vmta mta exits 2 on an invalid initial config, naming the field and the va
   assert.match(result.stderr, /hostname: .*got "bad host!"/);
 });
 
-test('vmta mta exits 1 when a listener cannot bind, naming the listener, and leaves nothing running', async () => {
+test('vmta mta exits 1 when a listener cannot bind, naming the address and who holds it, and leaves nothing running', async () => {
   const directory = await temporaryDirectory('vmta-busyport-');
   cleanups.push(directory.remove);
   const blocker = net.createServer().listen(0, '127.0.0.1');
@@ -268,7 +268,7 @@ test('vmta mta exits 1 when a listener cannot bind, naming the listener, and lea
   await writeRelayConfig(directory.path, loopbackRelayConfig(busy, await freePort()));
   const result = await runCommand(['--config', directory.path]);
   assert.equal(result.code, 1);
-  assert.match(result.stderr, new RegExp(`listener "relay": cannot listen on 127\\.0\\.0\\.1:${busy}`));
+  assert.match(result.stderr, new RegExp(`cannot listen on 127\\.0\\.0\\.1:${busy}: the port is in use`));
 });
 
 test('vmta mta exits 2 on bad options and prints its usage for --help', async () => {
