@@ -20,6 +20,9 @@ import { RelayMetrics } from './observe/metrics.ts';
 import { createMessageAcceptor } from './routing/acceptance.ts';
 import { DkimSigner } from './signing/dkim-signer.ts';
 import { FileSpool } from './spool/spool.ts';
+import { PoolSuppression } from './suppression/pool-suppression.ts';
+import { createSuppressionApi } from './suppression/suppression-api.ts';
+import { bounceSuppressedRecipients } from './suppression/suppression-bounce.ts';
 
 export interface RelayOptions {
   /** Directory holding relay.yaml (a mounted ConfigMap in pods). */
@@ -43,6 +46,7 @@ export class Relay {
   #dkim: DkimSigner | undefined;
   #ledger: HandoverLedger | undefined;
   #drain: QueueDrain | undefined;
+  #suppression: PoolSuppression | undefined;
   #adminToken: string | undefined;
   #listening = false;
   #shutdown: Promise<void> | undefined;
@@ -109,19 +113,29 @@ export class Relay {
     });
     logger.info({ address: config.admin.address, port: this.#admin.address().port }, 'admin server listening');
     this.#spool = await FileSpool.open(config.spool.path, { metrics, logger });
+    const stateDir = path.join(config.spool.path, 'state');
+    const suppression = await PoolSuppression.open({ stateDir, registry: metrics.registry, logger, hostname: config.hostname, config: config.suppression, token: () => this.#adminToken });
+    this.#suppression = suppression;
+    this.#admin.mount(createSuppressionApi(suppression));
     // Delivery scans the spool before the listeners open, so every message is queued once.
-    const delivery = await DeliveryEngine.start({ config, spool: this.#spool, metrics, logger, stateDir: path.join(config.spool.path, 'state') });
+    const delivery = await DeliveryEngine.start({ config, spool: this.#spool, metrics, logger, stateDir });
     this.#delivery = delivery;
     this.#admin.mount(createQueueApi(delivery));
     await this.#mountDrain(this.#spool, delivery);
+    const spool = this.#spool;
     const accept = createMessageAcceptor({
-      spool: this.#spool,
+      spool,
       getConfig: () => this.config,
       getSigner: () => this.#dkim,
       logger,
-      onAccepted: (message) => delivery.enqueue(message),
+      onAccepted: (message) => {
+        bounceSuppressedRecipients(message, { spool, suppression, reportingMta: this.config.hostname, logger })
+          .then((dsn) => dsn && delivery.enqueue(dsn))
+          .catch((error: unknown) => logger.error({ queueId: message.id, err: error }, 'bouncing suppressed recipients failed; delivery decides for them'))
+          .finally(() => delivery.enqueue(message));
+      },
     });
-    this.#inbound = await InboundServer.start(config, { accept, metrics, logger });
+    this.#inbound = await InboundServer.start(config, { accept, metrics, logger, suppression });
     this.#listening = true;
     const listeners = this.#inbound.boundAddresses();
     logger.info({ listeners }, `listening: ${listeners.map((bound) => `${bound.listener} ${bound.address}:${bound.port}`).join(', ') || 'no listeners'}`);
@@ -176,6 +190,7 @@ export class Relay {
     // A draining relay keeps its listeners closed whatever the new config says.
     await this.#inbound!.reload(this.#drain?.active ? this.#listenerless(next.config) : next.config);
     await this.#delivery!.reload(next.config);
+    this.#suppression!.reload(next.config.suppression);
     this.#admin!.setToken(token);
     this.#adminToken = token;
     this.#dkim = dkim;
@@ -216,6 +231,8 @@ export class Relay {
     this.#delivery = undefined;
     await this.#ledger?.close();
     this.#ledger = undefined;
+    await this.#suppression?.close();
+    this.#suppression = undefined;
     await this.#spool?.close();
     this.#spool = undefined;
     await this.#admin?.close();

@@ -17,6 +17,7 @@ import { compileRelayPolicy, decideRecipient, decideSender, userSenderDomains } 
 import { RelaySmtpServer } from './smtp-connection.ts';
 import { loadTlsCredentials, type ReadFile, type TlsCredentials } from './tls-credentials.ts';
 import type { AcceptedRecipient, AcceptedTransaction, MessageAcceptor } from './transaction.ts';
+import type { PoolSuppression } from '../suppression/pool-suppression.ts';
 
 export interface InboundDeps {
   accept: MessageAcceptor;
@@ -24,6 +25,8 @@ export interface InboundDeps {
   logger: Logger;
   /** Reads certificate, key and user files (tests may inject failures). */
   readFile?: ReadFile;
+  /** The pool's suppression list: in mode refuse a suppressed recipient gets 550 at RCPT TO. */
+  suppression?: Pick<PoolSuppression, 'refusal'>;
 }
 
 export interface ListenerSnapshot {
@@ -150,6 +153,11 @@ export async function buildListenerSnapshot(config: RuntimeConfig, listener: Lis
     if (!decision.ok) {
       reject(decision.reason);
       return callback(smtpError(decision.code, decision.message));
+    }
+    const suppressed = deps.suppression?.refusal(parsed.mailbox.address);
+    if (suppressed) {
+      reject('suppressed');
+      return callback(smtpError(suppressed.code, suppressed.message));
     }
     callback();
   };
