@@ -3,6 +3,7 @@
 // the config names adds the recipient), what the admin API changes, and the sharing with the
 // pool's other pods (suppression-peers.ts). The config block `suppression` switches enforcement
 // and bounce capture on; without it the list is kept and editable but stops nothing.
+import os from 'node:os';
 import type { Logger } from 'pino';
 import type { Registry } from 'prom-client';
 import type { SuppressionConfig } from '../config/schema.ts';
@@ -58,7 +59,9 @@ export class PoolSuppression {
 
   reload(config: SuppressionConfig | undefined): void {
     this.#config = config;
-    this.#peers.setPeers(config?.peers ?? []);
+    // The operator lists every pod of the pool; a pod is not its own peer.
+    const self = process.env.POD_NAME ?? os.hostname();
+    this.#peers.setPeers((config?.peers ?? []).filter((peer) => peer.split(/[.:]/)[0] !== self));
   }
 
   /** refuse or bounce when the list is enforced; undefined when the config has no `suppression` block. */

@@ -14,6 +14,7 @@ import type { VirtualMtaPool } from '../api/virtual-mta-pool.ts';
 import type { ObjectReference, RenderProblem } from './contract.ts';
 import { dkimConfig, dkimKeyConfig, dkimKeysWithFields } from './dkim-config.ts';
 import { ADMIN_PORT, relayPort, secretDir, SPOOL_DIR } from './layout.ts';
+import { headlessServiceName } from './services.ts';
 
 /** What render may know of a Secret: its name and the keys it holds, never the values. */
 export interface SecretSummary {
@@ -157,7 +158,21 @@ function buildConfig(pool: VirtualMtaPool, listeners: ListenerPlan[], policies: 
     spool: { path: SPOOL_DIR },
     admin: compact({ port: ADMIN_PORT, tokenFile: spec.admin?.tokenSecretName ? `${secretDir(spec.admin.tokenSecretName)}/${ADMIN_TOKEN_KEY}` : undefined }),
     delivery: compact({ resolvers: spec.resolvers, dnssecResolvers: spec.dnssecResolvers, trackedDomains: spec.trackedDomains }),
+    ...(spec.suppression ? { suppression: { mode: spec.suppression.mode, hardBounceCategories: spec.suppression.hardBounceCategories, peers: suppressionPeers(pool) } } : {}),
   };
+}
+
+/**
+ * The admin addresses of the pool's pods, which share the suppression list (each relay leaves
+ * itself out by its POD_NAME). Only a StatefulSet's pods have stable DNS names; an ephemeral
+ * pool's pods each keep their own list, which goes with the pod.
+ */
+function suppressionPeers(pool: VirtualMtaPool): string[] {
+  if (pool.spec.spool.mode !== 'persistent') return [];
+  const { name, namespace } = pool.metadata;
+  const service = headlessServiceName(name);
+  const domain = namespace ? `${service}.${namespace}.svc` : service;
+  return Array.from({ length: pool.spec.replicas }, (_, ordinal) => `${name}-${ordinal}.${domain}:${ADMIN_PORT}`);
 }
 
 type ListenerConfigInput = RuntimeConfigInput['listeners'][number];
