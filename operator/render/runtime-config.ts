@@ -165,14 +165,15 @@ function buildConfig(pool: VirtualMtaPool, listeners: ListenerPlan[], policies: 
 /**
  * The admin addresses of the pool's pods, which share the suppression list (each relay leaves
  * itself out by its POD_NAME). Only a StatefulSet's pods have stable DNS names; an ephemeral
- * pool's pods each keep their own list, which goes with the pod.
+ * pool's pods each keep their own list, which goes with the pod. The list follows replicas:
+ * peers are a hot field, so scaling re-renders relay.yaml without restarting pods.
  */
 function suppressionPeers(pool: VirtualMtaPool): string[] {
-  if (pool.spec.spool.mode !== 'persistent') return [];
-  const { name, namespace } = pool.metadata;
-  const service = headlessServiceName(name);
-  const domain = namespace ? `${service}.${namespace}.svc` : service;
-  return Array.from({ length: pool.spec.replicas }, (_, ordinal) => `${name}-${ordinal}.${domain}:${ADMIN_PORT}`);
+  // Peers take changes only with the pool's admin token; without one each pod keeps its own list.
+  if (pool.spec.spool.mode !== 'persistent' || !pool.spec.admin?.tokenSecretName) return [];
+  // <pod>.<headless service> resolves through the pods' DNS search path (their own namespace).
+  const name = pool.metadata.name;
+  return Array.from({ length: pool.spec.replicas }, (_, ordinal) => `${name}-${ordinal}.${headlessServiceName(name)}:${ADMIN_PORT}`);
 }
 
 type ListenerConfigInput = RuntimeConfigInput['listeners'][number];
