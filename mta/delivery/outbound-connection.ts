@@ -80,6 +80,12 @@ interface SmtpError extends Error {
   rejectedErrors?: SmtpError[];
 }
 
+/** The extension keywords of an EHLO reply (every line after the first), upper-cased; none for a HELO reply or no reply. */
+export function ehloKeywords(reply: string | false): Set<string> {
+  if (!reply || !/^250[ -]/.test(reply)) return new Set();
+  return new Set(reply.split(/\r?\n/).slice(1).map((line) => line.replace(/^\d{3}[ -]/, '').trim().split(/\s+/)[0]!.toUpperCase()).filter((keyword) => keyword !== ''));
+}
+
 function replyOf(error: SmtpError): Reply | undefined {
   if (!error.responseCode) return undefined;
   return { code: error.responseCode, text: (error.response ?? `${error.responseCode} ${error.message}`).replace(/\r?\n/g, ' ').trim() };
@@ -92,10 +98,19 @@ export class OutboundConnection {
   private closed = false;
   private needsReset = false;
   private lastError: SmtpError | undefined;
+  /** True when the peer advertised SMTPUTF8 (needed for non-ASCII addresses). */
+  readonly supportsSmtpUtf8: boolean;
+  /** True when the peer advertised DSN: it takes over the notices the sender asked for (RFC 3461 §5.2). */
+  readonly supportsDsn: boolean;
 
   private constructor(connection: SMTPConnection, target: MxTarget, dane: 'dane-ee' | 'dane-ta' | 'unauthenticated' | undefined) {
     this.connection = connection;
     this.target = target;
+    // At 'connect' nodemailer's last reply is the (post-STARTTLS) EHLO reply: read through its public field,
+    // not its private extension list (test/inbound/library-guard.test.ts checks this on the pinned version).
+    const keywords = ehloKeywords(connection.lastServerResponse);
+    this.supportsSmtpUtf8 = keywords.has('SMTPUTF8');
+    this.supportsDsn = keywords.has('DSN');
     const tlsSocket = secureSocket(connection);
     this.tls = tlsSocket ? { kind: 'tls', version: tlsSocket.getProtocol() ?? 'unknown', cipher: tlsSocket.getCipher()?.name ?? 'unknown', ...(dane ? { dane } : {}) } : { kind: 'plain' };
     connection.on('error', (error: SmtpError) => {
@@ -176,19 +191,10 @@ export class OutboundConnection {
     return !this.closed;
   }
 
-  /** True when the peer advertised SMTPUTF8 (needed for non-ASCII addresses). */
-  get supportsSmtpUtf8(): boolean {
-    return (this.connection as unknown as { _supportedExtensions: string[] })._supportedExtensions.includes('SMTPUTF8');
-  }
-
-  /** True when the peer advertised DSN: it takes over the notices the sender asked for (RFC 3461 §5.2). */
-  get supportsDsn(): boolean {
-    return (this.connection as unknown as { _supportedExtensions: string[] })._supportedExtensions.includes('DSN');
-  }
-
   /**
    * nodemailer gives every recipient the same NOTIFY and ORCPT; DSN gives each its own. Its RCPT
-   * TO arguments are replaced for this transaction by the ones of the recipient just queued.
+   * TO arguments are replaced for this transaction by the ones of the recipient just queued
+   * (test/delivery/dsn-relay.test.ts shows them arriving at a sink).
    */
   private useRecipientDsn(envelope: OutboundEnvelope): void {
     const client = this.connection as unknown as { _recipientQueue: string[]; _getDsnRcptToArgs: () => string };
