@@ -118,7 +118,7 @@ export class Relay {
     this.#suppression = suppression;
     this.#admin.mount(createSuppressionApi(suppression));
     // Delivery scans the spool before the listeners open, so every message is queued once.
-    const delivery = await DeliveryEngine.start({ config, spool: this.#spool, metrics, logger, stateDir });
+    const delivery = await DeliveryEngine.start({ config, spool: this.#spool, metrics, logger, stateDir, onRecipientBounced: (address, classification) => void suppression.recordBounce(address, classification) });
     this.#delivery = delivery;
     this.#admin.mount(createQueueApi(delivery));
     await this.#mountDrain(this.#spool, delivery);

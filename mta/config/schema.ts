@@ -247,6 +247,8 @@ export const DeliverySettings = z.strictObject({
     .prefault({}),
   /** Recipient domains that get their own metric label; every other domain is counted as "other". */
   trackedDomains: z.array(domainPattern).max(100).default([]),
+  /** Send a "delayed" DSN (RFC 3464) once per recipient still queued this long after arrival (Postfix delay_warning_time); omitted: none. */
+  delayWarningAfter: duration.optional(),
 });
 
 /** The pool's suppression list (mta/suppression/): what it does with a suppressed recipient, what a hard bounce is, which peers share it. */

@@ -40,6 +40,8 @@ export interface DeliveryEngineOptions {
   stateDir?: string;
   /** Where MTA-STS policies are fetched from instead of mta-sts.<domain>:443 with system roots (tests). */
   mtaStsFetch?: { connectAddress?: string; port?: number; ca?: Buffer | Buffer[] };
+  /** Told of every recipient that bounced (the suppression list). */
+  onRecipientBounced?: (address: string, classification: Classification) => void;
 }
 
 export class DeliveryEngine {
@@ -63,7 +65,7 @@ export class DeliveryEngine {
       virtualMtas: new VirtualMtaRegistry(options.logger),
     };
     this.#scheduler = new QueueScheduler(this.#context);
-    this.#recorder = new OutcomeRecorder(this.#context, this.#scheduler);
+    this.#recorder = new OutcomeRecorder(this.#context, this.#scheduler, { ...(options.stateDir ? { stateDir: options.stateDir } : {}), ...(options.onRecipientBounced ? { onRecipientBounced: options.onRecipientBounced } : {}) });
     this.#runner = new ConnectionRunner(this.#context, this.#scheduler, this.#recorder, {
       ...(options.resolver ? { resolver: options.resolver } : {}),
       ...(options.trustedCa ? { trustedCa: options.trustedCa } : {}),
