@@ -1,8 +1,8 @@
 // What a client asked for with DSN (RFC 3461) and what follows from it: RET and ENVID of the
-// message, NOTIFY and ORCPT of each recipient, as they are kept on the spool record (xtext as
-// received, so they are passed on unchanged); which notices a recipient wants (none with NEVER;
+// message, NOTIFY and ORCPT of each recipient, as they are kept on the spool record (decoded
+// from xtext, as smtp-server hands them over; encoded again for a next hop); which notices a recipient wants (none with NEVER;
 // FAILURE and DELAY when NOTIFY was not given, RFC 3461 §4.1); the MAIL FROM and RCPT TO
-// parameters for a next hop that advertises DSN; and the xtext decoding the DSN fields need.
+// parameters for a next hop that advertises DSN, xtext-encoded.
 
 export type NotifyCondition = 'SUCCESS' | 'FAILURE' | 'DELAY';
 /** NOTIFY as given: ['NEVER'] or one or more conditions. */
@@ -11,14 +11,14 @@ export type NotifyValue = ['NEVER'] | NotifyCondition[];
 /** The message's DSN parameters (MAIL FROM). */
 export interface DsnEnvelope {
   ret?: 'FULL' | 'HDRS';
-  /** ENVID, xtext-encoded as received. */
+  /** ENVID, decoded from xtext. */
   envid?: string;
 }
 
 /** One recipient's DSN parameters (RCPT TO). */
 export interface DsnRecipient {
   notify?: NotifyValue;
-  /** ORCPT, "addr-type;xtext" as received. */
+  /** ORCPT as "addr-type;address", the address decoded from xtext. */
   orcpt?: string;
 }
 
@@ -54,12 +54,8 @@ export function mailDsnParameters(dsn: DsnEnvelope | undefined): string[] {
  * ORCPT as given or, when the client gave none, the recipient address as received (rfc822).
  */
 export function rcptDsnParameters(recipient: DsnRecipient & { address: string }): string[] {
-  return [...(recipient.notify ? [`NOTIFY=${recipient.notify.join(',')}`] : []), `ORCPT=${recipient.orcpt ?? `rfc822;${encodeXtext(recipient.address)}`}`];
-}
-
-/** RFC 3461 §4: "+" followed by two upper-case hex digits stands for that octet. */
-export function decodeXtext(text: string): string {
-  return Buffer.from(text.replace(/\+([0-9A-F]{2})/g, (_, hex: string) => String.fromCharCode(Number.parseInt(hex, 16))), 'latin1').toString('utf8');
+  const original = recipient.orcpt ? originalRecipient(recipient.orcpt) : { type: 'rfc822', address: recipient.address };
+  return [...(recipient.notify ? [`NOTIFY=${recipient.notify.join(',')}`] : []), `ORCPT=${original.type};${encodeXtext(original.address)}`];
 }
 
 /** xtext of a string: "+", "=", controls, space and non-ASCII octets as +XX. */
@@ -67,8 +63,8 @@ export function encodeXtext(text: string): string {
   return [...Buffer.from(text, 'utf8')].map((octet) => (octet > 0x20 && octet < 0x7f && octet !== 0x2b && octet !== 0x3d ? String.fromCharCode(octet) : `+${octet.toString(16).toUpperCase().padStart(2, '0')}`)).join('');
 }
 
-/** ORCPT split into its address type and decoded address, for the DSN's Original-Recipient field. */
+/** ORCPT split into its address type and address, for a next hop and the DSN's Original-Recipient field. */
 export function originalRecipient(orcpt: string): { type: string; address: string } {
   const separator = orcpt.indexOf(';');
-  return { type: orcpt.slice(0, separator), address: decodeXtext(orcpt.slice(separator + 1)) };
+  return { type: orcpt.slice(0, separator), address: orcpt.slice(separator + 1) };
 }

@@ -8,7 +8,7 @@
 import { randomBytes } from 'node:crypto';
 import type { Readable } from 'node:stream';
 import type { Envelope, Spool, SpooledMessage } from '../spool/types.ts';
-import { decodeXtext, originalRecipient } from './dsn-request.ts';
+import { originalRecipient } from './dsn-request.ts';
 
 export type DsnAction = 'failed' | 'delayed' | 'relayed';
 
@@ -22,7 +22,7 @@ export interface FailedRecipient {
   lastAttemptAt: number;
   /** failed when omitted. */
   action?: DsnAction;
-  /** ORCPT as received ("rfc822;xtext"). */
+  /** ORCPT ("addr-type;address"). */
   orcpt?: string;
   /** delayed: the time the relay gives up (bounceAfter). */
   willRetryUntil?: number;
@@ -38,7 +38,7 @@ export interface DsnInput {
   originalHeaders: string;
   /** The whole original message, when it is returned (RET=FULL on a failure notice). */
   originalMessage?: Buffer;
-  /** ENVID as received (xtext). */
+  /** ENVID of the original message. */
   envelopeId?: string;
   now: number;
 }
@@ -106,7 +106,7 @@ export function buildDsn(input: DsnInput): Buffer {
   const wording = expired ? { subject: 'Delivery time expired', text: 'Your message could not be delivered before its delivery deadline and has been returned.' } : WORDING[action];
   const human = [`This is the mail system at ${input.reportingMta}.`, '', wording.text, '', ...input.recipients.map((recipient) => `<${recipient.address}>: ${headerValue(recipient.diagnostic || recipient.status)}`)];
   const perMessage = [
-    ...(input.envelopeId ? [`Original-Envelope-Id: ${headerValue(decodeXtext(input.envelopeId))}`] : []),
+    ...(input.envelopeId ? [`Original-Envelope-Id: ${headerValue(input.envelopeId)}`] : []),
     `Reporting-MTA: dns; ${input.reportingMta}`,
     `X-Queue-ID: ${input.queueId}`,
     `Arrival-Date: ${dateField(input.arrivalDate)}`,

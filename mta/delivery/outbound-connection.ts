@@ -13,7 +13,7 @@ import { X509Certificate } from 'node:crypto';
 import type { DetailedPeerCertificate, TLSSocket } from 'node:tls';
 import SMTPConnection from 'nodemailer/lib/smtp-connection';
 import { verifyDane, type TlsaRecord } from './dane.ts';
-import { decodeXtext, rcptDsnParameters, type DsnEnvelope, type DsnRecipient } from './dsn-request.ts';
+import { rcptDsnParameters, type DsnEnvelope, type DsnRecipient } from './dsn-request.ts';
 import type { SessionTlsPolicy } from './tls-route.ts';
 
 export interface MxTarget {
@@ -216,8 +216,8 @@ export class OutboundConnection {
     }
     this.needsReset = true;
     this.useRecipientDsn(envelope);
-    // nodemailer xtext-encodes ENVID itself, so it gets the decoded value.
-    const dsn = envelope.dsn ? { ...(envelope.dsn.ret ? { ret: envelope.dsn.ret } : {}), ...(envelope.dsn.envid ? { envid: decodeXtext(envelope.dsn.envid) } : {}) } : undefined;
+    // nodemailer xtext-encodes ENVID itself.
+    const dsn = envelope.dsn ? { ...(envelope.dsn.ret ? { ret: envelope.dsn.ret } : {}), ...(envelope.dsn.envid ? { envid: envelope.dsn.envid } : {}) } : undefined;
     return new Promise((resolve) => {
       this.connection.send({ from: envelope.from, to: envelope.to, size: envelope.size, use8BitMime: envelope.eightBitMime, ...(dsn ? { dsn } : {}) }, body, (error, info) => {
         const replies = new Map<string, Reply>();
