@@ -80,6 +80,12 @@ export const VirtualMtaPoolSpec = z
       })
       .optional()
       .describe('The pool\'s suppression list: addresses that hard-bounced or that an operator added (vmta suppression add) get no mail. Kept on each pod\'s spool volume; the pods of a persistent pool send each other their changes through the admin API (needs admin.tokenSecretName). Omitted: nothing is refused or added by bounces.'),
+    dsn: z
+      .strictObject({
+        delayWarningAfter: duration.optional().describe('Send the sender one "delayed" DSN (RFC 3464) per recipient still queued this long after arrival, unless its NOTIFY left DELAY out (Postfix delay_warning_time, e.g. 4h). Omitted: no delay notices.'),
+      })
+      .optional()
+      .describe('Delivery status notifications beyond failures: RET, ENVID, NOTIFY and ORCPT (RFC 3461) are always honoured and passed on.'),
     dnssecResolvers: z.array(resolver).max(8).optional().describe('Validating DNS resolvers whose AD bit DANE trusts ("10.0.0.10" or "10.0.0.10:53"), reached over a trusted path (a node-local or in-cluster resolver); without them `tlsPolicy: dane` falls back to opportunistic TLS and `dane-only` defers.'),
   });
 

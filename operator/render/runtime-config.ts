@@ -157,7 +157,7 @@ function buildConfig(pool: VirtualMtaPool, listeners: ListenerPlan[], policies: 
     relayPolicies: policies.map(policyConfig),
     spool: { path: SPOOL_DIR },
     admin: compact({ port: ADMIN_PORT, tokenFile: spec.admin?.tokenSecretName ? `${secretDir(spec.admin.tokenSecretName)}/${ADMIN_TOKEN_KEY}` : undefined }),
-    delivery: compact({ resolvers: spec.resolvers, dnssecResolvers: spec.dnssecResolvers, trackedDomains: spec.trackedDomains }),
+    delivery: compact({ resolvers: spec.resolvers, dnssecResolvers: spec.dnssecResolvers, trackedDomains: spec.trackedDomains, delayWarningAfter: spec.dsn?.delayWarningAfter }),
     ...(spec.suppression ? { suppression: { mode: spec.suppression.mode, hardBounceCategories: spec.suppression.hardBounceCategories, peers: suppressionPeers(pool) } } : {}),
   };
 }

@@ -1,6 +1,6 @@
-// spec.suppression of a VirtualMtaPool: rendered into relay.yaml with the pool's pods as peers
-// (only a persistent pool with an admin token shares its list), a hot field when replicas change,
-// and invalid values refused naming the field.
+// spec.suppression and spec.dsn of a VirtualMtaPool: rendered into relay.yaml, the pool's pods as
+// suppression peers (only a persistent pool with an admin token shares its list), a hot field
+// when replicas change, and invalid values refused naming the field.
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import { parse } from 'yaml';
@@ -74,4 +74,13 @@ test('an unknown mode or bounce category is refused naming the field and the all
     const issue = parsed.error!.issues[0]!;
     assert.equal(issue.path.join('.'), field, JSON.stringify(issue));
   }
+});
+
+test('spec.dsn.delayWarningAfter renders as delivery.delayWarningAfter; a malformed duration is refused naming the field', async () => {
+  const input = await exampleInput();
+  input.pool.spec.dsn = { delayWarningAfter: '90m' };
+  assert.equal(relayConfig(input).delivery.delayWarningAfter, 90 * 60_000);
+  const parsed = VirtualMtaPoolSpec.safeParse({ ...input.pool.spec, dsn: { delayWarningAfter: 'soon' } });
+  assert.equal(parsed.success, false);
+  assert.equal(parsed.error!.issues[0]!.path.join('.'), 'dsn.delayWarningAfter');
 });
