@@ -1,9 +1,10 @@
 // Mode `bounce` of the suppression list: a message is accepted (the client gets its 250), then
 // each suppressed recipient is recorded as bounced in the spool before delivery sees the message,
-// and the sender gets one DSN for them (mta/delivery/dsn.ts) — unless the sender is the null
-// sender, whose mail is never answered with a DSN.
+// and the sender gets one DSN for those whose NOTIFY asks for failures (mta/delivery/dsn.ts) —
+// never for mail from the null sender.
 import type { Logger } from 'pino';
 import { storeDsn, type FailedRecipient } from '../delivery/dsn.ts';
+import { wantsNotice } from '../delivery/dsn-request.ts';
 import type { RecipientResult, Spool, SpooledMessage } from '../spool/types.ts';
 import { describeEntry, suppressionStatus, type PoolSuppression } from './pool-suppression.ts';
 
@@ -31,7 +32,7 @@ export async function bounceSuppressedRecipients(message: SpooledMessage, option
     if (!entry) return;
     const diagnostic = describeEntry(entry);
     results.set(index, { status: 'bounced', nextAttemptAt: 0, lastResult: diagnostic, attempts: 0 });
-    failed.push({ address: recipient.address, status: suppressionStatus(entry), diagnostic, lastAttemptAt: now });
+    if (wantsNotice(recipient, 'FAILURE')) failed.push({ address: recipient.address, status: suppressionStatus(entry), diagnostic, lastAttemptAt: now, ...(recipient.orcpt ? { orcpt: recipient.orcpt } : {}) });
   });
   if (results.size === 0) return undefined;
   await options.spool.recordRecipientResults(message.id, results);
@@ -42,6 +43,6 @@ export async function bounceSuppressedRecipients(message: SpooledMessage, option
   }
   for (let count = 0; count < results.size; count += 1) suppression.stopped('bounced');
   options.logger.info({ queueId: message.id, recipients: failed.map((recipient) => recipient.address) }, 'suppressed recipients bounced at once');
-  if (message.envelope.mailFrom === '') return undefined;
+  if (message.envelope.mailFrom === '' || failed.length === 0) return undefined;
   return storeDsn(options.spool, { reportingMta: options.reportingMta, queueId: message.id, envelope: message.envelope, recipients: failed, now });
 }
