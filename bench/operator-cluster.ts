@@ -1,4 +1,4 @@
-// `BENCH_KUBECONFIG=PATH npm run bench:operator`: the same scale run as bench/operator.ts, against
+// `BENCH_KUBECONFIG=PATH npm run bench:operator-cluster`: the same scale run as bench/operator.ts, against
 // a real API server (the cluster harness's, `VMTA_CLUSTER_KEEP=1 npm run test:cluster`, or any
 // cluster). The operator runs as a local process with that kubeconfig, scoped to a fresh
 // namespace. Pools have replicas 0 (no node runs 2,000 relay pods), so the figure is the time
@@ -12,7 +12,11 @@ import path from 'node:path';
 import { promisify } from 'node:util';
 import { stringify } from 'yaml';
 
-const kubeconfig = process.env.BENCH_KUBECONFIG!;
+const kubeconfig = process.env.BENCH_KUBECONFIG ?? '';
+if (!kubeconfig) {
+  console.error('bench/operator-cluster.ts needs BENCH_KUBECONFIG: the admin kubeconfig of the cluster to run against (the harness writes /var/tmp/vmta-cluster/kubeconfig)');
+  process.exit(2);
+}
 const POOLS = Number(process.env.BENCH_POOLS ?? 1000);
 const VMTAS_PER_POOL = 5;
 const QUIET_SECONDS = Number(process.env.BENCH_QUIET_SECONDS ?? 60);
