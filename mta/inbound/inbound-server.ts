@@ -23,6 +23,8 @@ class ListenerEndpoint {
   readonly perClient = new Map<string, number>();
   /** Connections that passed the limits (refused ones linger briefly for their 421 and are not counted). */
   admitted = 0;
+  /** Refused connections waiting for their 421 to go out. */
+  lingering = 0;
   readonly limiter: AuthFailureLimiter;
   private readonly deps: InboundDeps;
 
@@ -60,8 +62,8 @@ class ListenerEndpoint {
     const snapshot = this.snapshot;
     const labels = { listener: snapshot.config.name };
     const metrics = this.deps.metrics;
-    if (this.sockets.size >= 2 * snapshot.config.limits.maxConnections) {
-      // A flood of connections that have not even finished PROXY/TLS: drop without a reply.
+    if (this.sockets.size - this.lingering >= 2 * snapshot.config.limits.maxConnections) {
+      // A flood of connections still sending their PROXY header: drop without a reply.
       metrics.rejections.inc({ ...labels, reason: 'too_many_connections' });
       socket.destroy();
       return;
@@ -93,7 +95,11 @@ class ListenerEndpoint {
       this.deps.logger.info({ listener: labels.listener, client: clientKey ?? socket.remoteAddress, reason }, 'connection refused');
       // A client on an implicit-TLS port cannot read a clear-text reply, and a handshake just to
       // say 421 is the work a flood wants us to do: close instead.
-      if (implicitTls) return void socket.destroy();
+      // Past maxConnections lingering refusals, a flood is not worth a reply either.
+      if (implicitTls || this.lingering >= snapshot.config.limits.maxConnections) return void socket.destroy();
+      // The 421 gets a second to reach the client (the socket stays paused: nothing it sends is read).
+      this.lingering++;
+      socket.once('close', () => this.lingering--);
       socket.end(`${reply}\r\n`);
       setTimeout(() => socket.destroy(), 1000).unref();
     };
