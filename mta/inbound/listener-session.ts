@@ -16,6 +16,7 @@ import { compileRanges, type AddressRange } from '../config/address-range.ts';
 import { compileRelayPolicy, decideRecipient, decideSender, userSenderDomains } from './relay-policy.ts';
 import { RelaySmtpServer } from './smtp-connection.ts';
 import { loadTlsCredentials, type ReadFile, type TlsCredentials } from './tls-credentials.ts';
+import { preSessionTimeoutMs } from './tls-handshake.ts';
 import type { AcceptedRecipient, AcceptedTransaction, MessageAcceptor } from './transaction.ts';
 
 export interface InboundDeps {
@@ -193,6 +194,8 @@ export async function buildListenerSnapshot(config: RuntimeConfig, listener: Lis
   };
 
   const onClose = (session: SMTPServerSession): void => {
+    // Counted in vmta_inbound_tls_handshake_failures_total instead (see onHandshakeFailed).
+    if (smtp.connectionOf(session)?.handshakeFailed) return;
     const facts = factsOf(session);
     deps.metrics.inboundConnections.inc({ ...labels, tls_mode: listener.tls.mode, tls_version: facts.tlsVersion });
   };
@@ -235,6 +238,7 @@ export async function buildListenerSnapshot(config: RuntimeConfig, listener: Lis
       commandTimeoutMs: listener.limits.commandTimeout,
       minDataRate: listener.limits.minDataRate,
       dataRateGraceMs: listener.limits.dataRateGrace,
+      handshakeTimeoutMs: preSessionTimeoutMs(listener.limits),
       maxErrors: listener.limits.maxErrors,
       authNeedsTls: policyConfig.requireTlsForAuth || listener.tls.required,
       authDisabled,
@@ -244,6 +248,7 @@ export async function buildListenerSnapshot(config: RuntimeConfig, listener: Lis
         reject('auth_rate_limited');
         deps.metrics.authAttempts.inc({ ...labels, mechanism: 'none', result: 'rate_limited' });
       },
+      onHandshakeFailed: (reason) => deps.metrics.tlsHandshakeFailures.inc({ ...labels, tls_mode: 'starttls', reason }),
     },
   );
   if (tlsCredentials) smtp.secureContext.set('*', tlsCredentials.defaultContext);
