@@ -41,7 +41,7 @@ export class CredentialStore {
       const file = path.join(directory, name);
       const stat = await fs.stat(file).catch(() => null);
       if (!stat?.isFile()) continue;
-      users.set(name, parseUserSecret((await readFile(file)).toString('utf8'), file));
+      users.set(name, parseUserSecret((await readFile(file)).toString('utf8'), `user file ${file}`));
     }
     return new CredentialStore(users);
   }

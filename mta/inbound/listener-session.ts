@@ -66,8 +66,8 @@ export async function buildListenerSnapshot(config: RuntimeConfig, listener: Lis
   const policy = compileRelayPolicy(policyConfig);
   const hostname = listener.hostname ?? config.hostname;
   // An AUTH-required listener without usable credentials refuses the whole config (user-secrets.ts).
-  const noCredentials = missingCredentialsProblem(listener, policyConfig, users.count(), policyConfig.users?.secretPath ?? '');
-  if (noCredentials) throw new Error(noCredentials);
+  const noCredentials = missingCredentialsProblem(listener.auth, policyConfig, users.count(), policyConfig.users?.secretPath ?? '');
+  if (noCredentials) throw new Error(`listener "${listener.name}" ${noCredentials}`);
   const mechanisms = usableMechanisms(listener.auth.mechanisms, users.count());
   const authDisabled = mechanisms.length === 0 || users.size === 0;
   const labels = { listener: listener.name };
