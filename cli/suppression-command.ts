@@ -19,8 +19,9 @@ options:
   --limit N                  list: how many entries to show (default 100)
   --note TEXT                add: why, kept with each entry
   --admin URL                admin API (default $VMTA_ADMIN_URL or ${DEFAULT_ADMIN_URL}; the scheme may be left out)
-  --token-file FILE          file holding the admin bearer token (default $VMTA_ADMIN_TOKEN, or the
-                             token \`vmta local\` made for that admin port, found by itself)
+  --token-file FILE          file holding the admin bearer token, the full one or (list) the
+                             read-only one (default $VMTA_ADMIN_TOKEN, or the token \`vmta local\`
+                             made for that admin port, found by itself)
   -o json, --json            print the API's JSON answer
 
 Changes made on one relay are sent to the other pods of its pool.
@@ -121,13 +122,13 @@ export async function runSuppressionCommand(argv: string[]): Promise<void> {
   }
   const base = adminBaseUrl(options.admin);
   const print = (answer: unknown, text: () => string) => console.log(options.json ? JSON.stringify(answer, null, 2) : text());
+  const token = await adminToken(options.tokenFile, base);
   if (options.action === 'list') {
     const query = new URLSearchParams({ limit: String(options.limit), ...(options.domain ? { domain: options.domain } : {}), ...(options.address ? { address: options.address } : {}) });
-    const listing = (await callAdmin(base, { path: `/api/v1/suppressions?${query}` })) as Listing;
+    const listing = (await callAdmin(base, { path: `/api/v1/suppressions?${query}`, token })) as Listing;
     print(listing, () => formatListing(listing));
     return;
   }
-  const token = await adminToken(options.tokenFile, base);
   const body = { addresses: options.addresses, ...(options.note ? { note: options.note } : {}) };
   const answer = (await callAdmin(base, { method: 'POST', path: `/api/v1/suppressions/${options.action}`, body, token })) as { added?: string[]; alreadySuppressed?: string[]; removed?: string[]; notSuppressed?: string[] };
   if (options.action === 'add') {

@@ -3,7 +3,7 @@
 // admin API (POST /api/v1/suppressions/sync, with the pool's admin token), retried with backoff
 // until the peer takes it; a peer applies it without pushing it on. At start a pod reads every
 // peer's records (GET /api/v1/suppressions/records) and merges them, so what it missed while it
-// was down comes back. Records carry their time and the latest one per address wins, so the
+// was down comes back (both with the pool's admin token). Records carry their time and the latest one per address wins, so the
 // order changes arrive in does not matter. Peers are "host:port" admin addresses from the
 // runtime config (the operator renders the pool's pod DNS names).
 import type { Logger } from 'pino';
@@ -83,7 +83,8 @@ export class SuppressionPeers {
     await Promise.all(
       this.peers.map(async (peer) => {
         try {
-          const response = await fetch(peerUrl(peer, RECORDS_PATH), { signal: AbortSignal.timeout(REQUEST_TIMEOUT_MS) });
+          const token = this.#options.token();
+          const response = await fetch(peerUrl(peer, RECORDS_PATH), { headers: token ? { authorization: `Bearer ${token}` } : {}, signal: AbortSignal.timeout(REQUEST_TIMEOUT_MS) });
           if (!response.ok) throw new Error(`HTTP ${response.status}`);
           const body = (await response.json()) as { records?: unknown };
           const records = Array.isArray(body.records) ? body.records.map(parseSuppressionRecord) : [];

@@ -95,7 +95,7 @@ interface Listing {
 }
 
 async function listing(node: Node, query = ''): Promise<Listing> {
-  return (await (await fetch(`${node.relay.adminUrl}/api/v1/suppressions${query}`)).json()) as Listing;
+  return (await (await fetch(`${node.relay.adminUrl}/api/v1/suppressions${query}`, { headers: { authorization: `Bearer ${TOKEN}` } })).json()) as Listing;
 }
 
 function vmta(node: Node, ...args: string[]) {
@@ -139,13 +139,15 @@ test('vmta suppression add on one relay, list and remove on the other; exit code
   await waitFor('ops@ on relay a', async () => ((await listing(a, '?domain=example.net')).entries.some((entry) => entry.address === 'ops@example.net') ? true : undefined));
   const refused = await send(a, ['ops@example.net', 'bob@example.net'], 'operator');
   assert.match(refused.stdout, /"ops@example\.net": \[550, "5\.7\.1 <ops@example\.net>: recipient is on this pool's suppression list \(added by an operator on /, refused.stdout);
-  const listed = await vmta(a, 'list');
+  const listed = await vmta(a, 'list', '--token-file', tokenFile());
   assert.equal(listed.code, 0, listed.stderr);
   assert.match(listed.stdout, /^ADDRESS\s+REASON\s+STATUS\s+ADDED\s+SOURCE\s+ORIGIN\s+DETAIL/m);
   assert.match(listed.stdout, /^ops@example\.net\s+operator\s+-\s+\S+\s+admin\s+relay-b\.test\s+complaint 4711$/m);
   assert.match(listed.stdout, /^gone@example\.net\s+bad-mailbox\s+5\.1\.1\s+/m);
   assert.match(listed.stdout, /3 suppressed address\(es\); mode: refused at RCPT TO/);
-  const json = JSON.parse((await vmta(a, 'list', '--domain', 'example.org', '-o', 'json')).stdout) as Listing;
+  const json = JSON.parse((await vmta(a, 'list', '--domain', 'example.org', '-o', 'json', '--token-file', tokenFile())).stdout) as Listing;
+  const unauthorized = await vmta(a, 'list');
+  assert.equal(unauthorized.code, 4, 'addresses are not shown without a token');
   assert.deepEqual(json.entries.map((entry) => entry.address), ['Complainer@example.org']);
 
   const removed = await vmta(a, 'remove', 'ops@example.net', '--token-file', tokenFile());
