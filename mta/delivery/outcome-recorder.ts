@@ -7,7 +7,7 @@ import type { RuntimeConfig } from '../config/schema.ts';
 import { AccountingLog } from '../observe/accounting.ts';
 import type { QueueId, RecipientResult, SpooledMessage } from '../spool/types.ts';
 import type { DeliveryContext } from './delivery-context.ts';
-import type { DestinationQueue, QueuedMessage, QueueItem } from './destination-queue.ts';
+import { recipientIndexes, type DestinationQueue, type QueuedMessage, type QueueItem } from './destination-queue.ts';
 import { storeDsn, type FailedRecipient } from './dsn.ts';
 import type { MxTarget, TlsOutcome } from './outbound-connection.ts';
 import { classifyFailure, type Classification } from './reply-classification.ts';
@@ -67,7 +67,7 @@ export class OutcomeRecorder {
    * each deferred recipient.
    */
   async failReady(queue: DestinationQueue, classification: Classification, context: AttemptContext, reply?: string): Promise<void> {
-    const items = queue.ready.splice(0, queue.ready.length);
+    const items = queue.ready.takeAll();
     if (classification.result !== 'deferred') {
       await this.recordAll(queue, items, classification, context, reply, true);
       return;
@@ -167,7 +167,7 @@ export class OutcomeRecorder {
     } catch (error) {
       // Not durable: keep the recipients pending in memory and try again later rather than lose or repeat silently.
       logger.error({ queueId: message.id, err: error }, 'recording recipient results failed; will retry');
-      queue.add({ message, recipients: [...classifications.keys()], dueAt: now + 60_000 }, now);
+      queue.add({ message, recipients: recipientIndexes([...classifications.keys()]), dueAt: now + 60_000 }, now);
       return;
     }
     for (const [index, result] of results) {
@@ -180,7 +180,7 @@ export class OutcomeRecorder {
     }
     if (deferred.length > 0) {
       const dueAt = deferred.reduce((earliest, index) => Math.min(earliest, envelope.recipients[index]!.nextAttemptAt), Number.POSITIVE_INFINITY);
-      queue.add({ message, recipients: deferred, dueAt }, now);
+      queue.add({ message, recipients: recipientIndexes(deferred), dueAt }, now);
     }
     const bounced = [...final].filter(([, classification]) => classification.result === 'bounced');
     if (sendDsn && bounced.length > 0 && envelope.mailFrom !== '') {
