@@ -108,7 +108,7 @@ export class Relay {
       configStatus: () => this.#watcher!.status(),
     });
     logger.info({ address: config.admin.address, port: this.#admin.address().port }, 'admin server listening');
-    this.#spool = await FileSpool.open(config.spool.path, { metrics, logger });
+    this.#spool = await FileSpool.open(config.spool.path, { metrics, logger, space: config.spool });
     // Delivery scans the spool before the listeners open, so every message is queued once.
     const delivery = await DeliveryEngine.start({ config, spool: this.#spool, metrics, logger, stateDir: path.join(config.spool.path, 'state') });
     this.#delivery = delivery;
@@ -121,7 +121,8 @@ export class Relay {
       logger,
       onAccepted: (message) => delivery.enqueue(message),
     });
-    this.#inbound = await InboundServer.start(config, { accept, metrics, logger });
+    const spool = this.#spool;
+    this.#inbound = await InboundServer.start(config, { accept, metrics, logger, spoolHasRoom: () => spool.hasRoomForMail() });
     this.#listening = true;
     const listeners = this.#inbound.boundAddresses();
     logger.info({ listeners }, `listening: ${listeners.map((bound) => `${bound.listener} ${bound.address}:${bound.port}`).join(', ') || 'no listeners'}`);
@@ -176,6 +177,7 @@ export class Relay {
     // A draining relay keeps its listeners closed whatever the new config says.
     await this.#inbound!.reload(this.#drain?.active ? this.#listenerless(next.config) : next.config);
     await this.#delivery!.reload(next.config);
+    this.#spool!.setSpaceLimits(next.config.spool);
     this.#admin!.setToken(token);
     this.#adminToken = token;
     this.#dkim = dkim;

@@ -150,6 +150,7 @@ export class DeliveryEngine {
       // What scan() yields belongs to no one else, so the engine takes it without a copy.
       for await (const message of options.spool.scan()) engine.enqueueOwned(message);
     }
+    options.spool.onDeliveryResume?.(() => [...engine.queues.values()].forEach((queue) => engine.pump(queue)));
     engine.gaugeTimer = setInterval(() => engine.refreshGauges(), 5_000);
     engine.gaugeTimer.unref();
     engine.refreshGauges();
@@ -453,6 +454,11 @@ export class DeliveryEngine {
 
   private canSend(queue: DestinationQueue): boolean {
     if (this.stopping || this.holding || this.isPaused(queue)) return false;
+    const spoolHold = this.spool.deliveryHold?.();
+    if (spoolHold) {
+      queue.lastError = spoolHold;
+      return false;
+    }
     if (!this.virtualMtas.has(queue.virtualMta)) {
       queue.lastError = `VirtualMTA "${queue.virtualMta}" is not in the configuration; its mail waits`;
       return false;
@@ -581,6 +587,7 @@ export class DeliveryEngine {
 
   /** The next ready item for this connection: the queue's own, or (MX rollup) a sibling domain's with the same TLS needs. */
   private nextItem(queue: DestinationQueue): { source: DestinationQueue; item: QueueItem } | undefined {
+    if (this.spool.deliveryHold?.()) return undefined; // the connection ends; the spool's resume pumps again
     const now = this.clock.now();
     queue.promoteDue(now);
     const own = queue.ready.shift();

@@ -77,6 +77,7 @@ export class BucketSet {
           return compactJournal(content, keep, context.now());
         },
         onCompactionError: (error) => context.logger?.error({ directory, err: error }, 'spool journal compaction failed; journal kept as it was'),
+        onNoSpace: context.releaseSpace,
       }),
       segments: new Set(),
       active: undefined,

@@ -101,6 +101,8 @@ export interface SpoolContext {
   countFsync: () => void;
   /** Registers work that close() waits for. */
   track: <T>(operation: Promise<T>) => Promise<T>;
+  /** The disk is full under a journal append: free space from the reserve (mta/spool/disk-space.ts); false when none is left. */
+  releaseSpace: () => Promise<boolean>;
 }
 
 /** The bucket directory of a queue id (or of the time part of one). */

@@ -39,6 +39,7 @@ import { Readable } from 'node:stream';
 import type { Logger } from '../observe/log.ts';
 import type { RelayMetrics } from '../observe/metrics.ts';
 import { BucketSet } from './bucket-set.ts';
+import { type SpaceLimits, SpoolDiskSpace } from './disk-space.ts';
 import { DirectorySync, writeAll } from './group-commit.ts';
 import { encodeBatch, encodeJournalRecord, encodeRemovalRecord } from './segment-format.ts';
 import { streamMessage } from './segment-reader.ts';
@@ -64,6 +65,8 @@ export interface FileSpoolOptions {
   logger?: Logger;
   /** Clock for queue ids and journal records (tests). */
   now?: () => number;
+  /** Watch free space: refuse mail below a floor, keep a reserve for recording results (omitted: neither). */
+  space?: SpaceLimits;
 }
 
 export class FileSpool implements Spool {
@@ -74,6 +77,7 @@ export class FileSpool implements Spool {
   /** Ids of stores not finished yet (a second store of one of them is refused). */
   readonly #storing = new Set<QueueId>();
   readonly #inFlight = new Set<Promise<unknown>>();
+  #space: SpoolDiskSpace | undefined;
   #closed = false;
 
   private constructor(directory: string, options: FileSpoolOptions) {
@@ -92,6 +96,7 @@ export class FileSpool implements Spool {
       index: this.#index,
       countFsync,
       track: (operation) => this.#track(operation),
+      releaseSpace: async () => (await this.#space?.release()) ?? false,
     };
     this.#buckets = new BucketSet(this.#context);
   }
@@ -100,7 +105,26 @@ export class FileSpool implements Spool {
   static async open(directory: string, options: FileSpoolOptions = {}): Promise<FileSpool> {
     const spool = new FileSpool(path.resolve(directory), options);
     await recoverSpool(spool.#context, spool.#buckets);
+    if (options.space) spool.#space = await SpoolDiskSpace.open({ directory: spool.directory, limits: options.space, metrics: options.metrics, logger: options.logger });
     return spool;
+  }
+
+  /** Whether free space allows accepting new mail (always, for a spool opened without `space`). */
+  hasRoomForMail(): boolean {
+    return this.#space?.hasRoomForMail() ?? true;
+  }
+
+  deliveryHold(): string | undefined {
+    return this.#space?.deliveryHold();
+  }
+
+  onDeliveryResume(listener: () => void): void {
+    this.#space?.onResume(listener);
+  }
+
+  /** Floor and reserve from a reloaded config (a spool opened without `space` ignores them). */
+  setSpaceLimits(limits: SpaceLimits): void {
+    this.#space?.setLimits(limits);
   }
 
   allocateId(): QueueId {
@@ -145,6 +169,7 @@ export class FileSpool implements Spool {
     this.#closed = true;
     // Work in flight can start more (an unlink, then a bucket deletion): wait until none is left.
     while (this.#inFlight.size > 0) await Promise.allSettled([...this.#inFlight]);
+    this.#space?.close();
     await this.#buckets.closeFiles();
   }
 
