@@ -14,6 +14,7 @@ import type { VirtualMtaPool } from '../api/virtual-mta-pool.ts';
 import type { ObjectReference, RenderProblem } from './contract.ts';
 import { dkimConfig, dkimKeyConfig, dkimKeysWithFields } from './dkim-config.ts';
 import { ADMIN_PORT, relayPort, secretDir, SPOOL_DIR } from './layout.ts';
+import { quantityBytes } from './quantity.ts';
 
 /** What render may know of a Secret: its name and the keys it holds, never the values. */
 export interface SecretSummary {
@@ -154,7 +155,7 @@ function buildConfig(pool: VirtualMtaPool, listeners: ListenerPlan[], policies: 
     },
     listeners: listeners.map(listenerConfig),
     relayPolicies: policies.map(policyConfig),
-    spool: { path: SPOOL_DIR },
+    spool: { path: SPOOL_DIR, minFreeBytes: quantityBytes(spec.spool.minFree), reserveBytes: quantityBytes(spec.spool.reserve) },
     admin: compact({ port: ADMIN_PORT, tokenFile: spec.admin?.tokenSecretName ? `${secretDir(spec.admin.tokenSecretName)}/${ADMIN_TOKEN_KEY}` : undefined }),
     delivery: compact({ resolvers: spec.resolvers, dnssecResolvers: spec.dnssecResolvers, trackedDomains: spec.trackedDomains }),
   };
