@@ -7,6 +7,7 @@ import path from 'node:path';
 import { loadConfigDirectory, recordConfigLoaded, ConfigWatcher, type LoadedConfig } from './config/loader.ts';
 import type { RuntimeConfig } from './config/schema.ts';
 import { createQueueApi } from './admin/queue-api.ts';
+import { createRecoveryApi } from './admin/recovery-api.ts';
 import { AdminServer, readAdminToken, type Readiness } from './admin/server.ts';
 import { DeliveryEngine } from './delivery/delivery-engine.ts';
 import { createDrainApi } from './drain/drain-api.ts';
@@ -19,6 +20,7 @@ import { createLogger, type Logger } from './observe/log.ts';
 import { RelayMetrics } from './observe/metrics.ts';
 import { createMessageAcceptor } from './routing/acceptance.ts';
 import { DkimSigner } from './signing/dkim-signer.ts';
+import { RecoveryProgress } from './spool/recovery-progress.ts';
 import { FileSpool } from './spool/spool.ts';
 
 export interface RelayOptions {
@@ -44,6 +46,7 @@ export class Relay {
   #ledger: HandoverLedger | undefined;
   #drain: QueueDrain | undefined;
   #adminToken: string | undefined;
+  #recovery: RecoveryProgress;
   #listening = false;
   #shutdown: Promise<void> | undefined;
 
@@ -51,6 +54,7 @@ export class Relay {
     this.#options = options;
     this.logger = logger;
     this.metrics = new RelayMetrics();
+    this.#recovery = new RecoveryProgress(this.metrics);
   }
 
   /**
@@ -77,7 +81,7 @@ export class Relay {
   readiness(): Readiness {
     if (this.#shutdown) return { ready: false, reason: 'shutting down' };
     if (this.#drain?.active) return { ready: false, reason: 'draining' };
-    if (!this.#spool) return { ready: false, reason: 'spool not open' };
+    if (this.#recovery.status().recovering) return { ready: false, reason: this.#recovery.describe() };
     if (!this.#listening) return { ready: false, reason: 'listeners not bound' };
     return { ready: true };
   }
@@ -108,10 +112,13 @@ export class Relay {
       configStatus: () => this.#watcher!.status(),
     });
     logger.info({ address: config.admin.address, port: this.#admin.address().port }, 'admin server listening');
-    this.#spool = await FileSpool.open(config.spool.path, { metrics, logger, space: config.spool });
+    this.#admin.mount(createRecoveryApi(this.#recovery));
+    this.#spool = await FileSpool.open(config.spool.path, { metrics, logger, space: config.spool, recovery: this.#recovery });
     // Delivery scans the spool before the listeners open, so every message is queued once.
     const delivery = await DeliveryEngine.start({ config, spool: this.#spool, metrics, logger, stateDir: path.join(config.spool.path, 'state') });
     this.#delivery = delivery;
+    this.#recovery.finish();
+    logger.info({ messages: this.#recovery.status().queued, seconds: this.#recovery.status().elapsedSeconds }, 'spool recovered');
     this.#admin.mount(createQueueApi(delivery));
     await this.#mountDrain(this.#spool, delivery);
     const accept = createMessageAcceptor({

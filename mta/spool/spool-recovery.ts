@@ -4,6 +4,7 @@
 import fsp from 'node:fs/promises';
 import path from 'node:path';
 import type { BucketSet } from './bucket-set.ts';
+import type { RecoveryProgress } from './recovery-progress.ts';
 import { DirectorySync } from './group-commit.ts';
 import { BatchFormatError, type BatchTable, parseJournal, SEGMENT_HEADER_LENGTH, segmentKey } from './segment-format.ts';
 import { findIntactBatch, readAt, readBatchHead, verifyBodies } from './segment-reader.ts';
@@ -25,7 +26,7 @@ import {
 import type { QueueId } from './types.ts';
 
 /** Startup: create the layout, index every message not removed, delete what no longer holds one. */
-export async function recoverSpool(context: SpoolContext, buckets: BucketSet): Promise<void> {
+export async function recoverSpool(context: SpoolContext, buckets: BucketSet, progress?: RecoveryProgress): Promise<void> {
   await fsp.mkdir(context.queueDir, { recursive: true });
   // Also when it exists: a process killed right after creating it may not have synced it.
   await new DirectorySync(context.directory, context.countFsync).sync();
@@ -45,6 +46,9 @@ export async function recoverSpool(context: SpoolContext, buckets: BucketSet): P
     await forEachConcurrently(segments, SCAN_PARALLELISM, async (entry) => {
       const segment = await loadSegment(context, bucket, entry, removed);
       if (segment.live === 0) await fsp.rm(segment.file, { force: true }); // a spare, every message removed, or only a torn batch
+      // Counted as found, so the gauges tell a recovering spool from an empty one.
+      progress?.found(context.index.size);
+      context.metrics?.spoolMessages.set(context.index.size);
     });
     if (bucket.live > 0) {
       buckets.add(bucket);
@@ -61,6 +65,8 @@ export async function recoverSpool(context: SpoolContext, buckets: BucketSet): P
   await forEachConcurrently([...buckets.values()], SCAN_PARALLELISM, (bucket) => bucket.sync.sync());
   await context.queueDirSync.sync();
   context.metrics?.spoolMessages.set(context.index.size);
+  progress?.found(context.index.size);
+  progress?.indexed();
 }
 
 /**

@@ -45,6 +45,7 @@ import { encodeBatch, encodeJournalRecord, encodeRemovalRecord } from './segment
 import { streamMessage } from './segment-reader.ts';
 import { isQueueId, QueueIdGenerator } from './queue-id.ts';
 import { type Batch, type Bucket, type MessageLocation, type PendingStore, QUEUE_DIR, type SpoolContext } from './spool-layout.ts';
+import type { RecoveryProgress } from './recovery-progress.ts';
 import { recoverSpool } from './spool-recovery.ts';
 import { scanSpool } from './spool-scan.ts';
 import type { Envelope, QueueId, RecipientResult, Spool, SpooledMessage } from './types.ts';
@@ -67,6 +68,8 @@ export interface FileSpoolOptions {
   now?: () => number;
   /** Watch free space: refuse mail below a floor, keep a reserve for recording results (omitted: neither). */
   space?: SpaceLimits;
+  /** Told how many messages open() finds, then each message the first scan() hands out until it is finished. */
+  recovery?: RecoveryProgress;
 }
 
 export class FileSpool implements Spool {
@@ -78,6 +81,7 @@ export class FileSpool implements Spool {
   readonly #storing = new Set<QueueId>();
   readonly #inFlight = new Set<Promise<unknown>>();
   #space: SpoolDiskSpace | undefined;
+  #recovery: RecoveryProgress | undefined;
   #closed = false;
 
   private constructor(directory: string, options: FileSpoolOptions) {
@@ -104,7 +108,8 @@ export class FileSpool implements Spool {
   /** Opens (creating if needed) the spool in `directory`: finds every message, drops torn batches and what was removed. */
   static async open(directory: string, options: FileSpoolOptions = {}): Promise<FileSpool> {
     const spool = new FileSpool(path.resolve(directory), options);
-    await recoverSpool(spool.#context, spool.#buckets);
+    spool.#recovery = options.recovery;
+    await recoverSpool(spool.#context, spool.#buckets, options.recovery);
     if (options.space) spool.#space = await SpoolDiskSpace.open({ directory: spool.directory, limits: options.space, metrics: options.metrics, logger: options.logger });
     return spool;
   }
@@ -162,7 +167,10 @@ export class FileSpool implements Spool {
   /** Messages stored before the call; one stored while it runs (a DSN, say) is the caller's to know of. */
   scan(): AsyncIterable<SpooledMessage> {
     this.#assertOpen();
-    return scanSpool(this.#context, this.#buckets);
+    const recovery = this.#recovery;
+    this.#recovery = undefined;
+    const messages = scanSpool(this.#context, this.#buckets);
+    return recovery?.phase === 'queueing' ? countedAsQueued(messages, recovery) : messages;
   }
 
   async close(): Promise<void> {
@@ -289,6 +297,14 @@ function takeBatch(waiting: PendingStore[]): PendingStore[] {
     count++;
   }
   return waiting.splice(0, count);
+}
+
+/** The recovery scan: each message counts as queued once its consumer (delivery) asks for the next one. */
+async function* countedAsQueued(messages: AsyncIterable<SpooledMessage>, recovery: RecoveryProgress): AsyncGenerator<SpooledMessage> {
+  for await (const message of messages) {
+    yield message;
+    recovery.queuedOne();
+  }
 }
 
 /** A stream that fails as soon as it is read. */
