@@ -14,6 +14,7 @@ import { AccountingLog } from '../observe/accounting.ts';
 import { DeliveryMetrics } from '../observe/delivery-metrics.ts';
 import type { RelayMetrics } from '../observe/metrics.ts';
 import type { Envelope, RecipientResult, RecipientStatus, Spool, SpooledMessage } from '../spool/types.ts';
+import { recordQueueDeferral } from './deferral-record.ts';
 import { systemClock, type Clock, type TimerHandle } from './clock.ts';
 import { DestinationQueue, type QueuedMessage, type QueueItem } from './destination-queue.ts';
 import { DnssecLookup } from './dnssec-lookup.ts';
@@ -713,8 +714,8 @@ export class DeliveryEngine {
   /**
    * A DNS or connection failure applies to every ready message of the queue. A permanent one
    * (null MX, no such domain, 5xx greeting) bounces each message durably. A temporary one defers
-   * the queue as a whole, in memory only: one retry time for the queue, no spool record and no
-   * result string per message (a restart simply tries the destination once more). Messages past
+   * the queue as a whole: one retry time for the queue, and each message's attempt count and next
+   * attempt recorded in the spool (mta/delivery/deferral-record.ts) so a restart keeps them. Messages past
    * bounceAfter still expire with a durable bounce and DSN; accounting and metrics still count
    * each deferred recipient.
    */
@@ -745,6 +746,7 @@ export class DeliveryEngine {
         this.writeAccounting(queue, item.message, index, classification, context, now);
       }
     }
+    await recordQueueDeferral(this.spool, waiting, classification.diagnostic, this.logger);
     // Expired messages bounce through the usual path (afterDeferral turns the deferral into an expiry).
     if (expired.length > 0) await this.recordAll(queue, expired, classification, context, reply, true);
   }
