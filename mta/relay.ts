@@ -6,11 +6,12 @@
 import path from 'node:path';
 import { loadConfigDirectory, recordConfigLoaded, ConfigWatcher, type LoadedConfig } from './config/loader.ts';
 import type { RuntimeConfig } from './config/schema.ts';
-import { createQueueApi } from './admin/queue-api.ts';
-import { createRecoveryApi } from './admin/recovery-api.ts';
-import { AdminServer, readAdminToken, type Readiness } from './admin/server.ts';
+import { queueRoutes } from './admin/queue-api.ts';
+import { whileRecovering } from './admin/recovery-api.ts';
+import type { AdminRoute } from './admin/routes.ts';
+import { AdminServer, readAdminTokens, type Readiness } from './admin/server.ts';
 import { DeliveryEngine } from './delivery/delivery-engine.ts';
-import { createDrainApi } from './drain/drain-api.ts';
+import { drainRoutes } from './drain/drain-api.ts';
 import { HANDOVER_PATH } from './drain/handover-format.ts';
 import { HandoverLedger } from './drain/handover-ledger.ts';
 import { createHandoverReceiver } from './drain/handover-receiver.ts';
@@ -78,6 +79,11 @@ export class Relay {
     return this.#watcher.current.config;
   }
 
+  /** The admin API's route table (method, path, who may call) this relay serves. */
+  adminRoutes(): readonly AdminRoute[] {
+    return this.#admin?.routes() ?? [];
+  }
+
   readiness(): Readiness {
     if (this.#shutdown) return { ready: false, reason: 'shutting down' };
     if (this.#drain?.active) return { ready: false, reason: 'draining' };
@@ -100,35 +106,41 @@ export class Relay {
       logger,
       pollIntervalMs: this.#options.configPollIntervalMs,
     });
-    this.#adminToken = await readAdminToken(config.admin.tokenFile);
+    const tokens = await readAdminTokens(config.admin);
+    this.#adminToken = tokens.token;
     // The admin server comes first so /healthz answers while the spool is being recovered.
     this.#admin = await AdminServer.start({
       address: config.admin.address,
       port: config.admin.port,
       metrics,
       logger,
-      token: this.#adminToken,
+      ...tokens,
       readiness: () => this.readiness(),
       configStatus: () => this.#watcher!.status(),
     });
     logger.info({ address: config.admin.address, port: this.#admin.address().port }, 'admin server listening');
-    this.#admin.mount(createRecoveryApi(this.#recovery));
-    this.#spool = await FileSpool.open(config.spool.path, { metrics, logger, space: config.spool, recovery: this.#recovery });
-    // Delivery scans the spool before the listeners open, so every message is queued once.
-    const delivery = await DeliveryEngine.start({ config, spool: this.#spool, metrics, logger, stateDir: path.join(config.spool.path, 'state') });
+    const spool = FileSpool.unopened(config.spool.path, { metrics, logger, space: config.spool, recovery: this.#recovery });
+    this.#spool = spool;
+    const delivery = await DeliveryEngine.start({ config, spool, metrics, logger, stateDir: path.join(config.spool.path, 'state'), recover: false });
     this.#delivery = delivery;
+    // The queue API answers 503 with the progress until every message found is queued.
+    this.#admin.mount(whileRecovering(this.#recovery, queueRoutes(delivery)));
+    await spool.recover();
+    // Every message is queued before the listeners open, so none is queued twice.
+    for await (const message of spool.scan()) {
+      delivery.enqueue(message);
+      this.#recovery.queuedOne();
+    }
     this.#recovery.finish();
     logger.info({ messages: this.#recovery.status().queued, seconds: this.#recovery.status().elapsedSeconds }, 'spool recovered');
-    this.#admin.mount(createQueueApi(delivery));
-    await this.#mountDrain(this.#spool, delivery);
+    await this.#mountDrain(spool, delivery);
     const accept = createMessageAcceptor({
-      spool: this.#spool,
+      spool,
       getConfig: () => this.config,
       getSigner: () => this.#dkim,
       logger,
       onAccepted: (message) => delivery.enqueue(message),
     });
-    const spool = this.#spool;
     this.#inbound = await InboundServer.start(config, { accept, metrics, logger, spoolHasRoom: () => spool.hasRoomForMail() });
     this.#listening = true;
     const listeners = this.#inbound.boundAddresses();
@@ -156,19 +168,16 @@ export class Relay {
       logger,
     });
     this.#drain = drain;
-    this.#admin!.mount(createDrainApi(drain));
-    this.#admin!.mountStreamed(
-      HANDOVER_PATH,
-      createHandoverReceiver({
-        spool,
-        isQueued: (id) => delivery.showMessage(id) !== undefined,
-        enqueue: (message) => delivery.enqueue(message),
-        ledger: this.#ledger,
-        getConfig: () => this.config,
-        refusal: () => (this.#shutdown ? 'shutting down' : drain.active ? 'this relay is draining' : undefined),
-        logger,
-      }),
-    );
+    const receiveHandover = createHandoverReceiver({
+      spool,
+      isQueued: (id) => delivery.showMessage(id) !== undefined,
+      enqueue: (message) => delivery.enqueue(message),
+      ledger: this.#ledger,
+      getConfig: () => this.config,
+      refusal: () => (this.#shutdown ? 'shutting down' : drain.active ? 'this relay is draining' : undefined),
+      logger,
+    });
+    this.#admin!.mount([...drainRoutes(drain), { method: 'POST', path: HANDOVER_PATH, access: 'write', stream: receiveHandover }]);
   }
 
   #listenerless(config: RuntimeConfig): RuntimeConfig {
@@ -178,15 +187,15 @@ export class Relay {
   /** Put a reloaded config into service; any throw refuses the whole version and keeps the old one. */
   async #apply(next: LoadedConfig): Promise<void> {
     const previous = this.config;
-    const token = await readAdminToken(next.config.admin.tokenFile);
+    const tokens = await readAdminTokens(next.config.admin);
     // Keys are read and checked before anything changes: a bad key refuses the whole version.
     const dkim = await DkimSigner.load(next.config, this.metrics);
     // A draining relay keeps its listeners closed whatever the new config says.
     await this.#inbound!.reload(this.#drain?.active ? this.#listenerless(next.config) : next.config);
     await this.#delivery!.reload(next.config);
     this.#spool!.setSpaceLimits(next.config.spool);
-    this.#admin!.setToken(token);
-    this.#adminToken = token;
+    this.#admin!.setTokens(tokens);
+    this.#adminToken = tokens.token;
     this.#dkim = dkim;
     const cold: string[] = [];
     if (next.config.spool.path !== previous.spool.path) cold.push('spool.path');

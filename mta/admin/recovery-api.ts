@@ -1,14 +1,12 @@
-// The admin API while the spool is being recovered after a start: every call under /api/v1 is
-// answered 503 with the recovery's progress (phase, messages found and queued), not a 404 or an
-// empty queue list that would read as "no mail here". Mounted before the queue API; silent once
-// the recovery is done.
+// The admin API while the spool is being recovered after a start: the queue routes are mounted
+// before recovery begins and answer 503 with its progress (phase, messages found and queued)
+// until every message is queued, not a 404 or a short queue list that would read as "no mail
+// here"; then they answer as themselves.
 import type { RecoveryProgress } from '../spool/recovery-progress.ts';
-import { QUEUE_API_PREFIX } from './queue-api.ts';
-import type { AdminHandler } from './routes.ts';
+import type { AdminResponse, AdminRoute } from './routes.ts';
 
-export function createRecoveryApi(progress: RecoveryProgress): AdminHandler {
-  return async (request) => {
-    if (!progress.status().recovering || !request.path.startsWith(`${QUEUE_API_PREFIX}/`)) return undefined;
-    return { status: 503, body: { error: `${progress.describe()}; try again shortly`, reason: 'recovering', recovery: progress.status() } };
-  };
+export function whileRecovering(progress: RecoveryProgress, routes: readonly AdminRoute[]): AdminRoute[] {
+  const recovering = (): AdminResponse | undefined =>
+    progress.status().recovering ? { status: 503, body: { error: `${progress.describe()}; try again shortly`, reason: 'recovering', recovery: progress.status() } } : undefined;
+  return routes.map((route): AdminRoute => ('stream' in route ? { ...route, stream: async (request) => recovering() ?? route.stream(request) } : { ...route, handle: async (request) => recovering() ?? route.handle(request) }));
 }

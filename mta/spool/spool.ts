@@ -68,7 +68,7 @@ export interface FileSpoolOptions {
   now?: () => number;
   /** Watch free space: refuse mail below a floor, keep a reserve for recording results (omitted: neither). */
   space?: SpaceLimits;
-  /** Told how many messages open() finds, then each message the first scan() hands out until it is finished. */
+  /** Told how many messages recovery (open) finds as it indexes them. */
   recovery?: RecoveryProgress;
 }
 
@@ -80,12 +80,14 @@ export class FileSpool implements Spool {
   /** Ids of stores not finished yet (a second store of one of them is refused). */
   readonly #storing = new Set<QueueId>();
   readonly #inFlight = new Set<Promise<unknown>>();
+  readonly #options: FileSpoolOptions;
   #space: SpoolDiskSpace | undefined;
-  #recovery: RecoveryProgress | undefined;
+  readonly #onResume = new Set<() => void>();
   #closed = false;
 
   private constructor(directory: string, options: FileSpoolOptions) {
     this.directory = directory;
+    this.#options = options;
     const queueDir = path.join(directory, QUEUE_DIR);
     const now = options.now ?? Date.now;
     const countFsync = (): void => options.metrics?.spoolFsyncs.inc();
@@ -105,13 +107,30 @@ export class FileSpool implements Spool {
     this.#buckets = new BucketSet(this.#context);
   }
 
-  /** Opens (creating if needed) the spool in `directory`: finds every message, drops torn batches and what was removed. */
+  /** Opens (creating if needed) the spool in `directory` and recovers it. */
   static async open(directory: string, options: FileSpoolOptions = {}): Promise<FileSpool> {
-    const spool = new FileSpool(path.resolve(directory), options);
-    spool.#recovery = options.recovery;
-    await recoverSpool(spool.#context, spool.#buckets, options.recovery);
-    if (options.space) spool.#space = await SpoolDiskSpace.open({ directory: spool.directory, limits: options.space, metrics: options.metrics, logger: options.logger });
+    const spool = FileSpool.unopened(directory, options);
+    await spool.recover();
     return spool;
+  }
+
+  /**
+   * A spool whose recovery has not run: only onDeliveryResume() and recover() may be called before
+   * recover() resolves (the relay builds delivery and its admin API meanwhile, to report progress).
+   */
+  static unopened(directory: string, options: FileSpoolOptions = {}): FileSpool {
+    return new FileSpool(path.resolve(directory), options);
+  }
+
+  /** Finds every message, drops torn batches and what was removed; then starts watching free space. */
+  async recover(): Promise<void> {
+    const options = this.#options;
+    await recoverSpool(this.#context, this.#buckets, options.recovery);
+    if (!options.space) return;
+    this.#space = await SpoolDiskSpace.open({ directory: this.directory, limits: options.space, metrics: options.metrics, logger: options.logger });
+    this.#space.onResume(() => {
+      for (const listener of this.#onResume) listener();
+    });
   }
 
   /** Whether free space allows accepting new mail (always, for a spool opened without `space`). */
@@ -124,7 +143,7 @@ export class FileSpool implements Spool {
   }
 
   onDeliveryResume(listener: () => void): void {
-    this.#space?.onResume(listener);
+    this.#onResume.add(listener);
   }
 
   /** Floor and reserve from a reloaded config (a spool opened without `space` ignores them). */
@@ -167,10 +186,7 @@ export class FileSpool implements Spool {
   /** Messages stored before the call; one stored while it runs (a DSN, say) is the caller's to know of. */
   scan(): AsyncIterable<SpooledMessage> {
     this.#assertOpen();
-    const recovery = this.#recovery;
-    this.#recovery = undefined;
-    const messages = scanSpool(this.#context, this.#buckets);
-    return recovery?.phase === 'queueing' ? countedAsQueued(messages, recovery) : messages;
+    return scanSpool(this.#context, this.#buckets);
   }
 
   async close(): Promise<void> {
@@ -297,14 +313,6 @@ function takeBatch(waiting: PendingStore[]): PendingStore[] {
     count++;
   }
   return waiting.splice(0, count);
-}
-
-/** The recovery scan: each message counts as queued once its consumer (delivery) asks for the next one. */
-async function* countedAsQueued(messages: AsyncIterable<SpooledMessage>, recovery: RecoveryProgress): AsyncGenerator<SpooledMessage> {
-  for await (const message of messages) {
-    yield message;
-    recovery.queuedOne();
-  }
 }
 
 /** A stream that fails as soon as it is read. */

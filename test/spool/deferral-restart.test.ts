@@ -3,12 +3,15 @@
 // retried at once, its count does not start over). Both ways a deferral is made: per recipient
 // (a 4xx to RCPT TO) and for the whole destination queue (the MX refuses the connection's greeting).
 import assert from 'node:assert/strict';
+import { writeFile } from 'node:fs/promises';
+import path from 'node:path';
 import { test } from 'node:test';
 import { freePort, loopbackRelayConfig, startRelayProcess, temporaryDirectory, writeRelayConfig, type RelayProcess } from '../fixtures/relay-process.ts';
 import { loopbackAddresses, startSinkMx, type SinkOptions } from '../fixtures/sink-mx.ts';
 import { RawSmtpClient } from '../fixtures/smtp-clients.ts';
 
 const MESSAGES = 3;
+const READ_TOKEN = 'deferral-test-read-token';
 
 interface RecipientView {
   attempts: number;
@@ -47,7 +50,7 @@ async function sendMessages(port: number): Promise<string[]> {
 }
 
 async function recipientOf(relay: RelayProcess, id: string): Promise<RecipientView | undefined> {
-  const response = await fetch(`${relay.adminUrl}/api/v1/messages/${id}`);
+  const response = await fetch(`${relay.adminUrl}/api/v1/messages/${id}`, { headers: { authorization: `Bearer ${READ_TOKEN}` } });
   if (response.status !== 200) return undefined;
   return ((await response.json()) as { recipients: RecipientView[] }).recipients[0];
 }
@@ -66,7 +69,8 @@ for (const [how, sinkReplies] of cases) {
     t.after(() => sink.close());
     const port = await freePort();
     const adminPort = await freePort();
-    const base = loopbackRelayConfig(port, adminPort);
+    await writeFile(path.join(directory.path, 'read-token'), `${READ_TOKEN}\n`);
+    const base = loopbackRelayConfig(port, adminPort, { admin: { address: '127.0.0.1', port: adminPort, readTokenFile: 'read-token' } });
     await writeRelayConfig(directory.path, {
       ...base,
       // A retry after 2 s, then one an hour later: the restart falls into that hour.

@@ -5,9 +5,10 @@
 // The CLI prints the 503 as one line.
 import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
+import { writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { test } from 'node:test';
-import { createRecoveryApi } from '../../mta/admin/recovery-api.ts';
+import { whileRecovering } from '../../mta/admin/recovery-api.ts';
 import { AdminServer } from '../../mta/admin/server.ts';
 import { createLogger } from '../../mta/observe/log.ts';
 import { RelayMetrics } from '../../mta/observe/metrics.ts';
@@ -16,6 +17,7 @@ import { fillBlockedQueue } from '../fixtures/blocked-queue.ts';
 import { freePort, loopbackRelayConfig, REPO_ROOT, startRelayProcess, temporaryDirectory, writeRelayConfig } from '../fixtures/relay-process.ts';
 
 const MESSAGES = 20_000;
+const READ_TOKEN = 'recovery-test-read-token';
 
 interface Observation {
   queues: { status: number; body: { reason?: string; error?: string; recovery?: { found: number; queued: number; phase: string }; queues?: { messages: number }[] } } | 'down';
@@ -29,7 +31,7 @@ function sample(text: string, name: string): number {
 }
 
 async function observe(adminUrl: string): Promise<Observation> {
-  const get = (route: string) => fetch(`${adminUrl}${route}`, { signal: AbortSignal.timeout(5000) });
+  const get = (route: string) => fetch(`${adminUrl}${route}`, { headers: { authorization: `Bearer ${READ_TOKEN}` }, signal: AbortSignal.timeout(5000) });
   const [queues, ready, metrics] = await Promise.all([
     get('/api/v1/queues').then(async (response) => ({ status: response.status, body: (await response.json()) as never }), () => 'down' as const),
     get('/readyz').then((response) => response.status, () => 'down' as const),
@@ -50,7 +52,8 @@ test('restarted on 20,000 spooled messages, the relay reports recovery progress:
   await fillBlockedQueue({ directory: path.join(directory.path, 'spool'), count: MESSAGES, domain: 'parked.example', body: Buffer.from(`Subject: parked\r\n\r\n${'x'.repeat(1000)}\r\n`) });
   const port = await freePort();
   const adminPort = await freePort();
-  await writeRelayConfig(directory.path, loopbackRelayConfig(port, adminPort));
+  await writeFile(path.join(directory.path, 'read-token'), `${READ_TOKEN}\n`);
+  await writeRelayConfig(directory.path, loopbackRelayConfig(port, adminPort, { admin: { address: '127.0.0.1', port: adminPort, readTokenFile: 'read-token' } }));
 
   const observations: Observation[] = [];
   let watching = true;
@@ -116,11 +119,16 @@ test('the CLI prints a recovering relay\'s 503 as one line with the progress', a
     logger: createLogger('test'),
     readiness: () => ({ ready: false, reason: progress.describe() }),
     configStatus: () => ({}) as never,
+    readToken: READ_TOKEN,
   });
   t.after(() => admin.close());
-  admin.mount(createRecoveryApi(progress));
+  const notWhileRecovering = async (): Promise<never> => {
+    throw new Error('a queue route ran while the spool was being recovered');
+  };
+  admin.mount(whileRecovering(progress, [{ method: 'GET', path: '/api/v1/queues', access: 'read', handle: notWhileRecovering }]));
   const run = await new Promise<{ code: number; stdout: string; stderr: string }>((resolve) => {
-    execFile(process.execPath, [path.join(REPO_ROOT, 'cli', 'vmta.ts'), 'queue', 'list', '--admin', `http://127.0.0.1:${admin.address().port}`], { timeout: 60_000 }, (error, stdout, stderr) => {
+    const env = { ...process.env, VMTA_ADMIN_TOKEN: READ_TOKEN };
+    execFile(process.execPath, [path.join(REPO_ROOT, 'cli', 'vmta.ts'), 'queue', 'list', '--admin', `http://127.0.0.1:${admin.address().port}`], { timeout: 60_000, env }, (error, stdout, stderr) => {
       resolve({ code: error ? Number((error as { code?: number }).code ?? 1) : 0, stdout, stderr });
     });
   });
