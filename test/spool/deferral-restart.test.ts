@@ -6,6 +6,7 @@ import assert from 'node:assert/strict';
 import { writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { test } from 'node:test';
+import { waitFor } from '../delivery/harness.ts';
 import { freePort, loopbackRelayConfig, startRelayProcess, temporaryDirectory, writeRelayConfig, type RelayProcess } from '../fixtures/relay-process.ts';
 import { loopbackAddresses, startSinkMx, type SinkOptions } from '../fixtures/sink-mx.ts';
 import { RawSmtpClient } from '../fixtures/smtp-clients.ts';
@@ -17,16 +18,6 @@ interface RecipientView {
   attempts: number;
   nextAttemptAt: string | null;
   lastResult: string | null;
-}
-
-async function waitFor<T>(what: string, probe: () => Promise<T | undefined> | T | undefined, timeoutMs = 30_000): Promise<T> {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    const value = await probe();
-    if (value !== undefined) return value;
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((resolve) => setTimeout(resolve, 100));
-  }
 }
 
 async function sendMessages(port: number): Promise<string[]> {
@@ -82,10 +73,10 @@ for (const [how, sinkReplies] of cases) {
     const ids = await sendMessages(port);
     const before = new Map<string, RecipientView>();
     for (const id of ids) {
-      before.set(id, await waitFor(`message ${id} to be deferred for an hour`, async () => {
+      before.set(id, await waitFor(async () => {
         const recipient = await recipientOf(relay, id);
         return recipient?.nextAttemptAt && Date.parse(recipient.nextAttemptAt) > Date.now() + 50 * 60_000 ? recipient : undefined;
-      }));
+      }, `message ${id} to be deferred for an hour`, 30_000));
     }
     assert.ok([...before.values()].some((recipient) => recipient.attempts >= 2), 'a message was tried twice before the restart');
 

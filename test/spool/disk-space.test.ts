@@ -7,19 +7,12 @@ import path from 'node:path';
 import { test } from 'node:test';
 import { RESERVE_FILE } from '../../mta/spool/disk-space.ts';
 import { FileSpool } from '../../mta/spool/spool.ts';
+import { waitFor } from '../delivery/harness.ts';
 import { pendingEnvelope } from '../fixtures/spool-envelope.ts';
 import { mountSmallFilesystem } from '../fixtures/small-filesystem.ts';
 import { scanAll } from './spool-files.ts';
 
 const MiB = 1024 * 1024;
-
-async function until(what: string, condition: () => boolean, timeoutMs = 10_000): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (!condition()) {
-    if (Date.now() > deadline) throw new Error(`timed out waiting until ${what}`);
-    await new Promise((resolve) => setTimeout(resolve, 50));
-  }
-}
 
 test('on a full disk every result is recorded from the reserve until delivery is held; space back ends the hold and restores the reserve', async (t) => {
   const filesystem = await mountSmallFilesystem(t, 8 * MiB);
@@ -33,7 +26,7 @@ test('on a full disk every result is recorded from the reserve until delivery is
 
   const filler = path.join(filesystem.path, 'filler');
   assert.ok((await filesystem.fill(filler)) > 0);
-  await until('the floor refuses new mail', () => !spool.hasRoomForMail());
+  await waitFor(() => !spool.hasRoomForMail(), 'the floor to refuse new mail', 10_000);
 
   let resumed = 0;
   spool.onDeliveryResume(() => resumed++);
@@ -58,13 +51,9 @@ test('on a full disk every result is recorded from the reserve until delivery is
   }
 
   await fsp.rm(filler);
-  await until('the hold ends once space is back', () => spool.deliveryHold() === undefined && resumed === 1);
-  await until('mail is accepted again', () => spool.hasRoomForMail());
-  const deadline = Date.now() + 10_000;
-  while ((await fsp.stat(path.join(directory, RESERVE_FILE))).size < MiB) {
-    assert.ok(Date.now() < deadline, 'the reserve grows back to its size');
-    await new Promise((resolve) => setTimeout(resolve, 100));
-  }
+  await waitFor(() => spool.deliveryHold() === undefined && resumed === 1, 'the hold to end once space is back', 10_000);
+  await waitFor(() => spool.hasRoomForMail(), 'mail to be accepted again', 10_000);
+  await waitFor(async () => (await fsp.stat(path.join(directory, RESERVE_FILE))).size >= MiB, 'the reserve to grow back to its size', 10_000);
   await spool.close();
 
   const reopened = await FileSpool.open(directory);

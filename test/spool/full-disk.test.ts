@@ -7,6 +7,7 @@ import assert from 'node:assert/strict';
 import { rm, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { test } from 'node:test';
+import { waitFor } from '../delivery/harness.ts';
 import { freePort, loopbackRelayConfig, metricValue, startRelayProcess, temporaryDirectory, writeRelayConfig } from '../fixtures/relay-process.ts';
 import { loopbackAddresses, startSinkMx } from '../fixtures/sink-mx.ts';
 import { mountSmallFilesystem } from '../fixtures/small-filesystem.ts';
@@ -16,16 +17,6 @@ const MiB = 1024 * 1024;
 const MESSAGES = 300;
 const FLOOR = 4 * MiB;
 const TOKEN = 'full-disk-test-token';
-
-async function waitFor<T>(what: string, probe: () => Promise<T | undefined> | T | undefined, timeoutMs = 60_000): Promise<T> {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    const value = await probe();
-    if (value !== undefined) return value;
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((resolve) => setTimeout(resolve, 100));
-  }
-}
 
 /** Sends the messages over one session; resolves with the reply to each MAIL FROM and DATA end. */
 async function send(port: number, numbers: readonly number[]): Promise<{ mail: string; data?: string }[]> {
@@ -88,18 +79,18 @@ test('on a full disk the relay delivers each queued message exactly once, refuse
   const filled = await filesystem.fill(path.join(filesystem.path, 'filler'));
   t.diagnostic(`filled the file system with ${filled} bytes; ${await filesystem.freeBytes()} bytes left`);
 
-  const refused = await waitFor('MAIL FROM to be refused below the floor', async () => {
+  const refused = await waitFor(async () => {
     const [reply] = await send(port, [MESSAGES]);
     return reply?.data === undefined ? reply?.mail : undefined;
-  }, 10_000);
+  }, 'MAIL FROM to be refused below the floor', 10_000);
   assert.match(refused, /^452 4\.3\.1 /);
   assert.ok((await metricValue(relay.adminUrl, 'vmta_inbound_rejections_total{listener="relay",reason="insufficient_storage"}'))! >= 1);
   assert.ok((await metricValue(relay.adminUrl, 'vmta_spool_free_bytes'))! < FLOOR);
 
   // Deliver everything on the full disk.
   await queueCall('resume');
-  await waitFor('the sink to receive every message', () => (sink.messages.length >= MESSAGES ? true : undefined), 90_000);
-  await waitFor('the spool to be empty (every result recorded)', async () => ((await metricValue(relay.adminUrl, 'vmta_spool_messages')) === 0 ? true : undefined), 30_000);
+  await waitFor(() => sink.messages.length >= MESSAGES, 'the sink to receive every message', 90_000);
+  await waitFor(async () => (await metricValue(relay.adminUrl, 'vmta_spool_messages')) === 0, 'the spool to be empty (every result recorded)', 30_000);
   const deliveries = new Map<number, number>();
   for (const message of sink.messages) {
     const number = Number(/X-Test-Number: (\d+)/.exec(message.body.toString())?.[1]);
@@ -113,10 +104,10 @@ test('on a full disk the relay delivers each queued message exactly once, refuse
 
   // Space back: mail is accepted again and delivered.
   await rm(path.join(filesystem.path, 'filler'));
-  const [again] = await waitFor('MAIL FROM to be accepted again', async () => {
+  const [again] = await waitFor(async () => {
     const replies = await send(port, [MESSAGES + 1]);
     return replies[0]?.data ? replies : undefined;
-  }, 10_000);
+  }, 'MAIL FROM to be accepted again', 10_000);
   assert.match(again!.data!, /^250 /);
-  await waitFor('the message sent after space came back to be delivered', () => (sink.messages.some((message) => message.body.includes(`X-Test-Number: ${MESSAGES + 1}`)) ? true : undefined));
+  await waitFor(() => sink.messages.some((message) => message.body.includes(`X-Test-Number: ${MESSAGES + 1}`)), 'the message sent after space came back to be delivered');
 });
