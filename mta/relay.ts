@@ -7,6 +7,7 @@ import path from 'node:path';
 import { loadConfigDirectory, recordConfigLoaded, ConfigWatcher, type LoadedConfig } from './config/loader.ts';
 import type { RuntimeConfig } from './config/schema.ts';
 import { queueRoutes } from './admin/queue-api.ts';
+import { whileRecovering } from './admin/recovery-api.ts';
 import type { AdminRoute } from './admin/routes.ts';
 import { AdminServer, readAdminTokens, type Readiness } from './admin/server.ts';
 import { DeliveryEngine } from './delivery/delivery-engine.ts';
@@ -20,6 +21,7 @@ import { createLogger, type Logger } from './observe/log.ts';
 import { RelayMetrics } from './observe/metrics.ts';
 import { createMessageAcceptor } from './routing/acceptance.ts';
 import { DkimSigner } from './signing/dkim-signer.ts';
+import { RecoveryProgress } from './spool/recovery-progress.ts';
 import { FileSpool } from './spool/spool.ts';
 
 export interface RelayOptions {
@@ -45,6 +47,7 @@ export class Relay {
   #ledger: HandoverLedger | undefined;
   #drain: QueueDrain | undefined;
   #adminToken: string | undefined;
+  #recovery: RecoveryProgress;
   #listening = false;
   #shutdown: Promise<void> | undefined;
 
@@ -52,6 +55,7 @@ export class Relay {
     this.#options = options;
     this.logger = logger;
     this.metrics = new RelayMetrics();
+    this.#recovery = new RecoveryProgress(this.metrics);
   }
 
   /**
@@ -83,7 +87,7 @@ export class Relay {
   readiness(): Readiness {
     if (this.#shutdown) return { ready: false, reason: 'shutting down' };
     if (this.#drain?.active) return { ready: false, reason: 'draining' };
-    if (!this.#spool) return { ready: false, reason: 'spool not open' };
+    if (this.#recovery.status().recovering) return { ready: false, reason: this.#recovery.describe() };
     if (!this.#listening) return { ready: false, reason: 'listeners not bound' };
     return { ready: true };
   }
@@ -115,20 +119,29 @@ export class Relay {
       configStatus: () => this.#watcher!.status(),
     });
     logger.info({ address: config.admin.address, port: this.#admin.address().port }, 'admin server listening');
-    this.#spool = await FileSpool.open(config.spool.path, { metrics, logger });
-    // Delivery scans the spool before the listeners open, so every message is queued once.
-    const delivery = await DeliveryEngine.start({ config, spool: this.#spool, metrics, logger, stateDir: path.join(config.spool.path, 'state') });
+    const spool = FileSpool.unopened(config.spool.path, { metrics, logger, space: config.spool, recovery: this.#recovery });
+    this.#spool = spool;
+    const delivery = await DeliveryEngine.start({ config, spool, metrics, logger, stateDir: path.join(config.spool.path, 'state'), recover: false });
     this.#delivery = delivery;
-    this.#admin.mount(queueRoutes(delivery));
-    await this.#mountDrain(this.#spool, delivery);
+    // The queue API answers 503 with the progress until every message found is queued.
+    this.#admin.mount(whileRecovering(this.#recovery, queueRoutes(delivery)));
+    await spool.recover();
+    // Every message is queued before the listeners open, so none is queued twice.
+    for await (const message of spool.scan()) {
+      delivery.enqueue(message);
+      this.#recovery.queuedOne();
+    }
+    this.#recovery.finish();
+    logger.info({ messages: this.#recovery.status().queued, seconds: this.#recovery.status().elapsedSeconds }, 'spool recovered');
+    await this.#mountDrain(spool, delivery);
     const accept = createMessageAcceptor({
-      spool: this.#spool,
+      spool,
       getConfig: () => this.config,
       getSigner: () => this.#dkim,
       logger,
       onAccepted: (message) => delivery.enqueue(message),
     });
-    this.#inbound = await InboundServer.start(config, { accept, metrics, logger });
+    this.#inbound = await InboundServer.start(config, { accept, metrics, logger, spoolHasRoom: () => spool.hasRoomForMail() });
     this.#listening = true;
     const listeners = this.#inbound.boundAddresses();
     logger.info({ listeners }, `listening: ${listeners.map((bound) => `${bound.listener} ${bound.address}:${bound.port}`).join(', ') || 'no listeners'}`);
@@ -180,6 +193,7 @@ export class Relay {
     // A draining relay keeps its listeners closed whatever the new config says.
     await this.#inbound!.reload(this.#drain?.active ? this.#listenerless(next.config) : next.config);
     await this.#delivery!.reload(next.config);
+    this.#spool!.setSpaceLimits(next.config.spool);
     this.#admin!.setTokens(tokens);
     this.#adminToken = tokens.token;
     this.#dkim = dkim;

@@ -32,6 +32,11 @@ export const domainPattern = z
 const hostPort = z.string().superRefine(refineWith(checkHostPort));
 const filePath = z.string().min(1);
 
+/** Refuse new mail below 100 MiB free: room for a few maximum-size messages in flight and the journal. */
+export const DEFAULT_SPOOL_MIN_FREE_BYTES = 100 * 1024 * 1024;
+/** 8 MiB of reserve records the results of some 40,000 deliveries on a full disk. */
+export const DEFAULT_SPOOL_RESERVE_BYTES = 8 * 1024 * 1024;
+
 export const TlsSettings = z.strictObject({
   /** none: plain only; starttls: upgrade offered in EHLO; implicit: TLS from the first byte (465). */
   mode: z.enum(['none', 'starttls', 'implicit']).default('none'),
@@ -256,7 +261,13 @@ export const RuntimeConfig = z
     pool: Pool,
     listeners: z.array(Listener).max(64),
     relayPolicies: z.array(RelayPolicy).max(64),
-    spool: z.strictObject({ path: filePath }),
+    spool: z.strictObject({
+      path: filePath,
+      /** Free bytes on the spool's file system below which MAIL FROM is answered 452 4.3.1 (Postfix's queue_minfree). */
+      minFreeBytes: z.number().int().min(0).max(Number.MAX_SAFE_INTEGER).default(DEFAULT_SPOOL_MIN_FREE_BYTES),
+      /** Bytes kept in a reserve file and released to record delivery results when the disk is full; 0 keeps none. */
+      reserveBytes: z.number().int().min(0).max(1024 * 1024 * 1024).default(DEFAULT_SPOOL_RESERVE_BYTES),
+    }),
     admin: z
       .strictObject({
         address: ipAddress.default('0.0.0.0'),

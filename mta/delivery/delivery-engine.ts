@@ -82,6 +82,7 @@ export class DeliveryEngine {
       // What scan() yields belongs to no one else, so the engine takes it without a copy.
       for await (const message of options.spool.scan()) engine.#scheduler.enqueueOwned(message);
     }
+    options.spool.onDeliveryResume?.(() => [...engine.#scheduler.queues()].forEach((queue) => engine.#scheduler.pump(queue)));
     engine.#gaugeTimer = setInterval(() => engine.refreshGauges(), 5_000);
     engine.#gaugeTimer.unref();
     engine.refreshGauges();

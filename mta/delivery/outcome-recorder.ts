@@ -6,6 +6,7 @@
 import type { RuntimeConfig } from '../config/schema.ts';
 import { AccountingLog } from '../observe/accounting.ts';
 import type { QueueId, RecipientResult, SpooledMessage } from '../spool/types.ts';
+import { recordQueueDeferral } from './deferral-record.ts';
 import type { DeliveryContext } from './delivery-context.ts';
 import { recipientIndexes, type DestinationQueue, type QueuedMessage, type QueueItem } from './destination-queue.ts';
 import { storeDsn, type FailedRecipient } from './dsn.ts';
@@ -61,8 +62,8 @@ export class OutcomeRecorder {
   /**
    * A DNS or connection failure applies to every ready message of the queue. A permanent one
    * (null MX, no such domain, 5xx greeting) bounces each message durably. A temporary one defers
-   * the queue as a whole, in memory only: one retry time for the queue, no spool record and no
-   * result string per message (a restart simply tries the destination once more). Messages past
+   * the queue as a whole: one retry time for the queue, and each message's attempt count and next
+   * attempt recorded in the spool (mta/delivery/deferral-record.ts) so a restart keeps them. Messages past
    * bounceAfter still expire with a durable bounce and DSN; accounting and metrics still count
    * each deferred recipient.
    */
@@ -94,6 +95,7 @@ export class OutcomeRecorder {
         this.#writeAccounting(queue, item.message, index, classification, context, now);
       }
     }
+    await recordQueueDeferral(this.#context.spool, waiting, classification.diagnostic, logger);
     // Expired messages bounce through the usual path (afterDeferral turns the deferral into an expiry).
     if (expired.length > 0) await this.recordAll(queue, expired, classification, context, reply, true);
   }

@@ -26,6 +26,8 @@ export interface InboundDeps {
   logger: Logger;
   /** Reads certificate, key and user files (tests may inject failures). */
   readFile?: ReadFile;
+  /** False while the spool's free space is below its floor: MAIL FROM is answered 452 (omitted: always room). */
+  spoolHasRoom?: () => boolean;
 }
 
 export interface ListenerSnapshot {
@@ -123,6 +125,10 @@ export async function buildListenerSnapshot(config: RuntimeConfig, listener: Lis
         return callback(smtpError(501, `5.1.7 Bad sender address syntax: ${parsed.error}`));
       }
       mailFrom = parsed.mailbox;
+    }
+    if (deps.spoolHasRoom?.() === false) {
+      reject('insufficient_storage');
+      return callback(smtpError(452, '4.3.1 Insufficient system storage, try again later'));
     }
     const user = userOf(session);
     const decision = decideSender({

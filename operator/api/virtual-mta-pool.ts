@@ -45,6 +45,8 @@ export const VirtualMtaPoolSpec = z
         mode: z.enum(['persistent', 'ephemeral']).default('persistent').describe('persistent: a StatefulSet with a PersistentVolumeClaim per pod (retained on scale-down and delete); ephemeral: a Deployment with an emptyDir, for pass-through use.'),
         size: quantity.default('10Gi').describe('Claim size (persistent) or emptyDir size limit (ephemeral).'),
         storageClassName: z.string().max(253).optional().describe('StorageClass of the spool claims (persistent only); omitted uses the default class.'),
+        minFree: quantity.default('100Mi').describe('Free space on the spool volume below which the relay answers MAIL FROM with 452 4.3.1 (Postfix queue_minfree), so clients go elsewhere before a message could not be stored. Hot: no pod restart.'),
+        reserve: quantity.default('8Mi').describe('Space the relay holds in a reserve file on the spool volume and releases to record delivery results when the volume is full, so no delivered message is sent again for want of space (8Mi records some 40,000 results). "0" keeps none. Hot: no pod restart.'),
       })
       .superRefine((spool, ctx) => {
         if (spool.mode === 'ephemeral' && spool.storageClassName) ctx.addIssue({ code: 'custom', path: ['storageClassName'], input: spool.storageClassName, message: 'storageClassName needs spool.mode persistent' });

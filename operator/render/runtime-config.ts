@@ -17,6 +17,7 @@ import type { ObjectReference, RenderProblem } from './contract.ts';
 import { credentialProblems } from './credential-check.ts';
 import { dkimConfig, dkimKeyConfig, dkimKeysWithFields } from './dkim-config.ts';
 import { ADMIN_PORT, relayPort, secretDir, SPOOL_DIR } from './layout.ts';
+import { quantityBytes } from './quantity.ts';
 
 /** What render may know of a Secret: its name and the keys it holds, never the values. */
 export interface SecretSummary {
@@ -165,7 +166,7 @@ function buildConfig(pool: VirtualMtaPool, listeners: ListenerPlan[], policies: 
     },
     listeners: listeners.map(listenerConfig),
     relayPolicies: policies.map(policyConfig),
-    spool: { path: SPOOL_DIR },
+    spool: { path: SPOOL_DIR, minFreeBytes: quantityBytes(spec.spool.minFree), reserveBytes: quantityBytes(spec.spool.reserve) },
     admin: compact({ port: ADMIN_PORT, tokenFile: tokenFile(spec.admin?.tokenSecretName), readTokenFile: tokenFile(spec.admin?.readTokenSecretName) }),
     delivery: compact({ resolvers: spec.resolvers, dnssecResolvers: spec.dnssecResolvers, trackedDomains: spec.trackedDomains }),
   };
