@@ -18,6 +18,7 @@ import { InboundServer } from './inbound/inbound-server.ts';
 import { createLogger, type Logger } from './observe/log.ts';
 import { RelayMetrics } from './observe/metrics.ts';
 import { createMessageAcceptor } from './routing/acceptance.ts';
+import { TlsReporting } from './reporting/tls-reporting.ts';
 import { DkimSigner } from './signing/dkim-signer.ts';
 import { FileSpool } from './spool/spool.ts';
 
@@ -41,6 +42,7 @@ export class Relay {
   #inbound: InboundServer | undefined;
   #admin: AdminServer | undefined;
   #dkim: DkimSigner | undefined;
+  #tlsReporting: TlsReporting | undefined;
   #ledger: HandoverLedger | undefined;
   #drain: QueueDrain | undefined;
   #adminToken: string | undefined;
@@ -110,9 +112,12 @@ export class Relay {
     logger.info({ address: config.admin.address, port: this.#admin.address().port }, 'admin server listening');
     this.#spool = await FileSpool.open(config.spool.path, { metrics, logger });
     // Delivery scans the spool before the listeners open, so every message is queued once.
-    const delivery = await DeliveryEngine.start({ config, spool: this.#spool, metrics, logger, stateDir: path.join(config.spool.path, 'state') });
+    const stateDir = path.join(config.spool.path, 'state');
+    this.#tlsReporting = new TlsReporting({ config, stateDir, logger });
+    const delivery = await DeliveryEngine.start({ config, spool: this.#spool, metrics, logger, stateDir, tlsSessions: this.#tlsReporting.recorder });
     this.#delivery = delivery;
     this.#admin.mount(createQueueApi(delivery));
+    this.#admin.mount(this.#tlsReporting.adminApi());
     await this.#mountDrain(this.#spool, delivery);
     const accept = createMessageAcceptor({
       spool: this.#spool,
@@ -121,6 +126,7 @@ export class Relay {
       logger,
       onAccepted: (message) => delivery.enqueue(message),
     });
+    this.#tlsReporting.useAcceptor(accept);
     this.#inbound = await InboundServer.start(config, { accept, metrics, logger });
     this.#listening = true;
     const listeners = this.#inbound.boundAddresses();
@@ -173,6 +179,7 @@ export class Relay {
     const token = await readAdminToken(next.config.admin.tokenFile);
     // Keys are read and checked before anything changes: a bad key refuses the whole version.
     const dkim = await DkimSigner.load(next.config, this.metrics);
+    this.#tlsReporting!.reload(next.config);
     // A draining relay keeps its listeners closed whatever the new config says.
     await this.#inbound!.reload(this.#drain?.active ? this.#listenerless(next.config) : next.config);
     await this.#delivery!.reload(next.config);
@@ -214,6 +221,8 @@ export class Relay {
     this.#drain = undefined;
     await this.#delivery?.stop();
     this.#delivery = undefined;
+    await this.#tlsReporting?.stop();
+    this.#tlsReporting = undefined;
     await this.#ledger?.close();
     this.#ledger = undefined;
     await this.#spool?.close();

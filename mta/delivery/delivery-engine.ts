@@ -28,6 +28,7 @@ import { afterDeferral, retryDelay } from './retry-schedule.ts';
 import { isDanePolicy, routeTls, type RoutedTarget } from './tls-route.ts';
 import { probeSourceAddress } from './source-address.ts';
 import { StringTable } from './string-table.ts';
+import type { TlsSessionRecorder } from '../reporting/tls-rpt-sessions.ts';
 
 export interface DeliveryEngineOptions {
   config: RuntimeConfig;
@@ -45,6 +46,8 @@ export interface DeliveryEngineOptions {
   stateDir?: string;
   /** Where MTA-STS policies are fetched from instead of mta-sts.<domain>:443 with system roots (tests). */
   mtaStsFetch?: { connectAddress?: string; port?: number; ca?: Buffer | Buffer[] };
+  /** Told every session's TLS outcome (TLS-RPT, mta/reporting/). */
+  tlsSessions?: TlsSessionRecorder;
 }
 
 /** Which queues a control call applies to; an empty selector means every queue. */
@@ -109,6 +112,7 @@ export class DeliveryEngine {
   private readonly mtaSts: MtaStsResolver;
   private readonly stsCache: PolicyCacheFile | undefined;
   private dnssec: DnssecLookup;
+  private readonly tlsSessions: TlsSessionRecorder | undefined;
   private readonly messages = new Map<string, QueuedMessage>();
   private readonly strings = new StringTable();
   private readonly queues = new Map<string, DestinationQueue>();
@@ -136,6 +140,7 @@ export class DeliveryEngine {
     this.ownResolver = !options.resolver;
     this.resolver = options.resolver ?? new MxResolver({ servers: options.config.delivery.resolvers, clock: this.clock });
     this.trustedCa = options.trustedCa;
+    this.tlsSessions = options.tlsSessions;
     this.accounting = this.openAccounting(options.config);
     this.dnssec = new DnssecLookup({ servers: options.config.delivery.dnssecResolvers });
     this.stsCache = options.stateDir ? new PolicyCacheFile(path.join(options.stateDir, 'mta-sts-policies.json'), options.logger) : undefined;
@@ -541,6 +546,7 @@ export class DeliveryEngine {
         },
       },
     });
+    this.tlsSessions?.route(queue.domain, vmta.sourceAddress, route);
     if (!route.ok) {
       queue.lastError = route.message;
       await this.failReady(queue, classifyFailure({ kind: 'tls', message: route.message }), { startedAt });
@@ -597,7 +603,7 @@ export class DeliveryEngine {
   private async connectAndSend(queue: DestinationQueue, vmta: VirtualMtaConfig, targets: readonly RoutedTarget[], startedAt: number): Promise<void> {
     let connection: OutboundConnection | undefined;
     let lastFailure: ConnectionFailure | undefined;
-    let lastTarget: MxTarget | undefined;
+    let lastTarget: RoutedTarget | undefined;
     for (const target of targets) {
       if (queue.ready.length === 0 || !this.canSend(queue)) return;
       lastTarget = target;
@@ -613,6 +619,7 @@ export class DeliveryEngine {
         break;
       } catch (error) {
         lastFailure = error instanceof ConnectionFailure ? error : new ConnectionFailure('connection', (error as Error).message);
+        this.tlsSessions?.session(queue.domain, vmta.sourceAddress, target, lastFailure);
         if (lastFailure.kind === 'tls') this.metrics.connections.inc({ virtual_mta: vmta.name, tls: 'failed', tls_version: 'none' });
         if (target.dane && lastFailure.kind === 'tls') this.metrics.daneSessions.inc({ result: 'failed' });
         this.logger.info({ virtualMta: vmta.name, domain: queue.domain, mxHost: target.name, mxIp: target.address, err: lastFailure.message }, 'connection to MX failed, trying the next');
@@ -629,6 +636,7 @@ export class DeliveryEngine {
     queue.lastError = undefined;
     queue.clearDeferral();
     const tls = connection.tls;
+    this.tlsSessions?.session(queue.domain, vmta.sourceAddress, lastTarget!, tls);
     if (tls.kind === 'tls' && tls.dane) this.metrics.daneSessions.inc({ result: tls.dane.replace('-', '_') });
     this.metrics.connections.inc({ virtual_mta: vmta.name, tls: tls.kind, tls_version: tls.kind === 'tls' ? tls.version : 'none' });
     try {
