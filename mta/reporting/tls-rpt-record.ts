@@ -17,7 +17,12 @@ export function reportRecordName(domain: string): string {
 
 function destination(uri: string): ReportDestination | undefined {
   if (/^mailto:/i.test(uri)) {
-    const address = decodeURIComponent(uri.slice('mailto:'.length).split('?')[0]!);
+    let address: string;
+    try {
+      address = decodeURIComponent(uri.slice('mailto:'.length).split('?')[0]!);
+    } catch {
+      return undefined;
+    }
     return MAILBOX.test(address) && !isIP(address.slice(address.lastIndexOf('@') + 1)) ? { kind: 'mailto', address } : undefined;
   }
   if (/^https:/i.test(uri)) {

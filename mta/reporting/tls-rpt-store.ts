@@ -55,7 +55,7 @@ const Period = z.object({
   domains: z.record(host, z.array(PolicyCounts).max(MAX_POLICIES)),
   dropped: z.number().int().min(0).default(0),
 });
-const StoreFile = z.object({ version: z.literal(1), periods: z.array(Period).max(MAX_PERIODS) });
+const StoreFile = z.object({ version: z.literal(1), periods: z.array(Period).max(MAX_PERIODS), closedUntil: z.number().int().default(0) });
 
 export type FailureDetail = z.infer<typeof FailureDetail>;
 export type PolicyCounts = z.infer<typeof PolicyCounts>;
@@ -85,6 +85,8 @@ export class TlsRptStore {
   #intervalMs: number;
   readonly #logger: Logger | undefined;
   #periods: ReportPeriod[];
+  /** Where the last period ended early: no later period may begin before it. */
+  #closedUntil = 0;
   #timer: NodeJS.Timeout | undefined;
   #dirty = false;
 
@@ -136,6 +138,7 @@ export class TlsRptStore {
       const open = this.#periods.find((period) => period.begin <= now && now < period.end);
       if (open) {
         open.end = now;
+        this.#closedUntil = now;
         this.#changed();
       }
     }
@@ -161,7 +164,7 @@ export class TlsRptStore {
     if (!this.#dirty || !this.file) return;
     this.#dirty = false;
     try {
-      writeStateFileSync(this.file, JSON.stringify({ version: 1, periods: this.#periods }));
+      writeStateFileSync(this.file, JSON.stringify({ version: 1, periods: this.#periods, closedUntil: this.#closedUntil }));
     } catch (error) {
       // A full disk or a read-only volume costs the report, never a delivery.
       this.#logger?.warn({ file: this.file, err: error }, 'TLS-RPT counts not saved');
@@ -173,7 +176,7 @@ export class TlsRptStore {
     if (found) return found;
     const start = Math.floor(at / this.#intervalMs) * this.#intervalMs;
     // A period ended early (closeOpen) or a shorter interval: never overlap what was already counted.
-    const begin = Math.max(start, ...this.#periods.filter((period) => period.end <= at).map((period) => period.end));
+    const begin = Math.max(start, this.#closedUntil <= at ? this.#closedUntil : start, ...this.#periods.filter((period) => period.end <= at).map((period) => period.end));
     const later = this.#periods.filter((period) => period.begin > at).map((period) => period.begin);
     const period: ReportPeriod = { begin, end: Math.min(start + this.#intervalMs, ...later), domains: {}, dropped: 0 };
     this.#periods.push(period);
@@ -213,6 +216,7 @@ export class TlsRptStore {
       this.#logger?.warn({ file: this.file, problem: parsed.error.issues[0]?.message, path: parsed.error.issues[0]?.path.join('.') }, 'TLS-RPT counts have bad fields; starting empty');
       return [];
     }
+    this.#closedUntil = parsed.data.closedUntil;
     return parsed.data.periods.sort((a, b) => a.begin - b.begin);
   }
 }
