@@ -127,6 +127,8 @@ export function renderRuntimeConfig(inputs: RuntimeConfigInputs): RuntimeConfigR
   const tokenSecret = pool.spec.admin?.tokenSecretName;
   if (tokenSecret) requireSecret(pool, 'spec.admin.tokenSecretName', tokenSecret, [ADMIN_TOKEN_KEY]);
   for (const { key, field } of dkimKeysWithFields(pool)) requireSecret(pool, `${field}.secretName`, key.secretName, [key.secretKey]);
+  const reportingCa = pool.spec.tlsReporting?.https?.caSecretName;
+  if (reportingCa) requireSecret(pool, 'spec.tlsReporting.https.caSecretName', reportingCa, [TLS_REPORTING_CA_KEY]);
 
   const config = buildConfig(pool, listeners, policies);
   const checked = RuntimeConfig.safeParse(config, { reportInput: true });
@@ -157,7 +159,23 @@ function buildConfig(pool: VirtualMtaPool, listeners: ListenerPlan[], policies: 
     spool: { path: SPOOL_DIR },
     admin: compact({ port: ADMIN_PORT, tokenFile: spec.admin?.tokenSecretName ? `${secretDir(spec.admin.tokenSecretName)}/${ADMIN_TOKEN_KEY}` : undefined }),
     delivery: compact({ resolvers: spec.resolvers, dnssecResolvers: spec.dnssecResolvers, trackedDomains: spec.trackedDomains }),
+    ...(spec.tlsReporting ? { tlsReporting: tlsReportingConfig(spec.tlsReporting) } : {}),
   };
+}
+
+const TLS_REPORTING_CA_KEY = 'ca.crt';
+
+function tlsReportingConfig(reporting: NonNullable<VirtualMtaPool['spec']['tlsReporting']>): NonNullable<RuntimeConfigInput['tlsReporting']> {
+  const caSecret = reporting.https?.caSecretName;
+  return compact({
+    enabled: reporting.enabled,
+    submitter: reporting.submitter,
+    contactInfo: reporting.contactInfo,
+    from: reporting.from,
+    interval: reporting.interval,
+    virtualMta: reporting.virtualMta,
+    https: compact({ trustedCaFile: caSecret ? `${secretDir(caSecret)}/${TLS_REPORTING_CA_KEY}` : undefined, allowPrivateAddresses: reporting.https?.allowPrivateAddresses }),
+  });
 }
 
 type ListenerConfigInput = RuntimeConfigInput['listeners'][number];
