@@ -4,6 +4,7 @@
 // §5.3; the mailed form carries the §5.3 header fields and the gzipped report; the TLSRPT TXT
 // record is parsed as §3 says.
 import assert from 'node:assert/strict';
+import { readFileSync } from 'node:fs';
 import { gunzipSync } from 'node:zlib';
 import { test } from 'node:test';
 import { simpleParser } from 'mailparser';
@@ -12,6 +13,7 @@ import { composeReportMail } from '../../mta/reporting/tls-rpt-mail.ts';
 import { parseTlsRptRecords } from '../../mta/reporting/tls-rpt-record.ts';
 import { buildReport } from '../../mta/reporting/tls-rpt-report.ts';
 import { POLICY_TYPES, RESULT_TYPES, TlsRptStore, type PolicyKey } from '../../mta/reporting/tls-rpt-store.ts';
+import { codeBlocks } from '../chart/markdown.ts';
 import { tlsReportErrors } from '../fixtures/tlsrpt-schema.ts';
 
 const DAY = 86_400_000;
@@ -149,4 +151,17 @@ test('the _smtp._tls record: one v=TLSRPTv1 record, rua= with mailto: and https:
     assert.equal(parsed.ok, false, JSON.stringify(records));
     assert.match(!parsed.ok ? parsed.reason : '', reason);
   }
+});
+
+test('the sample report of docs/tls-rpt.md is valid and its file name is the one buildReport gives its period', () => {
+  const page = readFileSync(new URL('../../docs/tls-rpt.md', import.meta.url), 'utf8');
+  const [block] = codeBlocks(page).filter((candidate) => candidate.language === 'json');
+  const sample = JSON.parse(block!.body) as { 'date-range': Record<string, string>; 'report-id': string; policies: { policy: { 'policy-domain': string } }[] };
+  assert.deepEqual(tlsReportErrors(sample), []);
+  const begin = Date.parse(sample['date-range']['start-datetime']!);
+  const end = Date.parse(sample['date-range']['end-datetime']!) + 1000;
+  const domain = sample.policies[0]!.policy['policy-domain'];
+  const built = buildReport({ begin, end }, domain, [], { submitter: 'relay.example.com', contactInfo: 'tlsrpt@example.com', instance: 'pool-a-0' });
+  assert.equal(built.reportId, sample['report-id']);
+  assert.ok(page.includes(`File name \`${built.fileName}\``), built.fileName);
 });
