@@ -1,13 +1,15 @@
 // The TLSRPT policy record of a recipient domain (RFC 8460 §3): one TXT record at
 // _smtp._tls.<domain> starting "v=TLSRPTv1;", whose rua= lists where reports go, as mailto: and
 // https: URIs separated by commas. Records not starting with v=TLSRPTv1 are ignored; more than
-// one that does means the domain has no usable policy. Other URI schemes are skipped.
+// one that does means the domain has no usable policy. Other URI schemes are skipped, and at most
+// MAX_DESTINATIONS are used (a record must not make the relay send a report a thousand times).
 import { isIP } from 'node:net';
 
 export type ReportDestination = { kind: 'mailto'; address: string } | { kind: 'https'; url: URL };
 
 export type TlsRptRecord = { ok: true; destinations: ReportDestination[] } | { ok: false; reason: string };
 
+export const MAX_DESTINATIONS = 10;
 const VERSION = /^v=TLSRPTv1\s*(;|$)/;
 const MAILBOX = /^[^\s@<>()",;:]+@[A-Za-z0-9](?:[-A-Za-z0-9]*[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[-A-Za-z0-9]*[A-Za-z0-9])?)+$/;
 
@@ -48,6 +50,7 @@ export function parseTlsRptRecords(records: readonly string[]): TlsRptRecord {
     .slice(rua.indexOf('=') + 1)
     .split(',')
     .map((uri) => destination(uri.trim()))
-    .filter((found): found is ReportDestination => found !== undefined);
+    .filter((found): found is ReportDestination => found !== undefined)
+    .slice(0, MAX_DESTINATIONS);
   return destinations.length > 0 ? { ok: true, destinations } : { ok: false, reason: 'rua= names no usable mailto: or https: URI' };
 }

@@ -2,8 +2,9 @@
 // the current period early), for each policy domain with counts it looks up _smtp._tls.<domain>,
 // builds the RFC 8460 report and sends it to every rua: mailto: through the relay's own spool,
 // https: by POST. A domain without a TLSRPT record gets no report and its counts are dropped; a
-// DNS failure or a report no destination took is tried again at the next run, until the period
-// is MAX_RETRY_MS old. Runs never overlap.
+// DNS failure or a report some destination did not take is tried again RETRY_AFTER_MS later (at
+// most the interval; an admin request tries at once), until the period is MAX_RETRY_MS old.
+// Runs never overlap.
 import type { Logger } from 'pino';
 import type { TlsReportingConfig } from '../config/schema.ts';
 import { postReport } from './tls-rpt-https.ts';
@@ -13,6 +14,7 @@ import { buildReport } from './tls-rpt-report.ts';
 import type { ReportPeriod, TlsRptStore } from './tls-rpt-store.ts';
 
 const MAX_RETRY_MS = 3 * 86_400_000;
+const RETRY_AFTER_MS = 30 * 60_000;
 const MIN_CHECK_MS = 1_000;
 const MAX_CHECK_MS = 5 * 60_000;
 
@@ -59,6 +61,8 @@ export class TlsReporter {
   #running: Promise<ReportRun[]> | undefined;
   /** Destinations that took a report already, so a retry sends only to the others. */
   readonly #delivered = new Set<string>();
+  /** When a domain's report of a period that failed may be tried again ("begin\0domain"). */
+  readonly #retryAt = new Map<string, number>();
 
   constructor(options: TlsReporterOptions) {
     this.#options = options;
@@ -90,7 +94,14 @@ export class TlsReporter {
     const { store, now } = this.#options;
     const runs: ReportRun[] = [];
     for (const period of store.ended(now(), closeOpen)) {
-      for (const domain of Object.keys(period.domains)) runs.push(await this.#report(period, domain));
+      for (const domain of Object.keys(period.domains)) {
+        const key = `${period.begin}\u0000${domain}`;
+        if (!closeOpen && (this.#retryAt.get(key) ?? 0) > now()) continue;
+        const run = await this.#report(period, domain);
+        if (period.domains[domain]) this.#retryAt.set(key, now() + Math.min(RETRY_AFTER_MS, this.#options.settings().interval));
+        else this.#retryAt.delete(key);
+        runs.push(run);
+      }
     }
     store.flush();
     return runs;

@@ -10,7 +10,7 @@ import { test } from 'node:test';
 import { simpleParser } from 'mailparser';
 import { seededRandom } from '../../mta/config/seeded-random.ts';
 import { composeReportMail } from '../../mta/reporting/tls-rpt-mail.ts';
-import { parseTlsRptRecords } from '../../mta/reporting/tls-rpt-record.ts';
+import { MAX_DESTINATIONS, parseTlsRptRecords } from '../../mta/reporting/tls-rpt-record.ts';
 import { buildReport } from '../../mta/reporting/tls-rpt-report.ts';
 import { POLICY_TYPES, RESULT_TYPES, TlsRptStore, type PolicyKey } from '../../mta/reporting/tls-rpt-store.ts';
 import { codeBlocks } from '../chart/markdown.ts';
@@ -140,6 +140,8 @@ test('the _smtp._tls record: one v=TLSRPTv1 record, rua= with mailto: and https:
   assert.deepEqual(good.ok && good.destinations.map((destination) => (destination.kind === 'mailto' ? destination.address : destination.url.href)), ['tls@example.com', 'https://reports.example.com/v1/tlsrpt']);
   const spaced = parseTlsRptRecords(['v=spf1 -all', 'v=TLSRPTv1 ;  rua = mailto:a%2Bb@example.com?subject=x , ftp://x.example ; ext=1']);
   assert.deepEqual(spaced.ok && spaced.destinations, [{ kind: 'mailto', address: 'a+b@example.com' }], 'other records, spaces, percent-encoding and other schemes');
+  const many = parseTlsRptRecords([`v=TLSRPTv1; rua=${Array.from({ length: 50 }, (_, index) => `mailto:r${index}@example.com`).join(',')}`]);
+  assert.equal(many.ok && many.destinations.length, MAX_DESTINATIONS, 'a record cannot make the relay send one report fifty times');
   for (const [records, reason] of [
     [[], /no v=TLSRPTv1 record/],
     [['v=TLSRPTv1; rua=mailto:a@example.com', 'v=TLSRPTv1; rua=mailto:b@example.com'], /2 v=TLSRPTv1 records/],
