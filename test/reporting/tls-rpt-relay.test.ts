@@ -19,26 +19,17 @@ import { dkimPublicKeyRecord } from '../../mta/signing/dkim-keys.ts';
 import { missingDnssecTools, startDnssecResolver } from '../fixtures/dnssec-resolver.ts';
 import { freePort, loopbackRelayConfig, startRelayProcess, temporaryDirectory, writeRelayConfig, type RelayProcess } from '../fixtures/relay-process.ts';
 import { loopbackAddresses, startSinkGroup, type SinkMx } from '../fixtures/sink-mx.ts';
-import { RawSmtpClient } from '../fixtures/smtp-clients.ts';
+import { sendMarkedMessage } from '../fixtures/smtp-clients.ts';
 import { createTestCa, type TestCertificate } from '../fixtures/tls.ts';
 import { startReportCollector, type ReportCollector } from '../fixtures/tlsrpt-collector.ts';
 import { tlsReportErrors } from '../fixtures/tlsrpt-schema.ts';
+import { waitFor } from '../delivery/harness.ts';
 
 const missing = missingDnssecTools();
 const TOKEN = 'tls-rpt-test-token';
 
 function spkiSha256(pem: Buffer): string {
   return createHash('sha256').update(new X509Certificate(pem).publicKey.export({ type: 'spki', format: 'der' })).digest('hex');
-}
-
-async function until<T>(check: () => T | undefined | Promise<T | undefined>, what: string, timeoutMs = 30_000): Promise<T> {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    const value = await check();
-    if (value) return value;
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((resolve) => setTimeout(resolve, 100));
-  }
 }
 
 type PolicyReport = { policy: Record<string, unknown>; summary: Record<string, number>; 'failure-details'?: Record<string, unknown>[] };
@@ -111,19 +102,8 @@ describe('TLS-RPT through a relay process', { skip: missing.length > 0 && !proce
     for (const cleanup of cleanups.reverse()) await cleanup();
   });
 
-  async function send(to: string, marker: string): Promise<void> {
-    const client = await RawSmtpClient.connect(relayPort);
-    try {
-      await client.read();
-      for (const command of ['EHLO tlsrpt.client.test', 'MAIL FROM:<app@relay.test>', `RCPT TO:<${to}>`]) assert.equal((await client.command(command)).code, 250, command);
-      assert.equal((await client.command('DATA')).code, 354);
-      assert.equal((await client.command(`Subject: ${marker}\r\n\r\n${marker}\r\n.`)).code, 250);
-    } finally {
-      client.close();
-    }
-  }
-
-  const delivered = (name: string, marker: string) => until(() => sinks[name]!.messages.find((message) => message.body.toString().includes(marker)), `${marker} at ${name}.test`);
+  const send = (to: string, marker: string) => sendMarkedMessage(relayPort, 'app@relay.test', to, marker);
+  const delivered = (name: string, marker: string) => waitFor(() => sinks[name]!.messages.find((message) => message.body.toString().includes(marker)), `${marker} at ${name}.test`);
 
   test('reports by HTTPS and by signed mail count the sessions of DANE, TLSA-mismatch and no-policy domains across a restart', async () => {
     await send('user@ee.test', 'ee-before');
@@ -131,7 +111,7 @@ describe('TLS-RPT through a relay process', { skip: missing.length > 0 && !proce
     await send('user@mismatch.test', 'mismatch-before');
     await delivered('ee', 'ee-before');
     await delivered('insecure', 'insecure-before');
-    await until(() => sinks.mismatch!.connections > 0, 'a session with the TLSA-mismatch host');
+    await waitFor(() => sinks.mismatch!.connections > 0, 'a session with the TLSA-mismatch host');
     const eeBefore = sinks.ee!.connections;
 
     await relay.kill('SIGTERM');
@@ -170,7 +150,7 @@ describe('TLS-RPT through a relay process', { skip: missing.length > 0 && !proce
     assert.equal(insecure!.policy['policy-type'], 'no-policy-found');
     assert.equal(insecure!.summary['total-successful-session-count'], sinks.insecure!.connections);
 
-    const mails = await until(() => (sinks.collector!.messages.length >= 3 ? sinks.collector!.messages : undefined), 'three mailed reports');
+    const mails = await waitFor(() => (sinks.collector!.messages.length >= 3 ? sinks.collector!.messages : undefined), 'three mailed reports');
     for (const message of mails) {
       assert.deepEqual(message.to, ['tlsrpt@collector.test']);
       const parsed = await simpleParser(message.body);
