@@ -9,7 +9,7 @@
 import { domainDane, hostDane, type HostDane, type TlsaRecord } from './dane.ts';
 import type { DnssecLookup } from './dnssec-lookup.ts';
 import type { ResolvedDomainSettings, TlsPolicy } from './domain-settings.ts';
-import { mxMatchesPolicy, type MtaStsResolver, type StsPolicy } from './mta-sts.ts';
+import { mxMatchesPolicy, type MtaStsResolver, type StsFetchFailure, type StsPolicy } from './mta-sts.ts';
 import type { MxTarget } from './outbound-connection.ts';
 
 /** The policy of one session: what a connection can do (the DANE policies become these per host). */
@@ -18,11 +18,19 @@ export type SessionTlsPolicy = Exclude<TlsPolicy, 'dane' | 'dane-only'>;
 /** The policy that governs a host, as TLS-RPT reports it (RFC 8460 §4.2). */
 export type AppliedTlsPolicy = { type: 'sts'; text: string; mx: string[] } | { type: 'tlsa'; records: TlsaRecord[] } | { type: 'no-policy-found' };
 
-/** A host (none: the domain's MX RRset) refused by DANE before any connection, with its RFC 8460 result type. */
+/**
+ * A policy failure before any connection, with its RFC 8460 result type: a host (none: the
+ * domain's MX RRset) refused by DANE, or an MTA-STS policy that could not be fetched.
+ */
 export interface PolicyRefusal {
   host?: string;
-  result: 'dnssec-invalid' | 'dane-required';
+  result: 'dnssec-invalid' | 'dane-required' | 'sts-policy-fetch-error' | 'sts-policy-invalid' | 'sts-webpki-invalid';
+  policy: AppliedTlsPolicy;
+  reason?: string;
 }
+
+const STS_FAILURE_RESULTS: Record<StsFetchFailure['kind'], PolicyRefusal['result']> = { fetch: 'sts-policy-fetch-error', invalid: 'sts-policy-invalid', webpki: 'sts-webpki-invalid' };
+const NO_TLSA: AppliedTlsPolicy = { type: 'tlsa', records: [] };
 
 export interface RoutedTarget extends MxTarget {
   tlsPolicy: SessionTlsPolicy;
@@ -60,14 +68,20 @@ export async function routeTls(inputs: TlsRouteInputs): Promise<TlsRoute> {
   const { domain, settings, targets, events } = inputs;
   let sts: StsPolicy | undefined;
   let reported: AppliedTlsPolicy | undefined = settings.smtpHost ? undefined : { type: 'no-policy-found' };
+  const refusals: PolicyRefusal[] = [];
   if (settings.mtaSts && !settings.smtpHost) {
     const applied = await inputs.mtaSts.appliedFor(domain);
     sts = applied?.policy;
     if (applied && applied.policy.mode !== 'none') reported = { type: 'sts', text: applied.text, mx: applied.policy.mx };
     if (sts && sts.mode !== 'none' && targets.some((target) => !mxMatchesPolicy(target.name, sts!.mx))) events.stsMismatch(sts);
+    const failure = applied ? undefined : inputs.mtaSts.fetchFailure(domain);
+    if (failure) {
+      // The domain announced a policy the relay could not get: that is the failure to report, not the sessions that follow.
+      refusals.push({ result: STS_FAILURE_RESULTS[failure.kind], policy: { type: 'sts', text: '', mx: [] }, reason: failure.message });
+      reported = undefined;
+    }
   }
   const enforced = sts?.mode === 'enforce' ? sts : undefined;
-  const refusals: PolicyRefusal[] = [];
   const withPolicy = (target: MxTarget, tlsPolicy: SessionTlsPolicy): RoutedTarget => ({ ...target, tlsPolicy, ...(reported ? { policy: reported } : {}) });
   /** A host without DANE: MTA-STS when enforced (only its hosts, verified), else the fallback. */
   const withoutDane = (target: MxTarget, fallback: SessionTlsPolicy): RoutedTarget | undefined => {
@@ -86,11 +100,11 @@ export async function routeTls(inputs: TlsRouteInputs): Promise<TlsRoute> {
   const domainState = await domainDane(inputs.dnssec, domain);
   if (domainState.kind === 'bogus-mx') {
     events.dane('dnssec_invalid', domain, domainState.message);
-    return { ok: false, message: `DANE: ${domainState.message}`, refusals: [{ result: 'dnssec-invalid' }] };
+    return { ok: false, message: `DANE: ${domainState.message}`, refusals: [...refusals, { result: 'dnssec-invalid', policy: NO_TLSA }] };
   }
   if (domainState.kind === 'insecure-mx') {
     events.dane('insecure', domain, domainState.reason);
-    if (policy === 'dane-only') return { ok: false, message: `dane-only: ${domainState.reason}, so no MX host can be authenticated`, refusals: [{ result: 'dane-required' }] };
+    if (policy === 'dane-only') return { ok: false, message: `dane-only: ${domainState.reason}, so no MX host can be authenticated`, refusals: [...refusals, { result: 'dane-required', policy: NO_TLSA }] };
     const routed = targets.flatMap((target) => withoutDane(target, 'opportunistic') ?? []);
     return routed.length > 0 ? { ok: true, targets: routed, refusals } : noneLeft(`no MX host of ${domain} is usable`);
   }
@@ -114,9 +128,9 @@ export async function routeTls(inputs: TlsRouteInputs): Promise<TlsRoute> {
       routed.push({ ...target, tlsPolicy: 'required', dane: state.records, policy: { type: 'tlsa', records: state.records } });
     } else if (state.kind === 'unusable') {
       refused.push(`${target.name}: ${state.message}`);
-      if (state.reason === 'dnssec-invalid') refusals.push({ host: target.name, result: 'dnssec-invalid' });
+      if (state.reason === 'dnssec-invalid') refusals.push({ host: target.name, result: 'dnssec-invalid', policy: NO_TLSA });
     } else if (policy === 'dane-only') {
-      refusals.push({ host: target.name, result: 'dane-required' });
+      refusals.push({ host: target.name, result: 'dane-required', policy: NO_TLSA });
       refused.push(`${target.name}: no validated TLSA records (${state.reason === 'no-tlsa' ? 'none published' : 'insecure answer'}) and the policy is dane-only`);
     } else {
       const fallback = withoutDane(target, 'opportunistic');

@@ -38,12 +38,18 @@ export class TlsSessionRecorder {
     this.#enabled = enabled;
   }
 
-  /** Hosts refused by DANE before any connection (bogus DNSSEC, dane-only without TLSA). */
+  /** Policy failures before any connection: DANE refusals (bogus DNSSEC, dane-only without TLSA), an MTA-STS policy not had. */
   route(domain: string, sendingIp: string | undefined, route: TlsRoute): void {
     if (!this.#enabled()) return;
     for (const refusal of route.refusals) {
-      const outcome: SessionOutcome = { ok: false, result: refusal.result, ...(sendingIp ? { sendingIp } : {}), ...(refusal.host ? { mxHost: refusal.host } : {}) };
-      this.#store.record(domain, policyKey({ type: 'tlsa', records: [] }, refusal.host), outcome, this.#now());
+      const outcome: SessionOutcome = {
+        ok: false,
+        result: refusal.result,
+        ...(sendingIp ? { sendingIp } : {}),
+        ...(refusal.host ? { mxHost: refusal.host } : {}),
+        ...(refusal.reason ? { reasonCode: refusal.reason.slice(0, REASON_LENGTH) } : {}),
+      };
+      this.#store.record(domain, policyKey(refusal.policy, refusal.host), outcome, this.#now());
     }
   }
 
