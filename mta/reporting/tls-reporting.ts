@@ -6,7 +6,7 @@
 import { readFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import type { AdminHandler } from '../admin/routes.ts';
+import type { AdminRoute } from '../admin/routes.ts';
 import { RelayPolicy, type RuntimeConfig } from '../config/schema.ts';
 import { systemClock } from '../delivery/clock.ts';
 import { MxResolver } from '../delivery/mx-resolver.ts';
@@ -87,18 +87,28 @@ export class TlsReporting {
     this.#store.flush();
   }
 
-  adminApi(): AdminHandler {
-    return async (request) => {
-      if (request.path === TLS_REPORTS_PATH && request.method === 'GET') {
-        const periods = this.#store.periods().map((period) => ({ begin: new Date(period.begin).toISOString(), end: new Date(period.end).toISOString(), dropped: period.dropped, domains: period.domains }));
-        return { status: 200, body: { enabled: this.#config.tlsReporting.enabled, periods } };
-      }
-      if (request.path !== `${TLS_REPORTS_PATH}/send`) return undefined;
-      if (request.method !== 'POST') return { status: 405, body: { error: `${request.path} takes POST` } };
-      if (!request.authorized) return { status: 401, body: { error: 'sending TLS reports needs the admin bearer token', reason: `token-${request.credentials}` } };
-      if (!this.#config.tlsReporting.enabled) return { status: 409, body: { error: 'TLS reporting is off (tlsReporting.enabled)' } };
-      return { status: 200, body: { reports: await this.#reporter.run(true) } };
-    };
+  /** GET the counts held (read token), POST to end the period and send what is due (full admin token). */
+  adminRoutes(): AdminRoute[] {
+    return [
+      {
+        method: 'GET',
+        path: TLS_REPORTS_PATH,
+        access: 'read',
+        handle: async () => {
+          const periods = this.#store.periods().map((period) => ({ begin: new Date(period.begin).toISOString(), end: new Date(period.end).toISOString(), dropped: period.dropped, domains: period.domains }));
+          return { status: 200, body: { enabled: this.#config.tlsReporting.enabled, periods } };
+        },
+      },
+      {
+        method: 'POST',
+        path: `${TLS_REPORTS_PATH}/send`,
+        access: 'write',
+        handle: async () => {
+          if (!this.#config.tlsReporting.enabled) return { status: 409, body: { error: 'TLS reporting is off (tlsReporting.enabled)' } };
+          return { status: 200, body: { reports: await this.#reporter.run(true) } };
+        },
+      },
+    ];
   }
 
   async #submit(from: string, to: string, message: Buffer): Promise<void> {
