@@ -78,8 +78,10 @@ export class TlsReporting {
     const ca = readCa(config);
     if (JSON.stringify(config.delivery.resolvers) !== JSON.stringify(this.#config.delivery.resolvers)) this.#resolver = new MxResolver({ servers: config.delivery.resolvers, clock: systemClock });
     this.#ca = ca;
+    const intervalChanged = config.tlsReporting.interval !== this.#config.tlsReporting.interval;
     this.#config = config;
     this.#store.intervalMs = config.tlsReporting.interval;
+    if (intervalChanged) this.#reporter.start();
   }
 
   async stop(): Promise<void> {

@@ -68,8 +68,9 @@ export class TlsReporter {
     this.#options = options;
   }
 
-  /** Check for ended periods every so often (a quarter of the interval, 1 s to 5 min). */
+  /** Check for ended periods every so often (a quarter of the interval, 1 s to 5 min); again after the interval changed. */
   start(): void {
+    clearInterval(this.#timer);
     const every = Math.min(MAX_CHECK_MS, Math.max(MIN_CHECK_MS, Math.floor(this.#options.settings().interval / 4)));
     this.#timer = setInterval(() => {
       if (this.#options.settings().enabled) void this.run(false).catch((error: Error) => this.#options.logger.error({ err: error }, 'TLS-RPT run failed'));
