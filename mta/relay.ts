@@ -20,6 +20,7 @@ import { InboundServer } from './inbound/inbound-server.ts';
 import { createLogger, type Logger } from './observe/log.ts';
 import { RelayMetrics } from './observe/metrics.ts';
 import { createMessageAcceptor } from './routing/acceptance.ts';
+import { TlsReporting } from './reporting/tls-reporting.ts';
 import { DkimSigner } from './signing/dkim-signer.ts';
 import { RecoveryProgress } from './spool/recovery-progress.ts';
 import { FileSpool } from './spool/spool.ts';
@@ -44,6 +45,7 @@ export class Relay {
   #inbound: InboundServer | undefined;
   #admin: AdminServer | undefined;
   #dkim: DkimSigner | undefined;
+  #tlsReporting: TlsReporting | undefined;
   #ledger: HandoverLedger | undefined;
   #drain: QueueDrain | undefined;
   #adminToken: string | undefined;
@@ -121,10 +123,12 @@ export class Relay {
     logger.info({ address: config.admin.address, port: this.#admin.address().port }, 'admin server listening');
     const spool = FileSpool.unopened(config.spool.path, { metrics, logger, space: config.spool, recovery: this.#recovery });
     this.#spool = spool;
-    const delivery = await DeliveryEngine.start({ config, spool, metrics, logger, stateDir: path.join(config.spool.path, 'state'), recover: false });
+    const stateDir = path.join(config.spool.path, 'state');
+    this.#tlsReporting = new TlsReporting({ config, stateDir, logger });
+    const delivery = await DeliveryEngine.start({ config, spool, metrics, logger, stateDir, recover: false, tlsSessions: this.#tlsReporting.recorder });
     this.#delivery = delivery;
     // The queue API answers 503 with the progress until every message found is queued.
-    this.#admin.mount(whileRecovering(this.#recovery, queueRoutes(delivery)));
+    this.#admin.mount([...whileRecovering(this.#recovery, queueRoutes(delivery)), ...this.#tlsReporting.adminRoutes()]);
     await spool.recover();
     // Every message is queued before the listeners open, so none is queued twice.
     for await (const message of spool.scan()) {
@@ -141,6 +145,7 @@ export class Relay {
       logger,
       onAccepted: (message) => delivery.enqueue(message),
     });
+    this.#tlsReporting.useAcceptor(accept);
     this.#inbound = await InboundServer.start(config, { accept, metrics, logger, spoolHasRoom: () => spool.hasRoomForMail() });
     this.#listening = true;
     const listeners = this.#inbound.boundAddresses();
@@ -190,6 +195,7 @@ export class Relay {
     const tokens = await readAdminTokens(next.config.admin);
     // Keys are read and checked before anything changes: a bad key refuses the whole version.
     const dkim = await DkimSigner.load(next.config, this.metrics);
+    this.#tlsReporting!.reload(next.config);
     // A draining relay keeps its listeners closed whatever the new config says.
     await this.#inbound!.reload(this.#drain?.active ? this.#listenerless(next.config) : next.config);
     await this.#delivery!.reload(next.config);
@@ -232,6 +238,8 @@ export class Relay {
     this.#drain = undefined;
     await this.#delivery?.stop();
     this.#delivery = undefined;
+    await this.#tlsReporting?.stop();
+    this.#tlsReporting = undefined;
     await this.#ledger?.close();
     this.#ledger = undefined;
     await this.#spool?.close();

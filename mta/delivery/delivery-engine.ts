@@ -20,6 +20,7 @@ import { NO_TARGET, OutcomeRecorder } from './outcome-recorder.ts';
 import { QueueScheduler, type QueueSelector } from './queue-scheduler.ts';
 import { QueueView, type MessageState, type QueueSummary, type VirtualMtaStatus } from './queue-view.ts';
 import type { Classification } from './reply-classification.ts';
+import type { TlsSessionRecorder } from '../reporting/tls-rpt-sessions.ts';
 
 export type { QueueSelector } from './queue-scheduler.ts';
 export type { MessageState, QueueSummary, VirtualMtaStatus } from './queue-view.ts';
@@ -40,6 +41,8 @@ export interface DeliveryEngineOptions {
   stateDir?: string;
   /** Where MTA-STS policies are fetched from instead of mta-sts.<domain>:443 with system roots (tests). */
   mtaStsFetch?: { connectAddress?: string; port?: number; ca?: Buffer | Buffer[] };
+  /** Told every session's TLS outcome (TLS-RPT, mta/reporting/). */
+  tlsSessions?: TlsSessionRecorder;
 }
 
 export class DeliveryEngine {
@@ -69,6 +72,7 @@ export class DeliveryEngine {
       ...(options.trustedCa ? { trustedCa: options.trustedCa } : {}),
       ...(options.stateDir ? { stateDir: options.stateDir } : {}),
       ...(options.mtaStsFetch ? { mtaStsFetch: options.mtaStsFetch } : {}),
+      ...(options.tlsSessions ? { tlsSessions: options.tlsSessions } : {}),
     });
     this.#scheduler.sessionStarter = (queue) => this.#runner.run(queue);
     this.#view = new QueueView(this.#context, this.#scheduler);

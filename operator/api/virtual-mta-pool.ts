@@ -6,6 +6,21 @@ import { dkimKeyList, DkimKeyStatus, DkimSpec } from './dkim.ts';
 import { domainSettingsList } from './domain-settings.ts';
 import { annotationValue, API_GROUP_VERSION, celRules, conditions, domainPattern, duration, hostname, ipAddress, labelKey, labelValue, ObjectMeta, objectName, quantity, resolver, uniqueListBy } from './fields.ts';
 
+export const TlsReportingSpec = z.strictObject({
+  enabled: z.boolean().default(false).describe('Count every outbound session\'s TLS outcome per recipient domain and send the daily RFC 8460 report to each domain that publishes a _smtp._tls record.'),
+  submitter: hostname.optional().describe('The reporting organisation, a domain (organization-name, TLS-Report-Submitter); mailed reports are DKIM-signed when the pool has a key for it.'),
+  contactInfo: z.string().min(3).max(254).optional().describe('contact-info of the reports: an address or URL for questions about them.'),
+  from: z.string().max(254).optional().describe('Sender of mailed reports; default noreply-tlsrpt@<submitter>.'),
+  interval: duration.default('24h').describe('Reporting period; RFC 8460 expects a UTC day.'),
+  virtualMta: objectName.optional().describe('VirtualMTA that sends mailed reports; default: the pool\'s selection.'),
+  https: z
+    .strictObject({
+      caSecretName: z.string().max(253).optional().describe('Secret with key "ca.crt": CA bundle trusted for https: report URIs instead of the system roots.'),
+      allowPrivateAddresses: z.boolean().default(false).describe('Let a report URI point at private, loopback or link-local addresses (a recipient domain chooses the URI).'),
+    })
+    .optional(),
+});
+
 export const VirtualMtaSpec = z.strictObject({
   name: objectName,
   sourceAddress: ipAddress.optional().describe('Source address of outbound connections (PowerMTA `smtp-source-host`); omitted = the pod\'s own address.'),
@@ -76,6 +91,7 @@ export const VirtualMtaPoolSpec = z
     dkim: DkimSpec.optional().describe('DKIM signing (RFC 6376, RFC 8463): keys from Secrets and signing defaults.'),
     resolvers: z.array(resolver).max(8).optional().describe('DNS servers for MX lookups ("10.0.0.10" or "10.0.0.10:53"); empty uses the pod\'s resolvers.'),
     dnssecResolvers: z.array(resolver).max(8).optional().describe('Validating DNS resolvers whose AD bit DANE trusts ("10.0.0.10" or "10.0.0.10:53"), reached over a trusted path (a node-local or in-cluster resolver); without them `tlsPolicy: dane` falls back to opportunistic TLS and `dane-only` defers.'),
+    tlsReporting: TlsReportingSpec.optional().describe('TLS-RPT (RFC 8460): daily reports of TLS outcomes to the recipient domains that ask for them. Each pod reports its own sessions under its own report-id.'),
   });
 
 export type VirtualMtaPoolSpec = z.output<typeof VirtualMtaPoolSpec>;

@@ -139,6 +139,8 @@ export function renderRuntimeConfig(inputs: RuntimeConfigInputs): RuntimeConfigR
     problem(pool, 'SameAdminTokens', `spec.admin.readTokenSecretName: "${pool.spec.admin.readTokenSecretName}" is also spec.admin.tokenSecretName; a read-only token must be another Secret (whoever holds it could change the queues)`);
   }
   for (const { key, field } of dkimKeysWithFields(pool)) requireSecret(pool, `${field}.secretName`, key.secretName, [key.secretKey]);
+  const reportingCa = pool.spec.tlsReporting?.https?.caSecretName;
+  if (reportingCa) requireSecret(pool, 'spec.tlsReporting.https.caSecretName', reportingCa, [TLS_REPORTING_CA_KEY]);
 
   const config = buildConfig(pool, listeners, policies);
   const checked = RuntimeConfig.safeParse(config, { reportInput: true });
@@ -169,7 +171,23 @@ function buildConfig(pool: VirtualMtaPool, listeners: ListenerPlan[], policies: 
     spool: { path: SPOOL_DIR, minFreeBytes: quantityBytes(spec.spool.minFree), reserveBytes: quantityBytes(spec.spool.reserve) },
     admin: compact({ port: ADMIN_PORT, tokenFile: tokenFile(spec.admin?.tokenSecretName), readTokenFile: tokenFile(spec.admin?.readTokenSecretName) }),
     delivery: compact({ resolvers: spec.resolvers, dnssecResolvers: spec.dnssecResolvers, trackedDomains: spec.trackedDomains }),
+    ...(spec.tlsReporting ? { tlsReporting: tlsReportingConfig(spec.tlsReporting) } : {}),
   };
+}
+
+const TLS_REPORTING_CA_KEY = 'ca.crt';
+
+function tlsReportingConfig(reporting: NonNullable<VirtualMtaPool['spec']['tlsReporting']>): NonNullable<RuntimeConfigInput['tlsReporting']> {
+  const caSecret = reporting.https?.caSecretName;
+  return compact({
+    enabled: reporting.enabled,
+    submitter: reporting.submitter,
+    contactInfo: reporting.contactInfo,
+    from: reporting.from,
+    interval: reporting.interval,
+    virtualMta: reporting.virtualMta,
+    https: compact({ trustedCaFile: caSecret ? `${secretDir(caSecret)}/${TLS_REPORTING_CA_KEY}` : undefined, allowPrivateAddresses: reporting.https?.allowPrivateAddresses }),
+  });
 }
 
 function tokenFile(secretName: string | undefined): string | undefined {
