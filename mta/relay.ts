@@ -24,6 +24,9 @@ import { TlsReporting } from './reporting/tls-reporting.ts';
 import { DkimSigner } from './signing/dkim-signer.ts';
 import { RecoveryProgress } from './spool/recovery-progress.ts';
 import { FileSpool } from './spool/spool.ts';
+import { PoolSuppression } from './suppression/pool-suppression.ts';
+import { suppressionRoutes } from './suppression/suppression-api.ts';
+import { bounceSuppressedRecipients } from './suppression/suppression-bounce.ts';
 
 export interface RelayOptions {
   /** Directory holding relay.yaml (a mounted ConfigMap in pods). */
@@ -48,6 +51,7 @@ export class Relay {
   #tlsReporting: TlsReporting | undefined;
   #ledger: HandoverLedger | undefined;
   #drain: QueueDrain | undefined;
+  #suppression: PoolSuppression | undefined;
   #adminToken: string | undefined;
   #recovery: RecoveryProgress;
   #listening = false;
@@ -125,7 +129,14 @@ export class Relay {
     this.#spool = spool;
     const stateDir = path.join(config.spool.path, 'state');
     this.#tlsReporting = new TlsReporting({ config, stateDir, logger });
-    const delivery = await DeliveryEngine.start({ config, spool, metrics, logger, stateDir, recover: false, tlsSessions: this.#tlsReporting.recorder });
+    const suppression = await PoolSuppression.open({ stateDir, registry: metrics.registry, logger, hostname: config.hostname, config: config.suppression, token: () => this.#adminToken });
+    this.#suppression = suppression;
+    this.#admin.mount(suppressionRoutes(suppression));
+    const delivery = await DeliveryEngine.start({
+      config, spool, metrics, logger, stateDir, recover: false,
+      tlsSessions: this.#tlsReporting.recorder,
+      onRecipientBounced: (address, classification) => void suppression.recordBounce(address, classification),
+    });
     this.#delivery = delivery;
     // The queue API answers 503 with the progress until every message found is queued.
     this.#admin.mount([...whileRecovering(this.#recovery, queueRoutes(delivery)), ...this.#tlsReporting.adminRoutes()]);
@@ -143,10 +154,15 @@ export class Relay {
       getConfig: () => this.config,
       getSigner: () => this.#dkim,
       logger,
-      onAccepted: (message) => delivery.enqueue(message),
+      onAccepted: (message) => {
+        bounceSuppressedRecipients(message, { spool, suppression, reportingMta: this.config.hostname, logger })
+          .then((dsn) => dsn && delivery.enqueue(dsn))
+          .catch((error: unknown) => logger.error({ queueId: message.id, err: error }, 'bouncing suppressed recipients failed; delivery decides for them'))
+          .finally(() => delivery.enqueue(message));
+      },
     });
     this.#tlsReporting.useAcceptor(accept);
-    this.#inbound = await InboundServer.start(config, { accept, metrics, logger, spoolHasRoom: () => spool.hasRoomForMail() });
+    this.#inbound = await InboundServer.start(config, { accept, metrics, logger, spoolHasRoom: () => spool.hasRoomForMail(), suppression });
     this.#listening = true;
     const listeners = this.#inbound.boundAddresses();
     logger.info({ listeners }, `listening: ${listeners.map((bound) => `${bound.listener} ${bound.address}:${bound.port}`).join(', ') || 'no listeners'}`);
@@ -200,6 +216,7 @@ export class Relay {
     await this.#inbound!.reload(this.#drain?.active ? this.#listenerless(next.config) : next.config);
     await this.#delivery!.reload(next.config);
     this.#spool!.setSpaceLimits(next.config.spool);
+    this.#suppression!.reload(next.config.suppression);
     this.#admin!.setTokens(tokens);
     this.#adminToken = tokens.token;
     this.#dkim = dkim;
@@ -242,6 +259,8 @@ export class Relay {
     this.#tlsReporting = undefined;
     await this.#ledger?.close();
     this.#ledger = undefined;
+    await this.#suppression?.close();
+    this.#suppression = undefined;
     await this.#spool?.close();
     this.#spool = undefined;
     await this.#admin?.close();

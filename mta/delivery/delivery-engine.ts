@@ -43,6 +43,8 @@ export interface DeliveryEngineOptions {
   mtaStsFetch?: { connectAddress?: string; port?: number; ca?: Buffer | Buffer[] };
   /** Told every session's TLS outcome (TLS-RPT, mta/reporting/). */
   tlsSessions?: TlsSessionRecorder;
+  /** Told of every recipient that bounced (the suppression list). */
+  onRecipientBounced?: (address: string, classification: Classification) => void;
 }
 
 export class DeliveryEngine {
@@ -66,7 +68,7 @@ export class DeliveryEngine {
       virtualMtas: new VirtualMtaRegistry(options.logger),
     };
     this.#scheduler = new QueueScheduler(this.#context);
-    this.#recorder = new OutcomeRecorder(this.#context, this.#scheduler);
+    this.#recorder = new OutcomeRecorder(this.#context, this.#scheduler, { ...(options.stateDir ? { stateDir: options.stateDir } : {}), ...(options.onRecipientBounced ? { onRecipientBounced: options.onRecipientBounced } : {}) });
     this.#runner = new ConnectionRunner(this.#context, this.#scheduler, this.#recorder, {
       ...(options.resolver ? { resolver: options.resolver } : {}),
       ...(options.trustedCa ? { trustedCa: options.trustedCa } : {}),

@@ -19,6 +19,8 @@ import { RelaySmtpServer } from './smtp-connection.ts';
 import { loadTlsCredentials, type ReadFile, type TlsCredentials } from './tls-credentials.ts';
 import { preSessionTimeoutMs } from './tls-handshake.ts';
 import type { AcceptedRecipient, AcceptedTransaction, MessageAcceptor } from './transaction.ts';
+import type { PoolSuppression } from '../suppression/pool-suppression.ts';
+import { dsnEnvelope, dsnRecipient } from '../delivery/dsn-request.ts';
 
 export interface InboundDeps {
   accept: MessageAcceptor;
@@ -28,6 +30,8 @@ export interface InboundDeps {
   readFile?: ReadFile;
   /** False while the spool's free space is below its floor: MAIL FROM is answered 452 (omitted: always room). */
   spoolHasRoom?: () => boolean;
+  /** The pool's suppression list: in mode refuse a suppressed recipient gets 550 at RCPT TO. */
+  suppression?: Pick<PoolSuppression, 'refusal'>;
 }
 
 export interface ListenerSnapshot {
@@ -162,6 +166,11 @@ export async function buildListenerSnapshot(config: RuntimeConfig, listener: Lis
       reject(decision.reason);
       return callback(smtpError(decision.code, decision.message));
     }
+    const suppressed = deps.suppression?.refusal(parsed.mailbox.address);
+    if (suppressed) {
+      reject('suppressed');
+      return callback(smtpError(suppressed.code, suppressed.message));
+    }
     callback();
   };
 
@@ -226,8 +235,8 @@ export async function buildListenerSnapshot(config: RuntimeConfig, listener: Lis
       hideSTARTTLS: listener.tls.mode !== 'starttls',
       disabledCommands: [...(listener.tls.mode === 'starttls' ? [] : ['STARTTLS']), ...(authDisabled ? ['AUTH'] : [])],
       hideENHANCEDSTATUSCODES: false,
-      // Not honoured onward, so not advertised: MAIL/RCPT parameters of DSN and REQUIRETLS are 555.
-      hideDSN: true,
+      // DSN is honoured (mta/delivery/dsn.ts) and passed on; REQUIRETLS is not, so not advertised: its parameter is 555.
+      hideDSN: false,
       hideREQUIRETLS: true,
       allowInsecureAuth: true,
       authOptional: true,
@@ -285,8 +294,9 @@ function toTransaction(session: SMTPServerSession, policy: RelayPolicyConfig, li
     const parsed = parseMailbox(rcpt.address);
     if (!parsed.ok) continue;
     const key = parsed.mailbox.address.toLowerCase();
-    if (!recipients.has(key)) recipients.set(key, { address: parsed.mailbox.address, domain: parsed.mailbox.domain });
+    if (!recipients.has(key)) recipients.set(key, { address: parsed.mailbox.address, domain: parsed.mailbox.domain, ...dsnRecipient((rcpt as { dsn?: { notify?: string[]; orcpt?: string } }).dsn) });
   }
+  const dsn = dsnEnvelope((envelope as { dsn?: { ret?: string | null; envid?: string | null } }).dsn);
   const cipher = session.tlsOptions || undefined;
   const protocol = TRANSMISSION_TYPES.has(session.transmissionType) ? (session.transmissionType as AcceptedTransaction['protocol']) : 'ESMTP';
   return {
@@ -299,6 +309,7 @@ function toTransaction(session: SMTPServerSession, policy: RelayPolicyConfig, li
     ...(typeof session.user === 'string' ? { user: session.user } : {}),
     mailFrom,
     recipients: [...recipients.values()],
+    ...(dsn ? { dsn } : {}),
     eightBitMime: envelope.bodyType === '8bitmime',
     smtpUtf8: envelope.smtpUtf8 === true,
     policy,

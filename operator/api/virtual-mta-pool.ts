@@ -2,6 +2,7 @@
 // each with its source address, EHLO hostname and per-domain settings, and how the pool runs:
 // replicas, spool storage, egress mode for source addresses, image and pod overrides.
 import { z } from 'zod';
+import { BOUNCE_CATEGORIES } from '../../mta/delivery/reply-classification.ts';
 import { dkimKeyList, DkimKeyStatus, DkimSpec } from './dkim.ts';
 import { domainSettingsList } from './domain-settings.ts';
 import { annotationValue, API_GROUP_VERSION, celRules, conditions, domainPattern, duration, hostname, ipAddress, labelKey, labelValue, ObjectMeta, objectName, quantity, resolver, uniqueListBy } from './fields.ts';
@@ -90,6 +91,19 @@ export const VirtualMtaPoolSpec = z
     trackedDomains: z.array(domainPattern).max(100).optional().describe('Recipient domains that get their own metric label; others count as "other".'),
     dkim: DkimSpec.optional().describe('DKIM signing (RFC 6376, RFC 8463): keys from Secrets and signing defaults.'),
     resolvers: z.array(resolver).max(8).optional().describe('DNS servers for MX lookups ("10.0.0.10" or "10.0.0.10:53"); empty uses the pod\'s resolvers.'),
+    suppression: z
+      .strictObject({
+        mode: z.enum(['refuse', 'bounce']).default('refuse').describe('refuse: a suppressed recipient gets 550 at RCPT TO, which the sending app sees; bounce: the message is accepted and the recipient bounced at once with a DSN to the sender.'),
+        hardBounceCategories: z.array(z.enum(BOUNCE_CATEGORIES)).max(BOUNCE_CATEGORIES.length).default(['bad-mailbox']).describe(`Bounce categories whose 5xx replies add the recipient to the list (${BOUNCE_CATEGORIES.join(', ')}); the default is bad-mailbox (5.1.1 "user unknown" and friends).`),
+      })
+      .optional()
+      .describe('The pool\'s suppression list: addresses that hard-bounced or that an operator added (vmta suppression add) get no mail. Kept on each pod\'s spool volume; the pods of a persistent pool send each other their changes through the admin API (needs admin.tokenSecretName). Omitted: nothing is refused or added by bounces.'),
+    dsn: z
+      .strictObject({
+        delayWarningAfter: duration.optional().describe('Send the sender one "delayed" DSN (RFC 3464) per recipient still queued this long after arrival, unless its NOTIFY left DELAY out (Postfix delay_warning_time, e.g. 4h). Omitted: no delay notices.'),
+      })
+      .optional()
+      .describe('Delivery status notifications beyond failures: RET, ENVID, NOTIFY and ORCPT (RFC 3461) are always honoured and passed on.'),
     dnssecResolvers: z.array(resolver).max(8).optional().describe('Validating DNS resolvers whose AD bit DANE trusts ("10.0.0.10" or "10.0.0.10:53"), reached over a trusted path (a node-local or in-cluster resolver); without them `tlsPolicy: dane` falls back to opportunistic TLS and `dane-only` defers.'),
     tlsReporting: TlsReportingSpec.optional().describe('TLS-RPT (RFC 8460): daily reports of TLS outcomes to the recipient domains that ask for them. Each pod reports its own sessions under its own report-id.'),
   });
