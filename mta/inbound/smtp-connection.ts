@@ -67,7 +67,8 @@ export interface SessionPolicy {
   authDisabled: boolean;
   isAuthRateLimited(clientAddress: string): boolean;
   reject(reason: RejectionReason): void;
-  onAuthRateLimited(): void;
+  /** Counts and logs an AUTH refused to a locked-out client; returns the 421 text, which says for how long. */
+  onAuthRateLimited(clientAddress: string): string;
 }
 
 export class RelaySmtpConnection extends SMTPConnection {
@@ -174,8 +175,7 @@ export class RelaySmtpConnection extends SMTPConnection {
       return callback();
     }
     if (this.policy.isAuthRateLimited(this.remoteAddress)) {
-      this.policy.onAuthRateLimited();
-      this.send(421, '4.7.0 Too many failed authentication attempts, try again later');
+      this.send(421, this.policy.onAuthRateLimited(this.remoteAddress));
       return callback();
     }
     super.handler_AUTH(command, callback);
