@@ -14,7 +14,8 @@ export const QUEUE_API_PREFIX = '/api/v1';
 /** What the API needs from the delivery engine. */
 export type QueueControl = Pick<DeliveryEngine, 'listQueues' | 'virtualMtaStatus' | 'showMessage' | 'listMessageIds' | 'pause' | 'resume' | 'retryNow' | 'bounce' | 'delete' | 'mtaStsPolicies'>;
 
-const Selector = z.strictObject({
+/** The body of a control call; `vmta queue` checks its flags against it too, so both say the same. */
+export const QueueSelectorBody = z.strictObject({
   virtualMta: z.string().min(1).max(63).optional(),
   domain: z.string().min(1).max(253).optional(),
   all: z.boolean().optional(),
@@ -22,6 +23,9 @@ const Selector = z.strictObject({
 
 const ACTIONS = ['pause', 'resume', 'retry', 'bounce', 'delete'] as const;
 type Action = (typeof ACTIONS)[number];
+
+/** What a queue id may look like in GET /api/v1/messages/ID. */
+export const QUEUE_ID_PATTERN = /^[A-Za-z0-9._-]{1,128}$/;
 
 /** Most messages GET /api/v1/messages lists at once. */
 const MAX_LISTED_MESSAGES = 1000;
@@ -52,7 +56,7 @@ export function createQueueApi(engine: QueueControl): AdminHandler {
       const { total, ids } = engine.listMessageIds(selector, limit);
       return { status: 200, body: { total, messages: ids.flatMap((id) => engine.showMessage(id) ?? []) } };
     }
-    const messageMatch = /^\/api\/v1\/messages\/([A-Za-z0-9._-]{1,128})$/.exec(path);
+    const messageMatch = new RegExp(`^/api/v1/messages/(${QUEUE_ID_PATTERN.source.slice(1, -1)})$`).exec(path);
     if (messageMatch && method === 'GET') {
       const state = engine.showMessage(messageMatch[1]!);
       return state ? { status: 200, body: state } : error(404, `no queued message "${messageMatch[1]}" (delivered, bounced, deleted or never queued here; vmta queue list shows the waiting ones)`, 'not-found');
@@ -61,7 +65,7 @@ export function createQueueApi(engine: QueueControl): AdminHandler {
     if (!actionMatch || !(ACTIONS as readonly string[]).includes(actionMatch[1]!)) return undefined;
     if (method !== 'POST') return error(405, `${path} takes POST`);
     if (!request.authorized) return error(401, REFUSALS[request.credentials === 'valid' ? 'wrong' : request.credentials], `token-${request.credentials}`);
-    const parsed = Selector.safeParse(request.body ?? {});
+    const parsed = QueueSelectorBody.safeParse(request.body ?? {});
     if (!parsed.success) {
       const issue = parsed.error.issues[0];
       return error(400, `invalid request body: ${issue?.path.join('.') || '(root)'}: ${issue?.message ?? 'invalid'}`);

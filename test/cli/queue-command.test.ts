@@ -134,6 +134,23 @@ describe('every error kind with every action', () => {
       assert.doesNotMatch(run.stderr, /"virtualMta"|"all": true/);
     }
   });
+
+  test('values the admin API would refuse are refused by their flag, never by an API field name', async () => {
+    const cases: Array<[string[], RegExp]> = [
+      [['--vmta', 'v'.repeat(64)], /--vmta "v{40}\.\.\. \(64 characters\)": at most 63 characters/],
+      [['--domain', 'd'.repeat(254)], /--domain "d{40}\.\.\. \(254 characters\)": at most 253 characters/],
+    ];
+    for (const action of ['list', ...CONTROL]) {
+      for (const [flags, pattern] of cases) {
+        const run = await vmta(['queue', action, ...flags, '--admin', relay.adminUrl, '--token-file', 'admin-token']);
+        assertOneLineError(run, 2, pattern, `${action} ${flags[0]}`);
+        assert.doesNotMatch(run.stderr, /virtualMta|request body/, `${action} ${flags[0]}: no API field`);
+      }
+    }
+    for (const id of ['a/b', '../etc', 'x'.repeat(129), 'id with space', 'ü']) {
+      assertOneLineError(await vmta(['queue', 'show', id, '--admin', relay.adminUrl]), 2, /is not a queue id .*vmta queue list shows them/, `show ${JSON.stringify(id)}`);
+    }
+  });
 });
 
 describe('the command line', () => {
