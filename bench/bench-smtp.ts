@@ -167,12 +167,14 @@ async function listenSink(onData: (stream: SMTPServerDataStream, callback: (erro
       commandTimeoutMs: 60_000,
       minDataRate: 500,
       dataRateGraceMs: 30_000,
+      handshakeTimeoutMs: 30_000,
       maxErrors: 10,
       authNeedsTls: false,
       authDisabled: true,
       isAuthRateLimited: () => false,
       reject: () => undefined,
       onAuthRateLimited: () => '4.7.0 Too many failed authentication attempts',
+      onHandshakeFailed: () => undefined,
     },
   );
   const server = net.createServer((socket) => smtp.connect(socket));

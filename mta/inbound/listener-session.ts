@@ -13,12 +13,14 @@ import type { RejectionReason, RelayMetrics } from '../observe/metrics.ts';
 import { parseMailbox, type Mailbox } from './address.ts';
 import type { AuthFailureLimiter } from './auth-failures.ts';
 import { CredentialStore } from './credentials.ts';
+import { missingCredentialsProblem, usableMechanisms } from '../config/user-secrets.ts';
 import { MAX_LINE_OCTETS, type ContentFault } from './line-faults.ts';
 import { readMessage } from './message-reader.ts';
 import { compileRanges, type AddressRange } from '../config/address-range.ts';
 import { compileRelayPolicy, decideRecipient, decideSender, userSenderDomains } from './relay-policy.ts';
 import { RelaySmtpServer } from './smtp-connection.ts';
 import { loadTlsCredentials, type ReadFile, type TlsCredentials } from './tls-credentials.ts';
+import { preSessionTimeoutMs } from './tls-handshake.ts';
 import type { AcceptedRecipient, AcceptedTransaction, MessageAcceptor } from './transaction.ts';
 
 export interface InboundDeps {
@@ -66,10 +68,13 @@ export async function buildListenerSnapshot(config: RuntimeConfig, listener: Lis
   const policyConfig = config.relayPolicies.find((policy) => policy.name === listener.relayPolicy);
   if (!policyConfig) throw new Error(`listener "${listener.name}": no relay policy named "${listener.relayPolicy}"`);
   const tlsCredentials = await loadTlsCredentials(listener, deps.readFile);
-  const users = policyConfig.users ? await CredentialStore.load(policyConfig.users.secretPath, deps.readFile) : CredentialStore.empty();
+  const users = policyConfig.users ? await CredentialStore.load(policyConfig.users.secretPath, deps.readFile).catch((error: Error) => Promise.reject(new Error(`listener "${listener.name}" relay policy "${policyConfig.name}" users.secretPath: ${error.message}`))) : CredentialStore.empty();
   const policy = compileRelayPolicy(policyConfig);
   const hostname = listener.hostname ?? config.hostname;
-  const mechanisms = listener.auth.mechanisms.filter((mechanism) => mechanism !== 'CRAM-MD5' || users.allowsCramMd5());
+  // An AUTH-required listener without usable credentials refuses the whole config (user-secrets.ts).
+  const noCredentials = missingCredentialsProblem(listener.auth, policyConfig, users.count(), policyConfig.users?.secretPath ?? '');
+  if (noCredentials) throw new Error(`listener "${listener.name}" ${noCredentials}`);
+  const mechanisms = usableMechanisms(listener.auth.mechanisms, users.count());
   const authDisabled = mechanisms.length === 0 || users.size === 0;
   const labels = { listener: listener.name };
   const reject = (reason: RejectionReason) => deps.metrics.rejections.inc({ ...labels, reason });
@@ -192,6 +197,8 @@ export async function buildListenerSnapshot(config: RuntimeConfig, listener: Lis
   };
 
   const onClose = (session: SMTPServerSession): void => {
+    // Counted in vmta_inbound_tls_handshake_failures_total instead (see onHandshakeFailed).
+    if (smtp.connectionOf(session)?.handshakeFailed) return;
     const facts = factsOf(session);
     deps.metrics.inboundConnections.inc({ ...labels, tls_mode: listener.tls.mode, tls_version: facts.tlsVersion });
   };
@@ -234,6 +241,7 @@ export async function buildListenerSnapshot(config: RuntimeConfig, listener: Lis
       commandTimeoutMs: listener.limits.commandTimeout,
       minDataRate: listener.limits.minDataRate,
       dataRateGraceMs: listener.limits.dataRateGrace,
+      handshakeTimeoutMs: preSessionTimeoutMs(listener.limits),
       maxErrors: listener.limits.maxErrors,
       authNeedsTls: policyConfig.requireTlsForAuth || listener.tls.required,
       authDisabled,
@@ -246,6 +254,7 @@ export async function buildListenerSnapshot(config: RuntimeConfig, listener: Lis
         events.write('refusal auth_rate_limited', 'info', { reason: 'auth_rate_limited', reply: `421 ${reply}` }, 'refused: AUTH from a locked-out client', deps.logger.child({ listener: listener.name, client }));
         return reply;
       },
+      onHandshakeFailed: (reason) => deps.metrics.tlsHandshakeFailures.inc({ ...labels, tls_mode: 'starttls', reason }),
     },
   );
   if (tlsCredentials) smtp.secureContext.set('*', tlsCredentials.defaultContext);

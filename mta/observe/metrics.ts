@@ -59,12 +59,13 @@ export class RelayMetrics {
     labelNames: ['listener', 'reason'] as const,
     registers: [this.registry],
   });
-  // Implicit-TLS handshakes that never completed (mta/inbound/inbound-server.ts): not sessions,
-  // so not in vmta_inbound_connections_total, whose TLS share they would otherwise lower.
+  // Implicit-TLS and STARTTLS handshakes that never completed (mta/inbound/tls-handshake.ts,
+  // smtp-connection.ts): not counted in vmta_inbound_connections_total, whose TLS share they
+  // would otherwise lower as tls_version="none".
   readonly tlsHandshakeFailures = new Counter({
     name: 'vmta_inbound_tls_handshake_failures_total',
-    help: 'Implicit-TLS handshakes that failed on inbound listeners, by reason (timeout, closed, error).',
-    labelNames: ['listener', 'reason'] as const,
+    help: 'TLS handshakes (implicit or STARTTLS) that failed on inbound listeners, by reason (timeout, closed, error).',
+    labelNames: ['listener', 'tls_mode', 'reason'] as const,
     registers: [this.registry],
   });
   readonly messagesReceived = new Counter({

@@ -68,7 +68,8 @@ export const VirtualMtaPoolSpec = z
     pod: PodOverrides.optional().describe('Overrides of the relay pods: resources, nodeSelector, tolerations, annotations, priorityClassName. hostNetwork is egress.mode.'),
     admin: z
       .strictObject({
-        tokenSecretName: z.string().max(253).optional().describe('Secret with key "token": the bearer token the relay admin API requires for calls that change queues (vmta queue pause, resume, retry, bounce, delete) and for drains. Without it those calls are refused (401) and only reading (list, show, metrics) works.'),
+        tokenSecretName: z.string().max(253).optional().describe('Secret with key "token": the full bearer token of the relay admin API, for every call: reading queues and messages, queue changes (vmta queue pause, resume, retry, bounce, delete) and drains. Without it (and readTokenSecretName) those calls are refused (401): only health, readiness, metrics and config status answer on port 8025.'),
+        readTokenSecretName: z.string().max(253).optional().describe('Secret with key "token": a read-only bearer token of the relay admin API (list queues, show messages with their recipients; no changes). Must differ from the token of tokenSecretName.'),
       })
       .optional()
       .describe('The relay\'s admin API on port 8025 (health, metrics, queue inspection and control); never exposed by a Service.'),

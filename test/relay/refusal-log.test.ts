@@ -102,10 +102,11 @@ test('failed AUTH, the lock-out at maxFailures and an AUTH during the lock-out: 
       client.close();
     }
   }
+  const lockout = await line((entry) => entry.event === 'lockout' && entry.client === '127.0.0.4');
+  // Written before the lock-out line, so read by now.
   const failures = relay.logs.filter((entry) => entry.msg === 'authentication failed' && entry.client === '127.0.0.4');
   assert.equal(failures.length, 2);
   assert.equal(failures[0]!.user, 'alice');
-  const lockout = await line((entry) => entry.event === 'lockout' && entry.client === '127.0.0.4');
   assert.equal(lockout.level, 40);
   assert.match(lockout.msg, /locked out: 3 failed AUTH attempts within 600s/);
   assertShownLocally(lockout, '127.0.0.4', /reply="?421 4\.7\.0/);
