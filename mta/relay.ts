@@ -7,6 +7,7 @@ import path from 'node:path';
 import { loadConfigDirectory, recordConfigLoaded, ConfigWatcher, type LoadedConfig } from './config/loader.ts';
 import type { RuntimeConfig } from './config/schema.ts';
 import { queueRoutes } from './admin/queue-api.ts';
+import { QueuePauseFile } from './admin/queue-pauses.ts';
 import type { AdminRoute } from './admin/routes.ts';
 import { AdminServer, readAdminTokens, type Readiness } from './admin/server.ts';
 import { DeliveryEngine } from './delivery/delivery-engine.ts';
@@ -117,9 +118,12 @@ export class Relay {
     logger.info({ address: config.admin.address, port: this.#admin.address().port }, 'admin server listening');
     this.#spool = await FileSpool.open(config.spool.path, { metrics, logger });
     // Delivery scans the spool before the listeners open, so every message is queued once.
-    const delivery = await DeliveryEngine.start({ config, spool: this.#spool, metrics, logger, stateDir: path.join(config.spool.path, 'state') });
+    const stateDir = path.join(config.spool.path, 'state');
+    // Pauses saved before a restart hold before the first recovered message could be sent.
+    const pauseFile = new QueuePauseFile(stateDir, logger);
+    const delivery = await DeliveryEngine.start({ config, spool: this.#spool, metrics, logger, stateDir, pauses: await pauseFile.load() });
     this.#delivery = delivery;
-    this.#admin.mount(queueRoutes(delivery));
+    this.#admin.mount(queueRoutes(delivery, (pauses) => pauseFile.save(pauses)));
     await this.#mountDrain(this.#spool, delivery);
     const accept = createMessageAcceptor({
       spool: this.#spool,

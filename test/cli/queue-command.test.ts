@@ -212,7 +212,7 @@ describe('answers for people', () => {
     const token = ['--admin', relay.adminUrl, '--token-file', 'admin-token'];
     const paused = await vmta(['queue', 'pause', '--domain', 'nothing.example', ...token]);
     assert.equal(paused.code, 0, paused.stderr);
-    assert.equal(paused.stdout.trim(), 'paused domain nothing.example on every VirtualMTA (no mail queued for it now); mail queued later waits too, until vmta queue resume --domain nothing.example');
+    assert.equal(paused.stdout.trim(), 'paused domain nothing.example on every VirtualMTA (no mail queued for it now); mail queued later waits too, also across restarts, until vmta queue resume --domain nothing.example');
     const resumed = await vmta(['queue', 'resume', '--domain', 'nothing.example', ...token]);
     assert.equal(resumed.stdout.trim(), 'resumed domain nothing.example on every VirtualMTA (no mail queued for it now)');
     const pausedVmta = await vmta(['queue', 'pause', '--vmta', VMTA, ...token]);
