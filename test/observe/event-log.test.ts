@@ -1,10 +1,11 @@
 // The EventLog bounds the lines a flood can cause: per kind of line, `burst` per window, then one
 // summary with the count left out; other kinds are not held back by a flooded one.
 import assert from 'node:assert/strict';
+import { readFile } from 'node:fs/promises';
 import { Writable } from 'node:stream';
 import { test } from 'node:test';
 import { pino } from 'pino';
-import { EventLog } from '../../mta/observe/event-log.ts';
+import { EVENT_LOG_BURST, EVENT_LOG_WINDOW_MS, EventLog } from '../../mta/observe/event-log.ts';
 
 function capturingLogger(): { logger: pino.Logger; records: Array<Record<string, unknown>> } {
   const records: Array<Record<string, unknown>> = [];
@@ -57,4 +58,9 @@ test('the summary comes by itself when the flood stops (no further line needed)'
   const summary = records.find((record) => record.suppressed !== undefined);
   assert.equal(summary?.suppressed, 8);
   assert.equal(summary?.level, 40, 'the summary keeps the level of the lines it stands for');
+});
+
+test('docs/operations.md states the limits the EventLog applies', async () => {
+  const page = await readFile(new URL('../../docs/operations.md', import.meta.url), 'utf8');
+  assert.ok(page.includes(`at most ${EVENT_LOG_BURST} lines of one \`event\` per ${EVENT_LOG_WINDOW_MS / 1000} seconds`), 'the burst and window of the page are the code\'s');
 });
