@@ -123,8 +123,10 @@ export async function buildListenerSnapshot(config: RuntimeConfig, listener: Lis
         if (limiter.recordFailure(client, maxFailures, failureWindow)) {
           reject('auth_rate_limited');
           const reply = lockoutReply(client);
-          events.write('lockout', 'warn', { user: username, mechanism: auth.method, failures: maxFailures, windowSeconds: failureWindow / 1000, reply: `421 ${reply}` }, `client locked out: ${maxFailures} failed AUTH attempts within ${failureWindow / 1000}s; AUTH refused on every listener until the oldest ages out`, logger);
-          return callback(null, { responseCode: 421, message: reply });
+          events.write('lockout', 'warn', { user: username, mechanism: auth.method, failures: maxFailures, windowSeconds: failureWindow / 1000, reply: `454 ${reply}` }, `client locked out: ${maxFailures} failed AUTH attempts within ${failureWindow / 1000}s; AUTH refused on every listener until the oldest ages out`, logger);
+          // 454 (RFC 4954: temporary failure), not 421: a client that tries its next mechanism
+          // (Python's smtplib does) reads this reason instead of "connection unexpectedly closed".
+          return callback(null, { responseCode: 454, message: reply });
         }
         events.write('refusal auth_failed', 'warn', { user: username, mechanism: auth.method, reply: '535 5.7.8 Authentication credentials invalid' }, 'authentication failed', logger);
         callback(null, { responseCode: 535, message: '5.7.8 Authentication credentials invalid' });
@@ -251,7 +253,7 @@ export async function buildListenerSnapshot(config: RuntimeConfig, listener: Lis
         reject('auth_rate_limited');
         deps.metrics.authAttempts.inc({ ...labels, mechanism: 'none', result: 'rate_limited' });
         const reply = lockoutReply(client);
-        events.write('refusal auth_rate_limited', 'info', { reason: 'auth_rate_limited', reply: `421 ${reply}` }, 'refused: AUTH from a locked-out client', deps.logger.child({ listener: listener.name, client }));
+        events.write('refusal auth_rate_limited', 'info', { reason: 'auth_rate_limited', reply: `454 ${reply}` }, 'refused: AUTH from a locked-out client', deps.logger.child({ listener: listener.name, client }));
         return reply;
       },
       onHandshakeFailed: (reason) => deps.metrics.tlsHandshakeFailures.inc({ ...labels, tls_mode: 'starttls', reason }),

@@ -39,7 +39,7 @@ const ListenerTls = z.strictObject({
 const ListenerAuth = z.strictObject({
   required: z.boolean().optional().describe('Refuse MAIL FROM before AUTH. Defaults from the role.'),
   mechanisms: z.array(z.enum(['PLAIN', 'LOGIN', 'CRAM-MD5'])).max(3).optional().describe('Mechanisms offered; empty offers no AUTH. Defaults from the role (none on relay, PLAIN and LOGIN elsewhere).'),
-  maxFailures: z.number().int().min(1).max(1000).optional().describe('Failed AUTH attempts from one client address within failureWindow before AUTH is refused (421 4.7.0) on every listener; default 5. The lock-out is logged.'),
+  maxFailures: z.number().int().min(1).max(1000).optional().describe('Failed AUTH attempts from one client address within failureWindow before AUTH is refused (454 4.7.0, saying for how long) on every listener; default 5. The lock-out is logged.'),
   failureWindow: duration.optional().describe('The sliding window of maxFailures; a locked-out client may try again once its oldest counted failure is older than this. Default 5m.'),
 });
 

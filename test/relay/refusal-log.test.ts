@@ -8,7 +8,7 @@ import { after, before, test } from 'node:test';
 import { readableLogLine } from '../../operator/local/relay-process.ts';
 import { EVENT_LOG_BURST } from '../../mta/observe/event-log.ts';
 import { baseRelayConfig, freePort, LISTENER_TLS_FILES, startRelayProcess, temporaryDirectory, writeListenerFiles, writeRelayConfig, type LogRecord, type RelayProcess } from '../fixtures/relay-process.ts';
-import { RawSmtpClient } from '../fixtures/smtp-clients.ts';
+import { RawSmtpClient, run } from '../fixtures/smtp-clients.ts';
 import { createTestCa, type TestCa } from '../fixtures/tls.ts';
 
 const b64 = (text: string) => Buffer.from(text).toString('base64');
@@ -97,7 +97,7 @@ test('failed AUTH, the lock-out at maxFailures and an AUTH during the lock-out: 
     try {
       const reply = await client.command(`AUTH PLAIN ${b64('\0alice\0guess')}`);
       if (attempt < 3) assert.equal(reply.code, 535);
-      else assert.match(reply.text, /^421 4\.7\.0 Too many failed authentication attempts from 127\.0\.0\.4; AUTH is refused on every listener for 10 more minute\(s\)$/);
+      else assert.match(reply.text, /^454 4\.7\.0 Too many failed authentication attempts from 127\.0\.0\.4; AUTH is refused on every listener for 10 more minute\(s\)$/);
     } finally {
       client.close();
     }
@@ -109,15 +109,29 @@ test('failed AUTH, the lock-out at maxFailures and an AUTH during the lock-out: 
   assert.equal(failures[0]!.user, 'alice');
   assert.equal(lockout.level, 40);
   assert.match(lockout.msg, /locked out: 3 failed AUTH attempts within 600s/);
-  assertShownLocally(lockout, '127.0.0.4', /reply="?421 4\.7\.0/);
+  assertShownLocally(lockout, '127.0.0.4', /reply="?454 4\.7\.0/);
   const again = await session(ports.submissions, '127.0.0.4', true);
   try {
-    assert.equal((await again.command(`AUTH PLAIN ${b64('\0alice\0alice-password')}`)).code, 421);
+    assert.equal((await again.command(`AUTH PLAIN ${b64('\0alice\0alice-password')}`)).code, 454);
   } finally {
     again.close();
   }
   const during = await line((entry) => entry.reason === 'auth_rate_limited' && entry.client === '127.0.0.4' && entry.event === 'refusal auth_rate_limited');
-  assert.match(String(during.reply), /^421 .*for \d+ more minute/);
+  assert.match(String(during.reply), /^454 .*for \d+ more minute/);
+});
+
+test('Python smtplib, as an application logs in, shows the lock-out reason instead of "connection unexpectedly closed"', async () => {
+  // 127.0.0.4 is locked out by the test above; smtplib tries PLAIN, then LOGIN.
+  const result = await run('python3', ['-c', `
+import smtplib, ssl
+ctx = ssl.create_default_context(cafile=${JSON.stringify(ca.caFile)})
+s = smtplib.SMTP_SSL('127.0.0.1', ${ports.submissions}, context=ctx, source_address=('127.0.0.4', 0), timeout=30)
+try:
+    s.login('alice', 'alice-password')
+except smtplib.SMTPAuthenticationError as error:
+    print(error.smtp_code, error.smtp_error.decode())
+`]);
+  assert.match(result.stdout, /^454 4\.7\.0 Too many failed authentication attempts from 127\.0\.0\.4; AUTH is refused on every listener for \d+ more minute\(s\)$/m, result.stdout + result.stderr);
 });
 
 test('too many connections from one address: the refused connection has a line with the client', async () => {
