@@ -8,6 +8,7 @@ import { loadConfigDirectory, recordConfigLoaded, ConfigWatcher, type LoadedConf
 import type { RuntimeConfig } from './config/schema.ts';
 import { queueRoutes } from './admin/queue-api.ts';
 import { whileRecovering } from './admin/recovery-api.ts';
+import { QueuePauseFile } from './admin/queue-pauses.ts';
 import type { AdminRoute } from './admin/routes.ts';
 import { AdminServer, readAdminTokens, type Readiness } from './admin/server.ts';
 import { DeliveryEngine } from './delivery/delivery-engine.ts';
@@ -132,14 +133,16 @@ export class Relay {
     const suppression = await PoolSuppression.open({ stateDir, registry: metrics.registry, logger, hostname: config.hostname, config: config.suppression, token: () => this.#adminToken });
     this.#suppression = suppression;
     this.#admin.mount(suppressionRoutes(suppression));
+    // Pauses saved before a restart hold before the first recovered message could be sent.
+    const pauseFile = new QueuePauseFile(stateDir, logger);
     const delivery = await DeliveryEngine.start({
-      config, spool, metrics, logger, stateDir, recover: false,
+      config, spool, metrics, logger, stateDir, recover: false, pauses: await pauseFile.load(),
       tlsSessions: this.#tlsReporting.recorder,
       onRecipientBounced: (address, classification) => void suppression.recordBounce(address, classification),
     });
     this.#delivery = delivery;
     // The queue API answers 503 with the progress until every message found is queued.
-    this.#admin.mount([...whileRecovering(this.#recovery, queueRoutes(delivery)), ...this.#tlsReporting.adminRoutes()]);
+    this.#admin.mount([...whileRecovering(this.#recovery, queueRoutes(delivery, (pauses) => pauseFile.save(pauses))), ...this.#tlsReporting.adminRoutes()]);
     await spool.recover();
     // Every message is queued before the listeners open, so none is queued twice.
     for await (const message of spool.scan()) {

@@ -37,6 +37,8 @@ export interface DeliveryEngineOptions {
   trustedCa?: Buffer | Buffer[];
   /** Scan the spool at start and queue what it holds (default true). */
   recover?: boolean;
+  /** Pauses in force before anything is recovered (the ones saved before a restart). */
+  pauses?: QueueSelector[];
   /** Where state that outlives a restart is kept (the MTA-STS policy cache): the spool volume's state/ folder. */
   stateDir?: string;
   /** Where MTA-STS policies are fetched from instead of mta-sts.<domain>:443 with system roots (tests). */
@@ -84,6 +86,7 @@ export class DeliveryEngine {
   static async start(options: DeliveryEngineOptions): Promise<DeliveryEngine> {
     const engine = new DeliveryEngine(options);
     await engine.#context.virtualMtas.apply(options.config);
+    for (const selector of options.pauses ?? []) engine.#scheduler.pause(selector);
     if (options.recover ?? true) {
       // What scan() yields belongs to no one else, so the engine takes it without a copy.
       for await (const message of options.spool.scan()) engine.#scheduler.enqueueOwned(message);
@@ -173,6 +176,11 @@ export class DeliveryEngine {
     const affected = this.#scheduler.pause(selector);
     this.refreshGauges();
     return affected;
+  }
+
+  /** The pauses in force, as the selectors that set them. */
+  pauses(): QueueSelector[] {
+    return this.#scheduler.pauses();
   }
 
   /** Lift exactly that pause (an empty selector lifts every pause); a queue stays paused while a wider pause covers it. */

@@ -174,6 +174,14 @@ export class QueueScheduler {
     return selected.length;
   }
 
+  /** The pauses in force, as the selectors that set them (for saving across restarts). */
+  pauses(): QueueSelector[] {
+    return [...this.#paused].sort().map((key) => {
+      const [virtualMta, domain] = key.split('\u0000') as [string, string];
+      return { ...(virtualMta === '*' ? {} : { virtualMta }), ...(domain === '*' ? {} : { domain }) };
+    });
+  }
+
   /** Whether the VirtualMTA as a whole (not one of its domains) is paused. */
   isVirtualMtaPaused(name: string): boolean {
     return this.#paused.has(pauseKey(name, undefined));

@@ -68,7 +68,8 @@ export const VirtualMtaPoolSpec = z
         if (spool.mode === 'ephemeral' && spool.storageClassName) ctx.addIssue({ code: 'custom', path: ['storageClassName'], input: spool.storageClassName, message: 'storageClassName needs spool.mode persistent' });
       })
       .meta(celRules({ rule: "self.mode == 'persistent' || !has(self.storageClassName)", message: 'storageClassName needs spool.mode persistent', fieldPath: '.storageClassName', reason: 'FieldValueForbidden' }))
-      .prefault({}),
+      .prefault({})
+      .describe('Where each relay pod keeps accepted mail until it is delivered.'),
     drain: z
       .strictObject({
         timeout: duration.default('10m').describe('How long pods leaving the pool (scale-in, pool deletion) may take to hand their queue to the remaining pods or deliver it; what is left then stays on their claims and is reported in the Draining condition.'),
@@ -79,15 +80,17 @@ export const VirtualMtaPoolSpec = z
       .strictObject({
         mode: z.enum(['podNetwork', 'hostNetwork']).default('podNetwork').describe('podNetwork: connections leave from the pod (source addresses through the CNI / egress gateway); hostNetwork: pods run on the node\'s network so sourceAddress can be a node address.'),
       })
-      .prefault({}),
+      .prefault({})
+      .describe('How delivery connections leave with each VirtualMTA\'s source address (docs/source-addresses.md).'),
     image: z.string().max(512).optional().describe('Relay image; defaults to the operator\'s own.'),
     pod: PodOverrides.optional().describe('Overrides of the relay pods: resources, nodeSelector, tolerations, annotations, priorityClassName. hostNetwork is egress.mode.'),
     admin: z
       .strictObject({
-        tokenSecretName: z.string().max(253).optional().describe('Secret with key "token": the full bearer token of the relay admin API, for every call: reading queues and messages, queue changes (pause, flush, purge) and drains. Without it and readTokenSecretName only health, readiness, metrics and config status answer on port 8025.'),
+        tokenSecretName: z.string().max(253).optional().describe('Secret with key "token": the full bearer token of the relay admin API, for every call: reading queues and messages, queue changes (vmta queue pause, resume, retry, bounce, delete) and drains. Without it (and readTokenSecretName) those calls are refused (401): only health, readiness, metrics and config status answer on port 8025.'),
         readTokenSecretName: z.string().max(253).optional().describe('Secret with key "token": a read-only bearer token of the relay admin API (list queues, show messages with their recipients; no changes). Must differ from the token of tokenSecretName.'),
       })
-      .optional(),
+      .optional()
+      .describe('The relay\'s admin API on port 8025 (health, metrics, queue inspection and control); never exposed by a Service.'),
     trackedDomains: z.array(domainPattern).max(100).optional().describe('Recipient domains that get their own metric label; others count as "other".'),
     dkim: DkimSpec.optional().describe('DKIM signing (RFC 6376, RFC 8463): keys from Secrets and signing defaults.'),
     resolvers: z.array(resolver).max(8).optional().describe('DNS servers for MX lookups ("10.0.0.10" or "10.0.0.10:53"); empty uses the pod\'s resolvers.'),
