@@ -5,7 +5,7 @@
 // handshakes, full handshakes then garbage, STARTTLS then nothing, 20 KB lines without an end,
 // and silent sockets held until the relay drops them.
 //
-//   npm run bench:flood [-- --connections 20000 --concurrency 400]
+//   npm run bench:flood [-- --connections 20000 --concurrency 400 --settle 30 --env NAME=VALUE]
 //
 // Last line (machine-readable):
 //   rss_before_mb=N rss_peak_mb=N rss_after_mb=N heap_before_mb=N heap_after_mb=N external_after_mb=N
@@ -23,7 +23,7 @@ const { values: args } = parseArgs({
   options: {
     connections: { type: 'string', default: '20000' },
     concurrency: { type: 'string', default: '400' },
-    settle: { type: 'string', default: '15' },
+    settle: { type: 'string', default: '30' },
     // NAME=VALUE added to the relay's environment (repeatable), to compare allocator settings.
     env: { type: 'string', multiple: true, default: [] },
   },
