@@ -24,7 +24,7 @@ import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import type { RuntimeConfigInput } from '../mta/config/schema.ts';
 import { fillBlockedQueue } from '../test/fixtures/blocked-queue.ts';
-import { freePort, loopbackRelayConfig, PARKING_SMTP_HOST, startRelayProcess, temporaryDirectory, writeRelayConfig, type RelayProcess } from '../test/fixtures/relay-process.ts';
+import { adminGet, freePort, loopbackRelayConfig, PARKING_SMTP_HOST, startRelayProcess, temporaryDirectory, writeRelayConfig, writeTestAdminToken, type RelayProcess } from '../test/fixtures/relay-process.ts';
 import { buildBody, child, cpuSeconds, generateLoad, peakRssMb, percentile, runTimingSink, treeCpuSeconds, waitForArrivals, type LoadResult, type TagStats } from './bench-smtp.ts';
 import { writeBenchDkimKeys, type BenchDkimMode } from './dkim.ts';
 import { postfixUnavailable, startPostfixRelay } from './postfix-relay.ts';
@@ -205,7 +205,7 @@ async function startAndTimeScheduling(configDir: string, adminPort: number, coun
   const relay = await startRelayProcess({ configDir, adminPort, env: { LOG_LEVEL: 'warn', NODE_OPTIONS: RELAY_NODE_OPTIONS }, readyTimeoutMs: 300_000 });
   const deadline = Date.now() + 600_000;
   for (;;) {
-    const rows = ((await (await fetch(`${relay.adminUrl}/api/v1/queues`)).json()) as { queues: QueueRow[] }).queues;
+    const rows = (await adminGet<{ queues: QueueRow[] }>(relay.adminUrl, '/api/v1/queues')).queues;
     const blocked = rows.find((row) => row.domain === BLOCKED_DOMAIN);
     if (blocked && blocked.scheduled === count && blocked.ready === 0 && blocked.inFlight === 0) break;
     if (Date.now() > deadline) throw new Error(`messages not all scheduled within 600 s: ${JSON.stringify(blocked)}`);
@@ -220,6 +220,7 @@ async function blockedDestination(count: number): Promise<void> {
     const filled = await child<{ elapsedMs: number }>(SELF, 'fill', ['--spool', path.join(directory.path, 'spool'), '--messages', String(count)]);
     const adminPort = await freePort();
     const config = relayConfig(await freePort(), adminPort, PARKING_SMTP_HOST);
+    config.admin = { ...config.admin, tokenFile: await writeTestAdminToken(directory.path) };
     await writeRelayConfig(directory.path, config);
     const first = await startAndTimeScheduling(directory.path, adminPort, count);
     const firstRss = await peakRssMb(first.relay.child.pid!);

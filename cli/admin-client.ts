@@ -1,6 +1,6 @@
 // How `vmta queue` reaches a relay's admin API: the base URL (a scheme is added when left out),
-// the bearer token (--token-file, $VMTA_ADMIN_TOKEN, or the one local mode made for that admin
-// port), and one call that turns every failure into a CliError with one line saying what failed
+// the bearer token sent on every call, reads included (--token-file, $VMTA_ADMIN_TOKEN, or the
+// one local mode made for that admin port; a read-only token does for list and show), and one call that turns every failure into a CliError with one line saying what failed
 // and what to do, and the exit code of its kind.
 import { readFile } from 'node:fs/promises';
 import path from 'node:path';
@@ -53,7 +53,7 @@ async function readTokenFile(file: string, what: string): Promise<string> {
   } catch (error) {
     const code = (error as NodeJS.ErrnoException).code;
     const why = code === 'ENOENT' ? 'no such file' : code === 'EACCES' ? 'permission denied' : code === 'EISDIR' ? 'it is a directory' : (error as Error).message;
-    throw new CliError('usage', `${what} ${file}: cannot read it (${why}); give the file holding the pool's admin token (Secret spec.admin.tokenSecretName, key "token")`);
+    throw new CliError('usage', `${what} ${file}: cannot read it (${why}); give the file holding the pool's admin token (Secret spec.admin.tokenSecretName, or readTokenSecretName for list and show; key "token")`);
   }
   const token = text.trim();
   if (token === '') throw new CliError('usage', `${what} ${file} is empty; it should hold the pool's admin token`);
@@ -96,9 +96,11 @@ export async function callAdmin(base: URL, call: AdminCall): Promise<unknown> {
 function refusal(status: number, message: string, reason: string | undefined, token: AdminToken | undefined): CliError {
   switch (reason) {
     case 'token-missing':
-      return new CliError('refused', `${message}: pass --token-file FILE (the pool's admin token Secret, key "token") or set VMTA_ADMIN_TOKEN`);
+      return new CliError('refused', `${message}: pass --token-file FILE (the pool's admin token Secret, or its read token Secret for list and show; key "token") or set VMTA_ADMIN_TOKEN`);
+    case 'token-read-only':
+      return new CliError('refused', `${message} (the token from ${token?.source ?? 'the request'} is the pool's read token); use spec.admin.tokenSecretName's Secret`);
     case 'token-wrong':
-      return new CliError('refused', `${message} (the token from ${token?.source ?? 'the request'}); use the pool's current admin token Secret`);
+      return new CliError('refused', `${message} (the token from ${token?.source ?? 'the request'}); use the pool's current admin token (or read token) Secret`);
     case 'token-unconfigured':
       return new CliError('refused', `${message}; give the pool spec.admin.tokenSecretName, then pass that token with --token-file`);
     case 'not-found':

@@ -23,8 +23,9 @@ options:
   --all                      confirm bounce/delete of every queue when nothing is selected
   --limit N                  list: how many queue ids to show (default 20)
   --admin URL                admin API (default $VMTA_ADMIN_URL or ${DEFAULT_ADMIN_URL}; the scheme may be left out)
-  --token-file FILE          file holding the admin bearer token (default $VMTA_ADMIN_TOKEN, or the
-                             token \`vmta local\` made for that admin port, found by itself)
+  --token-file FILE          file holding the admin bearer token, the full one or (list, show) the
+                             read-only one (default $VMTA_ADMIN_TOKEN, or the token \`vmta local\`
+                             made for that admin port, found by itself)
   -o json, --json            print the API's JSON answer
 
 ${EXIT_CODES_HELP}`;
@@ -100,17 +101,18 @@ export async function runQueueCommand(argv: string[]): Promise<void> {
   const base = adminBaseUrl(options.admin);
   const { action, selection, json } = options;
   const print = (answer: unknown, text: () => string) => console.log(json ? JSON.stringify(answer, null, 2) : text());
+  // Reads need a token too (the read-only one will do): queues and messages name recipients.
+  const token = await adminToken(options.tokenFile, base);
   if (action === 'list') {
     const query = new URLSearchParams({ ...selection, limit: String(options.limit) });
-    const all = (await callAdmin(base, { path: '/api/v1/queues' })) as QueueListing;
+    const all = (await callAdmin(base, { path: '/api/v1/queues', token })) as QueueListing;
     const listing = { ...all, queues: all.queues.filter((queue) => (!selection.virtualMta || queue.virtualMta === selection.virtualMta) && (!selection.domain || queue.domain === selection.domain.toLowerCase())) };
-    const waiting = (await callAdmin(base, { path: `/api/v1/messages?${query}` })) as MessageListing;
+    const waiting = (await callAdmin(base, { path: `/api/v1/messages?${query}`, token })) as MessageListing;
     print({ ...listing, waiting }, () => formatQueueList(listing, waiting));
   } else if (action === 'show') {
-    const message = (await callAdmin(base, { path: `/api/v1/messages/${encodeURIComponent(options.queueId!)}` })) as MessageState;
+    const message = (await callAdmin(base, { path: `/api/v1/messages/${encodeURIComponent(options.queueId!)}`, token })) as MessageState;
     print(message, () => formatMessage(message));
   } else {
-    const token = await adminToken(options.tokenFile, base);
     const answer = (await callAdmin(base, { method: 'POST', path: `/api/v1/queues/${action}`, body: { ...selection, ...(options.all ? { all: true } : {}) }, token })) as { queues?: number; messages?: number };
     print(answer, () => formatAction(action, selection, answer));
   }

@@ -6,10 +6,11 @@
 import path from 'node:path';
 import { loadConfigDirectory, recordConfigLoaded, ConfigWatcher, type LoadedConfig } from './config/loader.ts';
 import type { RuntimeConfig } from './config/schema.ts';
-import { createQueueApi } from './admin/queue-api.ts';
-import { AdminServer, readAdminToken, type Readiness } from './admin/server.ts';
+import { queueRoutes } from './admin/queue-api.ts';
+import type { AdminRoute } from './admin/routes.ts';
+import { AdminServer, readAdminTokens, type Readiness } from './admin/server.ts';
 import { DeliveryEngine } from './delivery/delivery-engine.ts';
-import { createDrainApi } from './drain/drain-api.ts';
+import { drainRoutes } from './drain/drain-api.ts';
 import { HANDOVER_PATH } from './drain/handover-format.ts';
 import { HandoverLedger } from './drain/handover-ledger.ts';
 import { createHandoverReceiver } from './drain/handover-receiver.ts';
@@ -74,6 +75,11 @@ export class Relay {
     return this.#watcher.current.config;
   }
 
+  /** The admin API's route table (method, path, who may call) this relay serves. */
+  adminRoutes(): readonly AdminRoute[] {
+    return this.#admin?.routes() ?? [];
+  }
+
   readiness(): Readiness {
     if (this.#shutdown) return { ready: false, reason: 'shutting down' };
     if (this.#drain?.active) return { ready: false, reason: 'draining' };
@@ -96,14 +102,15 @@ export class Relay {
       logger,
       pollIntervalMs: this.#options.configPollIntervalMs,
     });
-    this.#adminToken = await readAdminToken(config.admin.tokenFile);
+    const tokens = await readAdminTokens(config.admin);
+    this.#adminToken = tokens.token;
     // The admin server comes first so /healthz answers while the spool is being recovered.
     this.#admin = await AdminServer.start({
       address: config.admin.address,
       port: config.admin.port,
       metrics,
       logger,
-      token: this.#adminToken,
+      ...tokens,
       readiness: () => this.readiness(),
       configStatus: () => this.#watcher!.status(),
     });
@@ -112,7 +119,7 @@ export class Relay {
     // Delivery scans the spool before the listeners open, so every message is queued once.
     const delivery = await DeliveryEngine.start({ config, spool: this.#spool, metrics, logger, stateDir: path.join(config.spool.path, 'state') });
     this.#delivery = delivery;
-    this.#admin.mount(createQueueApi(delivery));
+    this.#admin.mount(queueRoutes(delivery));
     await this.#mountDrain(this.#spool, delivery);
     const accept = createMessageAcceptor({
       spool: this.#spool,
@@ -148,19 +155,16 @@ export class Relay {
       logger,
     });
     this.#drain = drain;
-    this.#admin!.mount(createDrainApi(drain));
-    this.#admin!.mountStreamed(
-      HANDOVER_PATH,
-      createHandoverReceiver({
-        spool,
-        isQueued: (id) => delivery.showMessage(id) !== undefined,
-        enqueue: (message) => delivery.enqueue(message),
-        ledger: this.#ledger,
-        getConfig: () => this.config,
-        refusal: () => (this.#shutdown ? 'shutting down' : drain.active ? 'this relay is draining' : undefined),
-        logger,
-      }),
-    );
+    const receiveHandover = createHandoverReceiver({
+      spool,
+      isQueued: (id) => delivery.showMessage(id) !== undefined,
+      enqueue: (message) => delivery.enqueue(message),
+      ledger: this.#ledger,
+      getConfig: () => this.config,
+      refusal: () => (this.#shutdown ? 'shutting down' : drain.active ? 'this relay is draining' : undefined),
+      logger,
+    });
+    this.#admin!.mount([...drainRoutes(drain), { method: 'POST', path: HANDOVER_PATH, access: 'write', stream: receiveHandover }]);
   }
 
   #listenerless(config: RuntimeConfig): RuntimeConfig {
@@ -170,14 +174,14 @@ export class Relay {
   /** Put a reloaded config into service; any throw refuses the whole version and keeps the old one. */
   async #apply(next: LoadedConfig): Promise<void> {
     const previous = this.config;
-    const token = await readAdminToken(next.config.admin.tokenFile);
+    const tokens = await readAdminTokens(next.config.admin);
     // Keys are read and checked before anything changes: a bad key refuses the whole version.
     const dkim = await DkimSigner.load(next.config, this.metrics);
     // A draining relay keeps its listeners closed whatever the new config says.
     await this.#inbound!.reload(this.#drain?.active ? this.#listenerless(next.config) : next.config);
     await this.#delivery!.reload(next.config);
-    this.#admin!.setToken(token);
-    this.#adminToken = token;
+    this.#admin!.setTokens(tokens);
+    this.#adminToken = tokens.token;
     this.#dkim = dkim;
     const cold: string[] = [];
     if (next.config.spool.path !== previous.spool.path) cold.push('spool.path');

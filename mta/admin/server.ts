@@ -1,8 +1,8 @@
 // The relay's admin HTTP server (node:http): liveness, readiness, Prometheus metrics, the
-// config version in use, and whatever AdminHandlers features mount (queue control under
-// /api/v1). Requests carrying the configured bearer token are marked `authorized`; handlers
-// decide what needs it. JSON bodies are parsed here with a size limit; a streamed endpoint (the
-// drain hand-over) reads its own body.
+// config version in use, and the routes features mount (queue control, drain under /api/v1).
+// Every request is matched against the route table (routes.ts) and its bearer token checked
+// against the route's access (open, read, write) before the body is read or a handler runs.
+// JSON bodies are parsed here with a size limit; a streamed route (the drain hand-over) reads its own.
 import { createHash, timingSafeEqual } from 'node:crypto';
 import { once } from 'node:events';
 import { readFile } from 'node:fs/promises';
@@ -11,7 +11,7 @@ import type { AddressInfo } from 'node:net';
 import type { ConfigStatus } from '../config/loader.ts';
 import type { Logger } from '../observe/log.ts';
 import type { RelayMetrics } from '../observe/metrics.ts';
-import type { AdminHandler, AdminRequest, AdminResponse, StreamedAdminHandler } from './routes.ts';
+import { accessRefusal, matchRoute, type AdminCredentials, type AdminResponse, type AdminRoute, type JsonAdminRoute } from './routes.ts';
 
 export interface Readiness {
   ready: boolean;
@@ -26,8 +26,10 @@ export interface AdminServerOptions {
   logger: Logger;
   readiness: () => Readiness;
   configStatus: () => ConfigStatus;
-  /** Bearer token for `authorized` requests; undefined authorizes none (reads still work). */
+  /** The full admin token (reads and changes); undefined admits none. */
   token?: string;
+  /** The read-only admin token (GET routes of access "read"); undefined admits none. */
+  readToken?: string;
   /** Largest JSON body accepted (default 1 MiB). */
   maxBodyBytes?: number;
 }
@@ -42,29 +44,38 @@ class HttpError extends Error {
   }
 }
 
-/** The token in a mounted Secret file (trailing newline trimmed), or undefined without a file. */
-export async function readAdminToken(file: string | undefined): Promise<string | undefined> {
+/** The token in a mounted Secret file (trailing newline trimmed), or undefined without a file; errors name `field`. */
+export async function readAdminToken(file: string | undefined, field: 'admin.tokenFile' | 'admin.readTokenFile' = 'admin.tokenFile'): Promise<string | undefined> {
   if (file === undefined) return undefined;
   let token: string;
   try {
     token = (await readFile(file, 'utf8')).trim();
   } catch (error) {
-    throw new Error(`admin.tokenFile: cannot read ${file}: ${(error as Error).message}`);
+    throw new Error(`${field}: cannot read ${file}: ${(error as Error).message}`);
   }
-  if (token === '') throw new Error(`admin.tokenFile: ${file} is empty`);
+  if (token === '') throw new Error(`${field}: ${file} is empty`);
   return token;
+}
+
+/** Both admin tokens of a config; the read token may not be the full one (it would grant changes to whoever holds "read-only"). */
+export async function readAdminTokens(admin: { tokenFile?: string; readTokenFile?: string }): Promise<{ token: string | undefined; readToken: string | undefined }> {
+  const token = await readAdminToken(admin.tokenFile, 'admin.tokenFile');
+  const readToken = await readAdminToken(admin.readTokenFile, 'admin.readTokenFile');
+  if (token !== undefined && token === readToken) throw new Error(`admin.readTokenFile: ${admin.readTokenFile} holds the same token as admin.tokenFile; a read-only token must differ from the full one`);
+  return { token, readToken };
 }
 
 export class AdminServer {
   readonly #server: http.Server;
   readonly #options: AdminServerOptions;
-  readonly #handlers: AdminHandler[] = [];
-  readonly #streamed = new Map<string, StreamedAdminHandler>();
+  readonly #routes: AdminRoute[];
   #tokenDigest: Buffer | undefined;
+  #readTokenDigest: Buffer | undefined;
 
   private constructor(options: AdminServerOptions) {
     this.#options = options;
-    this.setToken(options.token);
+    this.#routes = [...this.#builtInRoutes()];
+    this.setTokens({ token: options.token, readToken: options.readToken });
     this.#server = http.createServer((request, response) => void this.#handle(request, response));
     // Probes and scrapers reconnect often; idle keep-alive sockets should not hold shutdown.
     this.#server.keepAliveTimeout = 5000;
@@ -81,19 +92,23 @@ export class AdminServer {
     return this.#server.address() as AddressInfo;
   }
 
-  /** Add a feature's endpoints; handlers are asked in mount order after the built-in ones. */
-  mount(handler: AdminHandler): void {
-    this.#handlers.push(handler);
+  /** Add a feature's endpoints; a method and path already in the table is a programming error. */
+  mount(routes: readonly AdminRoute[]): void {
+    for (const route of routes) {
+      if (this.#routes.some((known) => known.method === route.method && known.path === route.path)) throw new Error(`admin route ${route.method} ${route.path} mounted twice`);
+      this.#routes.push(route);
+    }
   }
 
-  /** A POST endpoint that reads its own (non-JSON, possibly large) body. */
-  mountStreamed(path: string, handler: StreamedAdminHandler): void {
-    this.#streamed.set(path, handler);
+  /** Every endpoint with who may call it (the table requests are checked against). */
+  routes(): readonly AdminRoute[] {
+    return this.#routes;
   }
 
-  /** Replace the bearer token (on config reload); undefined authorizes no request. */
-  setToken(token: string | undefined): void {
-    this.#tokenDigest = token === undefined ? undefined : digest(token);
+  /** Replace the tokens (on config reload); an undefined one admits no request. */
+  setTokens(tokens: { token: string | undefined; readToken: string | undefined }): void {
+    this.#tokenDigest = tokens.token === undefined ? undefined : digest(tokens.token);
+    this.#readTokenDigest = tokens.readToken === undefined ? undefined : digest(tokens.readToken);
   }
 
   async close(): Promise<void> {
@@ -105,22 +120,15 @@ export class AdminServer {
   async #handle(request: http.IncomingMessage, response: http.ServerResponse): Promise<void> {
     const url = new URL(request.url ?? '/', 'http://admin');
     try {
-      const builtIn = await this.#builtIn(request.method ?? 'GET', url.pathname, response);
-      if (builtIn) return;
-      const streamed = this.#streamed.get(url.pathname);
-      if (streamed && request.method === 'POST') return sendJson(response, await streamed(request, this.#credentials(request.headers.authorization).authorized));
-      const adminRequest: AdminRequest = {
-        method: request.method ?? 'GET',
-        path: url.pathname,
-        query: url.searchParams,
-        body: await this.#readJsonBody(request),
-        ...this.#credentials(request.headers.authorization),
-      };
-      for (const handler of this.#handlers) {
-        const answer = await handler(adminRequest);
-        if (answer) return sendJson(response, answer);
-      }
-      sendJson(response, { status: 404, body: { error: `no such endpoint: ${request.method} ${url.pathname}` } });
+      const match = matchRoute(this.#routes, request.method ?? 'GET', url.pathname);
+      if (!('route' in match)) return sendJson(response, { status: match.status, body: { error: match.error } });
+      const { route, params } = match;
+      // Access is decided before the body is read or the handler runs.
+      const refusal = accessRefusal(route.access, this.#credentials(request.headers.authorization));
+      if (refusal) return sendJson(response, { status: refusal.status, body: { error: refusal.error, reason: refusal.reason } });
+      if ('stream' in route) return sendJson(response, await route.stream(request));
+      const answer = await route.handle({ method: route.method, path: url.pathname, params, query: url.searchParams, body: await this.#readJsonBody(request) });
+      sendJson(response, answer);
     } catch (error) {
       if (error instanceof HttpError) return sendJson(response, { status: error.status, body: { error: error.message } });
       this.#options.logger.error({ err: error, path: url.pathname }, 'admin request failed');
@@ -128,41 +136,34 @@ export class AdminServer {
     }
   }
 
-  /** Health, readiness, metrics and config; true when the request was one of them. */
-  async #builtIn(method: string, path: string, response: http.ServerResponse): Promise<boolean> {
-    if (method !== 'GET' && method !== 'HEAD') return false;
-    switch (path) {
-      case '/healthz':
-        sendJson(response, { status: 200, body: { status: 'alive', pid: process.pid } });
-        return true;
-      case '/readyz': {
+  /** Health, readiness, metrics and config status: open, so kubelet probes, Prometheus and the operator reach them without a token. */
+  #builtInRoutes(): AdminRoute[] {
+    const get = (path: string, handle: JsonAdminRoute['handle']): JsonAdminRoute => ({ method: 'GET', path, access: 'open', handle });
+    return [
+      get('/healthz', async () => ({ status: 200, body: { status: 'alive', pid: process.pid } })),
+      get('/readyz', async () => {
         const readiness = this.#options.readiness();
         // The pid lets a supervisor tell its own relay from another one that holds the port.
-        sendJson(response, readiness.ready ? { status: 200, body: { status: 'ready', pid: process.pid } } : { status: 503, body: { status: 'not ready', reason: readiness.reason, pid: process.pid } });
-        return true;
-      }
-      case '/metrics': {
+        return readiness.ready ? { status: 200, body: { status: 'ready', pid: process.pid } } : { status: 503, body: { status: 'not ready', reason: readiness.reason, pid: process.pid } };
+      }),
+      get('/metrics', async () => {
         const registry = this.#options.metrics.registry;
-        const text = await registry.metrics();
-        response.writeHead(200, { 'content-type': registry.contentType });
-        response.end(text);
-        return true;
-      }
-      case '/config':
-        sendJson(response, { status: 200, body: this.#options.configStatus() });
-        return true;
-      default:
-        return false;
-    }
+        return { status: 200, contentType: registry.contentType, body: await registry.metrics() };
+      }),
+      get('/config', async () => ({ status: 200, body: this.#options.configStatus() })),
+    ];
   }
 
-  #credentials(header: string | undefined): Pick<AdminRequest, 'authorized' | 'credentials'> {
-    // Closed by default: without a configured token no request may change the queues.
-    if (this.#tokenDigest === undefined) return { authorized: false, credentials: 'unconfigured' };
+  #credentials(header: string | undefined): AdminCredentials {
+    // Closed by default: without a configured token only the open routes answer.
+    if (this.#tokenDigest === undefined && this.#readTokenDigest === undefined) return 'unconfigured';
     const match = /^Bearer\s+(\S+)\s*$/i.exec(header ?? '');
-    if (!match?.[1]) return { authorized: false, credentials: header === undefined ? 'missing' : 'wrong' };
-    const authorized = timingSafeEqual(digest(match[1]), this.#tokenDigest);
-    return { authorized, credentials: authorized ? 'valid' : 'wrong' };
+    if (!match?.[1]) return header === undefined ? 'missing' : 'wrong';
+    const given = digest(match[1]);
+    // Both comparisons always run, so timing does not tell which token a guess was closer to.
+    const full = this.#tokenDigest !== undefined && timingSafeEqual(given, this.#tokenDigest);
+    const read = this.#readTokenDigest !== undefined && timingSafeEqual(given, this.#readTokenDigest);
+    return full ? 'full' : read ? 'read' : 'wrong';
   }
 
   async #readJsonBody(request: http.IncomingMessage): Promise<unknown> {
@@ -189,8 +190,9 @@ function digest(token: string): Buffer {
   return createHash('sha256').update(token).digest();
 }
 
+/** JSON, or the body as is when the answer names its own content type. */
 function sendJson(response: http.ServerResponse, answer: AdminResponse): void {
-  const text = JSON.stringify(answer.body ?? null);
-  response.writeHead(answer.status, { 'content-type': 'application/json; charset=utf-8', 'content-length': Buffer.byteLength(text) });
+  const text = answer.contentType === undefined ? JSON.stringify(answer.body ?? null) : String(answer.body);
+  response.writeHead(answer.status, { 'content-type': answer.contentType ?? 'application/json; charset=utf-8', 'content-length': Buffer.byteLength(text) });
   response.end(text);
 }

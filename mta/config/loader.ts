@@ -67,7 +67,7 @@ export function resolveConfigPaths(config: RuntimeConfig, baseDirectory: string)
       virtualMtas: config.pool.virtualMtas.map((vmta) => ({ ...vmta, dkimKeys: dkimKeys(vmta.dkimKeys) })),
     },
     spool: { ...config.spool, path: at(config.spool.path) },
-    admin: { ...config.admin, tokenFile: optional(config.admin.tokenFile) },
+    admin: { ...config.admin, tokenFile: optional(config.admin.tokenFile), readTokenFile: optional(config.admin.readTokenFile) },
     delivery: { ...config.delivery, accounting: { ...config.delivery.accounting, file: optional(config.delivery.accounting.file) } },
     listeners: config.listeners.map((listener) => ({
       ...listener,
@@ -92,7 +92,7 @@ export function referencedPaths(config: RuntimeConfig): { files: string[]; direc
     if (listener.tls.keyFile) files.add(listener.tls.keyFile);
     for (const entry of listener.tls.sni) files.add(entry.certFile).add(entry.keyFile);
   }
-  if (config.admin.tokenFile) files.add(config.admin.tokenFile);
+  for (const token of [config.admin.tokenFile, config.admin.readTokenFile]) if (token) files.add(token);
   for (const key of [...config.pool.dkim.keys, ...config.pool.virtualMtas.flatMap((vmta) => vmta.dkimKeys)]) files.add(key.keyFile);
   const directories = new Set(config.relayPolicies.flatMap((policy) => (policy.users ? [policy.users.secretPath] : [])));
   return { files: [...files], directories: [...directories] };

@@ -261,8 +261,10 @@ export const RuntimeConfig = z
       .strictObject({
         address: ipAddress.default('0.0.0.0'),
         port: port.default(8025),
-        /** File holding the bearer token that destructive admin calls need. */
+        /** File holding the full admin bearer token: every admin call (reads, queue changes, drain). */
         tokenFile: filePath.optional(),
+        /** File holding a read-only bearer token: queue and message reads only. Without either token only health, readiness, metrics and config status answer. */
+        readTokenFile: filePath.optional(),
       })
       .prefault({}),
     delivery: DeliverySettings.prefault({}),

@@ -74,6 +74,12 @@ interface SmtpError extends Error {
   rejectedErrors?: SmtpError[];
 }
 
+/** The extension keywords of an EHLO reply (every line after the first), upper-cased; none for a HELO reply or no reply. */
+export function ehloKeywords(reply: string | false): Set<string> {
+  if (!reply || !/^250[ -]/.test(reply)) return new Set();
+  return new Set(reply.split(/\r?\n/).slice(1).map((line) => line.replace(/^\d{3}[ -]/, '').trim().split(/\s+/)[0]!.toUpperCase()).filter((keyword) => keyword !== ''));
+}
+
 function replyOf(error: SmtpError): Reply | undefined {
   if (!error.responseCode) return undefined;
   return { code: error.responseCode, text: (error.response ?? `${error.responseCode} ${error.message}`).replace(/\r?\n/g, ' ').trim() };
@@ -86,10 +92,15 @@ export class OutboundConnection {
   private closed = false;
   private needsReset = false;
   private lastError: SmtpError | undefined;
+  /** True when the peer advertised SMTPUTF8 (needed for non-ASCII addresses). */
+  readonly supportsSmtpUtf8: boolean;
 
   private constructor(connection: SMTPConnection, target: MxTarget, dane: 'dane-ee' | 'dane-ta' | 'unauthenticated' | undefined) {
     this.connection = connection;
     this.target = target;
+    // At 'connect' nodemailer's last reply is the (post-STARTTLS) EHLO reply: read through its public field,
+    // not its private extension list (test/inbound/library-guard.test.ts checks this on the pinned version).
+    this.supportsSmtpUtf8 = ehloKeywords(connection.lastServerResponse).has('SMTPUTF8');
     const tlsSocket = secureSocket(connection);
     this.tls = tlsSocket ? { kind: 'tls', version: tlsSocket.getProtocol() ?? 'unknown', cipher: tlsSocket.getCipher()?.name ?? 'unknown', ...(dane ? { dane } : {}) } : { kind: 'plain' };
     connection.on('error', (error: SmtpError) => {
@@ -168,11 +179,6 @@ export class OutboundConnection {
 
   get usable(): boolean {
     return !this.closed;
-  }
-
-  /** True when the peer advertised SMTPUTF8 (needed for non-ASCII addresses). */
-  get supportsSmtpUtf8(): boolean {
-    return (this.connection as unknown as { _supportedExtensions: string[] })._supportedExtensions.includes('SMTPUTF8');
   }
 
   /** One transaction; per-recipient replies (a message-level reply applies to every recipient). */

@@ -1,8 +1,8 @@
 // The drain part of the admin API: POST /api/v1/drain starts a drain (peers to hand over to, a
-// deadline), GET reports its progress, DELETE cancels it. Every call needs the admin token: a
-// drain takes the relay out of service.
+// deadline), GET reports its progress, DELETE cancels it. Every call needs the full admin token,
+// the report too: a drain takes the relay out of service, and only the operator asks.
 import { z } from 'zod';
-import type { AdminHandler, AdminResponse } from '../admin/routes.ts';
+import type { AdminResponse, AdminRoute } from '../admin/routes.ts';
 import type { QueueDrain } from './queue-drain.ts';
 
 export const DRAIN_PATH = '/api/v1/drain';
@@ -16,16 +16,16 @@ function error(status: number, message: string): AdminResponse {
   return { status, body: { error: message } };
 }
 
-export function createDrainApi(drain: QueueDrain): AdminHandler {
-  return async (request) => {
-    if (request.path !== DRAIN_PATH) return undefined;
-    if (!request.authorized) return error(401, 'draining takes the relay out of service and needs the admin bearer token');
-    switch (request.method) {
-      case 'GET':
-        return { status: 200, body: drain.report() };
-      case 'DELETE':
-        return { status: 200, body: await drain.cancel() };
-      case 'POST': {
+/** The drain routes; all need the full admin token (routes.ts checks it). */
+export function drainRoutes(drain: QueueDrain): AdminRoute[] {
+  return [
+    { method: 'GET', path: DRAIN_PATH, access: 'write', handle: async () => ({ status: 200, body: drain.report() }) },
+    { method: 'DELETE', path: DRAIN_PATH, access: 'write', handle: async () => ({ status: 200, body: await drain.cancel() }) },
+    {
+      method: 'POST',
+      path: DRAIN_PATH,
+      access: 'write',
+      handle: async (request) => {
         const parsed = DrainBody.safeParse(request.body ?? {});
         if (!parsed.success) {
           const issue = parsed.error.issues[0];
@@ -36,9 +36,7 @@ export function createDrainApi(drain: QueueDrain): AdminHandler {
         } catch (problem) {
           return error(400, (problem as Error).message);
         }
-      }
-      default:
-        return error(405, `${DRAIN_PATH} takes GET, POST or DELETE`);
-    }
-  };
+      },
+    },
+  ];
 }

@@ -1,5 +1,5 @@
 // The peer side of a hand-over: POST /api/v1/handover from a draining relay of the same pool.
-// Checks the admin token, that this relay takes hand-overs (it is not draining or stopping),
+// Mounted as a write route (the server checks the admin token first). Checks that this relay takes hand-overs (it is not draining or stopping),
 // the head (zod), the VirtualMTA and the size; then stores the message under its own queue id,
 // records the hand-over key in the ledger and queues it for delivery, and only then answers 200
 // (like a 250 after DATA: the message is durable here). A key or queue id seen before answers
@@ -31,9 +31,8 @@ function refuse(status: number, message: string): AdminResponse {
   return { status, body: { error: message } };
 }
 
-export function createHandoverReceiver(options: HandoverReceiverOptions): (request: IncomingMessage, authorized: boolean) => Promise<AdminResponse> {
-  return async (request, authorized) => {
-    if (!authorized) return refuse(401, 'a hand-over needs the admin bearer token');
+export function createHandoverReceiver(options: HandoverReceiverOptions): (request: IncomingMessage) => Promise<AdminResponse> {
+  return async (request) => {
     const refusal = options.refusal();
     if (refusal) return refuse(503, `not taking hand-overs: ${refusal}`);
     if (!(request.headers['content-type'] ?? '').startsWith(HANDOVER_CONTENT_TYPE)) return refuse(415, `a hand-over is sent as ${HANDOVER_CONTENT_TYPE}`);

@@ -3,27 +3,23 @@
 // entries Kubernetes creates for atomic updates are ignored; only regular files (or symlinks
 // to them) count. A trailing newline in a file is ignored.
 //
-// Secret formats:
-//   - clear text: any content not starting with "{SCRYPT}". Allows PLAIN, LOGIN and CRAM-MD5.
-//   - `{SCRYPT}N$r$p$<salt base64>$<key base64>`: node:crypto scrypt(password, salt, keylen,
-//     {N, r, p}) where keylen is the decoded key length (16..128 bytes). Allows PLAIN and LOGIN
-//     only (CRAM-MD5 needs the clear secret). `hashPassword()` below makes one, e.g.
+// Secret formats and what makes them usable: mta/config/user-secrets.ts. `hashPassword()` below
+// makes a {SCRYPT} one, e.g.
 //     `node -e "import('./mta/inbound/credentials.ts').then(m => console.log(m.hashPassword('secret')))"`.
 // Comparisons are constant-time.
 import crypto from 'node:crypto';
 import { promises as fs } from 'node:fs';
 import path from 'node:path';
+import { parseUserSecret, type UserCount, type UserSecret } from '../config/user-secrets.ts';
 
 function scrypt(password: string, salt: Buffer, keylen: number, options: crypto.ScryptOptions): Promise<Buffer> {
   return new Promise((resolve, reject) => crypto.scrypt(password, salt, keylen, options, (error, key) => (error ? reject(error) : resolve(key))));
 }
 
-type StoredSecret = { kind: 'clear'; secret: Buffer } | { kind: 'scrypt'; N: number; r: number; p: number; salt: Buffer; key: Buffer };
-
 export class CredentialStore {
-  private readonly users: Map<string, StoredSecret>;
+  private readonly users: Map<string, UserSecret>;
 
-  private constructor(users: Map<string, StoredSecret>) {
+  private constructor(users: Map<string, UserSecret>) {
     this.users = users;
   }
 
@@ -39,14 +35,13 @@ export class CredentialStore {
     } catch (error) {
       throw new Error(`cannot read users directory ${directory}: ${(error as Error).message}`);
     }
-    const users = new Map<string, StoredSecret>();
+    const users = new Map<string, UserSecret>();
     for (const name of entries.sort()) {
       if (name.startsWith('.')) continue;
       const file = path.join(directory, name);
       const stat = await fs.stat(file).catch(() => null);
       if (!stat?.isFile()) continue;
-      const content = (await readFile(file)).toString('utf8').replace(/\r?\n$/, '');
-      users.set(name, parseSecret(content, file));
+      users.set(name, parseUserSecret((await readFile(file)).toString('utf8'), `user file ${file}`));
     }
     return new CredentialStore(users);
   }
@@ -55,9 +50,9 @@ export class CredentialStore {
     return this.users.size;
   }
 
-  /** CRAM-MD5 can be offered only when every user's secret is stored in clear. */
-  allowsCramMd5(): boolean {
-    return this.users.size > 0 && [...this.users.values()].every((secret) => secret.kind === 'clear');
+  /** How many users, and how many stored in clear (what decides the usable mechanisms). */
+  count(): UserCount {
+    return { users: this.users.size, clearUsers: [...this.users.values()].filter((secret) => secret.kind === 'clear').length };
   }
 
   /** Resolves true when the password matches; scrypt runs on the thread pool, not the event loop. */
@@ -86,23 +81,6 @@ function constantTimeEqual(a: Buffer, b: Buffer): boolean {
   const left = crypto.createHash('sha256').update(a).digest();
   const right = crypto.createHash('sha256').update(b).digest();
   return crypto.timingSafeEqual(left, right) && a.length === b.length;
-}
-
-function parseSecret(content: string, file: string): StoredSecret {
-  if (!content.startsWith('{SCRYPT}')) {
-    if (content.length === 0) throw new Error(`user file ${file} is empty`);
-    return { kind: 'clear', secret: Buffer.from(content, 'utf8') };
-  }
-  const match = /^\{SCRYPT\}(\d+)\$(\d+)\$(\d+)\$([A-Za-z0-9+/=]+)\$([A-Za-z0-9+/=]+)$/.exec(content);
-  if (!match) throw new Error(`user file ${file}: expected {SCRYPT}N$r$p$salt$key (base64 salt and key)`);
-  const [N, r, p] = [Number(match[1]), Number(match[2]), Number(match[3])];
-  const salt = Buffer.from(match[4] ?? '', 'base64');
-  const key = Buffer.from(match[5] ?? '', 'base64');
-  if (N < 2 || (N & (N - 1)) !== 0 || N > 2 ** 20 || r < 1 || r > 32 || p < 1 || p > 16) {
-    throw new Error(`user file ${file}: scrypt parameters N=${N} r=${r} p=${p} out of range (N a power of two up to 2^20, r 1..32, p 1..16)`);
-  }
-  if (salt.length < 8 || key.length < 16 || key.length > 128) throw new Error(`user file ${file}: scrypt salt must be >= 8 bytes and key 16..128 bytes`);
-  return { kind: 'scrypt', N, r, p, salt, key };
 }
 
 /** Makes a `{SCRYPT}` secret for a user file. */

@@ -10,6 +10,7 @@ import type { RejectionReason, RelayMetrics } from '../observe/metrics.ts';
 import { parseMailbox, type Mailbox } from './address.ts';
 import type { AuthFailureLimiter } from './auth-failures.ts';
 import { CredentialStore } from './credentials.ts';
+import { missingCredentialsProblem, usableMechanisms } from '../config/user-secrets.ts';
 import { MAX_LINE_OCTETS, type ContentFault } from './line-faults.ts';
 import { readMessage } from './message-reader.ts';
 import { compileRanges, type AddressRange } from '../config/address-range.ts';
@@ -62,10 +63,13 @@ export async function buildListenerSnapshot(config: RuntimeConfig, listener: Lis
   const policyConfig = config.relayPolicies.find((policy) => policy.name === listener.relayPolicy);
   if (!policyConfig) throw new Error(`listener "${listener.name}": no relay policy named "${listener.relayPolicy}"`);
   const tlsCredentials = await loadTlsCredentials(listener, deps.readFile);
-  const users = policyConfig.users ? await CredentialStore.load(policyConfig.users.secretPath, deps.readFile) : CredentialStore.empty();
+  const users = policyConfig.users ? await CredentialStore.load(policyConfig.users.secretPath, deps.readFile).catch((error: Error) => Promise.reject(new Error(`listener "${listener.name}" relay policy "${policyConfig.name}" users.secretPath: ${error.message}`))) : CredentialStore.empty();
   const policy = compileRelayPolicy(policyConfig);
   const hostname = listener.hostname ?? config.hostname;
-  const mechanisms = listener.auth.mechanisms.filter((mechanism) => mechanism !== 'CRAM-MD5' || users.allowsCramMd5());
+  // An AUTH-required listener without usable credentials refuses the whole config (user-secrets.ts).
+  const noCredentials = missingCredentialsProblem(listener.auth, policyConfig, users.count(), policyConfig.users?.secretPath ?? '');
+  if (noCredentials) throw new Error(`listener "${listener.name}" ${noCredentials}`);
+  const mechanisms = usableMechanisms(listener.auth.mechanisms, users.count());
   const authDisabled = mechanisms.length === 0 || users.size === 0;
   const labels = { listener: listener.name };
   const reject = (reason: RejectionReason) => deps.metrics.rejections.inc({ ...labels, reason });

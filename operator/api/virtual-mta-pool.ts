@@ -66,7 +66,8 @@ export const VirtualMtaPoolSpec = z
     pod: PodOverrides.optional().describe('Overrides of the relay pods: resources, nodeSelector, tolerations, annotations, priorityClassName. hostNetwork is egress.mode.'),
     admin: z
       .strictObject({
-        tokenSecretName: z.string().max(253).optional().describe('Secret with key "token": the bearer token the relay admin API requires for queue changes (pause, flush, purge). Without it those calls are open to anyone who reaches port 8025.'),
+        tokenSecretName: z.string().max(253).optional().describe('Secret with key "token": the full bearer token of the relay admin API, for every call: reading queues and messages, queue changes (pause, flush, purge) and drains. Without it and readTokenSecretName only health, readiness, metrics and config status answer on port 8025.'),
+        readTokenSecretName: z.string().max(253).optional().describe('Secret with key "token": a read-only bearer token of the relay admin API (list queues, show messages with their recipients; no changes). Must differ from the token of tokenSecretName.'),
       })
       .optional(),
     trackedDomains: z.array(domainPattern).max(100).optional().describe('Recipient domains that get their own metric label; others count as "other".'),

@@ -22,8 +22,9 @@ import { objectKey, type KubeObject } from '../kube/types.ts';
 import type { RenderProblem } from '../render/contract.ts';
 import { poolSelector, selectorLabels } from '../render/layout.ts';
 import { renderPool, type PoolRender } from '../render/pool.ts';
+import type { SecretSummary } from '../render/runtime-config.ts';
 import type { ConfigHashReader } from './config-hash-reader.ts';
-import { PUBLIC_KEYS_FIELD } from './cache-transforms.ts';
+import { PUBLIC_KEYS_FIELD, USER_SECRETS_FIELD } from './cache-transforms.ts';
 import type { DkimDnsChecker } from './dkim-dns-check.ts';
 import type { PublicKeySummary } from '../../mta/signing/dkim-keys.ts';
 import { findCondition, mergeConditions, sameStatus, type Condition, type ConditionInput } from './conditions.ts';
@@ -250,7 +251,7 @@ export class Reconciler {
    */
   private render(pool: VirtualMtaPool, namespace: string): PoolRender {
     const { caches } = this.options;
-    const secrets = caches.secrets.list(namespace).map((secret) => ({ name: secret.metadata.name, keys: Object.keys((secret.data as object | undefined) ?? {}) }));
+    const secrets = caches.secrets.list(namespace).map((secret) => ({ name: secret.metadata.name, keys: Object.keys((secret.data as object | undefined) ?? {}), userSecrets: secret[USER_SECRETS_FIELD] as SecretSummary['userSecrets'] }));
     const versions = (informer: ResourceCache) => informer.list(namespace).map((o) => o.metadata.resourceVersion);
     const inputs = JSON.stringify([pool.metadata.resourceVersion, versions(caches.listeners), versions(caches.policies), secrets]);
     const key = `${namespace}/${pool.metadata.name}`;

@@ -9,6 +9,7 @@ import type { RelayPolicy } from '../api/relay-policy.ts';
 import type { SmtpListener } from '../api/smtp-listener.ts';
 import type { VirtualMtaPool } from '../api/virtual-mta-pool.ts';
 import type { SecretSummary } from '../render/runtime-config.ts';
+import { userSecretVerdict } from '../../mta/config/user-secrets.ts';
 
 export interface LocalSecret {
   name: string;
@@ -33,7 +34,7 @@ export interface LoadedResources {
 }
 
 export function secretSummaries(secrets: LocalSecret[]): SecretSummary[] {
-  return secrets.map((secret) => ({ name: secret.name, keys: [...secret.data.keys()] }));
+  return secrets.map((secret) => ({ name: secret.name, keys: [...secret.data.keys()], userSecrets: Object.fromEntries([...secret.data].map(([key, value]) => [key, userSecretVerdict(value, `key "${key}"`)])) }));
 }
 
 /** Every *.yaml / *.yml / *.json file directly in `dir`, sorted (like kubectl apply -f DIR). */

@@ -1,17 +1,20 @@
 // Resources -> the relay's runtime config (`relay.yaml`) for one pool, and the cross-object
 // problems that stop it: a listener naming a missing policy, two listeners on one port, a missing
-// Secret or key, a routing rule naming a VirtualMTA the pool lacks. Secrets are referenced by
+// Secret or key, unusable AUTH credentials (credential-check.ts), a routing rule naming a
+// VirtualMTA the pool lacks. Secrets are referenced by
 // the path where the pod mounts them, never copied. Pure: no I/O.
 import { createHash } from 'node:crypto';
 import { stringify } from 'yaml';
 import { describeIssue } from '../../mta/config/parse.ts';
 import { RUNTIME_CONFIG_API_VERSION, RuntimeConfig, type RuntimeConfigInput } from '../../mta/config/schema.ts';
+import type { UserSecretVerdict } from '../../mta/config/user-secrets.ts';
 import type { DomainSettings } from '../api/domain-settings.ts';
 import { API_GROUP_VERSION } from '../api/fields.ts';
 import type { RelayPolicy } from '../api/relay-policy.ts';
 import { resolveListener, type ResolvedListener, type SmtpListener } from '../api/smtp-listener.ts';
 import type { VirtualMtaPool } from '../api/virtual-mta-pool.ts';
 import type { ObjectReference, RenderProblem } from './contract.ts';
+import { credentialProblems } from './credential-check.ts';
 import { dkimConfig, dkimKeyConfig, dkimKeysWithFields } from './dkim-config.ts';
 import { ADMIN_PORT, relayPort, secretDir, SPOOL_DIR } from './layout.ts';
 
@@ -19,6 +22,8 @@ import { ADMIN_PORT, relayPort, secretDir, SPOOL_DIR } from './layout.ts';
 export interface SecretSummary {
   name: string;
   keys: string[];
+  /** Each key as an SMTP user secret: how it is stored or why it is unusable (never the value). */
+  userSecrets?: Record<string, UserSecretVerdict>;
 }
 
 export interface RuntimeConfigInputs {
@@ -124,8 +129,14 @@ export function renderRuntimeConfig(inputs: RuntimeConfigInputs): RuntimeConfigR
     if (fallback && !vmtaNames.has(fallback)) problem(policy, 'VirtualMtaNotFound', `spec.routing.defaultVirtualMta: no VirtualMTA "${fallback}" in pool "${pool.metadata.name}"`);
   }
 
-  const tokenSecret = pool.spec.admin?.tokenSecretName;
-  if (tokenSecret) requireSecret(pool, 'spec.admin.tokenSecretName', tokenSecret, [ADMIN_TOKEN_KEY]);
+  for (const found of credentialProblems(listeners, usedPolicies, inputs.secrets)) problem(found.object, found.reason, found.message);
+  for (const field of ['tokenSecretName', 'readTokenSecretName'] as const) {
+    const tokenSecret = pool.spec.admin?.[field];
+    if (tokenSecret) requireSecret(pool, `spec.admin.${field}`, tokenSecret, [ADMIN_TOKEN_KEY]);
+  }
+  if (pool.spec.admin?.readTokenSecretName !== undefined && pool.spec.admin.readTokenSecretName === pool.spec.admin.tokenSecretName) {
+    problem(pool, 'SameAdminTokens', `spec.admin.readTokenSecretName: "${pool.spec.admin.readTokenSecretName}" is also spec.admin.tokenSecretName; a read-only token must be another Secret (whoever holds it could change the queues)`);
+  }
   for (const { key, field } of dkimKeysWithFields(pool)) requireSecret(pool, `${field}.secretName`, key.secretName, [key.secretKey]);
 
   const config = buildConfig(pool, listeners, policies);
@@ -155,9 +166,13 @@ function buildConfig(pool: VirtualMtaPool, listeners: ListenerPlan[], policies: 
     listeners: listeners.map(listenerConfig),
     relayPolicies: policies.map(policyConfig),
     spool: { path: SPOOL_DIR },
-    admin: compact({ port: ADMIN_PORT, tokenFile: spec.admin?.tokenSecretName ? `${secretDir(spec.admin.tokenSecretName)}/${ADMIN_TOKEN_KEY}` : undefined }),
+    admin: compact({ port: ADMIN_PORT, tokenFile: tokenFile(spec.admin?.tokenSecretName), readTokenFile: tokenFile(spec.admin?.readTokenSecretName) }),
     delivery: compact({ resolvers: spec.resolvers, dnssecResolvers: spec.dnssecResolvers, trackedDomains: spec.trackedDomains }),
   };
+}
+
+function tokenFile(secretName: string | undefined): string | undefined {
+  return secretName ? `${secretDir(secretName)}/${ADMIN_TOKEN_KEY}` : undefined;
 }
 
 type ListenerConfigInput = RuntimeConfigInput['listeners'][number];

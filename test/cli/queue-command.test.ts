@@ -1,5 +1,5 @@
 // `vmta queue` as a user runs it: the real CLI against real relay processes (one with an admin
-// token and a parked message, one without a token), against a port where nothing listens, and
+// token, a read-only token and a parked message, one without a token), against a port where nothing listens, and
 // against an HTTP server that is not a relay. Every error kind is tried with every action: the
 // answer is one line on stderr, nothing on stdout, and the exit code of its kind (usage 2,
 // unreachable 3, refused 4, not found 5).
@@ -15,6 +15,7 @@ import { RawSmtpClient } from '../fixtures/smtp-clients.ts';
 
 const CLI = path.join(REPO_ROOT, 'cli', 'vmta.ts');
 const TOKEN = 'queue-cli-test-token';
+const READ_TOKEN = 'queue-cli-read-token';
 const VMTA = 'vmta-1';
 
 interface Run {
@@ -68,13 +69,14 @@ const args = (action: string, ...extra: string[]) => [...ACTIONS[action]!.map((w
 before(async () => {
   dir = await temporaryDirectory('vmta-queue-cli-');
   await writeFile(path.join(dir.path, 'admin-token'), `${TOKEN}\n`);
+  await writeFile(path.join(dir.path, 'read-token'), `${READ_TOKEN}\n`);
   await writeFile(path.join(dir.path, 'wrong-token'), 'not-the-token\n');
   await writeFile(path.join(dir.path, 'empty-token'), '\n');
   const [port, adminPort, bareAdminPort] = [await freePort(), await freePort(), await freePort()];
   const relayDir = path.join(dir.path, 'relay');
   const bareDir = path.join(dir.path, 'tokenless');
   for (const sub of [relayDir, bareDir]) await mkdir(sub);
-  await writeRelayConfig(relayDir, loopbackRelayConfig(port, adminPort, { admin: { address: '127.0.0.1', port: adminPort, tokenFile: path.join(dir.path, 'admin-token') } }));
+  await writeRelayConfig(relayDir, loopbackRelayConfig(port, adminPort, { admin: { address: '127.0.0.1', port: adminPort, tokenFile: path.join(dir.path, 'admin-token'), readTokenFile: path.join(dir.path, 'read-token') } }));
   await writeRelayConfig(bareDir, loopbackRelayConfig(await freePort(), bareAdminPort));
   [relay, tokenless] = await Promise.all([startRelayProcess({ configDir: relayDir, adminPort }), startRelayProcess({ configDir: bareDir, adminPort: bareAdminPort })]);
   const client = await RawSmtpClient.connect(port);
@@ -109,21 +111,23 @@ describe('every error kind with every action', () => {
     });
   }
 
-  for (const action of CONTROL) {
+  for (const action of Object.keys(ACTIONS)) {
     test(`${action}: no token, a wrong token, a missing or empty token file, a relay without a token`, async () => {
       const admin = ['--admin', relay.adminUrl];
-      assertOneLineError(await vmta(['queue', ...args(action), ...admin]), 4, /needs the admin bearer token: pass --token-file FILE .* or set VMTA_ADMIN_TOKEN$/, `${action} without a token`);
-      assertOneLineError(await vmta(['queue', ...args(action), ...admin, '--token-file', 'wrong-token']), 4, /the bearer token given is not this relay's admin token \(the token from wrong-token\)/, `${action} with a wrong token`);
-      assertOneLineError(await vmta(['queue', ...args(action), ...admin], { VMTA_ADMIN_TOKEN: 'also-wrong' }), 4, /not this relay's admin token \(the token from \$VMTA_ADMIN_TOKEN\)/, `${action} with a wrong $VMTA_ADMIN_TOKEN`);
+      assertOneLineError(await vmta(['queue', ...args(action), ...admin]), 4, /needs the admin bearer token.*: pass --token-file FILE .* or set VMTA_ADMIN_TOKEN$/, `${action} without a token`);
+      assertOneLineError(await vmta(['queue', ...args(action), ...admin, '--token-file', 'wrong-token']), 4, /the bearer token given is not this relay's admin (read )?token.* \(the token from wrong-token\)/, `${action} with a wrong token`);
+      assertOneLineError(await vmta(['queue', ...args(action), ...admin], { VMTA_ADMIN_TOKEN: 'also-wrong' }), 4, /not this relay's admin (read )?token.* \(the token from \$VMTA_ADMIN_TOKEN\)/, `${action} with a wrong $VMTA_ADMIN_TOKEN`);
       assertOneLineError(await vmta(['queue', ...args(action), ...admin, '--token-file', 'no-such-file']), 2, /--token-file no-such-file: cannot read it \(no such file\)/, `${action} with a missing token file`);
       assertOneLineError(await vmta(['queue', ...args(action), ...admin, '--token-file', 'empty-token']), 2, /--token-file empty-token is empty/, `${action} with an empty token file`);
       assertOneLineError(await vmta(['queue', ...args(action), '--admin', tokenless.adminUrl, '--token-file', 'admin-token']), 4, /this relay has no admin token configured .*spec\.admin\.tokenSecretName/, `${action} on a relay without a token`);
+      if (!CONTROL.includes(action)) return;
+      assertOneLineError(await vmta(['queue', ...args(action), ...admin, '--token-file', 'read-token']), 4, /the read-only admin token cannot change anything.*\(the token from read-token is the pool's read token\)/, `${action} with the read-only token`);
       assertOneLineError(await vmta(['queue', action, '--vmta', 'no-such-vmta', ...admin, '--token-file', 'admin-token']), 5, /no VirtualMTA named "no-such-vmta" in this relay's pool \(it has vmta-1\)/, `${action} of an unknown VirtualMTA`);
     });
   }
 
   test('show: an unknown queue id is not found (5), a missing one is a usage error (2)', async () => {
-    assertOneLineError(await vmta(['queue', 'show', 'nonexistent0000000', '--admin', relay.adminUrl]), 5, /no queued message "nonexistent0000000".*vmta queue list shows the waiting ones/, 'show of an unknown id');
+    assertOneLineError(await vmta(['queue', 'show', 'nonexistent0000000', '--admin', relay.adminUrl, '--token-file', 'read-token']), 5, /no queued message "nonexistent0000000".*vmta queue list shows the waiting ones/, 'show of an unknown id');
     assertOneLineError(await vmta(['queue', 'show', '--admin', relay.adminUrl]), 2, /show needs a queue id/, 'show without an id');
   });
 
@@ -152,21 +156,21 @@ describe('the command line', () => {
   test('--admin takes host:port, a bare port, localhost and a trailing slash as well as a full URL', async () => {
     const port = new URL(relay.adminUrl).port;
     for (const form of [relay.adminUrl, `${relay.adminUrl}/`, `127.0.0.1:${port}`, `localhost:${port}`, port]) {
-      const run = await vmta(['queue', 'list', '--admin', form]);
+      const run = await vmta(['queue', 'list', '--admin', form, '--token-file', 'read-token']);
       assert.equal(run.code, 0, `--admin ${form}: ${run.stderr}`);
       assert.ok(run.stdout.includes(parkedId), `--admin ${form} lists the parked message`);
     }
-    const fromEnvironment = await vmta(['queue', 'list'], { VMTA_ADMIN_URL: `127.0.0.1:${port}` });
+    const fromEnvironment = await vmta(['queue', 'list'], { VMTA_ADMIN_URL: `127.0.0.1:${port}`, VMTA_ADMIN_TOKEN: READ_TOKEN });
     assert.equal(fromEnvironment.code, 0, fromEnvironment.stderr);
   });
 });
 
 describe('answers for people', () => {
   test('list shows the queue with its whole last error, and the queue ids of the waiting messages', async () => {
-    const run = await vmta(['queue', 'list', '--admin', relay.adminUrl]);
+    const run = await vmta(['queue', 'list', '--admin', relay.adminUrl, '--token-file', 'read-token']);
     assert.equal(run.code, 0, run.stderr);
     assert.match(run.stdout, new RegExp(`^${VMTA}\\s+example\\.org\\s+1\\s`, 'm'));
-    const listing = JSON.parse((await vmta(['queue', 'list', '--admin', relay.adminUrl, '-o', 'json'])).stdout) as { queues: Array<{ lastError: string | null }>; waiting: { total: number; messages: Array<{ id: string }> } };
+    const listing = JSON.parse((await vmta(['queue', 'list', '--admin', relay.adminUrl, '-o', 'json', '--token-file', 'admin-token'])).stdout) as { queues: Array<{ lastError: string | null }>; waiting: { total: number; messages: Array<{ id: string }> } };
     const lastError = listing.queues[0]!.lastError;
     if (lastError) assert.ok(run.stdout.includes(lastError), `the last error is printed whole: ${lastError}`);
     assert.deepEqual(listing.waiting.messages.map((message) => message.id), [parkedId]);
@@ -175,14 +179,14 @@ describe('answers for people', () => {
   });
 
   test('show prints the message and its recipients for people, and the JSON with -o json or --json', async () => {
-    const run = await vmta(['queue', 'show', parkedId, '--admin', relay.adminUrl]);
+    const run = await vmta(['queue', 'show', parkedId, '--admin', relay.adminUrl, '--token-file', 'read-token']);
     assert.equal(run.code, 0, run.stderr);
     assert.match(run.stdout, new RegExp(`^queue id\\s+${parkedId}$`, 'm'));
     assert.match(run.stdout, /^from\s+app@example\.com$/m);
     assert.match(run.stdout, /^RECIPIENT\s+STATUS\s+ATTEMPTS\s+NEXT-ATTEMPT\s+LAST-RESULT$/m);
     assert.match(run.stdout, /^user@example\.org\s+pending\s+\d+/m);
     for (const flag of [['-o', 'json'], ['--json']]) {
-      const json = await vmta(['queue', 'show', parkedId, '--admin', relay.adminUrl, ...flag]);
+      const json = await vmta(['queue', 'show', parkedId, '--admin', relay.adminUrl, ...flag, '--token-file', 'admin-token']);
       assert.equal((JSON.parse(json.stdout) as { id: string }).id, parkedId);
     }
   });
@@ -196,7 +200,7 @@ describe('answers for people', () => {
     assert.equal(resumed.stdout.trim(), 'resumed domain nothing.example on every VirtualMTA (no mail queued for it now)');
     const pausedVmta = await vmta(['queue', 'pause', '--vmta', VMTA, ...token]);
     assert.match(pausedVmta.stdout, new RegExp(`^paused VirtualMTA ${VMTA} \\(1 queue with mail now\\)`));
-    assert.match((await vmta(['queue', 'list', '--admin', relay.adminUrl])).stdout, new RegExp(`VirtualMTA ${VMTA}: paused`));
+    assert.match((await vmta(['queue', 'list', '--admin', relay.adminUrl, '--token-file', 'read-token'])).stdout, new RegExp(`VirtualMTA ${VMTA}: paused`));
     assert.match((await vmta(['queue', 'resume', '--vmta', VMTA, ...token])).stdout, new RegExp(`^resumed VirtualMTA ${VMTA} \\(1 queue with mail\\)`));
     assert.match((await vmta(['queue', 'retry', '--domain', 'nothing.example', ...token])).stdout, /^0 messages of domain nothing\.example on every VirtualMTA due now$/m);
   });

@@ -31,8 +31,10 @@ test('vmta operator refuses bad options naming the flag and value', () => {
 });
 
 test('the operator caches Secret key names but never their values, and only the readiness of pods', () => {
-  const secret = secretKeysOnly({ apiVersion: 'v1', kind: 'Secret', metadata: { name: 's', namespace: 'n', managedFields: [{}] }, data: { alice: 'cGFzcw==' }, stringData: { bob: 'pw' } });
-  assert.deepEqual(secret, { apiVersion: 'v1', kind: 'Secret', metadata: { name: 's', namespace: 'n', uid: undefined, resourceVersion: undefined }, data: { alice: '', bob: '' }, vmtaPublicKeys: {} });
+  const secret = secretKeysOnly({ apiVersion: 'v1', kind: 'Secret', metadata: { name: 's', namespace: 'n', managedFields: [{}] }, data: { alice: 'cGFzcw==', carol: '' }, stringData: { bob: '{SCRYPT}1024$8$1$c2FsdHNhbHQ=$a2V5a2V5a2V5a2V5a2V5a2V5' } });
+  const userSecrets = { alice: { kind: 'clear' }, carol: { problem: 'key "carol" is empty' }, bob: { kind: 'scrypt' } };
+  assert.deepEqual(secret, { apiVersion: 'v1', kind: 'Secret', metadata: { name: 's', namespace: 'n', uid: undefined, resourceVersion: undefined }, data: { alice: '', carol: '', bob: '' }, vmtaPublicKeys: {}, vmtaUserSecrets: userSecrets });
+  assert.doesNotMatch(JSON.stringify(secret), /cGFzcw|pass|c2FsdHNhbHQ|a2V5/, 'no value, encoded or not, is kept');
   const pod = podReadiness({
     apiVersion: 'v1',
     kind: 'Pod',

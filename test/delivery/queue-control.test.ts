@@ -1,14 +1,14 @@
 import assert from 'node:assert/strict';
 import { after, before, test } from 'node:test';
-import { createQueueApi } from '../../mta/admin/queue-api.ts';
+import { queueRoutes } from '../../mta/admin/queue-api.ts';
 import type { RuntimeConfig, RuntimeConfigInput } from '../../mta/config/schema.ts';
-import type { AdminHandler, AdminRequest } from '../../mta/admin/routes.ts';
+import { accessRefusal, matchRoute, type AdminResponse, type AdminRoute } from '../../mta/admin/routes.ts';
 import { loopbackAddresses, startSinkGroup, type SinkMx } from '../fixtures/sink-mx.ts';
 import { buildConfig, settle, startHarness, waitFor, type Harness } from './harness.ts';
 
 let sinks: SinkMx[];
 let harness: Harness;
-let api: AdminHandler;
+let routes: AdminRoute[];
 
 before(async () => {
   sinks = await startSinkGroup([{}, {}]);
@@ -35,7 +35,7 @@ before(async () => {
       ],
     },
   });
-  api = createQueueApi(harness.engine);
+  routes = queueRoutes(harness.engine);
 });
 
 after(async () => {
@@ -48,9 +48,14 @@ function reloadedConfig(virtualMtas: RuntimeConfigInput['pool']['virtualMtas'], 
   return buildConfig({ pool: { name: 'pool-control', virtualMtas, ...(domainDefaults ? { domainDefaults } : {}) }, mxPort: harness.config.delivery.mxPort, resolvers: harness.config.delivery.resolvers });
 }
 
-function call(method: string, path: string, body?: unknown, authorized = true) {
-  const request: AdminRequest = { method, path, query: new URLSearchParams(), body, authorized, credentials: authorized ? 'valid' : 'missing' };
-  return api(request);
+/** A call through the route table as the admin server makes it (test/admin/access.test.ts covers the HTTP side); undefined for a path no queue route has. */
+async function call(method: string, path: string, body?: unknown, authorized = true): Promise<AdminResponse | undefined> {
+  const match = matchRoute(routes, method, path);
+  if (!('route' in match)) return match.status === 404 ? undefined : { status: match.status, body: { error: match.error } };
+  const refusal = accessRefusal(match.route.access, authorized ? 'full' : 'missing');
+  if (refusal) return { status: refusal.status, body: refusal };
+  assert.ok('handle' in match.route);
+  return match.route.handle({ method, path, params: match.params, query: new URLSearchParams(), body });
 }
 
 test('connections are reused up to maxMessagesPerConnection and never exceed maxSmtpOut', async () => {
@@ -106,7 +111,7 @@ test('destructive calls need the admin token; bounce and delete need a selector 
   assert.equal((await call('POST', '/api/v1/queues/bounce', {}))?.status, 400);
   assert.equal((await call('POST', '/api/v1/queues/pause', { domain: 5 }))?.status, 400);
   assert.equal((await call('POST', '/api/v1/queues/pause', { virtualMta: 'vmta-typo' }))?.status, 404);
-  assert.equal(await call('GET', '/api/v1/unrelated'), undefined, 'other paths are left to other handlers');
+  assert.equal(await call('GET', '/api/v1/unrelated'), undefined, 'other paths are not queue routes');
 });
 
 test('delete drops a queue without a DSN; bounce sends one', async () => {

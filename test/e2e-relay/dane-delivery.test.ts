@@ -10,7 +10,7 @@ import { readFileSync } from 'node:fs';
 import path from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { missingDnssecTools, startDnssecResolver } from '../fixtures/dnssec-resolver.ts';
-import { freePort, loopbackRelayConfig, metricValue, startRelayProcess, temporaryDirectory, writeRelayConfig, type RelayProcess } from '../fixtures/relay-process.ts';
+import { adminGet, freePort, loopbackRelayConfig, metricValue, startRelayProcess, temporaryDirectory, writeRelayConfig, writeTestAdminToken, type RelayProcess } from '../fixtures/relay-process.ts';
 import { startSinkGroup, type SinkMx } from '../fixtures/sink-mx.ts';
 import { RawSmtpClient } from '../fixtures/smtp-clients.ts';
 import { createTestCa, type TestCertificate } from '../fixtures/tls.ts';
@@ -80,6 +80,7 @@ describe('DANE through a relay process', { skip: missing.length > 0 && !process.
         virtualMtas: [{ name: 'vmta-1', hostname: 'out1.relay.test' }],
       },
       delivery: { resolvers: [resolver.server], dnssecResolvers: [resolver.server], mxPort: port },
+      admin: { address: '127.0.0.1', port: adminPort, tokenFile: await writeTestAdminToken(dir.path) },
     }));
     relay = await startRelayProcess({ configDir: dir.path, adminPort });
     cleanups.push(() => relay.kill('SIGKILL'));
@@ -105,7 +106,7 @@ describe('DANE through a relay process', { skip: missing.length > 0 && !process.
   async function queueError(domain: string): Promise<string> {
     const deadline = Date.now() + 30_000;
     for (;;) {
-      const { queues } = (await (await fetch(`${relay.adminUrl}/api/v1/queues`)).json()) as { queues: { domain: string; lastError: string | null }[] };
+      const { queues } = await adminGet<{ queues: { domain: string; lastError: string | null }[] }>(relay.adminUrl, '/api/v1/queues');
       const found = queues.find((queue) => queue.domain === domain && queue.lastError);
       if (found?.lastError) return found.lastError;
       if (Date.now() > deadline) throw new Error(`no deferral for ${domain}: ${JSON.stringify(queues)}`);

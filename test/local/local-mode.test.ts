@@ -115,9 +115,9 @@ async function readmeBlocks(language: string): Promise<string[]> {
   );
 }
 
-function run(command: string, args: string[]): Promise<{ code: number | null; stdout: string; stderr: string }> {
+function run(command: string, args: string[], env: Record<string, string> = {}): Promise<{ code: number | null; stdout: string; stderr: string }> {
   return new Promise((resolve) => {
-    const child = spawn(command, args, { cwd: REPO, stdio: ['ignore', 'pipe', 'pipe'] });
+    const child = spawn(command, args, { cwd: REPO, env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
     let stdout = '';
     let stderr = '';
     child.stdout.on('data', (chunk: Buffer) => (stdout += chunk.toString()));
@@ -139,7 +139,9 @@ test("the README's admin commands answer: readyz, config hash, vmta_ metrics, vm
   const commands = shell.split('\n').map((line) => line.replace(/\s+#.*$/, '').trim()).filter(Boolean);
   assert.equal(commands.length, 4);
   for (const command of commands) {
-    const result = await run('bash', ['-o', 'pipefail', '-c', command]);
+    // vmta queue finds local mode's token by itself in the default work dir (.tmp/local); this run has its own.
+    const token = (await readFile(path.join(dir, 'work/pools/outbound/admin-token'), 'utf8')).trim();
+    const result = await run('bash', ['-o', 'pipefail', '-c', command], { VMTA_ADMIN_TOKEN: token });
     assert.equal(result.code, 0, `${command} exited ${result.code}: ${result.stderr}`);
     assert.notEqual(result.stdout.trim(), '', `${command} printed nothing`);
   }

@@ -1,0 +1,249 @@
+// Outcome recording: turns classified replies into durable recipient results in the spool
+// (delivered, deferred with the next attempt, bounced, expired at bounceAfter), enters and
+// leaves backoff, writes the accounting log and the attempt metrics, stores DSNs to the sender,
+// and removes a message once no recipient is pending. Queue-wide failures (DNS, connect, TLS
+// route) are recorded here too, as one in-memory deferral of the whole queue.
+import type { RuntimeConfig } from '../config/schema.ts';
+import { AccountingLog } from '../observe/accounting.ts';
+import type { QueueId, RecipientResult, SpooledMessage } from '../spool/types.ts';
+import type { DeliveryContext } from './delivery-context.ts';
+import type { DestinationQueue, QueuedMessage, QueueItem } from './destination-queue.ts';
+import { storeDsn, type FailedRecipient } from './dsn.ts';
+import type { MxTarget, TlsOutcome } from './outbound-connection.ts';
+import { classifyFailure, type Classification } from './reply-classification.ts';
+import { afterDeferral, retryDelay } from './retry-schedule.ts';
+
+/** Where and when an attempt was made, for accounting and DSNs. */
+export interface AttemptContext {
+  target?: MxTarget;
+  tls?: TlsOutcome;
+  startedAt: number;
+}
+
+/** An attempt that never reached a host (administrator's bounce or delete). */
+export const NO_TARGET: AttemptContext = { startedAt: 0 };
+
+/** What the recorder needs from the scheduler's message records. */
+export interface MessageRecords {
+  /** Drop a finished message; false when it was already gone. */
+  forget(id: QueueId): boolean;
+  /** Queue a new message (a DSN). */
+  enqueue(message: SpooledMessage): void;
+}
+
+export class OutcomeRecorder {
+  readonly #context: DeliveryContext;
+  readonly #records: MessageRecords;
+  #accounting: AccountingLog;
+
+  constructor(context: DeliveryContext, records: MessageRecords) {
+    this.#context = context;
+    this.#records = records;
+    this.#accounting = this.#openAccounting(context.config);
+  }
+
+  /** Reopen the accounting log when its settings changed. */
+  async reload(previous: RuntimeConfig, config: RuntimeConfig): Promise<void> {
+    if (JSON.stringify(previous.delivery.accounting) === JSON.stringify(config.delivery.accounting)) return;
+    const old = this.#accounting;
+    this.#accounting = this.#openAccounting(config);
+    await old.close();
+  }
+
+  async close(): Promise<void> {
+    await this.#accounting.close();
+  }
+
+  #openAccounting(config: RuntimeConfig): AccountingLog {
+    return new AccountingLog(config.delivery.accounting, (error) => this.#context.logger.error({ err: error, file: config.delivery.accounting.file }, 'accounting file cannot be written'));
+  }
+
+  /**
+   * A DNS or connection failure applies to every ready message of the queue. A permanent one
+   * (null MX, no such domain, 5xx greeting) bounces each message durably. A temporary one defers
+   * the queue as a whole, in memory only: one retry time for the queue, no spool record and no
+   * result string per message (a restart simply tries the destination once more). Messages past
+   * bounceAfter still expire with a durable bounce and DSN; accounting and metrics still count
+   * each deferred recipient.
+   */
+  async failReady(queue: DestinationQueue, classification: Classification, context: AttemptContext, reply?: string): Promise<void> {
+    const items = queue.ready.splice(0, queue.ready.length);
+    if (classification.result !== 'deferred') {
+      await this.recordAll(queue, items, classification, context, reply, true);
+      return;
+    }
+    const { clock, logger } = this.#context;
+    const now = clock.now();
+    // Parallel connections of the queue fail together; the first one to get here defers it.
+    if (items.length === 0 && queue.retryAt > now) return;
+    if (queue.backoff.onFailureReply(queue.settings.backoff, reply ?? classification.diagnostic, now)) {
+      logger.warn({ virtualMta: queue.virtualMta, domain: queue.domain, reply: classification.diagnostic }, 'backoff entered');
+    }
+    const backoff = queue.backoff.isActive(queue.settings.backoff, now) ? queue.settings.backoff : undefined;
+    const expired = items.filter((item) => now >= item.message.envelope.receivedAt + queue.settings.bounceAfter);
+    const waiting = expired.length === 0 ? items : items.filter((item) => now < item.message.envelope.receivedAt + queue.settings.bounceAfter);
+    // One push per item: spreading a whole queue into push() overflows the stack (~120,000 items).
+    for (const item of waiting) queue.ready.push(item);
+    queue.deferUntil(now + (backoff?.retryAfter ?? retryDelay(queue.settings.retryAfter, queue.failures + 1)), now);
+    logger.info({ virtualMta: queue.virtualMta, domain: queue.domain, messages: waiting.length, retryAt: new Date(queue.retryAt).toISOString(), err: classification.diagnostic }, 'destination deferred');
+    for (const item of waiting) {
+      for (const index of item.recipients) {
+        const recipient = item.message.envelope.recipients[index]!;
+        recipient.attempts += 1;
+        recipient.nextAttemptAt = item.dueAt;
+        this.#writeAccounting(queue, item.message, index, classification, context, now);
+      }
+    }
+    // Expired messages bounce through the usual path (afterDeferral turns the deferral into an expiry).
+    if (expired.length > 0) await this.recordAll(queue, expired, classification, context, reply, true);
+  }
+
+  /** Record one classification for many items, a batch at a time; each counts as in flight until recorded. */
+  async recordAll(queue: DestinationQueue, items: QueueItem[], classification: Classification, context: AttemptContext, reply: string | undefined, sendDsn: boolean): Promise<void> {
+    queue.inFlight += items.length;
+    await inBatches(items, async (item) => {
+      try {
+        await this.recordResults(queue, item, new Map(item.recipients.map((index) => [index, classification])), context, reply, sendDsn);
+      } finally {
+        queue.inFlight -= 1;
+      }
+    });
+  }
+
+  /**
+   * Turn classifications into durable recipient results: deferrals get their next attempt
+   * (or expire at bounceAfter), backoff is entered or left, accounting and metrics are written,
+   * bounces produce a DSN, and a message with no pending recipient left is removed.
+   */
+  async recordResults(
+    queue: DestinationQueue,
+    item: QueueItem,
+    classifications: ReadonlyMap<number, Classification>,
+    context: AttemptContext,
+    backoffReply?: string,
+    sendDsn = true,
+  ): Promise<void> {
+    const { clock, logger, metrics, spool } = this.#context;
+    const message = item.message;
+    const envelope = message.envelope;
+    const now = clock.now();
+    const results = new Map<number, RecipientResult>();
+    const final = new Map<number, Classification>();
+    const deferred: number[] = [];
+    for (const [index, initial] of classifications) {
+      const recipient = envelope.recipients[index]!;
+      let classification = initial;
+      if (classification.result === 'delivered') {
+        if (queue.backoff.onDelivery()) logger.info({ virtualMta: queue.virtualMta, domain: queue.domain }, 'backoff left after a delivery');
+        results.set(index, { status: 'delivered', nextAttemptAt: 0, lastResult: classification.diagnostic });
+        metrics.deliveryLatency.observe({ virtual_mta: queue.virtualMta }, Math.max(0, now - envelope.receivedAt) / 1000);
+      } else if (classification.result === 'deferred') {
+        if (queue.backoff.onFailureReply(queue.settings.backoff, backoffReply ?? classification.diagnostic, now)) {
+          logger.warn({ virtualMta: queue.virtualMta, domain: queue.domain, reply: classification.diagnostic }, 'backoff entered');
+        }
+        const backoff = queue.backoff.isActive(queue.settings.backoff, now) ? queue.settings.backoff : undefined;
+        const next = afterDeferral({
+          now,
+          receivedAt: envelope.receivedAt,
+          attemptsMade: recipient.attempts + 1,
+          schedule: queue.settings.retryAfter,
+          bounceAfter: queue.settings.bounceAfter,
+          ...(backoff ? { overrideDelay: backoff.retryAfter } : {}),
+        });
+        if (next.kind === 'expired') {
+          classification = classifyFailure({ kind: 'expired', message: `delivery time expired; last error: ${classification.diagnostic}` });
+          results.set(index, { status: 'bounced', nextAttemptAt: 0, lastResult: classification.diagnostic });
+        } else {
+          results.set(index, { status: 'pending', nextAttemptAt: next.nextAttemptAt, lastResult: classification.diagnostic });
+          deferred.push(index);
+        }
+      } else {
+        results.set(index, { status: 'bounced', nextAttemptAt: 0, lastResult: classification.diagnostic });
+      }
+      final.set(index, classification);
+    }
+    try {
+      await spool.recordRecipientResults(message.id, results);
+    } catch (error) {
+      // Not durable: keep the recipients pending in memory and try again later rather than lose or repeat silently.
+      logger.error({ queueId: message.id, err: error }, 'recording recipient results failed; will retry');
+      queue.add({ message, recipients: [...classifications.keys()], dueAt: now + 60_000 }, now);
+      return;
+    }
+    for (const [index, result] of results) {
+      const recipient = envelope.recipients[index]!;
+      recipient.status = result.status;
+      recipient.attempts += 1;
+      recipient.nextAttemptAt = result.nextAttemptAt;
+      if (result.lastResult !== undefined) recipient.lastResult = result.lastResult;
+      this.#writeAccounting(queue, message, index, final.get(index)!, context, now);
+    }
+    if (deferred.length > 0) {
+      const dueAt = deferred.reduce((earliest, index) => Math.min(earliest, envelope.recipients[index]!.nextAttemptAt), Number.POSITIVE_INFINITY);
+      queue.add({ message, recipients: deferred, dueAt }, now);
+    }
+    const bounced = [...final].filter(([, classification]) => classification.result === 'bounced');
+    if (sendDsn && bounced.length > 0 && envelope.mailFrom !== '') {
+      await this.#sendDsn(message, bounced.map(([index, classification]) => ({
+        address: envelope.recipients[index]!.address,
+        status: classification.status,
+        diagnostic: classification.diagnostic,
+        ...(context.target ? { remoteMta: context.target.name } : {}),
+        lastAttemptAt: now,
+      })));
+    }
+    // Several destination queues may finish the same message concurrently: only the first removes it.
+    if (envelope.recipients.every((recipient) => recipient.status !== 'pending') && this.#records.forget(message.id)) {
+      await spool.remove(message.id).catch((error: Error) => logger.error({ queueId: message.id, err: error }, 'removing a finished message failed'));
+    }
+  }
+
+  #writeAccounting(queue: DestinationQueue, message: QueuedMessage, index: number, classification: Classification, context: AttemptContext, now: number): void {
+    const { metrics, virtualMtas } = this.#context;
+    const recipient = message.envelope.recipients[index]!;
+    const vmta = virtualMtas.get(queue.virtualMta);
+    const tls = context.tls?.kind === 'tls' ? context.tls : undefined;
+    metrics.attempts.inc({ virtual_mta: queue.virtualMta, domain: metrics.domainLabel(queue.domain), result: classification.result, bounce_category: classification.category ?? 'none' });
+    this.#accounting.write({
+      time: new Date(now).toISOString(),
+      queueId: message.id,
+      virtualMta: queue.virtualMta,
+      sourceAddress: vmta?.sourceAddress ?? null,
+      sender: message.envelope.mailFrom,
+      recipient: recipient.address,
+      domain: queue.domain,
+      mxHost: context.target?.name ?? null,
+      mxIp: context.target?.address ?? null,
+      result: classification.result,
+      dsnStatus: classification.status,
+      diagnostic: classification.diagnostic,
+      bounceCategory: classification.category ?? null,
+      attempt: recipient.attempts,
+      tlsVersion: tls?.version ?? null,
+      tlsCipher: tls?.cipher ?? null,
+      durationMs: context.startedAt ? Math.max(0, now - context.startedAt) : 0,
+    });
+  }
+
+  /** Store an RFC 3464 bounce to the sender (null sender, same VirtualMTA) and queue it. */
+  async #sendDsn(message: QueuedMessage, recipients: FailedRecipient[]): Promise<void> {
+    const { clock, config, logger, metrics, spool } = this.#context;
+    try {
+      const stored = await storeDsn(spool, { reportingMta: config.hostname, queueId: message.id, envelope: message.envelope, recipients, now: clock.now() });
+      metrics.dsnsGenerated.inc({ virtual_mta: message.envelope.virtualMta });
+      logger.info({ queueId: message.id, dsnQueueId: stored.id, recipients: recipients.length }, 'DSN queued to the sender');
+      this.#records.enqueue(stored);
+    } catch (error) {
+      logger.error({ queueId: message.id, err: error }, 'could not create the DSN');
+    }
+  }
+}
+
+/** Items a queue-wide failure or admin call records at once; bounds memory and open spool writes for huge queues. */
+const RECORD_BATCH = 256;
+
+async function inBatches<T>(items: readonly T[], record: (item: T) => Promise<void>): Promise<void> {
+  for (let start = 0; start < items.length; start += RECORD_BATCH) {
+    await Promise.all(items.slice(start, start + RECORD_BATCH).map(record));
+  }
+}

@@ -1,0 +1,360 @@
+// The scheduler: owns the queued message records (envelopes, never bodies), the per-VirtualMTA
+// x domain destination queues, their wake-up timers, pauses, and the connection limits
+// (per domain, backoff, MX-rollup site, message rate). It decides when a queue may open a
+// connection and hands the queue to a session (connection-runner.ts); it never talks SMTP and
+// never writes results (outcome-recorder.ts does).
+// With `delivery.mxRollup`, domains whose MX host sets are the same form one "site" per
+// VirtualMTA: the connection limit applies to the site and an open connection carries mail
+// for every domain of the site, while retry state, pauses and listing stay per domain.
+import type { Envelope, QueueId, RecipientStatus, SpooledMessage } from '../spool/types.ts';
+import type { TimerHandle } from './clock.ts';
+import type { DeliveryContext } from './delivery-context.ts';
+import { DestinationQueue, type QueuedMessage, type QueueItem } from './destination-queue.ts';
+import { resolveDomainSettings } from './domain-settings.ts';
+import type { MxTarget } from './outbound-connection.ts';
+import { StringTable } from './string-table.ts';
+import { isDanePolicy } from './tls-route.ts';
+
+/** Which queues a control call applies to; an empty selector means every queue. */
+export interface QueueSelector {
+  virtualMta?: string;
+  domain?: string;
+}
+
+/** Runs one connection's life for a queue (connection-runner.ts); the scheduler counts it until it settles. */
+export type SessionStarter = (queue: DestinationQueue) => Promise<void>;
+
+export class QueueScheduler {
+  readonly #context: DeliveryContext;
+  #startSession: SessionStarter = async () => {};
+  readonly #messages = new Map<QueueId, QueuedMessage>();
+  readonly #strings = new StringTable();
+  readonly #queues = new Map<string, DestinationQueue>();
+  readonly #timers = new Map<DestinationQueue, { at: number; handle: TimerHandle }>();
+  readonly #sessions = new Set<Promise<void>>();
+  /** Open connections per "virtualMta\0site" (MX rollup). */
+  readonly #siteConnections = new Map<string, number>();
+  /** Paused selectors as "virtualMta\0domain" with "*" for a field left out. */
+  readonly #paused = new Set<string>();
+  #stopping = false;
+  /** A drain is handing the queue over: nothing new is started (see hold()). */
+  #holding = false;
+
+  constructor(context: DeliveryContext) {
+    this.#context = context;
+  }
+
+  /** Who runs a queue's sessions; set once by the engine before anything is queued. */
+  set sessionStarter(start: SessionStarter) {
+    this.#startSession = start;
+  }
+
+  // ---- message records -----------------------------------------------------------------
+
+  /** Messages held (queued, scheduled or being delivered). */
+  get messageCount(): number {
+    return this.#messages.size;
+  }
+
+  /** Every message held, in the order queued. */
+  messages(): IterableIterator<QueuedMessage> {
+    return this.#messages.values();
+  }
+
+  message(id: QueueId): QueuedMessage | undefined {
+    return this.#messages.get(id);
+  }
+
+  holds(id: QueueId): boolean {
+    return this.#messages.has(id);
+  }
+
+  /** Drop a finished message; false when it was already gone (several queues may finish it at once). */
+  forget(id: QueueId): boolean {
+    return this.#messages.delete(id);
+  }
+
+  /** Queue a newly accepted (or recovered) message; only its envelope is kept. A message already queued is ignored. */
+  enqueue(spooled: SpooledMessage): void {
+    if (this.#messages.has(spooled.id)) return;
+    // The engine updates recipient state in place, so it keeps its own copy of the recipients.
+    this.enqueueOwned({ id: spooled.id, envelope: { ...spooled.envelope, recipients: spooled.envelope.recipients.map((recipient) => ({ ...recipient })) } });
+  }
+
+  /** Queue a message whose envelope the engine may keep and change (recovery: straight from the spool scan). */
+  enqueueOwned(message: QueuedMessage): void {
+    if (this.#messages.has(message.id)) return;
+    this.#shareStrings(message.envelope);
+    const byDomain = new Map<string, number[]>();
+    message.envelope.recipients.forEach((recipient, index) => {
+      if (recipient.status !== 'pending') return;
+      const indexes = byDomain.get(recipient.domain) ?? [];
+      indexes.push(index);
+      byDomain.set(recipient.domain, indexes);
+    });
+    if (byDomain.size === 0) {
+      const { spool, logger } = this.#context;
+      void spool.remove(message.id).catch((error: Error) => logger.error({ queueId: message.id, err: error }, 'removing a finished message failed'));
+      return;
+    }
+    this.#messages.set(message.id, message);
+    const now = this.#context.clock.now();
+    for (const [domain, recipients] of byDomain) {
+      const dueAt = recipients.reduce((latest, index) => Math.max(latest, message.envelope.recipients[index]!.nextAttemptAt), 0);
+      const queue = this.#queueFor(message.envelope.virtualMta, domain);
+      queue.add({ message, recipients, dueAt }, now);
+      this.pump(queue);
+    }
+  }
+
+  /** Point the envelope's repeated strings at one shared copy each (memory of large queues). */
+  #shareStrings(envelope: Envelope): void {
+    const table = this.#strings;
+    envelope.mailFrom = table.share(envelope.mailFrom);
+    envelope.virtualMta = table.share(envelope.virtualMta);
+    envelope.listener = table.share(envelope.listener);
+    envelope.clientAddress = table.share(envelope.clientAddress);
+    if (envelope.user !== undefined) envelope.user = table.share(envelope.user);
+    for (const recipient of envelope.recipients) {
+      recipient.domain = table.share(recipient.domain);
+      recipient.status = table.share(recipient.status) as RecipientStatus;
+    }
+  }
+
+  // ---- queues --------------------------------------------------------------------------
+
+  queues(): IterableIterator<DestinationQueue> {
+    return this.#queues.values();
+  }
+
+  queue(virtualMta: string, domain: string): DestinationQueue | undefined {
+    return this.#queues.get(`${virtualMta}\u0000${domain}`);
+  }
+
+  #queueFor(virtualMta: string, domain: string): DestinationQueue {
+    const key = `${virtualMta}\u0000${domain}`;
+    let queue = this.#queues.get(key);
+    if (!queue) {
+      const vmta = this.#context.virtualMtas.get(virtualMta) ?? { domains: [] };
+      queue = new DestinationQueue(virtualMta, domain, resolveDomainSettings(domain, vmta, this.#context.config.pool.domainDefaults));
+      this.#queues.set(key, queue);
+    }
+    return queue;
+  }
+
+  select(selector: QueueSelector): DestinationQueue[] {
+    const domain = selector.domain?.toLowerCase();
+    return [...this.#queues.values()].filter((queue) => (!selector.virtualMta || queue.virtualMta === selector.virtualMta) && (!domain || queue.domain === domain));
+  }
+
+  /** A new config: every queue takes its domain's settings again and is pumped. */
+  applySettings(): void {
+    const { config, virtualMtas } = this.#context;
+    for (const queue of this.#queues.values()) {
+      const vmta = virtualMtas.get(queue.virtualMta);
+      if (vmta) queue.settings = resolveDomainSettings(queue.domain, vmta, config.pool.domainDefaults);
+      this.pump(queue);
+    }
+  }
+
+  // ---- pauses and admission ------------------------------------------------------------
+
+  /** Pause a selector; it holds for queues created later too. Returns the number of existing queues affected. */
+  pause(selector: QueueSelector): number {
+    this.#paused.add(pauseKey(selector.virtualMta, selector.domain?.toLowerCase()));
+    return this.select(selector).length;
+  }
+
+  /** Lift exactly that pause (an empty selector lifts every pause); a queue stays paused while a wider pause covers it. */
+  resume(selector: QueueSelector): number {
+    if (!selector.virtualMta && !selector.domain) this.#paused.clear();
+    else this.#paused.delete(pauseKey(selector.virtualMta, selector.domain?.toLowerCase()));
+    const selected = this.select(selector);
+    for (const queue of selected) this.pump(queue);
+    return selected.length;
+  }
+
+  /** Whether the VirtualMTA as a whole (not one of its domains) is paused. */
+  isVirtualMtaPaused(name: string): boolean {
+    return this.#paused.has(pauseKey(name, undefined));
+  }
+
+  isPaused(queue: DestinationQueue): boolean {
+    if (this.#paused.size === 0) return false;
+    return [pauseKey(queue.virtualMta, queue.domain), pauseKey(queue.virtualMta, undefined), pauseKey(undefined, queue.domain), pauseKey(undefined, undefined)].some((key) => this.#paused.has(key));
+  }
+
+  /** May the queue start (or go on) sending? Notes why not in the queue's lastError when its VirtualMTA cannot send. */
+  canSend(queue: DestinationQueue): boolean {
+    if (this.#stopping || this.#holding || this.isPaused(queue)) return false;
+    const { virtualMtas } = this.#context;
+    if (!virtualMtas.has(queue.virtualMta)) {
+      queue.lastError = `VirtualMTA "${queue.virtualMta}" is not in the configuration; its mail waits`;
+      return false;
+    }
+    const unusable = virtualMtas.unusableReason(queue.virtualMta);
+    if (unusable) queue.lastError = `VirtualMTA unusable: ${unusable}; its mail waits`;
+    return !unusable;
+  }
+
+  /** Make every scheduled message of the selected queues due now; returns how many. */
+  retryNow(selector: QueueSelector): number {
+    let count = 0;
+    const now = this.#context.clock.now();
+    for (const queue of this.select(selector)) {
+      queue.clearDeferral();
+      for (const item of queue.drain((candidate) => candidate.dueAt > now)) {
+        item.dueAt = now;
+        queue.ready.push(item);
+        count += 1;
+      }
+      this.pump(queue);
+    }
+    return count;
+  }
+
+  // ---- connections and timers ----------------------------------------------------------
+
+  /** Start connections for ready messages within the limits, and wake up for the next due one. */
+  pump(queue: DestinationQueue): void {
+    if (this.#stopping) return;
+    const now = this.#context.clock.now();
+    queue.promoteDue(now);
+    if (this.canSend(queue)) {
+      const backoff = queue.backoff.isActive(queue.settings.backoff, now) ? queue.settings.backoff : undefined;
+      const limit = backoff ? Math.min(backoff.maxSmtpOut, queue.settings.maxSmtpOut) : queue.settings.maxSmtpOut;
+      while (queue.connections < limit && queue.ready.length > queue.connections && this.#siteConnectionCount(queue) < limit) {
+        queue.connections += 1;
+        const session = this.#startSession(queue).finally(() => {
+          queue.connections -= 1;
+          this.#sessions.delete(session);
+          this.pump(queue);
+          for (const sibling of this.#siteSiblings(queue)) this.pump(sibling);
+        });
+        this.#sessions.add(session);
+      }
+    }
+    this.#armTimer(queue);
+    this.#dropIfEmpty(queue);
+  }
+
+  #armTimer(queue: DestinationQueue): void {
+    const { clock } = this.#context;
+    const next = queue.scheduled.peek();
+    const existing = this.#timers.get(queue);
+    if (!next) {
+      existing?.handle.cancel();
+      this.#timers.delete(queue);
+      return;
+    }
+    if (existing && existing.at === next.dueAt) return;
+    existing?.handle.cancel();
+    const handle = clock.setTimer(next.dueAt - clock.now(), () => {
+      this.#timers.delete(queue);
+      this.pump(queue);
+    });
+    this.#timers.set(queue, { at: next.dueAt, handle });
+  }
+
+  #dropIfEmpty(queue: DestinationQueue): void {
+    // A queue in backoff is kept so the backoff state outlives its last message.
+    if (queue.size === 0 && queue.connections === 0 && !queue.backoff.isActive(queue.settings.backoff, this.#context.clock.now())) {
+      this.#queues.delete(`${queue.virtualMta}\u0000${queue.domain}`);
+    }
+  }
+
+  /**
+   * With MX rollup, note the domain's site and take a connection slot of it: undefined when
+   * rollup does not apply, null when the site is at its limit (a sibling's connection will carry
+   * this mail). A key returned must be given back with leaveSite().
+   */
+  joinSite(queue: DestinationQueue, targets: readonly MxTarget[]): string | null | undefined {
+    if (!this.#context.config.delivery.mxRollup || queue.settings.smtpHost) return undefined;
+    queue.site = [...new Set(targets.map((target) => target.name))].sort().join(',');
+    const key = `${queue.virtualMta}\u0000${queue.site}`;
+    const open = this.#siteConnections.get(key) ?? 0;
+    if (open >= queue.settings.maxSmtpOut) return null;
+    this.#siteConnections.set(key, open + 1);
+    return key;
+  }
+
+  leaveSite(key: string): void {
+    this.#siteConnections.set(key, (this.#siteConnections.get(key) ?? 1) - 1);
+  }
+
+  #siteConnectionCount(queue: DestinationQueue): number {
+    return queue.site ? (this.#siteConnections.get(`${queue.virtualMta}\u0000${queue.site}`) ?? 0) : 0;
+  }
+
+  /** Other domains of the same VirtualMTA and site (MX rollup). */
+  #siteSiblings(queue: DestinationQueue): DestinationQueue[] {
+    if (!queue.site) return [];
+    return [...this.#queues.values()].filter((other) => other !== queue && other.site === queue.site && other.virtualMta === queue.virtualMta);
+  }
+
+  /** The next ready item for a connection of `queue`: the queue's own, or (MX rollup) a sibling domain's with the same TLS needs. */
+  nextItem(queue: DestinationQueue): { source: DestinationQueue; item: QueueItem } | undefined {
+    const now = this.#context.clock.now();
+    queue.promoteDue(now);
+    const own = queue.ready.shift();
+    if (own) return { source: queue, item: own };
+    for (const sibling of this.#siteSiblings(queue)) {
+      if (sibling.settings.tlsPolicy !== queue.settings.tlsPolicy || sibling.settings.mtaSts || queue.settings.mtaSts || isDanePolicy(queue.settings.tlsPolicy) || !this.canSend(sibling)) continue;
+      sibling.promoteDue(now);
+      const item = sibling.ready.shift();
+      if (item) return { source: sibling, item };
+    }
+    return undefined;
+  }
+
+  /** Wait until maxMessageRate (or the backoff rate) allows the next message. */
+  async paceRate(queue: DestinationQueue): Promise<void> {
+    const { clock } = this.#context;
+    const now = clock.now();
+    const backoff = queue.backoff.isActive(queue.settings.backoff, now) ? queue.settings.backoff : undefined;
+    const rate = backoff?.maxMessageRate ?? queue.settings.maxMessageRate;
+    if (!rate) return;
+    const interval = rate.perMs / rate.count;
+    const startAt = Math.max(now, queue.nextSendAt);
+    queue.nextSendAt = startAt + interval;
+    if (startAt > now) await new Promise<void>((resolve) => clock.setTimer(startAt - now, resolve));
+  }
+
+  // ---- hand-over and shutdown ----------------------------------------------------------
+
+  /** Start no more deliveries and wait until every attempt in flight is recorded. */
+  async hold(): Promise<void> {
+    this.#holding = true;
+    while (this.#sessions.size > 0) await Promise.allSettled([...this.#sessions]);
+  }
+
+  /** After hold(): take every message out (the spool is untouched); the caller owns them now. */
+  takeAll(): QueuedMessage[] {
+    const taken = [...this.#messages.values()];
+    this.#messages.clear();
+    for (const queue of [...this.#queues.values()]) {
+      queue.drain();
+      this.#armTimer(queue);
+      this.#dropIfEmpty(queue);
+    }
+    return taken;
+  }
+
+  /** Deliver again after hold(): the drain ended or was cancelled. */
+  release(): void {
+    this.#holding = false;
+    for (const queue of [...this.#queues.values()]) this.pump(queue);
+  }
+
+  /** Start nothing more, cancel the timers and wait for the sessions in flight. */
+  async stop(): Promise<void> {
+    this.#stopping = true;
+    for (const { handle } of this.#timers.values()) handle.cancel();
+    this.#timers.clear();
+    await Promise.allSettled([...this.#sessions]);
+  }
+}
+
+function pauseKey(virtualMta: string | undefined, domain: string | undefined): string {
+  return `${virtualMta ?? '*'}\u0000${domain ?? '*'}`;
+}
