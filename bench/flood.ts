@@ -24,11 +24,36 @@ const { values: args } = parseArgs({
     connections: { type: 'string', default: '20000' },
     concurrency: { type: 'string', default: '400' },
     settle: { type: 'string', default: '15' },
+    // NAME=VALUE added to the relay's environment (repeatable), to compare allocator settings.
+    env: { type: 'string', multiple: true, default: [] },
   },
 });
+const extraEnv = Object.fromEntries(args.env.map((pair) => [pair.slice(0, pair.indexOf('=')), pair.slice(pair.indexOf('=') + 1)]));
 const connections = Number(args.connections);
 const concurrency = Number(args.concurrency);
 const settleSeconds = Number(args.settle);
+
+/**
+ * Resident memory by where it lives, from /proc/PID/smaps: the brk heap (glibc's main malloc
+ * arena), other anonymous mappings (V8's heap pages, glibc's thread arenas, thread stacks) and
+ * file-backed pages (the node binary, libraries). What stays after a flood shows up here.
+ */
+async function residentByKind(pid: number) {
+  const smaps = await readFile(`/proc/${pid}/smaps`, 'utf8');
+  const kinds = { brkHeap: 0, anonymous: 0, file: 0 };
+  let kind: keyof typeof kinds = 'anonymous';
+  for (const line of smaps.split('\n')) {
+    const mapping = /^[0-9a-f]+-[0-9a-f]+ \S+ \S+ \S+ \d+\s*(.*)$/.exec(line);
+    if (mapping) {
+      const name = mapping[1]!;
+      kind = name === '[heap]' ? 'brkHeap' : name.startsWith('/') ? 'file' : 'anonymous';
+      continue;
+    }
+    const rss = /^Rss:\s+(\d+) kB/.exec(line);
+    if (rss) kinds[kind] += Number(rss[1]) / 1024;
+  }
+  return kinds;
+}
 
 async function memory(pid: number, adminUrl: string) {
   const status = await readFile(`/proc/${pid}/status`, 'utf8');
@@ -38,8 +63,15 @@ async function memory(pid: number, adminUrl: string) {
     rss: kib('VmRSS'),
     hwm: kib('VmHWM'),
     heap: await metric('nodejs_heap_size_used_bytes'),
+    heapTotal: await metric('nodejs_heap_size_total_bytes'),
     external: await metric('nodejs_external_memory_bytes'),
+    ...(await residentByKind(pid)),
   };
+}
+
+function describeMemory(figures: Awaited<ReturnType<typeof memory>>): string {
+  const mb = (value: number) => value.toFixed(1);
+  return `rss ${figures.rss.toFixed(0)} MB (brk heap ${mb(figures.brkHeap)}, other anonymous ${mb(figures.anonymous)}, files ${mb(figures.file)}), V8 heap used ${mb(figures.heap)} of ${mb(figures.heapTotal)} MB, external ${mb(figures.external)} MB`;
 }
 
 type Attack = (port: { plain: number; submission: number; implicit: number }, localAddress: string) => Promise<void>;
@@ -123,7 +155,7 @@ async function main(): Promise<void> {
       admin: { address: '127.0.0.1', port: adminPort },
     }),
   );
-  const relay = await startRelayProcess({ configDir: directory.path, adminPort, env: { LOG_LEVEL: 'warn', NODE_OPTIONS: RELAY_NODE_OPTIONS } });
+  const relay = await startRelayProcess({ configDir: directory.path, adminPort, env: { LOG_LEVEL: 'warn', NODE_OPTIONS: RELAY_NODE_OPTIONS, ...extraEnv } });
   const pid = relay.child.pid!;
   try {
     for (let index = 0; index < 20; index++) {
@@ -148,13 +180,18 @@ async function main(): Promise<void> {
     );
     const floodSeconds = (Date.now() - started) / 1000;
     while (((await metricValue(relay.adminUrl, 'vmta_inbound_connections_active{listener="submissions"}')) ?? 0) > 0) await new Promise((resolve) => setTimeout(resolve, 500));
-    await new Promise((resolve) => setTimeout(resolve, settleSeconds * 1000));
+    // How memory comes down while the relay idles: one line every 5 s.
+    const idleStarted = Date.now();
+    while (Date.now() - idleStarted < settleSeconds * 1000) {
+      await new Promise((resolve) => setTimeout(resolve, Math.min(5_000, settleSeconds * 1000 - (Date.now() - idleStarted))));
+      console.log(`idle ${((Date.now() - idleStarted) / 1000).toFixed(0)} s: ${describeMemory(await memory(pid, relay.adminUrl))}`);
+    }
     clearInterval(sampler);
     const after = await memory(pid, relay.adminUrl);
     const sent = await smtplibSend({ host: '127.0.0.1', port: ports.plain, mode: 'plain', from: 'a@example.com', to: ['b@example.org'], message: 'Subject: after\r\n\r\nx\r\n' });
     console.log(`flood: ${connections} garbage connections (${Object.keys(ATTACKS).join(', ')}) from ${concurrency} workers in ${floodSeconds.toFixed(1)} s; relay still accepts: ${sent.stdout.trim()}`);
-    console.log(`before: rss ${before.rss.toFixed(0)} MB, heap ${before.heap.toFixed(1)} MB, external ${before.external.toFixed(1)} MB`);
-    console.log(`after ${settleSeconds} s idle: rss ${after.rss.toFixed(0)} MB (peak ${Math.max(peak, after.rss).toFixed(0)} MB, VmHWM ${after.hwm.toFixed(0)} MB), heap ${after.heap.toFixed(1)} MB, external ${after.external.toFixed(1)} MB`);
+    console.log(`before: ${describeMemory(before)}`);
+    console.log(`after ${settleSeconds} s idle: ${describeMemory(after)}; peak rss ${Math.max(peak, after.rss).toFixed(0)} MB, VmHWM ${after.hwm.toFixed(0)} MB`);
     console.log(`rss_before_mb=${before.rss.toFixed(0)} rss_peak_mb=${Math.max(peak, after.rss).toFixed(0)} rss_after_mb=${after.rss.toFixed(0)} heap_before_mb=${before.heap.toFixed(1)} heap_after_mb=${after.heap.toFixed(1)} external_after_mb=${after.external.toFixed(1)}`);
   } finally {
     await relay.kill('SIGKILL');

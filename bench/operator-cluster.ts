@@ -1,10 +1,12 @@
-// `BENCH_KUBECONFIG=PATH npm run bench:operator`: the same scale run as bench/operator.ts, against
+// `BENCH_KUBECONFIG=PATH npm run bench:operator-cluster`: the same scale run as bench/operator.ts, against
 // a real API server (the cluster harness's, `VMTA_CLUSTER_KEEP=1 npm run test:cluster`, or any
 // cluster). The operator runs as a local process with that kubeconfig, scoped to a fresh
 // namespace. Pools have replicas 0 (no node runs 2,000 relay pods), so the figure is the time
 // until every pool's status is written at its generation with all 6 objects applied, not
 // Ready. Writes in the quiet period are the operator's field-manager entries (managedFields
-// time) and Events written after it began, so writes by other controllers do not count.
+// time) and the operator's Events written after it began (reportingComponent vmta-operator), so
+// writes by other controllers (the disruption controller's NoPods Events) do not count.
+// No other vmta operator may run in the cluster meanwhile (the bench checks).
 // Env: BENCH_POOLS (1000), BENCH_QUIET_SECONDS (60), BENCH_TIMEOUT_SECONDS (1200).
 import { execFile, spawn } from 'node:child_process';
 import { readFile } from 'node:fs/promises';
@@ -12,7 +14,11 @@ import path from 'node:path';
 import { promisify } from 'node:util';
 import { stringify } from 'yaml';
 
-const kubeconfig = process.env.BENCH_KUBECONFIG!;
+const kubeconfig = process.env.BENCH_KUBECONFIG ?? '';
+if (!kubeconfig) {
+  console.error('bench/operator-cluster.ts needs BENCH_KUBECONFIG: the admin kubeconfig of the cluster to run against (the harness writes /var/tmp/vmta-cluster/kubeconfig)');
+  process.exit(2);
+}
 const POOLS = Number(process.env.BENCH_POOLS ?? 1000);
 const VMTAS_PER_POOL = 5;
 const QUIET_SECONDS = Number(process.env.BENCH_QUIET_SECONDS ?? 60);
@@ -28,7 +34,7 @@ async function kubectl(args: string[], input?: string): Promise<string> {
 }
 
 type Json = Record<string, any>;
-const list = async (kinds: string): Promise<Json[]> => (JSON.parse(await kubectl(['-n', NAMESPACE, 'get', kinds, '-o', 'json'])) as { items: Json[] }).items;
+const list = async (kinds: string): Promise<Json[]> => (JSON.parse(await kubectl(['-n', NAMESPACE, 'get', kinds, '--show-managed-fields', '-o', 'json'])) as { items: Json[] }).items;
 
 const poolName = (i: number) => `p${String(i).padStart(4, '0')}`;
 const objects: Json[] = [
@@ -54,6 +60,12 @@ for (let i = 0; i < POOLS; i++) {
   }
 }
 
+// An operator already in the cluster (the chart's, cluster mode) would reconcile the bench's pools too.
+const operatorPods = (JSON.parse(await kubectl(['get', 'pods', '-A', '-l', 'app.kubernetes.io/name=vmta-operator', '-o', 'json'])) as { items: Json[] }).items;
+if (operatorPods.length > 0) {
+  console.error(`bench/operator-cluster.ts: an operator runs in the cluster (${operatorPods.map((pod) => `${pod.metadata.namespace}/${pod.metadata.name}`).join(', ')}); scale it to 0 first (kubectl -n NS scale deployment NAME --replicas=0)`);
+  process.exit(2);
+}
 await kubectl(['create', 'namespace', NAMESPACE]);
 console.log(`applying ${objects.length} objects (${POOLS} pools x ${VMTAS_PER_POOL} VirtualMTAs x 2 listeners) to namespace ${NAMESPACE}`);
 for (let from = 0; from < objects.length; from += 500) {
@@ -79,15 +91,24 @@ try {
   const statusSeconds = (Date.now() - started) / 1000;
   const owned = (await list('configmaps,statefulsets,services,poddisruptionbudgets')).filter((object) => object.metadata.managedFields?.some((entry: Json) => entry.manager === FIELD_MANAGER));
   console.log(`every status written after ${statusSeconds.toFixed(1)} s; ${owned.length} objects applied (expected ${POOLS * 6})`);
+  if (owned.length < POOLS * 6) {
+    const sample = (await list('virtualmtapools'))[0];
+    throw new Error(`the operator applied ${owned.length} of ${POOLS * 6} objects; ${sample?.metadata.name}: ${JSON.stringify(sample?.status?.conditions)}`);
+  }
   const quietFrom = new Date(Date.now() + 1000);
   console.log(`quiet period: ${QUIET_SECONDS} s`);
   await new Promise((resolve) => setTimeout(resolve, QUIET_SECONDS * 1000 + 1000));
   const changedSince = (object: Json) => (object.metadata.managedFields ?? []).some((entry: Json) => entry.manager === FIELD_MANAGER && new Date(entry.time) >= quietFrom);
-  const writes =
-    (await list('configmaps,statefulsets,services,poddisruptionbudgets,virtualmtapools,smtplisteners,relaypolicies')).filter(changedSince).length +
-    (await list('events')).filter((event) => new Date(event.lastTimestamp ?? event.eventTime ?? 0) >= quietFrom).length;
+  const changed = (await list('configmaps,statefulsets,services,poddisruptionbudgets,virtualmtapools,smtplisteners,relaypolicies')).filter(changedSince);
+  const events = (await list('events')).filter((event) => (event.reportingComponent || event.source?.component) === FIELD_MANAGER && new Date(event.lastTimestamp ?? event.eventTime ?? 0) >= quietFrom);
+  const writes = changed.length + events.length;
+  const byKind = new Map<string, number>();
+  for (const name of [...changed.map((object) => object.kind), ...events.map((event) => `Event ${event.reason}`)]) byKind.set(name, (byKind.get(name) ?? 0) + 1);
+  if (writes > 0) console.log(`writes in the quiet period: ${[...byKind].map(([name, count]) => `${name} ${count}`).join(', ')}`);
   console.log(`pools=${POOLS} objects=${owned.length} status_written_s=${statusSeconds.toFixed(1)} quiet_writes=${writes} rss_peak_mb=${await peakRssMb()}`);
 } finally {
+  // Persistent pools carry the drain finalizer: the namespace goes only while the operator runs.
+  if (operator.exitCode === null) await kubectl(['delete', 'namespace', NAMESPACE, '--wait=true', '--timeout=600s']).catch((error: Error) => console.error(`deleting ${NAMESPACE}: ${error.message}`));
   operator.kill('SIGKILL');
   await kubectl(['delete', 'namespace', NAMESPACE, '--wait=false']).catch(() => undefined);
 }

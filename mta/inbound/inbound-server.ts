@@ -6,18 +6,15 @@
 // certificates, limits) and re-binds only listeners whose address or port changed; open
 // sessions keep the snapshot they started with.
 import net from 'node:net';
-import tls from 'node:tls';
 import type { RuntimeConfig } from '../config/schema.ts';
 import type { RejectionReason } from '../observe/metrics.ts';
 import { AuthFailureLimiter } from './auth-failures.ts';
 import { buildListenerSnapshot, type InboundDeps, type ListenerSnapshot } from './listener-session.ts';
 import { readProxyHeader } from './proxy-header.ts';
+import { HandshakeFailure, implicitTlsHandshake, preSessionTimeoutMs } from './tls-handshake.ts';
 import { addressText, peerAddressValue, peerInRanges } from '../config/address-range.ts';
 
 export type { InboundDeps } from './listener-session.ts';
-
-/** How long a connection may take to send its PROXY header or finish the implicit TLS handshake. */
-const PRE_SESSION_TIMEOUT_MS = 30_000;
 
 class ListenerEndpoint {
   snapshot: ListenerSnapshot;
@@ -26,6 +23,8 @@ class ListenerEndpoint {
   readonly perClient = new Map<string, number>();
   /** Connections that passed the limits (refused ones linger briefly for their 421 and are not counted). */
   admitted = 0;
+  /** Refused connections waiting for their 421 to go out. */
+  lingering = 0;
   readonly limiter: AuthFailureLimiter;
   private readonly deps: InboundDeps;
 
@@ -63,8 +62,8 @@ class ListenerEndpoint {
     const snapshot = this.snapshot;
     const labels = { listener: snapshot.config.name };
     const metrics = this.deps.metrics;
-    if (this.sockets.size >= 2 * snapshot.config.limits.maxConnections) {
-      // A flood of connections that have not even finished PROXY/TLS: drop without a reply.
+    if (this.sockets.size - this.lingering >= 2 * snapshot.config.limits.maxConnections) {
+      // A flood of connections still sending their PROXY header: drop without a reply.
       metrics.rejections.inc({ ...labels, reason: 'too_many_connections' });
       socket.destroy();
       return;
@@ -96,7 +95,11 @@ class ListenerEndpoint {
       this.deps.logger.info({ listener: labels.listener, client: clientKey ?? socket.remoteAddress, reason }, 'connection refused');
       // A client on an implicit-TLS port cannot read a clear-text reply, and a handshake just to
       // say 421 is the work a flood wants us to do: close instead.
-      if (implicitTls) return void socket.destroy();
+      // Past maxConnections lingering refusals, a flood is not worth a reply either.
+      if (implicitTls || this.lingering >= snapshot.config.limits.maxConnections) return void socket.destroy();
+      // The 421 gets a second to reach the client (the socket stays paused: nothing it sends is read).
+      this.lingering++;
+      socket.once('close', () => this.lingering--);
       socket.end(`${reply}\r\n`);
       setTimeout(() => socket.destroy(), 1000).unref();
     };
@@ -111,7 +114,7 @@ class ListenerEndpoint {
         }
         socket.resume();
         try {
-          const peer = await readProxyHeader(socket, Math.min(PRE_SESSION_TIMEOUT_MS, snapshot.config.limits.idleTimeout));
+          const peer = await readProxyHeader(socket, preSessionTimeoutMs(snapshot.config.limits));
           if (peer) {
             clientAddress = normaliseIp(peer.address);
             clientPort = peer.port;
@@ -136,10 +139,10 @@ class ListenerEndpoint {
       let sessionSocket: net.Socket = socket;
       if (implicitTls && snapshot.tls) {
         try {
-          sessionSocket = await handshake(socket, snapshot, Math.min(PRE_SESSION_TIMEOUT_MS, limits.idleTimeout));
+          sessionSocket = await implicitTlsHandshake(socket, snapshot.tls, preSessionTimeoutMs(limits));
         } catch (error) {
           const reason = error instanceof HandshakeFailure ? error.reason : 'error';
-          metrics.tlsHandshakeFailures.inc({ ...labels, reason });
+          metrics.tlsHandshakeFailures.inc({ ...labels, tls_mode: 'implicit', reason });
           this.deps.logger.debug({ listener: labels.listener, client: clientAddress, reason, err: (error as Error).message }, 'TLS handshake failed');
           return;
         }
@@ -152,46 +155,6 @@ class ListenerEndpoint {
       socket.destroy();
     });
   }
-}
-
-/** Why an implicit-TLS handshake did not complete: the bounded values of the `reason` label. */
-class HandshakeFailure extends Error {
-  readonly reason: 'timeout' | 'closed' | 'error';
-  constructor(reason: HandshakeFailure['reason'], message: string) {
-    super(message);
-    this.reason = reason;
-  }
-}
-
-function handshake(socket: net.Socket, snapshot: ListenerSnapshot, timeoutMs: number): Promise<tls.TLSSocket> {
-  const credentials = snapshot.tls;
-  return new Promise((resolve, reject) => {
-    if (!credentials) return reject(new Error('implicit TLS without certificates'));
-    const tlsSocket = new tls.TLSSocket(socket, {
-      isServer: true,
-      secureContext: credentials.defaultContext,
-      SNICallback: (name, cb) => cb(null, credentials.sniContexts.get(name.toLowerCase()) ?? credentials.defaultContext),
-    });
-    const timer = setTimeout(() => fail(new HandshakeFailure('timeout', 'TLS handshake timeout')), timeoutMs);
-    timer.unref();
-    const fail = (error: Error) => {
-      clearTimeout(timer);
-      tlsSocket.destroy();
-      socket.destroy();
-      reject(error);
-    };
-    const onClose = () => fail(new HandshakeFailure('closed', 'connection closed during the TLS handshake'));
-    const onError = (error: Error) => fail(new HandshakeFailure('error', error.message));
-    tlsSocket.once('error', onError);
-    tlsSocket.once('close', onClose);
-    tlsSocket.once('secure', () => {
-      clearTimeout(timer);
-      tlsSocket.removeListener('error', onError);
-      tlsSocket.removeListener('close', onClose);
-      resolve(tlsSocket);
-    });
-    socket.resume();
-  });
 }
 
 /** IPv4-mapped IPv6 folded to IPv4, IPv6 in canonical form. */

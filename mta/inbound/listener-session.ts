@@ -17,7 +17,10 @@ import { compileRanges, type AddressRange } from '../config/address-range.ts';
 import { compileRelayPolicy, decideRecipient, decideSender, userSenderDomains } from './relay-policy.ts';
 import { RelaySmtpServer } from './smtp-connection.ts';
 import { loadTlsCredentials, type ReadFile, type TlsCredentials } from './tls-credentials.ts';
+import { preSessionTimeoutMs } from './tls-handshake.ts';
 import type { AcceptedRecipient, AcceptedTransaction, MessageAcceptor } from './transaction.ts';
+import type { PoolSuppression } from '../suppression/pool-suppression.ts';
+import { dsnEnvelope, dsnRecipient } from '../delivery/dsn-request.ts';
 
 export interface InboundDeps {
   accept: MessageAcceptor;
@@ -25,6 +28,10 @@ export interface InboundDeps {
   logger: Logger;
   /** Reads certificate, key and user files (tests may inject failures). */
   readFile?: ReadFile;
+  /** False while the spool's free space is below its floor: MAIL FROM is answered 452 (omitted: always room). */
+  spoolHasRoom?: () => boolean;
+  /** The pool's suppression list: in mode refuse a suppressed recipient gets 550 at RCPT TO. */
+  suppression?: Pick<PoolSuppression, 'refusal'>;
 }
 
 export interface ListenerSnapshot {
@@ -123,6 +130,10 @@ export async function buildListenerSnapshot(config: RuntimeConfig, listener: Lis
       }
       mailFrom = parsed.mailbox;
     }
+    if (deps.spoolHasRoom?.() === false) {
+      reject('insufficient_storage');
+      return callback(smtpError(452, '4.3.1 Insufficient system storage, try again later'));
+    }
     const user = userOf(session);
     const decision = decideSender({
       listener,
@@ -154,6 +165,11 @@ export async function buildListenerSnapshot(config: RuntimeConfig, listener: Lis
     if (!decision.ok) {
       reject(decision.reason);
       return callback(smtpError(decision.code, decision.message));
+    }
+    const suppressed = deps.suppression?.refusal(parsed.mailbox.address);
+    if (suppressed) {
+      reject('suppressed');
+      return callback(smtpError(suppressed.code, suppressed.message));
     }
     callback();
   };
@@ -197,6 +213,8 @@ export async function buildListenerSnapshot(config: RuntimeConfig, listener: Lis
   };
 
   const onClose = (session: SMTPServerSession): void => {
+    // Counted in vmta_inbound_tls_handshake_failures_total instead (see onHandshakeFailed).
+    if (smtp.connectionOf(session)?.handshakeFailed) return;
     const facts = factsOf(session);
     deps.metrics.inboundConnections.inc({ ...labels, tls_mode: listener.tls.mode, tls_version: facts.tlsVersion });
   };
@@ -217,8 +235,8 @@ export async function buildListenerSnapshot(config: RuntimeConfig, listener: Lis
       hideSTARTTLS: listener.tls.mode !== 'starttls',
       disabledCommands: [...(listener.tls.mode === 'starttls' ? [] : ['STARTTLS']), ...(authDisabled ? ['AUTH'] : [])],
       hideENHANCEDSTATUSCODES: false,
-      // Not honoured onward, so not advertised: MAIL/RCPT parameters of DSN and REQUIRETLS are 555.
-      hideDSN: true,
+      // DSN is honoured (mta/delivery/dsn.ts) and passed on; REQUIRETLS is not, so not advertised: its parameter is 555.
+      hideDSN: false,
       hideREQUIRETLS: true,
       allowInsecureAuth: true,
       authOptional: true,
@@ -239,6 +257,7 @@ export async function buildListenerSnapshot(config: RuntimeConfig, listener: Lis
       commandTimeoutMs: listener.limits.commandTimeout,
       minDataRate: listener.limits.minDataRate,
       dataRateGraceMs: listener.limits.dataRateGrace,
+      handshakeTimeoutMs: preSessionTimeoutMs(listener.limits),
       maxErrors: listener.limits.maxErrors,
       authNeedsTls: policyConfig.requireTlsForAuth || listener.tls.required,
       authDisabled,
@@ -248,6 +267,7 @@ export async function buildListenerSnapshot(config: RuntimeConfig, listener: Lis
         reject('auth_rate_limited');
         deps.metrics.authAttempts.inc({ ...labels, mechanism: 'none', result: 'rate_limited' });
       },
+      onHandshakeFailed: (reason) => deps.metrics.tlsHandshakeFailures.inc({ ...labels, tls_mode: 'starttls', reason }),
     },
   );
   if (tlsCredentials) smtp.secureContext.set('*', tlsCredentials.defaultContext);
@@ -274,8 +294,9 @@ function toTransaction(session: SMTPServerSession, policy: RelayPolicyConfig, li
     const parsed = parseMailbox(rcpt.address);
     if (!parsed.ok) continue;
     const key = parsed.mailbox.address.toLowerCase();
-    if (!recipients.has(key)) recipients.set(key, { address: parsed.mailbox.address, domain: parsed.mailbox.domain });
+    if (!recipients.has(key)) recipients.set(key, { address: parsed.mailbox.address, domain: parsed.mailbox.domain, ...dsnRecipient((rcpt as { dsn?: { notify?: string[]; orcpt?: string } }).dsn) });
   }
+  const dsn = dsnEnvelope((envelope as { dsn?: { ret?: string | null; envid?: string | null } }).dsn);
   const cipher = session.tlsOptions || undefined;
   const protocol = TRANSMISSION_TYPES.has(session.transmissionType) ? (session.transmissionType as AcceptedTransaction['protocol']) : 'ESMTP';
   return {
@@ -288,6 +309,7 @@ function toTransaction(session: SMTPServerSession, policy: RelayPolicyConfig, li
     ...(typeof session.user === 'string' ? { user: session.user } : {}),
     mailFrom,
     recipients: [...recipients.values()],
+    ...(dsn ? { dsn } : {}),
     eightBitMime: envelope.bodyType === '8bitmime',
     smtpUtf8: envelope.smtpUtf8 === true,
     policy,

@@ -18,6 +18,9 @@
 // - Transfer rate (Postfix's smtpd_min_data_rate with per-request deadlines): from its first
 //   byte, a command line or a DATA section must arrive within `dataRateGrace` plus one second
 //   per `minDataRate` bytes received; a client that drips bytes is cut off with 421 4.4.2.
+// - STARTTLS handshake: bounded like the implicit one (tls-handshake.ts); one that times out,
+//   fails or is abandoned is reported once through `onHandshakeFailed`, and the session is
+//   marked so it is not counted as a plain (tls_version="none") session.
 // - Line hygiene (line-faults.ts): every byte passes through a BareLineFeedMarker before the
 //   parser, and a command line with a bare LF, bare CR or NUL is answered 500 5.5.2.
 // - MAIL/RCPT parameters are judged on the raw line against what EHLO advertised
@@ -33,13 +36,14 @@ import { SMTPConnection, type SMTPConnectionOptions } from 'smtp-server/lib/smtp
 import type net from 'node:net';
 import type tls from 'node:tls';
 import type { RejectionReason } from '../observe/metrics.ts';
+import type { HandshakeFailureReason } from './tls-handshake.ts';
 import { BareLineFeedMarker, commandLineFault, type CommandLineFault } from './line-faults.ts';
 import { checkParameters, parameterTokens } from './mail-parameters.ts';
 
 const ENHANCED_CODE = /^[245]\.\d{1,3}\.\d{1,3} /;
 
 /** The SMTPConnection methods overridden or called here; a library without them fails at load. */
-export const OVERRIDDEN_METHODS = ['init', 'connectionReady', 'send', 'close', '_onClose', '_onCommand', '_createParser', 'handler_EHLO', 'handler_AUTH', 'handler_MAIL', 'handler_RCPT'] as const;
+export const OVERRIDDEN_METHODS = ['init', 'connectionReady', 'send', 'close', 'upgrade', '_onClose', '_onError', '_onCommand', '_createParser', 'handler_EHLO', 'handler_AUTH', 'handler_MAIL', 'handler_RCPT'] as const;
 for (const method of OVERRIDDEN_METHODS) {
   if (typeof SMTPConnection.prototype[method] !== 'function') {
     throw new Error(`smtp-server changed: SMTPConnection.${method} is gone; revisit mta/inbound/smtp-connection.ts`);
@@ -60,6 +64,8 @@ export interface SessionPolicy {
   /** Bytes per second a command line or DATA section must keep up, after `dataRateGraceMs`. */
   minDataRate: number;
   dataRateGraceMs: number;
+  /** Time a STARTTLS handshake may take. */
+  handshakeTimeoutMs: number;
   maxErrors: number;
   /** AUTH is refused with 530 until the session is encrypted. */
   authNeedsTls: boolean;
@@ -68,6 +74,7 @@ export interface SessionPolicy {
   isAuthRateLimited(clientAddress: string): boolean;
   reject(reason: RejectionReason): void;
   onAuthRateLimited(): void;
+  onHandshakeFailed(reason: HandshakeFailureReason): void;
 }
 
 export class RelaySmtpConnection extends SMTPConnection {
@@ -79,6 +86,9 @@ export class RelaySmtpConnection extends SMTPConnection {
   /** The request (command line or DATA section) being received: since its first byte. */
   private transfer: { startedAt: number; bytes: number } | undefined;
   private rateTimer: NodeJS.Timeout | undefined;
+  private handshakeTimer: NodeJS.Timeout | undefined;
+  /** Set once a STARTTLS handshake did not complete: the session never became a usable one. */
+  handshakeFailed = false;
   /** Set while the message is being stored, so the command timeout waits for the spool. */
   storing = false;
   /** Called once when the session's socket has closed. */
@@ -207,9 +217,36 @@ export class RelaySmtpConnection extends SMTPConnection {
     super.close();
   }
 
+  override upgrade(callback: () => void, secureCallback?: () => void): void {
+    this.handshakeTimer = setTimeout(() => {
+      if (!this._upgrading || this._closed) return;
+      this.handshakeFailure('timeout');
+      // Nothing can be answered in the middle of a handshake: close.
+      this._socket.destroy();
+    }, this.policy.handshakeTimeoutMs);
+    this.handshakeTimer.unref();
+    super.upgrade(callback, () => {
+      clearTimeout(this.handshakeTimer);
+      secureCallback?.();
+    });
+  }
+
+  override _onError(error: Error & { code?: string }): void {
+    if (this._upgrading) this.handshakeFailure('error');
+    super._onError(error);
+  }
+
+  private handshakeFailure(reason: HandshakeFailureReason): void {
+    if (this.handshakeFailed) return;
+    this.handshakeFailed = true;
+    this.policy.onHandshakeFailed(reason);
+  }
+
   override _onClose(): void {
     this.clearCommandTimer();
     if (this.rateTimer) clearTimeout(this.rateTimer);
+    clearTimeout(this.handshakeTimer);
+    if (this._upgrading && !this._closed) this.handshakeFailure('closed');
     super._onClose();
     const onEnded = this.onEnded;
     this.onEnded = undefined;

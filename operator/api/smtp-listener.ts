@@ -48,8 +48,10 @@ const ListenerLimits = z.strictObject({
   maxConnectionsPerClient: z.number().int().min(1).max(100_000).optional(),
   maxMessageSize: z.number().int().min(1024).max(2 ** 31 - 1).optional().describe('Bytes, advertised with SIZE.'),
   maxRecipients: z.number().int().min(1).max(100_000).optional(),
-  idleTimeout: duration.optional(),
-  commandTimeout: duration.optional(),
+  idleTimeout: duration.optional().describe('Close a session that sends nothing for this long (default 5m).'),
+  commandTimeout: duration.optional().describe('Bound on receiving one command line or a whole DATA section, however the bytes trickle in (default 10m).'),
+  minDataRate: z.number().int().min(1).max(1_000_000_000).optional().describe('Bytes per second a command line or DATA section must keep up after dataRateGrace, or the session gets 421 4.4.2 (Postfix smtpd_min_data_rate; default 500).'),
+  dataRateGrace: duration.optional().describe('Time a command line or DATA section gets before minDataRate applies; also the deadline of a TLS handshake or PROXY header, at most idleTimeout and 30s (default 30s).'),
   maxErrors: z.number().int().min(1).max(1000).optional(),
   greetingDelay: duration.optional().describe('Pause before the greeting to catch clients that talk first.'),
 });

@@ -10,32 +10,18 @@
 //    with Ready=False and a Warning Event naming the field, and renders no ConfigMap.
 // Uses kubectl, so it runs against any cluster KUBECONFIG names.
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
 import { after, before, describe, test } from 'node:test';
 import { stringify } from 'yaml';
 import { parseVmtaResource } from '../../operator/api/parse.ts';
 import { rangeNotations } from '../fixtures/range-notations.ts';
+import { clusterEnv } from './support/env.ts';
+import { createNamespace, deleteNamespace, kubectlResult as kubectl, waitFor } from './support/kubectl.ts';
 
-const REQUIRED = ['KUBECONFIG', 'VMTA_CLUSTER_IMAGE', 'VMTA_CLUSTER_HOST_IP', 'VMTA_CLUSTER_OPERATOR_NAMESPACE', 'VMTA_CLUSTER_STORAGE_CLASS'];
-for (const name of REQUIRED) if (!process.env[name]) throw new Error(`test/cluster/admission.cluster.ts needs the environment variable ${name} (see CLUSTER-CONTRACT: the cluster runner sets it)`);
-
+clusterEnv();
 const NAMESPACE = `vmta-admission-${process.pid}`;
 const GROUP_VERSION = 'vmta.dev/v1alpha1';
 
 type Resource = { apiVersion: string; kind: string; metadata: { name: string; namespace?: string }; spec: Record<string, unknown> };
-
-function kubectl(args: string[], input = ''): Promise<{ code: number | null; stdout: string; stderr: string }> {
-  return new Promise((resolve, reject) => {
-    const child = spawn('kubectl', args, { stdio: ['pipe', 'pipe', 'pipe'] });
-    let stdout = '';
-    let stderr = '';
-    child.stdout.on('data', (chunk: Buffer) => (stdout += chunk.toString()));
-    child.stderr.on('data', (chunk: Buffer) => (stderr += chunk.toString()));
-    child.on('error', reject);
-    child.on('close', (code) => resolve({ code, stdout, stderr }));
-    child.stdin.end(input);
-  });
-}
 
 /** Server-side dry-run creates of many objects in one kubectl call: the API server's message per object name, or undefined when it was admitted. */
 async function admit(resources: Resource[]): Promise<Map<string, string | undefined>> {
@@ -95,13 +81,8 @@ const TABLE: Array<[Resource, string | null]> = [
   [pool('source-good', { virtualMtas: [{ name: 'mta1', hostname: 'mta1.example.com', sourceAddress: '192.0.2.10' }] }), null],
 ];
 
-before(async () => {
-  const created = await kubectl(['create', 'namespace', NAMESPACE]);
-  assert.equal(created.code, 0, created.stderr);
-});
-after(async () => {
-  await kubectl(['delete', 'namespace', NAMESPACE, '--wait=false']);
-});
+before(() => createNamespace(NAMESPACE));
+after(() => deleteNamespace(NAMESPACE));
 
 describe('the API server refuses what CEL can express, naming the field', () => {
   test('the table: each resource refused with its field named, or admitted', async () => {
@@ -143,16 +124,6 @@ async function jsonOf(kind: string, name: string): Promise<Record<string, unknow
   return result.code === 0 ? (JSON.parse(result.stdout) as Record<string, unknown>) : undefined;
 }
 
-async function waitFor<T>(what: string, probe: () => Promise<T | undefined>, timeoutMs = 60_000): Promise<T> {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    const value = await probe();
-    if (value !== undefined) return value;
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((resolve) => setTimeout(resolve, 500));
-  }
-}
-
 function readyCondition(object: Record<string, unknown> | undefined): { status: string; reason: string; message: string } | undefined {
   const conditions = ((object?.status as { conditions?: Array<{ type: string; status: string; reason: string; message: string }> } | undefined)?.conditions ?? []);
   return conditions.find((condition) => condition.type === 'Ready');
@@ -190,18 +161,18 @@ describe('what CEL cannot express gets a condition and an Event from the operato
       const ready = await waitFor(`Ready=False on ${kind} ${name}`, async () => {
         const condition = readyCondition(await jsonOf(kind, name));
         return condition?.status === 'False' ? condition : undefined;
-      });
+      }, 60_000, 500);
       assert.equal(ready.reason, 'InvalidSpec');
       assert.ok(ready.message.includes(field), ready.message);
       const events = await waitFor('a Warning Event', async () => {
         const result = await kubectl(['-n', NAMESPACE, 'get', 'events', '--field-selector', `involvedObject.name=${name},type=Warning`, '-o', 'json']);
         const items = (JSON.parse(result.stdout || '{"items":[]}') as { items: Array<{ reason: string; message: string }> }).items;
         return items.some((event) => event.message.includes(field)) ? items : undefined;
-      });
+      }, 60_000, 500);
       assert.ok(events.length > 0);
       // The pool of the broken policy is not rendered either: its listener names a policy the operator refuses.
       const poolName = resources.find((resource) => resource.kind === 'VirtualMtaPool')!.metadata.name;
-      await waitFor(`pool ${poolName} not Ready`, async () => (readyCondition(await jsonOf('virtualmtapool', poolName))?.status === 'False' ? true : undefined));
+      await waitFor(`pool ${poolName} not Ready`, async () => readyCondition(await jsonOf('virtualmtapool', poolName))?.status === 'False', 60_000, 500);
       assert.equal(await jsonOf('configmap', `${poolName}-config`), undefined, 'no ConfigMap may be rendered from an invalid resource');
     });
   }

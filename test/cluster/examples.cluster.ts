@@ -160,7 +160,10 @@ test('a cold change rolls the pods one by one; a message queued before the roll 
 test('a Prometheus scraping as the chart\'s PodMonitor says gets every relay pod\'s /metrics, labelled with its pool', async () => {
   const rendered = await helm(['template', 'vmta', CHART_DIR, '--namespace', env.operatorNamespace, '--set', 'podMonitor.enabled=true', '--show-only', 'templates/podmonitor.yaml']);
   const monitor = parseAllDocuments(rendered)[0]!.toJS();
-  const prometheus = await startPrometheus(scrapeJob(monitor, env.kubeconfig, [NAMESPACE]));
+  // a pod with a port named like the relay's but not a relay: the PodMonitor's selector must leave it out
+  await apply([{ apiVersion: 'v1', kind: 'Pod', metadata: { name: 'not-a-relay', labels: { 'app.kubernetes.io/name': 'something-else' } }, spec: { containers: [{ name: 'idle', image: env.image, imagePullPolicy: 'Never', command: ['sleep', '3600'], ports: [{ name: 'admin', containerPort: 8025 }] }], terminationGracePeriodSeconds: 0 } }], { namespace: NAMESPACE });
+  await kubectl(['-n', NAMESPACE, 'wait', '--for=condition=Ready', 'pod/not-a-relay', '--timeout=120s'], { timeoutMs: 130_000 });
+  const prometheus = await startPrometheus(monitor, [NAMESPACE, env.operatorNamespace]);
   try {
     const series = await waitFor('vmta_config_info of both pods with pool="outbound"', async () => {
       const result = await prometheus.query('vmta_config_info{pool="outbound"}');
@@ -169,10 +172,14 @@ test('a Prometheus scraping as the chart\'s PodMonitor says gets every relay pod
     const pods = (await relayPods()).map((pod) => pod.metadata.name).sort();
     assert.deepEqual(series.map((entry) => entry.metric.pod).sort(), pods);
     const current = await pool();
-    for (const entry of series) assert.equal(entry.metric.hash, current.status.configHash.replace(/^sha256:/, ''), `${entry.metric.pod} reports the pool's configHash`);
+    for (const entry of series) {
+      assert.equal(entry.metric.hash, current.status.configHash.replace(/^sha256:/, ''), `${entry.metric.pod} reports the pool's configHash`);
+      assert.equal(entry.metric.namespace, NAMESPACE);
+    }
     const up = await prometheus.query('up{job="podmonitor"}');
-    assert.deepEqual(up.map((entry) => entry.value[1]), ['1', '1']);
+    assert.deepEqual(up.map((entry) => [entry.metric.pod, entry.value[1]]).sort(), pods.map((pod) => [pod, '1']), 'only the relay pods\' admin ports are scraped (not the operator, not the decoy pod)');
   } finally {
     await prometheus.stop();
+    await kubectl(['-n', NAMESPACE, 'delete', 'pod', 'not-a-relay', '--ignore-not-found', '--wait=false']);
   }
 });

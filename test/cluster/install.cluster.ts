@@ -26,7 +26,9 @@ test('the chart ServiceAccount may create and apply what the operator owns, and 
     assert.equal(await canI('create', resource), 'yes', `create ${resource}`);
     assert.equal(await canI('patch', resource), 'yes', `patch ${resource}`);
   }
-  for (const [verb, resource] of [['create', 'clusterroles.rbac.authorization.k8s.io'], ['get', 'secrets'], ['create', 'pods'], ['delete', 'configmaps'], ['create', 'leases.coordination.k8s.io']]) {
+  // Secrets: read only (list/watch for the cache, get for a pool's admin token when it drains)
+  assert.equal(await canI('get', 'secrets'), 'yes', 'get secrets (the drain token)');
+  for (const [verb, resource] of [['create', 'clusterroles.rbac.authorization.k8s.io'], ['create', 'secrets'], ['patch', 'secrets'], ['delete', 'secrets'], ['create', 'pods'], ['delete', 'configmaps'], ['create', 'leases.coordination.k8s.io']]) {
     assert.equal(await canI(verb!, resource!), 'no', `${verb} ${resource} must be refused`);
   }
   assert.equal(await canI('create', 'leases.coordination.k8s.io', env.operatorNamespace), 'yes', 'the Lease in the release namespace');

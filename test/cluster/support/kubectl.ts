@@ -20,9 +20,10 @@ export function kubectl(args: string[], options: KubectlOptions = {}): Promise<s
 }
 
 /** kubectl's exit code and output, for commands whose failure is an answer (`auth can-i` says "no" with exit 1). */
-export function kubectlResult(args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
+export function kubectlResult(args: string[], input = ''): Promise<{ code: number; stdout: string; stderr: string }> {
   return new Promise((resolve) => {
-    execFile('kubectl', args, { encoding: 'utf8', timeout: 120_000 }, (error, stdout, stderr) => resolve({ code: error ? Number((error as { code?: number }).code ?? 1) : 0, stdout, stderr }));
+    const child = execFile('kubectl', args, { encoding: 'utf8', timeout: 120_000, maxBuffer: 64 * 1024 * 1024 }, (error, stdout, stderr) => resolve({ code: error ? Number((error as { code?: number }).code ?? 1) : 0, stdout, stderr }));
+    child.stdin?.end(input);
   });
 }
 
