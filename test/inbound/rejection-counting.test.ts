@@ -97,8 +97,10 @@ async function sessions(listener: string): Promise<Map<string, number>> {
 async function handshakeFailures(): Promise<Map<string, number>> {
   const counts = new Map<string, number>();
   for (const line of (await harness.metric('vmta_inbound_tls_handshake_failures_total')).split('\n')) {
-    const match = /^vmta_inbound_tls_handshake_failures_total\{listener="submissions",reason="([a-z]+)"\} (\d+)$/.exec(line);
-    if (match) counts.set(match[1]!, Number(match[2]));
+    const match = /^vmta_inbound_tls_handshake_failures_total\{([^}]*)\} (\d+)$/.exec(line);
+    const labels = match?.[1] ?? '';
+    const reason = /reason="([a-z]+)"/.exec(labels)?.[1];
+    if (match && reason && labels.includes('listener="submissions"')) counts.set(reason, (counts.get(reason) ?? 0) + Number(match[2]));
   }
   return counts;
 }
