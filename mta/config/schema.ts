@@ -33,6 +33,11 @@ export const domainPattern = z
 const hostPort = z.string().superRefine(refineWith(checkHostPort));
 const filePath = z.string().min(1);
 
+/** Refuse new mail below 100 MiB free: room for a few maximum-size messages in flight and the journal. */
+export const DEFAULT_SPOOL_MIN_FREE_BYTES = 100 * 1024 * 1024;
+/** 8 MiB of reserve records the results of some 40,000 deliveries on a full disk. */
+export const DEFAULT_SPOOL_RESERVE_BYTES = 8 * 1024 * 1024;
+
 export const TlsSettings = z.strictObject({
   /** none: plain only; starttls: upgrade offered in EHLO; implicit: TLS from the first byte (465). */
   mode: z.enum(['none', 'starttls', 'implicit']).default('none'),
@@ -261,6 +266,32 @@ export const SuppressionSettings = z.strictObject({
   peers: z.array(hostPort).max(1000).default([]),
 });
 
+const mailbox = z.string().max(254).regex(/^[^\s@<>()",;:]+@[A-Za-z0-9]([-A-Za-z0-9]*[A-Za-z0-9])?(\.[A-Za-z0-9]([-A-Za-z0-9]*[A-Za-z0-9])?)+$/, 'an address such as tlsrpt@example.com');
+
+/** TLS-RPT (RFC 8460): counting every session's TLS outcome and reporting it to the recipient domains that ask. */
+export const TlsReportingSettings = z.strictObject({
+  enabled: z.boolean().default(false),
+  /** The reporting organisation (organization-name, TLS-Report-Submitter, the file name's sender): a domain. */
+  submitter: hostname.transform((value) => value.toLowerCase()).optional(),
+  /** contact-info of the reports: an address or URL to ask about them. */
+  contactInfo: z.string().min(3).max(254).optional(),
+  /** Sender (envelope and From) of mailed reports; default noreply-tlsrpt@<submitter>. Sign them with a DKIM key of its domain. */
+  from: mailbox.optional(),
+  /** The reporting period (RFC 8460 §4.4 says a UTC day); shorter for tests. */
+  interval: duration.prefault('24h'),
+  /** VirtualMTA that sends mailed reports; default: the pool's selection. */
+  virtualMta: name.optional(),
+  https: z
+    .strictObject({
+      /** PEM CA bundle trusted for https: report URIs instead of the system roots (private CAs, tests). */
+      trustedCaFile: filePath.optional(),
+      /** Let a rua point at loopback, private or link-local addresses (off: a domain could make the relay POST into its own network). */
+      allowPrivateAddresses: z.boolean().default(false),
+      timeout: duration.prefault('30s'),
+    })
+    .prefault({}),
+});
+
 export const RuntimeConfig = z
   .strictObject({
     apiVersion: z.literal(RUNTIME_CONFIG_API_VERSION),
@@ -269,7 +300,13 @@ export const RuntimeConfig = z
     pool: Pool,
     listeners: z.array(Listener).max(64),
     relayPolicies: z.array(RelayPolicy).max(64),
-    spool: z.strictObject({ path: filePath }),
+    spool: z.strictObject({
+      path: filePath,
+      /** Free bytes on the spool's file system below which MAIL FROM is answered 452 4.3.1 (Postfix's queue_minfree). */
+      minFreeBytes: z.number().int().min(0).max(Number.MAX_SAFE_INTEGER).default(DEFAULT_SPOOL_MIN_FREE_BYTES),
+      /** Bytes kept in a reserve file and released to record delivery results when the disk is full; 0 keeps none. */
+      reserveBytes: z.number().int().min(0).max(1024 * 1024 * 1024).default(DEFAULT_SPOOL_RESERVE_BYTES),
+    }),
     admin: z
       .strictObject({
         address: ipAddress.default('0.0.0.0'),
@@ -281,10 +318,20 @@ export const RuntimeConfig = z
       })
       .prefault({}),
     delivery: DeliverySettings.prefault({}),
+    tlsReporting: TlsReportingSettings.prefault({}),
     /** Omitted: nothing is refused or added by bounces (the list can still be edited through the admin API). */
     suppression: SuppressionSettings.optional(),
   })
   .superRefine((config, ctx) => {
+    const reporting = config.tlsReporting;
+    if (reporting.enabled) {
+      if (!reporting.submitter) ctx.addIssue({ code: 'custom', path: ['tlsReporting', 'submitter'], input: undefined, message: 'TLS reporting needs the submitter domain (organization-name of the reports)' });
+      if (!reporting.contactInfo) ctx.addIssue({ code: 'custom', path: ['tlsReporting', 'contactInfo'], input: undefined, message: 'TLS reporting needs contactInfo (an address or URL for questions about the reports)' });
+    }
+    if (reporting.interval < 1_000 || reporting.interval > 7 * 86_400_000) ctx.addIssue({ code: 'custom', path: ['tlsReporting', 'interval'], input: reporting.interval, message: 'between 1s and 7d (RFC 8460 expects 24h)' });
+    if (reporting.virtualMta && !config.pool.virtualMtas.some((vmta) => vmta.name === reporting.virtualMta)) {
+      ctx.addIssue({ code: 'custom', path: ['tlsReporting', 'virtualMta'], input: reporting.virtualMta, message: `no VirtualMTA named "${reporting.virtualMta}" in pool "${config.pool.name}"` });
+    }
     const policyNames = new Set(config.relayPolicies.map((policy) => policy.name));
     const vmtaNames = new Set(config.pool.virtualMtas.map((vmta) => vmta.name));
     const endpoints = new Map<string, string>();
@@ -334,5 +381,6 @@ export type SuppressionConfig = z.output<typeof SuppressionSettings>;
 export type DomainSettingsConfig = z.output<typeof DomainSettings>;
 export type DkimKeyConfig = z.output<typeof DkimKey>;
 export type DkimSettingsConfig = z.output<typeof DkimSettings>;
+export type TlsReportingConfig = z.output<typeof TlsReportingSettings>;
 export type DkimAlgorithm = (typeof DKIM_ALGORITHMS)[number];
 export type DkimCanonicalization = (typeof DKIM_CANONICALIZATIONS)[number];

@@ -3,12 +3,15 @@
 // leaves backoff, writes the accounting log and the attempt metrics, stores the DSNs the
 // sender asked for (dsn-notices.ts), tells the suppression list of bounces, and removes a
 // message once no recipient is pending. Queue-wide failures (DNS, connect, TLS
-// route) are recorded here too, as one in-memory deferral of the whole queue.
+// route) are recorded here too, as one in-memory deferral of the whole queue. Every attempt's
+// outcome is also one log line per recipient (mta/observe/delivery-log.ts).
 import type { RuntimeConfig } from '../config/schema.ts';
-import { AccountingLog } from '../observe/accounting.ts';
+import { AccountingLog, type AccountingRecord } from '../observe/accounting.ts';
+import { DeliveryLog } from '../observe/delivery-log.ts';
 import type { QueueId, RecipientResult, SpooledMessage } from '../spool/types.ts';
+import { recordQueueDeferral } from './deferral-record.ts';
 import type { DeliveryContext } from './delivery-context.ts';
-import type { DestinationQueue, QueuedMessage, QueueItem } from './destination-queue.ts';
+import { recipientIndexes, type DestinationQueue, type QueuedMessage, type QueueItem } from './destination-queue.ts';
 import { storeDsn, type FailedRecipient } from './dsn.ts';
 import { DelayNoticeLedger, noticesFor } from './dsn-notices.ts';
 import type { MxTarget, TlsOutcome } from './outbound-connection.ts';
@@ -48,11 +51,13 @@ export class OutcomeRecorder {
   #accounting: AccountingLog;
   readonly #options: OutcomeRecorderOptions;
   readonly #delayNotices: Promise<DelayNoticeLedger>;
+  readonly #outcomes: DeliveryLog;
 
   constructor(context: DeliveryContext, records: MessageRecords, options: OutcomeRecorderOptions = {}) {
     this.#context = context;
     this.#records = records;
     this.#options = options;
+    this.#outcomes = new DeliveryLog(context.logger);
     this.#accounting = this.#openAccounting(context.config);
     this.#delayNotices = DelayNoticeLedger.open(options.stateDir, context.clock.now());
     // A ledger that cannot be opened is reported when it is first needed.
@@ -79,13 +84,13 @@ export class OutcomeRecorder {
   /**
    * A DNS or connection failure applies to every ready message of the queue. A permanent one
    * (null MX, no such domain, 5xx greeting) bounces each message durably. A temporary one defers
-   * the queue as a whole, in memory only: one retry time for the queue, no spool record and no
-   * result string per message (a restart simply tries the destination once more). Messages past
+   * the queue as a whole: one retry time for the queue, and each message's attempt count and next
+   * attempt recorded in the spool (mta/delivery/deferral-record.ts) so a restart keeps them. Messages past
    * bounceAfter still expire with a durable bounce and DSN; accounting and metrics still count
    * each deferred recipient.
    */
   async failReady(queue: DestinationQueue, classification: Classification, context: AttemptContext, reply?: string): Promise<void> {
-    const items = queue.ready.splice(0, queue.ready.length);
+    const items = queue.ready.takeAll();
     if (classification.result !== 'deferred') {
       await this.recordAll(queue, items, classification, context, reply, true);
       return;
@@ -103,13 +108,13 @@ export class OutcomeRecorder {
     // One push per item: spreading a whole queue into push() overflows the stack (~120,000 items).
     for (const item of waiting) queue.ready.push(item);
     queue.deferUntil(now + (backoff?.retryAfter ?? retryDelay(queue.settings.retryAfter, queue.failures + 1)), now);
-    logger.info({ virtualMta: queue.virtualMta, domain: queue.domain, messages: waiting.length, retryAt: new Date(queue.retryAt).toISOString(), err: classification.diagnostic }, 'destination deferred');
+    logger.info({ virtualMta: queue.virtualMta, domain: queue.domain, messages: waiting.length, retryAt: new Date(queue.retryAt).toISOString(), reply: classification.diagnostic }, 'destination deferred');
     for (const item of waiting) {
       for (const index of item.recipients) {
         const recipient = item.message.envelope.recipients[index]!;
         recipient.attempts += 1;
         recipient.nextAttemptAt = item.dueAt;
-        this.#writeAccounting(queue, item.message, index, classification, context, now);
+        this.#writeAccounting(queue, item.message, index, classification, context, now, queue.retryAt);
       }
     }
     // A deferral can only call for delay notices: only messages past delayWarningAfter are looked at (a queue may hold 200,000).
@@ -119,6 +124,7 @@ export class OutcomeRecorder {
         if (now - item.message.envelope.receivedAt >= delayWarningAfter) await this.#notify(queue, item.message, new Map(item.recipients.map((index) => [index, classification])), context);
       }
     }
+    await recordQueueDeferral(this.#context.spool, waiting, classification.diagnostic, logger);
     // Expired messages bounce through the usual path (afterDeferral turns the deferral into an expiry).
     if (expired.length > 0) await this.recordAll(queue, expired, classification, context, reply, true);
   }
@@ -192,7 +198,7 @@ export class OutcomeRecorder {
     } catch (error) {
       // Not durable: keep the recipients pending in memory and try again later rather than lose or repeat silently.
       logger.error({ queueId: message.id, err: error }, 'recording recipient results failed; will retry');
-      queue.add({ message, recipients: [...classifications.keys()], dueAt: now + 60_000 }, now);
+      queue.add({ message, recipients: recipientIndexes([...classifications.keys()]), dueAt: now + 60_000 }, now);
       return;
     }
     for (const [index, result] of results) {
@@ -201,11 +207,11 @@ export class OutcomeRecorder {
       recipient.attempts += 1;
       recipient.nextAttemptAt = result.nextAttemptAt;
       if (result.lastResult !== undefined) recipient.lastResult = result.lastResult;
-      this.#writeAccounting(queue, message, index, final.get(index)!, context, now);
+      this.#writeAccounting(queue, message, index, final.get(index)!, context, now, result.nextAttemptAt);
     }
     if (deferred.length > 0) {
       const dueAt = deferred.reduce((earliest, index) => Math.min(earliest, envelope.recipients[index]!.nextAttemptAt), Number.POSITIVE_INFINITY);
-      queue.add({ message, recipients: deferred, dueAt }, now);
+      queue.add({ message, recipients: recipientIndexes(deferred), dueAt }, now);
     }
     for (const [index, classification] of final) {
       if (classification.result === 'bounced') this.#options.onRecipientBounced?.(envelope.recipients[index]!.address, classification);
@@ -217,13 +223,14 @@ export class OutcomeRecorder {
     }
   }
 
-  #writeAccounting(queue: DestinationQueue, message: QueuedMessage, index: number, classification: Classification, context: AttemptContext, now: number): void {
+  /** The accounting record and the log line of one recipient's attempt; `retryAt` is a deferred recipient's next attempt. */
+  #writeAccounting(queue: DestinationQueue, message: QueuedMessage, index: number, classification: Classification, context: AttemptContext, now: number, retryAt: number): void {
     const { metrics, virtualMtas } = this.#context;
     const recipient = message.envelope.recipients[index]!;
     const vmta = virtualMtas.get(queue.virtualMta);
     const tls = context.tls?.kind === 'tls' ? context.tls : undefined;
     metrics.attempts.inc({ virtual_mta: queue.virtualMta, domain: metrics.domainLabel(queue.domain), result: classification.result, bounce_category: classification.category ?? 'none' });
-    this.#accounting.write({
+    const record: AccountingRecord = {
       time: new Date(now).toISOString(),
       queueId: message.id,
       virtualMta: queue.virtualMta,
@@ -241,7 +248,9 @@ export class OutcomeRecorder {
       tlsVersion: tls?.version ?? null,
       tlsCipher: tls?.cipher ?? null,
       durationMs: context.startedAt ? Math.max(0, now - context.startedAt) : 0,
-    });
+    };
+    this.#accounting.write(record);
+    this.#outcomes.write(record, retryAt);
   }
 
   /** Send the DSNs the outcomes call for (dsn-notices.ts): failed, relayed and delayed, one message each. */
@@ -285,7 +294,7 @@ export class OutcomeRecorder {
     try {
       const stored = await storeDsn(spool, { reportingMta: config.hostname, queueId: message.id, envelope: message.envelope, recipients, now: clock.now() });
       metrics.dsnsGenerated.inc({ virtual_mta: message.envelope.virtualMta });
-      logger.info({ queueId: message.id, dsnQueueId: stored.id, recipients: recipients.length, action: recipients[0]?.action ?? 'failed' }, 'DSN queued to the sender');
+      logger.info({ queueId: message.id, dsnQueueId: stored.id, recipients: recipients.length, action: recipients[0]?.action ?? 'failed', recipient: message.envelope.mailFrom }, 'DSN queued to the sender');
       this.#records.enqueue(stored);
     } catch (error) {
       logger.error({ queueId: message.id, err: error }, 'could not create the DSN');

@@ -75,6 +75,13 @@ export interface Spool {
   recordRecipientResults(id: QueueId, results: ReadonlyMap<number, RecipientResult>): Promise<void>;
   /** Remove a message whose recipients are all final. */
   remove(id: QueueId): Promise<void>;
+  /**
+   * Why no delivery attempt should start now: the disk is so full that its result might not be
+   * recorded (mta/spool/disk-space.ts). Undefined when attempts may start, or for a spool that does not watch its disk.
+   */
+  deliveryHold?(): string | undefined;
+  /** Called each time a delivery hold ends. */
+  onDeliveryResume?(listener: () => void): void;
   /** Every message still in the spool, with its latest recipient state (startup recovery). Envelopes only, no bodies. */
   scan(): AsyncIterable<SpooledMessage>;
   close(): Promise<void>;

@@ -42,7 +42,7 @@ test('without an admin token or with an ephemeral spool the pods share nothing (
   const noToken = await exampleInput();
   assert.deepEqual(relayConfig(noToken).suppression?.peers, []);
   const ephemeral = await withToken(3);
-  ephemeral.pool.spec.spool = { mode: 'ephemeral', size: '1Gi' };
+  ephemeral.pool.spec.spool = { ...ephemeral.pool.spec.spool, mode: 'ephemeral', size: '1Gi' };
   assert.deepEqual(relayConfig(ephemeral).suppression?.peers, []);
 });
 
