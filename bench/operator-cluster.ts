@@ -131,7 +131,11 @@ try {
   }
   operator.kill('SIGKILL');
   const left = await list('virtualmtapools').catch(() => []);
-  for (const pool of left) await kubectl(['-n', NAMESPACE, 'patch', 'virtualmtapool', pool.metadata.name, '--type=merge', '-p', '{"metadata":{"finalizers":null}}']).catch(() => undefined);
+  const unpatched = [...left];
+  const clearFinalizers = async () => {
+    for (let pool = unpatched.pop(); pool; pool = unpatched.pop()) await kubectl(['-n', NAMESPACE, 'patch', 'virtualmtapool', pool.metadata.name, '--type=merge', '-p', '{"metadata":{"finalizers":null}}']).catch(() => undefined);
+  };
+  await Promise.all(Array.from({ length: 8 }, clearFinalizers));
   if (left.length > 0) console.log(`cleared the finalizer of the ${left.length} pools left`);
   await kubectl(['delete', 'namespace', NAMESPACE, '--wait=false']).catch(() => undefined);
 }
