@@ -9,7 +9,7 @@
 import type { Envelope, QueueId, RecipientStatus, SpooledMessage } from '../spool/types.ts';
 import type { TimerHandle } from './clock.ts';
 import type { DeliveryContext } from './delivery-context.ts';
-import { DestinationQueue, type QueuedMessage, type QueueItem } from './destination-queue.ts';
+import { DestinationQueue, recipientIndexes, type QueuedMessage, type QueueItem } from './destination-queue.ts';
 import { resolveDomainSettings } from './domain-settings.ts';
 import type { MxTarget } from './outbound-connection.ts';
 import { StringTable } from './string-table.ts';
@@ -102,7 +102,7 @@ export class QueueScheduler {
     for (const [domain, recipients] of byDomain) {
       const dueAt = recipients.reduce((latest, index) => Math.max(latest, message.envelope.recipients[index]!.nextAttemptAt), 0);
       const queue = this.#queueFor(message.envelope.virtualMta, domain);
-      queue.add({ message, recipients, dueAt }, now);
+      queue.add({ message, recipients: recipientIndexes(recipients), dueAt }, now);
       this.pump(queue);
     }
   }
@@ -172,6 +172,14 @@ export class QueueScheduler {
     const selected = this.select(selector);
     for (const queue of selected) this.pump(queue);
     return selected.length;
+  }
+
+  /** The pauses in force, as the selectors that set them (for saving across restarts). */
+  pauses(): QueueSelector[] {
+    return [...this.#paused].sort().map((key) => {
+      const [virtualMta, domain] = key.split('\u0000') as [string, string];
+      return { ...(virtualMta === '*' ? {} : { virtualMta }), ...(domain === '*' ? {} : { domain }) };
+    });
   }
 
   /** Whether the VirtualMTA as a whole (not one of its domains) is paused. */

@@ -30,6 +30,8 @@ export const REJECTION_REASONS = [
   'unsupported_parameter',
   'bad_sequence',
   'too_slow',
+  // A recipient on the pool's suppression list (mta/suppression/), in mode refuse.
+  'suppressed',
 ] as const;
 export type RejectionReason = (typeof REJECTION_REASONS)[number];
 
