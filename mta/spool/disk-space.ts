@@ -11,7 +11,8 @@
 // - The hold: while the reserve has given back more than half and there is no free space to make
 //   up for it, no delivery attempt starts (one in flight still records), so delivery stops before a
 //   result could not be recorded; it starts again when space returns.
-// Free space is read with statfs once a second (and after every release), into vmta_spool_free_bytes.
+// Free space is read with statfs once a second (and after every release), into vmta_spool_free_bytes;
+// a file system that reports no size at all (some FUSE ones) is not watched, and says so once.
 import { randomBytes } from 'node:crypto';
 import fsp from 'node:fs/promises';
 import path from 'node:path';
@@ -50,6 +51,8 @@ export class SpoolDiskSpace {
   /** Bytes the reserve file holds now. */
   #reserve = 0;
   #held = false;
+  /** The file system gives no size (statfs all zeros): nothing is refused or held for space. */
+  #unmeasured = false;
   /** Serializes changes of the reserve file. */
   #busy: Promise<void> = Promise.resolve();
   #timer: NodeJS.Timeout | undefined;
@@ -131,6 +134,14 @@ export class SpoolDiskSpace {
 
   async #readFree(): Promise<void> {
     const stats = await fsp.statfs(this.#directory);
+    if (stats.blocks === 0) {
+      // Some FUSE file systems answer statfs with zeros: their free space is unknown, not none.
+      if (!this.#unmeasured) this.#logger?.warn({ directory: this.#directory }, 'spool: its file system reports no size (statfs); free space is not watched');
+      this.#unmeasured = true;
+      this.#free = Number.POSITIVE_INFINITY;
+      return;
+    }
+    this.#unmeasured = false;
     this.#free = stats.bavail * stats.bsize;
     this.#metrics?.spoolFreeBytes.set(this.#free);
     this.#metrics?.spoolReserveBytes.set(this.#reserve);
