@@ -7,6 +7,7 @@
 // sessions keep the snapshot they started with.
 import net from 'node:net';
 import type { RuntimeConfig } from '../config/schema.ts';
+import { EventLog } from '../observe/event-log.ts';
 import type { RejectionReason } from '../observe/metrics.ts';
 import { AuthFailureLimiter } from './auth-failures.ts';
 import { exposedGarbageCollector, IdleMemoryRelease } from './idle-memory-release.ts';
@@ -96,7 +97,7 @@ class ListenerEndpoint {
     const implicitTls = snapshot.config.tls.mode === 'implicit';
     const refuse = (reason: RejectionReason, reply: string) => {
       metrics.rejections.inc({ ...labels, reason });
-      this.deps.logger.info({ listener: labels.listener, client: clientKey ?? socket.remoteAddress, reason }, 'connection refused');
+      this.deps.events?.write(`refusal ${reason}`, 'info', { listener: labels.listener, client: clientKey ?? socket.remoteAddress, reason, reply }, `connection refused: ${reason.replaceAll('_', ' ')}`);
       // A client on an implicit-TLS port cannot read a clear-text reply, and a handshake just to
       // say 421 is the work a flood wants us to do: close instead.
       // Past maxConnections lingering refusals, a flood is not worth a reply either.
@@ -177,7 +178,8 @@ export class InboundServer {
   private readonly memoryRelease = new IdleMemoryRelease(exposedGarbageCollector());
 
   private constructor(deps: InboundDeps) {
-    this.deps = deps;
+    // One EventLog for every listener and reload, so a flood's line budget is not reset by them.
+    this.deps = { ...deps, events: deps.events ?? new EventLog(deps.logger) };
   }
 
   static async start(config: RuntimeConfig, deps: InboundDeps): Promise<InboundServer> {

@@ -73,7 +73,8 @@ export interface SessionPolicy {
   authDisabled: boolean;
   isAuthRateLimited(clientAddress: string): boolean;
   reject(reason: RejectionReason): void;
-  onAuthRateLimited(): void;
+  /** Counts and logs an AUTH refused to a locked-out client; returns the 454 text, which says for how long. */
+  onAuthRateLimited(clientAddress: string): string;
   onHandshakeFailed(reason: HandshakeFailureReason): void;
 }
 
@@ -184,8 +185,8 @@ export class RelaySmtpConnection extends SMTPConnection {
       return callback();
     }
     if (this.policy.isAuthRateLimited(this.remoteAddress)) {
-      this.policy.onAuthRateLimited();
-      this.send(421, '4.7.0 Too many failed authentication attempts, try again later');
+      // 454 and the session goes on (maxErrors still ends it): the client can show the reason.
+      this.send(454, this.policy.onAuthRateLimited(this.remoteAddress));
       return callback();
     }
     super.handler_AUTH(command, callback);
