@@ -14,7 +14,8 @@ import type { RuntimeConfigInput } from '../../mta/config/schema.ts';
 import { baseRelayConfig, freePort, LISTENER_TLS_FILES, metricValue, startRelayProcess, temporaryDirectory, writeListenerFiles, writeRelayConfig, type RelayProcess } from '../fixtures/relay-process.ts';
 import { smtplibSend } from '../fixtures/smtp-clients.ts';
 import { createTestCa, type TestCa } from '../fixtures/tls.ts';
-import { floodSocket, waitFor, type FloodSocket, type ListenerKind, type Phase } from './flood-sockets.ts';
+import { waitFor } from '../delivery/harness.ts';
+import { floodSocket, type FloodSocket, type ListenerKind, type Phase } from './flood-sockets.ts';
 
 type Limits = NonNullable<RuntimeConfigInput['listeners'][number]['limits']>;
 
@@ -88,7 +89,7 @@ async function metric(relay: Relay, series: string): Promise<number> {
 
 async function waitForNoConnections(relay: Relay, listener: string): Promise<void> {
   const series = `vmta_inbound_connections_active{listener="${listener}"}`;
-  await waitFor(async () => (await metric(relay, series)) === 0, 30_000, () => `${series} still above 0`);
+  await waitFor(async () => (await metric(relay, series)) === 0, `${series} back to 0`, 30_000);
 }
 
 /** What a socket refused at accept() may have seen: nothing at all, or only the 421 of the cap on a clear-text port. */
@@ -119,6 +120,25 @@ function settled(socket: FloodSocket, kind: ListenerKind, phase: Phase): boolean
  * event loop, busy with 2,000 TLS clients, is most of what a refused socket's lifetime measures.
  */
 const CLOSED_AT_ONCE_MS = 25_000;
+
+/**
+ * Waits until all but `slots` of the sockets are closed, then asserts that exactly `slots` were
+ * admitted (and got as far as their phase goes) and that every other one was refused at accept()
+ * and closed at once. Returns the admitted ones.
+ */
+async function assertCapHeld(sockets: FloodSocket[], slots: number, kind: ListenerKind, phase: Phase, reply: string): Promise<FloodSocket[]> {
+  const closed = () => sockets.filter((socket) => socket.lifetimeMs !== undefined);
+  await waitFor(() => closed().length >= sockets.length - slots, `all but ${slots} of ${sockets.length} sockets closed`, 60_000);
+  const open = sockets.filter((socket) => socket.lifetimeMs === undefined);
+  await waitFor(() => open.every((socket) => settled(socket, kind, phase)), 'the admitted sockets as far as their phase goes');
+  assert.equal(open.length, slots);
+  for (const socket of open) assertAdmitted(socket, kind, phase);
+  const refused = closed();
+  for (const socket of refused) assertRefusedAtAccept(socket, kind, reply);
+  const slowest = Math.max(...refused.map((socket) => socket.lifetimeMs!));
+  assert.ok(slowest < CLOSED_AT_ONCE_MS, `the slowest refused socket was closed after ${slowest} ms`);
+  return open;
+}
 
 /** Opens `count` flood sockets, yielding to the event loop every 100 so their events keep being handled. */
 async function openFlood(count: number, open: (index: number) => FloodSocket): Promise<FloodSocket[]> {
@@ -157,16 +177,7 @@ describe('caps hold from accept(): per client and in total, on every listener ki
         const refusalsBefore = await metric(relay, `vmta_inbound_rejections_total{listener="${listener.name}",reason="too_many_connections_per_client"}`);
         const sockets = await openFlood(fromOneAddress, () => floodSocket(relay.ports[listener.name], flooder, listener.kind, phase, secureContext));
         try {
-          const closed = () => sockets.filter((socket) => socket.lifetimeMs !== undefined).length;
-          await waitFor(() => closed() >= sockets.length - perClient, 60_000, () => `${closed()} of ${sockets.length} closed`);
-          const open = sockets.filter((socket) => socket.lifetimeMs === undefined);
-          await waitFor(() => open.every((socket) => settled(socket, listener.kind, phase)), 20_000, () => 'admitted sockets not as far as their phase goes');
-          assert.equal(open.length, perClient);
-          for (const socket of open) assertAdmitted(socket, listener.kind, phase);
-          const refused = sockets.filter((socket) => socket.lifetimeMs !== undefined);
-          for (const socket of refused) assertRefusedAtAccept(socket, listener.kind, '421 4.7.0 relay.test Too many connections from your address, try again later');
-          const slowest = Math.max(...refused.map((socket) => socket.lifetimeMs!));
-          assert.ok(slowest < CLOSED_AT_ONCE_MS, `the slowest refused socket was closed after ${slowest} ms`);
+          await assertCapHeld(sockets, perClient, listener.kind, phase, '421 4.7.0 relay.test Too many connections from your address, try again later');
           assert.equal(await metric(relay, `vmta_inbound_rejections_total{listener="${listener.name}",reason="too_many_connections_per_client"}`) - refusalsBefore, fromOneAddress - perClient);
           // While the flood holds its slots, another address gets a TLS session and its mail accepted.
           assert.match(await sendMail(ca, relay, listener), /^OK 250 2\.0\.0 Ok: queued as /);
@@ -183,19 +194,10 @@ describe('caps hold from accept(): per client and in total, on every listener ki
         const refusalsBefore = await metric(relay, rejections);
         const sockets = await openFlood(400, (index) => floodSocket(relay.ports[listener.name], `127.0.${net}.${1 + (index % 100)}`, listener.kind, phase, secureContext));
         try {
-          const closed = () => sockets.filter((socket) => socket.lifetimeMs !== undefined).length;
-          await waitFor(() => closed() >= sockets.length - total, 60_000, () => `${closed()} of ${sockets.length} closed`);
-          const open = sockets.filter((socket) => socket.lifetimeMs === undefined);
-          await waitFor(() => open.every((socket) => settled(socket, listener.kind, phase)), 20_000, () => 'admitted sockets not as far as their phase goes');
-          assert.equal(open.length, total);
-          for (const socket of open) assertAdmitted(socket, listener.kind, phase);
-          const refused = sockets.filter((socket) => socket.lifetimeMs !== undefined);
-          for (const socket of refused) assertRefusedAtAccept(socket, listener.kind, '421 4.7.0 relay.test Too many connections, try again later');
-          const slowest = Math.max(...refused.map((socket) => socket.lifetimeMs!));
-          assert.ok(slowest < CLOSED_AT_ONCE_MS, `the slowest refused socket was closed after ${slowest} ms`);
+          await assertCapHeld(sockets, total, listener.kind, phase, '421 4.7.0 relay.test Too many connections, try again later');
           // Full is full: a newcomer is refused too, at once and without a handshake...
           const newcomer = floodSocket(relay.ports[listener.name], '127.0.0.1', listener.kind, 'post-handshake', secureContext);
-          await waitFor(() => newcomer.lifetimeMs !== undefined, CLOSED_AT_ONCE_MS, () => 'newcomer still open');
+          await waitFor(() => newcomer.lifetimeMs !== undefined, 'the newcomer closed', CLOSED_AT_ONCE_MS);
           assertRefusedAtAccept(newcomer, listener.kind, '421 4.7.0 relay.test Too many connections, try again later');
           assert.equal(await metric(relay, rejections) - refusalsBefore, sockets.length - total + 1);
         } finally {
@@ -232,12 +234,12 @@ describe('the handshake deadline frees slots held by silent sockets', () => {
       const plainSessions = `vmta_inbound_connections_total{listener="${listener.name}",tls_mode="${listener.kind}",tls_version="none"}`;
       const plainBefore = await metric(relay, plainSessions);
       try {
-        await waitFor(async () => (await metric(relay, `vmta_inbound_connections_active{listener="${listener.name}"}`)) === slots, 20_000, () => 'slots not all taken');
+        await waitFor(async () => (await metric(relay, `vmta_inbound_connections_active{listener="${listener.name}"}`)) === slots, 'every slot taken');
         const started = Date.now();
-        await waitFor(() => sockets.every((socket) => socket.lifetimeMs !== undefined), 20_000, () => `${sockets.filter((socket) => socket.lifetimeMs === undefined).length} still open`);
+        await waitFor(() => sockets.every((socket) => socket.lifetimeMs !== undefined), 'every stalled socket closed');
         const waited = Date.now() - started;
         assert.ok(waited < 10_000, `closed ${waited} ms after the slots were full (deadline 2 s)`);
-        await waitFor(async () => (await metric(relay, series)) === slots, 5_000, () => `${series} is not ${slots}`);
+        await waitFor(async () => (await metric(relay, series)) === slots, `${series} at ${slots}`, 5_000);
         assert.equal(await metric(relay, plainSessions), plainBefore, 'failed handshakes are not counted as plain sessions');
       } finally {
         sockets.forEach((socket) => socket.destroy());

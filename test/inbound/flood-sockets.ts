@@ -72,12 +72,3 @@ export function floodSocket(port: number, localAddress: string, kind: ListenerKi
   raw.once('close', closed);
   return flood;
 }
-
-/** Polls `condition` every 50 ms until it holds; throws with `describe()` after `timeoutMs`. */
-export async function waitFor(condition: () => boolean | Promise<boolean>, timeoutMs: number, describe: () => string): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (!(await condition())) {
-    if (Date.now() > deadline) throw new Error(`not reached within ${timeoutMs} ms: ${describe()}`);
-    await new Promise((resolve) => setTimeout(resolve, 50));
-  }
-}

@@ -9,7 +9,8 @@ import net from 'node:net';
 import tls from 'node:tls';
 import { after, before, describe, test } from 'node:test';
 import { RawSmtpClient } from '../fixtures/smtp-clients.ts';
-import { expectCode, startHarness, type Harness } from './harness.ts';
+import { waitFor } from '../delivery/harness.ts';
+import { expectCode, seriesValue, startHarness, type Harness } from './harness.ts';
 
 type Reason = 'timeout' | 'closed' | 'error';
 
@@ -56,10 +57,7 @@ describe('failed TLS handshakes are counted by reason, and never as plain sessio
   });
   after(() => harness.close());
 
-  const value = async (name: string, series: string): Promise<number> => {
-    const line = (await harness.metric(name)).split('\n').find((entry) => entry.startsWith(`${series} `));
-    return line ? Number(line.slice(series.length + 1)) : 0;
-  };
+  const failures = async (series: string): Promise<number> => seriesValue(await harness.metric('vmta_inbound_tls_handshake_failures_total'), series);
   const sessions = async (listener: string): Promise<Record<string, number>> => {
     const counts: Record<string, number> = {};
     for (const line of (await harness.metric('vmta_inbound_connections_total')).split('\n')) {
@@ -96,20 +94,20 @@ describe('failed TLS handshakes are counted by reason, and never as plain sessio
     for (const [failureName, { reason, fail }] of Object.entries(FAILURES)) {
       test(`${listener.name} (${listener.tlsMode}): ${failureName} counts one reason="${reason}" failure and no session`, async () => {
         const series = `vmta_inbound_tls_handshake_failures_total{listener="${listener.name}",tls_mode="${listener.tlsMode}",reason="${reason}"}`;
-        const failuresBefore = await value('vmta_inbound_tls_handshake_failures_total', series);
+        const failuresBefore = await failures(series);
         const sessionsBefore = await sessions(listener.name);
         const socket = await awaitingClientHello(listener);
         socket.on('error', () => undefined);
         try {
           fail(socket);
-          for (let tries = 0; tries < 200 && (await value('vmta_inbound_tls_handshake_failures_total', series)) === failuresBefore; tries++) await new Promise((resolve) => setTimeout(resolve, 25));
-          assert.equal(await value('vmta_inbound_tls_handshake_failures_total', series), failuresBefore + 1);
+          await waitFor(async () => (await failures(series)) > failuresBefore, `${series} counted`, 5_000);
+          assert.equal(await failures(series), failuresBefore + 1);
         } finally {
           socket.destroy();
         }
         await controlSession(listener);
         const expected = listener.tlsMode === 'implicit' ? 'TLSv1.3' : 'none';
-        for (let tries = 0; tries < 100 && (await sessions(listener.name))[expected] === sessionsBefore[expected]; tries++) await new Promise((resolve) => setTimeout(resolve, 20));
+        await waitFor(async () => (await sessions(listener.name))[expected] !== sessionsBefore[expected], 'the control session counted', 2_000).catch(() => undefined);
         assert.deepEqual(await sessions(listener.name), { ...sessionsBefore, [expected]: (sessionsBefore[expected] ?? 0) + 1 }, 'only the control session was counted');
       });
     }

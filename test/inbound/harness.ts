@@ -192,3 +192,9 @@ export function expectCode(reply: SmtpReply, code: number): SmtpReply {
   if (reply.code !== code) throw new Error(`expected ${code}, got: ${reply.text}`);
   return reply;
 }
+
+/** The value of one series (`name{labels}`, labels as the registry writes them) in a metric's text; 0 when absent. */
+export function seriesValue(text: string, series: string): number {
+  const line = text.split('\n').find((entry) => entry.startsWith(`${series} `));
+  return line ? Number(line.slice(series.length + 1)) : 0;
+}

@@ -11,7 +11,7 @@ import net from 'node:net';
 import tls from 'node:tls';
 import { after, before, describe, test } from 'node:test';
 import { RawSmtpClient } from '../fixtures/smtp-clients.ts';
-import { expectCode, openSession, startHarness, type Harness } from './harness.ts';
+import { expectCode, openSession, seriesValue, startHarness, type Harness } from './harness.ts';
 
 const MIN_DATA_RATE = 5_000;
 const GRACE_MS = 1_000;
@@ -129,7 +129,7 @@ describe('a client slower than minDataRate is cut off, whatever it is sending', 
         const tooSlow = 'vmta_inbound_rejections_total{listener="%s",reason="too_slow"}';
         const client = await open();
         const listener = harness.server.boundAddresses().find((entry) => entry.port === client.socket.remotePort)!.listener;
-        const slowBefore = counterValue(await harness.metric('vmta_inbound_rejections_total'), tooSlow.replace('%s', listener));
+        const slowBefore = seriesValue(await harness.metric('vmta_inbound_rejections_total'), tooSlow.replace('%s', listener));
         const started = Date.now();
         const dripping = drip(client.socket, payload(), chunkSize, intervalMs);
         try {
@@ -140,7 +140,7 @@ describe('a client slower than minDataRate is cut off, whatever it is sending', 
           assert.ok(elapsed >= GRACE_MS - 50, `cut after ${elapsed} ms`);
           assert.ok(elapsed < 8_000, `cut after ${elapsed} ms`);
           assert.equal(harness.collected.length, accepted, 'nothing was accepted');
-          assert.equal(counterValue(await harness.metric('vmta_inbound_rejections_total'), tooSlow.replace('%s', listener)), slowBefore + 1);
+          assert.equal(seriesValue(await harness.metric('vmta_inbound_rejections_total'), tooSlow.replace('%s', listener)), slowBefore + 1);
         } finally {
           dripping.stop();
           client.close();
@@ -174,7 +174,7 @@ describe('a client slower than minDataRate is cut off, whatever it is sending', 
     for (const [dripName, intervalMs] of Object.entries(HANDSHAKE_DRIPS)) {
       test(`${handshake} with its ClientHello sent at ${dripName} is closed after the grace and counted as a handshake timeout`, async () => {
         const series = `vmta_inbound_tls_handshake_failures_total{listener="${listener}",tls_mode="${tlsMode}",reason="timeout"}`;
-        const before = counterValue(await harness.metric('vmta_inbound_tls_handshake_failures_total'), series);
+        const before = seriesValue(await harness.metric('vmta_inbound_tls_handshake_failures_total'), series);
         const socket = await open();
         socket.on('error', () => undefined);
         const closed = new Promise((resolve) => socket.once('close', resolve));
@@ -184,7 +184,7 @@ describe('a client slower than minDataRate is cut off, whatever it is sending', 
           await closed;
           const elapsed = Date.now() - started;
           assert.ok(elapsed >= GRACE_MS - 50 && elapsed < 8_000, `closed after ${elapsed} ms`);
-          assert.equal(counterValue(await harness.metric('vmta_inbound_tls_handshake_failures_total'), series), before + 1);
+          assert.equal(seriesValue(await harness.metric('vmta_inbound_tls_handshake_failures_total'), series), before + 1);
         } finally {
           dripping.stop();
           socket.destroy();
@@ -211,9 +211,3 @@ describe('a client slower than minDataRate is cut off, whatever it is sending', 
     }
   });
 });
-
-/** The value of one series (`name{labels}`) in a metric's text exposition; 0 when absent. */
-function counterValue(text: string, series: string): number {
-  const line = text.split('\n').find((entry) => entry.startsWith(`${series} `));
-  return line ? Number(line.slice(series.length + 1)) : 0;
-}
