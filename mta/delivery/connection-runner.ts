@@ -203,7 +203,7 @@ export class ConnectionRunner {
   async #deliverItem(queue: DestinationQueue, item: QueueItem, connection: OutboundConnection): Promise<void> {
     if (!this.#scheduler.holds(item.message.id)) return;
     const envelope = item.message.envelope;
-    const context: AttemptContext = { target: connection.target, tls: connection.tls, startedAt: this.#context.clock.now() };
+    const context: AttemptContext = { target: connection.target, tls: connection.tls, startedAt: this.#context.clock.now(), nextHopDsn: connection.supportsDsn };
     const addresses = item.recipients.map((index) => envelope.recipients[index]!.address);
     const needsUtf8 = envelope.smtpUtf8 || [envelope.mailFrom, ...addresses].some((address) => /[^\x00-\x7f]/.test(address));
     if (needsUtf8 && !connection.supportsSmtpUtf8) {
@@ -212,7 +212,14 @@ export class ConnectionRunner {
       return;
     }
     const outcome = await connection.send(
-      { from: envelope.mailFrom, to: addresses, size: envelope.size, eightBitMime: envelope.eightBitMime },
+      {
+        from: envelope.mailFrom,
+        to: addresses,
+        size: envelope.size,
+        eightBitMime: envelope.eightBitMime,
+        ...(envelope.dsn ? { dsn: envelope.dsn } : {}),
+        dsnRecipients: new Map(item.recipients.map((index) => [envelope.recipients[index]!.address, envelope.recipients[index]!])),
+      },
       this.#context.spool.readMessage(item.message.id),
     );
     const classifications = new Map<number, Classification>();

@@ -1,8 +1,10 @@
 // Guards for the library internals the relay relies on. mta/inbound/smtp-connection.ts overrides
 // methods of smtp-server's SMTPConnection and reads its private state (`_ready`, `_upgrading`,
-// `_nextHandler`, `_handlerPending`, `_closing`, `_closed`, `_server`); mta/delivery/
+// `_nextHandler`, `_handlerPending`, `_closing`, `_closed`, `_server`, `_socket`; `_upgrading`
+// through upgrade(), _onError() and _onClose() of a failed STARTTLS handshake); mta/delivery/
 // outbound-connection.ts reads nodemailer's EHLO reply at 'connect' (`lastServerResponse`) and
-// its `_socket`. Each one is checked here for the behaviour the relay assumes, on a real session
+// its `_socket`, and replaces `_getDsnRcptToArgs` (reading `_recipientQueue`) to give each
+// recipient its own DSN parameters. Each one is checked here for the behaviour the relay assumes, on a real session
 // over a real socket, and the versions are pinned: an upgrade fails the first test until someone
 // has re-read these members in the new version and updated CHECKED_VERSIONS.
 import assert from 'node:assert/strict';
@@ -56,7 +58,21 @@ class ProbeConnection extends SMTPConnection {
 
   override _onClose(): void {
     this.closeCalls += 1;
+    this.upgradingAt.push(`close:${this._upgrading}`);
     super._onClose();
+  }
+
+  /** `_upgrading` at each upgrade(), _onError() and _onClose(): how the relay tells a failed STARTTLS handshake. */
+  upgradingAt: string[] = [];
+
+  override upgrade(callback: () => void, secureCallback?: () => void): void {
+    super.upgrade(callback, secureCallback);
+    this.upgradingAt.push(`upgrade:${this._upgrading}`);
+  }
+
+  override _onError(error: Error & { code?: string }): void {
+    this.upgradingAt.push(`error:${this._upgrading}`);
+    super._onError(error);
   }
 }
 
@@ -178,12 +194,33 @@ describe('smtp-server private state on a real session', () => {
     connection.send(550, '5.7.1 guard text', false);
     assert.equal((await client.read()).text, '550 5.7.1 guard text', 'context false adds no enhanced code');
 
+    assert.deepEqual(connection.upgradingAt, ['upgrade:true'], 'STARTTLS goes through upgrade(), which sets _upgrading until the handshake completes');
     connection.close();
     assert.deepEqual([connection._closing, connection._closed], [true, false], 'closing until the socket has closed');
     await client.waitClosed();
     await until(() => connection._closed, 'the close event');
     assert.deepEqual([connection._closing, connection.closeCalls], [false, 1]);
   });
+});
+
+test('a failed STARTTLS handshake reaches _onError, and then _onClose, while _upgrading is still set', async () => {
+  const ca = createTestCa();
+  const certificate = ca.issue(['localhost']);
+  const { server, port } = await listen({ key: certificate.key, cert: certificate.cert, authOptional: true }, ProbeServer);
+  try {
+    const client = await RawSmtpClient.connect(port);
+    assert.equal((await client.read()).code, 220);
+    assert.equal((await client.command('EHLO guard.test')).code, 250);
+    assert.equal((await client.command('STARTTLS')).code, 220);
+    const [connection] = [...server.connections] as ProbeConnection[];
+    client.write('not a ClientHello\r\n');
+    await client.waitClosed();
+    await until(() => connection!.upgradingAt.some((entry) => entry.startsWith('close:')), 'the close of the failed session');
+    assert.deepEqual(connection!.upgradingAt.filter((entry, index, all) => all.indexOf(entry) === index), ['upgrade:true', 'error:true', 'close:true']);
+  } finally {
+    await new Promise<void>((resolve) => server.close(() => resolve()));
+    ca.cleanup();
+  }
 });
 
 describe("nodemailer's EHLO reply at 'connect'", () => {
@@ -221,4 +258,42 @@ describe("nodemailer's EHLO reply at 'connect'", () => {
       outbound.close();
     });
   }
+});
+
+describe("nodemailer's per-RCPT DSN arguments", () => {
+  test('_getDsnRcptToArgs is called once per RCPT TO, right after the recipient is pushed on _recipientQueue, and what it returns is sent', async () => {
+    const seen: string[] = [];
+    const { server, port } = await listen({
+      authOptional: true,
+      hideSTARTTLS: true,
+      onRcptTo: (address, _session, callback) => {
+        seen.push(`${address.address} ${JSON.stringify(address.args)}`);
+        callback();
+      },
+    });
+    try {
+      const client = new SMTPConnectionClient({ host: '127.0.0.1', port, ignoreTLS: true, logger: false });
+      await new Promise<void>((resolve, reject) => {
+        client.once('error', reject);
+        client.connect(() => resolve());
+      });
+      const internals = client as unknown as { _recipientQueue: unknown; _getDsnRcptToArgs: unknown };
+      assert.equal(typeof internals._getDsnRcptToArgs, 'function');
+      assert.equal((internals._getDsnRcptToArgs as () => string).length, 0);
+      const calls: string[] = [];
+      internals._getDsnRcptToArgs = () => {
+        const queue = internals._recipientQueue as string[];
+        assert.ok(Array.isArray(queue), '_recipientQueue is an array');
+        const current = queue[queue.length - 1]!;
+        calls.push(current);
+        return ` NOTIFY=${current.startsWith('a') ? 'SUCCESS' : 'NEVER'}`;
+      };
+      await new Promise<void>((resolve, reject) => client.send({ from: 's@guard.test', to: ['a@guard.test', 'b@guard.test'] }, 'Subject: g\r\n\r\ng\r\n', (error) => (error ? reject(error) : resolve())));
+      client.close();
+      assert.deepEqual(calls, ['a@guard.test', 'b@guard.test']);
+      assert.deepEqual(seen, ['a@guard.test {"NOTIFY":"SUCCESS"}', 'b@guard.test {"NOTIFY":"NEVER"}']);
+    } finally {
+      await new Promise<void>((resolve) => server.close(() => resolve()));
+    }
+  });
 });
