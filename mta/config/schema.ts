@@ -318,18 +318,19 @@ export const RuntimeConfig = z
       })
       .prefault({}),
     delivery: DeliverySettings.prefault({}),
-    tlsReporting: TlsReportingSettings.prefault({}),
+    /** Absent: reporting is off (left out rather than defaulted, so a parsed config parses again). */
+    tlsReporting: TlsReportingSettings.optional(),
     /** Omitted: nothing is refused or added by bounces (the list can still be edited through the admin API). */
     suppression: SuppressionSettings.optional(),
   })
   .superRefine((config, ctx) => {
     const reporting = config.tlsReporting;
-    if (reporting.enabled) {
+    if (reporting?.enabled) {
       if (!reporting.submitter) ctx.addIssue({ code: 'custom', path: ['tlsReporting', 'submitter'], input: undefined, message: 'TLS reporting needs the submitter domain (organization-name of the reports)' });
       if (!reporting.contactInfo) ctx.addIssue({ code: 'custom', path: ['tlsReporting', 'contactInfo'], input: undefined, message: 'TLS reporting needs contactInfo (an address or URL for questions about the reports)' });
     }
-    if (reporting.interval < 1_000 || reporting.interval > 7 * 86_400_000) ctx.addIssue({ code: 'custom', path: ['tlsReporting', 'interval'], input: reporting.interval, message: 'between 1s and 7d (RFC 8460 expects 24h)' });
-    if (reporting.virtualMta && !config.pool.virtualMtas.some((vmta) => vmta.name === reporting.virtualMta)) {
+    if (reporting && (reporting.interval < 1_000 || reporting.interval > 7 * 86_400_000)) ctx.addIssue({ code: 'custom', path: ['tlsReporting', 'interval'], input: reporting.interval, message: 'between 1s and 7d (RFC 8460 expects 24h)' });
+    if (reporting?.virtualMta && !config.pool.virtualMtas.some((vmta) => vmta.name === reporting.virtualMta)) {
       ctx.addIssue({ code: 'custom', path: ['tlsReporting', 'virtualMta'], input: reporting.virtualMta, message: `no VirtualMTA named "${reporting.virtualMta}" in pool "${config.pool.name}"` });
     }
     const policyNames = new Set(config.relayPolicies.map((policy) => policy.name));
@@ -382,5 +383,10 @@ export type DomainSettingsConfig = z.output<typeof DomainSettings>;
 export type DkimKeyConfig = z.output<typeof DkimKey>;
 export type DkimSettingsConfig = z.output<typeof DkimSettings>;
 export type TlsReportingConfig = z.output<typeof TlsReportingSettings>;
+/** The TLS reporting settings in force: the config's, or reporting off. */
+export function tlsReportingOf(config: RuntimeConfig): TlsReportingConfig {
+  return config.tlsReporting ?? REPORTING_OFF;
+}
+const REPORTING_OFF: TlsReportingConfig = TlsReportingSettings.parse({});
 export type DkimAlgorithm = (typeof DKIM_ALGORITHMS)[number];
 export type DkimCanonicalization = (typeof DKIM_CANONICALIZATIONS)[number];

@@ -7,7 +7,7 @@ import { readFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import type { AdminRoute } from '../admin/routes.ts';
-import { RelayPolicy, type RuntimeConfig } from '../config/schema.ts';
+import { RelayPolicy, tlsReportingOf, type RuntimeConfig } from '../config/schema.ts';
 import { systemClock } from '../delivery/clock.ts';
 import { MxResolver } from '../delivery/mx-resolver.ts';
 import type { MessageAcceptor } from '../inbound/transaction.ts';
@@ -28,7 +28,7 @@ export interface TlsReportingOptions {
 }
 
 function readCa(config: RuntimeConfig): Buffer | undefined {
-  const file = config.tlsReporting.https.trustedCaFile;
+  const file = tlsReportingOf(config).https.trustedCaFile;
   if (!file) return undefined;
   try {
     return readFileSync(file);
@@ -51,12 +51,12 @@ export class TlsReporting {
     this.#config = config;
     this.#ca = readCa(config);
     this.#resolver = new MxResolver({ servers: config.delivery.resolvers, clock: systemClock });
-    this.#store = new TlsRptStore({ file: path.join(options.stateDir, 'tls-rpt.json'), intervalMs: config.tlsReporting.interval, logger });
+    this.#store = new TlsRptStore({ file: path.join(options.stateDir, 'tls-rpt.json'), intervalMs: tlsReportingOf(config).interval, logger });
     const now = () => systemClock.now();
-    this.recorder = new TlsSessionRecorder(this.#store, now, () => this.#config.tlsReporting.enabled);
+    this.recorder = new TlsSessionRecorder(this.#store, now, () => tlsReportingOf(this.#config).enabled);
     this.#reporter = new TlsReporter({
       store: this.#store,
-      settings: () => this.#config.tlsReporting,
+      settings: () => tlsReportingOf(this.#config),
       instance: (options.instance ?? os.hostname()).toLowerCase().replace(/[^a-z0-9.-]/g, '-'),
       resolveTxt: (name) => this.#resolver.resolveTxt(name),
       resolveHost: (host) => this.#resolver.resolveHost(host),
@@ -78,9 +78,9 @@ export class TlsReporting {
     const ca = readCa(config);
     if (JSON.stringify(config.delivery.resolvers) !== JSON.stringify(this.#config.delivery.resolvers)) this.#resolver = new MxResolver({ servers: config.delivery.resolvers, clock: systemClock });
     this.#ca = ca;
-    const intervalChanged = config.tlsReporting.interval !== this.#config.tlsReporting.interval;
+    const intervalChanged = tlsReportingOf(config).interval !== tlsReportingOf(this.#config).interval;
     this.#config = config;
-    this.#store.intervalMs = config.tlsReporting.interval;
+    this.#store.intervalMs = tlsReportingOf(config).interval;
     if (intervalChanged) this.#reporter.start();
   }
 
@@ -98,7 +98,7 @@ export class TlsReporting {
         access: 'read',
         handle: async () => {
           const periods = this.#store.periods().map((period) => ({ begin: new Date(period.begin).toISOString(), end: new Date(period.end).toISOString(), dropped: period.dropped, domains: period.domains }));
-          return { status: 200, body: { enabled: this.#config.tlsReporting.enabled, periods } };
+          return { status: 200, body: { enabled: tlsReportingOf(this.#config).enabled, periods } };
         },
       },
       {
@@ -106,7 +106,7 @@ export class TlsReporting {
         path: `${TLS_REPORTS_PATH}/send`,
         access: 'write',
         handle: async () => {
-          if (!this.#config.tlsReporting.enabled) return { status: 409, body: { error: 'TLS reporting is off (tlsReporting.enabled)' } };
+          if (!tlsReportingOf(this.#config).enabled) return { status: 409, body: { error: 'TLS reporting is off (tlsReporting.enabled)' } };
           return { status: 200, body: { reports: await this.#reporter.run(true) } };
         },
       },
@@ -116,7 +116,7 @@ export class TlsReporting {
   async #submit(from: string, to: string, message: Buffer): Promise<void> {
     if (!this.#accept) throw new Error('the relay is not accepting mail yet');
     const config = this.#config;
-    const virtualMta = config.tlsReporting.virtualMta;
+    const virtualMta = tlsReportingOf(config).virtualMta;
     await this.#accept(
       {
         listener: 'tls-reporting',

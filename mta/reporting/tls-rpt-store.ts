@@ -176,9 +176,9 @@ export class TlsRptStore {
     if (found) return found;
     const start = Math.floor(at / this.#intervalMs) * this.#intervalMs;
     // A period ended early (closeOpen) or a shorter interval: never overlap what was already counted.
-    const begin = Math.max(start, this.#closedUntil <= at ? this.#closedUntil : start, ...this.#periods.filter((period) => period.end <= at).map((period) => period.end));
-    const later = this.#periods.filter((period) => period.begin > at).map((period) => period.begin);
-    const period: ReportPeriod = { begin, end: Math.min(start + this.#intervalMs, ...later), domains: {}, dropped: 0 };
+    const earlier = this.#periods.filter((period) => period.end <= at).reduce((latest, period) => Math.max(latest, period.end), this.#closedUntil <= at ? this.#closedUntil : start);
+    const end = this.#periods.filter((period) => period.begin > at).reduce((earliest, period) => Math.min(earliest, period.begin), start + this.#intervalMs);
+    const period: ReportPeriod = { begin: Math.max(start, earlier), end, domains: {}, dropped: 0 };
     this.#periods.push(period);
     this.#periods.sort((a, b) => a.begin - b.begin);
     while (this.#periods.length > MAX_PERIODS) {

@@ -5,7 +5,7 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import { parse } from 'yaml';
-import { RuntimeConfig } from '../../mta/config/schema.ts';
+import { RuntimeConfig, tlsReportingOf } from '../../mta/config/schema.ts';
 import { VirtualMtaPoolSpec } from '../../operator/api/virtual-mta-pool.ts';
 import { renderPool } from '../../operator/render/pool.ts';
 import { copy, exampleInput } from '../render/example-resources.ts';
@@ -41,7 +41,9 @@ test('a CA Secret without ca.crt stops the render with the field named', async (
 
 test('bad tlsReporting settings are refused with the field named, and reporting is off by default', async () => {
   const rendered = renderPool(await exampleInput()).runtime.config;
-  assert.equal(RuntimeConfig.parse(rendered).tlsReporting.enabled, false);
+  const parsed = RuntimeConfig.parse(rendered);
+  assert.equal(parsed.tlsReporting, undefined);
+  assert.equal(tlsReportingOf(parsed).enabled, false);
   for (const [tlsReporting, field, message] of [
     [{ enabled: true, contactInfo: 'a@b.example' }, 'submitter', /submitter domain/],
     [{ enabled: true, submitter: 'relay.example.com' }, 'contactInfo', /contactInfo/],

@@ -10,7 +10,7 @@
 import assert from 'node:assert/strict';
 import { after, before, test } from 'node:test';
 import { pino } from 'pino';
-import { RuntimeConfig } from '../../mta/config/schema.ts';
+import { TlsReportingSettings } from '../../mta/config/schema.ts';
 import { systemClock } from '../../mta/delivery/clock.ts';
 import { MxResolver } from '../../mta/delivery/mx-resolver.ts';
 import { TlsReporter } from '../../mta/reporting/tls-rpt-reporter.ts';
@@ -29,7 +29,7 @@ let collector: ReportCollector;
 let harness: Harness;
 let store: TlsRptStore;
 const settings = (allowPrivateAddresses: boolean) =>
-  RuntimeConfig.shape.tlsReporting.parse({ enabled: true, submitter: 'relay.sender.test', contactInfo: 'tlsrpt@sender.test', https: { allowPrivateAddresses } });
+  TlsReportingSettings.parse({ enabled: true, submitter: 'relay.sender.test', contactInfo: 'tlsrpt@sender.test', https: { allowPrivateAddresses } });
 let allowPrivate = true;
 let reporter: TlsReporter;
 
