@@ -173,7 +173,7 @@ async function listenSink(onData: (stream: SMTPServerDataStream, callback: (erro
       authDisabled: true,
       isAuthRateLimited: () => false,
       reject: () => undefined,
-      onAuthRateLimited: () => undefined,
+      onAuthRateLimited: () => '4.7.0 Too many failed authentication attempts',
       onHandshakeFailed: () => undefined,
     },
   );

@@ -1,6 +1,7 @@
 // `vmta import powermta FILE`: a PowerMTA configuration (with its includes) -> SmtpListener,
 // RelayPolicy, VirtualMtaPool and Secret YAML on stdout or in a file, and on stderr a report of
 // every directive: mapped, approximated (what differs) or refused (why).
+import { readFileSync } from 'node:fs';
 import { writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { parseArgs } from 'node:util';
@@ -43,7 +44,7 @@ export async function runImportCommand(argv: string[]): Promise<void> {
   if (!objectName.safeParse(poolName).success) return fail(`--pool: "${poolName}" is not a lower-case name of letters, digits and "-"`);
   let result;
   try {
-    result = importPowerMta(readPowerMtaConfig(file), { poolName });
+    result = importPowerMta(readPowerMtaConfig(file), { poolName, readKeyFile });
   } catch (error) {
     return fail(error instanceof PmtaSyntaxError ? error.message : `${file}: ${(error as Error).message}`);
   }
@@ -52,6 +53,15 @@ export async function runImportCommand(argv: string[]): Promise<void> {
   if (values.output) await writeFile(values.output, header + yaml);
   else process.stdout.write(header + yaml);
   console.error(formatReport(result.report, path.dirname(path.resolve(file))));
+}
+
+/** A domain-key's PEM, when this machine can read the file; otherwise the report says to fill its Secret. */
+function readKeyFile(file: string): string | undefined {
+  try {
+    return readFileSync(file, 'utf8');
+  } catch {
+    return undefined;
+  }
 }
 
 function fail(message: string): void {

@@ -4,6 +4,7 @@
 import { parseArgs } from 'node:util';
 import { adminBaseUrl, adminToken, callAdmin, DEFAULT_ADMIN_URL } from './admin-client.ts';
 import { CliError, EXIT_CODES_HELP } from './exit-codes.ts';
+import { QUEUE_ID_PATTERN, QueueSelectorBody } from '../mta/admin/queue-api.ts';
 import { formatAction, formatMessage, formatQueueList, type MessageListing, type QueueListing, type Selection } from './queue-format.ts';
 import type { MessageState } from '../mta/delivery/delivery-engine.ts';
 
@@ -74,7 +75,9 @@ function parseQueueOptions(argv: string[]): QueueOptions | undefined {
   if (action === 'show' && queueId === undefined) throw new CliError('usage', 'show needs a queue id: vmta queue show QUEUE_ID (vmta queue list shows them)');
   if ((action !== 'show' && queueId !== undefined) || extra.length > 0) throw new CliError('usage', `unexpected argument "${action === 'show' ? extra[0] : queueId}"; vmta queue --help`);
   if (values.output !== undefined && values.output !== 'json') throw new CliError('usage', `-o: only "json" is supported (got "${values.output}")`);
+  if (queueId !== undefined && !QUEUE_ID_PATTERN.test(queueId)) throw new CliError('usage', `"${queueId}" is not a queue id (letters, digits, ".", "_" and "-", at most 128); vmta queue list shows them`);
   const selection: Selection = { ...(values.vmta ? { virtualMta: values.vmta } : {}), ...(values.domain ? { domain: values.domain } : {}) };
+  checkSelection(selection);
   if ((action === 'bounce' || action === 'delete') && !selection.virtualMta && !selection.domain && !values.all) {
     throw new CliError('usage', `${action} needs --vmta NAME and/or --domain DOMAIN, or --all to ${action} every queue`);
   }
@@ -90,6 +93,20 @@ function parseQueueOptions(argv: string[]): QueueOptions | undefined {
     admin: values.admin ?? process.env.VMTA_ADMIN_URL ?? DEFAULT_ADMIN_URL,
     tokenFile: values['token-file'],
   };
+}
+
+/** The flag a field of the API's selector comes from, so errors name what the user typed. */
+const FLAG_OF_FIELD: Record<string, string> = { virtualMta: '--vmta', domain: '--domain', all: '--all' };
+
+/** The admin API's own bounds, checked here so that a refusal names the flag, not the API field. */
+function checkSelection(selection: Selection): void {
+  const parsed = QueueSelectorBody.safeParse(selection);
+  if (parsed.success) return;
+  const issue = parsed.error.issues[0]!;
+  const field = String(issue.path[0] ?? '');
+  const value = (selection as Record<string, unknown>)[field];
+  const shown = typeof value === 'string' && value.length > 40 ? `${value.slice(0, 40)}... (${value.length} characters)` : String(value);
+  throw new CliError('usage', `${FLAG_OF_FIELD[field] ?? field} "${shown}": ${issue.message.replace(/^Too big: expected string to have /, 'at most ').replace(/<=(\d+) characters/, '$1 characters')}`);
 }
 
 export async function runQueueCommand(argv: string[]): Promise<void> {

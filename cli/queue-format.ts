@@ -90,7 +90,7 @@ export function formatAction(action: string, selection: Selection, answer: { que
   const messages = count(answer.messages ?? 0, 'message', 'messages');
   switch (action) {
     case 'pause':
-      return `paused ${target} (${answer.queues ? `${queues} with mail now` : 'no mail queued for it now'}); mail queued later waits too, until vmta queue resume ${selectionFlags(selection)}`.trimEnd();
+      return `paused ${target} (${answer.queues ? `${queues} with mail now` : 'no mail queued for it now'}); mail queued later waits too, also across restarts, until vmta queue resume ${selectionFlags(selection)}`.trimEnd();
     case 'resume':
       return `resumed ${target} (${answer.queues ? `${queues} with mail` : 'no mail queued for it now'})`;
     case 'retry':

@@ -4,6 +4,8 @@
 // (recipients are personal data) needs the read-only or the full admin token, every change the
 // full one; the server checks them from the route table (routes.ts). Bounce and delete without a
 // VirtualMTA or domain also need `"all": true` so nobody purges every queue by leaving a field out.
+// Pause and resume answer once the pauses in force are saved (savePauses: queue-pauses.ts), so
+// they survive a restart.
 import { z } from 'zod';
 import type { DeliveryEngine } from '../delivery/delivery-engine.ts';
 import type { AdminResponse, AdminRoute, JsonAdminRoute } from './routes.ts';
@@ -11,9 +13,13 @@ import type { AdminResponse, AdminRoute, JsonAdminRoute } from './routes.ts';
 export const QUEUE_API_PREFIX = '/api/v1';
 
 /** What the API needs from the delivery engine. */
-export type QueueControl = Pick<DeliveryEngine, 'listQueues' | 'virtualMtaStatus' | 'showMessage' | 'listMessageIds' | 'pause' | 'resume' | 'retryNow' | 'bounce' | 'delete' | 'mtaStsPolicies'>;
+export type QueueControl = Pick<DeliveryEngine, 'listQueues' | 'virtualMtaStatus' | 'showMessage' | 'listMessageIds' | 'pause' | 'resume' | 'pauses' | 'retryNow' | 'bounce' | 'delete' | 'mtaStsPolicies'>;
 
-const Selector = z.strictObject({
+/** Keeps the pauses in force durably (queue-pauses.ts); resolves once they are. */
+export type SavePauses = (pauses: ReturnType<DeliveryEngine['pauses']>) => Promise<void>;
+
+/** The body of a control call; `vmta queue` checks its flags against it too, so both say the same. */
+export const QueueSelectorBody = z.strictObject({
   virtualMta: z.string().min(1).max(63).optional(),
   domain: z.string().min(1).max(253).optional(),
   all: z.boolean().optional(),
@@ -21,6 +27,9 @@ const Selector = z.strictObject({
 
 const ACTIONS = ['pause', 'resume', 'retry', 'bounce', 'delete'] as const;
 type Action = (typeof ACTIONS)[number];
+
+/** What a queue id may look like in GET /api/v1/messages/ID. */
+export const QUEUE_ID_PATTERN = /^[A-Za-z0-9._-]{1,128}$/;
 
 /** Most messages GET /api/v1/messages lists at once. */
 const MAX_LISTED_MESSAGES = 1000;
@@ -30,7 +39,7 @@ function error(status: number, message: string, reason?: string): AdminResponse 
 }
 
 /** The queue routes: reading needs the read or the full token, every change the full token (routes.ts). */
-export function queueRoutes(engine: QueueControl): AdminRoute[] {
+export function queueRoutes(engine: QueueControl, savePauses?: SavePauses): AdminRoute[] {
   const read = (path: string, handle: JsonAdminRoute['handle']): JsonAdminRoute => ({ method: 'GET', path: `${QUEUE_API_PREFIX}${path}`, access: 'read', handle });
   return [
     read('/queues', async () => ({ status: 200, body: { queues: engine.listQueues(), virtualMtas: engine.virtualMtaStatus() } })),
@@ -45,12 +54,12 @@ export function queueRoutes(engine: QueueControl): AdminRoute[] {
       const state = engine.showMessage(params.id!);
       return state ? { status: 200, body: state } : error(404, `no queued message "${params.id}" (delivered, bounced, deleted or never queued here; vmta queue list shows the waiting ones)`, 'not-found');
     }),
-    ...ACTIONS.map((action): JsonAdminRoute => ({ method: 'POST', path: `${QUEUE_API_PREFIX}/queues/${action}`, access: 'write', handle: (request) => queueAction(engine, action, request.body) })),
+    ...ACTIONS.map((action): JsonAdminRoute => ({ method: 'POST', path: `${QUEUE_API_PREFIX}/queues/${action}`, access: 'write', handle: (request) => queueAction(engine, action, request.body, savePauses) })),
   ];
 }
 
-async function queueAction(engine: QueueControl, action: Action, body: unknown): Promise<AdminResponse> {
-  const parsed = Selector.safeParse(body ?? {});
+async function queueAction(engine: QueueControl, action: Action, body: unknown, savePauses: SavePauses | undefined): Promise<AdminResponse> {
+  const parsed = QueueSelectorBody.safeParse(body ?? {});
   if (!parsed.success) {
     const issue = parsed.error.issues[0];
     return error(400, `invalid request body: ${issue?.path.join('.') || '(root)'}: ${issue?.message ?? 'invalid'}`);
@@ -64,9 +73,16 @@ async function queueAction(engine: QueueControl, action: Action, body: unknown):
   }
   switch (action) {
     case 'pause':
-      return { status: 200, body: { action, ...selector, queues: engine.pause(selector) } };
-    case 'resume':
-      return { status: 200, body: { action, ...selector, queues: engine.resume(selector) } };
+    case 'resume': {
+      const queues = action === 'pause' ? engine.pause(selector) : engine.resume(selector);
+      // Answered once durable: a pause the operator was told about survives a restart.
+      try {
+        await savePauses?.(engine.pauses());
+      } catch (failure) {
+        return error(500, `${action} is in force now, but could not be saved (${(failure as Error).message}): after a restart the relay would not know it; try again`);
+      }
+      return { status: 200, body: { action, ...selector, queues } };
+    }
     case 'retry':
       return { status: 200, body: { action, ...selector, messages: engine.retryNow(selector) } };
     case 'bounce':

@@ -20,6 +20,7 @@ import { NO_TARGET, OutcomeRecorder } from './outcome-recorder.ts';
 import { QueueScheduler, type QueueSelector } from './queue-scheduler.ts';
 import { QueueView, type MessageState, type QueueSummary, type VirtualMtaStatus } from './queue-view.ts';
 import type { Classification } from './reply-classification.ts';
+import type { TlsSessionRecorder } from '../reporting/tls-rpt-sessions.ts';
 
 export type { QueueSelector } from './queue-scheduler.ts';
 export type { MessageState, QueueSummary, VirtualMtaStatus } from './queue-view.ts';
@@ -36,10 +37,16 @@ export interface DeliveryEngineOptions {
   trustedCa?: Buffer | Buffer[];
   /** Scan the spool at start and queue what it holds (default true). */
   recover?: boolean;
+  /** Pauses in force before anything is recovered (the ones saved before a restart). */
+  pauses?: QueueSelector[];
   /** Where state that outlives a restart is kept (the MTA-STS policy cache): the spool volume's state/ folder. */
   stateDir?: string;
   /** Where MTA-STS policies are fetched from instead of mta-sts.<domain>:443 with system roots (tests). */
   mtaStsFetch?: { connectAddress?: string; port?: number; ca?: Buffer | Buffer[] };
+  /** Told every session's TLS outcome (TLS-RPT, mta/reporting/). */
+  tlsSessions?: TlsSessionRecorder;
+  /** Told of every recipient that bounced (the suppression list). */
+  onRecipientBounced?: (address: string, classification: Classification) => void;
 }
 
 export class DeliveryEngine {
@@ -63,12 +70,13 @@ export class DeliveryEngine {
       virtualMtas: new VirtualMtaRegistry(options.logger),
     };
     this.#scheduler = new QueueScheduler(this.#context);
-    this.#recorder = new OutcomeRecorder(this.#context, this.#scheduler);
+    this.#recorder = new OutcomeRecorder(this.#context, this.#scheduler, { ...(options.stateDir ? { stateDir: options.stateDir } : {}), ...(options.onRecipientBounced ? { onRecipientBounced: options.onRecipientBounced } : {}) });
     this.#runner = new ConnectionRunner(this.#context, this.#scheduler, this.#recorder, {
       ...(options.resolver ? { resolver: options.resolver } : {}),
       ...(options.trustedCa ? { trustedCa: options.trustedCa } : {}),
       ...(options.stateDir ? { stateDir: options.stateDir } : {}),
       ...(options.mtaStsFetch ? { mtaStsFetch: options.mtaStsFetch } : {}),
+      ...(options.tlsSessions ? { tlsSessions: options.tlsSessions } : {}),
     });
     this.#scheduler.sessionStarter = (queue) => this.#runner.run(queue);
     this.#view = new QueueView(this.#context, this.#scheduler);
@@ -78,10 +86,12 @@ export class DeliveryEngine {
   static async start(options: DeliveryEngineOptions): Promise<DeliveryEngine> {
     const engine = new DeliveryEngine(options);
     await engine.#context.virtualMtas.apply(options.config);
+    for (const selector of options.pauses ?? []) engine.#scheduler.pause(selector);
     if (options.recover ?? true) {
       // What scan() yields belongs to no one else, so the engine takes it without a copy.
       for await (const message of options.spool.scan()) engine.#scheduler.enqueueOwned(message);
     }
+    options.spool.onDeliveryResume?.(() => [...engine.#scheduler.queues()].forEach((queue) => engine.#scheduler.pump(queue)));
     engine.#gaugeTimer = setInterval(() => engine.refreshGauges(), 5_000);
     engine.#gaugeTimer.unref();
     engine.refreshGauges();
@@ -166,6 +176,11 @@ export class DeliveryEngine {
     const affected = this.#scheduler.pause(selector);
     this.refreshGauges();
     return affected;
+  }
+
+  /** The pauses in force, as the selectors that set them. */
+  pauses(): QueueSelector[] {
+    return this.#scheduler.pauses();
   }
 
   /** Lift exactly that pause (an empty selector lifts every pause); a queue stays paused while a wider pause covers it. */

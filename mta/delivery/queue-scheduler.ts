@@ -174,6 +174,14 @@ export class QueueScheduler {
     return selected.length;
   }
 
+  /** The pauses in force, as the selectors that set them (for saving across restarts). */
+  pauses(): QueueSelector[] {
+    return [...this.#paused].sort().map((key) => {
+      const [virtualMta, domain] = key.split('\u0000') as [string, string];
+      return { ...(virtualMta === '*' ? {} : { virtualMta }), ...(domain === '*' ? {} : { domain }) };
+    });
+  }
+
   /** Whether the VirtualMTA as a whole (not one of its domains) is paused. */
   isVirtualMtaPaused(name: string): boolean {
     return this.#paused.has(pauseKey(name, undefined));
@@ -187,6 +195,11 @@ export class QueueScheduler {
   /** May the queue start (or go on) sending? Notes why not in the queue's lastError when its VirtualMTA cannot send. */
   canSend(queue: DestinationQueue): boolean {
     if (this.#stopping || this.#holding || this.isPaused(queue)) return false;
+    const spoolHold = this.#context.spool.deliveryHold?.();
+    if (spoolHold) {
+      queue.lastError = spoolHold;
+      return false;
+    }
     const { virtualMtas } = this.#context;
     if (!virtualMtas.has(queue.virtualMta)) {
       queue.lastError = `VirtualMTA "${queue.virtualMta}" is not in the configuration; its mail waits`;
@@ -294,6 +307,7 @@ export class QueueScheduler {
 
   /** The next ready item for a connection of `queue`: the queue's own, or (MX rollup) a sibling domain's with the same TLS needs. */
   nextItem(queue: DestinationQueue): { source: DestinationQueue; item: QueueItem } | undefined {
+    if (this.#context.spool.deliveryHold?.()) return undefined; // the connection ends; the spool's resume pumps again
     const now = this.#context.clock.now();
     queue.promoteDue(now);
     const own = queue.ready.shift();

@@ -18,6 +18,13 @@ export class AuthFailureLimiter {
     return recent.length >= maxFailures;
   }
 
+  /** How long until a limited client may try AUTH again (its oldest counted failure ages out); 0 when not limited. */
+  lockedForMs(client: string, maxFailures: number, windowMs: number, now = Date.now()): number {
+    const recent = this.recent(client, windowMs, now);
+    if (recent.length < maxFailures) return 0;
+    return recent[recent.length - maxFailures]! + windowMs - now;
+  }
+
   private recent(client: string, windowMs: number, now: number): number[] {
     const kept = (this.failures.get(client) ?? []).filter((time) => now - time < windowMs);
     if (kept.length === 0) this.failures.delete(client);

@@ -7,8 +7,10 @@
 // sessions keep the snapshot they started with.
 import net from 'node:net';
 import type { RuntimeConfig } from '../config/schema.ts';
+import { EventLog } from '../observe/event-log.ts';
 import type { RejectionReason } from '../observe/metrics.ts';
 import { AuthFailureLimiter } from './auth-failures.ts';
+import { exposedGarbageCollector, IdleMemoryRelease } from './idle-memory-release.ts';
 import { buildListenerSnapshot, type InboundDeps, type ListenerSnapshot } from './listener-session.ts';
 import { readProxyHeader } from './proxy-header.ts';
 import { HandshakeFailure, implicitTlsHandshake, preSessionTimeoutMs } from './tls-handshake.ts';
@@ -27,11 +29,13 @@ class ListenerEndpoint {
   lingering = 0;
   readonly limiter: AuthFailureLimiter;
   private readonly deps: InboundDeps;
+  private readonly memoryRelease: IdleMemoryRelease;
 
-  constructor(snapshot: ListenerSnapshot, limiter: AuthFailureLimiter, deps: InboundDeps) {
+  constructor(snapshot: ListenerSnapshot, limiter: AuthFailureLimiter, deps: InboundDeps, memoryRelease: IdleMemoryRelease) {
     this.snapshot = snapshot;
     this.limiter = limiter;
     this.deps = deps;
+    this.memoryRelease = memoryRelease;
     this.server = net.createServer({ pauseOnConnect: true }, (socket) => this.onConnection(socket));
   }
 
@@ -59,6 +63,7 @@ class ListenerEndpoint {
   }
 
   private onConnection(socket: net.Socket): void {
+    this.memoryRelease.noteConnection();
     const snapshot = this.snapshot;
     const labels = { listener: snapshot.config.name };
     const metrics = this.deps.metrics;
@@ -92,7 +97,7 @@ class ListenerEndpoint {
     const implicitTls = snapshot.config.tls.mode === 'implicit';
     const refuse = (reason: RejectionReason, reply: string) => {
       metrics.rejections.inc({ ...labels, reason });
-      this.deps.logger.info({ listener: labels.listener, client: clientKey ?? socket.remoteAddress, reason }, 'connection refused');
+      this.deps.events?.write(`refusal ${reason}`, 'info', { listener: labels.listener, client: clientKey ?? socket.remoteAddress, reason, reply }, `connection refused: ${reason.replaceAll('_', ' ')}`);
       // A client on an implicit-TLS port cannot read a clear-text reply, and a handshake just to
       // say 421 is the work a flood wants us to do: close instead.
       // Past maxConnections lingering refusals, a flood is not worth a reply either.
@@ -170,9 +175,11 @@ export class InboundServer {
   private readonly retired = new Set<ListenerEndpoint>();
   /** Shared by every listener, so a client cannot reset its count by switching ports. */
   private readonly authFailures = new AuthFailureLimiter();
+  private readonly memoryRelease = new IdleMemoryRelease(exposedGarbageCollector());
 
   private constructor(deps: InboundDeps) {
-    this.deps = deps;
+    // One EventLog for every listener and reload, so a flood's line budget is not reset by them.
+    this.deps = { ...deps, events: deps.events ?? new EventLog(deps.logger) };
   }
 
   static async start(config: RuntimeConfig, deps: InboundDeps): Promise<InboundServer> {
@@ -205,7 +212,7 @@ export class InboundServer {
         next.set(snapshot.config.name, current);
       } else {
         if (current) toClose.push(current);
-        const endpoint = new ListenerEndpoint(snapshot, this.authFailures, this.deps);
+        const endpoint = new ListenerEndpoint(snapshot, this.authFailures, this.deps, this.memoryRelease);
         next.set(snapshot.config.name, endpoint);
         toOpen.push(endpoint);
       }
@@ -247,6 +254,7 @@ export class InboundServer {
   }
 
   async close(): Promise<void> {
+    this.memoryRelease.stop();
     await this.drain(0);
   }
 

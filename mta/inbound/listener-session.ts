@@ -2,9 +2,12 @@
 // smtp-server handlers that apply it to a session: AUTH against the policy's users, MAIL FROM
 // and RCPT TO through the relay policy, DATA collected (size, smuggling) and handed to the
 // MessageAcceptor. Sessions keep the snapshot they started with; a reload builds a new one.
+// Every refusal of a command or message is counted and logged (through the EventLog, so a flood
+// costs a bounded number of lines) with the client address, the reason and the reply sent.
 import type tls from 'node:tls';
 import type { SMTPServerAddress, SMTPServerAuthentication, SMTPServerAuthenticationResponse, SMTPServerDataStream, SMTPServerSession } from 'smtp-server';
 import type { ListenerConfig, RelayPolicyConfig, RuntimeConfig } from '../config/schema.ts';
+import { EventLog } from '../observe/event-log.ts';
 import type { Logger } from '../observe/log.ts';
 import type { RejectionReason, RelayMetrics } from '../observe/metrics.ts';
 import { parseMailbox, type Mailbox } from './address.ts';
@@ -19,13 +22,21 @@ import { RelaySmtpServer } from './smtp-connection.ts';
 import { loadTlsCredentials, type ReadFile, type TlsCredentials } from './tls-credentials.ts';
 import { preSessionTimeoutMs } from './tls-handshake.ts';
 import type { AcceptedRecipient, AcceptedTransaction, MessageAcceptor } from './transaction.ts';
+import type { PoolSuppression } from '../suppression/pool-suppression.ts';
+import { dsnEnvelope, dsnRecipient } from '../delivery/dsn-request.ts';
 
 export interface InboundDeps {
   accept: MessageAcceptor;
   metrics: RelayMetrics;
   logger: Logger;
+  /** Where refusal lines go (rate-limited per reason); one per process, kept across reloads. */
+  events?: EventLog;
   /** Reads certificate, key and user files (tests may inject failures). */
   readFile?: ReadFile;
+  /** False while the spool's free space is below its floor: MAIL FROM is answered 452 (omitted: always room). */
+  spoolHasRoom?: () => boolean;
+  /** The pool's suppression list: in mode refuse a suppressed recipient gets 550 at RCPT TO. */
+  suppression?: Pick<PoolSuppression, 'refusal'>;
 }
 
 export interface ListenerSnapshot {
@@ -73,6 +84,7 @@ export async function buildListenerSnapshot(config: RuntimeConfig, listener: Lis
   const authDisabled = mechanisms.length === 0 || users.size === 0;
   const labels = { listener: listener.name };
   const reject = (reason: RejectionReason) => deps.metrics.rejections.inc({ ...labels, reason });
+  const events = deps.events ?? new EventLog(deps.logger);
   const sessions = new WeakMap<SMTPServerSession, SessionFacts>();
   const factsOf = (session: SMTPServerSession): SessionFacts => {
     let facts = sessions.get(session);
@@ -83,6 +95,17 @@ export async function buildListenerSnapshot(config: RuntimeConfig, listener: Lis
     return facts;
   };
   const userOf = (session: SMTPServerSession): string | undefined => (typeof session.user === 'string' ? session.user : undefined);
+  /** Counts, logs ("refused: relay denied ... client=...") and returns the error smtp-server replies with. */
+  const refuse = (session: SMTPServerSession, reason: RejectionReason, code: number, message: string, fields: Record<string, unknown> = {}): Error => {
+    reject(reason);
+    const user = userOf(session);
+    events.write(`refusal ${reason}`, 'info', { reason, reply: `${code} ${message}`, ...(user === undefined ? {} : { user }), ...fields }, `refused: ${reason.replaceAll('_', ' ')}`, factsOf(session).logger);
+    return smtpError(code, message);
+  };
+  const lockoutReply = (client: string): string => {
+    const minutes = Math.max(1, Math.ceil(limiter.lockedForMs(client, listener.auth.maxFailures, listener.auth.failureWindow) / 60_000));
+    return `4.7.0 Too many failed authentication attempts from ${client}; AUTH is refused on every listener for ${minutes} more minute(s)`;
+  };
 
   const senderDomainsOf = (user: string): readonly string[] => userSenderDomains(policyConfig, user);
 
@@ -103,11 +126,15 @@ export async function buildListenerSnapshot(config: RuntimeConfig, listener: Lis
           return callback(null, { user: username });
         }
         deps.metrics.authAttempts.inc({ ...labels, mechanism: auth.method, result: 'failure' });
-        logger.warn({ user: username, mechanism: auth.method }, 'authentication failed');
         if (limiter.recordFailure(client, maxFailures, failureWindow)) {
           reject('auth_rate_limited');
-          return callback(null, { responseCode: 421, message: '4.7.0 Too many failed authentication attempts, try again later' });
+          const reply = lockoutReply(client);
+          events.write('lockout', 'warn', { user: username, mechanism: auth.method, failures: maxFailures, windowSeconds: failureWindow / 1000, reply: `454 ${reply}` }, `client locked out: ${maxFailures} failed AUTH attempts within ${failureWindow / 1000}s; AUTH refused on every listener until the oldest ages out`, logger);
+          // 454 (RFC 4954: temporary failure), not 421: a client that tries its next mechanism
+          // (Python's smtplib does) reads this reason instead of "connection unexpectedly closed".
+          return callback(null, { responseCode: 454, message: reply });
         }
+        events.write('refusal auth_failed', 'warn', { user: username, mechanism: auth.method, reply: '535 5.7.8 Authentication credentials invalid' }, 'authentication failed', logger);
         callback(null, { responseCode: 535, message: '5.7.8 Authentication credentials invalid' });
       },
       () => callback(smtpError(454, '4.7.0 Temporary authentication failure')),
@@ -118,12 +145,10 @@ export async function buildListenerSnapshot(config: RuntimeConfig, listener: Lis
     let mailFrom: Mailbox | null = null;
     if (address.address !== '') {
       const parsed = parseMailbox(address.address);
-      if (!parsed.ok) {
-        reject('syntax');
-        return callback(smtpError(501, `5.1.7 Bad sender address syntax: ${parsed.error}`));
-      }
+      if (!parsed.ok) return callback(refuse(session, 'syntax', 501, `5.1.7 Bad sender address syntax: ${parsed.error}`, { mailFrom: address.address }));
       mailFrom = parsed.mailbox;
     }
+    if (deps.spoolHasRoom?.() === false) return callback(refuse(session, 'insufficient_storage', 452, '4.3.1 Insufficient system storage, try again later', { mailFrom: address.address }));
     const user = userOf(session);
     const decision = decideSender({
       listener,
@@ -133,29 +158,19 @@ export async function buildListenerSnapshot(config: RuntimeConfig, listener: Lis
       mailFrom,
       smtpUtf8: session.envelope.smtpUtf8 === true,
     });
-    if (!decision.ok) {
-      reject(decision.reason);
-      return callback(smtpError(decision.code, decision.message));
-    }
+    if (!decision.ok) return callback(refuse(session, decision.reason, decision.code, decision.message, { mailFrom: address.address }));
     callback();
   };
 
   const onRcptTo = (address: SMTPServerAddress, session: SMTPServerSession, callback: (err?: Error | null) => void): void => {
     const parsed = parseMailbox(address.address);
-    if (!parsed.ok) {
-      reject('syntax');
-      return callback(smtpError(501, `5.1.3 Bad recipient address syntax: ${parsed.error}`));
-    }
+    if (!parsed.ok) return callback(refuse(session, 'syntax', 501, `5.1.3 Bad recipient address syntax: ${parsed.error}`, { recipient: address.address }));
     const already = session.envelope.rcptTo.some((rcpt) => rcpt.address.toLowerCase() === address.address.toLowerCase());
-    if (!already && session.envelope.rcptTo.length >= listener.limits.maxRecipients) {
-      reject('too_many_recipients');
-      return callback(smtpError(452, '4.5.3 Too many recipients'));
-    }
+    if (!already && session.envelope.rcptTo.length >= listener.limits.maxRecipients) return callback(refuse(session, 'too_many_recipients', 452, '4.5.3 Too many recipients', { recipient: address.address }));
     const decision = decideRecipient({ policy, user: userOf(session), clientAddress: session.remoteAddress, recipient: parsed.mailbox, smtpUtf8: session.envelope.smtpUtf8 === true });
-    if (!decision.ok) {
-      reject(decision.reason);
-      return callback(smtpError(decision.code, decision.message));
-    }
+    if (!decision.ok) return callback(refuse(session, decision.reason, decision.code, decision.message, { mailFrom: session.envelope.mailFrom ? session.envelope.mailFrom.address : '', recipient: address.address }));
+    const suppressed = deps.suppression?.refusal(parsed.mailbox.address);
+    if (suppressed) return callback(refuse(session, 'suppressed', suppressed.code, suppressed.message, { recipient: address.address }));
     callback();
   };
 
@@ -163,15 +178,10 @@ export async function buildListenerSnapshot(config: RuntimeConfig, listener: Lis
     const facts = factsOf(session);
     const connection = smtp.connectionOf(session);
     readMessage(stream, listener.limits.maxMessageSize).then(async (result) => {
-      if (result.kind === 'too-large') {
-        reject('message_too_large');
-        return callback(smtpError(552, `5.3.4 Message size exceeds fixed maximum message size ${listener.limits.maxMessageSize}`));
-      }
+      if (result.kind === 'too-large') return callback(refuse(session, 'message_too_large', 552, `5.3.4 Message size exceeds fixed maximum message size ${listener.limits.maxMessageSize}`));
       if (result.kind === 'malformed') {
         const refusal = CONTENT_REFUSALS[result.fault];
-        reject(refusal.reason);
-        facts.logger.warn({ fault: result.fault }, 'message refused: malformed DATA');
-        return callback(smtpError(refusal.code, refusal.message));
+        return callback(refuse(session, refusal.reason, refusal.code, refusal.message, { fault: result.fault }));
       }
       if (result.kind === 'aborted') return callback(smtpError(451, '4.3.0 Message not received in full'));
       const transaction = toTransaction(session, policyConfig, listener.name);
@@ -183,8 +193,8 @@ export async function buildListenerSnapshot(config: RuntimeConfig, listener: Lis
         facts.logger.info({ queueId, user: transaction.user, recipients: transaction.recipients.length, bytes: result.message.length }, 'message accepted');
         callback(null, `2.0.0 Ok: queued as ${queueId}`);
       } catch (error) {
-        reject('spool_failure');
         facts.logger.error({ err: error }, 'message could not be stored');
+        reject('spool_failure');
         callback(smtpError(451, '4.3.0 Local error, message not queued; try again later'));
       } finally {
         if (connection) connection.storing = false;
@@ -220,8 +230,8 @@ export async function buildListenerSnapshot(config: RuntimeConfig, listener: Lis
       hideSTARTTLS: listener.tls.mode !== 'starttls',
       disabledCommands: [...(listener.tls.mode === 'starttls' ? [] : ['STARTTLS']), ...(authDisabled ? ['AUTH'] : [])],
       hideENHANCEDSTATUSCODES: false,
-      // Not honoured onward, so not advertised: MAIL/RCPT parameters of DSN and REQUIRETLS are 555.
-      hideDSN: true,
+      // DSN is honoured (mta/delivery/dsn.ts) and passed on; REQUIRETLS is not, so not advertised: its parameter is 555.
+      hideDSN: false,
       hideREQUIRETLS: true,
       allowInsecureAuth: true,
       authOptional: true,
@@ -248,9 +258,12 @@ export async function buildListenerSnapshot(config: RuntimeConfig, listener: Lis
       authDisabled,
       isAuthRateLimited: (client) => limiter.isLimited(client, listener.auth.maxFailures, listener.auth.failureWindow),
       reject,
-      onAuthRateLimited: () => {
+      onAuthRateLimited: (client) => {
         reject('auth_rate_limited');
         deps.metrics.authAttempts.inc({ ...labels, mechanism: 'none', result: 'rate_limited' });
+        const reply = lockoutReply(client);
+        events.write('refusal auth_rate_limited', 'info', { reason: 'auth_rate_limited', reply: `454 ${reply}` }, 'refused: AUTH from a locked-out client', deps.logger.child({ listener: listener.name, client }));
+        return reply;
       },
       onHandshakeFailed: (reason) => deps.metrics.tlsHandshakeFailures.inc({ ...labels, tls_mode: 'starttls', reason }),
     },
@@ -279,8 +292,9 @@ function toTransaction(session: SMTPServerSession, policy: RelayPolicyConfig, li
     const parsed = parseMailbox(rcpt.address);
     if (!parsed.ok) continue;
     const key = parsed.mailbox.address.toLowerCase();
-    if (!recipients.has(key)) recipients.set(key, { address: parsed.mailbox.address, domain: parsed.mailbox.domain });
+    if (!recipients.has(key)) recipients.set(key, { address: parsed.mailbox.address, domain: parsed.mailbox.domain, ...dsnRecipient((rcpt as { dsn?: { notify?: string[]; orcpt?: string } }).dsn) });
   }
+  const dsn = dsnEnvelope((envelope as { dsn?: { ret?: string | null; envid?: string | null } }).dsn);
   const cipher = session.tlsOptions || undefined;
   const protocol = TRANSMISSION_TYPES.has(session.transmissionType) ? (session.transmissionType as AcceptedTransaction['protocol']) : 'ESMTP';
   return {
@@ -293,6 +307,7 @@ function toTransaction(session: SMTPServerSession, policy: RelayPolicyConfig, li
     ...(typeof session.user === 'string' ? { user: session.user } : {}),
     mailFrom,
     recipients: [...recipients.values()],
+    ...(dsn ? { dsn } : {}),
     eightBitMime: envelope.bodyType === '8bitmime',
     smtpUtf8: envelope.smtpUtf8 === true,
     policy,

@@ -27,8 +27,8 @@
 //   (mail-parameters.ts) before the library parses them: 555 5.5.4 or 501 5.5.4.
 // - Refusals the library makes itself (501 bad address syntax, 503 bad sequence, ...) are
 //   counted as rejections like the relay's own.
-// Private members of smtp-server used here (`_createParser`, `_onCommand`, `_closing`,
-// `_closed`, `_handlerPending`, `_ready`, `_upgrading`, `_nextHandler`, `_server`) exist in the
+// Private members of smtp-server used here (`_createParser`, `_onCommand`, `_onError`, `_closing`,
+// `_closed`, `_handlerPending`, `_ready`, `_upgrading`, `_nextHandler`, `_server`, `_socket`) exist in the
 // version pinned in package.json; test/inbound/library-guard.test.ts fails on any other version
 // so they are checked again before an upgrade lands.
 import { SMTPServer, type SMTPServerOptions, type SMTPServerSession } from 'smtp-server';
@@ -73,7 +73,8 @@ export interface SessionPolicy {
   authDisabled: boolean;
   isAuthRateLimited(clientAddress: string): boolean;
   reject(reason: RejectionReason): void;
-  onAuthRateLimited(): void;
+  /** Counts and logs an AUTH refused to a locked-out client; returns the 454 text, which says for how long. */
+  onAuthRateLimited(clientAddress: string): string;
   onHandshakeFailed(reason: HandshakeFailureReason): void;
 }
 
@@ -184,8 +185,8 @@ export class RelaySmtpConnection extends SMTPConnection {
       return callback();
     }
     if (this.policy.isAuthRateLimited(this.remoteAddress)) {
-      this.policy.onAuthRateLimited();
-      this.send(421, '4.7.0 Too many failed authentication attempts, try again later');
+      // 454 and the session goes on (maxErrors still ends it): the client can show the reason.
+      this.send(454, this.policy.onAuthRateLimited(this.remoteAddress));
       return callback();
     }
     super.handler_AUTH(command, callback);

@@ -50,13 +50,13 @@ export function buildCrd(definition: KindDefinition): JsonSchema {
   ];
   const openAPIV3Schema: JsonSchema = {
     type: 'object',
-    description: `${definition.kind} (${API_GROUP}/${API_VERSION}). Generated from operator/api/ by scripts/generate.ts.`,
+    description: definition.description,
     properties: {
       apiVersion: { type: 'string' },
       kind: { type: 'string' },
       metadata: { type: 'object' },
-      spec: structuralSchema(definition.spec),
-      status: structuralSchema(definition.status),
+      spec: { ...structuralSchema(definition.spec), description: definition.specDescription },
+      status: { ...structuralSchema(definition.status), description: `What the operator observed, written through the status subresource: conditions (Ready and the others of docs/operations.md) with the generation they describe.` },
     },
     required: ['spec'],
     'x-kubernetes-validations': nameRules,

@@ -57,8 +57,8 @@ export const RelayPolicySpec = z
     relayDomains: z.array(domainPattern).max(10_000).optional().describe('Unauthenticated mail is accepted for recipients in these domains (PowerMTA `relay-domain`).'),
     // 5,000 (the relay takes 10,000) keeps the open-pattern CEL rule inside the API server's cost budget.
     relayAddresses: z.array(relayAddress).max(5000).optional().describe('Unauthenticated mail is accepted for these recipients: exact addresses or /regex/ (PowerMTA `relay-address`).'),
-    users: PolicyUsers.optional(),
-    routing: Routing.optional(),
+    users: PolicyUsers.optional().describe('Users who may AUTH and then relay anywhere (PowerMTA `<smtp-user>`): their passwords in a Secret, and the sender domains each may use in MAIL FROM.'),
+    routing: Routing.optional().describe('Which VirtualMTA of the pool gets a message: the X-Virtual-MTA header (if honoured), the first matching rule, the default, or the pool\'s selection.'),
   })
   .superRefine((spec, ctx) => {
     const problems = openRelayProblems({ cidrs: spec.alwaysAllowRelaying ?? [], relayDomains: spec.relayDomains ?? [], relayAddresses: spec.relayAddresses ?? [], acknowledgeOpenRelay: spec.acknowledgeOpenRelay });

@@ -15,6 +15,10 @@ export interface PrinterColumn {
 
 export interface KindDefinition {
   kind: 'SmtpListener' | 'RelayPolicy' | 'VirtualMtaPool';
+  /** What `kubectl explain KIND` says the kind is. */
+  description: string;
+  /** What `kubectl explain KIND.spec` says. */
+  specDescription: string;
   plural: string;
   singular: string;
   shortNames: string[];
@@ -37,6 +41,8 @@ const ageColumn: PrinterColumn = { name: 'Age', type: 'date', jsonPath: '.metada
 export const KINDS: readonly KindDefinition[] = [
   {
     kind: 'SmtpListener',
+    description: 'An SMTP port of a pool\'s relay pods: its role (relay 25, submission 587, submissions 465, alternate 2525) fills the RFC defaults for TLS and AUTH; it applies a RelayPolicy and is exposed by a Service.',
+    specDescription: 'The listener: role, port, TLS, AUTH, the RelayPolicy it applies, the pool whose pods serve it, limits, PROXY protocol and its Service.',
     plural: 'smtplisteners',
     singular: 'smtplistener',
     shortNames: ['smtpl'],
@@ -55,6 +61,8 @@ export const KINDS: readonly KindDefinition[] = [
   },
   {
     kind: 'RelayPolicy',
+    description: 'Who may relay through the listeners that apply it (authenticated users, allowed CIDRs, relay domains and addresses; never anyone else) and how their mail is routed to VirtualMTAs.',
+    specDescription: 'The policy: users and their sender domains, alwaysAllowRelaying CIDRs, relayDomains, relayAddresses, TLS before AUTH, and routing.',
     plural: 'relaypolicies',
     singular: 'relaypolicy',
     shortNames: ['rpol'],
@@ -71,6 +79,8 @@ export const KINDS: readonly KindDefinition[] = [
   },
   {
     kind: 'VirtualMtaPool',
+    description: 'A pool of VirtualMTAs (PowerMTA <virtual-mta-pool>) and the relay pods that run them: each VirtualMTA has its source address, EHLO name and per-domain delivery settings.',
+    specDescription: 'The pool: its VirtualMTAs, per-domain defaults, selection, replicas, spool, egress, DKIM, admin token and pod overrides.',
     plural: 'virtualmtapools',
     singular: 'virtualmtapool',
     shortNames: ['vmpool'],

@@ -39,8 +39,8 @@ const ListenerTls = z.strictObject({
 const ListenerAuth = z.strictObject({
   required: z.boolean().optional().describe('Refuse MAIL FROM before AUTH. Defaults from the role.'),
   mechanisms: z.array(z.enum(['PLAIN', 'LOGIN', 'CRAM-MD5'])).max(3).optional().describe('Mechanisms offered; empty offers no AUTH. Defaults from the role (none on relay, PLAIN and LOGIN elsewhere).'),
-  maxFailures: z.number().int().min(1).max(1000).optional(),
-  failureWindow: duration.optional(),
+  maxFailures: z.number().int().min(1).max(1000).optional().describe('Failed AUTH attempts from one client address within failureWindow before AUTH is refused (454 4.7.0, saying for how long) on every listener; default 5. The lock-out is logged.'),
+  failureWindow: duration.optional().describe('The sliding window of maxFailures; a locked-out client may try again once its oldest counted failure is older than this. Default 5m.'),
 });
 
 const ListenerLimits = z.strictObject({
@@ -143,8 +143,8 @@ const SmtpListenerFields = z.strictObject({
   address: ipAddress.optional().describe('Address to listen on inside the pod; defaults to every address.'),
   port: port.optional().describe('Defaults from the role: 25, 587, 465 or 2525.'),
   hostname: hostname.optional().describe('Name in the greeting banner; defaults to the pool\'s hostname.'),
-  tls: ListenerTls.optional(),
-  auth: ListenerAuth.optional(),
+  tls: ListenerTls.optional().describe('TLS of the listener: none, STARTTLS or implicit, whether it is required, and the certificate Secret. Defaults from the role.'),
+  auth: ListenerAuth.optional().describe('SMTP AUTH: whether it is required, the mechanisms offered, and the lock-out after maxFailures failed attempts within failureWindow (per client address, on every listener). Defaults from the role.'),
   relayPolicyRef: localRef.describe('The RelayPolicy that decides who may relay through this listener.'),
   poolRef: localRef.describe('The VirtualMtaPool whose pods serve this listener.'),
   limits: ListenerLimits.optional().describe('Connection, size, recipient and time limits; omitted ones take the relay defaults (greetingDelay 0s on every role: a pause would slow legitimate bounces on port 25 and catch nothing on submission ports).'),

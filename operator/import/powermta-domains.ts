@@ -5,6 +5,7 @@
 import { BackoffSettings, DomainSettings } from '../api/domain-settings.ts';
 import { domainPattern } from '../api/fields.ts';
 import type { PmtaNode } from './powermta-config.ts';
+import { reportDkimSign } from './powermta-dkim.ts';
 import type { ImportReport } from './powermta-report.ts';
 import { pmtaBoolean, pmtaDuration, pmtaRate, pmtaRoute } from './powermta-values.ts';
 
@@ -13,9 +14,8 @@ export type PatternLists = Map<string, string[]>;
 
 const NOT_HERE: Record<string, string> = {
   'mx-rollup': 'MX rollup is a relay setting (delivery.mxRollup in relay.yaml) that the resources do not carry yet',
-  'domain-key': 'DKIM signing is not in the resources yet',
-  'dkim-sign': 'DKIM signing is not in the resources yet',
-  'dkim-identity': 'DKIM signing is not in the resources yet',
+  'domain-key': 'a DKIM key signs by From domain, not by destination: put domain-key at the top level or in a <virtual-mta>',
+  'dkim-identity': 'signatures carry no i= tag (the identity is the signing domain)',
   'auth-username': 'AUTH towards a smarthost is not in the resources yet',
   'auth-password': 'AUTH towards a smarthost is not in the resources yet',
   'backoff-notify': 'backoff changes are reported by metrics (vmta_delivery_backoff) and logs, not by mail',
@@ -117,6 +117,9 @@ export function convertDomainBlock(block: PmtaNode, patternLists: PatternLists, 
           }
           break;
         }
+        case 'dkim-sign':
+          reportDkimSign(node, report);
+          break;
         default:
           report.refused(node, NOT_HERE[node.name] ?? 'no equivalent in a domain block of the resources');
       }

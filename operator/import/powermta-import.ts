@@ -8,7 +8,9 @@
 //   relay-domain/-address    relayDomains / relayAddresses of the port-25 policy
 //   <virtual-mta>            a VirtualMTA (smtp-source-host = source address + EHLO name)
 //   <domain> outside a vmta  domainDefaults; inside one, that VirtualMTA's domains
+//   domain-key, dkim-sign    spec.dkim.keys or a VirtualMTA's dkimKeys (powermta-dkim.ts)
 // An open relay is never imported: a broad always-allow-relaying source is refused, not acknowledged.
+import { DEFAULT_DKIM_SECRET_KEY } from '../api/dkim.ts';
 import { RelayPolicy } from '../api/relay-policy.ts';
 import { SmtpListener } from '../api/smtp-listener.ts';
 import { VirtualMtaPool } from '../api/virtual-mta-pool.ts';
@@ -16,6 +18,7 @@ import { isOverlyBroad, parseAddressRange } from '../../mta/config/address-range
 import { checkRelayAddress } from '../../mta/config/field-checks.ts';
 import { API_GROUP_VERSION, domainPattern, objectName } from '../api/fields.ts';
 import type { PmtaNode } from './powermta-config.ts';
+import { convertDomainKey, reportDkimSign, type DkimScope, type ImportedDkimKey, type ReadKeyFile } from './powermta-dkim.ts';
 import { convertDomainBlock, readPatternList, type PatternLists } from './powermta-domains.ts';
 import { ImportReport } from './powermta-report.ts';
 import { pmtaBoolean, pmtaCidr, pmtaListenAddress } from './powermta-values.ts';
@@ -23,6 +26,8 @@ import { pmtaBoolean, pmtaCidr, pmtaListenAddress } from './powermta-values.ts';
 export interface ImportOptions {
   /** Name of the VirtualMtaPool (and the prefix of the other objects' names). */
   poolName: string;
+  /** Reads the key files of `domain-key`; without it their Secrets are left for the user to fill. */
+  readKeyFile?: ReadKeyFile;
 }
 
 export interface ImportResult {
@@ -52,8 +57,7 @@ const NOT_HERE: Record<string, string> = {
   'http-redirect-to-https': 'the admin API is reached through the cluster network',
   'total-max-smtp-out': 'limits are per domain (maxSmtpOut), not for the whole process',
   'total-max-smtp-in': 'inbound limits are per listener (limits.maxConnections)',
-  'domain-key': 'DKIM signing is not in the resources yet',
-  'dkim-sign': 'DKIM signing is not in the resources yet',
+  'dkim-identity': 'signatures carry no i= tag (the identity is the signing domain)',
 };
 
 interface Collected {
@@ -70,6 +74,10 @@ interface Collected {
   domainDefaults: Record<string, unknown>[];
   virtualMtas: Record<string, unknown>[];
   pools: Map<string, string[]>;
+  dkimKeys: ImportedDkimKey['key'][];
+  dkimScope: DkimScope;
+  dkimSecrets: ImportedDkimKey['secret'][];
+  options: ImportOptions;
 }
 
 export function importPowerMta(nodes: PmtaNode[], options: ImportOptions): ImportResult {
@@ -77,7 +85,7 @@ export function importPowerMta(nodes: PmtaNode[], options: ImportOptions): Impor
   const patternLists: PatternLists = new Map();
   // Pattern lists may be defined after the domain blocks that use them.
   for (const node of nodes) if (node.name === 'smtp-pattern-list' && node.children) patternLists.set(node.value, readPatternList(node, report));
-  const collected: Collected = { listeners: [], users: new Map(), relayDomains: [], relayAddresses: [], allowRelaying: [], honorHeader: false, domainDefaults: [], virtualMtas: [], pools: new Map() };
+  const collected: Collected = { listeners: [], users: new Map(), relayDomains: [], relayAddresses: [], allowRelaying: [], honorHeader: false, domainDefaults: [], virtualMtas: [], pools: new Map(), dkimKeys: [], dkimScope: { name: 'spec.dkim.keys', secretPrefix: `${options.poolName}-dkim`, seen: new Set() }, dkimSecrets: [], options };
   for (const node of nodes) {
     try {
       collect(node, collected, patternLists, report);
@@ -158,6 +166,16 @@ function collect(node: PmtaNode, out: Collected, patternLists: PatternLists, rep
     case 'smtp-pattern-list':
       report.mapped(node, 'read for the domain blocks that name it');
       return;
+    case 'domain-key': {
+      const imported = convertDomainKey(node, out.dkimScope, out.options.readKeyFile, report);
+      if (imported) {
+        out.dkimKeys.push(imported.key);
+        out.dkimSecrets.push(imported.secret);
+      }
+      return;
+    }
+    case 'dkim-sign':
+      return reportDkimSign(node, report);
     default:
       if (DONE_OTHERWISE[node.name]) report.approximated(node, DONE_OTHERWISE[node.name]!);
       else report.refused(node, NOT_HERE[node.name] ?? 'no equivalent in the resources');
@@ -249,6 +267,8 @@ function collectVirtualMta(node: PmtaNode, out: Collected, patternLists: Pattern
   if (!objectName.safeParse(name).success) throw new Error(`"${name}" is not a lower-case name of letters, digits and "-"; rename it to import it`);
   const vmta: Record<string, unknown> = { name };
   const domains: Record<string, unknown>[] = [];
+  const dkimKeys: ImportedDkimKey['key'][] = [];
+  const dkimScope: DkimScope = { name: `dkimKeys of VirtualMTA ${name}`, secretPrefix: `${out.options.poolName}-dkim-${name}`, seen: new Set() };
   for (const child of node.children ?? []) {
     if (child.name === 'smtp-source-host') {
       const [address, hostname] = child.args;
@@ -265,11 +285,20 @@ function collectVirtualMta(node: PmtaNode, out: Collected, patternLists: Pattern
         domains.push(settings);
         report.mapped(child, `domains of VirtualMTA ${name}, over the pool's domainDefaults`);
       }
+    } else if (child.name === 'domain-key') {
+      const imported = convertDomainKey(child, dkimScope, out.options.readKeyFile, report);
+      if (imported) {
+        dkimKeys.push(imported.key);
+        out.dkimSecrets.push(imported.secret);
+      }
+    } else if (child.name === 'dkim-sign') {
+      reportDkimSign(child, report);
     } else {
       report.refused(child, NOT_HERE[child.name] ?? 'no equivalent for a VirtualMTA');
     }
   }
   if (domains.length > 0) vmta.domains = domains;
+  if (dkimKeys.length > 0) vmta.dkimKeys = dkimKeys;
   if (vmta.hostname === undefined) throw new Error(`virtual-mta ${name} has no smtp-source-host (address and EHLO name); it is left out`);
   out.virtualMtas.push(vmta);
   report.mapped(node, `VirtualMTA ${name}`);
@@ -339,10 +368,13 @@ function buildResources(c: Collected, options: ImportOptions, report: ImportRepo
     const users = c.users.size > 0 ? { secretName: usersSecret, defaultAllowedSenderDomains: ['*'] } : undefined;
     resources.push({ apiVersion: API_GROUP_VERSION, kind: 'RelayPolicy', metadata: meta(`${pool}-submission`), spec: compact({ requireTlsForAuth: true, users, routing: compact({ ...routing, rules }) }) });
   }
-  resources.push({ apiVersion: API_GROUP_VERSION, kind: 'VirtualMtaPool', metadata: meta(pool), spec: compact({ hostname: c.hostname ?? c.defaultSource?.hostname, virtualMtas, domainDefaults: c.domainDefaults }) });
+  resources.push({ apiVersion: API_GROUP_VERSION, kind: 'VirtualMtaPool', metadata: meta(pool), spec: compact({ hostname: c.hostname ?? c.defaultSource?.hostname, virtualMtas, domainDefaults: c.domainDefaults, dkim: c.dkimKeys.length > 0 ? { keys: c.dkimKeys } : undefined }) });
   resources.push({ apiVersion: 'v1', kind: 'Secret', metadata: meta(tlsSecret), type: 'kubernetes.io/tls', stringData: { 'tls.crt': '', 'tls.key': '' } });
   if (c.users.size > 0) {
     resources.push({ apiVersion: 'v1', kind: 'Secret', metadata: meta(usersSecret), type: 'Opaque', stringData: Object.fromEntries([...c.users].map(([name, user]) => [name, user.password])) });
+  }
+  for (const secret of c.dkimSecrets) {
+    resources.push({ apiVersion: 'v1', kind: 'Secret', metadata: meta(secret.name), type: 'Opaque', stringData: { [DEFAULT_DKIM_SECRET_KEY]: secret.pem } });
   }
   for (const vmta of virtualMtas) {
     const name = vmta.name as string;

@@ -103,5 +103,7 @@ export function pmtaListenAddress(value: string): ListenAddress {
 export function pmtaRoute(value: string): string {
   const match = /^(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9.-]+)(?::(\d{1,5}))?$/.exec(value);
   if (!match) throw new Error(`"${value}" is not host or host:port`);
-  return `${match[1]}:${match[2] ?? '25'}`;
+  // PowerMTA writes address literals in brackets, IPv4 too; the resources bracket IPv6 only.
+  const host = /^\[(\d{1,3}(?:\.\d{1,3}){3})\]$/.exec(match[1]!)?.[1] ?? match[1]!;
+  return `${host}:${match[2] ?? '25'}`;
 }

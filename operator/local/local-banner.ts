@@ -1,6 +1,7 @@
 // What `vmta local` prints when a pool is ready: its listeners, users, certificate, the config
 // hash its /config reports, where the admin token is, a first-message command that works as
-// printed, and warnings about resources that load but cannot send (a user with no sender domain).
+// printed, what becomes of the mail (real MX lookups; each attempt logged with its outcome), and
+// warnings about resources that load but cannot send (a user with no sender domain).
 import path from 'node:path';
 import type { ResolvedListener } from '../api/smtp-listener.ts';
 import { DEFAULT_LOCAL_WORK_DIR } from './local-admin-token.ts';
@@ -62,6 +63,11 @@ function queueCommand(admin: string, tokenFile: string, workDir: string): string
   return `bin/vmta.js queue list --admin ${admin}${found ? '' : ` --token-file ${shown(tokenFile)}`} (the admin token is in ${shown(tokenFile)}${found ? ', vmta queue finds it by itself' : ''}; pause, resume, retry, bounce and delete need it)`;
 }
 
+function resolvers(resources: ResourceSet, poolName: string): string {
+  const servers = resources.pools.find((pool) => pool.metadata.name === poolName)?.spec.resolvers ?? [];
+  return servers.length > 0 ? `the pool's resolvers (${servers.join(', ')})` : 'this machine\'s DNS';
+}
+
 export function describePool(banner: PoolBanner): string {
   const { poolName, adminPort, endpoints, workDir, resources } = banner;
   const width = Math.max(...endpoints.map((endpoint) => endpoint.listener.length), 8);
@@ -86,5 +92,6 @@ export function describePool(banner: PoolBanner): string {
     `  configHash: ${banner.configHash} (${admin}/config reports the same; the ConfigMap in a cluster would be ${banner.renderedConfigHash.slice(0, 12)}..., it differs by local paths and ports)`,
     ...(banner.tokenFile ? [`  queue control: ${queueCommand(admin, banner.tokenFile, workDir)}`] : []),
     ...firstMessage,
+    `  delivery: for real, to the MX hosts ${resolvers(resources, poolName)} names; each attempt is a line below ("delivered", "deferred" with its retry, "bounced" with the reason: a domain that does not resolve bounces at once, and its DSN to the sender is logged too)`,
   ].join('\n');
 }

@@ -95,7 +95,7 @@ export class RelayProcess {
 
 const LEVELS: Record<number, string> = { 10: 'trace', 20: 'debug', 30: 'info', 40: 'warn', 50: 'error', 60: 'fatal' };
 /** Keys worth showing on a terminal (a pod logs the full JSON record). */
-const SHOWN_KEYS = ['listener', 'queueId', 'virtualMta', 'domain', 'client', 'remoteAddress', 'user', 'reason'];
+const SHOWN_KEYS = ['listener', 'queueId', 'virtualMta', 'domain', 'recipient', 'mailFrom', 'client', 'remoteAddress', 'user', 'mxHost', 'attempt', 'retryAt', 'reason', 'reply', 'suppressed'];
 
 /** A pino JSON record as one short line: "info listening: ... listener=submission"; other text unchanged. */
 export function readableLogLine(line: string): string {
@@ -107,7 +107,10 @@ export function readableLogLine(line: string): string {
     return line;
   }
   if (typeof record.msg !== 'string') return line;
-  const fields = SHOWN_KEYS.filter((key) => typeof record[key] === 'string' || typeof record[key] === 'number').map((key) => `${key}=${String(record[key])}`);
+  const fields = SHOWN_KEYS.filter((key) => typeof record[key] === 'string' || typeof record[key] === 'number').map((key) => {
+    const value = String(record[key]);
+    return `${key}=${/[\s"]/.test(value) ? JSON.stringify(value) : value}`;
+  });
   const error = record.err as { message?: unknown } | undefined;
   if (typeof error?.message === 'string') fields.push(`error="${error.message}"`);
   return [LEVELS[Number(record.level)] ?? 'log', record.msg, ...fields].join(' ');

@@ -132,3 +132,27 @@ function resolvePath(node: JsonSchema, chain: string[], opaque: string[]): boole
   }
   return true;
 }
+
+test('kubectl explain describes every kind, its spec, its status and every field of the spec', () => {
+  for (const definition of KINDS) {
+    const schema = openApiSchema(buildCrd(definition));
+    const properties = schema.properties as Record<string, JsonSchema>;
+    const described = (node: JsonSchema | undefined, what: string) => assert.ok(typeof node?.description === 'string' && node.description.length >= 20, `kubectl explain ${what} shows a description`);
+    described(schema, definition.singular);
+    assert.doesNotMatch(String(schema.description), /Generated from/, `${definition.kind}: the description says what the kind is, not how the file was made`);
+    described(properties.spec, `${definition.singular}.spec`);
+    described(properties.status, `${definition.singular}.status`);
+    for (const [field, node] of Object.entries((properties.spec!.properties ?? {}) as Record<string, JsonSchema>)) described(node, `${definition.singular}.spec.${field}`);
+  }
+});
+
+test('admin.tokenSecretName says what docs/security.md says: without it, queue changes are refused, and it names the CLI actions', async () => {
+  const pool = KINDS.find((definition) => definition.kind === 'VirtualMtaPool')!;
+  const admin = ((openApiSchema(buildCrd(pool)).properties as Record<string, JsonSchema>).spec!.properties as Record<string, JsonSchema>).admin!;
+  const description = String((admin.properties as Record<string, JsonSchema>).tokenSecretName!.description);
+  assert.match(description, /refused \(401\)/);
+  assert.doesNotMatch(description, /open to anyone|flush|purge/);
+  for (const action of ['pause', 'resume', 'retry', 'bounce', 'delete']) assert.ok(description.includes(action), `names ${action}`);
+  const security = await readFile(path.join(REPOSITORY_ROOT, 'docs', 'security.md'), 'utf8');
+  assert.match(security, /a pool without one refuses every call\s+that changes queues/);
+});

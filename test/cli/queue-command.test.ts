@@ -138,6 +138,23 @@ describe('every error kind with every action', () => {
       assert.doesNotMatch(run.stderr, /"virtualMta"|"all": true/);
     }
   });
+
+  test('values the admin API would refuse are refused by their flag, never by an API field name', async () => {
+    const cases: Array<[string[], RegExp]> = [
+      [['--vmta', 'v'.repeat(64)], /--vmta "v{40}\.\.\. \(64 characters\)": at most 63 characters/],
+      [['--domain', 'd'.repeat(254)], /--domain "d{40}\.\.\. \(254 characters\)": at most 253 characters/],
+    ];
+    for (const action of ['list', ...CONTROL]) {
+      for (const [flags, pattern] of cases) {
+        const run = await vmta(['queue', action, ...flags, '--admin', relay.adminUrl, '--token-file', 'admin-token']);
+        assertOneLineError(run, 2, pattern, `${action} ${flags[0]}`);
+        assert.doesNotMatch(run.stderr, /virtualMta|request body/, `${action} ${flags[0]}: no API field`);
+      }
+    }
+    for (const id of ['a/b', '../etc', 'x'.repeat(129), 'id with space', 'ü']) {
+      assertOneLineError(await vmta(['queue', 'show', id, '--admin', relay.adminUrl]), 2, /is not a queue id .*vmta queue list shows them/, `show ${JSON.stringify(id)}`);
+    }
+  });
 });
 
 describe('the command line', () => {
@@ -195,7 +212,7 @@ describe('answers for people', () => {
     const token = ['--admin', relay.adminUrl, '--token-file', 'admin-token'];
     const paused = await vmta(['queue', 'pause', '--domain', 'nothing.example', ...token]);
     assert.equal(paused.code, 0, paused.stderr);
-    assert.equal(paused.stdout.trim(), 'paused domain nothing.example on every VirtualMTA (no mail queued for it now); mail queued later waits too, until vmta queue resume --domain nothing.example');
+    assert.equal(paused.stdout.trim(), 'paused domain nothing.example on every VirtualMTA (no mail queued for it now); mail queued later waits too, also across restarts, until vmta queue resume --domain nothing.example');
     const resumed = await vmta(['queue', 'resume', '--domain', 'nothing.example', ...token]);
     assert.equal(resumed.stdout.trim(), 'resumed domain nothing.example on every VirtualMTA (no mail queued for it now)');
     const pausedVmta = await vmta(['queue', 'pause', '--vmta', VMTA, ...token]);

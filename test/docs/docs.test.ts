@@ -72,6 +72,10 @@ const goldenObjects = readdirSync(path.join(REPO_ROOT, 'test', 'fixtures', 'gold
     (doc) => doc.toJS() as { kind: string; metadata: { name: string; labels?: Record<string, string> }; spec?: { replicas?: number; template?: { metadata?: { labels?: Record<string, string> }; spec?: { containers?: Array<{ ports?: Array<{ containerPort: number }> }> } } } },
   ),
 );
+/** VirtualMTA names of the example pools: the only ones a page's `--vmta` may name. */
+const exampleVirtualMtas = exampleObjects
+  .filter((object) => object.kind === 'VirtualMtaPool')
+  .flatMap((object) => ((object as { spec?: { virtualMtas?: Array<{ name: string }> } }).spec?.virtualMtas ?? []).map((vmta) => vmta.name));
 const relayWorkloads = goldenObjects.filter((object) => object.kind === 'StatefulSet' || object.kind === 'Deployment');
 const podNames = new Set(relayWorkloads.flatMap((workload) => Array.from({ length: workload.spec?.replicas ?? 1 }, (_, index) => `${workload.metadata.name}-${index}`)));
 const podPorts = new Set(relayWorkloads.flatMap((workload) => (workload.spec?.template?.spec?.containers ?? []).flatMap((container) => (container.ports ?? []).map((port) => port.containerPort))));
@@ -180,7 +184,9 @@ describe('commands in docs/', { timeout: 300_000 }, () => {
     await writeFile(path.join(relayDir.path, 'read-token'), 'docs-test-read-token\n');
     // docs/powermta-import.md imports ./pmta.conf: the source article's configuration.
     await copyFile(path.join(REPO_ROOT, '..', 'shared', 'powermta-seed.conf'), path.join(relayDir.path, 'pmta.conf'));
-    await writeRelayConfig(relayDir.path, loopbackRelayConfig(port, adminPort, { admin: { address: '127.0.0.1', port: adminPort, tokenFile: 'admin-token', readTokenFile: 'read-token' } }));
+    // Its VirtualMTAs are named as in examples/pool.yaml, so `--vmta` values of the pages must be those.
+    const base = loopbackRelayConfig(port, adminPort, { admin: { address: '127.0.0.1', port: adminPort, tokenFile: 'admin-token', readTokenFile: 'read-token' } });
+    await writeRelayConfig(relayDir.path, { ...base, pool: { ...base.pool, virtualMtas: exampleVirtualMtas.map((name) => ({ name, hostname: `${name}.relay.test` })) } });
     relay = await startRelayProcess({ configDir: relayDir.path, adminPort });
     const client = await RawSmtpClient.connect(port);
     try {
@@ -209,6 +215,8 @@ describe('commands in docs/', { timeout: 300_000 }, () => {
         const line = words.join(' ');
         const [program, ...args] = words;
         if (program === 'vmta') {
+          const vmtaFlag = args.indexOf('--vmta');
+          if (vmtaFlag >= 0) assert.ok(exampleVirtualMtas.includes(args[vmtaFlag + 1]!), `${line}: --vmta names a VirtualMTA of examples/ (${exampleVirtualMtas.join(', ')})`);
           // `vmta queue` finds the relay as the page says (VMTA_ADMIN_URL; default 127.0.0.1:8025),
           // here pointed at the test relay; --token-file names ./admin-token in its directory.
           const result = spawnSync(process.execPath, [path.join(REPO_ROOT, 'cli', 'vmta.ts'), ...args], { cwd: relayDir!.path, encoding: 'utf8', env: { ...process.env, VMTA_ADMIN_URL: relay!.adminUrl }, timeout: 60_000 });

@@ -8,20 +8,17 @@
 // mta2 (as in PowerMTA, where nothing names them); the test turns on X-Virtual-MTA to reach them.
 import assert from 'node:assert/strict';
 import { mkdir, writeFile } from 'node:fs/promises';
-import { networkInterfaces } from 'node:os';
 import path from 'node:path';
 import { after, before, test } from 'node:test';
 import { startDnsServer } from '../fixtures/dns-server.ts';
-import { freePort, REPO_ROOT, startRelayProcess, temporaryDirectory, writeRelayConfig, type RelayProcess } from '../fixtures/relay-process.ts';
+import { startImportedRelay } from '../fixtures/imported-relay.ts';
+import { REPO_ROOT, temporaryDirectory, type RelayProcess } from '../fixtures/relay-process.ts';
 import { startSinkGroup, type SinkMx } from '../fixtures/sink-mx.ts';
 import { smtplibSend } from '../fixtures/smtp-clients.ts';
 import { createTestCa } from '../fixtures/tls.ts';
 import { readPowerMtaConfig } from '../../operator/import/powermta-config.ts';
 import { importPowerMta } from '../../operator/import/powermta-import.ts';
-import { localizeConfig, localPoolDir, localSecretDir } from '../../operator/local/local-config.ts';
-import { writeLocalSecrets } from '../../operator/local/local-secrets.ts';
-import { loadResourceDir, secretSummaries } from '../../operator/local/resource-files.ts';
-import { renderNamespace } from '../../operator/render/pool.ts';
+import { localPoolDir, localSecretDir } from '../../operator/local/local-config.ts';
 
 const SEED = path.join(REPO_ROOT, '..', 'shared', 'powermta-seed.conf');
 const ADMIN_TOKEN = 'roundtrip-token';
@@ -54,32 +51,18 @@ before(async () => {
   for (const resource of imported.resources as { kind: string; metadata: { name: string }; spec: Record<string, any> }[]) {
     if (resource.kind === 'RelayPolicy' && resource.metadata.name === 'outbound-submission') resource.spec.routing.honorVirtualMtaHeader = true;
   }
-  const resourceDir = path.join(work.path, 'resources');
-  await mkdir(resourceDir, { recursive: true });
-  await writeFile(path.join(resourceDir, 'imported.yaml'), imported.resources.map((resource) => JSON.stringify(resource)).join('\n---\n'));
-  const loaded = await loadResourceDir(resourceDir);
-  assert.deepEqual(loaded.errors, []);
-  const rendered = renderNamespace({ pools: loaded.resources.pools, listeners: loaded.resources.listeners, policies: loaded.resources.policies, secrets: secretSummaries(loaded.resources.secrets), image: 'local' });
-  const pool = rendered.pools.get('outbound');
-  assert.ok(pool && pool.problems.length === 0, JSON.stringify(pool?.problems));
-
-  const workDir = path.join(work.path, 'work');
-  await writeLocalSecrets(workDir, loaded.resources.secrets);
-  certFile = path.join(localSecretDir(workDir, 'outbound-tls'), 'tls.crt');
-  const localAddresses = new Set(Object.values(networkInterfaces()).flatMap((entries) => (entries ?? []).map((entry) => entry.address)));
-  const { config } = localizeConfig(pool.runtime.config, { workDir, poolName: 'outbound', portShift: 0, poolIndex: 0, localAddresses });
-  // Test placement only: free ports, the test DNS server, the sinks' port, a token for the admin API.
-  for (const listener of config.listeners) listener.port = await freePort();
-  relayPort = config.listeners.find((listener) => listener.name === 'outbound-smtp-25')!.port;
-  submissionPort = config.listeners.find((listener) => listener.name === 'outbound-smtp-587')!.port;
-  const adminPort = await freePort();
-  const configDir = path.join(localPoolDir(workDir, 'outbound'), 'config');
-  await mkdir(configDir, { recursive: true });
-  await writeFile(path.join(configDir, 'admin-token'), ADMIN_TOKEN);
-  config.admin = { ...config.admin, port: adminPort, tokenFile: 'admin-token' };
-  config.delivery = { ...config.delivery, resolvers: [dns.server], mxPort: plainMx.port };
-  await writeRelayConfig(configDir, config);
-  relay = await startRelayProcess({ configDir, adminPort, args: ['--shutdown-timeout', '2s'] });
+  const started = await startImportedRelay(imported.resources, work.path, 'outbound', async (config) => {
+    // Test placement only: the test DNS server, the sinks' port, a token for the admin API.
+    const configDir = path.join(localPoolDir(path.join(work.path, 'work'), 'outbound'), 'config');
+    await mkdir(configDir, { recursive: true });
+    await writeFile(path.join(configDir, 'admin-token'), ADMIN_TOKEN);
+    config.admin = { ...config.admin, tokenFile: 'admin-token' };
+    config.delivery = { ...config.delivery, resolvers: [dns.server], mxPort: plainMx.port };
+    relayPort = config.listeners.find((listener) => listener.name === 'outbound-smtp-25')!.port;
+    submissionPort = config.listeners.find((listener) => listener.name === 'outbound-smtp-587')!.port;
+  });
+  relay = started.relay;
+  certFile = path.join(localSecretDir(started.workDir, 'outbound-tls'), 'tls.crt');
   cleanups.push(() => relay.kill('SIGKILL'));
 });
 

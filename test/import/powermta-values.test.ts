@@ -4,6 +4,7 @@ import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import { parseDuration } from '../../mta/config/duration.ts';
 import { parseAddressRange } from '../../mta/config/address-range.ts';
+import { DomainSettings } from '../../operator/api/domain-settings.ts';
 import { pmtaBoolean, pmtaCidr, pmtaDuration, pmtaListenAddress, pmtaRate, pmtaRoute } from '../../operator/import/powermta-values.ts';
 
 test('booleans take yes/no, true/false, on/off, 1/0 in any case and refuse anything else', () => {
@@ -67,6 +68,10 @@ test('listener addresses: every-address forms, IPv4, bracketed IPv6, and refused
 test('routes take host or host:port (port 25 by default) and bracketed literals', () => {
   assert.equal(pmtaRoute('smarthost.example.com'), 'smarthost.example.com:25');
   assert.equal(pmtaRoute('smarthost.example.com:587'), 'smarthost.example.com:587');
-  assert.equal(pmtaRoute('[192.0.2.1]:2525'), '[192.0.2.1]:2525');
+  // The resources bracket IPv6 only: PowerMTA's [192.0.2.1] loses its brackets, and every result is a valid smtpHost.
+  for (const [route, host] of [['[192.0.2.1]:2525', '192.0.2.1:2525'], ['[192.0.2.1]', '192.0.2.1:25'], ['192.0.2.1:2525', '192.0.2.1:2525'], ['[2001:db8::25]:25', '[2001:db8::25]:25'], ['[2001:db8::25]', '[2001:db8::25]:25']] as const) {
+    assert.equal(pmtaRoute(route), host, route);
+    assert.ok(DomainSettings.safeParse({ domain: '*', smtpHost: pmtaRoute(route) }).success, `${route}: a valid smtpHost`);
+  }
   for (const bad of ['', 'a b', 'host:port', 'host:123456']) assert.throws(() => pmtaRoute(bad), /not host/, bad);
 });

@@ -104,22 +104,23 @@ describe('AUTH mechanisms and users', () => {
     }
   });
 
-  test('after maxFailures failed attempts the client gets 421 4.7.0 and is disconnected, also on a new connection', async () => {
+  test('after maxFailures failed attempts the client gets 454 4.7.0 saying for how long, on every AUTH and on a new connection, and is never checked meanwhile', async () => {
     const client = await openSession(harness, 'submission', { starttls: true });
     // The two failures of the previous test (on another listener: the count is per client, not
     // per listener) plus this one reach maxFailures = 3 for 127.0.0.1.
     const third = await client.command(`AUTH PLAIN ${b64('\0alice\0wrong')}`);
-    assert.equal(third.text, '421 4.7.0 Too many failed authentication attempts, try again later');
-    await client.waitClosed();
+    assert.match(third.text, /^454 4\.7\.0 Too many failed authentication attempts from 127\.0\.0\.1; AUTH is refused on every listener for \d+ more minute\(s\)$/);
+    // The session goes on, so a client trying its next mechanism reads the reason too.
+    assert.match((await client.command('AUTH LOGIN')).text, /^454 4\.7\.0 Too many failed authentication attempts/);
+    client.close();
     const again = await openSession(harness, 'submission', { starttls: true });
     try {
       // Even the right password is not checked while the client is limited.
-      assert.equal((await again.command(`AUTH PLAIN ${b64('\0alice\0alice-secret')}`)).text, '421 4.7.0 Too many failed authentication attempts, try again later');
-      await again.waitClosed();
+      assert.match((await again.command(`AUTH PLAIN ${b64('\0alice\0alice-secret')}`)).text, /^454 4\.7\.0 Too many failed authentication attempts from 127\.0\.0\.1; AUTH is refused/);
     } finally {
       again.close();
     }
-    assert.match(await harness.metric('vmta_inbound_auth_total'), /result="rate_limited"\} 1/);
-    assert.match(await harness.metric('vmta_inbound_rejections_total'), /reason="auth_rate_limited"\} 2/);
+    assert.match(await harness.metric('vmta_inbound_auth_total'), /result="rate_limited"\} 2/);
+    assert.match(await harness.metric('vmta_inbound_rejections_total'), /reason="auth_rate_limited"\} 3/);
   });
 });

@@ -131,6 +131,23 @@ test("the README's first message (its Python block, verbatim but for this run's 
   assert.ok(python !== undefined && python.includes('smtp.login("alice"'), 'README has the smtplib first-message block');
   const result = await run('python3', ['-c', python]);
   assert.equal(result.code, 0, `python3 exited ${result.code}: ${result.stderr}`);
+  assert.match(result.stdout, /^250 2\.0\.0 Ok: queued as [0-9a-z]+\n$/, 'it prints the reply with the queue id, as the README says');
+});
+
+test("the banner's first-message command, run exactly as printed, is accepted and prints the queue id", async () => {
+  const command = /first message: (python3 -c ".*")$/m.exec(output)?.[1];
+  assert.ok(command, 'the banner prints a first-message command');
+  assert.doesNotMatch(command, /PASSWORD/);
+  const result = await run('bash', ['-c', command]);
+  assert.equal(result.code, 0, `${command}\n${result.stderr}`);
+  assert.match(result.stdout, /^2\.0\.0 Ok: queued as [0-9a-z]+\n$/);
+});
+
+test('the configHash the banner prints is the one the relay\'s /config reports', async () => {
+  const printed = /configHash: ([0-9a-f]{64}) \((http:\/\/127\.0\.0\.1:\d+)\/config reports the same/.exec(output);
+  assert.ok(printed, 'the banner prints configHash and the admin URL');
+  const reported = (await (await fetch(`${printed[2]}/config`)).json()) as { hash: string };
+  assert.equal(reported.hash, printed[1]);
 });
 
 test("the README's admin commands answer: readyz, config hash, vmta_ metrics, vmta queue list", async () => {
