@@ -97,12 +97,12 @@ test('MTA-STS enforce delivers to a matching MX over verified TLS', async () => 
 test('MTA-STS enforce blocks an MX that does not match the policy', async () => {
   const rogue = sinks[1]!;
   const stored = await harness.submit({ to: ['b@hijacked.test'] });
-  // A queue-wide deferral: held in memory, not recorded per message in the spool.
+  // A queue-wide deferral, journalled as still pending (deferral-record.ts).
   const state = await waitFor(() => {
     const recipient = harness.engine.showMessage(stored.id)?.recipients[0];
     return recipient?.attempts ? recipient : undefined;
   }, 'the deferral');
-  assert.equal((await harness.durableRecipients(stored.id))?.[0]?.attempts, 0, 'no durable record for a queue-wide deferral');
+  assert.equal((await harness.durableRecipients(stored.id))?.[0]?.status, 'pending', 'the spool keeps it pending');
   assert.equal(state.status, 'pending');
   assert.match(state.lastResult ?? '', /MTA-STS policy of hijacked\.test \(enforce\) matches none/);
   await settle();
