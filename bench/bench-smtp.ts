@@ -149,9 +149,9 @@ export async function generateLoad(options: { port: number; count: number; bytes
 
 /**
  * smtp-server with the relay's adaptation, greeting at once, no policy, listening on a loopback
- * port; `onData` reads each message and answers through `callback`.
+ * port (`port`, or any free one); `onData` reads each message and answers through `callback`.
  */
-async function listenSink(onData: (stream: SMTPServerDataStream, callback: (error: Error | null, message?: string) => void) => void): Promise<net.Server> {
+async function listenSink(onData: (stream: SMTPServerDataStream, callback: (error: Error | null, message?: string) => void) => void, port = 0): Promise<net.Server> {
   const smtp = new RelaySmtpServer(
     {
       authOptional: true,
@@ -178,17 +178,17 @@ async function listenSink(onData: (stream: SMTPServerDataStream, callback: (erro
     },
   );
   const server = net.createServer((socket) => smtp.connect(socket));
-  server.listen(0, '127.0.0.1');
+  server.listen(port, '127.0.0.1');
   await once(server, 'listening');
   return server;
 }
 
-/** The comparison point: the sink with every message read and dropped, nothing recorded. Prints {"port"} once listening. */
-export async function runDiscardSink(): Promise<void> {
+/** The comparison point: the sink with every message read and dropped, nothing recorded. Prints {"port"} once listening (on `port` if given). */
+export async function runDiscardSink(port = 0): Promise<void> {
   const server = await listenSink((stream, callback) => {
     stream.on('data', () => undefined);
     stream.on('end', () => callback(null, 'Ok: discarded'));
-  });
+  }, port);
   process.stdout.write(`${JSON.stringify({ port: (server.address() as net.AddressInfo).port })}\n`);
 }
 
@@ -302,7 +302,16 @@ export async function treeCpuSeconds(rootPid: number): Promise<number> {
 
 /** Peak resident set (VmHWM) of a process in MiB. */
 export async function peakRssMb(pid: number): Promise<number> {
+  return statusMb(pid, 'VmHWM');
+}
+
+/** Resident set size of a process now, MiB. */
+export async function rssMb(pid: number): Promise<number> {
+  return statusMb(pid, 'VmRSS');
+}
+
+async function statusMb(pid: number, field: 'VmHWM' | 'VmRSS'): Promise<number> {
   const status = await readFile(`/proc/${pid}/status`, 'utf8');
-  const kib = /^VmHWM:\s+(\d+) kB/m.exec(status)?.[1];
+  const kib = new RegExp(`^${field}:\\s+(\\d+) kB`, 'm').exec(status)?.[1];
   return kib ? Number(kib) / 1024 : Number.NaN;
 }

@@ -10,7 +10,7 @@ export const EXIT = {
   unreachable: 3,
   /** The relay refused the call: no admin token, a wrong one, or one not allowed to do this. */
   refused: 4,
-  /** No such queue id or VirtualMTA. */
+  /** No such queue id, VirtualMTA or suppressed address. */
   notFound: 5,
 } as const;
 
@@ -23,7 +23,7 @@ export const EXIT_CODES_HELP = `exit codes:
   2  bad command line or invalid input (config, resources)
   3  the relay's admin API cannot be reached
   4  refused: no admin token, a wrong one, or one that may not do this
-  5  not found: no such queue id or VirtualMTA`;
+  5  not found: no such queue id, VirtualMTA or suppressed address`;
 
 /** Signals that stop a long-running command (mta, local, operator) cleanly. */
 export const STOP_SIGNALS = ['SIGTERM', 'SIGINT', 'SIGHUP'] as const;

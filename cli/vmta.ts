@@ -10,6 +10,7 @@ const subcommands: Record<string, { summary: string; load: () => Promise<Subcomm
   operator: { summary: 'run the Kubernetes operator: vmta operator --image IMAGE [--namespace NS] [--leader-elect]', load: async () => (await import('./operator-command.ts')).runOperatorCommand },
   import: { summary: 'turn a PowerMTA configuration into resources: vmta import powermta FILE', load: async () => (await import('./import-command.ts')).runImportCommand },
   queue: { summary: 'inspect and control delivery queues: vmta queue list|show|pause|resume|retry|bounce|delete', load: async () => (await import('./queue-command.ts')).runQueueCommand },
+  suppression: { summary: 'list, add and remove suppressed recipient addresses: vmta suppression list|add|remove', load: async () => (await import('./suppression-command.ts')).runSuppressionCommand },
 };
 
 function usage(): string {

@@ -7,6 +7,7 @@ import path from 'node:path';
 import { loadConfigDirectory, recordConfigLoaded, ConfigWatcher, type LoadedConfig } from './config/loader.ts';
 import type { RuntimeConfig } from './config/schema.ts';
 import { queueRoutes } from './admin/queue-api.ts';
+import { whileRecovering } from './admin/recovery-api.ts';
 import { QueuePauseFile } from './admin/queue-pauses.ts';
 import type { AdminRoute } from './admin/routes.ts';
 import { AdminServer, readAdminTokens, type Readiness } from './admin/server.ts';
@@ -20,8 +21,13 @@ import { InboundServer } from './inbound/inbound-server.ts';
 import { createLogger, type Logger } from './observe/log.ts';
 import { RelayMetrics } from './observe/metrics.ts';
 import { createMessageAcceptor } from './routing/acceptance.ts';
+import { TlsReporting } from './reporting/tls-reporting.ts';
 import { DkimSigner } from './signing/dkim-signer.ts';
+import { RecoveryProgress } from './spool/recovery-progress.ts';
 import { FileSpool } from './spool/spool.ts';
+import { PoolSuppression } from './suppression/pool-suppression.ts';
+import { suppressionRoutes } from './suppression/suppression-api.ts';
+import { bounceSuppressedRecipients } from './suppression/suppression-bounce.ts';
 
 export interface RelayOptions {
   /** Directory holding relay.yaml (a mounted ConfigMap in pods). */
@@ -43,9 +49,12 @@ export class Relay {
   #inbound: InboundServer | undefined;
   #admin: AdminServer | undefined;
   #dkim: DkimSigner | undefined;
+  #tlsReporting: TlsReporting | undefined;
   #ledger: HandoverLedger | undefined;
   #drain: QueueDrain | undefined;
+  #suppression: PoolSuppression | undefined;
   #adminToken: string | undefined;
+  #recovery: RecoveryProgress;
   #listening = false;
   #shutdown: Promise<void> | undefined;
 
@@ -53,6 +62,7 @@ export class Relay {
     this.#options = options;
     this.logger = logger;
     this.metrics = new RelayMetrics();
+    this.#recovery = new RecoveryProgress(this.metrics);
   }
 
   /**
@@ -84,7 +94,7 @@ export class Relay {
   readiness(): Readiness {
     if (this.#shutdown) return { ready: false, reason: 'shutting down' };
     if (this.#drain?.active) return { ready: false, reason: 'draining' };
-    if (!this.#spool) return { ready: false, reason: 'spool not open' };
+    if (this.#recovery.status().recovering) return { ready: false, reason: this.#recovery.describe() };
     if (!this.#listening) return { ready: false, reason: 'listeners not bound' };
     return { ready: true };
   }
@@ -116,23 +126,46 @@ export class Relay {
       configStatus: () => this.#watcher!.status(),
     });
     logger.info({ address: config.admin.address, port: this.#admin.address().port }, 'admin server listening');
-    this.#spool = await FileSpool.open(config.spool.path, { metrics, logger });
-    // Delivery scans the spool before the listeners open, so every message is queued once.
+    const spool = FileSpool.unopened(config.spool.path, { metrics, logger, space: config.spool, recovery: this.#recovery });
+    this.#spool = spool;
     const stateDir = path.join(config.spool.path, 'state');
+    this.#tlsReporting = new TlsReporting({ config, stateDir, logger });
+    const suppression = await PoolSuppression.open({ stateDir, registry: metrics.registry, logger, hostname: config.hostname, config: config.suppression, token: () => this.#adminToken });
+    this.#suppression = suppression;
+    this.#admin.mount(suppressionRoutes(suppression));
     // Pauses saved before a restart hold before the first recovered message could be sent.
     const pauseFile = new QueuePauseFile(stateDir, logger);
-    const delivery = await DeliveryEngine.start({ config, spool: this.#spool, metrics, logger, stateDir, pauses: await pauseFile.load() });
+    const delivery = await DeliveryEngine.start({
+      config, spool, metrics, logger, stateDir, recover: false, pauses: await pauseFile.load(),
+      tlsSessions: this.#tlsReporting.recorder,
+      onRecipientBounced: (address, classification) => void suppression.recordBounce(address, classification),
+    });
     this.#delivery = delivery;
-    this.#admin.mount(queueRoutes(delivery, (pauses) => pauseFile.save(pauses)));
-    await this.#mountDrain(this.#spool, delivery);
+    // The queue API answers 503 with the progress until every message found is queued.
+    this.#admin.mount([...whileRecovering(this.#recovery, queueRoutes(delivery, (pauses) => pauseFile.save(pauses))), ...this.#tlsReporting.adminRoutes()]);
+    await spool.recover();
+    // Every message is queued before the listeners open, so none is queued twice.
+    for await (const message of spool.scan()) {
+      delivery.enqueue(message);
+      this.#recovery.queuedOne();
+    }
+    this.#recovery.finish();
+    logger.info({ messages: this.#recovery.status().queued, seconds: this.#recovery.status().elapsedSeconds }, 'spool recovered');
+    await this.#mountDrain(spool, delivery);
     const accept = createMessageAcceptor({
-      spool: this.#spool,
+      spool,
       getConfig: () => this.config,
       getSigner: () => this.#dkim,
       logger,
-      onAccepted: (message) => delivery.enqueue(message),
+      onAccepted: (message) => {
+        bounceSuppressedRecipients(message, { spool, suppression, reportingMta: this.config.hostname, logger })
+          .then((dsn) => dsn && delivery.enqueue(dsn))
+          .catch((error: unknown) => logger.error({ queueId: message.id, err: error }, 'bouncing suppressed recipients failed; delivery decides for them'))
+          .finally(() => delivery.enqueue(message));
+      },
     });
-    this.#inbound = await InboundServer.start(config, { accept, metrics, logger });
+    this.#tlsReporting.useAcceptor(accept);
+    this.#inbound = await InboundServer.start(config, { accept, metrics, logger, spoolHasRoom: () => spool.hasRoomForMail(), suppression });
     this.#listening = true;
     const listeners = this.#inbound.boundAddresses();
     logger.info({ listeners }, `listening: ${listeners.map((bound) => `${bound.listener} ${bound.address}:${bound.port}`).join(', ') || 'no listeners'}`);
@@ -181,9 +214,12 @@ export class Relay {
     const tokens = await readAdminTokens(next.config.admin);
     // Keys are read and checked before anything changes: a bad key refuses the whole version.
     const dkim = await DkimSigner.load(next.config, this.metrics);
+    this.#tlsReporting!.reload(next.config);
     // A draining relay keeps its listeners closed whatever the new config says.
     await this.#inbound!.reload(this.#drain?.active ? this.#listenerless(next.config) : next.config);
     await this.#delivery!.reload(next.config);
+    this.#spool!.setSpaceLimits(next.config.spool);
+    this.#suppression!.reload(next.config.suppression);
     this.#admin!.setTokens(tokens);
     this.#adminToken = tokens.token;
     this.#dkim = dkim;
@@ -222,8 +258,12 @@ export class Relay {
     this.#drain = undefined;
     await this.#delivery?.stop();
     this.#delivery = undefined;
+    await this.#tlsReporting?.stop();
+    this.#tlsReporting = undefined;
     await this.#ledger?.close();
     this.#ledger = undefined;
+    await this.#suppression?.close();
+    this.#suppression = undefined;
     await this.#spool?.close();
     this.#spool = undefined;
     await this.#admin?.close();

@@ -4,6 +4,7 @@
 // are parsed to milliseconds here, so code inward of the loader only sees numbers.
 // `RuntimeConfigInput` is what a renderer writes; `RuntimeConfig` is what the relay uses.
 import { z } from 'zod';
+import { BOUNCE_CATEGORIES } from '../delivery/reply-classification.ts';
 import { DURATION_HINT, DURATION_PATTERN, parseDuration, RATE_HINT, RATE_PATTERN } from './duration.ts';
 import { checkAddressRange, checkHostPort, checkIpAddress, checkRelayAddress, checkReplyPattern, checkResolver, refineWith } from './field-checks.ts';
 import { BROAD_PROXY_TRUST_MESSAGE, openRelayProblems, overlyBroadIndexes } from './open-relay.ts';
@@ -31,6 +32,11 @@ export const domainPattern = z
   .transform((value) => value.toLowerCase());
 const hostPort = z.string().superRefine(refineWith(checkHostPort));
 const filePath = z.string().min(1);
+
+/** Refuse new mail below 100 MiB free: room for a few maximum-size messages in flight and the journal. */
+export const DEFAULT_SPOOL_MIN_FREE_BYTES = 100 * 1024 * 1024;
+/** 8 MiB of reserve records the results of some 40,000 deliveries on a full disk. */
+export const DEFAULT_SPOOL_RESERVE_BYTES = 8 * 1024 * 1024;
 
 export const TlsSettings = z.strictObject({
   /** none: plain only; starttls: upgrade offered in EHLO; implicit: TLS from the first byte (465). */
@@ -246,6 +252,44 @@ export const DeliverySettings = z.strictObject({
     .prefault({}),
   /** Recipient domains that get their own metric label; every other domain is counted as "other". */
   trackedDomains: z.array(domainPattern).max(100).default([]),
+  /** Send a "delayed" DSN (RFC 3464) once per recipient still queued this long after arrival (Postfix delay_warning_time); omitted: none. */
+  delayWarningAfter: duration.optional(),
+});
+
+/** The pool's suppression list (mta/suppression/): what it does with a suppressed recipient, what a hard bounce is, which peers share it. */
+export const SuppressionSettings = z.strictObject({
+  /** refuse: 550 at RCPT TO, so the sending app sees it; bounce: accept, then bounce at once with a DSN. */
+  mode: z.enum(['refuse', 'bounce']).default('refuse'),
+  /** Bounce categories (mta/delivery/reply-classification.ts) whose 5xx replies add the recipient to the list. */
+  hardBounceCategories: z.array(z.enum(BOUNCE_CATEGORIES)).max(BOUNCE_CATEGORIES.length).default(['bad-mailbox']),
+  /** Admin API addresses ("host:port") of the other pods of the pool: every change made here is sent to them, and read from them at start. */
+  peers: z.array(hostPort).max(1000).default([]),
+});
+
+const mailbox = z.string().max(254).regex(/^[^\s@<>()",;:]+@[A-Za-z0-9]([-A-Za-z0-9]*[A-Za-z0-9])?(\.[A-Za-z0-9]([-A-Za-z0-9]*[A-Za-z0-9])?)+$/, 'an address such as tlsrpt@example.com');
+
+/** TLS-RPT (RFC 8460): counting every session's TLS outcome and reporting it to the recipient domains that ask. */
+export const TlsReportingSettings = z.strictObject({
+  enabled: z.boolean().default(false),
+  /** The reporting organisation (organization-name, TLS-Report-Submitter, the file name's sender): a domain. */
+  submitter: hostname.transform((value) => value.toLowerCase()).optional(),
+  /** contact-info of the reports: an address or URL to ask about them. */
+  contactInfo: z.string().min(3).max(254).optional(),
+  /** Sender (envelope and From) of mailed reports; default noreply-tlsrpt@<submitter>. Sign them with a DKIM key of its domain. */
+  from: mailbox.optional(),
+  /** The reporting period (RFC 8460 §4.4 says a UTC day); shorter for tests. */
+  interval: duration.prefault('24h'),
+  /** VirtualMTA that sends mailed reports; default: the pool's selection. */
+  virtualMta: name.optional(),
+  https: z
+    .strictObject({
+      /** PEM CA bundle trusted for https: report URIs instead of the system roots (private CAs, tests). */
+      trustedCaFile: filePath.optional(),
+      /** Let a rua point at loopback, private or link-local addresses (off: a domain could make the relay POST into its own network). */
+      allowPrivateAddresses: z.boolean().default(false),
+      timeout: duration.prefault('30s'),
+    })
+    .prefault({}),
 });
 
 export const RuntimeConfig = z
@@ -256,7 +300,13 @@ export const RuntimeConfig = z
     pool: Pool,
     listeners: z.array(Listener).max(64),
     relayPolicies: z.array(RelayPolicy).max(64),
-    spool: z.strictObject({ path: filePath }),
+    spool: z.strictObject({
+      path: filePath,
+      /** Free bytes on the spool's file system below which MAIL FROM is answered 452 4.3.1 (Postfix's queue_minfree). */
+      minFreeBytes: z.number().int().min(0).max(Number.MAX_SAFE_INTEGER).default(DEFAULT_SPOOL_MIN_FREE_BYTES),
+      /** Bytes kept in a reserve file and released to record delivery results when the disk is full; 0 keeps none. */
+      reserveBytes: z.number().int().min(0).max(1024 * 1024 * 1024).default(DEFAULT_SPOOL_RESERVE_BYTES),
+    }),
     admin: z
       .strictObject({
         address: ipAddress.default('0.0.0.0'),
@@ -268,8 +318,20 @@ export const RuntimeConfig = z
       })
       .prefault({}),
     delivery: DeliverySettings.prefault({}),
+    tlsReporting: TlsReportingSettings.prefault({}),
+    /** Omitted: nothing is refused or added by bounces (the list can still be edited through the admin API). */
+    suppression: SuppressionSettings.optional(),
   })
   .superRefine((config, ctx) => {
+    const reporting = config.tlsReporting;
+    if (reporting.enabled) {
+      if (!reporting.submitter) ctx.addIssue({ code: 'custom', path: ['tlsReporting', 'submitter'], input: undefined, message: 'TLS reporting needs the submitter domain (organization-name of the reports)' });
+      if (!reporting.contactInfo) ctx.addIssue({ code: 'custom', path: ['tlsReporting', 'contactInfo'], input: undefined, message: 'TLS reporting needs contactInfo (an address or URL for questions about the reports)' });
+    }
+    if (reporting.interval < 1_000 || reporting.interval > 7 * 86_400_000) ctx.addIssue({ code: 'custom', path: ['tlsReporting', 'interval'], input: reporting.interval, message: 'between 1s and 7d (RFC 8460 expects 24h)' });
+    if (reporting.virtualMta && !config.pool.virtualMtas.some((vmta) => vmta.name === reporting.virtualMta)) {
+      ctx.addIssue({ code: 'custom', path: ['tlsReporting', 'virtualMta'], input: reporting.virtualMta, message: `no VirtualMTA named "${reporting.virtualMta}" in pool "${config.pool.name}"` });
+    }
     const policyNames = new Set(config.relayPolicies.map((policy) => policy.name));
     const vmtaNames = new Set(config.pool.virtualMtas.map((vmta) => vmta.name));
     const endpoints = new Map<string, string>();
@@ -315,8 +377,10 @@ export type RuntimeConfig = z.output<typeof RuntimeConfig>;
 export type ListenerConfig = RuntimeConfig['listeners'][number];
 export type RelayPolicyConfig = RuntimeConfig['relayPolicies'][number];
 export type VirtualMtaConfig = RuntimeConfig['pool']['virtualMtas'][number];
+export type SuppressionConfig = z.output<typeof SuppressionSettings>;
 export type DomainSettingsConfig = z.output<typeof DomainSettings>;
 export type DkimKeyConfig = z.output<typeof DkimKey>;
 export type DkimSettingsConfig = z.output<typeof DkimSettings>;
+export type TlsReportingConfig = z.output<typeof TlsReportingSettings>;
 export type DkimAlgorithm = (typeof DKIM_ALGORITHMS)[number];
 export type DkimCanonicalization = (typeof DKIM_CANONICALIZATIONS)[number];

@@ -2,7 +2,8 @@
 // route (MX or smtpHost, source address family), apply the TLS policy (MTA-STS, DANE), connect
 // along the MX list, send ready messages (its own and, with MX rollup, its site siblings') within
 // the per-connection and rate limits, classify the replies, and quit. Owns the resolvers and
-// the MTA-STS policy cache; hands every classified outcome to the outcome recorder.
+// the MTA-STS policy cache; hands every classified outcome to the outcome recorder and every
+// session's TLS outcome to TLS-RPT (mta/reporting/).
 import net from 'node:net';
 import path from 'node:path';
 import type { RuntimeConfig, VirtualMtaConfig } from '../config/schema.ts';
@@ -17,6 +18,7 @@ import { ConnectionFailure, OutboundConnection, type MxTarget } from './outbound
 import type { QueueScheduler } from './queue-scheduler.ts';
 import { classifyFailure, classifyReply, type Classification } from './reply-classification.ts';
 import { routeTls, type RoutedTarget } from './tls-route.ts';
+import type { TlsSessionRecorder } from '../reporting/tls-rpt-sessions.ts';
 
 export interface ConnectionRunnerOptions {
   /** Defaults to a resolver on `config.delivery.resolvers`, replaced when they change. */
@@ -27,6 +29,8 @@ export interface ConnectionRunnerOptions {
   stateDir?: string;
   /** Where MTA-STS policies are fetched from instead of mta-sts.<domain>:443 with system roots (tests). */
   mtaStsFetch?: { connectAddress?: string; port?: number; ca?: Buffer | Buffer[] };
+  /** Told every session's TLS outcome (TLS-RPT). */
+  tlsSessions?: TlsSessionRecorder;
 }
 
 export class ConnectionRunner {
@@ -39,6 +43,7 @@ export class ConnectionRunner {
   readonly #trustedCa: Buffer | Buffer[] | undefined;
   readonly #mtaSts: MtaStsResolver;
   readonly #stsCache: PolicyCacheFile | undefined;
+  readonly #tlsSessions: TlsSessionRecorder | undefined;
 
   constructor(context: DeliveryContext, scheduler: QueueScheduler, recorder: OutcomeRecorder, options: ConnectionRunnerOptions) {
     const { config, clock, logger } = context;
@@ -48,6 +53,7 @@ export class ConnectionRunner {
     this.#ownResolver = !options.resolver;
     this.#resolver = options.resolver ?? new MxResolver({ servers: config.delivery.resolvers, clock });
     this.#trustedCa = options.trustedCa;
+    this.#tlsSessions = options.tlsSessions;
     this.#dnssec = new DnssecLookup({ servers: config.delivery.dnssecResolvers });
     this.#stsCache = options.stateDir ? new PolicyCacheFile(path.join(options.stateDir, 'mta-sts-policies.json'), logger) : undefined;
     this.#mtaSts = new MtaStsResolver({ clock, resolveTxt: (name) => this.#resolver.resolveTxt(name), ...(this.#stsCache ? { cacheFile: this.#stsCache } : {}), ...options.mtaStsFetch });
@@ -106,6 +112,7 @@ export class ConnectionRunner {
         },
       },
     });
+    this.#tlsSessions?.route(queue.domain, vmta.sourceAddress, route);
     if (!route.ok) {
       queue.lastError = route.message;
       await this.#recorder.failReady(queue, classifyFailure({ kind: 'tls', message: route.message }), { startedAt });
@@ -139,7 +146,7 @@ export class ConnectionRunner {
     const scheduler = this.#scheduler;
     let connection: OutboundConnection | undefined;
     let lastFailure: ConnectionFailure | undefined;
-    let lastTarget: MxTarget | undefined;
+    let lastTarget: RoutedTarget | undefined;
     for (const target of targets) {
       if (queue.ready.length === 0 || !scheduler.canSend(queue)) return;
       lastTarget = target;
@@ -155,6 +162,7 @@ export class ConnectionRunner {
         break;
       } catch (error) {
         lastFailure = error instanceof ConnectionFailure ? error : new ConnectionFailure('connection', (error as Error).message);
+        this.#tlsSessions?.session(queue.domain, vmta.sourceAddress, target, lastFailure);
         if (lastFailure.kind === 'tls') metrics.connections.inc({ virtual_mta: vmta.name, tls: 'failed', tls_version: 'none' });
         if (target.dane && lastFailure.kind === 'tls') metrics.daneSessions.inc({ result: 'failed' });
         logger.info({ virtualMta: vmta.name, domain: queue.domain, mxHost: target.name, mxIp: target.address, err: lastFailure.message }, 'connection to MX failed, trying the next');
@@ -171,6 +179,7 @@ export class ConnectionRunner {
     queue.lastError = undefined;
     queue.clearDeferral();
     const tls = connection.tls;
+    this.#tlsSessions?.session(queue.domain, vmta.sourceAddress, lastTarget!, tls);
     if (tls.kind === 'tls' && tls.dane) metrics.daneSessions.inc({ result: tls.dane.replace('-', '_') });
     metrics.connections.inc({ virtual_mta: vmta.name, tls: tls.kind, tls_version: tls.kind === 'tls' ? tls.version : 'none' });
     try {
@@ -194,7 +203,7 @@ export class ConnectionRunner {
   async #deliverItem(queue: DestinationQueue, item: QueueItem, connection: OutboundConnection): Promise<void> {
     if (!this.#scheduler.holds(item.message.id)) return;
     const envelope = item.message.envelope;
-    const context: AttemptContext = { target: connection.target, tls: connection.tls, startedAt: this.#context.clock.now() };
+    const context: AttemptContext = { target: connection.target, tls: connection.tls, startedAt: this.#context.clock.now(), nextHopDsn: connection.supportsDsn };
     const addresses = item.recipients.map((index) => envelope.recipients[index]!.address);
     const needsUtf8 = envelope.smtpUtf8 || [envelope.mailFrom, ...addresses].some((address) => /[^\x00-\x7f]/.test(address));
     if (needsUtf8 && !connection.supportsSmtpUtf8) {
@@ -203,7 +212,14 @@ export class ConnectionRunner {
       return;
     }
     const outcome = await connection.send(
-      { from: envelope.mailFrom, to: addresses, size: envelope.size, eightBitMime: envelope.eightBitMime },
+      {
+        from: envelope.mailFrom,
+        to: addresses,
+        size: envelope.size,
+        eightBitMime: envelope.eightBitMime,
+        ...(envelope.dsn ? { dsn: envelope.dsn } : {}),
+        dsnRecipients: new Map(item.recipients.map((index) => [envelope.recipients[index]!.address, envelope.recipients[index]!])),
+      },
       this.#context.spool.readMessage(item.message.id),
     );
     const classifications = new Map<number, Classification>();

@@ -20,6 +20,7 @@ import { NO_TARGET, OutcomeRecorder } from './outcome-recorder.ts';
 import { QueueScheduler, type QueueSelector } from './queue-scheduler.ts';
 import { QueueView, type MessageState, type QueueSummary, type VirtualMtaStatus } from './queue-view.ts';
 import type { Classification } from './reply-classification.ts';
+import type { TlsSessionRecorder } from '../reporting/tls-rpt-sessions.ts';
 
 export type { QueueSelector } from './queue-scheduler.ts';
 export type { MessageState, QueueSummary, VirtualMtaStatus } from './queue-view.ts';
@@ -42,6 +43,10 @@ export interface DeliveryEngineOptions {
   stateDir?: string;
   /** Where MTA-STS policies are fetched from instead of mta-sts.<domain>:443 with system roots (tests). */
   mtaStsFetch?: { connectAddress?: string; port?: number; ca?: Buffer | Buffer[] };
+  /** Told every session's TLS outcome (TLS-RPT, mta/reporting/). */
+  tlsSessions?: TlsSessionRecorder;
+  /** Told of every recipient that bounced (the suppression list). */
+  onRecipientBounced?: (address: string, classification: Classification) => void;
 }
 
 export class DeliveryEngine {
@@ -65,12 +70,13 @@ export class DeliveryEngine {
       virtualMtas: new VirtualMtaRegistry(options.logger),
     };
     this.#scheduler = new QueueScheduler(this.#context);
-    this.#recorder = new OutcomeRecorder(this.#context, this.#scheduler);
+    this.#recorder = new OutcomeRecorder(this.#context, this.#scheduler, { ...(options.stateDir ? { stateDir: options.stateDir } : {}), ...(options.onRecipientBounced ? { onRecipientBounced: options.onRecipientBounced } : {}) });
     this.#runner = new ConnectionRunner(this.#context, this.#scheduler, this.#recorder, {
       ...(options.resolver ? { resolver: options.resolver } : {}),
       ...(options.trustedCa ? { trustedCa: options.trustedCa } : {}),
       ...(options.stateDir ? { stateDir: options.stateDir } : {}),
       ...(options.mtaStsFetch ? { mtaStsFetch: options.mtaStsFetch } : {}),
+      ...(options.tlsSessions ? { tlsSessions: options.tlsSessions } : {}),
     });
     this.#scheduler.sessionStarter = (queue) => this.#runner.run(queue);
     this.#view = new QueueView(this.#context, this.#scheduler);
@@ -85,6 +91,7 @@ export class DeliveryEngine {
       // What scan() yields belongs to no one else, so the engine takes it without a copy.
       for await (const message of options.spool.scan()) engine.#scheduler.enqueueOwned(message);
     }
+    options.spool.onDeliveryResume?.(() => [...engine.#scheduler.queues()].forEach((queue) => engine.#scheduler.pump(queue)));
     engine.#gaugeTimer = setInterval(() => engine.refreshGauges(), 5_000);
     engine.#gaugeTimer.unref();
     engine.refreshGauges();

@@ -2,6 +2,8 @@
 // messages scheduled for a later retry (a min-heap on the due time), plus the live state the
 // scheduler needs — open connections, backoff, rate pacing. Only envelopes are
 // held: an item points at the message's envelope and the indexes of its recipients here.
+// Both structures stay O(1) / O(log n) per message at a million items (Array.prototype.shift
+// copies a large array on every call), and single-recipient items share one index list.
 import type { Envelope, QueueId } from '../spool/types.ts';
 import { BackoffState } from './backoff.ts';
 import type { ResolvedDomainSettings } from './domain-settings.ts';
@@ -15,15 +17,23 @@ export interface QueuedMessage {
 /** One message's pending recipients for one destination. */
 export interface QueueItem {
   message: QueuedMessage;
-  recipients: number[];
+  /** Indexes into the envelope's recipients; never changed in place (lists of one index are shared). */
+  recipients: readonly number[];
   dueAt: number;
+}
+
+const SINGLE_INDEXES: readonly (readonly number[])[] = Array.from({ length: 16 }, (_, index) => Object.freeze([index]));
+
+/** The recipient index list for an item: a shared one for a single recipient among the first 16 (most messages). */
+export function recipientIndexes(indexes: readonly number[]): readonly number[] {
+  return (indexes.length === 1 && SINGLE_INDEXES[indexes[0]!]) || indexes;
 }
 
 export class DestinationQueue {
   readonly virtualMta: string;
   readonly domain: string;
   settings: ResolvedDomainSettings;
-  readonly ready: QueueItem[] = [];
+  readonly ready = new ItemQueue();
   readonly scheduled = new ItemHeap();
   readonly backoff = new BackoffState();
   /** Items taken by a connection and not yet recorded. */
@@ -62,7 +72,7 @@ export class DestinationQueue {
   deferUntil(retryAt: number, now: number): void {
     this.retryAt = retryAt;
     this.failures += 1;
-    for (const item of this.ready.splice(0, this.ready.length)) this.add(item, now);
+    for (const item of this.ready.takeAll()) this.add(item, now);
   }
 
   /** A connection succeeded (or an operator asked for a retry now): the queue-wide deferral ends. */
@@ -83,15 +93,58 @@ export class DestinationQueue {
 
   /** Remove and return every waiting item (ready and scheduled) that matches. */
   drain(predicate: (item: QueueItem) => boolean = () => true): QueueItem[] {
-    const taken: QueueItem[] = [];
-    let kept = 0;
-    for (const item of this.ready) {
-      if (predicate(item)) taken.push(item);
-      else this.ready[kept++] = item;
-    }
-    this.ready.length = kept;
+    const taken = this.ready.removeWhere(predicate);
     for (const item of this.scheduled.removeWhere(predicate)) taken.push(item);
     return taken;
+  }
+}
+
+/** FIFO of queue items: push at the back, shift from the front, both O(1) amortized. */
+export class ItemQueue {
+  #items: (QueueItem | undefined)[] = [];
+  /** Index of the front item; the slots before it are emptied and reclaimed by compaction. */
+  #head = 0;
+
+  get length(): number {
+    return this.#items.length - this.#head;
+  }
+
+  push(item: QueueItem): void {
+    this.#items.push(item);
+  }
+
+  shift(): QueueItem | undefined {
+    if (this.#head >= this.#items.length) return undefined;
+    const item = this.#items[this.#head];
+    this.#items[this.#head] = undefined;
+    this.#head += 1;
+    if (this.#head === this.#items.length) this.#reset([]);
+    else if (this.#head >= 1024 && this.#head * 2 >= this.#items.length) this.#reset(this.#items.slice(this.#head));
+    return item;
+  }
+
+  /** Remove and return every item, front first. */
+  takeAll(): QueueItem[] {
+    const all = (this.#head === 0 ? this.#items : this.#items.slice(this.#head)) as QueueItem[];
+    this.#reset([]);
+    return all;
+  }
+
+  /** Remove and return the items that match, keeping the others in order. */
+  removeWhere(predicate: (item: QueueItem) => boolean): QueueItem[] {
+    const removed: QueueItem[] = [];
+    const kept: QueueItem[] = [];
+    for (let index = this.#head; index < this.#items.length; index += 1) {
+      const item = this.#items[index]!;
+      (predicate(item) ? removed : kept).push(item);
+    }
+    this.#reset(kept);
+    return removed;
+  }
+
+  #reset(items: (QueueItem | undefined)[]): void {
+    this.#items = items;
+    this.#head = 0;
   }
 }
 

@@ -3,10 +3,10 @@
 // through a temporary name, synced and renamed, at most once per SAVE_DELAY_MS. A file that cannot
 // be read or parsed is set aside with a log line and the cache starts empty; entries with bad
 // fields are dropped one by one.
-import { closeSync, fsyncSync, mkdirSync, openSync, readFileSync, renameSync, writeSync } from 'node:fs';
-import path from 'node:path';
+import { readFileSync } from 'node:fs';
 import type { Logger } from 'pino';
 import { z } from 'zod';
+import { writeStateFileSync } from '../spool/state-file.ts';
 import type { CachedPolicy } from './mta-sts.ts';
 
 const SAVE_DELAY_MS = 1_000;
@@ -70,16 +70,7 @@ export class PolicyCacheFile {
     this.#pending = undefined;
     if (!cache) return;
     try {
-      mkdirSync(path.dirname(this.file), { recursive: true });
-      const temporary = `${this.file}.tmp`;
-      const fd = openSync(temporary, 'w');
-      try {
-        writeSync(fd, JSON.stringify({ version: 1, policies: Object.fromEntries(cache) }));
-        fsyncSync(fd);
-      } finally {
-        closeSync(fd);
-      }
-      renameSync(temporary, this.file);
+      writeStateFileSync(this.file, JSON.stringify({ version: 1, policies: Object.fromEntries(cache) }));
     } catch (error) {
       // A full disk or a read-only volume costs the persistence, never a delivery.
       this.#logger?.warn({ file: this.file, err: error }, 'MTA-STS policy cache not saved');

@@ -7,6 +7,8 @@
 // anchors and test addresses apply. Policies are cached for max_age in a file on the spool volume
 // (§5.1: a persistent cache, so a downgrade after a restart is still detected), refreshed in the
 // background before they expire, and the TXT record is looked up at most once per TXT_CACHE_MS.
+// Why the last fetch of a domain's policy failed (unreachable, invalid, untrusted certificate) is
+// kept for TLS-RPT until a fetch succeeds.
 import https from 'node:https';
 import { checkServerIdentity } from 'node:tls';
 import { parsePolicy, resolvePolicy, validateMx } from 'mailauth/lib/mta-sts.js';
@@ -58,6 +60,19 @@ export interface CachedPolicy {
   expiresAt: number;
 }
 
+/** Why a policy could not be had: fetch (HTTP, network), invalid (the text), webpki (the certificate). */
+export interface StsFetchFailure {
+  kind: 'fetch' | 'invalid' | 'webpki';
+  message: string;
+}
+
+function fetchFailureOf(error: Error): StsFetchFailure {
+  const code = (error as NodeJS.ErrnoException).code ?? '';
+  if (/CERT|SELF_SIGNED|UNABLE_TO_VERIFY|ALTNAME/.test(code)) return { kind: 'webpki', message: error.message };
+  if (/^MTA-STS policy: |not text\/plain|too large/.test(error.message)) return { kind: 'invalid', message: error.message };
+  return { kind: 'fetch', message: error.message };
+}
+
 /** Which policy applied to a domain, for the admin API and logs. */
 export interface AppliedStsPolicy extends CachedPolicy {
   domain: string;
@@ -74,6 +89,7 @@ export class MtaStsResolver {
   private readonly cache: Map<string, CachedPolicy>;
   private readonly txt = new Map<string, { id: string | undefined; until: number }>();
   private readonly refreshing = new Map<string, Promise<void>>();
+  private readonly failures = new Map<string, StsFetchFailure>();
 
   constructor(options: MtaStsOptions) {
     this.options = options;
@@ -96,10 +112,18 @@ export class MtaStsResolver {
       if (id !== undefined && now - valid.fetchedAt >= Math.min(REFRESH_AFTER_MAX_MS, valid.policy.maxAge * 1000 * REFRESH_AFTER_SHARE)) this.refreshInBackground(domain, id);
       return valid;
     }
-    if (id === undefined) return undefined;
+    if (id === undefined) {
+      this.failures.delete(domain);
+      return undefined;
+    }
     await this.fetchAndStore(domain, id);
     const fresh = this.cache.get(domain);
     return fresh && fresh.expiresAt > now ? fresh : undefined;
+  }
+
+  /** Why the last fetch of the domain's policy failed, while no fetch has succeeded since. */
+  fetchFailure(domain: string): StsFetchFailure | undefined {
+    return this.failures.get(domain);
   }
 
   /** Every domain with a cached policy still in force. */
@@ -122,8 +146,10 @@ export class MtaStsResolver {
       const policy = parseStsPolicy(text);
       const now = this.options.clock.now();
       this.store(domain, { id, policy, text, fetchedAt: now, expiresAt: now + policy.maxAge * 1000 });
-    } catch {
+      this.failures.delete(domain);
+    } catch (error) {
       // the cached policy, if any, stays in force until it expires
+      this.failures.set(domain, fetchFailureOf(error as Error));
     }
   }
 

@@ -5,13 +5,15 @@
 // nothing: never sends in clear) and verify (required plus chain and MX host name checked).
 // With DANE (TLSA records of the host, tls-route.ts) the session requires TLS and the certificate
 // chain must match the records (dane.ts) before any mail is sent.
-// PIPELINING, SIZE, 8BITMIME and SMTPUTF8 are used as the peer advertises them.
+// PIPELINING, SIZE, 8BITMIME, SMTPUTF8 and DSN (RFC 3461: RET and ENVID on MAIL FROM, each
+// recipient's own NOTIFY and ORCPT on its RCPT TO) are used as the peer advertises them.
 import net from 'node:net';
 import type { Readable } from 'node:stream';
 import { X509Certificate } from 'node:crypto';
 import type { DetailedPeerCertificate, TLSSocket } from 'node:tls';
 import SMTPConnection from 'nodemailer/lib/smtp-connection';
 import { verifyDane, type TlsaRecord } from './dane.ts';
+import { rcptDsnParameters, type DsnEnvelope, type DsnRecipient } from './dsn-request.ts';
 import type { SessionTlsPolicy } from './tls-route.ts';
 
 export interface MxTarget {
@@ -60,6 +62,10 @@ export interface OutboundEnvelope {
   to: string[];
   size: number;
   eightBitMime: boolean;
+  /** RET and ENVID, sent when the peer advertises DSN. */
+  dsn?: DsnEnvelope;
+  /** Each recipient's NOTIFY and ORCPT, sent when the peer advertises DSN. */
+  dsnRecipients?: ReadonlyMap<string, DsnRecipient>;
 }
 
 /** Per-recipient replies of one transaction, or a transport failure that left them unknown. */
@@ -94,13 +100,17 @@ export class OutboundConnection {
   private lastError: SmtpError | undefined;
   /** True when the peer advertised SMTPUTF8 (needed for non-ASCII addresses). */
   readonly supportsSmtpUtf8: boolean;
+  /** True when the peer advertised DSN: it takes over the notices the sender asked for (RFC 3461 §5.2). */
+  readonly supportsDsn: boolean;
 
   private constructor(connection: SMTPConnection, target: MxTarget, dane: 'dane-ee' | 'dane-ta' | 'unauthenticated' | undefined) {
     this.connection = connection;
     this.target = target;
     // At 'connect' nodemailer's last reply is the (post-STARTTLS) EHLO reply: read through its public field,
     // not its private extension list (test/inbound/library-guard.test.ts checks this on the pinned version).
-    this.supportsSmtpUtf8 = ehloKeywords(connection.lastServerResponse).has('SMTPUTF8');
+    const keywords = ehloKeywords(connection.lastServerResponse);
+    this.supportsSmtpUtf8 = keywords.has('SMTPUTF8');
+    this.supportsDsn = keywords.has('DSN');
     const tlsSocket = secureSocket(connection);
     this.tls = tlsSocket ? { kind: 'tls', version: tlsSocket.getProtocol() ?? 'unknown', cipher: tlsSocket.getCipher()?.name ?? 'unknown', ...(dane ? { dane } : {}) } : { kind: 'plain' };
     connection.on('error', (error: SmtpError) => {
@@ -181,6 +191,20 @@ export class OutboundConnection {
     return !this.closed;
   }
 
+  /**
+   * nodemailer gives every recipient the same NOTIFY and ORCPT; DSN gives each its own. Its RCPT
+   * TO arguments are replaced for this transaction by the ones of the recipient just queued
+   * (test/delivery/dsn-relay.test.ts shows them arriving at a sink).
+   */
+  private useRecipientDsn(envelope: OutboundEnvelope): void {
+    const client = this.connection as unknown as { _recipientQueue: string[]; _getDsnRcptToArgs: () => string };
+    client._getDsnRcptToArgs = () => {
+      const address = client._recipientQueue[client._recipientQueue.length - 1];
+      if (!this.supportsDsn || address === undefined) return '';
+      return ` ${rcptDsnParameters({ address, ...envelope.dsnRecipients?.get(address) }).join(' ')}`;
+    };
+  }
+
   /** One transaction; per-recipient replies (a message-level reply applies to every recipient). */
   async send(envelope: OutboundEnvelope, body: Readable): Promise<SendOutcome> {
     if (this.needsReset) {
@@ -191,8 +215,11 @@ export class OutboundConnection {
       }
     }
     this.needsReset = true;
+    this.useRecipientDsn(envelope);
+    // nodemailer xtext-encodes ENVID itself.
+    const dsn = envelope.dsn ? { ...(envelope.dsn.ret ? { ret: envelope.dsn.ret } : {}), ...(envelope.dsn.envid ? { envid: envelope.dsn.envid } : {}) } : undefined;
     return new Promise((resolve) => {
-      this.connection.send({ from: envelope.from, to: envelope.to, size: envelope.size, use8BitMime: envelope.eightBitMime }, body, (error, info) => {
+      this.connection.send({ from: envelope.from, to: envelope.to, size: envelope.size, use8BitMime: envelope.eightBitMime, ...(dsn ? { dsn } : {}) }, body, (error, info) => {
         const replies = new Map<string, Reply>();
         if (error) {
           const smtpError = error as SmtpError;

@@ -1,16 +1,19 @@
 // Outcome recording: turns classified replies into durable recipient results in the spool
 // (delivered, deferred with the next attempt, bounced, expired at bounceAfter), enters and
-// leaves backoff, writes the accounting log and the attempt metrics, stores DSNs to the sender,
-// and removes a message once no recipient is pending. Queue-wide failures (DNS, connect, TLS
+// leaves backoff, writes the accounting log and the attempt metrics, stores the DSNs the
+// sender asked for (dsn-notices.ts), tells the suppression list of bounces, and removes a
+// message once no recipient is pending. Queue-wide failures (DNS, connect, TLS
 // route) are recorded here too, as one in-memory deferral of the whole queue. Every attempt's
 // outcome is also one log line per recipient (mta/observe/delivery-log.ts).
 import type { RuntimeConfig } from '../config/schema.ts';
 import { AccountingLog, type AccountingRecord } from '../observe/accounting.ts';
 import { DeliveryLog } from '../observe/delivery-log.ts';
 import type { QueueId, RecipientResult, SpooledMessage } from '../spool/types.ts';
+import { recordQueueDeferral } from './deferral-record.ts';
 import type { DeliveryContext } from './delivery-context.ts';
-import type { DestinationQueue, QueuedMessage, QueueItem } from './destination-queue.ts';
+import { recipientIndexes, type DestinationQueue, type QueuedMessage, type QueueItem } from './destination-queue.ts';
 import { storeDsn, type FailedRecipient } from './dsn.ts';
+import { DelayNoticeLedger, noticesFor } from './dsn-notices.ts';
 import type { MxTarget, TlsOutcome } from './outbound-connection.ts';
 import { classifyFailure, type Classification } from './reply-classification.ts';
 import { afterDeferral, retryDelay } from './retry-schedule.ts';
@@ -20,6 +23,15 @@ export interface AttemptContext {
   target?: MxTarget;
   tls?: TlsOutcome;
   startedAt: number;
+  /** The next hop advertised DSN and was given NOTIFY: success notices are its to send. */
+  nextHopDsn?: boolean;
+}
+
+export interface OutcomeRecorderOptions {
+  /** The spool volume's state/ folder: which recipients had their delay notice is kept there. */
+  stateDir?: string;
+  /** Told of every recipient that bounced, once the result is durable (the suppression list). */
+  onRecipientBounced?: (address: string, classification: Classification) => void;
 }
 
 /** An attempt that never reached a host (administrator's bounce or delete). */
@@ -37,13 +49,19 @@ export class OutcomeRecorder {
   readonly #context: DeliveryContext;
   readonly #records: MessageRecords;
   #accounting: AccountingLog;
+  readonly #options: OutcomeRecorderOptions;
+  readonly #delayNotices: Promise<DelayNoticeLedger>;
   readonly #outcomes: DeliveryLog;
 
-  constructor(context: DeliveryContext, records: MessageRecords) {
+  constructor(context: DeliveryContext, records: MessageRecords, options: OutcomeRecorderOptions = {}) {
     this.#context = context;
     this.#records = records;
+    this.#options = options;
     this.#outcomes = new DeliveryLog(context.logger);
     this.#accounting = this.#openAccounting(context.config);
+    this.#delayNotices = DelayNoticeLedger.open(options.stateDir, context.clock.now());
+    // A ledger that cannot be opened is reported when it is first needed.
+    this.#delayNotices.catch(() => undefined);
   }
 
   /** Reopen the accounting log when its settings changed. */
@@ -56,6 +74,7 @@ export class OutcomeRecorder {
 
   async close(): Promise<void> {
     await this.#accounting.close();
+    await (await this.#delayNotices.catch(() => undefined))?.close();
   }
 
   #openAccounting(config: RuntimeConfig): AccountingLog {
@@ -65,13 +84,13 @@ export class OutcomeRecorder {
   /**
    * A DNS or connection failure applies to every ready message of the queue. A permanent one
    * (null MX, no such domain, 5xx greeting) bounces each message durably. A temporary one defers
-   * the queue as a whole, in memory only: one retry time for the queue, no spool record and no
-   * result string per message (a restart simply tries the destination once more). Messages past
+   * the queue as a whole: one retry time for the queue, and each message's attempt count and next
+   * attempt recorded in the spool (mta/delivery/deferral-record.ts) so a restart keeps them. Messages past
    * bounceAfter still expire with a durable bounce and DSN; accounting and metrics still count
    * each deferred recipient.
    */
   async failReady(queue: DestinationQueue, classification: Classification, context: AttemptContext, reply?: string): Promise<void> {
-    const items = queue.ready.splice(0, queue.ready.length);
+    const items = queue.ready.takeAll();
     if (classification.result !== 'deferred') {
       await this.recordAll(queue, items, classification, context, reply, true);
       return;
@@ -97,7 +116,9 @@ export class OutcomeRecorder {
         recipient.nextAttemptAt = item.dueAt;
         this.#writeAccounting(queue, item.message, index, classification, context, now, queue.retryAt);
       }
+      await this.#notify(queue, item.message, new Map(item.recipients.map((index) => [index, classification])), context);
     }
+    await recordQueueDeferral(this.#context.spool, waiting, classification.diagnostic, logger);
     // Expired messages bounce through the usual path (afterDeferral turns the deferral into an expiry).
     if (expired.length > 0) await this.recordAll(queue, expired, classification, context, reply, true);
   }
@@ -171,7 +192,7 @@ export class OutcomeRecorder {
     } catch (error) {
       // Not durable: keep the recipients pending in memory and try again later rather than lose or repeat silently.
       logger.error({ queueId: message.id, err: error }, 'recording recipient results failed; will retry');
-      queue.add({ message, recipients: [...classifications.keys()], dueAt: now + 60_000 }, now);
+      queue.add({ message, recipients: recipientIndexes([...classifications.keys()]), dueAt: now + 60_000 }, now);
       return;
     }
     for (const [index, result] of results) {
@@ -184,18 +205,12 @@ export class OutcomeRecorder {
     }
     if (deferred.length > 0) {
       const dueAt = deferred.reduce((earliest, index) => Math.min(earliest, envelope.recipients[index]!.nextAttemptAt), Number.POSITIVE_INFINITY);
-      queue.add({ message, recipients: deferred, dueAt }, now);
+      queue.add({ message, recipients: recipientIndexes(deferred), dueAt }, now);
     }
-    const bounced = [...final].filter(([, classification]) => classification.result === 'bounced');
-    if (sendDsn && bounced.length > 0 && envelope.mailFrom !== '') {
-      await this.#sendDsn(message, bounced.map(([index, classification]) => ({
-        address: envelope.recipients[index]!.address,
-        status: classification.status,
-        diagnostic: classification.diagnostic,
-        ...(context.target ? { remoteMta: context.target.name } : {}),
-        lastAttemptAt: now,
-      })));
+    for (const [index, classification] of final) {
+      if (classification.result === 'bounced') this.#options.onRecipientBounced?.(envelope.recipients[index]!.address, classification);
     }
+    if (sendDsn) await this.#notify(queue, message, final, context);
     // Several destination queues may finish the same message concurrently: only the first removes it.
     if (envelope.recipients.every((recipient) => recipient.status !== 'pending') && this.#records.forget(message.id)) {
       await spool.remove(message.id).catch((error: Error) => logger.error({ queueId: message.id, err: error }, 'removing a finished message failed'));
@@ -232,13 +247,48 @@ export class OutcomeRecorder {
     this.#outcomes.write(record, retryAt);
   }
 
-  /** Store an RFC 3464 bounce to the sender (null sender, same VirtualMTA) and queue it. */
+  /** Send the DSNs the outcomes call for (dsn-notices.ts): failed, relayed and delayed, one message each. */
+  async #notify(queue: DestinationQueue, message: QueuedMessage, outcomes: ReadonlyMap<number, Classification>, context: AttemptContext): Promise<void> {
+    const { clock, config, logger } = this.#context;
+    if (message.envelope.mailFrom === '') return;
+    let ledger: DelayNoticeLedger | undefined;
+    try {
+      ledger = await this.#delayNotices;
+    } catch (error) {
+      logger.error({ err: error }, 'the delay notice ledger cannot be opened; no delay notices are sent');
+    }
+    const notices = noticesFor(
+      {
+        queueId: message.id,
+        envelope: message.envelope,
+        outcomes,
+        nextHopDsn: context.nextHopDsn === true,
+        ...(context.target ? { remoteMta: context.target.name } : {}),
+        now: clock.now(),
+        ...(ledger && config.delivery.delayWarningAfter !== undefined ? { delayWarningAfter: config.delivery.delayWarningAfter } : {}),
+        giveUpAt: message.envelope.receivedAt + queue.settings.bounceAfter,
+      },
+      (index) => ledger?.has(message.id, index) ?? true,
+    );
+    if (notices.delayed.length > 0) {
+      try {
+        // Recorded first: a crash between the two loses one notice rather than repeating it.
+        await ledger!.record(message.id, notices.delayedIndexes);
+        await this.#sendDsn(message, notices.delayed);
+      } catch (error) {
+        logger.error({ queueId: message.id, err: error }, 'could not record a delay notice; none is sent');
+      }
+    }
+    for (const recipients of [notices.failed, notices.relayed]) if (recipients.length > 0) await this.#sendDsn(message, recipients);
+  }
+
+  /** Store an RFC 3464 report to the sender (null sender, same VirtualMTA) and queue it. */
   async #sendDsn(message: QueuedMessage, recipients: FailedRecipient[]): Promise<void> {
     const { clock, config, logger, metrics, spool } = this.#context;
     try {
       const stored = await storeDsn(spool, { reportingMta: config.hostname, queueId: message.id, envelope: message.envelope, recipients, now: clock.now() });
       metrics.dsnsGenerated.inc({ virtual_mta: message.envelope.virtualMta });
-      logger.info({ queueId: message.id, dsnQueueId: stored.id, recipients: recipients.length, recipient: message.envelope.mailFrom }, 'DSN queued to the sender');
+      logger.info({ queueId: message.id, dsnQueueId: stored.id, recipients: recipients.length, action: recipients[0]?.action ?? 'failed', recipient: message.envelope.mailFrom }, 'DSN queued to the sender');
       this.#records.enqueue(stored);
     } catch (error) {
       logger.error({ queueId: message.id, err: error }, 'could not create the DSN');

@@ -9,7 +9,7 @@
 import type { Envelope, QueueId, RecipientStatus, SpooledMessage } from '../spool/types.ts';
 import type { TimerHandle } from './clock.ts';
 import type { DeliveryContext } from './delivery-context.ts';
-import { DestinationQueue, type QueuedMessage, type QueueItem } from './destination-queue.ts';
+import { DestinationQueue, recipientIndexes, type QueuedMessage, type QueueItem } from './destination-queue.ts';
 import { resolveDomainSettings } from './domain-settings.ts';
 import type { MxTarget } from './outbound-connection.ts';
 import { StringTable } from './string-table.ts';
@@ -102,7 +102,7 @@ export class QueueScheduler {
     for (const [domain, recipients] of byDomain) {
       const dueAt = recipients.reduce((latest, index) => Math.max(latest, message.envelope.recipients[index]!.nextAttemptAt), 0);
       const queue = this.#queueFor(message.envelope.virtualMta, domain);
-      queue.add({ message, recipients, dueAt }, now);
+      queue.add({ message, recipients: recipientIndexes(recipients), dueAt }, now);
       this.pump(queue);
     }
   }
@@ -195,6 +195,11 @@ export class QueueScheduler {
   /** May the queue start (or go on) sending? Notes why not in the queue's lastError when its VirtualMTA cannot send. */
   canSend(queue: DestinationQueue): boolean {
     if (this.#stopping || this.#holding || this.isPaused(queue)) return false;
+    const spoolHold = this.#context.spool.deliveryHold?.();
+    if (spoolHold) {
+      queue.lastError = spoolHold;
+      return false;
+    }
     const { virtualMtas } = this.#context;
     if (!virtualMtas.has(queue.virtualMta)) {
       queue.lastError = `VirtualMTA "${queue.virtualMta}" is not in the configuration; its mail waits`;
@@ -302,6 +307,7 @@ export class QueueScheduler {
 
   /** The next ready item for a connection of `queue`: the queue's own, or (MX rollup) a sibling domain's with the same TLS needs. */
   nextItem(queue: DestinationQueue): { source: DestinationQueue; item: QueueItem } | undefined {
+    if (this.#context.spool.deliveryHold?.()) return undefined; // the connection ends; the spool's resume pumps again
     const now = this.#context.clock.now();
     queue.promoteDue(now);
     const own = queue.ready.shift();

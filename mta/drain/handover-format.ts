@@ -20,6 +20,9 @@ const Recipient = z.strictObject({
   attempts: z.number().int().min(0),
   nextAttemptAt: z.number().int().min(0),
   lastResult: z.string().max(4096).optional(),
+  /** DSN parameters of RCPT TO (RFC 3461), as the spool keeps them. */
+  notify: z.union([z.tuple([z.literal('NEVER')]), z.array(z.enum(['SUCCESS', 'FAILURE', 'DELAY'])).min(1).max(3)]).optional(),
+  orcpt: z.string().min(1).max(500).optional(),
 });
 
 export const HandoverHead = z.strictObject({
@@ -37,6 +40,7 @@ export const HandoverHead = z.strictObject({
     size: z.number().int().min(0),
     eightBitMime: z.boolean(),
     smtpUtf8: z.boolean(),
+    dsn: z.strictObject({ ret: z.enum(['FULL', 'HDRS']).optional(), envid: z.string().min(1).max(100).optional() }).optional(),
     handovers: z.number().int().min(1).max(1000).optional(),
   }),
 });

@@ -22,6 +22,8 @@ import { RelaySmtpServer } from './smtp-connection.ts';
 import { loadTlsCredentials, type ReadFile, type TlsCredentials } from './tls-credentials.ts';
 import { preSessionTimeoutMs } from './tls-handshake.ts';
 import type { AcceptedRecipient, AcceptedTransaction, MessageAcceptor } from './transaction.ts';
+import type { PoolSuppression } from '../suppression/pool-suppression.ts';
+import { dsnEnvelope, dsnRecipient } from '../delivery/dsn-request.ts';
 
 export interface InboundDeps {
   accept: MessageAcceptor;
@@ -31,6 +33,10 @@ export interface InboundDeps {
   events?: EventLog;
   /** Reads certificate, key and user files (tests may inject failures). */
   readFile?: ReadFile;
+  /** False while the spool's free space is below its floor: MAIL FROM is answered 452 (omitted: always room). */
+  spoolHasRoom?: () => boolean;
+  /** The pool's suppression list: in mode refuse a suppressed recipient gets 550 at RCPT TO. */
+  suppression?: Pick<PoolSuppression, 'refusal'>;
 }
 
 export interface ListenerSnapshot {
@@ -142,6 +148,7 @@ export async function buildListenerSnapshot(config: RuntimeConfig, listener: Lis
       if (!parsed.ok) return callback(refuse(session, 'syntax', 501, `5.1.7 Bad sender address syntax: ${parsed.error}`, { mailFrom: address.address }));
       mailFrom = parsed.mailbox;
     }
+    if (deps.spoolHasRoom?.() === false) return callback(refuse(session, 'insufficient_storage', 452, '4.3.1 Insufficient system storage, try again later', { mailFrom: address.address }));
     const user = userOf(session);
     const decision = decideSender({
       listener,
@@ -162,6 +169,8 @@ export async function buildListenerSnapshot(config: RuntimeConfig, listener: Lis
     if (!already && session.envelope.rcptTo.length >= listener.limits.maxRecipients) return callback(refuse(session, 'too_many_recipients', 452, '4.5.3 Too many recipients', { recipient: address.address }));
     const decision = decideRecipient({ policy, user: userOf(session), clientAddress: session.remoteAddress, recipient: parsed.mailbox, smtpUtf8: session.envelope.smtpUtf8 === true });
     if (!decision.ok) return callback(refuse(session, decision.reason, decision.code, decision.message, { mailFrom: session.envelope.mailFrom ? session.envelope.mailFrom.address : '', recipient: address.address }));
+    const suppressed = deps.suppression?.refusal(parsed.mailbox.address);
+    if (suppressed) return callback(refuse(session, 'suppressed', suppressed.code, suppressed.message, { recipient: address.address }));
     callback();
   };
 
@@ -221,8 +230,8 @@ export async function buildListenerSnapshot(config: RuntimeConfig, listener: Lis
       hideSTARTTLS: listener.tls.mode !== 'starttls',
       disabledCommands: [...(listener.tls.mode === 'starttls' ? [] : ['STARTTLS']), ...(authDisabled ? ['AUTH'] : [])],
       hideENHANCEDSTATUSCODES: false,
-      // Not honoured onward, so not advertised: MAIL/RCPT parameters of DSN and REQUIRETLS are 555.
-      hideDSN: true,
+      // DSN is honoured (mta/delivery/dsn.ts) and passed on; REQUIRETLS is not, so not advertised: its parameter is 555.
+      hideDSN: false,
       hideREQUIRETLS: true,
       allowInsecureAuth: true,
       authOptional: true,
@@ -283,8 +292,9 @@ function toTransaction(session: SMTPServerSession, policy: RelayPolicyConfig, li
     const parsed = parseMailbox(rcpt.address);
     if (!parsed.ok) continue;
     const key = parsed.mailbox.address.toLowerCase();
-    if (!recipients.has(key)) recipients.set(key, { address: parsed.mailbox.address, domain: parsed.mailbox.domain });
+    if (!recipients.has(key)) recipients.set(key, { address: parsed.mailbox.address, domain: parsed.mailbox.domain, ...dsnRecipient((rcpt as { dsn?: { notify?: string[]; orcpt?: string } }).dsn) });
   }
+  const dsn = dsnEnvelope((envelope as { dsn?: { ret?: string | null; envid?: string | null } }).dsn);
   const cipher = session.tlsOptions || undefined;
   const protocol = TRANSMISSION_TYPES.has(session.transmissionType) ? (session.transmissionType as AcceptedTransaction['protocol']) : 'ESMTP';
   return {
@@ -297,6 +307,7 @@ function toTransaction(session: SMTPServerSession, policy: RelayPolicyConfig, li
     ...(typeof session.user === 'string' ? { user: session.user } : {}),
     mailFrom,
     recipients: [...recipients.values()],
+    ...(dsn ? { dsn } : {}),
     eightBitMime: envelope.bodyType === '8bitmime',
     smtpUtf8: envelope.smtpUtf8 === true,
     policy,

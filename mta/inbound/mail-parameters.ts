@@ -3,10 +3,11 @@
 // a parameter whose keyword the session did not advertise is "not recognized or not
 // implemented" (555 5.5.4); a malformed parameter, a repeated one, or a bad value of an
 // advertised one is a syntax error in the arguments (501 5.5.4). What the relay advertises and
-// so accepts: SIZE (RFC 1870), BODY=7BIT|8BITMIME (RFC 6152), SMTPUTF8 (RFC 6531) and, where
-// AUTH is offered, AUTH=<mailbox xtext> (RFC 4954 §5). DSN (RFC 3461: RET, ENVID, NOTIFY, ORCPT)
-// and REQUIRETLS (RFC 8689) are not advertised — the relay would not honour them onward — so
-// they are 555 like any unknown keyword, and RCPT TO takes no parameter at all.
+// so accepts: SIZE (RFC 1870), BODY=7BIT|8BITMIME (RFC 6152), SMTPUTF8 (RFC 6531), where
+// AUTH is offered AUTH=<mailbox xtext> (RFC 4954 §5), and DSN (RFC 3461): RET and ENVID on MAIL
+// FROM, NOTIFY and ORCPT on RCPT TO, which delivery honours (mta/delivery/dsn.ts) and passes on.
+// REQUIRETLS (RFC 8689) is not advertised — the relay would not honour it onward — so it is 555
+// like any unknown keyword.
 
 export interface AdvertisedExtensions {
   /** The session opened with EHLO (after HELO no extension exists, RFC 5321 §4.1.1.1). */
@@ -25,6 +26,13 @@ const VALUE = /^(?:[\x21-\x3c\x3e-\x7e]|[^\x00-\x7f])+$/;
 const XTEXT = /^(?:[\x21-\x2a\x2c-\x3c\x3e-\x7e]|\+[0-9A-F]{2})*$/;
 const SIZE_VALUE = /^\d{1,20}$/;
 const BODY_VALUES = new Set(['7BIT', '8BITMIME']);
+/** RFC 3461 §4.1: NEVER alone, or one or more of SUCCESS, FAILURE, DELAY. */
+const NOTIFY_VALUE = /^(?:NEVER|(?:SUCCESS|FAILURE|DELAY)(?:,(?:SUCCESS|FAILURE|DELAY))*)$/i;
+/** RFC 3461 §4.2: addr-type (an atom, e.g. rfc822 or utf-8) ";" xtext. */
+const ORCPT_VALUE = /^[A-Za-z0-9!#$%&'*\/=?^_`{|}~-]+;(?:[\x21-\x2a\x2c-\x3c\x3e-\x7e]|\+[0-9A-F]{2})+$/;
+/** RFC 3461 §4.4 and §4.2: ENVID at most 100 characters, ORCPT at most 500. */
+const MAX_ENVID = 100;
+const MAX_ORCPT = 500;
 
 type ValueRule = (value: string | undefined) => string | null;
 
@@ -32,12 +40,22 @@ const needsValue = (check: (value: string) => boolean, what: string): ValueRule 
   value === undefined ? `requires a value (${what})` : check(value) ? null : `must be ${what}`;
 const noValue: ValueRule = (value) => (value === undefined ? null : 'takes no value');
 
+type ParameterRules = Record<string, { rule: ValueRule; offered: (advertised: AdvertisedExtensions) => boolean }>;
+
 /** The MAIL FROM parameters the relay advertises, each with the rule for its value. */
-const MAIL_PARAMETERS: Record<string, { rule: ValueRule; offered: (advertised: AdvertisedExtensions) => boolean }> = {
+const MAIL_PARAMETERS: ParameterRules = {
   SIZE: { rule: needsValue((value) => SIZE_VALUE.test(value), '1 to 20 digits'), offered: () => true },
   BODY: { rule: needsValue((value) => BODY_VALUES.has(value.toUpperCase()), '7BIT or 8BITMIME'), offered: () => true },
   SMTPUTF8: { rule: noValue, offered: () => true },
   AUTH: { rule: needsValue((value) => value === '<>' || (value.length > 0 && XTEXT.test(value)), '<> or an xtext mailbox'), offered: (advertised) => advertised.auth },
+  RET: { rule: needsValue((value) => /^(FULL|HDRS)$/i.test(value), 'FULL or HDRS'), offered: () => true },
+  ENVID: { rule: needsValue((value) => value.length <= MAX_ENVID && XTEXT.test(value), `xtext of at most ${MAX_ENVID} characters`), offered: () => true },
+};
+
+/** The RCPT TO parameters (DSN's), each with the rule for its value. */
+const RCPT_PARAMETERS: ParameterRules = {
+  NOTIFY: { rule: needsValue((value) => NOTIFY_VALUE.test(value), 'NEVER, or SUCCESS, FAILURE and DELAY separated by commas'), offered: () => true },
+  ORCPT: { rule: needsValue((value) => value.length <= MAX_ORCPT && ORCPT_VALUE.test(value), `addr-type;xtext (e.g. rfc822;user@example.com) of at most ${MAX_ORCPT} characters`), offered: () => true },
 };
 
 const syntaxError = (message: string): ParameterVerdict => ({ ok: false, code: 501, message: `5.5.4 ${message}` });
@@ -66,7 +84,7 @@ export function checkParameters(command: 'MAIL' | 'RCPT', tokens: readonly strin
     const name = keyword.toUpperCase();
     if (seen.has(name)) return syntaxError(`Duplicate ${name} parameter`);
     seen.add(name);
-    const known = command === 'MAIL' && advertised.ehlo ? MAIL_PARAMETERS[name] : undefined;
+    const known = advertised.ehlo ? (command === 'MAIL' ? MAIL_PARAMETERS : RCPT_PARAMETERS)[name] : undefined;
     if (!known || !known.offered(advertised)) return unsupported(name.slice(0, 64));
     const problem = known.rule(value);
     if (problem) return syntaxError(`${name} parameter ${problem}`);

@@ -2,8 +2,10 @@
 // message. The acceptor (mta/routing/acceptance.ts) adds trace headers, routes to a
 // VirtualMTA and stores it in the spool; only when it resolves does the client get 250.
 import type { RelayPolicyConfig } from '../config/schema.ts';
+import type { DsnEnvelope, DsnRecipient } from '../delivery/dsn-request.ts';
 
-export interface AcceptedRecipient {
+/** `notify` and `orcpt`: DSN parameters of RCPT TO (RFC 3461). */
+export interface AcceptedRecipient extends DsnRecipient {
   /** Normalised address (domain lower-cased ASCII, no trailing dot). */
   address: string;
   domain: string;
@@ -24,6 +26,8 @@ export interface AcceptedTransaction {
   /** '' for the null sender. */
   mailFrom: string;
   recipients: AcceptedRecipient[];
+  /** RET and ENVID of MAIL FROM (RFC 3461). */
+  dsn?: DsnEnvelope;
   eightBitMime: boolean;
   smtpUtf8: boolean;
   /** The relay policy the listener enforces (routing rules live there). */

@@ -22,12 +22,16 @@ export const REJECTION_REASONS = [
   'timeout',
   'syntax',
   'spool_failure',
+  // Free space on the spool below spool.minFreeBytes: 452 at MAIL FROM (mta/spool/disk-space.ts).
+  'insufficient_storage',
   // Wire hygiene and protocol strictness (mta/inbound/line-faults.ts, mail-parameters.ts).
   'bad_command',
   'line_too_long',
   'unsupported_parameter',
   'bad_sequence',
   'too_slow',
+  // A recipient on the pool's suppression list (mta/suppression/), in mode refuse.
+  'suppressed',
 ] as const;
 export type RejectionReason = (typeof REJECTION_REASONS)[number];
 
@@ -94,6 +98,32 @@ export class RelayMetrics {
   readonly spoolMessages = new Gauge({
     name: 'vmta_spool_messages',
     help: 'Messages in the spool: stored and not yet removed (delivered, bounced or deleted).',
+    registers: [this.registry],
+  });
+  // Disk space and recovery of the spool (mta/spool/disk-space.ts, mta/spool/recovery-progress.ts).
+  readonly spoolFreeBytes = new Gauge({
+    name: 'vmta_spool_free_bytes',
+    help: 'Bytes free for the relay on the spool\'s file system (statfs, available to unprivileged users); below spool.minFreeBytes MAIL FROM is answered 452.',
+    registers: [this.registry],
+  });
+  readonly spoolReserveBytes = new Gauge({
+    name: 'vmta_spool_reserve_bytes',
+    help: 'Bytes held in the spool\'s reserve file, released to record delivery results when the disk is full (spool.reserveBytes when whole).',
+    registers: [this.registry],
+  });
+  readonly spoolRecovering = new Gauge({
+    name: 'vmta_spool_recovering',
+    help: '1 while the relay is recovering its spool after a start (indexing, then queueing every message for delivery), else 0.',
+    registers: [this.registry],
+  });
+  readonly spoolRecoveryFound = new Gauge({
+    name: 'vmta_spool_recovery_found_messages',
+    help: 'Messages found in the spool by the recovery after the last start (grows while it indexes).',
+    registers: [this.registry],
+  });
+  readonly spoolRecoveryQueued = new Gauge({
+    name: 'vmta_spool_recovery_queued_messages',
+    help: 'Messages the recovery after the last start has queued for delivery so far; equal to the found count once it is done.',
     registers: [this.registry],
   });
   readonly queueDepth = new Gauge({

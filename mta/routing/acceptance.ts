@@ -68,7 +68,8 @@ export function createMessageAcceptor(options: MessageAcceptorOptions): MessageA
     const stored = await spool.store(
       {
         mailFrom: transaction.mailFrom,
-        recipients: transaction.recipients.map((recipient) => ({ address: recipient.address, domain: recipient.domain, status: 'pending', attempts: 0, nextAttemptAt: 0 })),
+        recipients: transaction.recipients.map(({ address, domain, notify, orcpt }) => ({ address, domain, status: 'pending', attempts: 0, nextAttemptAt: 0, ...(notify ? { notify } : {}), ...(orcpt ? { orcpt } : {}) })),
+        ...(transaction.dsn ? { dsn: transaction.dsn } : {}),
         virtualMta: decision.virtualMta,
         receivedAt: date.getTime(),
         listener: transaction.listener,

@@ -3,6 +3,7 @@
 // entries created, linked or removed in a directory durable) and JournalAppender (append records
 // to a file and make them durable).
 import fs from 'node:fs/promises';
+import { isNoSpace } from './disk-space.ts';
 
 export class DirectorySync {
   readonly #path: string;
@@ -66,6 +67,8 @@ export interface JournalAppenderOptions {
   compact: (journal: Buffer) => Promise<Buffer>;
   /** A failed compaction leaves the journal as it was; this reports why. */
   onCompactionError: (error: unknown) => void;
+  /** The disk is full under an append: free some space (the spool's reserve); false when there is none left to free. */
+  onNoSpace?: () => Promise<boolean>;
 }
 
 /**
@@ -110,15 +113,7 @@ export class JournalAppender {
       this.#waiting = [];
       let size = 0;
       try {
-        const handle = await fs.open(this.#path, 'a');
-        try {
-          await writeAll(handle, group.map((pending) => pending.record));
-          await handle.datasync();
-          this.#options.onFsync();
-          size = (await handle.stat()).size;
-        } finally {
-          await handle.close();
-        }
+        size = await this.#appendGroup(group.map((pending) => pending.record));
         if (!this.#exists) {
           await this.#options.syncDirectory();
           this.#exists = true;
@@ -135,6 +130,31 @@ export class JournalAppender {
       }
     }
     this.#writing = false;
+  }
+
+  /**
+   * Appends the records and flushes them; returns the journal's size. On a failure the file is cut
+   * back to where it was (a record retried must never count twice: attempt counts add up); when the
+   * disk was full and `onNoSpace` freed some space, the append is tried again.
+   */
+  async #appendGroup(records: readonly Buffer[]): Promise<number> {
+    for (;;) {
+      const handle = await fs.open(this.#path, 'a');
+      let start: number | undefined;
+      try {
+        start = (await handle.stat()).size;
+        await writeAll(handle, records);
+        await handle.datasync();
+        this.#options.onFsync();
+        return (await handle.stat()).size;
+      } catch (error) {
+        const cutBack = start;
+        if (cutBack !== undefined) await handle.truncate(cutBack).then(() => handle.datasync()).catch(() => undefined);
+        if (!isNoSpace(error) || !this.#options.onNoSpace || !(await this.#options.onNoSpace())) throw error;
+      } finally {
+        await handle.close();
+      }
+    }
   }
 
   /** Until the rename, the old journal stays in force; a temp file left by a crash is deleted at the next open. */

@@ -2,13 +2,15 @@
 // disk (envelope + per-recipient state), and the operations inbound (store) and delivery
 // (read, record results, complete) rely on. Implemented by mta/spool/spool.ts (FileSpool).
 import type { Readable } from 'node:stream';
+import type { DsnEnvelope, DsnRecipient } from '../delivery/dsn-request.ts';
 
 /** Sortable, unique, file-name-safe id, returned in the 250 reply after DATA. */
 export type QueueId = string;
 
 export type RecipientStatus = 'pending' | 'delivered' | 'bounced';
 
-export interface RecipientState {
+/** `notify` and `orcpt`: the recipient's DSN parameters (RFC 3461), omitted when the client gave none. */
+export interface RecipientState extends DsnRecipient {
   /** Address as given in RCPT TO (normalised: domain lower-cased, no trailing dot). */
   address: string;
   /** Lower-cased ASCII (punycode) domain of the address. */
@@ -39,6 +41,8 @@ export interface Envelope {
   /** Declared BODY=8BITMIME / SMTPUTF8 on MAIL FROM. */
   eightBitMime: boolean;
   smtpUtf8: boolean;
+  /** RET and ENVID of MAIL FROM (RFC 3461); omitted when the client gave neither. */
+  dsn?: DsnEnvelope;
   /** Times the message was handed from a draining relay to a peer (mta/drain/); omitted = never. */
   handovers?: number;
 }
@@ -71,6 +75,13 @@ export interface Spool {
   recordRecipientResults(id: QueueId, results: ReadonlyMap<number, RecipientResult>): Promise<void>;
   /** Remove a message whose recipients are all final. */
   remove(id: QueueId): Promise<void>;
+  /**
+   * Why no delivery attempt should start now: the disk is so full that its result might not be
+   * recorded (mta/spool/disk-space.ts). Undefined when attempts may start, or for a spool that does not watch its disk.
+   */
+  deliveryHold?(): string | undefined;
+  /** Called each time a delivery hold ends. */
+  onDeliveryResume?(listener: () => void): void;
   /** Every message still in the spool, with its latest recipient state (startup recovery). Envelopes only, no bodies. */
   scan(): AsyncIterable<SpooledMessage>;
   close(): Promise<void>;

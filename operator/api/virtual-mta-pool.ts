@@ -2,9 +2,25 @@
 // each with its source address, EHLO hostname and per-domain settings, and how the pool runs:
 // replicas, spool storage, egress mode for source addresses, image and pod overrides.
 import { z } from 'zod';
+import { BOUNCE_CATEGORIES } from '../../mta/delivery/reply-classification.ts';
 import { dkimKeyList, DkimKeyStatus, DkimSpec } from './dkim.ts';
 import { domainSettingsList } from './domain-settings.ts';
 import { annotationValue, API_GROUP_VERSION, celRules, conditions, domainPattern, duration, hostname, ipAddress, labelKey, labelValue, ObjectMeta, objectName, quantity, resolver, uniqueListBy } from './fields.ts';
+
+export const TlsReportingSpec = z.strictObject({
+  enabled: z.boolean().default(false).describe('Count every outbound session\'s TLS outcome per recipient domain and send the daily RFC 8460 report to each domain that publishes a _smtp._tls record.'),
+  submitter: hostname.optional().describe('The reporting organisation, a domain (organization-name, TLS-Report-Submitter); mailed reports are DKIM-signed when the pool has a key for it.'),
+  contactInfo: z.string().min(3).max(254).optional().describe('contact-info of the reports: an address or URL for questions about them.'),
+  from: z.string().max(254).optional().describe('Sender of mailed reports; default noreply-tlsrpt@<submitter>.'),
+  interval: duration.default('24h').describe('Reporting period; RFC 8460 expects a UTC day.'),
+  virtualMta: objectName.optional().describe('VirtualMTA that sends mailed reports; default: the pool\'s selection.'),
+  https: z
+    .strictObject({
+      caSecretName: z.string().max(253).optional().describe('Secret with key "ca.crt": CA bundle trusted for https: report URIs instead of the system roots.'),
+      allowPrivateAddresses: z.boolean().default(false).describe('Let a report URI point at private, loopback or link-local addresses (a recipient domain chooses the URI).'),
+    })
+    .optional(),
+});
 
 export const VirtualMtaSpec = z.strictObject({
   name: objectName,
@@ -45,6 +61,8 @@ export const VirtualMtaPoolSpec = z
         mode: z.enum(['persistent', 'ephemeral']).default('persistent').describe('persistent: a StatefulSet with a PersistentVolumeClaim per pod (retained on scale-down and delete); ephemeral: a Deployment with an emptyDir, for pass-through use.'),
         size: quantity.default('10Gi').describe('Claim size (persistent) or emptyDir size limit (ephemeral).'),
         storageClassName: z.string().max(253).optional().describe('StorageClass of the spool claims (persistent only); omitted uses the default class.'),
+        minFree: quantity.default('100Mi').describe('Free space on the spool volume below which the relay answers MAIL FROM with 452 4.3.1 (Postfix queue_minfree), so clients go elsewhere before a message could not be stored. Hot: no pod restart.'),
+        reserve: quantity.default('8Mi').describe('Space the relay holds in a reserve file on the spool volume and releases to record delivery results when the volume is full, so no delivered message is sent again for want of space (8Mi records some 40,000 results). "0" keeps none. Hot: no pod restart.'),
       })
       .superRefine((spool, ctx) => {
         if (spool.mode === 'ephemeral' && spool.storageClassName) ctx.addIssue({ code: 'custom', path: ['storageClassName'], input: spool.storageClassName, message: 'storageClassName needs spool.mode persistent' });
@@ -76,7 +94,21 @@ export const VirtualMtaPoolSpec = z
     trackedDomains: z.array(domainPattern).max(100).optional().describe('Recipient domains that get their own metric label; others count as "other".'),
     dkim: DkimSpec.optional().describe('DKIM signing (RFC 6376, RFC 8463): keys from Secrets and signing defaults.'),
     resolvers: z.array(resolver).max(8).optional().describe('DNS servers for MX lookups ("10.0.0.10" or "10.0.0.10:53"); empty uses the pod\'s resolvers.'),
+    suppression: z
+      .strictObject({
+        mode: z.enum(['refuse', 'bounce']).default('refuse').describe('refuse: a suppressed recipient gets 550 at RCPT TO, which the sending app sees; bounce: the message is accepted and the recipient bounced at once with a DSN to the sender.'),
+        hardBounceCategories: z.array(z.enum(BOUNCE_CATEGORIES)).max(BOUNCE_CATEGORIES.length).default(['bad-mailbox']).describe(`Bounce categories whose 5xx replies add the recipient to the list (${BOUNCE_CATEGORIES.join(', ')}); the default is bad-mailbox (5.1.1 "user unknown" and friends).`),
+      })
+      .optional()
+      .describe('The pool\'s suppression list: addresses that hard-bounced or that an operator added (vmta suppression add) get no mail. Kept on each pod\'s spool volume; the pods of a persistent pool send each other their changes through the admin API (needs admin.tokenSecretName). Omitted: nothing is refused or added by bounces.'),
+    dsn: z
+      .strictObject({
+        delayWarningAfter: duration.optional().describe('Send the sender one "delayed" DSN (RFC 3464) per recipient still queued this long after arrival, unless its NOTIFY left DELAY out (Postfix delay_warning_time, e.g. 4h). Omitted: no delay notices.'),
+      })
+      .optional()
+      .describe('Delivery status notifications beyond failures: RET, ENVID, NOTIFY and ORCPT (RFC 3461) are always honoured and passed on.'),
     dnssecResolvers: z.array(resolver).max(8).optional().describe('Validating DNS resolvers whose AD bit DANE trusts ("10.0.0.10" or "10.0.0.10:53"), reached over a trusted path (a node-local or in-cluster resolver); without them `tlsPolicy: dane` falls back to opportunistic TLS and `dane-only` defers.'),
+    tlsReporting: TlsReportingSpec.optional().describe('TLS-RPT (RFC 8460): daily reports of TLS outcomes to the recipient domains that ask for them. Each pod reports its own sessions under its own report-id.'),
   });
 
 export type VirtualMtaPoolSpec = z.output<typeof VirtualMtaPoolSpec>;

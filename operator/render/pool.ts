@@ -98,7 +98,8 @@ export function renderPool(input: PoolRenderInput): PoolRender {
  */
 function coldHash(pool: VirtualMtaPool, inputs: WorkloadInputs): string {
   const sourceAddresses = pool.spec.virtualMtas.map((vmta) => [vmta.name, vmta.sourceAddress ?? null]);
-  return sha256(JSON.stringify({ template: podTemplate(inputs), sourceAddresses, spool: pool.spec.spool }));
+  const { mode, size, storageClassName } = pool.spec.spool; // minFree and reserve are in relay.yaml, hot
+  return sha256(JSON.stringify({ template: podTemplate(inputs), sourceAddresses, spool: { mode, size, storageClassName } }));
 }
 
 export interface NamespaceRenderInput {

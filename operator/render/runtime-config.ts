@@ -17,6 +17,8 @@ import type { ObjectReference, RenderProblem } from './contract.ts';
 import { credentialProblems } from './credential-check.ts';
 import { dkimConfig, dkimKeyConfig, dkimKeysWithFields } from './dkim-config.ts';
 import { ADMIN_PORT, relayPort, secretDir, SPOOL_DIR } from './layout.ts';
+import { quantityBytes } from './quantity.ts';
+import { headlessServiceName } from './services.ts';
 
 /** What render may know of a Secret: its name and the keys it holds, never the values. */
 export interface SecretSummary {
@@ -138,6 +140,8 @@ export function renderRuntimeConfig(inputs: RuntimeConfigInputs): RuntimeConfigR
     problem(pool, 'SameAdminTokens', `spec.admin.readTokenSecretName: "${pool.spec.admin.readTokenSecretName}" is also spec.admin.tokenSecretName; a read-only token must be another Secret (whoever holds it could change the queues)`);
   }
   for (const { key, field } of dkimKeysWithFields(pool)) requireSecret(pool, `${field}.secretName`, key.secretName, [key.secretKey]);
+  const reportingCa = pool.spec.tlsReporting?.https?.caSecretName;
+  if (reportingCa) requireSecret(pool, 'spec.tlsReporting.https.caSecretName', reportingCa, [TLS_REPORTING_CA_KEY]);
 
   const config = buildConfig(pool, listeners, policies);
   const checked = RuntimeConfig.safeParse(config, { reportInput: true });
@@ -165,14 +169,45 @@ function buildConfig(pool: VirtualMtaPool, listeners: ListenerPlan[], policies: 
     },
     listeners: listeners.map(listenerConfig),
     relayPolicies: policies.map(policyConfig),
-    spool: { path: SPOOL_DIR },
+    spool: { path: SPOOL_DIR, minFreeBytes: quantityBytes(spec.spool.minFree), reserveBytes: quantityBytes(spec.spool.reserve) },
     admin: compact({ port: ADMIN_PORT, tokenFile: tokenFile(spec.admin?.tokenSecretName), readTokenFile: tokenFile(spec.admin?.readTokenSecretName) }),
-    delivery: compact({ resolvers: spec.resolvers, dnssecResolvers: spec.dnssecResolvers, trackedDomains: spec.trackedDomains }),
+    delivery: compact({ resolvers: spec.resolvers, dnssecResolvers: spec.dnssecResolvers, trackedDomains: spec.trackedDomains, delayWarningAfter: spec.dsn?.delayWarningAfter }),
+    ...(spec.tlsReporting ? { tlsReporting: tlsReportingConfig(spec.tlsReporting) } : {}),
+    ...(spec.suppression ? { suppression: { mode: spec.suppression.mode, hardBounceCategories: spec.suppression.hardBounceCategories, peers: suppressionPeers(pool) } } : {}),
   };
+}
+
+const TLS_REPORTING_CA_KEY = 'ca.crt';
+
+function tlsReportingConfig(reporting: NonNullable<VirtualMtaPool['spec']['tlsReporting']>): NonNullable<RuntimeConfigInput['tlsReporting']> {
+  const caSecret = reporting.https?.caSecretName;
+  return compact({
+    enabled: reporting.enabled,
+    submitter: reporting.submitter,
+    contactInfo: reporting.contactInfo,
+    from: reporting.from,
+    interval: reporting.interval,
+    virtualMta: reporting.virtualMta,
+    https: compact({ trustedCaFile: caSecret ? `${secretDir(caSecret)}/${TLS_REPORTING_CA_KEY}` : undefined, allowPrivateAddresses: reporting.https?.allowPrivateAddresses }),
+  });
 }
 
 function tokenFile(secretName: string | undefined): string | undefined {
   return secretName ? `${secretDir(secretName)}/${ADMIN_TOKEN_KEY}` : undefined;
+}
+
+/**
+ * The admin addresses of the pool's pods, which share the suppression list (each relay leaves
+ * itself out by its POD_NAME). Only a StatefulSet's pods have stable DNS names; an ephemeral
+ * pool's pods each keep their own list, which goes with the pod. The list follows replicas:
+ * peers are a hot field, so scaling re-renders relay.yaml without restarting pods.
+ */
+function suppressionPeers(pool: VirtualMtaPool): string[] {
+  // Peers take changes only with the pool's admin token; without one each pod keeps its own list.
+  if (pool.spec.spool.mode !== 'persistent' || !pool.spec.admin?.tokenSecretName) return [];
+  // <pod>.<headless service> resolves through the pods' DNS search path (their own namespace).
+  const name = pool.metadata.name;
+  return Array.from({ length: pool.spec.replicas }, (_, ordinal) => `${name}-${ordinal}.${headlessServiceName(name)}:${ADMIN_PORT}`);
 }
 
 type ListenerConfigInput = RuntimeConfigInput['listeners'][number];

@@ -99,6 +99,6 @@ test('a VirtualMtaPool refuses duplicate names, two retry forms and a too-long n
   const parsed = parseVmtaResource(pool({}));
   assert.ok(parsed.ok && parsed.value.kind === 'VirtualMtaPool');
   assert.equal(parsed.value.spec.replicas, 1);
-  assert.deepEqual(parsed.value.spec.spool, { mode: 'persistent', size: '10Gi' });
+  assert.deepEqual(parsed.value.spec.spool, { mode: 'persistent', size: '10Gi', minFree: '100Mi', reserve: '8Mi' });
   assert.equal(parsed.value.spec.egress.mode, 'podNetwork');
 });

@@ -11,6 +11,7 @@ import { parse as parseYaml } from 'yaml';
 import type { Registry } from 'prom-client';
 import { DeliveryMetrics } from '../../mta/observe/delivery-metrics.ts';
 import { RelayMetrics } from '../../mta/observe/metrics.ts';
+import { SuppressionMetrics } from '../../mta/suppression/suppression-metrics.ts';
 import { OperatorMetrics } from '../../operator/observe/metrics.ts';
 import { CHART_DIR, REPO_ROOT, renderChart } from './helm.ts';
 import { namedYamlFiles, shellCommands, tableAfter } from './markdown.ts';
@@ -94,6 +95,7 @@ describe('docs/monitoring.md', { timeout: 300_000 }, () => {
   test('the metric tables match the relay and operator registries and cover every metric the alerts and dashboards use', async () => {
     const relay = new RelayMetrics({ processMetrics: false });
     new DeliveryMetrics(relay.registry);
+    new SuppressionMetrics(relay.registry, () => 0);
     const documented = new Set([...(await assertMetricTable('## Relay metrics behind them', relay.registry)), ...(await assertMetricTable('## Operator metrics', new OperatorMetrics().registry))]);
     const outside = new Set(['kube_pod_status_ready', 'up']);
     const used = [...rules.map((rule) => rule.expr), ...dashboards.flatMap((d) => d.panels.flatMap((panel) => (panel.targets ?? []).map((t) => t.expr)))]

@@ -9,6 +9,7 @@ import type { Clock } from '../../mta/delivery/clock.ts';
 import { DeliveryEngine } from '../../mta/delivery/delivery-engine.ts';
 import { MxResolver } from '../../mta/delivery/mx-resolver.ts';
 import { RelayMetrics } from '../../mta/observe/metrics.ts';
+import type { TlsSessionRecorder } from '../../mta/reporting/tls-rpt-sessions.ts';
 import type { RecipientState, SpooledMessage } from '../../mta/spool/types.ts';
 import { startDnsServer, type DnsZoneEntry, type TestDnsServer } from '../fixtures/dns-server.ts';
 import { RecordingSpool } from './recording-spool.ts';
@@ -54,6 +55,7 @@ export async function startHarness(options: {
   trustedCa?: Buffer;
   mtaStsFetch?: { connectAddress?: string; port?: number; ca?: Buffer };
   delivery?: Partial<RuntimeConfigInput['delivery']>;
+  tlsSessions?: TlsSessionRecorder;
 }): Promise<Harness> {
   const dns = await startDnsServer(options.zone);
   const dir = mkdtempSync(path.join(os.tmpdir(), 'vmta-delivery-'));
@@ -71,6 +73,7 @@ export async function startHarness(options: {
     ...(clock ? { clock, resolver: new MxResolver({ servers: [dns.server], clock, timeoutMs: 2_000 }) } : {}),
     ...(options.trustedCa ? { trustedCa: options.trustedCa } : {}),
     ...(options.mtaStsFetch ? { mtaStsFetch: options.mtaStsFetch } : {}),
+    ...(options.tlsSessions ? { tlsSessions: options.tlsSessions } : {}),
   });
   let counter = 0;
   return {

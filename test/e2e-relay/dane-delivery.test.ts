@@ -12,7 +12,7 @@ import { after, before, describe, test } from 'node:test';
 import { missingDnssecTools, startDnssecResolver } from '../fixtures/dnssec-resolver.ts';
 import { adminGet, freePort, loopbackRelayConfig, metricValue, startRelayProcess, temporaryDirectory, writeRelayConfig, writeTestAdminToken, type RelayProcess } from '../fixtures/relay-process.ts';
 import { startSinkGroup, type SinkMx } from '../fixtures/sink-mx.ts';
-import { RawSmtpClient } from '../fixtures/smtp-clients.ts';
+import { sendMarkedMessage } from '../fixtures/smtp-clients.ts';
 import { createTestCa, type TestCertificate } from '../fixtures/tls.ts';
 
 const missing = missingDnssecTools();
@@ -91,17 +91,7 @@ describe('DANE through a relay process', { skip: missing.length > 0 && !process.
     for (const cleanup of cleanups.reverse()) await cleanup();
   });
 
-  async function send(to: string, marker: string): Promise<void> {
-    const client = await RawSmtpClient.connect(relayPort);
-    try {
-      await client.read();
-      for (const command of ['EHLO dane.client.test', 'MAIL FROM:<app@relay.test>', `RCPT TO:<${to}>`]) assert.equal((await client.command(command)).code, 250, command);
-      assert.equal((await client.command('DATA')).code, 354);
-      assert.equal((await client.command(`Subject: ${marker}\r\n\r\n${marker}\r\n.`)).code, 250);
-    } finally {
-      client.close();
-    }
-  }
+  const send = (to: string, marker: string) => sendMarkedMessage(relayPort, 'app@relay.test', to, marker);
 
   async function queueError(domain: string): Promise<string> {
     const deadline = Date.now() + 30_000;

@@ -23,7 +23,7 @@ const CHECKED_VERSIONS = { 'smtp-server': '3.21.6', nodemailer: '10.6.0' } as co
 
 /** Arity of every SMTPConnection method smtp-connection.ts overrides or calls through super. */
 const METHOD_ARITY: Record<(typeof OVERRIDDEN_METHODS)[number], number> = {
-  init: 0, connectionReady: 1, send: 3, close: 0, _onClose: 0, _onCommand: 2, _createParser: 0,
+  init: 0, connectionReady: 1, send: 3, close: 0, upgrade: 2, _onClose: 0, _onError: 1, _onCommand: 2, _createParser: 0,
   handler_EHLO: 2, handler_AUTH: 2, handler_MAIL: 2, handler_RCPT: 2,
 };
 

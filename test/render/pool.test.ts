@@ -104,7 +104,7 @@ test('the persistent spool is a StatefulSet whose claims are retained; ephemeral
   assert.equal(statefulSet.spec.serviceName, 'outbound-headless');
 
   const ephemeral = copy(input);
-  ephemeral.pool.spec.spool = { mode: 'ephemeral', size: '2Gi' };
+  ephemeral.pool.spec.spool = { ...ephemeral.pool.spec.spool, mode: 'ephemeral', size: '2Gi' };
   const objects = renderPool(ephemeral).objects;
   assert.ok(!objects.some((object) => object.kind === 'StatefulSet'));
   const deployment = find(objects, 'Deployment');
@@ -159,6 +159,8 @@ const hotChanges: [string, (input: Awaited<ReturnType<typeof exampleInput>>) => 
   ['the routing of a policy', (input) => void (input.policies.find((policy) => policy.metadata.name === 'submission')!.spec.routing!.defaultVirtualMta = 'mta2')],
   ['the sender domains of a user', (input) => void input.policies.find((policy) => policy.metadata.name === 'submission')!.spec.users!.senders![0]!.allowedSenderDomains.push('example.net')],
   ['a listener limit', (input) => void (input.listeners[0]!.spec.limits = { maxRecipients: 10 })],
+  ['the spool free-space floor', (input) => void (input.pool.spec.spool.minFree = '1Gi')],
+  ['the spool reserve', (input) => void (input.pool.spec.spool.reserve = '16Mi')],
 ];
 
 for (const [what, change] of hotChanges) {

@@ -1,47 +1,14 @@
+// FileSpool: storing, reading, recipient results and group commit.
 import assert from 'node:assert/strict';
-import { randomBytes } from 'node:crypto';
 import fs from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { text } from 'node:stream/consumers';
 import { afterEach, beforeEach, describe, it } from 'node:test';
 import { RelayMetrics } from '../../mta/observe/metrics.ts';
-import { encodeBatch, SEGMENT_HEADER_LENGTH } from '../../mta/spool/segment-format.ts';
 import { FileSpool } from '../../mta/spool/spool.ts';
-import type { SpooledMessage } from '../../mta/spool/types.ts';
 import { pendingEnvelope } from '../fixtures/spool-envelope.ts';
-
-async function scanAll(spool: FileSpool): Promise<SpooledMessage[]> {
-  const messages: SpooledMessage[] = [];
-  for await (const message of spool.scan()) messages.push(message);
-  return messages;
-}
-
-async function filesUnder(directory: string): Promise<string[]> {
-  const entries = await fs.readdir(directory, { recursive: true, withFileTypes: true });
-  return entries.filter((entry) => entry.isFile()).map((entry) => path.join(entry.parentPath, entry.name));
-}
-
-/** Segment files that hold at least one batch (a spare holds just its header). */
-async function segmentsWithData(directory: string): Promise<string[]> {
-  const segments = (await filesUnder(directory)).filter((file) => file.endsWith('.seg'));
-  const sizes = await Promise.all(segments.map((file) => fs.stat(file).then((stat) => stat.size)));
-  return segments.filter((_, index) => (sizes[index] ?? 0) > SEGMENT_HEADER_LENGTH).sort();
-}
-
-/** Rewrites the one segment holding batches in place, as a crash or a bad disk would leave it; returns what it now holds. */
-async function editSegment(directory: string, edit: (content: Buffer) => void): Promise<Buffer> {
-  const [segment] = await segmentsWithData(directory);
-  assert.ok(segment, 'a segment holds the stored batches');
-  const content = await fs.readFile(segment);
-  edit(content);
-  await fs.writeFile(segment, content);
-  return content;
-}
-
-async function fsyncCount(metrics: RelayMetrics): Promise<number> {
-  return (await metrics.spoolFsyncs.get()).values[0]?.value ?? 0;
-}
+import { filesUnder, fsyncCount, scanAll } from './spool-files.ts';
 
 describe('FileSpool', () => {
   let directory: string;
@@ -153,55 +120,6 @@ describe('FileSpool', () => {
     await reopened.close();
   });
 
-  it('drops a torn last batch at open (a write a crash interrupted) and keeps the batches before it', async () => {
-    const spool = await FileSpool.open(directory);
-    const kept = await spool.store(pendingEnvelope(1), Buffer.from('kept\r\n'));
-    const torn = await spool.store(pendingEnvelope(1), Buffer.from('torn\r\n'));
-    await spool.close();
-    await editSegment(directory, (content) => {
-      content.writeUInt8(content.readUInt8(content.length - 3) ^ 0xff, content.length - 3); // a body byte of the last batch never reached the disk
-    });
-    const reopened = await FileSpool.open(directory);
-    assert.deepEqual((await scanAll(reopened)).map((message) => message.id), [kept.id]);
-    assert.equal(await text(reopened.readMessage(kept.id)), 'kept\r\n');
-    await assert.rejects(text(reopened.readMessage(torn.id)), { code: 'ENOENT' });
-    await reopened.close();
-  });
-
-  it('drops a batch cut short by a crash, and deletes empty spare segments and compaction temp files at open', async () => {
-    const spool = await FileSpool.open(directory);
-    const { id } = await spool.store(pendingEnvelope(1), Buffer.from('x\r\n'));
-    await spool.close();
-    const [segment] = await segmentsWithData(directory);
-    assert.ok(segment);
-    const batch = (await fs.readFile(segment)).subarray(SEGMENT_HEADER_LENGTH);
-    await fs.appendFile(segment, batch.subarray(0, batch.length - 1)); // a second batch, its last byte missing
-    await fs.writeFile(path.join(path.dirname(segment), 'results.j.tmp'), '{"id":');
-    assert.ok((await filesUnder(directory)).some((file) => file.endsWith('.seg') && file !== segment), 'a spare segment was prepared');
-    const reopened = await FileSpool.open(directory);
-    assert.deepEqual((await scanAll(reopened)).map((message) => message.id), [id]);
-    assert.deepEqual(await filesUnder(directory), [segment], 'the spare and the temp file are gone');
-    await reopened.close();
-  });
-
-  it('recovers the batches after a damaged one in the middle of a segment, and keeps a copy of the segment', async () => {
-    const spool = await FileSpool.open(directory);
-    const first = await spool.store(pendingEnvelope(1), Buffer.from('first\r\n'));
-    const damaged = await spool.store(pendingEnvelope(1), Buffer.from('second\r\n'));
-    const third = await spool.store(pendingEnvelope(1), Buffer.from('third\r\n'));
-    await spool.close();
-    const content = await editSegment(directory, (bytes) => {
-      bytes.write('X', bytes.indexOf(damaged.id), 'latin1'); // in the second batch's table
-    });
-    const reopened = await FileSpool.open(directory);
-    assert.deepEqual((await scanAll(reopened)).map((message) => message.id), [first.id, third.id], 'only the damaged batch is lost');
-    assert.equal(await text(reopened.readMessage(third.id)), 'third\r\n');
-    const copies = await fs.readdir(path.join(directory, 'damaged'));
-    assert.equal(copies.length, 1);
-    assert.ok((await fs.readFile(path.join(directory, 'damaged', copies[0]!))).equals(content), 'the damaged segment is kept as it was found');
-    await reopened.close();
-  });
-
   it('refuses a second store under a queue id already being stored', async () => {
     const spool = await FileSpool.open(directory);
     const id = spool.allocateId();
@@ -209,166 +127,6 @@ describe('FileSpool', () => {
     assert.deepEqual(results.map((result) => result.status), ['fulfilled', 'rejected']);
     await assert.rejects(spool.store(pendingEnvelope(1), Buffer.from('c\r\n'), id), /already in spool/);
     await spool.close();
-  });
-
-  it('drops a last batch torn anywhere: in its prefix, its table, its envelopes or its body, or with damaged length digits', async () => {
-    const spool = await FileSpool.open(directory);
-    const { id } = await spool.store(pendingEnvelope(1), Buffer.from('x\r\n'));
-    await spool.close();
-    const [segment] = await segmentsWithData(directory);
-    assert.ok(segment);
-    const intact = await fs.readFile(segment);
-    const batch = intact.subarray(SEGMENT_HEADER_LENGTH);
-    const envelopeStart = batch.indexOf('{"mailFrom"');
-    for (const cut of [3, 40, envelopeStart + 10, batch.length - 2]) {
-      await fs.writeFile(segment, Buffer.concat([intact, batch.subarray(0, cut)]));
-      const reopened = await FileSpool.open(directory);
-      assert.deepEqual((await scanAll(reopened)).map((message) => message.id), [id], `a second batch cut after ${cut} bytes`);
-      await reopened.close();
-    }
-    const hugeTable = Buffer.from(batch.subarray(0, 40).toString('latin1').replace(/ \d{10} /, ' 9999999999 '), 'latin1');
-    assert.notDeepEqual(hugeTable, batch.subarray(0, 40));
-    await fs.writeFile(segment, Buffer.concat([intact, hugeTable]));
-    const reopened = await FileSpool.open(directory);
-    assert.deepEqual((await scanAll(reopened)).map((message) => message.id), [id], 'a prefix claiming a 10 GB table is not read, just dropped');
-    await reopened.close();
-  });
-
-  it('leaves alone a bucket holding files it did not write, journal included', async () => {
-    const bucket = path.join(directory, 'queue', '01m84k7');
-    await fs.mkdir(bucket, { recursive: true });
-    await fs.writeFile(path.join(bucket, '01m84k77gh0000j3ye'), 'VMTB1 0000000012\n{"m":[]}\n');
-    await fs.writeFile(path.join(bucket, 'results.j'), '\n{"id":"01m84k77gh0000j3ye","t":1,"r":[[0,"delivered",0,1]]}');
-    const spool = await FileSpool.open(directory);
-    assert.deepEqual(await scanAll(spool), []);
-    await spool.close();
-    assert.deepEqual((await fs.readdir(bucket)).sort(), ['01m84k77gh0000j3ye', 'results.j']);
-  });
-
-  it('never takes a batch a client wrote into a message body for one of its own, even when a crash tears the batch around it', async () => {
-    const spool = await FileSpool.open(directory);
-    const kept = await spool.store(pendingEnvelope(1), Buffer.from('kept\r\n'));
-    const forgedId = spool.allocateId();
-    const forged = encodeBatch([{ id: forgedId, envelope: { ...pendingEnvelope(1, { virtualMta: 'chosen-by-client' }), size: 4 }, chunks: [Buffer.from('evil')] }], randomBytes(16));
-    const carrier = await spool.store(pendingEnvelope(1), Buffer.concat([Buffer.from('Subject: innocent\r\n\r\n'), ...forged.buffers]));
-    await spool.close();
-    await editSegment(directory, (content) => {
-      const carrierBatch = content.lastIndexOf('VMTS1 ', content.indexOf(carrier.id));
-      content.fill(0, carrierBatch, carrierBatch + 40); // the carrier's prefix never reached the disk
-    });
-    const reopened = await FileSpool.open(directory);
-    assert.deepEqual((await scanAll(reopened)).map((message) => message.id), [kept.id], 'the forged batch fails its MAC under the segment key');
-    await reopened.close();
-  });
-
-  it('recovers the batches of a segment whose header is damaged, every body checked, and keeps a copy', async () => {
-    const spool = await FileSpool.open(directory);
-    const first = await spool.store(pendingEnvelope(1), Buffer.from('first\r\n'));
-    const second = await spool.store(pendingEnvelope(1), Buffer.from('second\r\n'));
-    await spool.close();
-    await editSegment(directory, (content) => {
-      content.write('Z', 12, 'latin1'); // inside the key: no MAC can be checked any more
-    });
-    const reopened = await FileSpool.open(directory);
-    assert.deepEqual((await scanAll(reopened)).map((message) => message.id), [first.id, second.id]);
-    assert.equal(await text(reopened.readMessage(second.id)), 'second\r\n');
-    assert.equal((await fs.readdir(path.join(directory, 'damaged'))).length, 1);
-    await reopened.close();
-  });
-
-  it('refuses to stream a message whose bytes no longer match their checksum', async () => {
-    const spool = await FileSpool.open(directory);
-    const damaged = await spool.store(pendingEnvelope(1), Buffer.from('damaged body\r\n'));
-    await spool.store(pendingEnvelope(1), Buffer.from('later batch\r\n'));
-    await spool.close();
-    await editSegment(directory, (content) => {
-      const at = content.indexOf('damaged body');
-      content[at] = 'D'.charCodeAt(0);
-    });
-    const reopened = await FileSpool.open(directory);
-    await assert.rejects(text(reopened.readMessage(damaged.id)), /fails its checksum/);
-    await reopened.close();
-  });
-
-  it('removes a message, and an emptied past bucket directory with its journal', async () => {
-    let clock = Date.UTC(2026, 0, 1);
-    const spool = await FileSpool.open(directory, { now: () => clock });
-    const { id } = await spool.store(pendingEnvelope(2), Buffer.from('x\r\n'));
-    const kept = await spool.store(pendingEnvelope(1), Buffer.from('y\r\n'));
-    await spool.recordRecipientResults(id, new Map([[0, { status: 'delivered' as const, nextAttemptAt: 0 }]]));
-    await spool.remove(id);
-    assert.deepEqual((await scanAll(spool)).map((message) => message.id), [kept.id]);
-    await assert.rejects(text(spool.readMessage(id)), { code: 'ENOENT' });
-    await assert.rejects(spool.recordRecipientResults(id, new Map([[1, { status: 'delivered' as const, nextAttemptAt: 0 }]])), /no message/);
-    clock += 3_600_000;
-    await spool.remove(kept.id);
-    await spool.close();
-    assert.deepEqual(await fs.readdir(path.join(directory, 'queue')), []);
-  });
-
-  it('lets go of the segments of a bucket of the past when a new slice of time begins: its spare is deleted', async () => {
-    let clock = Date.UTC(2026, 0, 1);
-    const spool = await FileSpool.open(directory, { now: () => clock });
-    const old = await spool.store(pendingEnvelope(1), Buffer.from('old\r\n'));
-    const [oldSegment] = await segmentsWithData(directory);
-    assert.ok(oldSegment);
-    const segmentsIn = async (dir: string) => (await fs.readdir(dir)).filter((name) => name.endsWith('.seg')).length;
-    for (let tries = 0; (await segmentsIn(path.dirname(oldSegment))) < 2; tries++) {
-      assert.ok(tries < 100, 'a spare segment is prepared beside the active one');
-      await new Promise((resolve) => setTimeout(resolve, 10));
-    }
-    clock += 3_600_000;
-    const later = await spool.store(pendingEnvelope(1), Buffer.from('new\r\n'));
-    await spool.close();
-    assert.equal(await segmentsIn(path.dirname(oldSegment)), 1, 'only the segment holding the old message is left in the past bucket');
-    const reopened = await FileSpool.open(directory);
-    assert.deepEqual((await scanAll(reopened)).map((message) => message.id), [old.id, later.id]);
-    await reopened.close();
-  });
-
-  it('counts the messages it holds in vmta_spool_messages, from open to store to remove', async () => {
-    const gauge = async (metrics: RelayMetrics) => (await metrics.spoolMessages.get()).values[0]?.value;
-    const metrics = new RelayMetrics({ processMetrics: false });
-    const spool = await FileSpool.open(directory, { metrics });
-    const stored = await Promise.all([1, 2, 3].map(() => spool.store(pendingEnvelope(1), Buffer.from('x\r\n'))));
-    assert.equal(await gauge(metrics), 3);
-    await spool.remove(stored[0]!.id);
-    assert.equal(await gauge(metrics), 2);
-    await spool.close();
-    const reopenedMetrics = new RelayMetrics({ processMetrics: false });
-    const reopened = await FileSpool.open(directory, { metrics: reopenedMetrics });
-    assert.equal(await gauge(reopenedMetrics), 2);
-    await reopened.close();
-  });
-
-  it('deletes at open what a crash left of a bucket whose messages were all removed: segments, journal, directory', async () => {
-    const spool = await FileSpool.open(directory);
-    const { id } = await spool.store(pendingEnvelope(1), Buffer.from('x\r\n'));
-    await spool.remove(id); // journalled; its segment is still the active one, so it stays on disk
-    await spool.close();
-    assert.equal((await segmentsWithData(directory)).length, 1);
-    const reopened = await FileSpool.open(directory);
-    assert.deepEqual(await scanAll(reopened), []);
-    assert.deepEqual(await filesUnder(directory), []);
-    await reopened.close();
-  });
-
-  it('deletes a full segment once every message in it is removed, while the bucket goes on', async () => {
-    const spool = await FileSpool.open(directory);
-    const big = await spool.store(pendingEnvelope(1), Buffer.alloc(1024 * 1024, 'b')); // fills its segment
-    const [full] = await segmentsWithData(directory);
-    const next = await spool.store(pendingEnvelope(1), Buffer.from('next\r\n'));
-    assert.equal((await segmentsWithData(directory)).length, 2, 'the next store went to another segment');
-    await spool.remove(big.id);
-    await spool.close();
-    assert.deepEqual(
-      (await segmentsWithData(directory)).filter((file) => file === full),
-      [],
-      'the emptied segment is deleted',
-    );
-    const reopened = await FileSpool.open(directory);
-    assert.deepEqual((await scanAll(reopened)).map((message) => message.id), [next.id]);
-    await reopened.close();
   });
 
   it('makes a batch durable with one flush, and concurrent stores share it (group commit)', async () => {
@@ -457,63 +215,5 @@ describe('FileSpool', () => {
     const spool = await FileSpool.open(directory);
     await spool.close();
     await assert.rejects(spool.store(pendingEnvelope(1), Buffer.from('x')), /closed/);
-  });
-});
-
-describe('journal compaction', () => {
-  let directory: string;
-  beforeEach(async () => {
-    directory = await fs.mkdtemp(path.join(os.tmpdir(), 'spool-journal-'));
-  });
-  afterEach(async () => {
-    await fs.rm(directory, { recursive: true, force: true });
-  });
-
-  it('folds many results into one record per live message, keeps removals while their segment is on disk, drops the rest', async () => {
-    const spool = await FileSpool.open(directory);
-    const removed = await Promise.all(Array.from({ length: 5 }, () => spool.store(pendingEnvelope(3), Buffer.from('x\r\n'))));
-    // A 1 MiB message fills that segment: the messages stored after it go to another one.
-    const filler = await spool.store(pendingEnvelope(1), Buffer.alloc(1024 * 1024, 'f'));
-    const [removedBeside, ...kept] = await Promise.all(Array.from({ length: 6 }, () => spool.store(pendingEnvelope(3), Buffer.from('x\r\n'))));
-    assert.ok(removedBeside);
-    const stored = [...removed, removedBeside, ...kept];
-    // About 280 bytes per record: 5 live messages x 1000 rounds write ~1.4 MB, past the 1 MiB threshold.
-    const rounds = 1000;
-    const removeAt = 10;
-    for (let round = 0; round < rounds; round++) {
-      await Promise.all(
-        (round <= removeAt ? stored : kept).map(({ id }) =>
-          spool.recordRecipientResults(id, new Map([0, 1, 2].map((index) => [index, { status: 'pending' as const, nextAttemptAt: round, lastResult: `451 4.7.1 greylisted, round ${round} of recipient ${index}` }]))),
-        ),
-      );
-      if (round === removeAt) {
-        for (const { id } of [...removed, filler, removedBeside]) await spool.remove(id);
-        for (const { id } of kept) await spool.recordRecipientResults(id, new Map([[2, { status: 'delivered' as const, nextAttemptAt: 0, attempts: 1000 }]]));
-      }
-    }
-    await spool.close();
-    const journal = (await filesUnder(directory)).find((file) => file.endsWith('results.j'));
-    assert.ok(journal);
-    const { size } = await fs.stat(journal);
-    assert.ok(size < 1024 * 1024, `journal compacted (size ${size})`);
-    const content = await fs.readFile(journal, 'utf8');
-    for (const { id } of removed) assert.doesNotMatch(content, new RegExp(id), 'records of removed messages whose segment is deleted are dropped');
-    const besideRecords = content.split('\n').filter((line) => line.includes(removedBeside.id));
-    assert.deepEqual(besideRecords.map((line) => JSON.parse(line).x), [1], 'a removed message whose segment holds live ones keeps just its removal record');
-
-    const reopened = await FileSpool.open(directory);
-    const found = await scanAll(reopened);
-    assert.deepEqual(found.map((message) => message.id).sort(), kept.map((message) => message.id).sort());
-    for (const { envelope } of found) {
-      assert.deepEqual(
-        envelope.recipients.map(({ status, attempts, nextAttemptAt, lastResult }) => ({ status, attempts, nextAttemptAt, lastResult })),
-        [
-          { status: 'pending', attempts: rounds, nextAttemptAt: rounds - 1, lastResult: `451 4.7.1 greylisted, round ${rounds - 1} of recipient 0` },
-          { status: 'pending', attempts: rounds, nextAttemptAt: rounds - 1, lastResult: `451 4.7.1 greylisted, round ${rounds - 1} of recipient 1` },
-          { status: 'pending', attempts: 1000 + rounds - removeAt - 1, nextAttemptAt: rounds - 1, lastResult: `451 4.7.1 greylisted, round ${rounds - 1} of recipient 2` },
-        ],
-      );
-    }
-    await reopened.close();
   });
 });
