@@ -2,12 +2,14 @@
 // a real API server (the cluster harness's, `VMTA_CLUSTER_KEEP=1 npm run test:cluster`, or any
 // cluster). The operator runs as a local process with that kubeconfig, scoped to a fresh
 // namespace. Pools have replicas 0 (no node runs 2,000 relay pods), so the figure is the time
-// until every pool's status is written at its generation with all 6 objects applied, not
-// Ready. Writes in the quiet period are the operator's field-manager entries (managedFields
-// time) and the operator's Events written after it began (reportingComponent vmta-operator), so
-// writes by other controllers (the disruption controller's NoPods Events) do not count.
+// until every pool's, listener's and policy's status is written at its generation and no pool
+// is Progressing any more (all 6 objects of each pool applied and the StatefulSet controller's
+// status caught up). Writes in the quiet period are the operator's field-manager entries
+// (managedFields time) and the operator's Events written after it began (reportingComponent
+// vmta-operator), so writes by other controllers (the disruption controller's NoPods) do not count.
 // No other vmta operator may run in the cluster meanwhile (the bench checks).
-// Env: BENCH_POOLS (1000), BENCH_QUIET_SECONDS (60), BENCH_TIMEOUT_SECONDS (1200).
+// At the end it deletes the namespace with the operator running and prints how long that took.
+// Env: BENCH_POOLS (1000), BENCH_QUIET_SECONDS (60), BENCH_TIMEOUT_SECONDS (1200), BENCH_DELETE_SECONDS (300).
 import { execFile, spawn } from 'node:child_process';
 import { readFile } from 'node:fs/promises';
 import path from 'node:path';
@@ -23,6 +25,7 @@ const POOLS = Number(process.env.BENCH_POOLS ?? 1000);
 const VMTAS_PER_POOL = 5;
 const QUIET_SECONDS = Number(process.env.BENCH_QUIET_SECONDS ?? 60);
 const TIMEOUT_SECONDS = Number(process.env.BENCH_TIMEOUT_SECONDS ?? 1200);
+const DELETE_SECONDS = Number(process.env.BENCH_DELETE_SECONDS ?? 300);
 const NAMESPACE = `vmta-bench-${process.pid}`;
 const FIELD_MANAGER = 'vmta-operator';
 const exec = promisify(execFile);
@@ -36,6 +39,7 @@ async function kubectl(args: string[], input?: string): Promise<string> {
 type Json = Record<string, any>;
 const list = async (kinds: string): Promise<Json[]> => (JSON.parse(await kubectl(['-n', NAMESPACE, 'get', kinds, '--show-managed-fields', '-o', 'json'])) as { items: Json[] }).items;
 
+const RESOURCES = POOLS * 3 + 2; // pools, their two listeners, the two policies
 const poolName = (i: number) => `p${String(i).padStart(4, '0')}`;
 const objects: Json[] = [
   { apiVersion: 'v1', kind: 'Secret', metadata: { name: 'relay-tls' }, type: 'kubernetes.io/tls', stringData: { 'tls.crt': 'x', 'tls.key': 'x' } },
@@ -80,17 +84,26 @@ const peakRssMb = async () => Math.round(Number((await readFile(`/proc/${operato
 
 try {
   let written = 0;
+  /** Seconds until every resource of a kind had its status at its generation. */
+  const kindDone = new Map<string, number>();
   for (;;) {
     if (operator.exitCode !== null) throw new Error(`operator exited with ${operator.exitCode}`);
-    if (Date.now() - started > TIMEOUT_SECONDS * 1000) throw new Error(`only ${written}/${POOLS} statuses written within ${TIMEOUT_SECONDS} s`);
-    const pools = await list('virtualmtapools');
-    written = pools.filter((pool) => pool.status?.observedGeneration === pool.metadata.generation).length;
-    if (written === POOLS) break;
+    if (Date.now() - started > TIMEOUT_SECONDS * 1000) throw new Error(`only ${written}/${RESOURCES} statuses written within ${TIMEOUT_SECONDS} s`);
+    // every pool, listener and policy with its status at its generation
+    const resources = await list('virtualmtapools,smtplisteners,relaypolicies');
+    // settled: a pool also no longer Progressing (its StatefulSet's status has caught up)
+    const settled = (resource: Json) => resource.status?.observedGeneration === resource.metadata.generation && !(resource.status?.conditions ?? []).some((entry: Json) => entry.type === 'Progressing' && entry.status === 'True');
+    const current = resources.filter(settled);
+    written = current.length;
+    for (const kind of ['VirtualMtaPool', 'SmtpListener', 'RelayPolicy']) {
+      if (!kindDone.has(kind) && current.filter((resource) => resource.kind === kind).length === resources.filter((resource) => resource.kind === kind).length) kindDone.set(kind, (Date.now() - started) / 1000);
+    }
+    if (written === RESOURCES) break;
     await new Promise((resolve) => setTimeout(resolve, 2000));
   }
   const statusSeconds = (Date.now() - started) / 1000;
   const owned = (await list('configmaps,statefulsets,services,poddisruptionbudgets')).filter((object) => object.metadata.managedFields?.some((entry: Json) => entry.manager === FIELD_MANAGER));
-  console.log(`every status written after ${statusSeconds.toFixed(1)} s; ${owned.length} objects applied (expected ${POOLS * 6})`);
+  console.log(`every status written after ${statusSeconds.toFixed(1)} s (${[...kindDone].map(([kind, seconds]) => `${kind} ${seconds.toFixed(1)} s`).join(', ')}); ${owned.length} objects applied (expected ${POOLS * 6})`);
   if (owned.length < POOLS * 6) {
     const sample = (await list('virtualmtapools'))[0];
     throw new Error(`the operator applied ${owned.length} of ${POOLS * 6} objects; ${sample?.metadata.name}: ${JSON.stringify(sample?.status?.conditions)}`);
@@ -107,8 +120,18 @@ try {
   if (writes > 0) console.log(`writes in the quiet period: ${[...byKind].map(([name, count]) => `${name} ${count}`).join(', ')}`);
   console.log(`pools=${POOLS} objects=${owned.length} status_written_s=${statusSeconds.toFixed(1)} quiet_writes=${writes} rss_peak_mb=${await peakRssMb()}`);
 } finally {
-  // Persistent pools carry the drain finalizer: the namespace goes only while the operator runs.
-  if (operator.exitCode === null) await kubectl(['delete', 'namespace', NAMESPACE, '--wait=true', '--timeout=600s']).catch((error: Error) => console.error(`deleting ${NAMESPACE}: ${error.message}`));
+  // Persistent pools carry the drain finalizer: the operator lets them go when the namespace is
+  // deleted. What it has not let go within BENCH_DELETE_SECONDS loses the finalizer here, so no
+  // namespace is left Terminating.
+  const deleteStarted = Date.now();
+  if (operator.exitCode === null) {
+    await kubectl(['delete', 'namespace', NAMESPACE, `--timeout=${DELETE_SECONDS}s`])
+      .then(() => console.log(`namespace deleted with the operator running in ${((Date.now() - deleteStarted) / 1000).toFixed(1)} s`))
+      .catch(() => console.log(`the namespace was not gone after ${DELETE_SECONDS} s with the operator running`));
+  }
   operator.kill('SIGKILL');
+  const left = await list('virtualmtapools').catch(() => []);
+  for (const pool of left) await kubectl(['-n', NAMESPACE, 'patch', 'virtualmtapool', pool.metadata.name, '--type=merge', '-p', '{"metadata":{"finalizers":null}}']).catch(() => undefined);
+  if (left.length > 0) console.log(`cleared the finalizer of the ${left.length} pools left`);
   await kubectl(['delete', 'namespace', NAMESPACE, '--wait=false']).catch(() => undefined);
 }

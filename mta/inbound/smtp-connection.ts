@@ -27,8 +27,8 @@
 //   (mail-parameters.ts) before the library parses them: 555 5.5.4 or 501 5.5.4.
 // - Refusals the library makes itself (501 bad address syntax, 503 bad sequence, ...) are
 //   counted as rejections like the relay's own.
-// Private members of smtp-server used here (`_createParser`, `_onCommand`, `_closing`,
-// `_closed`, `_handlerPending`, `_ready`, `_upgrading`, `_nextHandler`, `_server`) exist in the
+// Private members of smtp-server used here (`_createParser`, `_onCommand`, `_onError`, `_closing`,
+// `_closed`, `_handlerPending`, `_ready`, `_upgrading`, `_nextHandler`, `_server`, `_socket`) exist in the
 // version pinned in package.json; test/inbound/library-guard.test.ts fails on any other version
 // so they are checked again before an upgrade lands.
 import { SMTPServer, type SMTPServerOptions, type SMTPServerSession } from 'smtp-server';

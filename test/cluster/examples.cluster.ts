@@ -161,7 +161,7 @@ test('a Prometheus scraping as the chart\'s PodMonitor says gets every relay pod
   const rendered = await helm(['template', 'vmta', CHART_DIR, '--namespace', env.operatorNamespace, '--set', 'podMonitor.enabled=true', '--show-only', 'templates/podmonitor.yaml']);
   const monitor = parseAllDocuments(rendered)[0]!.toJS();
   // a pod with a port named like the relay's but not a relay: the PodMonitor's selector must leave it out
-  await apply([{ apiVersion: 'v1', kind: 'Pod', metadata: { name: 'not-a-relay', labels: { 'app.kubernetes.io/name': 'something-else' } }, spec: { containers: [{ name: 'idle', image: env.image, imagePullPolicy: 'Never', command: ['sleep', '3600'], ports: [{ name: 'admin', containerPort: 8025 }] }], terminationGracePeriodSeconds: 0 } }], { namespace: NAMESPACE });
+  await apply([{ apiVersion: 'v1', kind: 'Pod', metadata: { name: 'not-a-relay', labels: { 'app.kubernetes.io/name': 'something-else' } }, spec: { containers: [{ name: 'idle', image: env.image, imagePullPolicy: 'IfNotPresent', command: ['sleep', '3600'], ports: [{ name: 'admin', containerPort: 8025 }] }], terminationGracePeriodSeconds: 0 } }], { namespace: NAMESPACE });
   await kubectl(['-n', NAMESPACE, 'wait', '--for=condition=Ready', 'pod/not-a-relay', '--timeout=120s'], { timeoutMs: 130_000 });
   const prometheus = await startPrometheus(monitor, [NAMESPACE, env.operatorNamespace]);
   try {

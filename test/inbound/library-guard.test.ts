@@ -1,6 +1,7 @@
 // Guards for the library internals the relay relies on. mta/inbound/smtp-connection.ts overrides
 // methods of smtp-server's SMTPConnection and reads its private state (`_ready`, `_upgrading`,
-// `_nextHandler`, `_handlerPending`, `_closing`, `_closed`, `_server`); mta/delivery/
+// `_nextHandler`, `_handlerPending`, `_closing`, `_closed`, `_server`, `_socket`; `_upgrading`
+// through upgrade(), _onError() and _onClose() of a failed STARTTLS handshake); mta/delivery/
 // outbound-connection.ts reads nodemailer's EHLO reply at 'connect' (`lastServerResponse`) and
 // its `_socket`. Each one is checked here for the behaviour the relay assumes, on a real session
 // over a real socket, and the versions are pinned: an upgrade fails the first test until someone
@@ -56,7 +57,21 @@ class ProbeConnection extends SMTPConnection {
 
   override _onClose(): void {
     this.closeCalls += 1;
+    this.upgradingAt.push(`close:${this._upgrading}`);
     super._onClose();
+  }
+
+  /** `_upgrading` at each upgrade(), _onError() and _onClose(): how the relay tells a failed STARTTLS handshake. */
+  upgradingAt: string[] = [];
+
+  override upgrade(callback: () => void, secureCallback?: () => void): void {
+    super.upgrade(callback, secureCallback);
+    this.upgradingAt.push(`upgrade:${this._upgrading}`);
+  }
+
+  override _onError(error: Error & { code?: string }): void {
+    this.upgradingAt.push(`error:${this._upgrading}`);
+    super._onError(error);
   }
 }
 
@@ -178,12 +193,33 @@ describe('smtp-server private state on a real session', () => {
     connection.send(550, '5.7.1 guard text', false);
     assert.equal((await client.read()).text, '550 5.7.1 guard text', 'context false adds no enhanced code');
 
+    assert.deepEqual(connection.upgradingAt, ['upgrade:true'], 'STARTTLS goes through upgrade(), which sets _upgrading until the handshake completes');
     connection.close();
     assert.deepEqual([connection._closing, connection._closed], [true, false], 'closing until the socket has closed');
     await client.waitClosed();
     await until(() => connection._closed, 'the close event');
     assert.deepEqual([connection._closing, connection.closeCalls], [false, 1]);
   });
+});
+
+test('a failed STARTTLS handshake reaches _onError, and then _onClose, while _upgrading is still set', async () => {
+  const ca = createTestCa();
+  const certificate = ca.issue(['localhost']);
+  const { server, port } = await listen({ key: certificate.key, cert: certificate.cert, authOptional: true }, ProbeServer);
+  try {
+    const client = await RawSmtpClient.connect(port);
+    assert.equal((await client.read()).code, 220);
+    assert.equal((await client.command('EHLO guard.test')).code, 250);
+    assert.equal((await client.command('STARTTLS')).code, 220);
+    const [connection] = [...server.connections] as ProbeConnection[];
+    client.write('not a ClientHello\r\n');
+    await client.waitClosed();
+    await until(() => connection!.upgradingAt.some((entry) => entry.startsWith('close:')), 'the close of the failed session');
+    assert.deepEqual(connection!.upgradingAt.filter((entry, index, all) => all.indexOf(entry) === index), ['upgrade:true', 'error:true', 'close:true']);
+  } finally {
+    await new Promise<void>((resolve) => server.close(() => resolve()));
+    ca.cleanup();
+  }
 });
 
 describe("nodemailer's EHLO reply at 'connect'", () => {

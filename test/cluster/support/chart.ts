@@ -1,5 +1,5 @@
 // The chart installed the way users do (`helm install`, CRDs from the chart), with the image the
-// node has. The runner installs release `vmta` (cluster mode) before the suites; suites that need
+// nodes have or can pull. The runner installs release `vmta` (cluster mode) before the suites; suites that need
 // another mode install their own release with installRelease().
 import { execFile } from 'node:child_process';
 import { join, resolve } from 'node:path';
@@ -36,11 +36,11 @@ export interface ReleaseOptions {
   set?: string[];
 }
 
-/** helm install --wait: returns once the operator Deployment is available. */
+/** helm upgrade --install --wait (a release left by a kept cluster is taken over): returns once the operator Deployment is available. */
 export async function installRelease(options: ReleaseOptions, env: NodeJS.ProcessEnv = process.env): Promise<string> {
-  const args = ['install', options.release, CHART_DIR, '--namespace', options.namespace, '--create-namespace', '--wait', '--timeout', '5m'];
+  const args = ['upgrade', '--install', options.release, CHART_DIR, '--namespace', options.namespace, '--create-namespace', '--wait', '--timeout', '5m'];
   for (const file of options.valuesFiles ?? []) args.push('--values', file);
-  for (const value of [...imageValues(options.image), 'image.pullPolicy=Never', ...(options.set ?? [])]) args.push('--set', value);
+  for (const value of [...imageValues(options.image), 'image.pullPolicy=IfNotPresent', ...(options.set ?? [])]) args.push('--set', value);
   return helm(args, env);
 }
 

@@ -4,7 +4,7 @@
 export interface ClusterEnv {
   /** Admin kubeconfig. */
   kubeconfig: string;
-  /** Project image the node has (imagePullPolicy: Never). */
+  /** Project image the nodes have or can pull (imagePullPolicy: IfNotPresent). */
   image: string;
   /** Address of the test host that pods reach; host-side servers of a test bind here. */
   hostIp: string;
