@@ -43,20 +43,20 @@ export function noticesFor(input: NoticeInput, warned: (index: number) => boolea
   if (input.envelope.mailFrom === '') return notices;
   for (const [index, classification] of input.outcomes) {
     const recipient = input.envelope.recipients[index]!;
-    const report: FailedRecipient = {
+    const report = (): FailedRecipient => ({
       address: recipient.address,
       status: classification.status,
       diagnostic: classification.diagnostic,
       ...(input.remoteMta ? { remoteMta: input.remoteMta } : {}),
       lastAttemptAt: input.now,
       ...(recipient.orcpt ? { orcpt: recipient.orcpt } : {}),
-    };
+    });
     if (classification.result === 'bounced') {
-      if (wantsNotice(recipient, 'FAILURE')) notices.failed.push(report);
+      if (wantsNotice(recipient, 'FAILURE')) notices.failed.push(report());
     } else if (classification.result === 'delivered') {
-      if (!input.nextHopDsn && wantsNotice(recipient, 'SUCCESS')) notices.relayed.push({ ...report, action: 'relayed' });
+      if (!input.nextHopDsn && wantsNotice(recipient, 'SUCCESS')) notices.relayed.push({ ...report(), action: 'relayed' });
     } else if (input.delayWarningAfter !== undefined && input.now - input.envelope.receivedAt >= input.delayWarningAfter && wantsNotice(recipient, 'DELAY') && !warned(index)) {
-      notices.delayed.push({ ...report, status: classification.status.startsWith('4.') ? classification.status : '4.0.0', action: 'delayed', willRetryUntil: input.giveUpAt });
+      notices.delayed.push({ ...report(), status: classification.status.startsWith('4.') ? classification.status : '4.0.0', action: 'delayed', willRetryUntil: input.giveUpAt });
       notices.delayedIndexes.push(index);
     }
   }

@@ -116,7 +116,13 @@ export class OutcomeRecorder {
         recipient.nextAttemptAt = item.dueAt;
         this.#writeAccounting(queue, item.message, index, classification, context, now, queue.retryAt);
       }
-      await this.#notify(queue, item.message, new Map(item.recipients.map((index) => [index, classification])), context);
+    }
+    // A deferral can only call for delay notices: only messages past delayWarningAfter are looked at (a queue may hold 200,000).
+    const delayWarningAfter = this.#context.config.delivery.delayWarningAfter;
+    if (delayWarningAfter !== undefined) {
+      for (const item of waiting) {
+        if (now - item.message.envelope.receivedAt >= delayWarningAfter) await this.#notify(queue, item.message, new Map(item.recipients.map((index) => [index, classification])), context);
+      }
     }
     await recordQueueDeferral(this.#context.spool, waiting, classification.diagnostic, logger);
     // Expired messages bounce through the usual path (afterDeferral turns the deferral into an expiry).

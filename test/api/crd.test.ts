@@ -156,4 +156,5 @@ test('admin.tokenSecretName says what docs/security.md says: without it, queue c
   const security = await readFile(path.join(REPOSITORY_ROOT, 'docs', 'security.md'), 'utf8');
   assert.match(security, /on a relay with none configured gets 401/);
   assert.match(security, /A pool without tokens answers only the open endpoints/);
+  assert.doesNotMatch(security, /flush|purge/);
 });

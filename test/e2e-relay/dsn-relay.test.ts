@@ -3,14 +3,15 @@
 // DSN sees the parameters passed on; a sink that does not makes the relay send a "relayed" DSN
 // to the sender for NOTIFY=SUCCESS; failures are reported unless NOTIFY leaves FAILURE out
 // (NEVER), with the whole message under RET=FULL; a recipient still queued after
-// delayWarningAfter gets one "delayed" DSN, also across a restart. The DSNs arrive at the
+// delayWarningAfter gets one "delayed" DSN, also across a restart and when the whole queue is
+// deferred (connections refused). The DSNs arrive at the
 // sender's own MX and are parsed with mailparser, field by field (RFC 3464).
 import assert from 'node:assert/strict';
 import { after, before, test } from 'node:test';
 import { parseDsn, smtplibSubmitWithDsn, type ParsedDsn } from '../fixtures/dsn-client.ts';
 import { startDnsServer } from '../fixtures/dns-server.ts';
 import { baseRelayConfig, freePort, startRelayProcess, temporaryDirectory, writeRelayConfig, type RelayProcess } from '../fixtures/relay-process.ts';
-import { startSinkGroup, type SinkMx } from '../fixtures/sink-mx.ts';
+import { loopbackAddresses, startSinkGroup, type SinkMx } from '../fixtures/sink-mx.ts';
 
 let relay: RelayProcess;
 let dir: string;
@@ -39,6 +40,9 @@ before(async () => {
     'mx.example.com': { a: [senderMx.address] },
     'slow.test': { mx: [{ preference: 10, exchange: 'mx.slow.test' }] },
     'mx.slow.test': { a: [slowMx.address] },
+    // Nothing listens there: every connection is refused, the queue is deferred as a whole.
+    'down.test': { mx: [{ preference: 10, exchange: 'mx.down.test' }] },
+    'mx.down.test': { a: [loopbackAddresses(1)[0]!] },
   });
   cleanups.push(() => dns.close());
   const directory = await temporaryDirectory('vmta-dsn-');
@@ -183,4 +187,15 @@ test('a recipient still queued after delayWarningAfter gets one "delayed" DSN (N
   await waitFor('a retry after the restart', () => (slowMx.sessions.length > afterRestart + 1 ? true : undefined), 20_000);
   await new Promise((resolve) => setTimeout(resolve, 1000));
   assert.equal((await dsnsAbout(marker)).length, 1, 'the delay notice is not repeated after a restart');
+});
+
+test('a destination that refuses connections (the queue deferred as a whole) also gets its one delayed DSN, with the connection failure as the reason', async () => {
+  const marker = `down-${Date.now()}`;
+  await submit([{ address: 'someone@down.test', options: ['NOTIFY=DELAY'] }], [], marker);
+  const [dsn] = await waitFor('the delayed DSN for down.test', async () => ((await dsnsAbout(marker)).length > 0 ? dsnsAbout(marker) : undefined), 20_000);
+  assert.equal(dsn!.recipients.length, 1);
+  assert.equal(dsn!.recipients[0]!['action'], 'delayed');
+  assert.equal(dsn!.recipients[0]!['status'], '4.4.1');
+  await new Promise((resolve) => setTimeout(resolve, 3000));
+  assert.equal((await dsnsAbout(marker)).length, 1);
 });

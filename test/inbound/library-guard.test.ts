@@ -3,7 +3,8 @@
 // `_nextHandler`, `_handlerPending`, `_closing`, `_closed`, `_server`, `_socket`; `_upgrading`
 // through upgrade(), _onError() and _onClose() of a failed STARTTLS handshake); mta/delivery/
 // outbound-connection.ts reads nodemailer's EHLO reply at 'connect' (`lastServerResponse`) and
-// its `_socket`. Each one is checked here for the behaviour the relay assumes, on a real session
+// its `_socket`, and replaces `_getDsnRcptToArgs` (reading `_recipientQueue`) to give each
+// recipient its own DSN parameters. Each one is checked here for the behaviour the relay assumes, on a real session
 // over a real socket, and the versions are pinned: an upgrade fails the first test until someone
 // has re-read these members in the new version and updated CHECKED_VERSIONS.
 import assert from 'node:assert/strict';
@@ -257,4 +258,42 @@ describe("nodemailer's EHLO reply at 'connect'", () => {
       outbound.close();
     });
   }
+});
+
+describe("nodemailer's per-RCPT DSN arguments", () => {
+  test('_getDsnRcptToArgs is called once per RCPT TO, right after the recipient is pushed on _recipientQueue, and what it returns is sent', async () => {
+    const seen: string[] = [];
+    const { server, port } = await listen({
+      authOptional: true,
+      hideSTARTTLS: true,
+      onRcptTo: (address, _session, callback) => {
+        seen.push(`${address.address} ${JSON.stringify(address.args)}`);
+        callback();
+      },
+    });
+    try {
+      const client = new SMTPConnectionClient({ host: '127.0.0.1', port, ignoreTLS: true, logger: false });
+      await new Promise<void>((resolve, reject) => {
+        client.once('error', reject);
+        client.connect(() => resolve());
+      });
+      const internals = client as unknown as { _recipientQueue: unknown; _getDsnRcptToArgs: unknown };
+      assert.equal(typeof internals._getDsnRcptToArgs, 'function');
+      assert.equal((internals._getDsnRcptToArgs as () => string).length, 0);
+      const calls: string[] = [];
+      internals._getDsnRcptToArgs = () => {
+        const queue = internals._recipientQueue as string[];
+        assert.ok(Array.isArray(queue), '_recipientQueue is an array');
+        const current = queue[queue.length - 1]!;
+        calls.push(current);
+        return ` NOTIFY=${current.startsWith('a') ? 'SUCCESS' : 'NEVER'}`;
+      };
+      await new Promise<void>((resolve, reject) => client.send({ from: 's@guard.test', to: ['a@guard.test', 'b@guard.test'] }, 'Subject: g\r\n\r\ng\r\n', (error) => (error ? reject(error) : resolve())));
+      client.close();
+      assert.deepEqual(calls, ['a@guard.test', 'b@guard.test']);
+      assert.deepEqual(seen, ['a@guard.test {"NOTIFY":"SUCCESS"}', 'b@guard.test {"NOTIFY":"NEVER"}']);
+    } finally {
+      await new Promise<void>((resolve) => server.close(() => resolve()));
+    }
+  });
 });
