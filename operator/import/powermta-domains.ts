@@ -1,7 +1,8 @@
 // PowerMTA `<domain NAME>` blocks -> DomainSettings: use-starttls / require-starttls -> tlsPolicy,
 // retry-after, bounce-after, max-smtp-out, max-msg-per-connection, max-msg-rate, route ->
 // smtpHost, backoff-* with the reply patterns of the `<smtp-pattern-list>` the block names
-// (entries with mode=backoff). Everything else in a domain block is reported, never dropped.
+// (entries with mode=backoff); `mx-rollup` -> the pool-wide spec.mxRollup. Everything else in a
+// domain block is reported, never dropped.
 import { BackoffSettings, DomainSettings } from '../api/domain-settings.ts';
 import { domainPattern } from '../api/fields.ts';
 import type { PmtaNode } from './powermta-config.ts';
@@ -13,7 +14,6 @@ import { pmtaBoolean, pmtaDuration, pmtaRate, pmtaRoute } from './powermta-value
 export type PatternLists = Map<string, string[]>;
 
 const NOT_HERE: Record<string, string> = {
-  'mx-rollup': 'MX rollup is a relay setting (delivery.mxRollup in relay.yaml) that the resources do not carry yet',
   'domain-key': 'a DKIM key signs by From domain, not by destination: put domain-key at the top level or in a <virtual-mta>',
   'dkim-identity': 'signatures carry no i= tag (the identity is the signing domain)',
   'auth-username': 'AUTH towards a smarthost is not in the resources yet',
@@ -28,8 +28,13 @@ const NOT_HERE: Record<string, string> = {
   'smtp-421-means-mx-unavailable': 'a 421 defers the destination; it is not configurable',
 };
 
-/** Converts one domain block; the block's own note is written by the caller. */
-export function convertDomainBlock(block: PmtaNode, patternLists: PatternLists, report: ImportReport): DomainSettings | undefined {
+/** Settings a domain block may hold that are the pool's as a whole in the resources. */
+export interface PoolWideSettings {
+  mxRollup?: boolean;
+}
+
+/** Converts one domain block; the block's own note is written by the caller. `inVirtualMta` when it is inside a <virtual-mta>. */
+export function convertDomainBlock(block: PmtaNode, patternLists: PatternLists, report: ImportReport, poolWide: PoolWideSettings, inVirtualMta: boolean): DomainSettings | undefined {
   const name = block.args[0] ?? '';
   if (block.args.length !== 1 || !domainPattern.safeParse(name).success) {
     report.refused(block, `"${block.value}" is not a domain, "*.domain" or "*" (macros and address literals have no equivalent); the block is left out`);
@@ -120,6 +125,14 @@ export function convertDomainBlock(block: PmtaNode, patternLists: PatternLists, 
         case 'dkim-sign':
           reportDkimSign(node, report);
           break;
+        case 'mx-rollup': {
+          const on = pmtaBoolean(node.value);
+          poolWide.mxRollup = (poolWide.mxRollup ?? false) || on;
+          if (!on) report.mapped(node, 'no MX rollup (the default)');
+          else if (name === '*' && !inVirtualMta) report.mapped(node, 'spec.mxRollup: true');
+          else report.approximated(node, `spec.mxRollup: true is the pool's as a whole: every domain of every VirtualMTA is queued by MX host set, not only ${name}${inVirtualMta ? ' of this VirtualMTA' : ''}`);
+          break;
+        }
         default:
           report.refused(node, NOT_HERE[node.name] ?? 'no equivalent in a domain block of the resources');
       }

@@ -19,7 +19,7 @@ import { checkRelayAddress } from '../../mta/config/field-checks.ts';
 import { API_GROUP_VERSION, domainPattern, objectName } from '../api/fields.ts';
 import type { PmtaNode } from './powermta-config.ts';
 import { convertDomainKey, reportDkimSign, type DkimScope, type ImportedDkimKey, type ReadKeyFile } from './powermta-dkim.ts';
-import { convertDomainBlock, readPatternList, type PatternLists } from './powermta-domains.ts';
+import { convertDomainBlock, readPatternList, type PatternLists, type PoolWideSettings } from './powermta-domains.ts';
 import { ImportReport } from './powermta-report.ts';
 import { pmtaBoolean, pmtaCidr, pmtaListenAddress } from './powermta-values.ts';
 
@@ -77,6 +77,7 @@ interface Collected {
   dkimKeys: ImportedDkimKey['key'][];
   dkimScope: DkimScope;
   dkimSecrets: ImportedDkimKey['secret'][];
+  poolWide: PoolWideSettings;
   options: ImportOptions;
 }
 
@@ -85,7 +86,7 @@ export function importPowerMta(nodes: PmtaNode[], options: ImportOptions): Impor
   const patternLists: PatternLists = new Map();
   // Pattern lists may be defined after the domain blocks that use them.
   for (const node of nodes) if (node.name === 'smtp-pattern-list' && node.children) patternLists.set(node.value, readPatternList(node, report));
-  const collected: Collected = { listeners: [], users: new Map(), relayDomains: [], relayAddresses: [], allowRelaying: [], honorHeader: false, domainDefaults: [], virtualMtas: [], pools: new Map(), dkimKeys: [], dkimScope: { name: 'spec.dkim.keys', secretPrefix: `${options.poolName}-dkim`, seen: new Set() }, dkimSecrets: [], options };
+  const collected: Collected = { listeners: [], users: new Map(), relayDomains: [], relayAddresses: [], allowRelaying: [], honorHeader: false, domainDefaults: [], virtualMtas: [], pools: new Map(), dkimKeys: [], dkimScope: { name: 'spec.dkim.keys', secretPrefix: `${options.poolName}-dkim`, seen: new Set() }, dkimSecrets: [], poolWide: {}, options };
   for (const node of nodes) {
     try {
       collect(node, collected, patternLists, report);
@@ -144,7 +145,7 @@ function collect(node: PmtaNode, out: Collected, patternLists: PatternLists, rep
       return;
     }
     case 'domain': {
-      const settings = convertDomainBlock(node, patternLists, report);
+      const settings = convertDomainBlock(node, patternLists, report, out.poolWide, false);
       if (settings) {
         out.domainDefaults.push(settings);
         report.mapped(node, 'domainDefaults of the pool: the defaults of every VirtualMTA');
@@ -280,7 +281,7 @@ function collectVirtualMta(node: PmtaNode, out: Collected, patternLists: Pattern
       vmta.hostname = hostname;
       report.mapped(child, `sourceAddress: ${address}, hostname: ${hostname}`);
     } else if (child.name === 'domain') {
-      const settings = convertDomainBlock(child, patternLists, report);
+      const settings = convertDomainBlock(child, patternLists, report, out.poolWide, true);
       if (settings) {
         domains.push(settings);
         report.mapped(child, `domains of VirtualMTA ${name}, over the pool's domainDefaults`);
@@ -368,7 +369,7 @@ function buildResources(c: Collected, options: ImportOptions, report: ImportRepo
     const users = c.users.size > 0 ? { secretName: usersSecret, defaultAllowedSenderDomains: ['*'] } : undefined;
     resources.push({ apiVersion: API_GROUP_VERSION, kind: 'RelayPolicy', metadata: meta(`${pool}-submission`), spec: compact({ requireTlsForAuth: true, users, routing: compact({ ...routing, rules }) }) });
   }
-  resources.push({ apiVersion: API_GROUP_VERSION, kind: 'VirtualMtaPool', metadata: meta(pool), spec: compact({ hostname: c.hostname ?? c.defaultSource?.hostname, virtualMtas, domainDefaults: c.domainDefaults, dkim: c.dkimKeys.length > 0 ? { keys: c.dkimKeys } : undefined }) });
+  resources.push({ apiVersion: API_GROUP_VERSION, kind: 'VirtualMtaPool', metadata: meta(pool), spec: compact({ hostname: c.hostname ?? c.defaultSource?.hostname, virtualMtas, domainDefaults: c.domainDefaults, mxRollup: c.poolWide.mxRollup === true ? true : undefined, dkim: c.dkimKeys.length > 0 ? { keys: c.dkimKeys } : undefined }) });
   resources.push({ apiVersion: 'v1', kind: 'Secret', metadata: meta(tlsSecret), type: 'kubernetes.io/tls', stringData: { 'tls.crt': '', 'tls.key': '' } });
   if (c.users.size > 0) {
     resources.push({ apiVersion: 'v1', kind: 'Secret', metadata: meta(usersSecret), type: 'Opaque', stringData: Object.fromEntries([...c.users].map(([name, user]) => [name, user.password])) });

@@ -154,6 +154,7 @@ test('admin.tokenSecretName says what docs/security.md says: without it, queue c
   assert.doesNotMatch(description, /open to anyone|flush|purge/);
   for (const action of ['pause', 'resume', 'retry', 'bounce', 'delete']) assert.ok(description.includes(action), `names ${action}`);
   const security = await readFile(path.join(REPOSITORY_ROOT, 'docs', 'security.md'), 'utf8');
+  assert.match(security, /on a relay with none configured gets 401/);
   assert.match(security, /A pool without tokens answers only the open endpoints/);
   assert.doesNotMatch(security, /flush|purge/);
 });

@@ -91,7 +91,8 @@ test('broad: each claimed directive lands in its field', () => {
   const submission = byKind(result, 'RelayPolicy', 'outbound-submission');
   assert.deepEqual(submission.spec.routing, { honorVirtualMtaHeader: true, defaultVirtualMta: 'cold', rules: [{ user: 'app', virtualMta: 'warm' }] });
   const refused = result.report.notes.filter((note) => note.coverage === 'refused').map((note) => note.directive);
-  assert.ok(refused.includes('mx-rollup yes'));
+  assert.ok(!refused.includes('mx-rollup yes'), 'mx-rollup is imported');
+  assert.equal(pool.spec.mxRollup, true);
   assert.ok(refused.includes('always-allow-relaying yes'), 'the /1 source is refused');
   assert.deepEqual(byKind(result, 'RelayPolicy', 'outbound-relay').spec.alwaysAllowRelaying, ['10.20.0.0/16']);
 });
@@ -139,4 +140,29 @@ test('vmta import powermta writes YAML the resource loader reads, a report on st
   const unreadable = await vmta('powermta', broken);
   assert.equal(unreadable.code, 2);
   assert.match(unreadable.stderr, /broken\.conf:1: <virtual-mta> is never closed/);
+});
+
+test('mx-rollup: yes in <domain *> maps to spec.mxRollup, in a narrower block or a virtual-mta it is approximated (pool-wide), no leaves it off; the relay config carries it', async () => {
+  const cases: Array<[string, boolean | undefined, string]> = [
+    ['<domain *>\nmx-rollup yes\n</domain>\n', true, 'mapped'],
+    ['<domain gmail.test>\nmx-rollup yes\n</domain>\n', true, 'approximated'],
+    ['<domain *>\nmx-rollup no\n</domain>\n', undefined, 'mapped'],
+    ['', undefined, ''],
+  ];
+  for (const [block, expected, coverage] of cases) {
+    for (const inside of [false, true]) {
+      if (inside && block === '') continue;
+      const text = inside ? `<virtual-mta a>\nsmtp-source-host 127.0.0.2 a.test\n${block}</virtual-mta>\n` : `${block}<virtual-mta a>\nsmtp-source-host 127.0.0.2 a.test\n</virtual-mta>\n`;
+      const result = importPowerMta(parsePowerMtaConfig(`smtp-listener 0/0:25\nrelay-domain r.test\n${text}`, 'c.conf'), { poolName: 'p' });
+      const pool = byKind(result, 'VirtualMtaPool');
+      assert.equal(pool.spec.mxRollup, expected, text);
+      const note = result.report.notes.find((entry) => entry.directive.startsWith('mx-rollup'));
+      if (coverage) assert.equal(note?.coverage, inside && expected ? 'approximated' : coverage, text);
+      const resourceDir = await mkdtemp(path.join(dir, 'rollup-'));
+      await writeFile(path.join(resourceDir, 'imported.yaml'), result.resources.map((resource) => JSON.stringify(resource)).join('\n---\n'));
+      const loaded = await loadResourceDir(resourceDir);
+      const rendered = renderNamespace({ pools: loaded.resources.pools, listeners: loaded.resources.listeners, policies: loaded.resources.policies, secrets: [], image: 'local' });
+      assert.equal(rendered.pools.get('p')?.runtime.config.delivery?.mxRollup, expected, `${text}: the relay config says the same`);
+    }
+  }
 });

@@ -4,6 +4,7 @@
 // file reaches the running relay without a restart. Ports are shifted to stay clear of others.
 import assert from 'node:assert/strict';
 import { spawn, type ChildProcess } from 'node:child_process';
+import { once } from 'node:events';
 import { cp, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
@@ -219,6 +220,28 @@ test('port 25 accepts mail for the bounce domain only, and a policy edit reaches
   }
   assert.equal(code, 250);
   assert.doesNotMatch(output.slice(from), /restarting/, 'a hot change must not restart the relay');
+});
+
+test('a second vmta local while this one holds the ports: one line naming the port and the holder, exit 1, never "ready"', async () => {
+  const second = spawn(process.execPath, [path.join(REPO, 'cli/vmta.ts'), 'local', path.join(dir, 'resources'), '--work-dir', path.join(dir, 'work-second'), '--port-shift', String(PORT_SHIFT)], { stdio: ['ignore', 'pipe', 'pipe'] });
+  let stdout = '';
+  let stderr = '';
+  second.stdout.on('data', (chunk: Buffer) => (stdout += chunk.toString()));
+  second.stderr.on('data', (chunk: Buffer) => (stderr += chunk.toString()));
+  const [code] = (await once(second, 'exit')) as [number | null];
+  assert.equal(code, 1, stdout + stderr);
+  assert.doesNotMatch(stdout + stderr, /is ready|first message/, 'its readiness check must not answer for the other instance');
+  const lines = stderr.trimEnd().split('\n');
+  assert.equal(lines.length, 1, stderr);
+  assert.match(lines[0]!, /^vmta local: the relay of pool "outbound" exited \(code 1\): vmta mta: cannot listen on 127\.0\.0\.1:\d+: the port is in use by pid \d+ /);
+  assert.doesNotMatch(stderr, /EADDRINUSE|at .*\.ts:\d+|fix the resources/);
+});
+
+test('a user who may send from no domain is warned about when the resources are loaded', async () => {
+  const policies = path.join(dir, 'resources/policies.yaml');
+  const from = output.length;
+  await writeFile(policies, (await readFile(policies, 'utf8')).replace('        allowedSenderDomains: [example.org]\n', '        allowedSenderDomains: []\n'));
+  await waitForOutput(/warning: user "bob" \(Secret relay-users\) may send from no domain under RelayPolicy "submission": every message it sends is refused with 553/, from, 30_000);
 });
 
 test('a cold change (a listener port) restarts the relay on the new port', async () => {
