@@ -2,6 +2,7 @@
 // the bearer token sent on every call, reads included (--token-file, $VMTA_ADMIN_TOKEN, or the
 // one local mode made for that admin port; a read-only token does for list and show), and one call that turns every failure into a CliError with one line saying what failed
 // and what to do, and the exit code of its kind.
+import { parseArgs, type ParseArgsOptionsConfig } from 'node:util';
 import { readFile } from 'node:fs/promises';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -130,4 +131,40 @@ function networkReason(error: unknown): string {
     default:
       return cause?.message ?? (error as Error).message;
   }
+}
+
+/** The flags every admin command takes: where the admin API is, its token, JSON output, help. */
+const ADMIN_COMMAND_OPTIONS = {
+  admin: { type: 'string' },
+  'token-file': { type: 'string' },
+  json: { type: 'boolean', default: false },
+  output: { type: 'string', short: 'o' },
+  help: { type: 'boolean', short: 'h', default: false },
+} as const satisfies ParseArgsOptionsConfig;
+
+/**
+ * Parse an admin command's arguments (its own flags plus the shared ones); a bad flag is a usage
+ * error naming `vmta COMMAND --help`. Returns the values with `json` folded from `-o json` and
+ * `admin` defaulted from $VMTA_ADMIN_URL.
+ */
+export function parseAdminCommand<T extends ParseArgsOptionsConfig>(command: string, argv: string[], options: T) {
+  type Config = { args: string[]; allowPositionals: true; strict: true; options: T & typeof ADMIN_COMMAND_OPTIONS };
+  let parsed: ReturnType<typeof parseArgs<Config>>;
+  try {
+    parsed = parseArgs<Config>({ args: argv, allowPositionals: true, strict: true, options: { ...options, ...ADMIN_COMMAND_OPTIONS } });
+  } catch (error) {
+    // node:util's message goes on about positional arguments; its first sentence is the news.
+    throw new CliError('usage', `${(error as Error).message.split('. ')[0]}; vmta ${command} --help lists the options`);
+  }
+  const { values, positionals } = parsed;
+  const shared = values as { output?: string; help?: boolean; json?: boolean; admin?: string; 'token-file'?: string };
+  if (shared.output !== undefined && shared.output !== 'json') throw new CliError('usage', `-o: only "json" is supported (got "${shared.output}")`);
+  return {
+    values,
+    positionals,
+    help: shared.help === true,
+    json: shared.json === true || shared.output === 'json',
+    admin: shared.admin ?? process.env.VMTA_ADMIN_URL ?? DEFAULT_ADMIN_URL,
+    tokenFile: shared['token-file'],
+  };
 }

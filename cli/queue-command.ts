@@ -1,8 +1,7 @@
 // `vmta queue`: queue inspection and control for operators, on top of the relay's admin HTTP
 // API (mta/admin/queue-api.ts). Prints tables and sentences for people, or the API's JSON with
 // -o json. Errors are CliErrors: one line, and the exit code of their kind (cli/exit-codes.ts).
-import { parseArgs } from 'node:util';
-import { adminBaseUrl, adminToken, callAdmin, DEFAULT_ADMIN_URL } from './admin-client.ts';
+import { adminBaseUrl, adminToken, callAdmin, DEFAULT_ADMIN_URL, parseAdminCommand } from './admin-client.ts';
 import { CliError, EXIT_CODES_HELP } from './exit-codes.ts';
 import { QUEUE_ID_PATTERN, QueueSelectorBody } from '../mta/admin/queue-api.ts';
 import { formatAction, formatMessage, formatQueueList, type MessageListing, type QueueListing, type Selection } from './queue-format.ts';
@@ -45,36 +44,18 @@ interface QueueOptions {
 }
 
 function parseQueueOptions(argv: string[]): QueueOptions | undefined {
-  let parsed;
-  try {
-    parsed = parseArgs({
-      args: argv,
-      allowPositionals: true,
-      strict: true,
-      options: {
-        vmta: { type: 'string' },
-        domain: { type: 'string' },
-        all: { type: 'boolean', default: false },
-        limit: { type: 'string' },
-        admin: { type: 'string' },
-        'token-file': { type: 'string' },
-        json: { type: 'boolean', default: false },
-        output: { type: 'string', short: 'o' },
-        help: { type: 'boolean', short: 'h', default: false },
-      },
-    });
-  } catch (error) {
-    // node:util's message goes on about positional arguments; its first sentence is the news.
-    throw new CliError('usage', `${(error as Error).message.split('. ')[0]}; vmta queue --help lists the options`);
-  }
-  const { values, positionals } = parsed;
+  const { values, positionals, help, json, admin, tokenFile } = parseAdminCommand('queue', argv, {
+    vmta: { type: 'string' },
+    domain: { type: 'string' },
+    all: { type: 'boolean', default: false },
+    limit: { type: 'string' },
+  });
   const [action, queueId, ...extra] = positionals;
-  if (values.help) return undefined;
+  if (help) return undefined;
   if (action === undefined) throw new CliError('usage', 'which action? vmta queue list|show|pause|resume|retry|bounce|delete (vmta queue --help)');
   if (action !== 'list' && action !== 'show' && !CONTROL_ACTIONS.has(action)) throw new CliError('usage', `unknown action "${action}"; the actions are list, show, pause, resume, retry, bounce, delete`);
   if (action === 'show' && queueId === undefined) throw new CliError('usage', 'show needs a queue id: vmta queue show QUEUE_ID (vmta queue list shows them)');
   if ((action !== 'show' && queueId !== undefined) || extra.length > 0) throw new CliError('usage', `unexpected argument "${action === 'show' ? extra[0] : queueId}"; vmta queue --help`);
-  if (values.output !== undefined && values.output !== 'json') throw new CliError('usage', `-o: only "json" is supported (got "${values.output}")`);
   if (queueId !== undefined && !QUEUE_ID_PATTERN.test(queueId)) throw new CliError('usage', `"${queueId}" is not a queue id (letters, digits, ".", "_" and "-", at most 128); vmta queue list shows them`);
   const selection: Selection = { ...(values.vmta ? { virtualMta: values.vmta } : {}), ...(values.domain ? { domain: values.domain } : {}) };
   checkSelection(selection);
@@ -89,9 +70,9 @@ function parseQueueOptions(argv: string[]): QueueOptions | undefined {
     selection,
     all: values.all,
     limit,
-    json: values.json || values.output === 'json',
-    admin: values.admin ?? process.env.VMTA_ADMIN_URL ?? DEFAULT_ADMIN_URL,
-    tokenFile: values['token-file'],
+    json,
+    admin,
+    tokenFile,
   };
 }
 

@@ -2,8 +2,7 @@
 // HTTP API (mta/suppression/suppression-api.ts): list the entries with reason, time and source,
 // add and remove addresses. Prints a table or sentences for people, or the API's JSON with
 // -o json. Errors are CliErrors: one line, and the exit code of their kind (cli/exit-codes.ts).
-import { parseArgs } from 'node:util';
-import { adminBaseUrl, adminToken, callAdmin, DEFAULT_ADMIN_URL } from './admin-client.ts';
+import { adminBaseUrl, adminToken, callAdmin, DEFAULT_ADMIN_URL, parseAdminCommand } from './admin-client.ts';
 import { CliError, EXIT_CODES_HELP } from './exit-codes.ts';
 
 export const SUPPRESSION_USAGE = `usage: vmta suppression <action> [options]
@@ -57,29 +56,13 @@ interface SuppressionOptions {
 }
 
 function parseSuppressionOptions(argv: string[]): SuppressionOptions | undefined {
-  let parsed;
-  try {
-    parsed = parseArgs({
-      args: argv,
-      allowPositionals: true,
-      strict: true,
-      options: {
-        domain: { type: 'string' },
-        address: { type: 'string' },
-        limit: { type: 'string' },
-        note: { type: 'string' },
-        admin: { type: 'string' },
-        'token-file': { type: 'string' },
-        json: { type: 'boolean', default: false },
-        output: { type: 'string', short: 'o' },
-        help: { type: 'boolean', short: 'h', default: false },
-      },
-    });
-  } catch (error) {
-    throw new CliError('usage', `${(error as Error).message.split('. ')[0]}; vmta suppression --help lists the options`);
-  }
-  const { values, positionals } = parsed;
-  if (values.help) return undefined;
+  const { values, positionals, help, json, admin, tokenFile } = parseAdminCommand('suppression', argv, {
+    domain: { type: 'string' },
+    address: { type: 'string' },
+    limit: { type: 'string' },
+    note: { type: 'string' },
+  });
+  if (help) return undefined;
   const [action, ...addresses] = positionals;
   if (action === undefined) throw new CliError('usage', 'which action? vmta suppression list|add|remove (vmta suppression --help)');
   if (action !== 'list' && action !== 'add' && action !== 'remove') throw new CliError('usage', `unknown action "${action}"; the actions are list, add, remove`);
@@ -87,7 +70,6 @@ function parseSuppressionOptions(argv: string[]): SuppressionOptions | undefined
   if (action !== 'list' && addresses.length === 0) throw new CliError('usage', `${action} needs one or more addresses: vmta suppression ${action} user@example.com`);
   if (action !== 'list' && (values.domain !== undefined || values.address !== undefined || values.limit !== undefined)) throw new CliError('usage', `--domain, --address and --limit are for list, not ${action}`);
   if (action !== 'add' && values.note !== undefined) throw new CliError('usage', '--note is for add');
-  if (values.output !== undefined && values.output !== 'json') throw new CliError('usage', `-o: only "json" is supported (got "${values.output}")`);
   const limit = Number(values.limit ?? 100);
   if (!Number.isInteger(limit) || limit < 0 || limit > 10_000) throw new CliError('usage', `--limit: a whole number from 0 to 10000 (got "${values.limit}")`);
   return {
@@ -97,9 +79,9 @@ function parseSuppressionOptions(argv: string[]): SuppressionOptions | undefined
     address: values.address,
     limit,
     note: values.note,
-    json: values.json || values.output === 'json',
-    admin: values.admin ?? process.env.VMTA_ADMIN_URL ?? DEFAULT_ADMIN_URL,
-    tokenFile: values['token-file'],
+    json,
+    admin,
+    tokenFile,
   };
 }
 
