@@ -12,6 +12,7 @@ import { parseDsn, smtplibSubmitWithDsn, type ParsedDsn } from '../fixtures/dsn-
 import { startDnsServer } from '../fixtures/dns-server.ts';
 import { baseRelayConfig, freePort, startRelayProcess, temporaryDirectory, writeRelayConfig, type RelayProcess } from '../fixtures/relay-process.ts';
 import { loopbackAddresses, startSinkGroup, type SinkMx } from '../fixtures/sink-mx.ts';
+import { waitForRelay } from '../fixtures/wait-for-relay.ts';
 
 let relay: RelayProcess;
 let dir: string;
@@ -66,14 +67,8 @@ after(async () => {
   for (const cleanup of cleanups.reverse()) await cleanup();
 });
 
-async function waitFor<T>(what: string, probe: () => T | undefined | Promise<T | undefined>, timeoutMs = 30_000): Promise<T> {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    const value = await probe();
-    if (value !== undefined) return value;
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}\n${relay.logs.slice(-15).map((record) => JSON.stringify(record)).join('\n')}`);
-    await new Promise((resolve) => setTimeout(resolve, 100));
-  }
+function waitFor<T>(what: string, probe: () => T | undefined | Promise<T | undefined>, timeoutMs = 30_000): Promise<T> {
+  return waitForRelay(what, probe, [relay], timeoutMs);
 }
 
 const message = (marker: string) => `From: app@example.com\r\nSubject: dsn ${marker}\r\nMessage-ID: <${marker}@example.com>\r\n\r\nbody of ${marker}\r\n`;

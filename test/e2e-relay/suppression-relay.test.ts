@@ -14,6 +14,7 @@ import { baseRelayConfig, freePort, metricValue, REPO_ROOT, startRelayProcess, t
 import { startSinkGroup, type SinkMx } from '../fixtures/sink-mx.ts';
 import { run, smtplibSend } from '../fixtures/smtp-clients.ts';
 import type { RuntimeConfigInput } from '../../mta/config/schema.ts';
+import { waitForRelay } from '../fixtures/wait-for-relay.ts';
 
 const TOKEN = 'suppression-admin-token';
 
@@ -74,14 +75,8 @@ after(async () => {
   for (const cleanup of cleanups.reverse()) await cleanup();
 });
 
-async function waitFor<T>(what: string, probe: () => T | undefined | Promise<T | undefined>, timeoutMs = 30_000): Promise<T> {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    const value = await probe();
-    if (value !== undefined) return value;
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}\n${[...a.relay.logs.slice(-8), ...b.relay.logs.slice(-8)].map((record) => JSON.stringify(record)).join('\n')}`);
-    await new Promise((resolve) => setTimeout(resolve, 100));
-  }
+function waitFor<T>(what: string, probe: () => T | undefined | Promise<T | undefined>, timeoutMs = 30_000): Promise<T> {
+  return waitForRelay(what, probe, [a.relay, b.relay], timeoutMs);
 }
 
 function send(node: Node, to: string[], marker: string) {
