@@ -12,6 +12,7 @@ import { QueuePauseFile } from './admin/queue-pauses.ts';
 import type { AdminRoute } from './admin/routes.ts';
 import { AdminServer, readAdminTokens, type Readiness } from './admin/server.ts';
 import { DeliveryEngine } from './delivery/delivery-engine.ts';
+import type { Classification } from './delivery/reply-classification.ts';
 import { drainRoutes } from './drain/drain-api.ts';
 import { HANDOVER_PATH } from './drain/handover-format.ts';
 import { HandoverLedger } from './drain/handover-ledger.ts';
@@ -130,19 +131,22 @@ export class Relay {
     this.#spool = spool;
     const stateDir = path.join(config.spool.path, 'state');
     this.#tlsReporting = new TlsReporting({ config, stateDir, logger });
+    const pauseFile = new QueuePauseFile(stateDir, logger);
+    const deliveryOptions = {
+      config, spool, metrics, logger, stateDir, recover: false,
+      tlsSessions: this.#tlsReporting.recorder,
+      onRecipientBounced: (address: string, classification: Classification) => void this.#suppression?.recordBounce(address, classification),
+    };
+    const delivery = DeliveryEngine.create(deliveryOptions);
+    this.#delivery = delivery;
+    // Mounted before anything is awaited: until every message found is queued the queue API
+    // answers 503 with the progress, never 404.
+    this.#admin.mount([...whileRecovering(this.#recovery, queueRoutes(delivery, (pauses) => pauseFile.save(pauses))), ...this.#tlsReporting.adminRoutes()]);
     const suppression = await PoolSuppression.open({ stateDir, registry: metrics.registry, logger, hostname: config.hostname, config: config.suppression, token: () => this.#adminToken });
     this.#suppression = suppression;
     this.#admin.mount(suppressionRoutes(suppression));
     // Pauses saved before a restart hold before the first recovered message could be sent.
-    const pauseFile = new QueuePauseFile(stateDir, logger);
-    const delivery = await DeliveryEngine.start({
-      config, spool, metrics, logger, stateDir, recover: false, pauses: await pauseFile.load(),
-      tlsSessions: this.#tlsReporting.recorder,
-      onRecipientBounced: (address, classification) => void suppression.recordBounce(address, classification),
-    });
-    this.#delivery = delivery;
-    // The queue API answers 503 with the progress until every message found is queued.
-    this.#admin.mount([...whileRecovering(this.#recovery, queueRoutes(delivery, (pauses) => pauseFile.save(pauses))), ...this.#tlsReporting.adminRoutes()]);
+    await delivery.startDelivering({ ...deliveryOptions, pauses: await pauseFile.load() });
     await spool.recover();
     // Every message is queued before the listeners open, so none is queued twice.
     for await (const message of spool.scan()) {

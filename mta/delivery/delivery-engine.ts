@@ -84,18 +84,28 @@ export class DeliveryEngine {
 
   /** Probe source addresses, recover the spool's messages and start delivering. */
   static async start(options: DeliveryEngineOptions): Promise<DeliveryEngine> {
-    const engine = new DeliveryEngine(options);
-    await engine.#context.virtualMtas.apply(options.config);
-    for (const selector of options.pauses ?? []) engine.#scheduler.pause(selector);
+    const engine = DeliveryEngine.create(options);
+    await engine.startDelivering(options);
+    return engine;
+  }
+
+  /** An engine that has not started: the relay mounts its admin routes on it before anything is awaited. */
+  static create(options: DeliveryEngineOptions): DeliveryEngine {
+    return new DeliveryEngine(options);
+  }
+
+  /** What start() does after creating the engine (call once, with the options it was created with). */
+  async startDelivering(options: DeliveryEngineOptions): Promise<void> {
+    await this.#context.virtualMtas.apply(options.config);
+    for (const selector of options.pauses ?? []) this.#scheduler.pause(selector);
     if (options.recover ?? true) {
       // What scan() yields belongs to no one else, so the engine takes it without a copy.
-      for await (const message of options.spool.scan()) engine.#scheduler.enqueueOwned(message);
+      for await (const message of options.spool.scan()) this.#scheduler.enqueueOwned(message);
     }
-    options.spool.onDeliveryResume?.(() => [...engine.#scheduler.queues()].forEach((queue) => engine.#scheduler.pump(queue)));
-    engine.#gaugeTimer = setInterval(() => engine.refreshGauges(), 5_000);
-    engine.#gaugeTimer.unref();
-    engine.refreshGauges();
-    return engine;
+    options.spool.onDeliveryResume?.(() => [...this.#scheduler.queues()].forEach((queue) => this.#scheduler.pump(queue)));
+    this.#gaugeTimer = setInterval(() => this.refreshGauges(), 5_000);
+    this.#gaugeTimer.unref();
+    this.refreshGauges();
   }
 
   /** Queue a newly accepted (or recovered) message; only its envelope is kept. A message already queued is ignored. */
