@@ -31,4 +31,5 @@ export async function recordQueueDeferral(spool: Spool, items: readonly QueueIte
   }
   // Not fatal: the deferral holds in memory; only a restart would retry those messages early.
   if (failed > 0) logger.warn({ messages: failed }, 'recording a destination deferral in the spool failed for some messages; after a restart they are retried at once');
+  else logger.debug({ messages: items.length }, 'destination deferral recorded');
 }

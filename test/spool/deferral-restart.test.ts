@@ -68,7 +68,7 @@ for (const [how, sinkReplies] of cases) {
       pool: { name: 'pool-a', domainDefaults: [{ match: '*', smtpHost: `${sink.address}:${sink.port}`, retryAfter: ['2s', '1h'] }], virtualMtas: [{ name: 'vmta-1', hostname: 'out1.relay.test' }] },
       listeners: base.listeners.map((listener) => ({ ...listener, limits: { greetingDelay: '0s' } })),
     });
-    let relay = await startRelayProcess({ configDir: directory.path, adminPort });
+    let relay = await startRelayProcess({ configDir: directory.path, adminPort, env: { LOG_LEVEL: 'debug' } });
     t.after(() => relay.kill('SIGKILL'));
     const ids = await sendMessages(port);
     const before = new Map<string, RecipientView>();
@@ -79,6 +79,12 @@ for (const [how, sinkReplies] of cases) {
       }, `message ${id} to be deferred for an hour`, 30_000));
     }
     assert.ok([...before.values()].some((recipient) => recipient.attempts >= 2), 'a message was tried twice before the restart');
+    // A destination deferral is journalled right after it is made in memory (one group commit
+    // later): the kill waits for the last one, as a kill in between would lose that attempt only.
+    await waitFor(() => {
+      const lastDeferred = relay.logs.findLastIndex((record) => record.msg === 'destination deferred');
+      return lastDeferred < 0 || relay.logs.findLastIndex((record) => record.msg === 'destination deferral recorded') > lastDeferred ? true : undefined;
+    }, 'the last destination deferral to be recorded in the spool', 30_000);
 
     await relay.kill('SIGKILL');
     relay = await startRelayProcess({ configDir: directory.path, adminPort });
