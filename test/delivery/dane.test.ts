@@ -7,7 +7,7 @@ import { createHash, X509Certificate } from 'node:crypto';
 import { after, before, describe, test } from 'node:test';
 import { domainDane, hostDane, isUsable, verifyDane, type TlsaRecord } from '../../mta/delivery/dane.ts';
 import { DnssecLookup } from '../../mta/delivery/dnssec-lookup.ts';
-import { missingDnssecTools, startDnssecResolver, type TestDnssecResolver } from '../fixtures/dnssec-resolver.ts';
+import { dnssecToolsSkip, missingDnssecTools, startDnssecResolver, type TestDnssecResolver } from '../fixtures/dnssec-resolver.ts';
 import { createTestCa, type TestCa } from '../fixtures/tls.ts';
 
 let ca: TestCa;
@@ -67,7 +67,7 @@ test('DANE-EE ignores names; DANE-TA needs the MX host name in the leaf and a ch
 });
 
 const missing = missingDnssecTools();
-describe('TLSA and MX lookups through a validating resolver', { skip: missing.length > 0 && !process.env.CI ? `DNSSEC tools missing: ${missing.join(', ')} (sh scripts/install-dnssec-tools.sh)` : false }, () => {
+describe('TLSA and MX lookups through a validating resolver', { skip: dnssecToolsSkip(missing) }, () => {
   let resolver: TestDnssecResolver;
   let lookup: DnssecLookup;
   const tlsa = `3 1 1 ${'ab'.repeat(32)}`;

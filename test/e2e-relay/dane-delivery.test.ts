@@ -9,7 +9,7 @@ import { createHash, X509Certificate } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import path from 'node:path';
 import { after, before, describe, test } from 'node:test';
-import { missingDnssecTools, startDnssecResolver } from '../fixtures/dnssec-resolver.ts';
+import { dnssecToolsSkip, missingDnssecTools, startDnssecResolver } from '../fixtures/dnssec-resolver.ts';
 import { adminGet, freePort, loopbackRelayConfig, metricValue, startRelayProcess, temporaryDirectory, writeRelayConfig, writeTestAdminToken, type RelayProcess } from '../fixtures/relay-process.ts';
 import { startSinkGroup, type SinkMx } from '../fixtures/sink-mx.ts';
 import { sendMarkedMessage } from '../fixtures/smtp-clients.ts';
@@ -24,7 +24,7 @@ function certSha256(pem: Buffer): string {
   return createHash('sha256').update(new X509Certificate(pem).raw).digest('hex');
 }
 
-describe('DANE through a relay process', { skip: missing.length > 0 && !process.env.CI ? `DNSSEC tools missing: ${missing.join(', ')} (sh scripts/install-dnssec-tools.sh)` : false }, () => {
+describe('DANE through a relay process', { skip: dnssecToolsSkip(missing) }, () => {
   const cleanups: (() => unknown)[] = [];
   let relay: RelayProcess;
   let relayPort: number;

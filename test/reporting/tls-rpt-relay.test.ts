@@ -16,7 +16,7 @@ import { simpleParser } from 'mailparser';
 import { dkimVerify } from 'mailauth/lib/dkim/verify.js';
 import type { RuntimeConfigInput } from '../../mta/config/schema.ts';
 import { dkimPublicKeyRecord } from '../../mta/signing/dkim-keys.ts';
-import { missingDnssecTools, startDnssecResolver } from '../fixtures/dnssec-resolver.ts';
+import { dnssecToolsSkip, missingDnssecTools, startDnssecResolver } from '../fixtures/dnssec-resolver.ts';
 import { freePort, loopbackRelayConfig, startRelayProcess, temporaryDirectory, writeRelayConfig, type RelayProcess } from '../fixtures/relay-process.ts';
 import { loopbackAddresses, startSinkGroup, type SinkMx } from '../fixtures/sink-mx.ts';
 import { sendMarkedMessage } from '../fixtures/smtp-clients.ts';
@@ -34,7 +34,7 @@ function spkiSha256(pem: Buffer): string {
 
 type PolicyReport = { policy: Record<string, unknown>; summary: Record<string, number>; 'failure-details'?: Record<string, unknown>[] };
 
-describe('TLS-RPT through a relay process', { skip: missing.length > 0 && !process.env.CI ? `DNSSEC tools missing: ${missing.join(', ')} (sh scripts/install-dnssec-tools.sh)` : false }, () => {
+describe('TLS-RPT through a relay process', { skip: dnssecToolsSkip(missing) }, () => {
   const cleanups: (() => unknown)[] = [];
   const sinks: Record<string, SinkMx> = {};
   let relay: RelayProcess;
