@@ -1,11 +1,25 @@
 // Helpers for the spool tests: reading what a FileSpool holds, and what it wrote, as a test sees it.
 import assert from 'node:assert/strict';
 import fs from 'node:fs/promises';
+import os from 'node:os';
 import path from 'node:path';
+import { afterEach, beforeEach } from 'node:test';
 import type { RelayMetrics } from '../../mta/observe/metrics.ts';
 import { SEGMENT_HEADER_LENGTH } from '../../mta/spool/segment-format.ts';
 import type { FileSpool } from '../../mta/spool/spool.ts';
 import type { SpooledMessage } from '../../mta/spool/types.ts';
+
+/** A fresh temporary directory for each test of the enclosing suite (removed after it); call the result inside a test. */
+export function directoryPerTest(prefix: string): () => string {
+  let directory: string | undefined;
+  beforeEach(async () => {
+    directory = await fs.mkdtemp(path.join(os.tmpdir(), prefix));
+  });
+  afterEach(async () => {
+    if (directory) await fs.rm(directory, { recursive: true, force: true });
+  });
+  return () => directory!;
+}
 
 export async function scanAll(spool: FileSpool): Promise<SpooledMessage[]> {
   const messages: SpooledMessage[] = [];

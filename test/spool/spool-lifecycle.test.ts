@@ -1,27 +1,20 @@
 // FileSpool over time: removal, buckets of the past, emptied segments, the messages gauge, journal compaction.
 import assert from 'node:assert/strict';
 import fs from 'node:fs/promises';
-import os from 'node:os';
 import path from 'node:path';
 import { text } from 'node:stream/consumers';
-import { afterEach, beforeEach, describe, it } from 'node:test';
+import { describe, it } from 'node:test';
 import { RelayMetrics } from '../../mta/observe/metrics.ts';
 import { FileSpool } from '../../mta/spool/spool.ts';
 import { pendingEnvelope } from '../fixtures/spool-envelope.ts';
-import { filesUnder, scanAll, segmentsWithData } from './spool-files.ts';
+import { directoryPerTest, filesUnder, scanAll, segmentsWithData } from './spool-files.ts';
 
 describe('FileSpool lifecycle', () => {
-  let directory: string;
-  beforeEach(async () => {
-    directory = await fs.mkdtemp(path.join(os.tmpdir(), 'spool-life-'));
-  });
-  afterEach(async () => {
-    await fs.rm(directory, { recursive: true, force: true });
-  });
+  const dir = directoryPerTest('spool-life-');
 
   it('removes a message, and an emptied past bucket directory with its journal', async () => {
     let clock = Date.UTC(2026, 0, 1);
-    const spool = await FileSpool.open(directory, { now: () => clock });
+    const spool = await FileSpool.open(dir(), { now: () => clock });
     const { id } = await spool.store(pendingEnvelope(2), Buffer.from('x\r\n'));
     const kept = await spool.store(pendingEnvelope(1), Buffer.from('y\r\n'));
     await spool.recordRecipientResults(id, new Map([[0, { status: 'delivered' as const, nextAttemptAt: 0 }]]));
@@ -32,14 +25,14 @@ describe('FileSpool lifecycle', () => {
     clock += 3_600_000;
     await spool.remove(kept.id);
     await spool.close();
-    assert.deepEqual(await fs.readdir(path.join(directory, 'queue')), []);
+    assert.deepEqual(await fs.readdir(path.join(dir(), 'queue')), []);
   });
 
   it('lets go of the segments of a bucket of the past when a new slice of time begins: its spare is deleted', async () => {
     let clock = Date.UTC(2026, 0, 1);
-    const spool = await FileSpool.open(directory, { now: () => clock });
+    const spool = await FileSpool.open(dir(), { now: () => clock });
     const old = await spool.store(pendingEnvelope(1), Buffer.from('old\r\n'));
-    const [oldSegment] = await segmentsWithData(directory);
+    const [oldSegment] = await segmentsWithData(dir());
     assert.ok(oldSegment);
     const segmentsIn = async (dir: string) => (await fs.readdir(dir)).filter((name) => name.endsWith('.seg')).length;
     for (let tries = 0; (await segmentsIn(path.dirname(oldSegment))) < 2; tries++) {
@@ -50,7 +43,7 @@ describe('FileSpool lifecycle', () => {
     const later = await spool.store(pendingEnvelope(1), Buffer.from('new\r\n'));
     await spool.close();
     assert.equal(await segmentsIn(path.dirname(oldSegment)), 1, 'only the segment holding the old message is left in the past bucket');
-    const reopened = await FileSpool.open(directory);
+    const reopened = await FileSpool.open(dir());
     assert.deepEqual((await scanAll(reopened)).map((message) => message.id), [old.id, later.id]);
     await reopened.close();
   });
@@ -58,60 +51,54 @@ describe('FileSpool lifecycle', () => {
   it('counts the messages it holds in vmta_spool_messages, from open to store to remove', async () => {
     const gauge = async (metrics: RelayMetrics) => (await metrics.spoolMessages.get()).values[0]?.value;
     const metrics = new RelayMetrics({ processMetrics: false });
-    const spool = await FileSpool.open(directory, { metrics });
+    const spool = await FileSpool.open(dir(), { metrics });
     const stored = await Promise.all([1, 2, 3].map(() => spool.store(pendingEnvelope(1), Buffer.from('x\r\n'))));
     assert.equal(await gauge(metrics), 3);
     await spool.remove(stored[0]!.id);
     assert.equal(await gauge(metrics), 2);
     await spool.close();
     const reopenedMetrics = new RelayMetrics({ processMetrics: false });
-    const reopened = await FileSpool.open(directory, { metrics: reopenedMetrics });
+    const reopened = await FileSpool.open(dir(), { metrics: reopenedMetrics });
     assert.equal(await gauge(reopenedMetrics), 2);
     await reopened.close();
   });
 
   it('deletes at open what a crash left of a bucket whose messages were all removed: segments, journal, directory', async () => {
-    const spool = await FileSpool.open(directory);
+    const spool = await FileSpool.open(dir());
     const { id } = await spool.store(pendingEnvelope(1), Buffer.from('x\r\n'));
     await spool.remove(id); // journalled; its segment is still the active one, so it stays on disk
     await spool.close();
-    assert.equal((await segmentsWithData(directory)).length, 1);
-    const reopened = await FileSpool.open(directory);
+    assert.equal((await segmentsWithData(dir())).length, 1);
+    const reopened = await FileSpool.open(dir());
     assert.deepEqual(await scanAll(reopened), []);
-    assert.deepEqual(await filesUnder(directory), []);
+    assert.deepEqual(await filesUnder(dir()), []);
     await reopened.close();
   });
 
   it('deletes a full segment once every message in it is removed, while the bucket goes on', async () => {
-    const spool = await FileSpool.open(directory);
+    const spool = await FileSpool.open(dir());
     const big = await spool.store(pendingEnvelope(1), Buffer.alloc(1024 * 1024, 'b')); // fills its segment
-    const [full] = await segmentsWithData(directory);
+    const [full] = await segmentsWithData(dir());
     const next = await spool.store(pendingEnvelope(1), Buffer.from('next\r\n'));
-    assert.equal((await segmentsWithData(directory)).length, 2, 'the next store went to another segment');
+    assert.equal((await segmentsWithData(dir())).length, 2, 'the next store went to another segment');
     await spool.remove(big.id);
     await spool.close();
     assert.deepEqual(
-      (await segmentsWithData(directory)).filter((file) => file === full),
+      (await segmentsWithData(dir())).filter((file) => file === full),
       [],
       'the emptied segment is deleted',
     );
-    const reopened = await FileSpool.open(directory);
+    const reopened = await FileSpool.open(dir());
     assert.deepEqual((await scanAll(reopened)).map((message) => message.id), [next.id]);
     await reopened.close();
   });
 });
 
 describe('journal compaction', () => {
-  let directory: string;
-  beforeEach(async () => {
-    directory = await fs.mkdtemp(path.join(os.tmpdir(), 'spool-journal-'));
-  });
-  afterEach(async () => {
-    await fs.rm(directory, { recursive: true, force: true });
-  });
+  const dir = directoryPerTest('spool-journal-');
 
   it('folds many results into one record per live message, keeps removals while their segment is on disk, drops the rest', async () => {
-    const spool = await FileSpool.open(directory);
+    const spool = await FileSpool.open(dir());
     const removed = await Promise.all(Array.from({ length: 5 }, () => spool.store(pendingEnvelope(3), Buffer.from('x\r\n'))));
     // A 1 MiB message fills that segment: the messages stored after it go to another one.
     const filler = await spool.store(pendingEnvelope(1), Buffer.alloc(1024 * 1024, 'f'));
@@ -133,7 +120,7 @@ describe('journal compaction', () => {
       }
     }
     await spool.close();
-    const journal = (await filesUnder(directory)).find((file) => file.endsWith('results.j'));
+    const journal = (await filesUnder(dir())).find((file) => file.endsWith('results.j'));
     assert.ok(journal);
     const { size } = await fs.stat(journal);
     assert.ok(size < 1024 * 1024, `journal compacted (size ${size})`);
@@ -142,7 +129,7 @@ describe('journal compaction', () => {
     const besideRecords = content.split('\n').filter((line) => line.includes(removedBeside.id));
     assert.deepEqual(besideRecords.map((line) => JSON.parse(line).x), [1], 'a removed message whose segment holds live ones keeps just its removal record');
 
-    const reopened = await FileSpool.open(directory);
+    const reopened = await FileSpool.open(dir());
     const found = await scanAll(reopened);
     assert.deepEqual(found.map((message) => message.id).sort(), kept.map((message) => message.id).sort());
     for (const { envelope } of found) {
