@@ -4,7 +4,7 @@
 // A version that fails to parse or to apply is refused: the previous one keeps serving, and a
 // metric and an error log say so.
 //
-// Relative paths inside the config (spool, certificates, user secret directories, admin token,
+// Relative paths inside the config (spool, certificates, user secret directories, smarthost logins, admin token,
 // DKIM keys, accounting file) are resolved against the config directory, so an example directory can be
 // run from anywhere; in pods every path is absolute and nothing changes.
 import { createHash } from 'node:crypto';
@@ -14,7 +14,7 @@ import path from 'node:path';
 import type { RelayMetrics } from '../observe/metrics.ts';
 import type { Logger } from '../observe/log.ts';
 import { ConfigError, parseRuntimeConfig } from './parse.ts';
-import { RUNTIME_CONFIG_FILE, type RuntimeConfig } from './schema.ts';
+import { RUNTIME_CONFIG_FILE, type DomainSettingsConfig, type RuntimeConfig } from './schema.ts';
 
 export interface LoadedConfig {
   /** The validated config with every path made absolute. */
@@ -59,12 +59,19 @@ export function resolveConfigPaths(config: RuntimeConfig, baseDirectory: string)
   const at = (file: string): string => path.resolve(baseDirectory, file);
   const optional = (file: string | undefined): string | undefined => (file === undefined ? undefined : at(file));
   const dkimKeys = (keys: RuntimeConfig['pool']['dkim']['keys']) => keys.map((key) => ({ ...key, keyFile: at(key.keyFile) }));
+  const domains = (blocks: DomainSettingsConfig[]) =>
+    blocks.map((block) => {
+      const smarthost = block.smarthost;
+      if (!smarthost) return block;
+      return { ...block, smarthost: { ...smarthost, caFile: optional(smarthost.caFile), ...(smarthost.auth ? { auth: { ...smarthost.auth, secretPath: at(smarthost.auth.secretPath) } } : {}) } };
+    });
   return {
     ...config,
     pool: {
       ...config.pool,
       dkim: { ...config.pool.dkim, keys: dkimKeys(config.pool.dkim.keys) },
-      virtualMtas: config.pool.virtualMtas.map((vmta) => ({ ...vmta, dkimKeys: dkimKeys(vmta.dkimKeys) })),
+      domainDefaults: domains(config.pool.domainDefaults),
+      virtualMtas: config.pool.virtualMtas.map((vmta) => ({ ...vmta, domains: domains(vmta.domains), dkimKeys: dkimKeys(vmta.dkimKeys) })),
     },
     spool: { ...config.spool, path: at(config.spool.path) },
     admin: { ...config.admin, tokenFile: optional(config.admin.tokenFile), readTokenFile: optional(config.admin.readTokenFile) },

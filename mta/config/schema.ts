@@ -160,6 +160,37 @@ export const BackoffSettings = z.strictObject({
   returnAfter: duration.prefault('1h'),
 });
 
+/** The ports tried in order when no `ports` are given: submission, its alternate when 587 is blocked, implicit TLS (RFC 8314). */
+export const DEFAULT_SMARTHOST_PORTS = [
+  { port: 587, tls: 'starttls' as const },
+  { port: 2525, tls: 'starttls' as const },
+  { port: 465, tls: 'implicit' as const },
+];
+
+/** Relaying through a submission server (an ESP): TLS always, AUTH with the credentials of a mounted Secret, ports tried in order (mta/delivery/smarthost-session.ts). */
+export const SmarthostSettings = z.strictObject({
+  /** Host names or addresses, tried in order on each port. */
+  hosts: z.array(z.union([hostname, ipAddress])).min(1).max(16),
+  /** Tried in order; a refused, silent or failing port (or failed TLS) falls through to the next; the one that worked is used until reprobeAfter. */
+  ports: z.array(z.strictObject({ port, tls: z.enum(['starttls', 'implicit']) })).min(1).max(8).default(DEFAULT_SMARTHOST_PORTS),
+  /** required: encrypted, certificate not checked; verify: the certificate must chain to a trusted CA and name the host. Never plain text. */
+  tlsPolicy: z.enum(['required', 'verify']).default('verify'),
+  /** PEM CA bundle trusted for `verify` instead of the system roots (a private relay). */
+  caFile: filePath.optional(),
+  auth: z
+    .strictObject({
+      /** Directory holding the files `username` and `password` (a kubernetes.io/basic-auth Secret), read at every session. */
+      secretPath: filePath,
+      /** auto: PLAIN when offered, else LOGIN. */
+      mechanism: z.enum(['PLAIN', 'LOGIN', 'auto']).default('auto'),
+    })
+    .optional(),
+  /** A port that does not answer within this long falls through to the next one. */
+  connectTimeout: duration.prefault('15s'),
+  /** How long the port that worked after a fallback is used before the list is tried from its start again, and how long a refused login is not offered again (unless the Secret changes). */
+  reprobeAfter: duration.prefault('30m'),
+});
+
 /** PowerMTA `<domain>` block: every field optional, layered over pool defaults and built-in defaults. */
 export const DomainSettings = z.strictObject({
   match: domainPattern,
@@ -173,8 +204,10 @@ export const DomainSettings = z.strictObject({
   maxMessageRate: rate.optional(),
   /** Deliver to this host instead of resolving MX (smarthost). */
   smtpHost: hostPort.optional(),
+  /** Deliver through an authenticated submission server instead of resolving MX; a block sets smtpHost or smarthost, not both. */
+  smarthost: SmarthostSettings.optional(),
   backoff: BackoffSettings.optional(),
-});
+}).refine((block) => block.smtpHost === undefined || block.smarthost === undefined, { path: ['smarthost'], message: 'set smtpHost or smarthost, not both' });
 
 /** DKIM signing algorithms (RFC 6376 rsa-sha256, RFC 8463 ed25519-sha256). */
 export const DKIM_ALGORITHMS = ['rsa-sha256', 'ed25519-sha256'] as const;
@@ -380,6 +413,7 @@ export type RelayPolicyConfig = RuntimeConfig['relayPolicies'][number];
 export type VirtualMtaConfig = RuntimeConfig['pool']['virtualMtas'][number];
 export type SuppressionConfig = z.output<typeof SuppressionSettings>;
 export type DomainSettingsConfig = z.output<typeof DomainSettings>;
+export type SmarthostConfig = z.output<typeof SmarthostSettings>;
 export type DkimKeyConfig = z.output<typeof DkimKey>;
 export type DkimSettingsConfig = z.output<typeof DkimSettings>;
 export type TlsReportingConfig = z.output<typeof TlsReportingSettings>;

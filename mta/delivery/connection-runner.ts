@@ -3,10 +3,11 @@
 // along the MX list, send ready messages (its own and, with MX rollup, its site siblings') within
 // the per-connection and rate limits, classify the replies, and quit. Owns the resolvers and
 // the MTA-STS policy cache; hands every classified outcome to the outcome recorder and every
-// session's TLS outcome to TLS-RPT (mta/reporting/).
+// session's TLS outcome to TLS-RPT (mta/reporting/). A smarthost route skips MX, MTA-STS, DANE and
+// TLS-RPT: its session is opened along its port fallback list (smarthost-session.ts).
 import net from 'node:net';
 import path from 'node:path';
-import type { RuntimeConfig, VirtualMtaConfig } from '../config/schema.ts';
+import type { RuntimeConfig, SmarthostConfig, VirtualMtaConfig } from '../config/schema.ts';
 import type { DeliveryContext } from './delivery-context.ts';
 import type { DestinationQueue, QueueItem } from './destination-queue.ts';
 import { DnssecLookup } from './dnssec-lookup.ts';
@@ -17,6 +18,8 @@ import type { OutcomeRecorder, AttemptContext } from './outcome-recorder.ts';
 import { ConnectionFailure, OutboundConnection, type MxTarget } from './outbound-connection.ts';
 import type { QueueScheduler } from './queue-scheduler.ts';
 import { classifyFailure, classifyReply, type Classification } from './reply-classification.ts';
+import { openSmarthostSession } from './smarthost-session.ts';
+import { SmarthostMemory, type PortFallback } from './smarthost-memory.ts';
 import { routeTls, type RoutedTarget } from './tls-route.ts';
 import type { TlsSessionRecorder } from '../reporting/tls-rpt-sessions.ts';
 
@@ -44,6 +47,7 @@ export class ConnectionRunner {
   readonly #mtaSts: MtaStsResolver;
   readonly #stsCache: PolicyCacheFile | undefined;
   readonly #tlsSessions: TlsSessionRecorder | undefined;
+  readonly #smarthosts = new SmarthostMemory();
 
   constructor(context: DeliveryContext, scheduler: QueueScheduler, recorder: OutcomeRecorder, options: ConnectionRunnerOptions) {
     const { config, clock, logger } = context;
@@ -85,6 +89,7 @@ export class ConnectionRunner {
     const vmta = virtualMtas.get(queue.virtualMta);
     if (!vmta) return;
     const startedAt = clock.now();
+    if (queue.settings.smarthost) return this.#runSmarthost(queue, vmta, queue.settings.smarthost, startedAt);
     let targets: MxTarget[];
     try {
       targets = await this.#routeFor(queue, vmta);
@@ -182,6 +187,30 @@ export class ConnectionRunner {
     this.#tlsSessions?.session(queue.domain, vmta.sourceAddress, lastTarget!, tls);
     if (tls.kind === 'tls' && tls.dane) metrics.daneSessions.inc({ result: tls.dane.replace('-', '_') });
     metrics.connections.inc({ virtual_mta: vmta.name, tls: tls.kind, tls_version: tls.kind === 'tls' ? tls.version : 'none' });
+    await this.#sendOn(queue, connection);
+  }
+
+  /** A smarthost session: open it along the port list, then send as on any connection; the fallbacks go into each accounting record. */
+  async #runSmarthost(queue: DestinationQueue, vmta: VirtualMtaConfig, route: SmarthostConfig, startedAt: number): Promise<void> {
+    const { clock, logger, metrics } = this.#context;
+    if (queue.ready.length === 0 || !this.#scheduler.canSend(queue)) return;
+    const session = await openSmarthostSession({ route, memory: this.#smarthosts, vmta, domain: queue.domain, resolveHost: (host) => this.#resolver.resolveHost(host), now: () => clock.now(), logger });
+    const portFallbacks = session.fallbacks.length > 0 ? session.fallbacks : undefined;
+    if (!session.ok) {
+      queue.lastError = session.classification.diagnostic;
+      await this.#recorder.failReady(queue, session.classification, { startedAt, ...(session.target ? { target: session.target } : {}), ...(portFallbacks ? { portFallbacks } : {}) });
+      return;
+    }
+    queue.lastError = undefined;
+    queue.clearDeferral();
+    const tls = session.connection.tls;
+    metrics.connections.inc({ virtual_mta: vmta.name, tls: tls.kind, tls_version: tls.kind === 'tls' ? tls.version : 'none' });
+    await this.#sendOn(queue, session.connection, portFallbacks);
+  }
+
+  /** Send ready messages (the queue's and its site siblings') on an open connection within its limits, then quit. */
+  async #sendOn(queue: DestinationQueue, connection: OutboundConnection, portFallbacks?: PortFallback[]): Promise<void> {
+    const scheduler = this.#scheduler;
     try {
       for (let sent = 0; sent < queue.settings.maxMessagesPerConnection && connection.usable && scheduler.canSend(queue); sent += 1) {
         const next = scheduler.nextItem(queue);
@@ -190,7 +219,7 @@ export class ConnectionRunner {
         source.inFlight += 1;
         try {
           await scheduler.paceRate(source);
-          await this.#deliverItem(source, item, connection);
+          await this.#deliverItem(source, item, connection, portFallbacks);
         } finally {
           source.inFlight -= 1;
         }
@@ -200,10 +229,10 @@ export class ConnectionRunner {
     }
   }
 
-  async #deliverItem(queue: DestinationQueue, item: QueueItem, connection: OutboundConnection): Promise<void> {
+  async #deliverItem(queue: DestinationQueue, item: QueueItem, connection: OutboundConnection, portFallbacks?: PortFallback[]): Promise<void> {
     if (!this.#scheduler.holds(item.message.id)) return;
     const envelope = item.message.envelope;
-    const context: AttemptContext = { target: connection.target, tls: connection.tls, startedAt: this.#context.clock.now(), nextHopDsn: connection.supportsDsn };
+    const context: AttemptContext = { target: connection.target, tls: connection.tls, startedAt: this.#context.clock.now(), nextHopDsn: connection.supportsDsn, ...(portFallbacks ? { portFallbacks } : {}) };
     const addresses = item.recipients.map((index) => envelope.recipients[index]!.address);
     const needsUtf8 = envelope.smtpUtf8 || [envelope.mailFrom, ...addresses].some((address) => /[^\x00-\x7f]/.test(address));
     if (needsUtf8 && !connection.supportsSmtpUtf8) {

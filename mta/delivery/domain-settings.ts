@@ -3,7 +3,7 @@
 // VirtualMTA's own `domains` over the pool's `domainDefaults` over built-in defaults, and
 // within each list an exact domain over the longest matching "*.suffix" over "*".
 import { parseRate, type Rate } from '../config/duration.ts';
-import type { DomainSettingsConfig, VirtualMtaConfig } from '../config/schema.ts';
+import type { DomainSettingsConfig, SmarthostConfig, VirtualMtaConfig } from '../config/schema.ts';
 import { REPLY_PATTERN_FLAGS } from '../config/field-checks.ts';
 
 /** dane: DANE where TLSA records are validated, else opportunistic; dane-only: DANE or nothing (tls-route.ts). */
@@ -28,6 +28,8 @@ export interface ResolvedDomainSettings {
   maxMessageRate?: Rate;
   /** Smarthost replacing MX resolution. */
   smtpHost?: { host: string; port: number };
+  /** Authenticated submission server replacing MX resolution (smarthost-session.ts). */
+  smarthost?: SmarthostConfig;
   backoff?: BackoffPolicy;
 }
 
@@ -75,7 +77,15 @@ export function resolveDomainSettings(
     if (block.maxSmtpOut !== undefined) settings.maxSmtpOut = block.maxSmtpOut;
     if (block.maxMessagesPerConnection !== undefined) settings.maxMessagesPerConnection = block.maxMessagesPerConnection;
     if (block.maxMessageRate !== undefined) settings.maxMessageRate = parseRate(block.maxMessageRate);
-    if (block.smtpHost !== undefined) settings.smtpHost = parseHostPort(block.smtpHost);
+    // smtpHost and smarthost are one route: the more specific block's replaces the other's.
+    if (block.smtpHost !== undefined) {
+      settings.smtpHost = parseHostPort(block.smtpHost);
+      delete settings.smarthost;
+    }
+    if (block.smarthost !== undefined) {
+      settings.smarthost = block.smarthost;
+      delete settings.smtpHost;
+    }
     if (block.backoff !== undefined) {
       settings.backoff = {
         replyPatterns: block.backoff.replyPatterns.map((pattern) => new RegExp(pattern, REPLY_PATTERN_FLAGS)),

@@ -4,7 +4,8 @@
 // checked, plain text when not offered or when the handshake fails), required (STARTTLS or
 // nothing: never sends in clear) and verify (required plus chain and MX host name checked).
 // With DANE (TLSA records of the host, tls-route.ts) the session requires TLS and the certificate
-// chain must match the records (dane.ts) before any mail is sent.
+// chain must match the records (dane.ts) before any mail is sent. Towards a smarthost the session
+// may start in TLS (implicit, port 465) and authenticates (AUTH PLAIN or LOGIN) only once encrypted.
 // PIPELINING, SIZE, 8BITMIME, SMTPUTF8 and DSN (RFC 3461: RET and ENVID on MAIL FROM, each
 // recipient's own NOTIFY and ORCPT on its RCPT TO) are used as the peer advertises them.
 import net from 'node:net';
@@ -34,6 +35,17 @@ export interface OutboundConnectionOptions {
   trustedCa?: Buffer | Buffer[];
   connectTimeoutMs?: number;
   socketTimeoutMs?: number;
+  /** TLS from the first byte (RFC 8314, port 465) instead of STARTTLS; the session then requires TLS. */
+  implicitTls?: boolean;
+  /** Log in after TLS (a smarthost); a session that is not encrypted never sends credentials. */
+  auth?: OutboundAuth;
+}
+
+export interface OutboundAuth {
+  user: string;
+  pass: string;
+  /** auto: PLAIN when the server offers it, else LOGIN. */
+  mechanism: 'PLAIN' | 'LOGIN' | 'auto';
 }
 
 export type TlsOutcome = { kind: 'plain' } | { kind: 'tls'; version: string; cipher: string; dane?: 'dane-ee' | 'dane-ta' | 'unauthenticated' };
@@ -44,15 +56,17 @@ export interface Reply {
   text: string;
 }
 
-/** Why a session could not be set up, or broke. `reply` when the peer refused in words. */
+/** Why a session could not be set up, or broke. `reply` when the peer refused in words; `code` the socket or client error code (ECONNREFUSED, ETIMEDOUT...). */
 export class ConnectionFailure extends Error {
-  readonly kind: 'connection' | 'tls';
+  readonly kind: 'connection' | 'tls' | 'auth';
   readonly reply?: Reply;
-  constructor(kind: 'connection' | 'tls', message: string, reply?: Reply) {
+  readonly code?: string;
+  constructor(kind: 'connection' | 'tls' | 'auth', message: string, reply?: Reply, code?: string) {
     super(message);
     this.name = 'ConnectionFailure';
     this.kind = kind;
     if (reply) this.reply = reply;
+    if (code) this.code = code;
   }
 }
 
@@ -86,6 +100,12 @@ export function ehloKeywords(reply: string | false): Set<string> {
   return new Set(reply.split(/\r?\n/).slice(1).map((line) => line.replace(/^\d{3}[ -]/, '').trim().split(/\s+/)[0]!.toUpperCase()).filter((keyword) => keyword !== ''));
 }
 
+/** The SASL mechanisms of an EHLO reply's AUTH line, upper-cased. */
+export function ehloAuthMechanisms(reply: string | false): Set<string> {
+  const line = reply ? reply.split(/\r?\n/).find((text) => /^250[ -]AUTH[ =]/i.test(text)) : undefined;
+  return new Set(line ? line.slice(9).trim().toUpperCase().split(/\s+/) : []);
+}
+
 function replyOf(error: SmtpError): Reply | undefined {
   if (!error.responseCode) return undefined;
   return { code: error.responseCode, text: (error.response ?? `${error.responseCode} ${error.message}`).replace(/\r?\n/g, ' ').trim() };
@@ -103,12 +123,10 @@ export class OutboundConnection {
   /** True when the peer advertised DSN: it takes over the notices the sender asked for (RFC 3461 §5.2). */
   readonly supportsDsn: boolean;
 
-  private constructor(connection: SMTPConnection, target: MxTarget, dane: 'dane-ee' | 'dane-ta' | 'unauthenticated' | undefined) {
+  private constructor(connection: SMTPConnection, target: MxTarget, dane: 'dane-ee' | 'dane-ta' | 'unauthenticated' | undefined, ehloReply: string | false) {
     this.connection = connection;
     this.target = target;
-    // At 'connect' nodemailer's last reply is the (post-STARTTLS) EHLO reply: read through its public field,
-    // not its private extension list (test/inbound/library-guard.test.ts checks this on the pinned version).
-    const keywords = ehloKeywords(connection.lastServerResponse);
+    const keywords = ehloKeywords(ehloReply);
     this.supportsSmtpUtf8 = keywords.has('SMTPUTF8');
     this.supportsDsn = keywords.has('DSN');
     const tlsSocket = secureSocket(connection);
@@ -135,7 +153,8 @@ export class OutboundConnection {
 
   private static attempt(options: OutboundConnectionOptions, plainOnly: boolean): Promise<OutboundConnection> {
     const { target, tlsPolicy, dane } = options;
-    const requireTls = tlsPolicy === 'required' || tlsPolicy === 'verify' || dane !== undefined;
+    const implicitTls = options.implicitTls ?? false;
+    const requireTls = tlsPolicy === 'required' || tlsPolicy === 'verify' || dane !== undefined || implicitTls;
     // SNI carries host names only (RFC 6066); a smarthost given as an address is verified against that address.
     const servername = net.isIP(target.name) ? undefined : target.name;
     const connection = new SMTPConnection({
@@ -144,7 +163,8 @@ export class OutboundConnection {
       name: options.ehloName,
       ...(options.sourceAddress ? { localAddress: options.sourceAddress } : {}),
       ...(servername ? { servername } : {}),
-      requireTLS: requireTls,
+      secure: implicitTls,
+      requireTLS: requireTls && !implicitTls,
       ignoreTLS: tlsPolicy === 'none' || plainOnly,
       connectionTimeout: options.connectTimeoutMs ?? 30_000,
       greetingTimeout: options.connectTimeoutMs ?? 30_000,
@@ -161,15 +181,16 @@ export class OutboundConnection {
     });
     return new Promise((resolve, reject) => {
       let settled = false;
+      const peer = `${target.name}[${target.address}]:${target.port}`;
       const fail = (error: SmtpError) => {
         if (settled) return;
         settled = true;
         connection.close();
         const reply = replyOf(error);
+        if (error.code === 'EAUTH') return reject(new ConnectionFailure('auth', `AUTH refused by ${peer}: ${error.message}`, reply, error.code));
         // Certificate checks fail as socket errors during the handshake, not as ETLS.
         const isTls = error.code === 'ETLS' || /certificate|altname|\bTLS\b|SSL|handshake|STARTTLS/i.test(error.message);
-        const peer = `${target.name}[${target.address}]:${target.port}`;
-        reject(new ConnectionFailure(isTls ? 'tls' : 'connection', isTls ? `TLS failure with ${peer}: ${error.message}` : `${peer}: ${error.message}`, reply));
+        reject(new ConnectionFailure(isTls ? 'tls' : 'connection', isTls ? `TLS failure with ${peer}: ${error.message}` : `${peer}: ${error.message}`, reply, error.code));
       };
       connection.once('error', fail);
       connection.connect(() => {
@@ -180,9 +201,22 @@ export class OutboundConnection {
           verdict = verifyDane(peerChain(secureSocket(connection)), dane, [target.name]);
           if (!verdict.ok) return fail(Object.assign(new Error(`DANE: ${verdict.reason} (TLSA of ${target.name})`), { code: 'ETLS' }));
         }
-        settled = true;
-        connection.off('error', fail);
-        resolve(new OutboundConnection(connection, target, verdict?.ok ? verdict.usage : undefined));
+        // At 'connect' nodemailer's last reply is the (post-STARTTLS) EHLO reply: read through its public field,
+        // not its private extension list (test/inbound/library-guard.test.ts checks this on the pinned version).
+        const ehloReply = connection.lastServerResponse;
+        const opened = () => {
+          if (settled) return;
+          settled = true;
+          connection.off('error', fail);
+          resolve(new OutboundConnection(connection, target, verdict?.ok ? verdict.usage : undefined, ehloReply));
+        };
+        if (!options.auth) return opened();
+        if (!connection.secure) return fail(Object.assign(new Error('credentials are never sent on an unencrypted session'), { code: 'ETLS' }));
+        const offered = ehloAuthMechanisms(ehloReply);
+        const wanted = options.auth.mechanism;
+        const method = wanted === 'auto' ? ['PLAIN', 'LOGIN'].find((mechanism) => offered.has(mechanism)) : offered.has(wanted) ? wanted : undefined;
+        if (!method) return fail(Object.assign(new Error(`AUTH ${wanted === 'auto' ? 'PLAIN or LOGIN' : wanted} not offered (offered: ${[...offered].join(' ') || 'none'})`), { code: 'EAUTH' }));
+        connection.login({ user: options.auth.user, pass: options.auth.pass, method }, (error) => (error ? fail(error as SmtpError) : opened()));
       });
     });
   }

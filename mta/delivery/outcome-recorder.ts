@@ -15,6 +15,7 @@ import { recipientIndexes, type DestinationQueue, type QueuedMessage, type Queue
 import { storeDsn, type FailedRecipient } from './dsn.ts';
 import { DelayNoticeLedger, noticesFor } from './dsn-notices.ts';
 import type { MxTarget, TlsOutcome } from './outbound-connection.ts';
+import type { PortFallback } from './smarthost-memory.ts';
 import { classifyFailure, type Classification } from './reply-classification.ts';
 import { afterDeferral, retryDelay } from './retry-schedule.ts';
 
@@ -25,6 +26,8 @@ export interface AttemptContext {
   startedAt: number;
   /** The next hop advertised DSN and was given NOTIFY: success notices are its to send. */
   nextHopDsn?: boolean;
+  /** Smarthost ports passed over before this session's (smarthost-memory.ts). */
+  portFallbacks?: PortFallback[];
 }
 
 export interface OutcomeRecorderOptions {
@@ -248,6 +251,7 @@ export class OutcomeRecorder {
       tlsVersion: tls?.version ?? null,
       tlsCipher: tls?.cipher ?? null,
       durationMs: context.startedAt ? Math.max(0, now - context.startedAt) : 0,
+      ...(context.portFallbacks ? { portFallbacks: context.portFallbacks } : {}),
     };
     this.#accounting.write(record);
     this.#outcomes.write(record, retryAt);

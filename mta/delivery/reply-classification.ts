@@ -30,6 +30,7 @@ export interface Classification {
 export type TransportFailure =
   | { kind: 'connection'; message: string }
   | { kind: 'tls'; message: string }
+  | { kind: 'auth'; message: string }
   | { kind: 'dns-temporary'; message: string }
   | { kind: 'no-such-domain'; message: string }
   | { kind: 'null-mx'; message: string }
@@ -56,6 +57,9 @@ export function classifyFailure(failure: TransportFailure): Classification {
       return { result: 'deferred', status: '4.4.1', category: 'routing-errors', diagnostic: failure.message };
     case 'tls':
       return { result: 'deferred', status: '4.7.5', category: 'policy-related', diagnostic: failure.message };
+    // Refused credentials are the sender's configuration, not the message: deferred (fixed by the Secret), bounced at bounceAfter.
+    case 'auth':
+      return { result: 'deferred', status: '4.7.8', category: 'policy-related', diagnostic: failure.message };
     case 'dns-temporary':
       return { result: 'deferred', status: '4.4.3', category: 'routing-errors', diagnostic: failure.message };
     case 'no-such-domain':

@@ -1,6 +1,7 @@
 // Accounting records, PowerMTA `acct` style: one JSON line per delivery attempt and recipient,
 // written to a file (appended) and/or stdout, for billing, deliverability analysis and audits.
 import { createWriteStream, type WriteStream } from 'node:fs';
+import type { PortFallback } from '../delivery/smarthost-memory.ts';
 
 export interface AccountingRecord {
   /** ISO time the attempt finished. */
@@ -23,6 +24,8 @@ export interface AccountingRecord {
   tlsVersion: string | null;
   tlsCipher: string | null;
   durationMs: number;
+  /** Smarthost routes only, when the port used was not the first of the list: each port passed over and why (mta/delivery/smarthost-memory.ts). */
+  portFallbacks?: PortFallback[];
 }
 
 export class AccountingLog {
