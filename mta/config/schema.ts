@@ -167,6 +167,9 @@ export const DEFAULT_SMARTHOST_PORTS = [
   { port: 465, tls: 'implicit' as const },
 ];
 
+/** The files of a smarthost login directory: the keys of a kubernetes.io/basic-auth Secret. */
+export const SMARTHOST_SECRET_KEYS = ['username', 'password'] as const;
+
 /** Relaying through a submission server (an ESP): TLS always, AUTH with the credentials of a mounted Secret, ports tried in order (mta/delivery/smarthost-session.ts). */
 export const SmarthostSettings = z.strictObject({
   /** Host names or addresses, tried in order on each port. */

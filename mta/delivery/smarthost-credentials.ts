@@ -3,13 +3,12 @@
 // by the next connection without a reload. Errors name the file, never its content.
 import { readFile } from 'node:fs/promises';
 import path from 'node:path';
+import { SMARTHOST_SECRET_KEYS } from '../config/schema.ts';
 
 export interface SmarthostLogin {
   user: string;
   pass: string;
 }
-
-export const SMARTHOST_SECRET_KEYS = ['username', 'password'] as const;
 
 async function readKey(secretPath: string, key: string): Promise<string> {
   const file = path.join(secretPath, key);

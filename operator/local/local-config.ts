@@ -51,6 +51,10 @@ export function localizeConfig(rendered: RuntimeConfigInput, placement: LocalPla
   for (const policy of config.relayPolicies) {
     if (policy.users) policy.users.secretPath = secretPath(policy.users.secretPath) ?? policy.users.secretPath;
   }
+  for (const smarthost of [...(config.pool.domainDefaults ?? []), ...config.pool.virtualMtas.flatMap((vmta) => vmta.domains ?? [])].flatMap((block) => block.smarthost ?? [])) {
+    if (smarthost.auth) smarthost.auth.secretPath = secretPath(smarthost.auth.secretPath) ?? smarthost.auth.secretPath;
+    if (smarthost.caFile) smarthost.caFile = secretPath(smarthost.caFile);
+  }
   for (const key of [...(config.pool.dkim?.keys ?? []), ...config.pool.virtualMtas.flatMap((vmta) => vmta.dkimKeys ?? [])]) key.keyFile = secretPath(key.keyFile) ?? key.keyFile;
   if (config.spool.path === SPOOL_DIR) config.spool.path = path.join(poolDir, 'spool');
   config.admin = compact({ ...config.admin, address: '127.0.0.1', port: ADMIN_PORT + placement.poolIndex + placement.portShift, tokenFile: secretPath(config.admin?.tokenFile), readTokenFile: secretPath(config.admin?.readTokenFile) });

@@ -19,6 +19,7 @@ import { dkimConfig, dkimKeyConfig, dkimKeysWithFields } from './dkim-config.ts'
 import { ADMIN_PORT, relayPort, secretDir, SPOOL_DIR } from './layout.ts';
 import { quantityBytes } from './quantity.ts';
 import { headlessServiceName } from './services.ts';
+import { smarthostConfig, smarthostSecrets } from './smarthost-config.ts';
 
 /** What render may know of a Secret: its name and the keys it holds, never the values. */
 export interface SecretSummary {
@@ -140,6 +141,7 @@ export function renderRuntimeConfig(inputs: RuntimeConfigInputs): RuntimeConfigR
     problem(pool, 'SameAdminTokens', `spec.admin.readTokenSecretName: "${pool.spec.admin.readTokenSecretName}" is also spec.admin.tokenSecretName; a read-only token must be another Secret (whoever holds it could change the queues)`);
   }
   for (const { key, field } of dkimKeysWithFields(pool)) requireSecret(pool, `${field}.secretName`, key.secretName, [key.secretKey]);
+  for (const { field, secretName, keys } of smarthostSecrets(pool)) requireSecret(pool, field, secretName, keys);
   const reportingCa = pool.spec.tlsReporting?.https?.caSecretName;
   if (reportingCa) requireSecret(pool, 'spec.tlsReporting.https.caSecretName', reportingCa, [TLS_REPORTING_CA_KEY]);
 
@@ -265,8 +267,8 @@ type DomainConfigInput = RuntimeConfigInput['pool']['domainDefaults'] extends (i
 
 /** PowerMTA's single `retryAfter` becomes a one-step schedule; `retrySchedule` and `retryBackoff` map as they are. */
 function domainSettings(settings: DomainSettings): DomainConfigInput {
-  const { domain, retryAfter, retrySchedule, retryBackoff, ...rest } = settings;
-  return compact({ match: domain, ...rest, retryAfter: retryAfter ? [retryAfter] : (retrySchedule ?? retryBackoff) }) as DomainConfigInput;
+  const { domain, retryAfter, retrySchedule, retryBackoff, smarthost, ...rest } = settings;
+  return compact({ match: domain, ...rest, retryAfter: retryAfter ? [retryAfter] : (retrySchedule ?? retryBackoff), smarthost: smarthost ? smarthostConfig(smarthost) : undefined }) as DomainConfigInput;
 }
 
 /** Drops undefined fields so relay.yaml lists only what was set. */

@@ -111,6 +111,8 @@ const cases: [string, Record<string, unknown>, boolean][] = [
   ['a routing rule on sender domain', policy({ routing: { rules: [{ senderDomain: 'example.com', virtualMta: 'mta1' }] } }), false],
   ['two retry forms', pool({ domainDefaults: [{ domain: '*', retryAfter: '10m', retryBackoff: { initial: '1m', factor: 2, max: '1h' } }] }), true],
   ['one retry form', pool({ domainDefaults: [{ domain: '*', retrySchedule: ['1m', '10m'] }] }), false],
+  ['smtpHost and smarthost in one block', pool({ domainDefaults: [{ domain: '*', smtpHost: 'mx.example.net:25', smarthost: { hosts: ['smtp.esp.example'] } }] }), true],
+  ['a smarthost with a login', pool({ domainDefaults: [{ domain: '*', smarthost: { hosts: ['smtp.esp.example'], auth: { secretName: 'esp-login' } } }] }), false],
   ['a storage class on an ephemeral spool', pool({ spool: { mode: 'ephemeral', storageClassName: 'fast' } }), true],
   ['a pool name of 53 characters', pool({}, 'p'.repeat(53)), true],
   ['a pool name of 52 characters', pool({}, 'p'.repeat(52)), false],
