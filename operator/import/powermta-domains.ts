@@ -16,8 +16,8 @@ export type PatternLists = Map<string, string[]>;
 const NOT_HERE: Record<string, string> = {
   'domain-key': 'a DKIM key signs by From domain, not by destination: put domain-key at the top level or in a <virtual-mta>',
   'dkim-identity': 'signatures carry no i= tag (the identity is the signing domain)',
-  'auth-username': 'AUTH towards a smarthost is not in the resources yet',
-  'auth-password': 'AUTH towards a smarthost is not in the resources yet',
+  'auth-username': 'AUTH towards a smarthost: write a smarthost route with a login Secret by hand (docs/smarthost.md); the import copies no credentials',
+  'auth-password': 'AUTH towards a smarthost: write a smarthost route with a login Secret by hand (docs/smarthost.md); the import copies no credentials',
   'backoff-notify': 'backoff changes are reported by metrics (vmta_delivery_backoff) and logs, not by mail',
   'connect-timeout': 'the relay\'s connection timeouts are fixed',
   'data-send-timeout': 'the relay\'s timeouts are fixed',

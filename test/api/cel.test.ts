@@ -148,9 +148,9 @@ for (const [what, object, refused] of cases) {
 }
 
 test('every example resource passes the CEL rules', async () => {
-  const loaded = await loadResourceDir(path.join(REPOSITORY_ROOT, 'examples'));
-  assert.deepEqual(loaded.errors, []);
-  for (const file of loaded.files) {
+  const folders = await Promise.all(['examples', 'examples/smarthost'].map((folder) => loadResourceDir(path.join(REPOSITORY_ROOT, folder))));
+  assert.deepEqual(folders.flatMap((loaded) => loaded.errors), []);
+  for (const file of folders.flatMap((loaded) => loaded.files)) {
     for (const document of (await readFile(file, 'utf8')).split(/^---$/m)) {
       const object = parseYaml(document) as Record<string, unknown> | null;
       if (!object || object.kind === 'Secret') continue;

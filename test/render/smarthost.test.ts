@@ -2,15 +2,19 @@
 // values never reach the ConfigMap), the Secrets are mounted into the pod, a missing Secret or
 // key is a problem naming the field, the CRD schema and the relay config refuse a block with both
 // smtpHost and smarthost and bad smarthost fields with the field named, the relay fills the
-// default port list, and local mode points the paths at its own copies of the Secrets.
+// default port list, local mode points the paths at its own copies of the Secrets, and
+// examples/smarthost/ renders.
 import assert from 'node:assert/strict';
+import path from 'node:path';
 import { test } from 'node:test';
 import { parse } from 'yaml';
 import { DEFAULT_SMARTHOST_PORTS, RuntimeConfig } from '../../mta/config/schema.ts';
 import { resolveDomainSettings } from '../../mta/delivery/domain-settings.ts';
 import { DomainSettings } from '../../operator/api/domain-settings.ts';
 import { localizeConfig } from '../../operator/local/local-config.ts';
+import { loadResourceDir, secretSummaries } from '../../operator/local/resource-files.ts';
 import { renderPool } from '../../operator/render/pool.ts';
+import { REPOSITORY_ROOT } from '../../scripts/generated-files.ts';
 import { copy, exampleInput } from './example-resources.ts';
 
 async function smarthostInput() {
@@ -107,4 +111,16 @@ test('local mode points smarthost logins and CAs at its copies of the Secrets', 
   assert.equal(route?.auth?.secretPath, '/work/local/secrets/esp-login');
   assert.equal(route?.caFile, '/work/local/secrets/esp-ca/ca.crt');
   assert.equal(local.config.pool.virtualMtas[0]!.domains?.[0]?.smarthost?.auth?.secretPath, '/work/local/secrets/internal.login');
+});
+
+test('examples/smarthost/ loads and renders without problems, the default route going to the ESP on 587, 2525, 465', async () => {
+  const loaded = await loadResourceDir(path.join(REPOSITORY_ROOT, 'examples/smarthost'));
+  assert.deepEqual(loaded.errors, []);
+  const { pools, secrets } = loaded.resources;
+  const result = renderPool({ pool: pools[0]!, listeners: [], policies: [], secrets: secretSummaries(secrets), image: 'registry.example/vmta:1.0.0', namespace: 'mail' });
+  assert.deepEqual(result.problems, []);
+  const route = result.runtime.config.pool.domainDefaults?.find((block) => block.match === '*')?.smarthost;
+  assert.deepEqual(route?.ports, DEFAULT_SMARTHOST_PORTS);
+  assert.equal(route?.auth?.secretPath, '/etc/vmta/secrets/esp-login');
+  assert.ok(!result.runtime.text.includes('REPLACE-WITH'), 'no Secret value in relay.yaml');
 });
