@@ -4,12 +4,11 @@
 // copies of the Secrets.
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
-import { parse } from 'yaml';
 import { RuntimeConfig } from '../../mta/config/schema.ts';
 import { VirtualMtaPoolSpec } from '../../operator/api/virtual-mta-pool.ts';
 import { localizeConfig } from '../../operator/local/local-config.ts';
 import { renderPool } from '../../operator/render/pool.ts';
-import { copy, exampleInput } from './example-resources.ts';
+import { copy, exampleInput, relayMountPaths, renderedRelayConfig } from './example-resources.ts';
 
 async function dkimInput() {
   const input = await exampleInput();
@@ -29,8 +28,7 @@ async function dkimInput() {
 test('DKIM keys render as key files under their Secret mounts, and the Secrets are mounted', async () => {
   const result = renderPool(await dkimInput());
   assert.deepEqual(result.problems, []);
-  const configMap = result.objects.find((object) => object.kind === 'ConfigMap') as unknown as { data: Record<string, string> };
-  const config = RuntimeConfig.parse(parse(configMap.data['relay.yaml']!));
+  const config = renderedRelayConfig(result);
   assert.deepEqual(
     config.pool.dkim.keys.map((key) => [key.domain, key.selector, key.algorithm, key.keyFile, key.canonicalization]),
     [
@@ -41,8 +39,7 @@ test('DKIM keys render as key files under their Secret mounts, and the Secrets a
   assert.equal(config.pool.dkim.expireAfter, 7 * 86_400_000);
   assert.equal(config.pool.dkim.canonicalization, 'relaxed/relaxed');
   assert.deepEqual(config.pool.virtualMtas[0]!.dkimKeys.map((key) => key.keyFile), ['/etc/vmta/secrets/dkim-brand/private.pem']);
-  const workload = result.objects.find((object) => object.kind === 'StatefulSet') as any;
-  const mounts: string[] = workload.spec.template.spec.containers[0].volumeMounts.map((mount: { mountPath: string }) => mount.mountPath);
+  const mounts = relayMountPaths(result);
   assert.ok(mounts.includes('/etc/vmta/secrets/dkim-example-com') && mounts.includes('/etc/vmta/secrets/dkim-brand'), mounts.join(', '));
 });
 

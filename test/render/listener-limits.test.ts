@@ -4,19 +4,17 @@
 // the resource schema, naming the field.
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
-import { parse } from 'yaml';
-import { RuntimeConfig, type ListenerConfig } from '../../mta/config/schema.ts';
+import type { ListenerConfig } from '../../mta/config/schema.ts';
 import { parseVmtaResource } from '../../operator/api/parse.ts';
 import { renderPool } from '../../operator/render/pool.ts';
-import { exampleInput } from './example-resources.ts';
+import { exampleInput, renderedRelayConfig } from './example-resources.ts';
 
 type Input = Awaited<ReturnType<typeof exampleInput>>;
 
 function renderedLimits(input: Input, listenerName: string): ListenerConfig['limits'] {
   const result = renderPool(input);
   assert.deepEqual(result.problems, []);
-  const configMap = result.objects.find((object) => object.kind === 'ConfigMap') as unknown as { data: Record<string, string> };
-  const config = RuntimeConfig.parse(parse(configMap.data['relay.yaml']!));
+  const config = renderedRelayConfig(result);
   const listener = config.listeners.find((entry) => entry.name === listenerName);
   assert.ok(listener, `no listener ${listenerName} in the runtime config`);
   return listener.limits;

@@ -7,7 +7,6 @@
 import assert from 'node:assert/strict';
 import path from 'node:path';
 import { test } from 'node:test';
-import { parse } from 'yaml';
 import { DEFAULT_SMARTHOST_PORTS, RuntimeConfig } from '../../mta/config/schema.ts';
 import { resolveDomainSettings } from '../../mta/delivery/domain-settings.ts';
 import { DomainSettings } from '../../operator/api/domain-settings.ts';
@@ -15,7 +14,7 @@ import { localizeConfig } from '../../operator/local/local-config.ts';
 import { loadResourceDir, secretSummaries } from '../../operator/local/resource-files.ts';
 import { renderPool } from '../../operator/render/pool.ts';
 import { REPOSITORY_ROOT } from '../../scripts/generated-files.ts';
-import { copy, exampleInput } from './example-resources.ts';
+import { copy, exampleInput, relayMountPaths, renderedRelayConfig } from './example-resources.ts';
 
 async function smarthostInput() {
   const input = await exampleInput();
@@ -31,8 +30,7 @@ async function smarthostInput() {
 test('smarthost logins and CAs render as paths under their Secret mounts, and the Secrets are mounted', async () => {
   const result = renderPool(await smarthostInput());
   assert.deepEqual(result.problems, []);
-  const configMap = result.objects.find((object) => object.kind === 'ConfigMap') as unknown as { data: Record<string, string> };
-  const config = RuntimeConfig.parse(parse(configMap.data['relay.yaml']!));
+  const config = renderedRelayConfig(result);
   const route = config.pool.domainDefaults.find((block) => block.match === '*')!.smarthost!;
   assert.deepEqual(route.auth, { secretPath: '/etc/vmta/secrets/esp-login', mechanism: 'LOGIN' });
   assert.equal(route.caFile, '/etc/vmta/secrets/esp-ca/ca.crt');
@@ -41,8 +39,7 @@ test('smarthost logins and CAs render as paths under their Secret mounts, and th
   assert.equal(route.reprobeAfter, 600_000);
   const own = config.pool.virtualMtas[0]!.domains[0]!.smarthost!;
   assert.deepEqual([own.ports, own.tlsPolicy, own.auth], [[{ port: 465, tls: 'implicit' }], 'required', { secretPath: '/etc/vmta/secrets/internal.login', mechanism: 'auto' }]);
-  const workload = result.objects.find((object) => object.kind === 'StatefulSet') as any;
-  const mounts: string[] = workload.spec.template.spec.containers[0].volumeMounts.map((mount: { mountPath: string }) => mount.mountPath);
+  const mounts = relayMountPaths(result);
   for (const name of ['esp-login', 'esp-ca', 'internal.login']) assert.ok(mounts.includes(`/etc/vmta/secrets/${name}`), mounts.join(', '));
 });
 

@@ -3,20 +3,18 @@
 // when replicas change, and invalid values refused naming the field.
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
-import { parse } from 'yaml';
-import { RuntimeConfig } from '../../mta/config/schema.ts';
+import type { RuntimeConfig } from '../../mta/config/schema.ts';
 import { BOUNCE_CATEGORIES } from '../../mta/delivery/reply-classification.ts';
 import { VirtualMtaPoolSpec } from '../../operator/api/virtual-mta-pool.ts';
 import { renderPool } from '../../operator/render/pool.ts';
-import { copy, exampleInput } from './example-resources.ts';
+import { copy, exampleInput, renderedRelayConfig } from './example-resources.ts';
 
 type Input = Awaited<ReturnType<typeof exampleInput>>;
 
 function relayConfig(input: Input): RuntimeConfig {
   const result = renderPool(input);
   assert.deepEqual(result.problems, []);
-  const configMap = result.objects.find((object) => object.kind === 'ConfigMap') as unknown as { data: Record<string, string> };
-  return RuntimeConfig.parse(parse(configMap.data['relay.yaml']!));
+  return renderedRelayConfig(result);
 }
 
 async function withToken(replicas: number): Promise<Input> {
