@@ -194,7 +194,16 @@ export class ConnectionRunner {
   async #runSmarthost(queue: DestinationQueue, vmta: VirtualMtaConfig, route: SmarthostConfig, startedAt: number): Promise<void> {
     const { clock, logger, metrics } = this.#context;
     if (queue.ready.length === 0 || !this.#scheduler.canSend(queue)) return;
-    const session = await openSmarthostSession({ route, memory: this.#smarthosts, vmta, domain: queue.domain, resolveHost: (host) => this.#resolver.resolveHost(host), now: () => clock.now(), logger });
+    const session = await openSmarthostSession({
+      route,
+      memory: this.#smarthosts,
+      vmta,
+      domain: queue.domain,
+      resolveHost: (host) => this.#resolver.resolveHost(host),
+      now: () => clock.now(),
+      logger,
+      portFailed: (reason) => metrics.smarthostPortFailures.inc({ virtual_mta: vmta.name, reason }),
+    });
     const portFallbacks = session.fallbacks.length > 0 ? session.fallbacks : undefined;
     if (!session.ok) {
       queue.lastError = session.classification.diagnostic;

@@ -27,6 +27,8 @@ export interface SmarthostSessionInputs {
   resolveHost(host: string): Promise<string[]>;
   now(): number;
   logger: Logger;
+  /** Told of each port that failed, and why ('auth': a refused login). */
+  portFailed(reason: PortFallback['reason'] | 'auth'): void;
 }
 
 export type SmarthostSession =
@@ -101,6 +103,7 @@ export async function openSmarthostSession(inputs: SmarthostSessionInputs): Prom
       } catch (error) {
         const failure = error instanceof ConnectionFailure ? error : new ConnectionFailure('connection', (error as Error).message);
         if (failure.kind === 'auth') {
+          inputs.portFailed('auth');
           if (login) inputs.memory.loginRefused(route, login, failure.reply?.text ?? failure.message, inputs.now());
           logger.warn({ virtualMta: vmta.name, domain: inputs.domain, smarthost: host, port: entry.port, err: failure.message }, 'smarthost refused the login; the queue is deferred, no other port is tried');
           return { ok: false, fallbacks, target, classification: classifyFailure({ kind: 'auth', message: failure.message }) };
@@ -110,6 +113,7 @@ export async function openSmarthostSession(inputs: SmarthostSessionInputs): Prom
         const stale = fallbacks.findIndex((known) => known.host === address && known.port === entry.port && known.tls === entry.tls);
         if (stale >= 0) fallbacks.splice(stale, 1);
         fallbacks.push(fallback);
+        inputs.portFailed(fallback.reason);
         logger.info({ virtualMta: vmta.name, domain: inputs.domain, smarthost: host, smarthostIp: address, port: entry.port, reason: fallback.reason, err: failure.message }, 'smarthost port failed, trying the next');
       }
     }

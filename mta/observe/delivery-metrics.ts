@@ -20,6 +20,7 @@ export class DeliveryMetrics {
   readonly mtaStsMismatches: Counter<'virtual_mta' | 'mode'>;
   readonly daneLookups: Counter<'result'>;
   readonly daneSessions: Counter<'result'>;
+  readonly smarthostPortFailures: Counter<'virtual_mta' | 'reason'>;
 
   constructor(registry: Registry) {
     const registers = [registry];
@@ -82,6 +83,12 @@ export class DeliveryMetrics {
       name: 'vmta_dane_lookups_total',
       help: 'DANE findings for domains and MX hosts under tlsPolicy dane or dane-only: tlsa (validated TLSA records), no_tlsa and insecure (no DANE: dane falls back, dane-only does not use the host), dnssec_invalid (bogus answer: deferred).',
       labelNames: ['result'] as const,
+      registers,
+    });
+    this.smarthostPortFailures = new Counter({
+      name: 'vmta_smarthost_port_failures_total',
+      help: 'Smarthost ports that failed by VirtualMTA and reason: refused, timeout, greeting, tls, connection (each falls through to the next port) and auth (a refused login: the queue is deferred).',
+      labelNames: ['virtual_mta', 'reason'] as const,
       registers,
     });
     this.daneSessions = new Counter({

@@ -15,7 +15,7 @@ import path from 'node:path';
 import { after, before, test } from 'node:test';
 import type { AccountingRecord } from '../../mta/observe/accounting.ts';
 import { droppedPortSkipReason, startBlockedPort, type BlockedKind, type BlockedPort } from '../fixtures/blocked-ports.ts';
-import { baseRelayConfig, freePort, LISTENER_TLS_FILES, loopbackRelayConfig, PARKING_SMTP_HOST, startRelayProcess, temporaryDirectory, writeListenerFiles, writeRelayConfig, type RelayProcess } from '../fixtures/relay-process.ts';
+import { baseRelayConfig, freePort, LISTENER_TLS_FILES, loopbackRelayConfig, metricValue, PARKING_SMTP_HOST, startRelayProcess, temporaryDirectory, writeListenerFiles, writeRelayConfig, type RelayProcess } from '../fixtures/relay-process.ts';
 import { startSinkMx, type SinkMx } from '../fixtures/sink-mx.ts';
 import { sendMarkedMessage } from '../fixtures/smtp-clients.ts';
 import { createTestCa, type TestCa } from '../fixtures/tls.ts';
@@ -41,6 +41,7 @@ let neverTried: BlockedPort;
 const cleanups: (() => Promise<void> | void)[] = [];
 
 const classDomain = (kind: BlockedKind, next: string) => `${kind}-${next}.test`;
+const portFailures = async (reason: string) => (await metricValue(relayA.adminUrl, `vmta_smarthost_port_failures_total{virtual_mta="vmta-a",reason="${reason}"}`)) ?? 0;
 
 before(async () => {
   ca = createTestCa();
@@ -156,6 +157,10 @@ test('each kind of blocked first port falls through to each kind of next port, a
     assert.equal(fallback!.reason, EXPECTED_REASON[kind], `${kind} then ${next}: ${fallback!.detail}`);
     assert.ok(record.tlsVersion?.startsWith('TLSv1.'), `${kind} then ${next}: delivered over TLS`);
   }
+  for (const reason of new Set(BLOCKED_KINDS.map((kind) => EXPECTED_REASON[kind]))) {
+    const expected = BLOCKED_KINDS.filter((kind) => EXPECTED_REASON[kind] === reason).length * NEXT_PORTS.length;
+    assert.ok((await portFailures(reason)) >= expected, `vmta_smarthost_port_failures_total{reason="${reason}"} counts at least ${expected}`);
+  }
   const logins = relayB.logs.filter((log) => log.msg === 'authenticated');
   assert.ok(logins.length >= cases.length && logins.every((log) => log.user === USER && log.mechanism === 'PLAIN'), 'auto logs in with PLAIN');
 });
@@ -202,6 +207,7 @@ test('refused credentials defer with 4.7.8, try no other port, are retried with 
   assert.match(held.diagnostic, /refused this login at .*535.*once the Secret changes/);
   assert.equal(relayB.logs.filter((log) => log.event === 'refusal auth_rate_limited').length, 0, 'B never locked the relay out');
   assert.equal(neverTried.connections, 0, 'a refused login is not tried on the next port');
+  assert.equal(await portFailures('auth'), 2, 'one refused login per route: the held retries do not connect');
   const bounced = await recordOf('rcpt@expiring-login.test', 'bounced');
   assert.match(bounced.diagnostic, /535/);
   await writeFile(path.join(aDir, 'wrong-login', 'password'), `${PASSWORD}\n`);
