@@ -77,6 +77,9 @@ const TABLE: Array<[Resource, string | null]> = [
   [pool('smarthost-port', { domainDefaults: [{ domain: '*', smtpHost: 'smarthost.example.net:99999' }] }), 'spec.domainDefaults[0].smtpHost'],
   [pool('smarthost-octet', { domainDefaults: [{ domain: '*', smtpHost: '10.0.0.300:25' }] }), 'spec.domainDefaults[0].smtpHost'],
   [pool('smarthost-good', { domainDefaults: [{ domain: '*', smtpHost: 'smarthost.example.net:587' }, { domain: 'b.example', smtpHost: '192.0.2.25:25' }, { domain: 'c.example', smtpHost: '[2001:db8::25]:25' }] }), null],
+  [pool('smarthost-two-routes', { domainDefaults: [{ domain: '*', smtpHost: 'mx.example.net:25', smarthost: { hosts: ['smtp.esp.example'] } }] }), 'spec.domainDefaults[0].smarthost'],
+  [pool('smarthost-plain-port', { domainDefaults: [{ domain: '*', smarthost: { hosts: ['smtp.esp.example'], ports: [{ port: 25, tls: 'none' }] } }] }), 'spec.domainDefaults[0].smarthost.ports[0].tls'],
+  [pool('smarthost-login', { domainDefaults: [{ domain: '*', smarthost: { hosts: ['smtp.esp.example'], auth: { secretName: 'esp-login', mechanism: 'LOGIN' } } }] }), null],
   [pool('source-mapped', { virtualMtas: [{ name: 'mta1', hostname: 'mta1.example.com', sourceAddress: '::ffff:192.0.2.10' }] }), 'spec.virtualMtas[0].sourceAddress'],
   [pool('source-good', { virtualMtas: [{ name: 'mta1', hostname: 'mta1.example.com', sourceAddress: '192.0.2.10' }] }), null],
 ];
