@@ -78,7 +78,7 @@ export async function openSmarthostSession(inputs: SmarthostSessionInputs): Prom
   const { targets, problems } = await hostAddresses(inputs);
   if (targets.length === 0) return { ok: false, fallbacks: [], classification: classifyFailure({ kind: 'dns-temporary', message: `smarthost ${route.hosts.join(', ')}: ${problems.join('; ')}` }) };
 
-  const plan = inputs.memory.plan(route, inputs.now());
+  const plan = inputs.memory.plan(route, vmta.sourceAddress, inputs.now());
   const fallbacks = [...plan.remembered];
   let lastTarget: MxTarget | undefined;
   for (const index of plan.order) {
@@ -97,7 +97,7 @@ export async function openSmarthostSession(inputs: SmarthostSessionInputs): Prom
           ...(vmta.sourceAddress ? { sourceAddress: vmta.sourceAddress } : {}),
           ...(trustedCa ? { trustedCa } : {}),
         });
-        inputs.memory.worked(route, index, fallbacks, inputs.now());
+        inputs.memory.worked(route, vmta.sourceAddress, index, fallbacks, inputs.now());
         if (login) inputs.memory.loginAccepted(route);
         return { ok: true, connection, fallbacks };
       } catch (error) {
