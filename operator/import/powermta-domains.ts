@@ -1,6 +1,7 @@
 // PowerMTA `<domain NAME>` blocks -> DomainSettings: use-starttls / require-starttls -> tlsPolicy,
 // retry-after, bounce-after, max-smtp-out, max-msg-per-connection, max-msg-rate, route ->
-// smtpHost, backoff-* with the reply patterns of the `<smtp-pattern-list>` the block names
+// smtpHost (with auth-username and auth-password: a smarthost route on the route's port, its login
+// in a kubernetes.io/basic-auth Secret, docs/smarthost.md), backoff-* with the reply patterns of the `<smtp-pattern-list>` the block names
 // (entries with mode=backoff); `mx-rollup` -> the pool-wide spec.mxRollup. Everything else in a
 // domain block is reported, never dropped.
 import { BackoffSettings, DomainSettings } from '../api/domain-settings.ts';
@@ -16,8 +17,6 @@ export type PatternLists = Map<string, string[]>;
 const NOT_HERE: Record<string, string> = {
   'domain-key': 'a DKIM key signs by From domain, not by destination: put domain-key at the top level or in a <virtual-mta>',
   'dkim-identity': 'signatures carry no i= tag (the identity is the signing domain)',
-  'auth-username': 'AUTH towards a smarthost: write a smarthost route with a login Secret by hand (docs/smarthost.md); the import copies no credentials',
-  'auth-password': 'AUTH towards a smarthost: write a smarthost route with a login Secret by hand (docs/smarthost.md); the import copies no credentials',
   'backoff-notify': 'backoff changes are reported by metrics (vmta_delivery_backoff) and logs, not by mail',
   'connect-timeout': 'the relay\'s connection timeouts are fixed',
   'data-send-timeout': 'the relay\'s timeouts are fixed',
@@ -31,6 +30,22 @@ const NOT_HERE: Record<string, string> = {
 /** Settings a domain block may hold that are the pool's as a whole in the resources. */
 export interface PoolWideSettings {
   mxRollup?: boolean;
+  /** The login Secrets (kubernetes.io/basic-auth) the smarthost routes of the domain blocks name. */
+  smarthostLogins?: SmarthostLogin[];
+}
+
+export interface SmarthostLogin {
+  secretName: string;
+  username: string;
+  password: string;
+}
+
+/** A Secret name for the login of a domain's smarthost: "*" -> default, "*.example.com" -> any.example.com; a second login for one name gets a suffix. */
+function loginSecretName(domain: string, logins: readonly SmarthostLogin[]): string {
+  const base = `smarthost-login-${domain === '*' ? 'default' : domain.replace(/^\*\./, 'any.')}`;
+  let name = base;
+  for (let suffix = 2; logins.some((login) => login.secretName === name); suffix += 1) name = `${base}-${suffix}`;
+  return name;
 }
 
 /** Converts one domain block; the block's own note is written by the caller. `inVirtualMta` when it is inside a <virtual-mta>. */
@@ -45,6 +60,7 @@ export function convertDomainBlock(block: PmtaNode, patternLists: PatternLists, 
   let useStarttls: boolean | undefined;
   let requireStarttls: boolean | undefined;
   const tlsNodes: PmtaNode[] = [];
+  const authNodes: Partial<Record<'auth-username' | 'auth-password', PmtaNode>> = {};
   for (const node of block.children ?? []) {
     try {
       switch (node.name) {
@@ -94,6 +110,10 @@ export function convertDomainBlock(block: PmtaNode, patternLists: PatternLists, 
           if (node.args.length > 1) report.approximated(node, `smtpHost: ${String(settings.smtpHost)}; the other hosts (${node.args.slice(1).join(' ')}) are left out: one smarthost per domain`);
           else report.mapped(node, `smtpHost: ${String(settings.smtpHost)}`);
           break;
+        case 'auth-username':
+        case 'auth-password':
+          authNodes[node.name] = node;
+          break;
         case 'backoff-retry-after':
           backoff.retryAfter = pmtaDuration(node.value);
           report.mapped(node, `backoff.retryAfter: ${String(backoff.retryAfter)}`);
@@ -140,6 +160,7 @@ export function convertDomainBlock(block: PmtaNode, patternLists: PatternLists, 
       report.refused(node, (error as Error).message);
     }
   }
+  if (authNodes['auth-username'] || authNodes['auth-password']) smarthostFromRoute(settings, authNodes, report, poolWide);
   const tlsPolicy = requireStarttls ? 'required' : useStarttls === true ? 'opportunistic' : useStarttls === false ? 'none' : undefined;
   if (tlsPolicy) settings.tlsPolicy = tlsPolicy;
   for (const node of tlsNodes) report.mapped(node, tlsPolicy ? `tlsPolicy: ${tlsPolicy} (use-starttls and require-starttls together)` : 'require-starttls no without use-starttls: the default TLS policy applies');
@@ -159,6 +180,30 @@ export function convertDomainBlock(block: PmtaNode, patternLists: PatternLists, 
     return undefined;
   }
   return settings as DomainSettings;
+}
+
+/**
+ * A route with auth-username and auth-password becomes a smarthost route: the route's host and
+ * port (465 implicit TLS, any other STARTTLS), TLS always, the login in a Secret. PowerMTA may
+ * send AUTH without TLS; the resources never do.
+ */
+function smarthostFromRoute(settings: Record<string, unknown>, nodes: Partial<Record<'auth-username' | 'auth-password', PmtaNode>>, report: ImportReport, poolWide: PoolWideSettings): void {
+  const [user, password] = [nodes['auth-username'], nodes['auth-password']];
+  const route = settings.smtpHost as string | undefined;
+  const refuse = (why: string) => {
+    for (const node of [user, password]) if (node) report.refused(node, why);
+  };
+  if (!route) return refuse('AUTH applies to a smarthost: this block has no route or smtp-hosts');
+  if (!user || !password || user.value === '' || password.value === '') return refuse('auth-username and auth-password go together, each with a value');
+  const separator = route.lastIndexOf(':');
+  const port = Number(route.slice(separator + 1));
+  const logins = (poolWide.smarthostLogins ??= []);
+  const secretName = loginSecretName(String(settings.domain), logins);
+  logins.push({ secretName, username: user.value, password: password.value });
+  delete settings.smtpHost;
+  settings.smarthost = { hosts: [route.slice(0, separator).replace(/^\[(.*)\]$/, '$1')], ports: [{ port, tls: port === 465 ? 'implicit' : 'starttls' }], tlsPolicy: 'required', auth: { secretName } };
+  report.approximated(user, `smarthost.auth.secretName: ${secretName} (a kubernetes.io/basic-auth Secret written beside the resources); the route becomes a smarthost on port ${port} with ${port === 465 ? 'implicit TLS' : 'STARTTLS'} required (AUTH is never sent in clear) and the certificate not checked (tlsPolicy: required; set verify when the host's certificate names it)`);
+  report.mapped(password, `the password of Secret ${secretName}`);
 }
 
 /** `<smtp-pattern-list NAME>`: `reply /regex/ mode=backoff` lines; other modes are reported. */

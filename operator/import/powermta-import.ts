@@ -374,6 +374,9 @@ function buildResources(c: Collected, options: ImportOptions, report: ImportRepo
   if (c.users.size > 0) {
     resources.push({ apiVersion: 'v1', kind: 'Secret', metadata: meta(usersSecret), type: 'Opaque', stringData: Object.fromEntries([...c.users].map(([name, user]) => [name, user.password])) });
   }
+  for (const login of c.poolWide.smarthostLogins ?? []) {
+    resources.push({ apiVersion: 'v1', kind: 'Secret', metadata: meta(login.secretName), type: 'kubernetes.io/basic-auth', stringData: { username: login.username, password: login.password } });
+  }
   for (const secret of c.dkimSecrets) {
     resources.push({ apiVersion: 'v1', kind: 'Secret', metadata: meta(secret.name), type: 'Opaque', stringData: { [DEFAULT_DKIM_SECRET_KEY]: secret.pem } });
   }

@@ -6,6 +6,9 @@ import type { PmtaNode } from './powermta-config.ts';
 
 export type Coverage = 'mapped' | 'approximated' | 'refused';
 
+/** Directives whose value is a password. */
+const SECRET_DIRECTIVES = new Set(['password', 'auth-password']);
+
 export interface ImportNote {
   file: string;
   line: number;
@@ -36,7 +39,9 @@ export class ImportReport {
   }
 
   #add(node: PmtaNode, coverage: Coverage, message: string): void {
-    const directive = node.children === undefined ? `${node.name} ${node.value}`.trim() : `<${node.name}${node.value === '' ? '' : ` ${node.value}`}>`;
+    // The report goes to a terminal and CI logs: a password's value is never part of it.
+    const value = SECRET_DIRECTIVES.has(node.name) && node.value !== '' ? '(value not shown)' : node.value;
+    const directive = node.children === undefined ? `${node.name} ${value}`.trim() : `<${node.name}${value === '' ? '' : ` ${value}`}>`;
     this.notes.push({ file: node.file, line: node.line, directive, coverage, message });
   }
 }
