@@ -19,6 +19,7 @@ import { podReadiness, PUBLIC_KEYS_FIELD, secretKeysOnly, withoutManagedFields }
 import { DkimDnsChecker } from './dkim-dns-check.ts';
 import type { ConfigHashReader } from './config-hash-reader.ts';
 import { HealthServer } from './health-server.ts';
+import { ListenerSelfCheck, type SelfCheckSettings } from './listener-self-check.ts';
 import { httpRelayDrainClient, type RelayDrainClient } from './relay-drain-client.ts';
 import { OWNED_KINDS, Reconciler, parseWorkKey, workKey, type Caches, type OwnedKind } from './reconciler.ts';
 
@@ -58,6 +59,8 @@ export interface OperatorOptions {
   /** A repeated Event is written again (count patched) only after this long (default 10 min). */
   eventAggregationWindowMs?: number;
   metrics?: OperatorMetrics;
+  /** How listeners are self-checked through their Services (addresses, step timeout, concurrency). */
+  selfCheck?: SelfCheckSettings;
 }
 
 export class VmtaOperator {
@@ -103,6 +106,15 @@ export class VmtaOperator {
       logger: options.logger,
       enqueue: (key) => this.queue?.add(key),
       relayDrainClient: options.relayDrainClient ?? httpRelayDrainClient(),
+      selfCheck: new ListenerSelfCheck({
+        ...options.selfCheck,
+        client: options.client,
+        events,
+        metrics: this.metrics,
+        logger: options.logger,
+        pollIntervalMs: options.pollIntervalMs ?? 5000,
+        enqueue: (namespace, name) => this.queue?.add(workKey('SmtpListener', namespace, name)),
+      }),
     });
     this.wireEvents(events);
     if (options.leaderElection) {
@@ -223,7 +235,10 @@ export class VmtaOperator {
       if (specChanged(kind, pool, previous)) this.enqueue(workKey('VirtualMtaPool', pool.metadata.namespace, pool.metadata.name));
     });
     this.caches.listeners.onEvent((kind, listener, previous) => {
-      if (kind === 'delete') this.reconciler.forget(listener.metadata.uid);
+      if (kind === 'delete') {
+        this.reconciler.forget(listener.metadata.uid);
+        events.forgetObject(listener.metadata.uid);
+      }
       if (!specChanged(kind, listener, previous)) return;
       this.enqueue(workKey('SmtpListener', listener.metadata.namespace, listener.metadata.name));
       for (const object of [listener, previous]) {

@@ -4,28 +4,21 @@
 // failure is tried on every listener kind it can happen on, and must be reported at its step.
 import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
-import { LISTENER_ROLES, ROLE_DEFAULTS, type TlsMode } from '../../operator/api/smtp-listener.ts';
 import { probeListener, type ProbeResult, type ProbeStep, type ProbeTarget } from '../../operator/controller/listener-probe.ts';
 import { startMisbehavingSmtp, type MisbehaviourOptions } from '../fixtures/misbehaving-smtp.ts';
-import { baseRelayConfig, freePort, LISTENER_TLS_FILES, startRelayProcess, temporaryDirectory, writeListenerFiles, writeRelayConfig, type RelayProcess } from '../fixtures/relay-process.ts';
+import { freePort } from '../fixtures/relay-process.ts';
+import { LISTENER_KINDS as KINDS, startRoleRelay, type ListenerKind, type RoleRelay } from '../fixtures/role-relay.ts';
 import { createSelfSignedCertificate, createTestCa, type TestCa, type TestCertificate } from '../fixtures/tls.ts';
 
 const HOSTNAME = 'relay.test';
 const STEP_TIMEOUT_MS = 3000;
 
-/** Every kind of listener: the four roles with their RFC defaults, and a relay listener without TLS. */
-const KINDS: { name: string; tlsMode: TlsMode; expectAuth: boolean }[] = [
-  ...LISTENER_ROLES.map((role) => ({ name: role, tlsMode: ROLE_DEFAULTS[role].tlsMode, expectAuth: ROLE_DEFAULTS[role].authMechanisms.length > 0 })),
-  { name: 'relay-plaintext', tlsMode: 'none', expectAuth: false },
-];
 const TLS_KINDS = KINDS.filter((kind) => kind.tlsMode !== 'none');
 const STARTTLS_KINDS = KINDS.filter((kind) => kind.tlsMode === 'starttls');
 
 let ca: TestCa;
 let goodCertificate: TestCertificate;
-let relay: RelayProcess;
-let removeDir: () => Promise<void>;
-const relayPorts = new Map<string, number>();
+let roleRelay: RoleRelay;
 
 function failedStep(result: ProbeResult): ProbeStep | undefined {
   return result.steps.find((verdict) => !verdict.ok)?.step;
@@ -37,11 +30,11 @@ function verdict(result: ProbeResult, step: ProbeStep) {
   return found;
 }
 
-function target(kind: (typeof KINDS)[number], port: number, overrides: Partial<ProbeTarget> = {}): ProbeTarget {
+function target(kind: ListenerKind, port: number, overrides: Partial<ProbeTarget> = {}): ProbeTarget {
   return { host: '127.0.0.1', port, tlsMode: kind.tlsMode, hostname: HOSTNAME, ca: ca.ca.toString(), expectAuth: kind.expectAuth, stepTimeoutMs: STEP_TIMEOUT_MS, ...overrides };
 }
 
-async function probeMisbehaving(kind: (typeof KINDS)[number], options: MisbehaviourOptions, overrides: Partial<ProbeTarget> = {}): Promise<ProbeResult> {
+async function probeMisbehaving(kind: ListenerKind, options: MisbehaviourOptions, overrides: Partial<ProbeTarget> = {}): Promise<ProbeResult> {
   const server = await startMisbehavingSmtp(options);
   try {
     return await probeListener(target(kind, server.port, overrides));
@@ -53,40 +46,18 @@ async function probeMisbehaving(kind: (typeof KINDS)[number], options: Misbehavi
 before(async () => {
   ca = createTestCa();
   goodCertificate = ca.issue([HOSTNAME], { days: 60 });
-  const dir = await temporaryDirectory('vmta-probe-');
-  removeDir = dir.remove;
-  await writeListenerFiles(dir.path, goodCertificate, { alice: 'alice-password' });
-  for (const kind of KINDS) relayPorts.set(kind.name, await freePort());
-  const adminPort = await freePort();
-  await writeRelayConfig(dir.path, baseRelayConfig({
-    hostname: HOSTNAME,
-    listeners: KINDS.map((kind) => ({
-      name: kind.name,
-      address: '127.0.0.1',
-      port: relayPorts.get(kind.name)!,
-      relayPolicy: kind.expectAuth ? 'submission' : 'inbound',
-      tls: kind.tlsMode === 'none' ? { mode: 'none' } : { mode: kind.tlsMode, required: kind.expectAuth, ...LISTENER_TLS_FILES },
-      auth: kind.expectAuth ? { required: true, mechanisms: ['PLAIN', 'LOGIN'] } : { mechanisms: [] },
-    })),
-    relayPolicies: [
-      { name: 'submission', users: { secretPath: 'users', defaultAllowedSenderDomains: ['example.com'] } },
-      { name: 'inbound', relayDomains: ['example.com'] },
-    ],
-    admin: { address: '127.0.0.1', port: adminPort },
-  }));
-  relay = await startRelayProcess({ configDir: dir.path, adminPort });
+  roleRelay = await startRoleRelay(goodCertificate, HOSTNAME);
 });
 
 after(async () => {
-  await relay?.kill('SIGKILL');
-  await removeDir?.();
+  await roleRelay?.stop();
   ca?.cleanup();
 });
 
 describe('a real relay', () => {
   for (const kind of KINDS) {
     test(`${kind.name}: every step passes, with TLS version, cipher, certificate expiry and banner reported`, async () => {
-      const result = await probeListener(target(kind, relayPorts.get(kind.name)!));
+      const result = await probeListener(target(kind, roleRelay.ports.get(kind.name)!));
       assert.equal(failedStep(result), undefined, JSON.stringify(result.steps));
       assert.equal(result.ok, true);
       assert.match(result.banner ?? '', new RegExp(HOSTNAME.replace('.', '\\.')));
@@ -108,14 +79,14 @@ describe('a real relay', () => {
 
   for (const kind of TLS_KINDS) {
     test(`${kind.name}: a hostname the certificate does not name fails the name step`, async () => {
-      const result = await probeListener(target(kind, relayPorts.get(kind.name)!, { hostname: 'mail.other.test' }));
+      const result = await probeListener(target(kind, roleRelay.ports.get(kind.name)!, { hostname: 'mail.other.test' }));
       assert.equal(failedStep(result), 'name');
       assert.match(verdict(result, 'name').message, /not for mail\.other\.test/);
       assert.equal(verdict(result, 'chain').ok, true, 'the chain still verifies');
     });
 
     test(`${kind.name}: without the listener's CA the chain fails against the system CAs`, async () => {
-      const result = await probeListener(target(kind, relayPorts.get(kind.name)!, { ca: undefined }));
+      const result = await probeListener(target(kind, roleRelay.ports.get(kind.name)!, { ca: undefined }));
       assert.equal(failedStep(result), 'chain');
       assert.match(verdict(result, 'chain').message, /system CAs: (UNABLE_TO_VERIFY_LEAF_SIGNATURE|UNABLE_TO_GET_ISSUER_CERT_LOCALLY)/);
     });
@@ -124,7 +95,7 @@ describe('a real relay', () => {
   test('a listener kind probed with the wrong TLS expectation fails at the handshake, not later', async () => {
     const plaintext = KINDS.find((kind) => kind.tlsMode === 'none')!;
     const submissions = KINDS.find((kind) => kind.tlsMode === 'implicit')!;
-    const result = await probeListener(target(submissions, relayPorts.get(plaintext.name)!));
+    const result = await probeListener(target(submissions, roleRelay.ports.get(plaintext.name)!));
     assert.equal(failedStep(result), 'tls');
     assert.match(verdict(result, 'tls').message, /answers without TLS/);
   });
