@@ -41,8 +41,6 @@ export interface ListenerSelfCheckOptions extends SelfCheckSettings {
   logger: Logger;
   /** Called with the listener's namespace and name once a probe result is ready to be written. */
   enqueue: (namespace: string, name: string) => void;
-  /** How soon to look again at a listener whose pool is still rolling out. */
-  pollIntervalMs: number;
 }
 
 /** What the reconciler knows of the listener's pool when it looks at the listener. */
@@ -107,8 +105,9 @@ export class ListenerSelfCheck {
     const intervalMs = parseDuration(settings.interval);
     const latest = state.latest;
     if (!served.poolSettled) {
-      if (latest) return { ...this.report(latest), requeueAfterMs: this.options.pollIntervalMs };
-      return { values: {}, requeueAfterMs: this.options.pollIntervalMs, condition: { type: 'SelfCheck', status: 'Unknown', reason: 'WaitingForPool', message: `the self-check runs once VirtualMtaPool "${served.poolName}" has a ready pod with its current configuration` } };
+      // The pool's status change enqueues this listener again (operator.ts), so nothing needs polling here.
+      if (latest) return this.report(latest);
+      return { values: {}, condition: { type: 'SelfCheck', status: 'Unknown', reason: 'WaitingForPool', message: `the self-check runs once VirtualMtaPool "${served.poolName}" has a ready pod with its current configuration` } };
     }
     const dueInMs = latest && latest.revision === served.revision ? latest.at.getTime() + intervalMs - Date.now() : 0;
     if (dueInMs <= 0 && !state.running) void this.run(uid, state, raw, listener, served);
@@ -222,6 +221,9 @@ export class ListenerSelfCheck {
   private async recordEvents(state: ListenerState, raw: KubeObject, checked: Checked): Promise<void> {
     const { condition } = this.report(checked);
     const outcome = condition.status === 'False' ? `${condition.reason}|${checked.result.steps.find((v) => !v.ok)?.message}` : 'ok';
+    // After an operator restart the status tells what was last reported: the same failure is no news, a recovery is.
+    const shown = findCondition((raw.status as { conditions?: Condition[] } | undefined)?.conditions, 'SelfCheck');
+    if (state.reported === undefined && shown?.status === 'False') state.reported = shown.reason === condition.reason && shown.message === condition.message ? outcome : 'failed before';
     if (outcome !== state.reported) {
       if (condition.status === 'False') await this.options.events.record(raw, 'Warning', `SelfCheck${condition.reason}`, condition.message);
       else if (state.reported !== undefined) await this.options.events.record(raw, 'Normal', 'SelfCheckPassed', condition.message);
@@ -244,11 +246,19 @@ const FAILURE_REASONS: Record<(typeof PROBE_STEPS)[number], string> = {
   auth: 'AuthCheckFailed',
 };
 
+type PoolRollout = { configHash?: string; readyReplicas?: number; conditions?: Condition[] };
+
+/** The parts of a pool's status that decide whether its listeners can be probed: a change means their look is due. */
+export function poolRolloutKey(pool: KubeObject | undefined): string {
+  const status = pool?.status as PoolRollout | undefined;
+  return JSON.stringify([status?.configHash, status?.readyReplicas, findCondition(status?.conditions, 'ConfigApplied')?.status]);
+}
+
 /** What the self-check needs of a listener its pool serves, from the caches and the pool's latest render. */
 export function servedListener(caches: { pools: ResourceCache; secrets: ResourceCache }, raw: KubeObject, listener: SmtpListener, plan: ListenerPlan, render: PoolRender): ServedListener {
   const namespace = raw.metadata.namespace;
   const poolName = listener.spec.poolRef.name;
-  const poolStatus = caches.pools.get(`${namespace}/${poolName}`)?.status as { configHash?: string; readyReplicas?: number; conditions?: Condition[] } | undefined;
+  const poolStatus = caches.pools.get(`${namespace}/${poolName}`)?.status as PoolRollout | undefined;
   const secretName = listener.spec.tls?.secretName;
   const secretVersion = secretName ? caches.secrets.get(`${namespace}/${secretName}`)?.metadata.resourceVersion : undefined;
   return {

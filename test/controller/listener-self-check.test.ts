@@ -25,6 +25,7 @@ let certificate: TestCertificate;
 let roleRelay: RoleRelay;
 let api: FakeKubeApi;
 let operator: VmtaOperator;
+let kubeconfig: string;
 /** Service name -> loopback port, over the relay's ports: how a test breaks one listener. */
 const overrides = new Map<string, number>();
 
@@ -71,7 +72,12 @@ before(async () => {
   const { stringData: _stringData, ...rest } = secret as StoredObject & { stringData?: unknown };
   const base64 = (value: Buffer) => value.toString('base64');
   api.put({ ...rest, data: { 'tls.crt': base64(certificate.cert), 'tls.key': base64(certificate.key), 'ca.crt': base64(ca.ca) } } as StoredObject);
-  operator = startOperator(api, started.kubeconfig, {
+  kubeconfig = started.kubeconfig;
+  await startSelfCheckingOperator();
+});
+
+async function startSelfCheckingOperator(): Promise<void> {
+  operator = startOperator(api, kubeconfig, {
     healthPort: 0,
     healthHost: '127.0.0.1',
     selfCheck: {
@@ -83,7 +89,7 @@ before(async () => {
     },
   });
   await operator.start();
-});
+}
 
 after(async () => {
   await operator?.stop();
@@ -153,6 +159,27 @@ test('a failure is reported at its step with one Warning Event per distinct fail
   await selfCheck('submission', 'True', 'Passed');
   await eventually('a Normal Event on recovery', () => (selfCheckEvents('submission').some((event) => event.type === 'Normal' && event.reason === 'SelfCheckPassed') ? true : undefined));
   assert.equal(status('submission').tls, 'TLSv1.3');
+});
+
+test('an operator restart does not repeat the Warning Event of a failure it already reported', async () => {
+  await selfCheck('submissions', 'True', 'Passed');
+  overrides.set('outbound-submissions', await freePort());
+  try {
+    touch('submissions', 30);
+    await selfCheck('submissions', 'False', 'ConnectFailed');
+    await eventually('the Warning Event', () => (selfCheckEvents('submissions').length === 1 ? true : undefined));
+    const checkedAt = String(status('submissions').checkedAt);
+    await operator.stop();
+    await setTimeout(1100);
+    await startSelfCheckingOperator();
+    await selfCheck('submissions', 'False', 'ConnectFailed', checkedAt);
+    assert.deepEqual(selfCheckEvents('submissions').map((event) => [event.reason, event.count]), [['SelfCheckConnectFailed', 1]]);
+  } finally {
+    overrides.delete('outbound-submissions');
+  }
+  touch('submissions', 31);
+  await selfCheck('submissions', 'True', 'Passed');
+  await eventually('a Normal Event on recovery', () => (selfCheckEvents('submissions').some((event) => event.reason === 'SelfCheckPassed') ? true : undefined));
 });
 
 test('selfCheck.enabled false removes the condition, the status fields and the metric series', async () => {
