@@ -1,5 +1,6 @@
-// When and how the operator self-checks each SmtpListener: it probes the listener's Service as a
-// remote client inside the cluster would (listener-probe.ts), once the pool runs its current
+// When and how the operator self-checks each SmtpListener: it probes the listener's Service (its
+// cluster IP, so through kube-proxy as any client, without needing cluster DNS) as a remote client
+// inside the cluster would (listener-probe.ts), once the pool runs its current
 // config and again after every change of the listener, its pool's config or pod template, or its
 // certificate Secret, and every spec.selfCheck.interval. Probes run in the background, a few at a
 // time; each result becomes status fields and the SelfCheck condition (written by the reconciler
@@ -26,8 +27,8 @@ type SelfCheckFields = Partial<Record<(typeof SELF_CHECK_FIELDS)[number], string
 type SelfCheckValues = Partial<Record<(typeof SELF_CHECK_FIELDS)[number], string>>;
 
 export interface SelfCheckSettings {
-  /** Where a listener's Service is reached; by default its cluster DNS name, `<service>.<namespace>.svc`, and Service port. */
-  address?: (service: { name: string; namespace: string; port: number }) => { host: string; port: number };
+  /** Where a listener's Service is reached; by default its cluster IP (or, without one yet, its DNS name `<service>.<namespace>.svc`) and Service port. */
+  address?: (service: { name: string; namespace: string; port: number; clusterIP?: string }) => { host: string; port: number };
   /** Timeout of each probe step (connect, greeting, each reply, the TLS handshake); default 10 s. */
   stepTimeoutMs?: number;
   /** Probes running at once; default 4. */
@@ -49,6 +50,8 @@ export interface ServedListener {
   poolName: string;
   /** The name a client expects in the certificate: the listener's hostname, else the pool's. */
   hostname: string;
+  /** The cluster IP of the listener's Service, from the cache; the probe needs no cluster DNS with it. */
+  clusterIP?: string;
   /** The pool runs the config rendered now on at least one ready pod. */
   poolSettled: boolean;
   /** Changes whenever what a client sees may have changed (generation, config and template hashes, Secret version). */
@@ -70,7 +73,7 @@ interface Checked {
 }
 
 interface ListenerState {
-  labels: { namespace: string; listener: string; pool: string };
+  labels: { listener_namespace: string; listener: string; pool: string };
   running: boolean;
   latest?: Checked;
   /** The outcome the last Event told of: "ok", or the failed step and its message. */
@@ -124,7 +127,7 @@ export class ListenerSelfCheck {
   }
 
   private stateOf(uid: string, raw: KubeObject, pool: string): ListenerState {
-    const labels = { namespace: raw.metadata.namespace ?? '', listener: raw.metadata.name, pool };
+    const labels = { listener_namespace: raw.metadata.namespace ?? '', listener: raw.metadata.name, pool };
     let state = this.states.get(uid);
     if (state && state.labels.pool !== pool) this.forget(uid);
     state = this.states.get(uid);
@@ -161,8 +164,8 @@ export class ListenerSelfCheck {
     try {
       const { plan } = served;
       const namespace = raw.metadata.namespace ?? 'default';
-      const service = { name: listenerServiceName(served.poolName, listener.metadata.name), namespace, port: listener.spec.service?.port ?? plan.resolved.port };
-      const address = this.options.address?.(service) ?? { host: `${service.name}.${namespace}.svc`, port: service.port };
+      const service = { name: listenerServiceName(served.poolName, listener.metadata.name), namespace, port: listener.spec.service?.port ?? plan.resolved.port, clusterIP: served.clusterIP };
+      const address = this.options.address?.(service) ?? { host: service.clusterIP ?? `${service.name}.${namespace}.svc`, port: service.port };
       const tlsMode = plan.resolved.tlsMode;
       const result = await probeListener({
         host: address.host,
@@ -255,18 +258,20 @@ export function poolRolloutKey(pool: KubeObject | undefined): string {
 }
 
 /** What the self-check needs of a listener its pool serves, from the caches and the pool's latest render. */
-export function servedListener(caches: { pools: ResourceCache; secrets: ResourceCache }, raw: KubeObject, listener: SmtpListener, plan: ListenerPlan, render: PoolRender): ServedListener {
+export function servedListener(caches: { pools: ResourceCache; secrets: ResourceCache; owned: { Service: ResourceCache } }, raw: KubeObject, listener: SmtpListener, plan: ListenerPlan, render: PoolRender): ServedListener {
   const namespace = raw.metadata.namespace;
   const poolName = listener.spec.poolRef.name;
   const poolStatus = caches.pools.get(`${namespace}/${poolName}`)?.status as PoolRollout | undefined;
   const secretName = listener.spec.tls?.secretName;
   const secretVersion = secretName ? caches.secrets.get(`${namespace}/${secretName}`)?.metadata.resourceVersion : undefined;
+  const clusterIP = (caches.owned.Service.get(`${namespace}/${listenerServiceName(poolName, listener.metadata.name)}`)?.spec as { clusterIP?: string } | undefined)?.clusterIP;
   return {
     plan,
     poolName,
+    clusterIP: clusterIP && clusterIP !== 'None' ? clusterIP : undefined,
     hostname: listener.spec.hostname ?? render.runtime.config.hostname,
     poolSettled: poolStatus?.configHash === render.configHash && (poolStatus.readyReplicas ?? 0) > 0 && findCondition(poolStatus.conditions, 'ConfigApplied')?.status === 'True',
-    revision: [raw.metadata.generation, render.configHash, render.podTemplateHash, secretVersion].join('|'),
+    revision: [raw.metadata.generation, render.configHash, render.podTemplateHash, secretVersion, clusterIP].join('|'),
   };
 }
 

@@ -105,7 +105,7 @@ test('a certificate for another name: SelfCheck False at the name step, a Warnin
   }, 60_000);
   assert.equal(events.length, 1);
   const metrics = await operatorMetrics();
-  assert.match(metrics, new RegExp(`vmta_listener_check_success\\{namespace="${NAMESPACE}",listener="submission",pool="${POOL}",step="name"\\} 0`));
-  assert.match(metrics, new RegExp(`vmta_listener_check_success\\{namespace="${NAMESPACE}",listener="submission",pool="${POOL}",step="chain"\\} 1`));
-  assert.match(metrics, new RegExp(`vmta_listener_certificate_expiry_seconds\\{namespace="${NAMESPACE}",listener="submission",pool="${POOL}"\\} \\d+`));
+  assert.match(metrics, new RegExp(`vmta_listener_check_success\\{listener_namespace="${NAMESPACE}",listener="submission",pool="${POOL}",step="name"\\} 0`));
+  assert.match(metrics, new RegExp(`vmta_listener_check_success\\{listener_namespace="${NAMESPACE}",listener="submission",pool="${POOL}",step="chain"\\} 1`));
+  assert.match(metrics, new RegExp(`vmta_listener_certificate_expiry_seconds\\{listener_namespace="${NAMESPACE}",listener="submission",pool="${POOL}"\\} \\d+`));
 });

@@ -42,7 +42,7 @@ function sample(text: string, series: string): number | undefined {
   return line === undefined ? undefined : Number(line.slice(series.length + 1));
 }
 
-const stepSeries = (listenerName: string, step: string) => `vmta_listener_check_success{namespace="${NAMESPACE}",listener="${listenerName}",pool="outbound",step="${step}"}`;
+const stepSeries = (listenerName: string, step: string) => `vmta_listener_check_success{listener_namespace="${NAMESPACE}",listener="${listenerName}",pool="outbound",step="${step}"}`;
 
 /** Changes the listener's spec (a generation bump) so the operator probes it again now. */
 function touch(name: string, maxRecipients: number): void {
@@ -115,7 +115,7 @@ test('every example listener passes: SelfCheck True, TLS version, certificate ex
   const text = await metrics();
   for (const name of Object.keys(SERVICE_PORTS)) {
     for (const step of ['connect', 'banner', 'ehlo', 'tls', 'expiry', 'chain', 'name', 'auth']) assert.equal(sample(text, stepSeries(name, step)), 1, `${name} ${step}`);
-    const expiry = sample(text, `vmta_listener_certificate_expiry_seconds{namespace="${NAMESPACE}",listener="${name}",pool="outbound"}`);
+    const expiry = sample(text, `vmta_listener_certificate_expiry_seconds{listener_namespace="${NAMESPACE}",listener="${name}",pool="outbound"}`);
     assert.ok(expiry !== undefined && expiry > 58 * 86_400 && expiry <= 60 * 86_400, `expiry seconds ${expiry}`);
   }
 });
