@@ -28,6 +28,8 @@ let operator: VmtaOperator;
 let kubeconfig: string;
 /** Service name -> loopback port, over the relay's ports: how a test breaks one listener. */
 const overrides = new Map<string, number>();
+/** What the operator asked the address function for, by Service name: the Service it would connect to. */
+const asked = new Map<string, { port: number; clusterIP?: string }>();
 
 const listener = (name: string) => api.get('vmta.dev/v1alpha1', 'SmtpListener', NAMESPACE, name);
 const status = (name: string) => (listener(name)?.status ?? {}) as Record<string, unknown>;
@@ -83,6 +85,7 @@ async function startSelfCheckingOperator(): Promise<void> {
     selfCheck: {
       stepTimeoutMs: 2000,
       address: (service) => {
+        asked.set(service.name, { port: service.port, clusterIP: service.clusterIP });
         const listenerName = service.name.replace(/^outbound-/, '') as keyof typeof LISTENERS;
         return { host: '127.0.0.1', port: overrides.get(service.name) ?? roleRelay.ports.get(LISTENERS[listenerName])! };
       },
@@ -111,6 +114,8 @@ test('every example listener passes: SelfCheck True, TLS version, certificate ex
     assert.ok(daysLeft > 58 && daysLeft <= 60, `certificateExpires ${fields.certificateExpires}`);
     assert.equal(condition(listener(name), 'Ready')?.status, 'True', 'Ready is kept beside SelfCheck');
     assert.deepEqual(selfCheckEvents(name), [], 'a first pass is no news');
+    const service = api.get('v1', 'Service', NAMESPACE, `outbound-${name}`)!;
+    assert.deepEqual(asked.get(`outbound-${name}`), { port, clusterIP: (service.spec as { clusterIP: string }).clusterIP }, 'the probe goes to the Service\'s cluster IP and port');
   }
   const text = await metrics();
   for (const name of Object.keys(SERVICE_PORTS)) {
