@@ -115,7 +115,8 @@ export class ListenerSelfCheck {
     const dueInMs = latest && latest.revision === served.revision ? latest.at.getTime() + intervalMs - Date.now() : 0;
     if (dueInMs <= 0 && !state.running) void this.run(uid, state, raw, listener, served);
     if (!latest) return { values: {}, condition: { type: 'SelfCheck', status: 'Unknown', reason: 'Probing', message: 'the first self-check is running' } };
-    return { ...this.report(latest), requeueAfterMs: Math.max(dueInMs, 1000) };
+    // A running probe enqueues the listener when it ends; otherwise look again when the next one is due.
+    return { ...this.report(latest), requeueAfterMs: state.running ? undefined : dueInMs };
   }
 
   forget(uid: string | undefined): void {
