@@ -6,6 +6,7 @@
 //   submissions  465   implicit TLS                       AUTH required              (RFC 8314)
 //   alternate    2525  as submission, for networks that block 587
 import { z } from 'zod';
+import { DURATION_PATTERN, parseDuration } from '../../mta/config/duration.ts';
 import { BROAD_PROXY_TRUST_MESSAGE, overlyBroadIndexes } from '../../mta/config/open-relay.ts';
 import { API_GROUP_VERSION, celRules, cidr, conditions, duration, hostname, ipAddress, BROAD_CIDR_CEL, localRef, ObjectMeta, port } from './fields.ts';
 
@@ -69,6 +70,14 @@ const ListenerService = z.strictObject({
   loadBalancerSourceRanges: z.array(cidr).max(64).optional(),
   annotations: z.record(z.string().max(317), z.string().max(4096)).optional(),
 });
+
+const SelfCheck = z.strictObject({
+  enabled: z.boolean().default(true).describe('Probe the listener through its Service as a remote client would (banner, TLS, certificate, AUTH) and report it in status and the SelfCheck condition.'),
+  interval: duration.default('5m').describe('How often the probe runs, besides after each change of the listener or its pool; at least 30s.'),
+});
+
+/** Intervals under 30s: 0-29999 milliseconds or 0-29 seconds (CEL has no duration unit "d", so a pattern). */
+const SHORT_INTERVAL_CEL = "self.selfCheck.interval.matches('^0*([0-9]{1,4}ms|[12][0-9]{4}ms|[12]?[0-9]s)$')";
 
 const SUBMISSION_ROLE = "self.role != 'relay'";
 const hasTls = (field: string) => `has(self.tls) && has(self.tls.${field})`;
@@ -136,6 +145,12 @@ export const LISTENER_RULES = celRules(
     fieldPath: '.service.type',
     reason: 'FieldValueForbidden',
   },
+  {
+    rule: `!has(self.selfCheck) || !has(self.selfCheck.interval) || !${SHORT_INTERVAL_CEL}`,
+    message: 'selfCheck.interval must be at least 30s: the probe opens a TLS session to every pod behind the Service',
+    fieldPath: '.selfCheck.interval',
+    reason: 'FieldValueInvalid',
+  },
 );
 
 const SmtpListenerFields = z.strictObject({
@@ -150,6 +165,7 @@ const SmtpListenerFields = z.strictObject({
   limits: ListenerLimits.optional().describe('Connection, size, recipient and time limits; omitted ones take the relay defaults (greetingDelay 0s on every role: a pause would slow legitimate bounces on port 25 and catch nothing on submission ports).'),
   proxyProtocol: ProxyProtocol.optional().describe('Accept a PROXY protocol header from trusted load balancers, so relay decisions see the real client address.'),
   service: ListenerService.optional().describe('How the listener is exposed; omitted means a ClusterIP Service.'),
+  selfCheck: SelfCheck.optional().describe('The operator\'s probe of the listener through its Service; on by default, every 5m.'),
 });
 
 export type SmtpListenerSpec = z.output<typeof SmtpListenerFields>;
@@ -205,12 +221,22 @@ function refineListenerSpec(spec: SmtpListenerSpec, ctx: z.RefinementCtx): void 
   if (service && service.type === 'ClusterIP' && (service.externalTrafficPolicy || service.nodePort || service.loadBalancerSourceRanges)) {
     issue(['service', 'type'], service.type, 'service.externalTrafficPolicy, nodePort and loadBalancerSourceRanges need service.type NodePort or LoadBalancer');
   }
+  const interval = spec.selfCheck?.interval;
+  if (interval !== undefined && DURATION_PATTERN.test(interval) && parseDuration(interval) < 30_000) {
+    issue(['selfCheck', 'interval'], interval, `selfCheck.interval "${interval}" must be at least 30s: the probe opens a TLS session to every pod behind the Service`);
+  }
 }
 
 export const SmtpListenerStatus = z.strictObject({
   observedGeneration: z.number().int().min(0).optional(),
   conditions: conditions.optional(),
   port: port.optional().describe('The port the listener serves after role defaults.'),
+  checkedAt: z.string().max(64).optional().describe('When the self-check last probed the listener through its Service.'),
+  checkedAddress: z.string().max(320).optional().describe('The address the self-check connected to: the listener\'s Service and port.'),
+  banner: z.string().max(512).optional().describe('The 220 greeting a client sees, without its code.'),
+  tls: z.string().max(32).optional().describe('The TLS version a client negotiates (TLSv1.3), after STARTTLS or at once for implicit TLS.'),
+  cipher: z.string().max(128).optional().describe('The cipher suite a client negotiates.'),
+  certificateExpires: z.string().max(64).optional().describe('When the certificate the listener presents expires; the SelfCheck condition warns 14 days before.'),
 });
 
 export const SmtpListener = z.strictObject({

@@ -19,6 +19,7 @@ import { podReadiness, PUBLIC_KEYS_FIELD, secretKeysOnly, withoutManagedFields }
 import { DkimDnsChecker } from './dkim-dns-check.ts';
 import type { ConfigHashReader } from './config-hash-reader.ts';
 import { HealthServer } from './health-server.ts';
+import { ListenerSelfCheck, poolRolloutKey, type SelfCheckSettings } from './listener-self-check.ts';
 import { httpRelayDrainClient, type RelayDrainClient } from './relay-drain-client.ts';
 import { OWNED_KINDS, Reconciler, parseWorkKey, workKey, type Caches, type OwnedKind } from './reconciler.ts';
 
@@ -58,6 +59,8 @@ export interface OperatorOptions {
   /** A repeated Event is written again (count patched) only after this long (default 10 min). */
   eventAggregationWindowMs?: number;
   metrics?: OperatorMetrics;
+  /** How listeners are self-checked through their Services (addresses, step timeout, concurrency). */
+  selfCheck?: SelfCheckSettings;
 }
 
 export class VmtaOperator {
@@ -103,6 +106,14 @@ export class VmtaOperator {
       logger: options.logger,
       enqueue: (key) => this.queue?.add(key),
       relayDrainClient: options.relayDrainClient ?? httpRelayDrainClient(),
+      selfCheck: new ListenerSelfCheck({
+        ...options.selfCheck,
+        client: options.client,
+        events,
+        metrics: this.metrics,
+        logger: options.logger,
+        enqueue: (namespace, name) => this.queue?.add(workKey('SmtpListener', namespace, name)),
+      }),
     });
     this.wireEvents(events);
     if (options.leaderElection) {
@@ -202,6 +213,12 @@ export class VmtaOperator {
     this.queue?.add(key);
   }
 
+  private enqueueListenersOf(pool: KubeObject): void {
+    for (const listener of this.caches.listeners.list(pool.metadata.namespace)) {
+      if ((listener.spec as { poolRef?: { name?: string } } | undefined)?.poolRef?.name === pool.metadata.name) this.enqueue(workKey('SmtpListener', listener.metadata.namespace, listener.metadata.name));
+    }
+  }
+
   private enqueuePoolsOfNamespace(namespace: string | undefined): void {
     for (const pool of this.caches.pools.list(namespace)) this.enqueue(workKey('VirtualMtaPool', pool.metadata.namespace, pool.metadata.name));
   }
@@ -221,9 +238,14 @@ export class VmtaOperator {
         events.forgetObject(pool.metadata.uid);
       }
       if (specChanged(kind, pool, previous)) this.enqueue(workKey('VirtualMtaPool', pool.metadata.namespace, pool.metadata.name));
+      // A pool that now runs its config on ready pods (or stopped doing so): its listeners' self-check is due.
+      else if (kind === 'update' && poolRolloutKey(pool) !== poolRolloutKey(previous)) this.enqueueListenersOf(pool);
     });
     this.caches.listeners.onEvent((kind, listener, previous) => {
-      if (kind === 'delete') this.reconciler.forget(listener.metadata.uid);
+      if (kind === 'delete') {
+        this.reconciler.forget(listener.metadata.uid);
+        events.forgetObject(listener.metadata.uid);
+      }
       if (!specChanged(kind, listener, previous)) return;
       this.enqueue(workKey('SmtpListener', listener.metadata.namespace, listener.metadata.name));
       for (const object of [listener, previous]) {

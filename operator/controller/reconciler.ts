@@ -26,6 +26,7 @@ import type { SecretSummary } from '../render/runtime-config.ts';
 import type { ConfigHashReader } from './config-hash-reader.ts';
 import { PUBLIC_KEYS_FIELD, USER_SECRETS_FIELD } from './cache-transforms.ts';
 import type { DkimDnsChecker } from './dkim-dns-check.ts';
+import { servedListener, type ListenerSelfCheck, type SelfCheckReport } from './listener-self-check.ts';
 import type { PublicKeySummary } from '../../mta/signing/dkim-keys.ts';
 import { findCondition, mergeConditions, sameStatus, type Condition, type ConditionInput } from './conditions.ts';
 import { DRAIN_FINALIZER, finalizersWith, PoolDrainer, withStatefulSetReplicas, type DrainDecision } from './pool-drain.ts';
@@ -71,6 +72,8 @@ export interface ReconcilerOptions {
   enqueue: (key: string) => void;
   /** The relays' drain API (scale-in, deletion). */
   relayDrainClient: RelayDrainClient;
+  /** Probes each served listener through its Service (SelfCheck condition and status fields). */
+  selfCheck: ListenerSelfCheck;
 }
 
 export type ReconcileOutcome = { requeueAfterMs?: number } | void;
@@ -344,12 +347,13 @@ export class Reconciler {
     if (!raw) return;
     const previous = raw.status as SmtpListener['status'] | undefined;
     if (isPaused(raw)) {
-      await this.writePausedStatus(raw, previous, ['Ready']);
+      await this.writePausedStatus(raw, previous, ['Ready', 'SelfCheck']);
       return;
     }
     const parsed = this.parse(raw);
     let ready: ConditionInput;
     let port: number | undefined;
+    let check: SelfCheckReport | undefined;
     if (!parsed.ok) ready = { type: 'Ready', status: 'False', reason: 'InvalidSpec', message: `SmtpListener "${name}": ${parsed.problems.join('; ')}` };
     else {
       const listener = parsed.value as SmtpListener;
@@ -367,9 +371,12 @@ export class Reconciler {
         if (own.length > 0) ready = { type: 'Ready', status: 'False', reason: own[0]!.reason, message: problemText(own) };
         else if (render.problems.length > 0) ready = { type: 'Ready', status: 'False', reason: 'PoolNotRendered', message: `VirtualMtaPool "${poolName}" cannot be rendered: ${problemText(render.problems)}` };
         else ready = { type: 'Ready', status: 'True', reason: 'Configured', message: `served by VirtualMtaPool "${poolName}"${port ? ` on port ${port}` : ''}` };
+        const served = ready.status === 'True' && plan ? servedListener(this.options.caches, raw, listener, plan, render) : undefined;
+        check = this.options.selfCheck.observe(raw, listener, served);
       }
     }
-    await this.writeReadyStatus(raw, previous, ready, port === undefined ? {} : { port });
+    await this.writeReadyStatus(raw, previous, ready, { ...(port === undefined ? {} : { port }), ...check?.fields }, check?.condition);
+    return check?.requeueAfterMs === undefined ? undefined : { requeueAfterMs: check.requeueAfterMs };
   }
 
   private async reconcilePolicy(namespace: string, name: string): Promise<ReconcileOutcome> {
@@ -433,6 +440,7 @@ export class Reconciler {
 
   forget(uid: string | undefined): void {
     this.drainer.forget(uid);
+    this.options.selfCheck.forget(uid);
     if (uid) this.parsed.delete(uid);
   }
 
@@ -444,10 +452,10 @@ export class Reconciler {
   }
 
   /** A listener's or policy's status: its Ready condition (with a Warning Event when False) and any extra fields. */
-  private async writeReadyStatus(raw: KubeObject, previous: { conditions?: Condition[] } | undefined, ready: ConditionInput, extra: object = {}): Promise<void> {
+  private async writeReadyStatus(raw: KubeObject, previous: { conditions?: Condition[] } | undefined, ready: ConditionInput, extra: object = {}, selfCheck?: ConditionInput): Promise<void> {
     if (ready.status === 'False') await this.options.events.record(raw, 'Warning', ready.reason, ready.message);
     const generation = raw.metadata.generation;
-    await this.writeStatus(raw, { observedGeneration: generation, conditions: mergeConditions(previous?.conditions, [ready], generation, new Date()), ...extra });
+    await this.writeStatus(raw, { observedGeneration: generation, conditions: mergeConditions(previous?.conditions, selfCheck ? [ready, selfCheck] : [ready], generation, new Date()), ...extra });
   }
 
   /** Returns the object's new resourceVersion when it wrote. */

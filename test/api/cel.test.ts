@@ -93,6 +93,8 @@ const cases: [string, Record<string, unknown>, boolean][] = [
   ['PROXY protocol trusting a load balancer range', listener({ role: 'relay', proxyProtocol: { enabled: true, trustedCidrs: ['10.0.0.0/8'] } }), false],
   ['externalTrafficPolicy on ClusterIP', listener({ role: 'relay', service: { externalTrafficPolicy: 'Local' } }), true],
   ['externalTrafficPolicy on LoadBalancer', listener({ role: 'relay', service: { type: 'LoadBalancer', externalTrafficPolicy: 'Cluster' } }), false],
+  ...['500ms', '9999ms', '29999ms', '0s', '29s', '010s'].map((interval): [string, Record<string, unknown>, boolean] => [`a self-check every ${interval}`, listener({ role: 'relay', selfCheck: { interval } }), true]),
+  ...['30s', '30000ms', '100000ms', '1m', '5m', '1h', '1d'].map((interval): [string, Record<string, unknown>, boolean] => [`a self-check every ${interval}`, listener({ role: 'relay', selfCheck: { interval } }), false]),
   ['relaying for 0.0.0.0/0', policy({ alwaysAllowRelaying: ['0.0.0.0/0'] }), true],
   ['relaying for ::/0', policy({ alwaysAllowRelaying: ['10.0.0.0/8', '::/0'] }), true],
   ['relaying for 0.0.0.0/0, acknowledged', policy({ alwaysAllowRelaying: ['0.0.0.0/0'], acknowledgeOpenRelay: true }), false],
