@@ -13,7 +13,7 @@ import type { AdminResponse, AdminRoute, JsonAdminRoute } from './routes.ts';
 export const QUEUE_API_PREFIX = '/api/v1';
 
 /** What the API needs from the delivery engine. */
-export type QueueControl = Pick<DeliveryEngine, 'listQueues' | 'virtualMtaStatus' | 'showMessage' | 'listMessageIds' | 'pause' | 'resume' | 'pauses' | 'retryNow' | 'bounce' | 'delete' | 'mtaStsPolicies'>;
+export type QueueControl = Pick<DeliveryEngine, 'listQueues' | 'virtualMtaStatus' | 'showMessage' | 'listMessageIds' | 'pause' | 'resume' | 'pauses' | 'retryNow' | 'bounce' | 'delete' | 'mtaStsPolicies' | 'warmupStatus'>;
 
 /** Keeps the pauses in force durably (queue-pauses.ts); resolves once they are. */
 export type SavePauses = (pauses: ReturnType<DeliveryEngine['pauses']>) => Promise<void>;
@@ -44,6 +44,7 @@ export function queueRoutes(engine: QueueControl, savePauses?: SavePauses): Admi
   return [
     read('/queues', async () => ({ status: 200, body: { queues: engine.listQueues(), virtualMtas: engine.virtualMtaStatus() } })),
     read('/mta-sts', async () => ({ status: 200, body: { policies: engine.mtaStsPolicies().map(({ domain, id, policy, fetchedAt, expiresAt }) => ({ domain, id, ...policy, fetchedAt: new Date(fetchedAt).toISOString(), expiresAt: new Date(expiresAt).toISOString() })) } })),
+    read('/warmup', async () => ({ status: 200, body: { virtualMtas: engine.warmupStatus() } })),
     read('/messages', async (request) => {
       const limit = Math.min(Number(request.query.get('limit') ?? 100) || 100, MAX_LISTED_MESSAGES);
       const selector = { virtualMta: request.query.get('virtualMta') ?? undefined, domain: request.query.get('domain') ?? undefined };

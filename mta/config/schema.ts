@@ -8,6 +8,7 @@ import { BOUNCE_CATEGORIES } from '../delivery/reply-classification.ts';
 import { DURATION_HINT, DURATION_PATTERN, parseDuration, RATE_HINT, RATE_PATTERN } from './duration.ts';
 import { checkAddressRange, checkHostPort, checkIpAddress, checkRelayAddress, checkReplyPattern, checkResolver, refineWith } from './field-checks.ts';
 import { BROAD_PROXY_TRUST_MESSAGE, openRelayProblems, overlyBroadIndexes } from './open-relay.ts';
+import { WarmupPlan, warmupProblems } from './warmup-plan.ts';
 
 export const RUNTIME_CONFIG_API_VERSION = 'vmta.dev/relay-config/v1';
 /** File name of the runtime config inside the mounted config directory. */
@@ -259,6 +260,8 @@ export const VirtualMta = z.strictObject({
   domains: z.array(DomainSettings).max(1000).default([]),
   /** Keys used for messages routed to this VirtualMTA (PowerMTA `domain-key` inside `<virtual-mta>`), before the pool's keys of the same domain. */
   dkimKeys: z.array(DkimKey).max(1000).default([]),
+  /** A new source address: daily/hourly caps that grow with the days (warmup-plan.ts). */
+  warmup: WarmupPlan.optional(),
 });
 
 export const Pool = z.strictObject({
@@ -268,6 +271,8 @@ export const Pool = z.strictObject({
   domainDefaults: z.array(DomainSettings).max(1000).default([]),
   virtualMtas: z.array(VirtualMta).min(1).max(1000),
   dkim: DkimSettings.prefault({}),
+  /** Warm VirtualMTAs that take a warming VirtualMTA's mail once its cap is reached (unless its plan names its own). */
+  overflowVirtualMtas: z.array(name).max(100).default([]),
 });
 
 export const DeliverySettings = z.strictObject({
@@ -369,6 +374,7 @@ export const RuntimeConfig = z
     if (reporting?.virtualMta && !config.pool.virtualMtas.some((vmta) => vmta.name === reporting.virtualMta)) {
       ctx.addIssue({ code: 'custom', path: ['tlsReporting', 'virtualMta'], input: reporting.virtualMta, message: `no VirtualMTA named "${reporting.virtualMta}" in pool "${config.pool.name}"` });
     }
+    for (const problem of warmupProblems(config.pool)) ctx.addIssue({ code: 'custom', path: ['pool', ...problem.path], input: problem.input, message: problem.message });
     const policyNames = new Set(config.relayPolicies.map((policy) => policy.name));
     const vmtaNames = new Set(config.pool.virtualMtas.map((vmta) => vmta.name));
     const endpoints = new Map<string, string>();

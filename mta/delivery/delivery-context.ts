@@ -1,6 +1,6 @@
 // What every part of the delivery engine shares: the runtime config in force (replaced on
 // reload, so parts read it at use time), the spool, metrics, logger, clock, and the
-// VirtualMTAs of the pool with their usability. Owned by the engine facade (delivery-engine.ts),
+// VirtualMTAs of the pool with their usability, and the warm-up counts. Owned by the engine facade (delivery-engine.ts),
 // which builds it once and hands the same object to the scheduler, the connection runner,
 // the outcome recorder and the queue view.
 import type { Logger } from 'pino';
@@ -10,6 +10,7 @@ import type { RelayMetrics } from '../observe/metrics.ts';
 import type { Spool } from '../spool/types.ts';
 import type { Clock } from './clock.ts';
 import { probeSourceAddress } from './source-address.ts';
+import type { WarmupLedger } from './warmup-ledger.ts';
 
 export interface DeliveryContext {
   config: RuntimeConfig;
@@ -19,6 +20,8 @@ export interface DeliveryContext {
   readonly logger: Logger;
   readonly clock: Clock;
   readonly virtualMtas: VirtualMtaRegistry;
+  /** Warm-up caps and counts of VirtualMTAs with new source addresses. */
+  readonly warmup: WarmupLedger;
 }
 
 /** The pool's VirtualMTAs by name, and why a VirtualMTA cannot send (its source address is not on this host). */

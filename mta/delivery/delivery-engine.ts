@@ -21,6 +21,7 @@ import { QueueScheduler, type QueueSelector } from './queue-scheduler.ts';
 import { QueueView, type MessageState, type QueueSummary, type VirtualMtaStatus } from './queue-view.ts';
 import type { Classification } from './reply-classification.ts';
 import type { TlsSessionRecorder } from '../reporting/tls-rpt-sessions.ts';
+import { WarmupLedger, type WarmupStatus } from './warmup-ledger.ts';
 
 export type { QueueSelector } from './queue-scheduler.ts';
 export type { MessageState, QueueSummary, VirtualMtaStatus } from './queue-view.ts';
@@ -45,6 +46,8 @@ export interface DeliveryEngineOptions {
   mtaStsFetch?: { connectAddress?: string; port?: number; ca?: Buffer | Buffer[] };
   /** Told every session's TLS outcome (TLS-RPT, mta/reporting/). */
   tlsSessions?: TlsSessionRecorder;
+  /** This pod's share of the pool's warm-up caps (0..1); default 1. */
+  warmupShare?: () => number;
   /** Told of every recipient that bounced (the suppression list). */
   onRecipientBounced?: (address: string, classification: Classification) => void;
 }
@@ -68,6 +71,7 @@ export class DeliveryEngine {
       logger: options.logger,
       clock: options.clock ?? systemClock,
       virtualMtas: new VirtualMtaRegistry(options.logger),
+      warmup: new WarmupLedger({ logger: options.logger, ...(options.stateDir ? { stateDir: options.stateDir } : {}), ...(options.warmupShare ? { share: options.warmupShare } : {}) }),
     };
     this.#scheduler = new QueueScheduler(this.#context);
     this.#recorder = new OutcomeRecorder(this.#context, this.#scheduler, { ...(options.stateDir ? { stateDir: options.stateDir } : {}), ...(options.onRecipientBounced ? { onRecipientBounced: options.onRecipientBounced } : {}) });
@@ -129,6 +133,7 @@ export class DeliveryEngine {
     if (this.#gaugeTimer) clearInterval(this.#gaugeTimer);
     await this.#scheduler.stop();
     this.#runner.flush();
+    this.#context.warmup.flush();
     await this.#recorder.close();
   }
 
@@ -215,9 +220,21 @@ export class DeliveryEngine {
     return this.#finishWaiting(selector, { result: 'bounced', status: '5.0.0', category: 'other', diagnostic: 'deleted by the administrator' }, false);
   }
 
-  /** Set the queue depth, oldest-age and backoff gauges from the queues. */
+  /** Day, caps and use of each VirtualMTA still warming up (on this pod). */
+  warmupStatus(): WarmupStatus[] {
+    return this.#context.warmup.status(this.#context.virtualMtas.all(), this.#context.clock.now());
+  }
+
+  /** Set the queue depth, oldest-age, backoff and warm-up gauges. */
   refreshGauges(): void {
     this.#view.refreshGauges();
+    const { metrics } = this.#context;
+    metrics.warmupCap.reset();
+    metrics.warmupUsed.reset();
+    for (const status of this.warmupStatus()) {
+      metrics.warmupCap.set({ vmta: status.virtualMta }, status.dailyCap);
+      metrics.warmupUsed.set({ vmta: status.virtualMta }, status.dailyUsed);
+    }
   }
 
   /** Bounce or delete every waiting message of the selected queues. */

@@ -6,6 +6,9 @@
 // With `delivery.mxRollup`, domains whose MX host sets are the same form one "site" per
 // VirtualMTA: the connection limit applies to the site and an open connection carries mail
 // for every domain of the site, while retry state, pauses and listing stay per domain.
+// A warming VirtualMTA (warmup-ledger.ts) takes a unit of its cap for each message a connection
+// takes; at the cap its waiting mail moves to an overflow VirtualMTA's queue for the same
+// domain, or, with none, waits until the window ends (see docs/warmup.md).
 import type { Envelope, QueueId, RecipientStatus, SpooledMessage } from '../spool/types.ts';
 import type { TimerHandle } from './clock.ts';
 import type { DeliveryContext } from './delivery-context.ts';
@@ -39,6 +42,8 @@ export class QueueScheduler {
   #stopping = false;
   /** A drain is handing the queue over: nothing new is started (see hold()). */
   #holding = false;
+  /** Turn among overflow VirtualMTAs. */
+  #overflowTurn = 0;
 
   constructor(context: DeliveryContext) {
     this.#context = context;
@@ -207,7 +212,11 @@ export class QueueScheduler {
     }
     const unusable = virtualMtas.unusableReason(queue.virtualMta);
     if (unusable) queue.lastError = `VirtualMTA unusable: ${unusable}; its mail waits`;
-    return !unusable;
+    if (unusable) return false;
+    const vmta = virtualMtas.get(queue.virtualMta);
+    const verdict = vmta?.warmup ? this.#context.warmup.admit(vmta, this.#context.clock.now(), false) : undefined;
+    if (verdict && !verdict.allowed) queue.lastError = this.#warmupNote(verdict, this.#overflowNames(queue.virtualMta).length > 0);
+    return verdict?.allowed ?? true;
   }
 
   /** Make every scheduled message of the selected queues due now; returns how many. */
@@ -233,6 +242,7 @@ export class QueueScheduler {
     if (this.#stopping) return;
     const now = this.#context.clock.now();
     queue.promoteDue(now);
+    this.#divertAtWarmupCap(queue, now);
     if (this.canSend(queue)) {
       const backoff = queue.backoff.isActive(queue.settings.backoff, now) ? queue.settings.backoff : undefined;
       const limit = backoff ? Math.min(backoff.maxSmtpOut, queue.settings.maxSmtpOut) : queue.settings.maxSmtpOut;
@@ -311,14 +321,72 @@ export class QueueScheduler {
     const now = this.#context.clock.now();
     queue.promoteDue(now);
     const own = queue.ready.shift();
-    if (own) return { source: queue, item: own };
+    if (own) return this.#takeWarmupUnit(queue, own, now);
     for (const sibling of this.#siteSiblings(queue)) {
       if (sibling.settings.tlsPolicy !== queue.settings.tlsPolicy || sibling.settings.mtaSts || queue.settings.mtaSts || isDanePolicy(queue.settings.tlsPolicy) || !this.canSend(sibling)) continue;
       sibling.promoteDue(now);
       const item = sibling.ready.shift();
-      if (item) return { source: sibling, item };
+      if (item) return this.#takeWarmupUnit(sibling, item, now);
     }
     return undefined;
+  }
+
+  // ---- warm-up caps --------------------------------------------------------------------
+
+  /** Count the item against its VirtualMTA's warm-up cap; at the cap it and the rest of the ready list are diverted. */
+  #takeWarmupUnit(source: DestinationQueue, item: QueueItem, now: number): { source: DestinationQueue; item: QueueItem } | undefined {
+    const vmta = this.#context.virtualMtas.get(source.virtualMta);
+    const verdict = vmta ? this.#context.warmup.admit(vmta, now, true) : { allowed: true as const };
+    if (verdict.allowed) return { source, item };
+    this.#divert(source, [item, ...source.ready.takeAll()], verdict, now);
+    return undefined;
+  }
+
+  /** Before connections start: a VirtualMTA already at its cap sends nothing, its ready mail is diverted. */
+  #divertAtWarmupCap(queue: DestinationQueue, now: number): void {
+    if (queue.ready.length === 0) return;
+    const vmta = this.#context.virtualMtas.get(queue.virtualMta);
+    if (!vmta?.warmup) return;
+    const verdict = this.#context.warmup.admit(vmta, now, false);
+    if (!verdict.allowed) this.#divert(queue, queue.ready.takeAll(), verdict, now);
+  }
+
+  /** Hand items to an overflow VirtualMTA's queue for the same domain, or hold them until the cap's window ends. */
+  #divert(queue: DestinationQueue, items: QueueItem[], verdict: { reason: string; until: number }, now: number): void {
+    const target = this.#overflowTarget(queue.virtualMta);
+    const { logger, metrics } = this.#context;
+    queue.lastError = this.#warmupNote(verdict, target !== undefined);
+    if (!target) {
+      for (const item of items) {
+        item.dueAt = verdict.until;
+        queue.scheduled.push(item);
+      }
+      logger.info({ virtualMta: queue.virtualMta, domain: queue.domain, messages: items.length, until: new Date(verdict.until).toISOString() }, queue.lastError);
+      this.#armTimer(queue);
+      return;
+    }
+    const overflowQueue = this.#queueFor(target, queue.domain);
+    for (const item of items) overflowQueue.add(item, now);
+    metrics.warmupOverflow.inc({ vmta: queue.virtualMta, to: target }, items.length);
+    logger.debug({ virtualMta: queue.virtualMta, domain: queue.domain, overflowVirtualMta: target, messages: items.length }, 'warm-up cap reached, mail handed to the overflow VirtualMTA');
+    this.pump(overflowQueue);
+  }
+
+  #warmupNote(verdict: { reason: string; until: number }, overflows: boolean): string {
+    return overflows ? `${verdict.reason}; mail goes through the overflow VirtualMTAs` : `${verdict.reason}; no overflow VirtualMTA, mail waits until ${new Date(verdict.until).toISOString()}`;
+  }
+
+  #overflowNames(name: string): readonly string[] {
+    return this.#context.virtualMtas.get(name)?.warmup?.overflowTo ?? this.#context.config.pool.overflowVirtualMtas;
+  }
+
+  /** The next usable overflow VirtualMTA of a warming one, in turn; undefined when none is configured or usable. */
+  #overflowTarget(name: string): string | undefined {
+    const { virtualMtas } = this.#context;
+    const usable = this.#overflowNames(name).filter((candidate) => virtualMtas.has(candidate) && !virtualMtas.unusableReason(candidate) && !this.isVirtualMtaPaused(candidate));
+    if (usable.length === 0) return undefined;
+    this.#overflowTurn = (this.#overflowTurn + 1) % usable.length;
+    return usable[this.#overflowTurn];
   }
 
   /** Wait until maxMessageRate (or the backoff rate) allows the next message. */

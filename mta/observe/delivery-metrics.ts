@@ -1,6 +1,7 @@
 // Delivery metrics (`vmta_*`, prom-client) registered on the relay's registry: attempts by
 // result and bounce category, outbound connections by TLS outcome and version (so the TLS
-// share can be charted), backoff, latency, DNS failures, VirtualMTA usability and queue ages.
+// share can be charted), backoff, latency, DNS failures, VirtualMTA usability, queue ages and
+// warm-up caps, use and overflow.
 // Domain labels are bounded: a domain listed in `delivery.trackedDomains` keeps its name,
 // every other domain is "other".
 import { Counter, Gauge, Histogram, type Registry } from 'prom-client';
@@ -21,6 +22,9 @@ export class DeliveryMetrics {
   readonly daneLookups: Counter<'result'>;
   readonly daneSessions: Counter<'result'>;
   readonly smarthostPortFailures: Counter<'virtual_mta' | 'reason'>;
+  readonly warmupCap: Gauge<'vmta'>;
+  readonly warmupUsed: Gauge<'vmta'>;
+  readonly warmupOverflow: Counter<'vmta' | 'to'>;
 
   constructor(registry: Registry) {
     const registers = [registry];
@@ -95,6 +99,24 @@ export class DeliveryMetrics {
       name: 'vmta_dane_sessions_total',
       help: 'Sessions to MX hosts with TLSA records, by result: dane_ee or dane_ta (certificate matched), unauthenticated (only unusable records: TLS without authentication), failed (no match or no TLS: deferred).',
       labelNames: ['result'] as const,
+      registers,
+    });
+    this.warmupCap = new Gauge({
+      name: 'vmta_warmup_cap',
+      help: 'Daily cap of a warming VirtualMTA today on this pod (the pool\'s cap x this pod\'s share).',
+      labelNames: ['vmta'] as const,
+      registers,
+    });
+    this.warmupUsed = new Gauge({
+      name: 'vmta_warmup_used',
+      help: 'Messages a warming VirtualMTA sent today on this pod, against vmta_warmup_cap.',
+      labelNames: ['vmta'] as const,
+      registers,
+    });
+    this.warmupOverflow = new Counter({
+      name: 'vmta_warmup_overflow_total',
+      help: 'Messages (one per destination domain) a warming VirtualMTA at its cap handed to an overflow VirtualMTA.',
+      labelNames: ['vmta', 'to'] as const,
       registers,
     });
   }

@@ -1,0 +1,167 @@
+// What each warming VirtualMTA has sent in its current day and hour window, against its caps
+// (warmup-schedule.ts) scaled to this pod's share of the pool. The counts are kept on the spool
+// volume (<spool>/state/warmup-counts.json, through writeStateFileSync: temporary file, fsync,
+// rename) so a restart does not hand a cold address a fresh day. Units taken in one event-loop
+// turn are written together right after it, before any of their SMTP transactions can finish.
+// An unreadable file is set aside (".unreadable") with an error line: the day starts again at 0.
+import { readFileSync, renameSync } from 'node:fs';
+import path from 'node:path';
+import type { Logger } from 'pino';
+import { z } from 'zod';
+import type { VirtualMtaConfig } from '../config/schema.ts';
+import { writeStateFileSync } from '../spool/state-file.ts';
+import { warmupWindow, type WarmupWindow } from './warmup-schedule.ts';
+
+export const WARMUP_COUNTS_FILE = 'warmup-counts.json';
+
+const Counts = z.strictObject({ dayKey: z.string(), dayUsed: z.number().int().min(0), hourKey: z.string(), hourUsed: z.number().int().min(0) });
+const CountsFile = z.strictObject({ version: z.literal(1), virtualMtas: z.record(z.string(), Counts) });
+type Counts = z.output<typeof Counts>;
+
+export type WarmupVerdict = { allowed: true } | { allowed: false; reason: string; until: number };
+
+export interface WarmupStatus {
+  virtualMta: string;
+  day: number;
+  /** This pod's caps (the pool's cap x this pod's share). */
+  dailyCap: number;
+  hourlyCap?: number;
+  dailyUsed: number;
+  hourlyUsed: number;
+  dayEndsAt: string;
+}
+
+export interface WarmupLedgerOptions {
+  /** The counts file; omitted = counts kept in memory only. */
+  stateDir?: string;
+  logger: Logger;
+  /** This pod's share of a pool-wide cap (0..1); 1 when one pod serves the pool. */
+  share?: () => number;
+}
+
+export class WarmupLedger {
+  readonly #file: string | undefined;
+  readonly #logger: Logger;
+  readonly #share: () => number;
+  readonly #counts = new Map<string, Counts>();
+  #writeQueued = false;
+
+  constructor(options: WarmupLedgerOptions) {
+    this.#file = options.stateDir ? path.join(options.stateDir, WARMUP_COUNTS_FILE) : undefined;
+    this.#logger = options.logger;
+    this.#share = options.share ?? (() => 1);
+    this.#load();
+  }
+
+  /** May the VirtualMTA send one more message now? With `take`, an allowed unit is counted. */
+  admit(vmta: VirtualMtaConfig, now: number, take: boolean): WarmupVerdict {
+    if (!vmta.warmup) return { allowed: true };
+    const window = warmupWindow(vmta.warmup, now);
+    if (!window) return { allowed: true };
+    const counts = this.#current(vmta.name, window);
+    const caps = this.#caps(window);
+    if (counts.dayUsed >= caps.daily) return { allowed: false, reason: `warm-up day ${window.day}: daily cap ${caps.daily} reached`, until: window.dayEndsAt };
+    if (caps.hourly !== undefined && counts.hourUsed >= caps.hourly) return { allowed: false, reason: `warm-up day ${window.day}: hourly cap ${caps.hourly} reached`, until: window.hourEndsAt };
+    if (take) {
+      counts.dayUsed += 1;
+      counts.hourUsed += 1;
+      this.#queueWrite();
+    }
+    return { allowed: true };
+  }
+
+  /** Day, caps and use of every VirtualMTA still warming at `now`. */
+  status(virtualMtas: Iterable<VirtualMtaConfig>, now: number): WarmupStatus[] {
+    const statuses: WarmupStatus[] = [];
+    for (const vmta of virtualMtas) {
+      const window = vmta.warmup && warmupWindow(vmta.warmup, now);
+      if (!window) continue;
+      const counts = this.#current(vmta.name, window);
+      const caps = this.#caps(window);
+      statuses.push({
+        virtualMta: vmta.name,
+        day: window.day,
+        dailyCap: caps.daily,
+        ...(caps.hourly !== undefined ? { hourlyCap: caps.hourly } : {}),
+        dailyUsed: counts.dayUsed,
+        hourlyUsed: counts.hourUsed,
+        dayEndsAt: new Date(window.dayEndsAt).toISOString(),
+      });
+    }
+    return statuses;
+  }
+
+  /** Write pending counts now (at stop). */
+  flush(): void {
+    if (!this.#file) return;
+    this.#writeQueued = false;
+    const body = { version: 1, virtualMtas: Object.fromEntries(this.#counts) };
+    try {
+      writeStateFileSync(this.#file, JSON.stringify(body));
+    } catch (error) {
+      this.#logger.error({ file: this.#file, err: error }, 'writing the warm-up counts failed');
+    }
+  }
+
+  #caps(window: WarmupWindow): { daily: number; hourly?: number } {
+    const share = Math.min(1, Math.max(0, this.#share()));
+    return { daily: Math.floor(window.dailyCap * share), ...(window.hourlyCap !== undefined ? { hourly: Math.floor(window.hourlyCap * share) } : {}) };
+  }
+
+  /** The VirtualMTA's counts, started again when the day or hour window changed. */
+  #current(name: string, window: WarmupWindow): Counts {
+    let counts = this.#counts.get(name);
+    if (!counts || counts.dayKey !== window.dayKey) {
+      counts = { dayKey: window.dayKey, dayUsed: 0, hourKey: window.hourKey, hourUsed: 0 };
+      this.#counts.set(name, counts);
+    } else if (counts.hourKey !== window.hourKey) {
+      counts.hourKey = window.hourKey;
+      counts.hourUsed = 0;
+    }
+    return counts;
+  }
+
+  #queueWrite(): void {
+    if (!this.#file || this.#writeQueued) return;
+    this.#writeQueued = true;
+    setImmediate(() => {
+      if (this.#writeQueued) this.flush();
+    });
+  }
+
+  #load(): void {
+    if (!this.#file) return;
+    let text: string;
+    try {
+      text = readFileSync(this.#file, 'utf8');
+    } catch (error) {
+      if ((error as NodeJS.ErrnoException).code === 'ENOENT') return;
+      this.#setAside(error as Error);
+      return;
+    }
+    let parsed;
+    try {
+      parsed = CountsFile.safeParse(JSON.parse(text));
+    } catch (error) {
+      this.#setAside(error as Error);
+      return;
+    }
+    if (!parsed.success) {
+      const issue = parsed.error.issues[0];
+      this.#setAside(new Error(`${issue?.path.join('.') || '(root)'}: ${issue?.message ?? 'invalid'}`));
+      return;
+    }
+    for (const [name, counts] of Object.entries(parsed.data.virtualMtas)) this.#counts.set(name, counts);
+  }
+
+  #setAside(error: Error): void {
+    const file = this.#file!;
+    const aside = `${file}.unreadable`;
+    try {
+      renameSync(file, aside);
+    } catch {
+      // nothing to set aside
+    }
+    this.#logger.error({ file, setAside: aside, err: error }, `warm-up counts unreadable (${error.message}); set aside as ${path.basename(aside)}, counting from 0`);
+  }
+}
