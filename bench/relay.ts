@@ -20,11 +20,11 @@
 //
 // Last line (machine-readable): the first size at 20 connections (2 KiB by default), then the
 // Postfix ratio and cores used at every size and concurrency:
-//   e2e_per_s=N wire_per_s=N wire_ratio=R postfix_per_s=N postfix_ratio=R cpu_ms_per_msg=N cores_used=N rss_peak_mb=N dkim=M
+//   e2e_per_s=N wire_per_s=N wire_ratio=R postfix_per_s=N postfix_ratio=R cpu_ms_per_msg=N cores_used=N cores_given=N rss_peak_mb=N dkim=M
 //   postfix_ratio_<size>_c<C>=R cores_used_<size>_c<C>=N ...
 import { once } from 'node:events';
 import net from 'node:net';
-import { availableParallelism, loadavg } from 'node:os';
+import { loadavg } from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
@@ -35,6 +35,7 @@ import { buildBody, child, generateLoad, median, peakRssMb, percentile, runTimin
 import { writeBenchDkimKeys, type BenchDkimMode } from './dkim.ts';
 import { postfixUnavailable, startPostfixRelay } from './postfix-relay.ts';
 import { RELAY_NODE_OPTIONS } from '../mta/process-options.ts';
+import { cpuAllowance } from '../mta/cpu-allowance.ts';
 
 const SELF = fileURLToPath(import.meta.url);
 const env = process.env;
@@ -286,11 +287,12 @@ async function runBenchmark(): Promise<void> {
     return `postfix_ratio_${result.size}_c${result.concurrency}=${figure(point.postfixRatio, 2)} cores_used_${result.size}_c${result.concurrency}=${figure(point.relayCores, 2)}`;
   });
   const load = loadavg().map((value) => value.toFixed(1)).join('/');
-  console.log(`(last line: the ${headline.size}-byte run at ${headline.concurrency} connections first, then every size and concurrency; relay DKIM signing ${dkimMode}; load average ${load} on ${availableParallelism()} CPUs)`);
+  const given = await cpuAllowance();
+  console.log(`(last line: the ${headline.size}-byte run at ${headline.concurrency} connections first, then every size and concurrency; relay DKIM signing ${dkimMode}; load average ${load}; ${given.cpus} CPUs given, by ${given.source})`);
   console.log(
     `e2e_per_s=${figure(figures.relayPerS, 0)} wire_per_s=${headline.wire.perS.toFixed(0)} wire_ratio=${(figures.relayPerS / headline.wire.perS).toFixed(3)} ` +
       `postfix_per_s=${figure(figures.postfixPerS, 0)} postfix_ratio=${figure(figures.postfixRatio, 2)} ` +
-      `cpu_ms_per_msg=${figure(figures.relayCpuMsPerMsg, 2)} cores_used=${figure(figures.relayCores, 2)} rss_peak_mb=${headline.relayRssPeakMb.toFixed(0)} dkim=${dkimMode} ` +
+      `cpu_ms_per_msg=${figure(figures.relayCpuMsPerMsg, 2)} cores_used=${figure(figures.relayCores, 2)} cores_given=${given.cpus} rss_peak_mb=${headline.relayRssPeakMb.toFixed(0)} dkim=${dkimMode} ` +
       perPoint.join(' '),
   );
 }
