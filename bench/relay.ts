@@ -1,34 +1,41 @@
 // End-to-end relay benchmark (prints figures; not a test).
 //
-//   npm run bench [-- --messages 2000 --sizes 2048,51200 --concurrency 20 --queued 100000 --dkim off]
-//   (or BENCH_MESSAGES, BENCH_SIZES, BENCH_CONCURRENCY, BENCH_QUEUED, BENCH_DKIM; --queued 0 skips part 2;
-//   --dkim rsa|ed25519|dual has the relay DKIM-sign every message: Postfix is run without signing)
+//   npm run bench [-- --messages 2000 --sizes 2048,51200 --concurrency 5,20,100 --rounds 3 --queued 100000 --dkim off]
+//   (or BENCH_MESSAGES, BENCH_SIZES, BENCH_CONCURRENCY, BENCH_ROUNDS, BENCH_QUEUED, BENCH_DKIM; --queued 0 skips
+//   part 2; --dkim rsa|ed25519|dual has the relay DKIM-sign every message: Postfix is run without signing)
 //
-// 1. Throughput, per message size: a load generator (its own process) submits N messages over
-//    C connections, one message per connection as `smtp-source` does, to the relay process
-//    (greeting without delay, real spool with fsyncs), which delivers them through an `smtpHost`
-//    route to a discard sink (its own process). The same load goes straight to the sink (the
-//    wire limit) and, where Postfix is installed, through Postfix as a store-and-forward relay
-//    to the same sink. Rates are end to end: first submission to last arrival at the sink. Each
-//    message carries its submit time, so the sink measures delivery latency.
+// 1. Throughput, per message size and concurrency: a load generator (its own process) submits N
+//    messages over C connections, one message per connection as `smtp-source` does, to the relay
+//    process (greeting without delay, real spool with fsyncs), which delivers them through an
+//    `smtpHost` route to a discard sink (its own process). The same load goes straight to the sink
+//    (the wire limit) and, where Postfix is installed (scripts/install-postfix.sh), through Postfix
+//    as a store-and-forward relay to the same sink, in paired rounds (relay, Postfix, relay, ...)
+//    whose medians are reported, the Postfix ratio as the median of each round's pair. Rates are
+//    end to end: first submission to last arrival at the sink. Each message carries its submit
+//    time, so the sink measures delivery latency. CPU is the process tree's (the relay's workers,
+//    Postfix's master and daemons); cores used = CPU seconds / wall seconds of the run.
 // 2. Blocked destination: `queued` messages written straight into a spool for a destination
 //    that refuses connections; the relay starts on it, then restarts. Prints its peak RSS and
 //    how long until every message is scheduled (waiting for retry, none ready or in flight).
 //
-// Last line (machine-readable, the first size's run, 2 KiB by default):
-//   e2e_per_s=N wire_per_s=N wire_ratio=R postfix_per_s=N postfix_ratio=R cpu_ms_per_msg=N rss_peak_mb=N
+// Last line (machine-readable): the first size at 20 connections (2 KiB by default), then the
+// Postfix ratio and cores used at every size and concurrency:
+//   e2e_per_s=N wire_per_s=N wire_ratio=R postfix_per_s=N postfix_ratio=R cpu_ms_per_msg=N cores_used=N cores_given=N rss_peak_mb=N dkim=M
+//   postfix_ratio_<size>_c<C>=R cores_used_<size>_c<C>=N ...
 import { once } from 'node:events';
 import net from 'node:net';
+import { loadavg } from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import type { RuntimeConfigInput } from '../mta/config/schema.ts';
 import { fillBlockedQueue } from '../test/fixtures/blocked-queue.ts';
 import { adminGet, freePort, loopbackRelayConfig, PARKING_SMTP_HOST, startRelayProcess, temporaryDirectory, writeRelayConfig, writeTestAdminToken, type RelayProcess } from '../test/fixtures/relay-process.ts';
-import { buildBody, child, cpuSeconds, generateLoad, peakRssMb, percentile, runTimingSink, treeCpuSeconds, waitForArrivals, type LoadResult, type TagStats } from './bench-smtp.ts';
+import { buildBody, child, generateLoad, median, peakRssMb, percentile, runTimingSink, treeCpuSeconds, waitForArrivals, type LoadResult, type TagStats } from './bench-smtp.ts';
 import { writeBenchDkimKeys, type BenchDkimMode } from './dkim.ts';
 import { postfixUnavailable, startPostfixRelay } from './postfix-relay.ts';
 import { RELAY_NODE_OPTIONS } from '../mta/process-options.ts';
+import { cpuAllowance } from '../mta/cpu-allowance.ts';
 
 const SELF = fileURLToPath(import.meta.url);
 const env = process.env;
@@ -42,7 +49,8 @@ const { values: args } = parseArgs({
     messages: { type: 'string', default: env.BENCH_MESSAGES ?? '2000' },
     sizes: { type: 'string', default: env.BENCH_SIZES ?? '2048,51200' },
     size: { type: 'string', default: '2048' },
-    concurrency: { type: 'string', default: env.BENCH_CONCURRENCY ?? '20' },
+    concurrency: { type: 'string', default: env.BENCH_CONCURRENCY ?? '5,20,100' },
+    rounds: { type: 'string', default: env.BENCH_ROUNDS ?? '3' },
     queued: { type: 'string', default: env.BENCH_QUEUED ?? '100000' },
     dkim: { type: 'string', default: env.BENCH_DKIM ?? 'off' },
   },
@@ -55,7 +63,8 @@ function nonNegativeInteger(name: string, text: string | undefined): number {
 }
 
 const messages = nonNegativeInteger('messages', args.messages);
-const concurrency = nonNegativeInteger('concurrency', args.concurrency);
+const concurrencies = args.concurrency!.split(',').map((value) => nonNegativeInteger('concurrency', value));
+const rounds = Math.max(1, nonNegativeInteger('rounds', args.rounds));
 const queued = nonNegativeInteger('queued', args.queued);
 const sizes = args.sizes!.split(',').map((size) => nonNegativeInteger('sizes', size));
 const DKIM_MODES: readonly BenchDkimMode[] = ['off', 'rsa', 'ed25519', 'dual'];
@@ -72,26 +81,42 @@ interface Throughput {
   arrivals: TagStats;
 }
 
-interface SizeResult {
-  size: number;
-  wire: Throughput;
-  relay: Throughput;
-  relayCpuMsPerMsg: number;
-  relayRssPeakMb: number;
-  postfix?: Throughput & { cpuMsPerMsg: number };
+/** One relayed run with the CPU its process tree used and the cores that makes (CPU time / wall time). */
+interface MeasuredRun extends Throughput {
+  cpuMsPerMsg: number;
+  coresUsed: number;
 }
 
-function load(port: number, count: number, size: number, tag: string): Promise<LoadResult> {
-  return child<LoadResult>(SELF, 'load', ['--port', String(port), '--messages', String(count), '--size', String(size), '--concurrency', String(concurrency), '--tag', tag]).then(({ result }) => result);
+/** One size at one concurrency: the wire limit, then `rounds` pairs of relay and Postfix runs, alternating. */
+interface PointResult {
+  size: number;
+  concurrency: number;
+  wire: Throughput;
+  relay: MeasuredRun[];
+  postfix: MeasuredRun[];
+  relayRssPeakMb: number;
+}
+
+function load(port: number, count: number, size: number, connections: number, tag: string): Promise<LoadResult> {
+  return child<LoadResult>(SELF, 'load', ['--port', String(port), '--messages', String(count), '--size', String(size), '--concurrency', String(connections), '--tag', tag]).then(({ result }) => result);
 }
 
 /** Submit `count` messages tagged `tag` to `port` and wait until the sink has them all. */
-async function throughput(sinkStatsPort: number, port: number, count: number, size: number, tag: string): Promise<Throughput> {
-  const result = await load(port, count, size, tag);
+async function throughput(sinkStatsPort: number, port: number, count: number, size: number, connections: number, tag: string): Promise<Throughput> {
+  const result = await load(port, count, size, connections, tag);
   const arrivals = await waitForArrivals(sinkStatsPort, tag, result.sent, DELIVERY_TIMEOUT_MS);
   if (result.failed > 0) console.log(`  ${tag}: ${result.failed} of ${count} submissions failed, first: ${result.firstFailure}`);
   if (arrivals.count < result.sent) console.log(`  ${tag}: only ${arrivals.count} of ${result.sent} accepted messages reached the sink in time`);
   return { perS: (arrivals.count / Math.max(1, arrivals.lastAt - result.startedAt)) * 1000, load: result, arrivals };
+}
+
+/** `throughput` with the CPU seconds of the process tree under `rootPid` read before and after. */
+async function measured(rootPid: number, sinkStatsPort: number, port: number, size: number, connections: number, tag: string): Promise<MeasuredRun> {
+  const cpuBefore = await treeCpuSeconds(rootPid);
+  const run = await throughput(sinkStatsPort, port, messages, size, connections, tag);
+  const cpuS = (await treeCpuSeconds(rootPid)) - cpuBefore;
+  const wallS = Math.max(1, run.arrivals.lastAt - run.load.startedAt) / 1000;
+  return { ...run, cpuMsPerMsg: (cpuS * 1000) / Math.max(1, run.arrivals.count), coresUsed: cpuS / wallS };
 }
 
 async function waitForPort(port: number, timeoutMs = 30_000): Promise<void> {
@@ -116,7 +141,7 @@ function relayConfig(port: number, adminPort: number, smtpHost: string): Runtime
   return config;
 }
 
-async function throughputRuns(): Promise<SizeResult[]> {
+async function throughputRuns(): Promise<PointResult[]> {
   const sink = await child<{ port: number; statsPort: number }>(SELF, 'sink');
   const directory = await temporaryDirectory('vmta-bench-relay-');
   const port = await freePort();
@@ -128,34 +153,28 @@ async function throughputRuns(): Promise<SizeResult[]> {
   const postfixProblem = await postfixUnavailable();
   const postfixDirectory = postfixProblem ? undefined : await temporaryDirectory('vmta-bench-postfix-');
   const postfix = postfixDirectory ? await startPostfixRelay(postfixDirectory.path, await freePort(), sink.result.port) : undefined;
-  if (postfixProblem) console.log(`postfix: not run (${postfixProblem})`);
-  const results: SizeResult[] = [];
+  if (postfixProblem) console.log(`postfix: not run (${postfixProblem}); install it with scripts/install-postfix.sh`);
+  const results: PointResult[] = [];
   try {
     if (postfix) await waitForPort(postfix.port);
     const warmup = Math.min(200, messages);
     for (const [name, target] of [['wire', sink.result.port], ['relay', port], ...(postfix ? [['postfix', postfix.port] as const] : [])] as const) {
-      await throughput(sink.result.statsPort, target, warmup, sizes[0]!, `warmup-${name}`);
+      await throughput(sink.result.statsPort, target, warmup, sizes[0]!, concurrencies[0]!, `warmup-${name}`);
     }
     for (const size of sizes) {
-      const wire = await throughput(sink.result.statsPort, sink.result.port, messages, size, `wire-${size}`);
-      const cpuBefore = await cpuSeconds(relay.child.pid!);
-      const relayed = await throughput(sink.result.statsPort, port, messages, size, `relay-${size}`);
-      const cpuAfter = await cpuSeconds(relay.child.pid!);
-      const result: SizeResult = {
-        size,
-        wire,
-        relay: relayed,
-        relayCpuMsPerMsg: ((cpuAfter - cpuBefore) * 1000) / Math.max(1, relayed.arrivals.count),
-        relayRssPeakMb: await peakRssMb(relay.child.pid!),
-      };
-      if (postfix) {
-        const before = await treeCpuSeconds(postfix.masterPid);
-        const viaPostfix = await throughput(sink.result.statsPort, postfix.port, messages, size, `postfix-${size}`);
-        const after = await treeCpuSeconds(postfix.masterPid);
-        result.postfix = { ...viaPostfix, cpuMsPerMsg: ((after - before) * 1000) / Math.max(1, viaPostfix.arrivals.count) };
+      for (const connections of concurrencies) {
+        const point = `${size}-c${connections}`;
+        const wire = await throughput(sink.result.statsPort, sink.result.port, messages, size, connections, `wire-${point}`);
+        const result: PointResult = { size, concurrency: connections, wire, relay: [], postfix: [], relayRssPeakMb: 0 };
+        // Paired rounds, relay then Postfix, so a slow spell of the shared machine hits both sides of a ratio.
+        for (let round = 0; round < rounds; round++) {
+          result.relay.push(await measured(relay.child.pid!, sink.result.statsPort, port, size, connections, `relay-${point}-r${round}`));
+          if (postfix) result.postfix.push(await measured(postfix.masterPid, sink.result.statsPort, postfix.port, size, connections, `postfix-${point}-r${round}`));
+        }
+        result.relayRssPeakMb = await peakRssMb(relay.child.pid!);
+        results.push(result);
+        report(result);
       }
-      results.push(result);
-      report(result);
     }
   } finally {
     await postfix?.stop();
@@ -171,23 +190,43 @@ function ms(value: number): string {
   return value.toFixed(1);
 }
 
-function report(result: SizeResult): void {
-  const { size, wire, relay, postfix } = result;
+/** Medians over a point's rounds; the Postfix ratio is the median of each round's relay/Postfix pair. */
+function summary(result: PointResult) {
+  const of = (runs: MeasuredRun[], pick: (run: MeasuredRun) => number) => (runs.length > 0 ? median(runs.map(pick)) : Number.NaN);
+  const ratios = result.postfix.map((run, round) => result.relay[round]!.perS / run.perS);
+  return {
+    relayPerS: of(result.relay, (run) => run.perS),
+    relayCpuMsPerMsg: of(result.relay, (run) => run.cpuMsPerMsg),
+    relayCores: of(result.relay, (run) => run.coresUsed),
+    postfixPerS: of(result.postfix, (run) => run.perS),
+    postfixCpuMsPerMsg: of(result.postfix, (run) => run.cpuMsPerMsg),
+    postfixCores: of(result.postfix, (run) => run.coresUsed),
+    postfixRatio: ratios.length > 0 ? median(ratios) : Number.NaN,
+    ratios,
+  };
+}
+
+function figure(value: number, digits: number): string {
+  return Number.isNaN(value) ? 'NA' : value.toFixed(digits);
+}
+
+function report(result: PointResult): void {
+  const { size, concurrency: connections, wire, relay, postfix } = result;
+  const figures = summary(result);
   const line = (name: string, run: Throughput) =>
     `  ${name.padEnd(8)} ${run.perS.toFixed(0).padStart(6)} msg/s  accept p50 ${ms(percentile(run.load.acceptLatenciesMs, 50))} ms p99 ${ms(percentile(run.load.acceptLatenciesMs, 99))} ms` +
     `  delivery p50 ${ms(percentile(run.arrivals.latenciesMs, 50))} ms p99 ${ms(percentile(run.arrivals.latenciesMs, 99))} ms`;
-  console.log(`size ${size} bytes: ${messages} messages, ${concurrency} connections, one message per connection`);
+  console.log(`size ${size} bytes, ${connections} connections: ${messages} messages per run, one message per connection, ${rounds} paired rounds`);
   console.log(line('wire', wire));
-  console.log(line('relay', relay));
-  if (postfix) console.log(line('postfix', postfix));
+  relay.forEach((run, round) => console.log(line(`relay#${round}`, run)));
+  postfix.forEach((run, round) => console.log(line(`postfix#${round}`, run)));
   console.log(
-    `  relay: ${(relay.perS / wire.perS).toFixed(3)} of the wire limit, CPU ${result.relayCpuMsPerMsg.toFixed(2)} ms/msg, peak RSS ${result.relayRssPeakMb.toFixed(0)} MiB` +
-      (postfix ? `; postfix: ${(postfix.perS / wire.perS).toFixed(3)} of the wire limit, CPU ${postfix.cpuMsPerMsg.toFixed(2)} ms/msg (master + daemons); relay/postfix ${(relay.perS / postfix.perS).toFixed(2)}` : ''),
+    `  relay median ${figure(figures.relayPerS, 0)} msg/s (${(figures.relayPerS / wire.perS).toFixed(3)} of the wire), CPU ${figure(figures.relayCpuMsPerMsg, 2)} ms/msg, ${figure(figures.relayCores, 2)} cores, peak RSS ${result.relayRssPeakMb.toFixed(0)} MiB` +
+      (postfix.length > 0 ? `; postfix median ${figure(figures.postfixPerS, 0)} msg/s, CPU ${figure(figures.postfixCpuMsPerMsg, 2)} ms/msg, ${figure(figures.postfixCores, 2)} cores (master + daemons); relay/postfix per round ${figures.ratios.map((ratio) => ratio.toFixed(2)).join(' ')}` : ''),
   );
   console.log(
-    `  size_${size}: e2e_per_s=${relay.perS.toFixed(0)} wire_per_s=${wire.perS.toFixed(0)} wire_ratio=${(relay.perS / wire.perS).toFixed(3)} ` +
-      `postfix_per_s=${postfix ? postfix.perS.toFixed(0) : 'NA'} postfix_ratio=${postfix ? (relay.perS / postfix.perS).toFixed(2) : 'NA'} ` +
-      `cpu_ms_per_msg=${result.relayCpuMsPerMsg.toFixed(2)} rss_peak_mb=${result.relayRssPeakMb.toFixed(0)}`,
+    `  point_${size}_c${connections}: e2e_per_s=${figure(figures.relayPerS, 0)} wire_per_s=${wire.perS.toFixed(0)} postfix_per_s=${figure(figures.postfixPerS, 0)} postfix_ratio=${figure(figures.postfixRatio, 2)} ` +
+      `cpu_ms_per_msg=${figure(figures.relayCpuMsPerMsg, 2)} cores_used=${figure(figures.relayCores, 2)} postfix_cores_used=${figure(figures.postfixCores, 2)} rss_peak_mb=${result.relayRssPeakMb.toFixed(0)}`,
   );
 }
 
@@ -240,14 +279,21 @@ async function blockedDestination(count: number): Promise<void> {
 async function runBenchmark(): Promise<void> {
   const results = messages > 0 ? await throughputRuns() : [];
   if (queued > 0) await blockedDestination(queued);
-  const headline = results[0];
+  const headline = results.find((result) => result.concurrency === 20) ?? results[0];
   if (!headline) return;
-  const { relay, wire, postfix } = headline;
-  console.log(`(last line: the ${headline.size}-byte run, relay DKIM signing ${dkimMode})`);
+  const figures = summary(headline);
+  const perPoint = results.map((result) => {
+    const point = summary(result);
+    return `postfix_ratio_${result.size}_c${result.concurrency}=${figure(point.postfixRatio, 2)} cores_used_${result.size}_c${result.concurrency}=${figure(point.relayCores, 2)}`;
+  });
+  const load = loadavg().map((value) => value.toFixed(1)).join('/');
+  const given = await cpuAllowance();
+  console.log(`(last line: the ${headline.size}-byte run at ${headline.concurrency} connections first, then every size and concurrency; relay DKIM signing ${dkimMode}; load average ${load}; ${given.cpus} CPUs given, by ${given.source})`);
   console.log(
-    `e2e_per_s=${relay.perS.toFixed(0)} wire_per_s=${wire.perS.toFixed(0)} wire_ratio=${(relay.perS / wire.perS).toFixed(3)} ` +
-      `postfix_per_s=${postfix ? postfix.perS.toFixed(0) : 'NA'} postfix_ratio=${postfix ? (relay.perS / postfix.perS).toFixed(2) : 'NA'} ` +
-      `cpu_ms_per_msg=${headline.relayCpuMsPerMsg.toFixed(2)} rss_peak_mb=${headline.relayRssPeakMb.toFixed(0)} dkim=${dkimMode}`,
+    `e2e_per_s=${figure(figures.relayPerS, 0)} wire_per_s=${headline.wire.perS.toFixed(0)} wire_ratio=${(figures.relayPerS / headline.wire.perS).toFixed(3)} ` +
+      `postfix_per_s=${figure(figures.postfixPerS, 0)} postfix_ratio=${figure(figures.postfixRatio, 2)} ` +
+      `cpu_ms_per_msg=${figure(figures.relayCpuMsPerMsg, 2)} cores_used=${figure(figures.relayCores, 2)} cores_given=${given.cpus} rss_peak_mb=${headline.relayRssPeakMb.toFixed(0)} dkim=${dkimMode} ` +
+      perPoint.join(' '),
   );
 }
 
@@ -256,7 +302,7 @@ switch (args.role) {
     await runTimingSink();
     break;
   case 'load':
-    process.stdout.write(`${JSON.stringify(await generateLoad({ port: Number(args.port), count: messages, bytes: nonNegativeInteger('size', args.size), concurrency, tag: args.tag ?? 'load' }))}\n`);
+    process.stdout.write(`${JSON.stringify(await generateLoad({ port: Number(args.port), count: messages, bytes: nonNegativeInteger('size', args.size), concurrency: concurrencies[0]!, tag: args.tag ?? 'load' }))}\n`);
     break;
   case 'fill':
     process.stdout.write(`${JSON.stringify(await fillBlockedQueue({ directory: args.spool!, count: messages, domain: BLOCKED_DOMAIN, body: buildBody(1024) }))}\n`);

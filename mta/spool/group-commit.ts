@@ -48,6 +48,12 @@ export class DirectorySync {
   }
 }
 
+/** The journal open for appending ('a': every write goes to the end) and its size. */
+interface OpenJournal {
+  handle: fs.FileHandle;
+  size: number;
+}
+
 interface PendingAppend {
   record: Buffer;
   resolve: () => void;
@@ -107,52 +113,75 @@ export class JournalAppender {
     return this.#running;
   }
 
+  /**
+   * Writes the waiting groups one after the other. The file stays open, and its size known, for as
+   * long as groups keep arriving (a busy spool appends many groups per opening); it is closed when
+   * the loop ends, after a failure and before a compaction replaces it.
+   */
   async #writeAll(): Promise<void> {
-    while (this.#waiting.length > 0) {
-      const group = this.#waiting;
-      this.#waiting = [];
-      let size = 0;
-      try {
-        size = await this.#appendGroup(group.map((pending) => pending.record));
-        if (!this.#exists) {
-          await this.#options.syncDirectory();
-          this.#exists = true;
+    let file: OpenJournal | undefined;
+    try {
+      while (this.#waiting.length > 0) {
+        const group = this.#waiting;
+        this.#waiting = [];
+        try {
+          file ??= await this.#open();
+          await this.#appendGroup(file, group.map((pending) => pending.record));
+          if (!this.#exists) {
+            await this.#options.syncDirectory();
+            this.#exists = true;
+          }
+          for (const pending of group) pending.resolve();
+        } catch (error) {
+          await file?.handle.close().catch(() => undefined);
+          file = undefined;
+          for (const pending of group) pending.reject(error);
+          continue;
         }
-        for (const pending of group) pending.resolve();
-      } catch (error) {
-        for (const pending of group) pending.reject(error);
+        const size = file.size;
+        if (size > Math.max(COMPACT_MIN_BYTES, COMPACT_GROWTH * this.#compactedSize)) {
+          await file.handle.close();
+          file = undefined;
+          await this.#compact().catch((error: unknown) => {
+            this.#compactedSize = size; // the next try waits until the journal has grown again (no retry on every append)
+            this.#options.onCompactionError(error);
+          });
+        }
       }
-      if (size > Math.max(COMPACT_MIN_BYTES, COMPACT_GROWTH * this.#compactedSize)) {
-        await this.#compact().catch((error: unknown) => {
-          this.#compactedSize = size; // the next try waits until the journal has grown again (no retry on every append)
-          this.#options.onCompactionError(error);
-        });
-      }
+    } finally {
+      this.#writing = false;
+      await file?.handle.close().catch(() => undefined);
     }
-    this.#writing = false;
+  }
+
+  async #open(): Promise<OpenJournal> {
+    const handle = await fs.open(this.#path, 'a');
+    try {
+      return { handle, size: (await handle.stat()).size };
+    } catch (error) {
+      await handle.close();
+      throw error;
+    }
   }
 
   /**
-   * Appends the records and flushes them; returns the journal's size. On a failure the file is cut
-   * back to where it was (a record retried must never count twice: attempt counts add up); when the
+   * Appends the records and flushes them; `file.size` follows. On a failure the file is cut back
+   * to where it was (a record retried must never count twice: attempt counts add up); when the
    * disk was full and `onNoSpace` freed some space, the append is tried again.
    */
-  async #appendGroup(records: readonly Buffer[]): Promise<number> {
+  async #appendGroup(file: OpenJournal, records: readonly Buffer[]): Promise<void> {
+    const start = file.size;
+    const length = records.reduce((total, record) => total + record.length, 0);
     for (;;) {
-      const handle = await fs.open(this.#path, 'a');
-      let start: number | undefined;
       try {
-        start = (await handle.stat()).size;
-        await writeAll(handle, records);
-        await handle.datasync();
+        await writeAll(file.handle, records);
+        await file.handle.datasync();
         this.#options.onFsync();
-        return (await handle.stat()).size;
+        file.size = start + length;
+        return;
       } catch (error) {
-        const cutBack = start;
-        if (cutBack !== undefined) await handle.truncate(cutBack).then(() => handle.datasync()).catch(() => undefined);
-        if (!isNoSpace(error) || !this.#options.onNoSpace || !(await this.#options.onNoSpace())) throw error;
-      } finally {
-        await handle.close();
+        const cutBack = await file.handle.truncate(start).then(() => file.handle.datasync()).then(() => true, () => false);
+        if (!cutBack || !isNoSpace(error) || !this.#options.onNoSpace || !(await this.#options.onNoSpace())) throw error;
       }
     }
   }

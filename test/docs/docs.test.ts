@@ -41,6 +41,17 @@ function commandsOf(markdown: string): string[][] {
     .map(shellWords);
 }
 
+/** `npm run bench... -- --flag value ...`: the script is package.json's and each flag is one its file parses. */
+function checkBenchCommand(args: string[]): string {
+  const scripts = (JSON.parse(readFileSync(path.join(REPO_ROOT, 'package.json'), 'utf8')) as { scripts: Record<string, string> }).scripts;
+  const script = scripts[args[1]!];
+  assert.ok(script, `npm run ${args[1]}: no such script in package.json`);
+  const source = readFileSync(path.join(REPO_ROOT, script.replace(/^node /, '')), 'utf8');
+  const flags = args.slice(2).filter((word) => word.startsWith('--') && word !== '--').map((word) => word.slice(2));
+  for (const flag of flags) assert.match(source, new RegExp(`\\b${flag}: \\{ type:`), `npm run ${args[1]}: ${script} takes no --${flag}`);
+  return `${script} takes ${flags.map((flag) => `--${flag}`).join(' ') || 'no flags'}`;
+}
+
 // ---- what kubectl commands may name --------------------------------------------------------
 
 interface JsonSchema {
@@ -241,6 +252,8 @@ describe('commands in docs/', { timeout: 300_000 }, () => {
           t.diagnostic(`ran: ${line}`);
         } else if (program === 'kubectl') {
           t.diagnostic(`checked, not run (needs a cluster): ${line} — ${checkKubectl(words)}`);
+        } else if (program === 'npm' && args[0] === 'run' && args[1]?.startsWith('bench')) {
+          t.diagnostic(`checked, not run (a benchmark): ${line} — ${checkBenchCommand(args)}`);
         } else {
           assert.fail(`${page}: no runner or check for "${line}"`);
         }
