@@ -153,6 +153,7 @@ export class Relay {
       delivery.enqueue(message);
       this.#recovery.queuedOne();
     }
+    delivery.recoveryFinished();
     this.#recovery.finish();
     logger.info({ messages: this.#recovery.status().queued, seconds: this.#recovery.status().elapsedSeconds }, 'spool recovered');
     await this.#mountDrain(spool, delivery);

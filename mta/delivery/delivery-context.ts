@@ -9,6 +9,7 @@ import type { DeliveryMetrics } from '../observe/delivery-metrics.ts';
 import type { RelayMetrics } from '../observe/metrics.ts';
 import type { Spool } from '../spool/types.ts';
 import type { Clock } from './clock.ts';
+import type { DestinationDeferrals } from './deferral-record.ts';
 import { probeSourceAddress } from './source-address.ts';
 
 export interface DeliveryContext {
@@ -19,6 +20,8 @@ export interface DeliveryContext {
   readonly logger: Logger;
   readonly clock: Clock;
   readonly virtualMtas: VirtualMtaRegistry;
+  /** Queue-wide deferrals, durable per destination (deferral-record.ts). */
+  readonly deferrals: DestinationDeferrals;
 }
 
 /** The pool's VirtualMTAs by name, and why a VirtualMTA cannot send (its source address is not on this host). */

@@ -12,6 +12,7 @@ import type { RelayMetrics } from '../observe/metrics.ts';
 import type { Spool, SpooledMessage } from '../spool/types.ts';
 import { systemClock, type Clock } from './clock.ts';
 import { ConnectionRunner } from './connection-runner.ts';
+import { DestinationDeferrals } from './deferral-record.ts';
 import { VirtualMtaRegistry, type DeliveryContext } from './delivery-context.ts';
 import type { QueuedMessage } from './destination-queue.ts';
 import type { AppliedStsPolicy } from './mta-sts.ts';
@@ -68,6 +69,7 @@ export class DeliveryEngine {
       logger: options.logger,
       clock: options.clock ?? systemClock,
       virtualMtas: new VirtualMtaRegistry(options.logger),
+      deferrals: new DestinationDeferrals(options.stateDir, options.logger),
     };
     this.#scheduler = new QueueScheduler(this.#context);
     this.#recorder = new OutcomeRecorder(this.#context, this.#scheduler, { ...(options.stateDir ? { stateDir: options.stateDir } : {}), ...(options.onRecipientBounced ? { onRecipientBounced: options.onRecipientBounced } : {}) });
@@ -97,15 +99,23 @@ export class DeliveryEngine {
   /** What start() does after creating the engine (call once, with the options it was created with). */
   async startDelivering(options: DeliveryEngineOptions): Promise<void> {
     await this.#context.virtualMtas.apply(options.config);
+    await this.#context.deferrals.load();
+    this.#context.deferrals.holdsMail = (virtualMta, domain) => this.#scheduler.queue(virtualMta, domain) !== undefined;
     for (const selector of options.pauses ?? []) this.#scheduler.pause(selector);
     if (options.recover ?? true) {
       // What scan() yields belongs to no one else, so the engine takes it without a copy.
       for await (const message of options.spool.scan()) this.#scheduler.enqueueOwned(message);
+      this.recoveryFinished();
     }
     options.spool.onDeliveryResume?.(() => [...this.#scheduler.queues()].forEach((queue) => this.#scheduler.pump(queue)));
     this.#gaugeTimer = setInterval(() => this.refreshGauges(), 5_000);
     this.#gaugeTimer.unref();
     this.refreshGauges();
+  }
+
+  /** Every message the spool held at start is queued (the relay scans the spool itself). */
+  recoveryFinished(): void {
+    this.#context.deferrals.recoveryFinished();
   }
 
   /** Queue a newly accepted (or recovered) message; only its envelope is kept. A message already queued is ignored. */
@@ -130,6 +140,7 @@ export class DeliveryEngine {
     await this.#scheduler.stop();
     this.#runner.flush();
     await this.#recorder.close();
+    await this.#context.deferrals.close();
   }
 
   // ---- drain (mta/drain/) ----------------------------------------------------------------

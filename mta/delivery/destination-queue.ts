@@ -75,6 +75,12 @@ export class DestinationQueue {
     for (const item of this.ready.takeAll()) this.add(item, now);
   }
 
+  /** The deferral in force before a restart (deferral-record.ts). */
+  restoreDeferral(retryAt: number, failures: number): void {
+    this.retryAt = retryAt;
+    this.failures = failures;
+  }
+
   /** A connection succeeded (or an operator asked for a retry now): the queue-wide deferral ends. */
   clearDeferral(): void {
     this.retryAt = 0;

@@ -8,6 +8,7 @@
 // for every domain of the site, while retry state, pauses and listing stay per domain.
 import type { Envelope, QueueId, RecipientStatus, SpooledMessage } from '../spool/types.ts';
 import type { TimerHandle } from './clock.ts';
+import { applyDeferralRounds } from './deferral-record.ts';
 import type { DeliveryContext } from './delivery-context.ts';
 import { DestinationQueue, recipientIndexes, type QueuedMessage, type QueueItem } from './destination-queue.ts';
 import { resolveDomainSettings } from './domain-settings.ts';
@@ -85,9 +86,14 @@ export class QueueScheduler {
   enqueueOwned(message: QueuedMessage): void {
     if (this.#messages.has(message.id)) return;
     this.#shareStrings(message.envelope);
+    const { envelope } = message;
     const byDomain = new Map<string, number[]>();
-    message.envelope.recipients.forEach((recipient, index) => {
+    envelope.recipients.forEach((recipient, index) => {
       if (recipient.status !== 'pending') return;
+      const rounds = this.#context.deferrals.recovered(envelope.virtualMta, recipient.domain);
+      if (rounds && rounds.at(-1)!.acceptedUpTo >= envelope.receivedAt) {
+        applyDeferralRounds(recipient, envelope.receivedAt, envelope.receivedAt + this.#queueFor(envelope.virtualMta, recipient.domain).settings.bounceAfter, rounds);
+      }
       const indexes = byDomain.get(recipient.domain) ?? [];
       indexes.push(index);
       byDomain.set(recipient.domain, indexes);
@@ -137,6 +143,9 @@ export class QueueScheduler {
     if (!queue) {
       const vmta = this.#context.virtualMtas.get(virtualMta) ?? { domains: [] };
       queue = new DestinationQueue(virtualMta, domain, resolveDomainSettings(domain, vmta, this.#context.config.pool.domainDefaults));
+      // Recovery: the destination's deferral before the restart holds on (retry time, position in the retry schedule).
+      const last = this.#context.deferrals.recovered(virtualMta, domain)?.at(-1);
+      if (last) queue.restoreDeferral(last.retryAt, last.failures);
       this.#queues.set(key, queue);
     }
     return queue;
