@@ -149,11 +149,7 @@ export class Relay {
     await delivery.startDelivering({ ...deliveryOptions, pauses: await pauseFile.load() });
     await spool.recover();
     // Every message is queued before the listeners open, so none is queued twice.
-    for await (const message of spool.scan()) {
-      delivery.enqueue(message);
-      this.#recovery.queuedOne();
-    }
-    delivery.recoveryFinished();
+    await delivery.queueRecovered(spool.scan(), () => this.#recovery.queuedOne());
     this.#recovery.finish();
     logger.info({ messages: this.#recovery.status().queued, seconds: this.#recovery.status().elapsedSeconds }, 'spool recovered');
     await this.#mountDrain(spool, delivery);

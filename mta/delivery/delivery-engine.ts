@@ -103,9 +103,7 @@ export class DeliveryEngine {
     this.#context.deferrals.holdsMail = (virtualMta, domain) => this.#scheduler.queue(virtualMta, domain) !== undefined;
     for (const selector of options.pauses ?? []) this.#scheduler.pause(selector);
     if (options.recover ?? true) {
-      // What scan() yields belongs to no one else, so the engine takes it without a copy.
-      for await (const message of options.spool.scan()) this.#scheduler.enqueueOwned(message);
-      this.recoveryFinished();
+      await this.queueRecovered(options.spool.scan());
     }
     options.spool.onDeliveryResume?.(() => [...this.#scheduler.queues()].forEach((queue) => this.#scheduler.pump(queue)));
     this.#gaugeTimer = setInterval(() => this.refreshGauges(), 5_000);
@@ -113,8 +111,16 @@ export class DeliveryEngine {
     this.refreshGauges();
   }
 
-  /** Every message the spool held at start is queued (the relay scans the spool itself). */
-  recoveryFinished(): void {
+  /**
+   * Queue every message a scan of the spool at start yields, then forget the deferrals read for
+   * them. What scan() yields belongs to no one else, so the engine takes it without a copy (a
+   * copy of a million envelopes is a million more for the collector).
+   */
+  async queueRecovered(scan: AsyncIterable<SpooledMessage>, onQueued: () => void = () => {}): Promise<void> {
+    for await (const message of scan) {
+      this.#scheduler.enqueueOwned(message);
+      onQueued();
+    }
     this.#context.deferrals.recoveryFinished();
   }
 
