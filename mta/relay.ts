@@ -8,6 +8,7 @@ import { loadConfigDirectory, recordConfigLoaded, ConfigWatcher, type LoadedConf
 import type { RuntimeConfig } from './config/schema.ts';
 import { queueRoutes } from './admin/queue-api.ts';
 import { whileRecovering } from './admin/recovery-api.ts';
+import { saveQueueSnapshot, takeQueueSnapshot, type QueueSnapshot } from './admin/queue-snapshot.ts';
 import { QueuePauseFile } from './admin/queue-pauses.ts';
 import type { AdminRoute } from './admin/routes.ts';
 import { AdminServer, readAdminTokens, type Readiness } from './admin/server.ts';
@@ -141,13 +142,21 @@ export class Relay {
     this.#delivery = delivery;
     // Mounted before anything is awaited: until every message found is queued the queue API
     // answers 503 with the progress, never 404.
-    this.#admin.mount([...whileRecovering(this.#recovery, queueRoutes(delivery, (pauses) => pauseFile.save(pauses))), ...this.#tlsReporting.adminRoutes()]);
+    // Read before the spool is opened (which changes its files); the queue list waits for it.
+    let snapshot = takeQueueSnapshot(config.spool.path, logger);
+    this.#admin.mount([...whileRecovering(this.#recovery, queueRoutes(delivery, (pauses) => pauseFile.save(pauses)), () => snapshot), ...this.#tlsReporting.adminRoutes()]);
+    await snapshot.catch(() => undefined);
     const suppression = await PoolSuppression.open({ stateDir, registry: metrics.registry, logger, hostname: config.hostname, config: config.suppression, token: () => this.#adminToken });
     this.#suppression = suppression;
     this.#admin.mount(suppressionRoutes(suppression));
     // Pauses saved before a restart hold before the first recovered message could be sent.
     await delivery.startDelivering({ ...deliveryOptions, pauses: await pauseFile.load() });
     await spool.recover();
+    const saved = await snapshot.catch(() => undefined);
+    if (saved && saved.messages !== this.#recovery.status().found) {
+      logger.warn({ snapshot: saved.messages, found: this.#recovery.status().found }, 'queue snapshot of the last stop does not match the spool; the queue list waits for the recovery');
+      snapshot = Promise.resolve(undefined);
+    }
     // Every message is queued before the listeners open, so none is queued twice.
     await delivery.queueRecovered(spool.scan(), () => this.#recovery.queuedOne());
     this.#recovery.finish();
@@ -250,6 +259,13 @@ export class Relay {
     logger.info('relay stopped');
   }
 
+  /** After delivery has stopped: the queue list for the next start to show at once (queue-snapshot.ts); none before the recovery is done. */
+  #queueSnapshot(): QueueSnapshot | undefined {
+    const delivery = this.#delivery;
+    if (!delivery || !this.#spool || this.#recovery.status().recovering) return undefined;
+    return { savedAt: new Date().toISOString(), messages: delivery.queuedMessages, queues: delivery.listQueues() };
+  }
+
   async #closeAll(): Promise<void> {
     this.#watcher?.stop();
     await this.#inbound?.close();
@@ -258,6 +274,7 @@ export class Relay {
     await this.#drain?.abandon();
     this.#drain = undefined;
     await this.#delivery?.stop();
+    const snapshot = this.#queueSnapshot();
     this.#delivery = undefined;
     await this.#tlsReporting?.stop();
     this.#tlsReporting = undefined;
@@ -267,6 +284,9 @@ export class Relay {
     this.#suppression = undefined;
     await this.#spool?.close();
     this.#spool = undefined;
+    if (snapshot) {
+      await saveQueueSnapshot(this.config.spool.path, snapshot).catch((error: unknown) => this.logger.warn({ err: error }, 'saving the queue snapshot failed; the next start lists the queue once it is recovered'));
+    }
     await this.#admin?.close();
     this.#admin = undefined;
   }
