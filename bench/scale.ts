@@ -162,6 +162,12 @@ async function runBenchmark(): Promise<void> {
         `restart_listening_s=${restart.listeningS.toFixed(1)} restart_counted_s=${restart.countedS.toFixed(1)} drain_per_s=${drainPerS.toFixed(0)} drain_cpu_ms_per_msg=${drainCpuMs.toFixed(2)} ` +
         `rss_after_drain_mb=${drained.rss.toFixed(0)} after_drain_ratio=${(drained.rss / empty.rss).toFixed(2)}`,
     );
+  } catch (error) {
+    // A relay that died mid-run (out of memory, a crash) shows up as a refused fetch: say why it ended.
+    if (relay && (relay.child.exitCode !== null || relay.child.signalCode !== null)) {
+      console.error(`  the relay ended (code ${relay.child.exitCode}, signal ${relay.child.signalCode}); its last log lines:\n${relay.logs.slice(-10).map((record) => JSON.stringify(record)).join('\n')}`);
+    }
+    throw error;
   } finally {
     await relay?.kill('SIGTERM');
     sink?.stop();
