@@ -25,15 +25,16 @@ export async function* scanSpool(context: SpoolContext, buckets: BucketSet): Asy
         // Heads are read SCAN_PARALLELISM at a time and yielded in order.
         const reading: Promise<SpooledMessage[]>[] = [];
         for (const batch of batches) {
+          // The batch's ids are the index's own strings, in table order: the message takes those rather than a second copy each.
           const read = readBatchHead(handle, segment.file, batch.offset, segment.size, segment.key).then(({ head, table }) =>
-            table.entries
-              .filter((entry) => index.get(entry.id)?.batch === batch)
-              .flatMap((entry) => {
-                const envelope = readEnvelope(context, head.subarray(entry.envelopeOffset, entry.envelopeOffset + entry.envelopeLength), entry.id, segment.file);
-                if (!envelope) return [];
-                applyJournal(envelope, journal.get(entry.id) ?? []);
-                return [{ id: entry.id, envelope }];
-              }),
+            table.entries.flatMap((entry, position) => {
+              const id = batch.ids[position] === entry.id ? batch.ids[position]! : entry.id;
+              if (index.get(id)?.batch !== batch) return [];
+              const envelope = readEnvelope(context, head.subarray(entry.envelopeOffset, entry.envelopeOffset + entry.envelopeLength), id, segment.file);
+              if (!envelope) return [];
+              applyJournal(envelope, journal.get(id) ?? []);
+              return [{ id, envelope }];
+            }),
           );
           read.catch(() => undefined); // rejects when awaited below, not as an unhandled rejection meanwhile
           reading.push(read);
