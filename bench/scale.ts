@@ -165,7 +165,7 @@ async function runBenchmark(): Promise<void> {
   } catch (error) {
     // A relay that died mid-run (out of memory, a crash) shows up as a refused fetch: say why it ended.
     if (relay && (relay.child.exitCode !== null || relay.child.signalCode !== null)) {
-      console.error(`  the relay ended (code ${relay.child.exitCode}, signal ${relay.child.signalCode}); its last log lines:\n${relay.logs.slice(-10).map((record) => JSON.stringify(record)).join('\n')}`);
+      console.error(`  the relay ended (code ${relay.child.exitCode}, signal ${relay.child.signalCode}); stderr: ${relay.stderr().slice(-4000)}\nits last log lines:\n${relay.logs.slice(-10).map((record) => JSON.stringify(record)).join('\n')}`);
     }
     throw error;
   } finally {
