@@ -1,5 +1,5 @@
-// The relay process: loads the runtime config, opens the spool, starts delivery (which
-// recovers the spooled queue), the admin server and the SMTP listeners, keeps the config
+// The relay process: loads the runtime config, starts the admin server, indexes the spool, opens
+// the SMTP listeners and then queues the spooled messages for delivery behind them, keeps the config
 // current (hot reload), and shuts down in order on request: not ready, stop accepting, let open
 // sessions finish within a bound, stop delivery, close the spool. A drain (mta/drain/, before a
 // pod goes away) closes the listeners and hands the queue to peers; peers take hand-overs here.
@@ -96,8 +96,8 @@ export class Relay {
   readiness(): Readiness {
     if (this.#shutdown) return { ready: false, reason: 'shutting down' };
     if (this.#drain?.active) return { ready: false, reason: 'draining' };
-    if (this.#recovery.status().recovering) return { ready: false, reason: this.#recovery.describe() };
-    if (!this.#listening) return { ready: false, reason: 'listeners not bound' };
+    // Ready once listening: the listeners open when the spool is indexed, while its messages are still being queued.
+    if (!this.#listening) return { ready: false, reason: this.#recovery.status().recovering ? this.#recovery.describe() : 'listeners not bound' };
     return { ready: true };
   }
 
@@ -157,10 +157,9 @@ export class Relay {
       logger.warn({ snapshot: saved.messages, found: this.#recovery.status().found }, 'queue snapshot of the last stop does not match the spool; the queue list waits for the recovery');
       snapshot = Promise.resolve(undefined);
     }
-    // Every message is queued before the listeners open, so none is queued twice.
-    await delivery.queueRecovered(spool.scan(), () => this.#recovery.queuedOne());
-    this.#recovery.finish();
-    logger.info({ messages: this.#recovery.status().queued, seconds: this.#recovery.status().elapsedSeconds }, 'spool recovered');
+    // What the index holds now, before the listeners open: queued below while new mail is taken,
+    // and none is queued twice (new mail is not in this scan; the engine ignores an id it holds).
+    const recovered = spool.scan();
     await this.#mountDrain(spool, delivery);
     const accept = createMessageAcceptor({
       spool,
@@ -180,6 +179,9 @@ export class Relay {
     const listeners = this.#inbound.boundAddresses();
     logger.info({ listeners }, `listening: ${listeners.map((bound) => `${bound.listener} ${bound.address}:${bound.port}`).join(', ') || 'no listeners'}`);
     await this.#watcher.start();
+    await delivery.queueRecovered(recovered, () => this.#recovery.queuedOne());
+    this.#recovery.finish();
+    logger.info({ messages: this.#recovery.status().queued, seconds: this.#recovery.status().elapsedSeconds }, 'spool recovered');
   }
 
   async #mountDrain(spool: FileSpool, delivery: DeliveryEngine): Promise<void> {
@@ -211,7 +213,8 @@ export class Relay {
       refusal: () => (this.#shutdown ? 'shutting down' : drain.active ? 'this relay is draining' : undefined),
       logger,
     });
-    this.#admin!.mount([...drainRoutes(drain), { method: 'POST', path: HANDOVER_PATH, access: 'write', stream: receiveHandover }]);
+    // Not while the spool's messages are still being queued: a drain would hand over only part of them.
+    this.#admin!.mount(whileRecovering(this.#recovery, [...drainRoutes(drain), { method: 'POST', path: HANDOVER_PATH, access: 'write', stream: receiveHandover }]));
   }
 
   #listenerless(config: RuntimeConfig): RuntimeConfig {
