@@ -12,8 +12,9 @@
 //    10,000 domains behind one sink process would otherwise open up to 100,000 sessions to it.
 //    Every domain retries every 15 s, so a session lost to a slow sink does not stall the drain.
 // 3. Queued: the relay starts on that spool, is stopped and started again. Printed: time from
-//    spawn to listening (/readyz), time until the admin API counts every message, RSS with the
-//    whole queue deferred (after a settle).
+//    spawn to listening (/readyz: the listeners open once the spool is indexed), time until the
+//    admin API counts every message (at once after a clean stop: the queue snapshot), RSS with
+//    the whole queue deferred (after a settle).
 // 4. Drain: a discard sink starts on that port (the destination comes back) and a retry-now of
 //    every queue is posted; the rate is messages / (retry -> the admin API counts none).
 // 5. After drain: RSS after a settle, against the empty figure.
@@ -125,12 +126,22 @@ async function countedTotal(adminUrl: string): Promise<number | undefined> {
 async function startTimed(configDir: string, adminPort: number, expected: number): Promise<{ relay: RelayProcess; listeningS: number; countedS: number }> {
   const start = performance.now();
   let counted: Promise<number> | undefined;
+  let listening: Promise<number> | undefined;
   const relay = await startRelayProcess({
     configDir,
     adminPort,
     env: { LOG_LEVEL: 'warn', NODE_OPTIONS: RELAY_NODE_OPTIONS },
     readyTimeoutMs: 600_000,
     onSpawn: (started) => {
+      // startRelayProcess resolves once every message is queued too; ready (listening) comes before.
+      listening = (async () => {
+        while ((await adminFetch(`${started.adminUrl}/readyz`).then((response) => response.status, () => 0)) !== 200) {
+          if (started.child.exitCode !== null) throw new Error(`the relay exited before it was ready (code ${started.child.exitCode})`);
+          await new Promise((resolve) => setTimeout(resolve, 100));
+        }
+        return (performance.now() - start) / 1000;
+      })();
+      listening.catch(() => undefined); // awaited below
       counted = (async () => {
         while ((await countedTotal(started.adminUrl)) !== expected) {
           if (started.child.exitCode !== null || performance.now() - start > 600_000) throw new Error(`every message counted: not within 600 s (relay exit code ${started.child.exitCode})`);
@@ -141,9 +152,8 @@ async function startTimed(configDir: string, adminPort: number, expected: number
       counted.catch(() => undefined); // awaited below
     },
   });
-  const listeningS = (performance.now() - start) / 1000;
   try {
-    return { relay, listeningS, countedS: await counted! };
+    return { relay, listeningS: await listening!, countedS: await counted! };
   } catch (error) {
     await relay.kill('SIGTERM');
     throw error;

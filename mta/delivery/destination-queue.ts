@@ -52,6 +52,8 @@ export class DestinationQueue {
    */
   retryAt = 0;
   failures = 0;
+  /** The newest receivedAt among the messages of this queue's last queue-wide deferral (deferral-record.ts). */
+  deferredUpTo = 0;
 
   constructor(virtualMta: string, domain: string, settings: ResolvedDomainSettings) {
     this.virtualMta = virtualMta;

@@ -125,6 +125,7 @@ export class OutcomeRecorder {
       }
     }
     const acceptedUpTo = waiting.reduce((newest, item) => Math.max(newest, item.message.envelope.receivedAt), 0);
+    queue.deferredUpTo = Math.max(queue.deferredUpTo, acceptedUpTo);
     const round = { at: now, retryAt: queue.retryAt, acceptedUpTo, failures: queue.failures, reason: classification.diagnostic };
     await this.#context.deferrals.record(queue.virtualMta, queue.domain, round, waiting.length);
     // Expired messages bounce through the usual path (afterDeferral turns the deferral into an expiry).

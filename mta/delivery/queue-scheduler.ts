@@ -6,7 +6,7 @@
 // With `delivery.mxRollup`, domains whose MX host sets are the same form one "site" per
 // VirtualMTA: the connection limit applies to the site and an open connection carries mail
 // for every domain of the site, while retry state, pauses and listing stay per domain.
-import type { Envelope, QueueId, RecipientStatus, SpooledMessage } from '../spool/types.ts';
+import type { Envelope, QueueId, RecipientResult, RecipientStatus, SpooledMessage } from '../spool/types.ts';
 import type { TimerHandle } from './clock.ts';
 import { applyDeferralRounds } from './deferral-record.ts';
 import type { DeliveryContext } from './delivery-context.ts';
@@ -79,7 +79,29 @@ export class QueueScheduler {
   enqueue(spooled: SpooledMessage): void {
     if (this.#messages.has(spooled.id)) return;
     // The engine updates recipient state in place, so it keeps its own copy of the recipients.
-    this.enqueueOwned({ id: spooled.id, envelope: { ...spooled.envelope, recipients: spooled.envelope.recipients.map((recipient) => ({ ...recipient })) } });
+    const message = { id: spooled.id, envelope: { ...spooled.envelope, recipients: spooled.envelope.recipients.map((recipient) => ({ ...recipient })) } };
+    this.#markLateArrivals(message);
+    this.enqueueOwned(message);
+  }
+
+  /**
+   * A message accepted no later than the newest message of a destination's last queue-wide
+   * deferral, but queued after it (stores finish out of order), did not take part in it, which
+   * the deferral's record cannot tell: a journal record of its state, due now, says so (a restart
+   * replays only the deferrals after it). Rare: accept and queue are milliseconds apart.
+   */
+  #markLateArrivals(message: QueuedMessage): void {
+    const { envelope } = message;
+    const now = this.#context.clock.now();
+    const results = new Map<number, RecipientResult>();
+    envelope.recipients.forEach((recipient, index) => {
+      if (recipient.status !== 'pending' || (this.queue(envelope.virtualMta, recipient.domain)?.deferredUpTo ?? 0) < envelope.receivedAt) return;
+      recipient.nextAttemptAt = Math.max(recipient.nextAttemptAt, now);
+      results.set(index, { status: 'pending', nextAttemptAt: recipient.nextAttemptAt, attempts: recipient.attempts, ...(recipient.lastResult !== undefined ? { lastResult: recipient.lastResult } : {}) });
+    });
+    if (results.size === 0) return;
+    const { spool, logger } = this.#context;
+    spool.recordRecipientResults(message.id, results).catch((error: Error) => logger.warn({ queueId: message.id, err: error }, 'recording a message queued after a destination deferral failed; a restart may count that deferral for it'));
   }
 
   /** Queue a message whose envelope the engine may keep and change (recovery: straight from the spool scan). */

@@ -180,7 +180,7 @@ test('a DNS failure defers (4.4.3) the destination as a whole, recorded durably 
   assert.match(await harness.metrics.registry.getSingleMetricAsString('vmta_dns_failures_total'), /kind="temporary"\} [1-9]/);
 });
 
-test('a refused connection defers the whole destination: one durable record for the destination, no spool record per message; a restart finds each attempt count and the queue retry; later arrivals wait for it', async () => {
+test('a refused connection defers the whole destination: one durable record for the destination, no spool record per message and deferral; a restart finds each attempt count and the queue retry; later arrivals wait for it', async () => {
   const first = await Promise.all(['a', 'b', 'c'].map((user) => harness.submit({ to: [`${user}@blocked.test`] })));
   const blockedQueue = () => harness.engine.listQueues().find((row) => row.domain === 'blocked.test');
   await waitFor(() => (blockedQueue()?.scheduled === 3 && blockedQueue()?.ready === 0 && blockedQueue()?.inFlight === 0 ? true : undefined), 'all three scheduled');
@@ -197,7 +197,10 @@ test('a refused connection defers the whole destination: one durable record for 
   const states = [];
   for (const id of ids) states.push(await recoveredAsInMemory(id));
   assert.ok(states.every((state) => state.status === 'pending') && states.some((state) => state.attempts > 0), JSON.stringify(states));
-  assert.deepEqual(harness.spool.recorded.filter((entry) => ids.has(entry.id)), [], 'no journal record per message');
+  // No journal record per deferral: at most one per message, with no attempt, for a message queued
+  // (stores finish out of order) after a deferral that took a message accepted after it.
+  const journalled = harness.spool.recorded.filter((entry) => ids.has(entry.id));
+  assert.ok(journalled.every((entry) => entry.result.attempts === 0) && new Set(journalled.map((entry) => entry.id)).size === journalled.length, JSON.stringify(journalled));
   const attempted = (await harness.accountingLines()).filter((line) => ids.has(String(line.queueId)));
   assert.ok(attempted.length >= 1 && attempted.every((line) => line.result === 'deferred'), JSON.stringify(attempted));
 
