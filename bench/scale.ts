@@ -12,8 +12,9 @@
 //    10,000 domains behind one sink process would otherwise open up to 100,000 sessions to it.
 //    Every domain retries every 15 s, so a session lost to a slow sink does not stall the drain.
 // 3. Queued: the relay starts on that spool, is stopped and started again. Printed: time from
-//    spawn to listening (/readyz), time until the admin API counts every message, RSS with the
-//    whole queue deferred (after a settle).
+//    spawn to listening (/readyz: the listeners open once the spool is indexed), time until the
+//    admin API counts every message (at once after a clean stop: the queue snapshot), RSS with
+//    the whole queue deferred (after a settle).
 // 4. Drain: a discard sink starts on that port (the destination comes back) and a retry-now of
 //    every queue is posted; the rate is messages / (retry -> the admin API counts none).
 // 5. After drain: RSS after a settle, against the empty figure.
@@ -66,8 +67,23 @@ interface QueueRow {
   inFlight: number;
 }
 
+/**
+ * fetch, tried again (up to 3 times) when the connection is reset: a kept-alive connection the
+ * admin server closes just as it is reused (its keep-alive timeout runs out while a retry-now of a
+ * million messages holds the event loop) resets the next request, which says nothing of the relay.
+ */
+async function adminFetch(url: string, init?: RequestInit): Promise<Response> {
+  for (let attempt = 1; ; attempt++) {
+    try {
+      return await fetch(url, init);
+    } catch (error) {
+      if (attempt >= 3 || (error as { cause?: { code?: string } }).cause?.code !== 'ECONNRESET') throw error;
+    }
+  }
+}
+
 async function queueRows(relay: RelayProcess): Promise<QueueRow[]> {
-  const response = await fetch(`${relay.adminUrl}/api/v1/queues`, { headers: { authorization: `Bearer ${ADMIN_TOKEN}` } });
+  const response = await adminFetch(`${relay.adminUrl}/api/v1/queues`, { headers: { authorization: `Bearer ${ADMIN_TOKEN}` } });
   if (response.status !== 200) throw new Error(`queue list refused: ${response.status} ${await response.text()}`);
   return ((await response.json()) as { queues: QueueRow[] }).queues;
 }
@@ -92,18 +108,56 @@ async function settledMemory(relay: RelayProcess): Promise<{ rss: number; heap: 
   return { rss: await rssMb(relay.child.pid!), heap: ((await metricValue(relay.adminUrl, 'nodejs_heap_size_used_bytes')) ?? Number.NaN) / 2 ** 20 };
 }
 
-/** Start the relay; seconds from spawn to listening and until every one of `expected` messages is counted. */
+/** The queue total, or undefined while the admin API does not answer one (not up yet, 503 while recovering). */
+async function countedTotal(adminUrl: string): Promise<number | undefined> {
+  try {
+    const response = await fetch(`${adminUrl}/api/v1/queues`, { headers: { authorization: `Bearer ${ADMIN_TOKEN}` } });
+    if (response.status !== 200) return undefined;
+    return ((await response.json()) as { queues: QueueRow[] }).queues.reduce((sum, row) => sum + row.messages, 0);
+  } catch {
+    return undefined;
+  }
+}
+
+/**
+ * Start the relay; seconds from spawn to listening (ready) and, watched from the spawn on (the
+ * queue may be counted before the relay is ready), until every one of `expected` messages is counted.
+ */
 async function startTimed(configDir: string, adminPort: number, expected: number): Promise<{ relay: RelayProcess; listeningS: number; countedS: number }> {
   const start = performance.now();
-  const relay = await startRelayProcess({ configDir, adminPort, env: { LOG_LEVEL: 'warn', NODE_OPTIONS: RELAY_NODE_OPTIONS }, readyTimeoutMs: 600_000 });
-  const listeningS = (performance.now() - start) / 1000;
+  let counted: Promise<number> | undefined;
+  let listening: Promise<number> | undefined;
+  const relay = await startRelayProcess({
+    configDir,
+    adminPort,
+    env: { LOG_LEVEL: 'warn', NODE_OPTIONS: RELAY_NODE_OPTIONS },
+    readyTimeoutMs: 600_000,
+    onSpawn: (started) => {
+      // startRelayProcess resolves once every message is queued too; ready (listening) comes before.
+      listening = (async () => {
+        while ((await adminFetch(`${started.adminUrl}/readyz`).then((response) => response.status, () => 0)) !== 200) {
+          if (started.child.exitCode !== null) throw new Error(`the relay exited before it was ready (code ${started.child.exitCode})`);
+          await new Promise((resolve) => setTimeout(resolve, 100));
+        }
+        return (performance.now() - start) / 1000;
+      })();
+      listening.catch(() => undefined); // awaited below
+      counted = (async () => {
+        while ((await countedTotal(started.adminUrl)) !== expected) {
+          if (started.child.exitCode !== null || performance.now() - start > 600_000) throw new Error(`every message counted: not within 600 s (relay exit code ${started.child.exitCode})`);
+          await new Promise((resolve) => setTimeout(resolve, 100));
+        }
+        return (performance.now() - start) / 1000;
+      })();
+      counted.catch(() => undefined); // awaited below
+    },
+  });
   try {
-    await waitForTotal(relay, (total) => total === expected, 'every message counted', 600_000);
+    return { relay, listeningS: await listening!, countedS: await counted! };
   } catch (error) {
     await relay.kill('SIGTERM');
     throw error;
   }
-  return { relay, listeningS, countedS: (performance.now() - start) / 1000 };
 }
 
 async function runBenchmark(): Promise<void> {
@@ -147,7 +201,7 @@ async function runBenchmark(): Promise<void> {
 
     sink = await child<{ port: number }>(SELF, 'sink', ['--port', String(destinationPort)]);
     const cpuBefore = await cpuSeconds(relay.child.pid!);
-    const retried = await fetch(`${relay.adminUrl}/api/v1/queues/retry`, { method: 'POST', headers: { authorization: `Bearer ${ADMIN_TOKEN}`, 'content-type': 'application/json' }, body: '{}' });
+    const retried = await adminFetch(`${relay.adminUrl}/api/v1/queues/retry`, { method: 'POST', headers: { authorization: `Bearer ${ADMIN_TOKEN}`, 'content-type': 'application/json' }, body: '{}' });
     if (retried.status !== 200) throw new Error(`retry refused: ${retried.status} ${await retried.text()}`);
     const drainS = await waitForTotal(relay, (left) => left === 0, 'queue drained', 3_600_000);
     const delivered = await deliveredCount(relay);
@@ -162,6 +216,12 @@ async function runBenchmark(): Promise<void> {
         `restart_listening_s=${restart.listeningS.toFixed(1)} restart_counted_s=${restart.countedS.toFixed(1)} drain_per_s=${drainPerS.toFixed(0)} drain_cpu_ms_per_msg=${drainCpuMs.toFixed(2)} ` +
         `rss_after_drain_mb=${drained.rss.toFixed(0)} after_drain_ratio=${(drained.rss / empty.rss).toFixed(2)}`,
     );
+  } catch (error) {
+    // A relay that died mid-run (out of memory, a crash) shows up as a refused fetch: say why it ended.
+    if (relay && (relay.child.exitCode !== null || relay.child.signalCode !== null)) {
+      console.error(`  the relay ended (code ${relay.child.exitCode}, signal ${relay.child.signalCode}); stderr: ${relay.stderr().slice(-4000)}\nits last log lines:\n${relay.logs.slice(-10).map((record) => JSON.stringify(record)).join('\n')}`);
+    }
+    throw error;
   } finally {
     await relay?.kill('SIGTERM');
     sink?.stop();
@@ -171,7 +231,7 @@ async function runBenchmark(): Promise<void> {
 
 /** Recipients the relay counts as delivered (vmta_delivery_attempts_total, result="delivered", every series). */
 async function deliveredCount(relay: RelayProcess): Promise<number> {
-  const text = await (await fetch(`${relay.adminUrl}/metrics`)).text();
+  const text = await (await adminFetch(`${relay.adminUrl}/metrics`)).text();
   return text.split('\n').filter((line) => line.startsWith('vmta_delivery_attempts_total{') && line.includes('result="delivered"')).reduce((sum, line) => sum + Number(line.slice(line.lastIndexOf(' ') + 1)), 0);
 }
 

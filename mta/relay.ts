@@ -1,5 +1,5 @@
-// The relay process: loads the runtime config, opens the spool, starts delivery (which
-// recovers the spooled queue), the admin server and the SMTP listeners, keeps the config
+// The relay process: loads the runtime config, starts the admin server, indexes the spool, opens
+// the SMTP listeners and then queues the spooled messages for delivery behind them, keeps the config
 // current (hot reload), and shuts down in order on request: not ready, stop accepting, let open
 // sessions finish within a bound, stop delivery, close the spool. A drain (mta/drain/, before a
 // pod goes away) closes the listeners and hands the queue to peers; peers take hand-overs here.
@@ -8,6 +8,7 @@ import { loadConfigDirectory, recordConfigLoaded, ConfigWatcher, type LoadedConf
 import type { RuntimeConfig } from './config/schema.ts';
 import { queueRoutes } from './admin/queue-api.ts';
 import { whileRecovering } from './admin/recovery-api.ts';
+import { saveQueueSnapshot, takeQueueSnapshot, type QueueSnapshot } from './admin/queue-snapshot.ts';
 import { QueuePauseFile } from './admin/queue-pauses.ts';
 import type { AdminRoute } from './admin/routes.ts';
 import { AdminServer, readAdminTokens, type Readiness } from './admin/server.ts';
@@ -95,8 +96,8 @@ export class Relay {
   readiness(): Readiness {
     if (this.#shutdown) return { ready: false, reason: 'shutting down' };
     if (this.#drain?.active) return { ready: false, reason: 'draining' };
-    if (this.#recovery.status().recovering) return { ready: false, reason: this.#recovery.describe() };
-    if (!this.#listening) return { ready: false, reason: 'listeners not bound' };
+    // Ready once listening: the listeners open when the spool is indexed, while its messages are still being queued.
+    if (!this.#listening) return { ready: false, reason: this.#recovery.status().recovering ? this.#recovery.describe() : 'listeners not bound' };
     return { ready: true };
   }
 
@@ -141,20 +142,24 @@ export class Relay {
     this.#delivery = delivery;
     // Mounted before anything is awaited: until every message found is queued the queue API
     // answers 503 with the progress, never 404.
-    this.#admin.mount([...whileRecovering(this.#recovery, queueRoutes(delivery, (pauses) => pauseFile.save(pauses))), ...this.#tlsReporting.adminRoutes()]);
+    // Read before the spool is opened (which changes its files); the queue list waits for it.
+    let snapshot = takeQueueSnapshot(config.spool.path, logger);
+    this.#admin.mount([...whileRecovering(this.#recovery, queueRoutes(delivery, (pauses) => pauseFile.save(pauses)), () => snapshot), ...this.#tlsReporting.adminRoutes()]);
+    await snapshot.catch(() => undefined);
     const suppression = await PoolSuppression.open({ stateDir, registry: metrics.registry, logger, hostname: config.hostname, config: config.suppression, token: () => this.#adminToken });
     this.#suppression = suppression;
     this.#admin.mount(suppressionRoutes(suppression));
     // Pauses saved before a restart hold before the first recovered message could be sent.
     await delivery.startDelivering({ ...deliveryOptions, pauses: await pauseFile.load() });
     await spool.recover();
-    // Every message is queued before the listeners open, so none is queued twice.
-    for await (const message of spool.scan()) {
-      delivery.enqueue(message);
-      this.#recovery.queuedOne();
+    const saved = await snapshot.catch(() => undefined);
+    if (saved && saved.messages !== this.#recovery.status().found) {
+      logger.warn({ snapshot: saved.messages, found: this.#recovery.status().found }, 'queue snapshot of the last stop does not match the spool; the queue list waits for the recovery');
+      snapshot = Promise.resolve(undefined);
     }
-    this.#recovery.finish();
-    logger.info({ messages: this.#recovery.status().queued, seconds: this.#recovery.status().elapsedSeconds }, 'spool recovered');
+    // What the index holds now, before the listeners open: queued below while new mail is taken,
+    // and none is queued twice (new mail is not in this scan; the engine ignores an id it holds).
+    const recovered = spool.scan();
     await this.#mountDrain(spool, delivery);
     const accept = createMessageAcceptor({
       spool,
@@ -174,6 +179,9 @@ export class Relay {
     const listeners = this.#inbound.boundAddresses();
     logger.info({ listeners }, `listening: ${listeners.map((bound) => `${bound.listener} ${bound.address}:${bound.port}`).join(', ') || 'no listeners'}`);
     await this.#watcher.start();
+    await delivery.queueRecovered(recovered, () => this.#recovery.queuedOne());
+    this.#recovery.finish();
+    logger.info({ messages: this.#recovery.status().queued, seconds: this.#recovery.status().elapsedSeconds }, 'spool recovered');
   }
 
   async #mountDrain(spool: FileSpool, delivery: DeliveryEngine): Promise<void> {
@@ -205,7 +213,8 @@ export class Relay {
       refusal: () => (this.#shutdown ? 'shutting down' : drain.active ? 'this relay is draining' : undefined),
       logger,
     });
-    this.#admin!.mount([...drainRoutes(drain), { method: 'POST', path: HANDOVER_PATH, access: 'write', stream: receiveHandover }]);
+    // Not while the spool's messages are still being queued: a drain would hand over only part of them.
+    this.#admin!.mount(whileRecovering(this.#recovery, [...drainRoutes(drain), { method: 'POST', path: HANDOVER_PATH, access: 'write', stream: receiveHandover }]));
   }
 
   #listenerless(config: RuntimeConfig): RuntimeConfig {
@@ -253,6 +262,13 @@ export class Relay {
     logger.info('relay stopped');
   }
 
+  /** After delivery has stopped: the queue list for the next start to show at once (queue-snapshot.ts); none before the recovery is done. */
+  #queueSnapshot(): QueueSnapshot | undefined {
+    const delivery = this.#delivery;
+    if (!delivery || !this.#spool || this.#recovery.status().recovering) return undefined;
+    return { savedAt: new Date().toISOString(), messages: delivery.queuedMessages, queues: delivery.listQueues() };
+  }
+
   async #closeAll(): Promise<void> {
     this.#watcher?.stop();
     await this.#inbound?.close();
@@ -261,6 +277,7 @@ export class Relay {
     await this.#drain?.abandon();
     this.#drain = undefined;
     await this.#delivery?.stop();
+    const snapshot = this.#queueSnapshot();
     this.#delivery = undefined;
     await this.#tlsReporting?.stop();
     this.#tlsReporting = undefined;
@@ -270,6 +287,9 @@ export class Relay {
     this.#suppression = undefined;
     await this.#spool?.close();
     this.#spool = undefined;
+    if (snapshot) {
+      await saveQueueSnapshot(this.config.spool.path, snapshot).catch((error: unknown) => this.logger.warn({ err: error }, 'saving the queue snapshot failed; the next start lists the queue once it is recovered'));
+    }
     await this.#admin?.close();
     this.#admin = undefined;
   }

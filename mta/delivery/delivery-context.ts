@@ -9,6 +9,7 @@ import type { DeliveryMetrics } from '../observe/delivery-metrics.ts';
 import type { RelayMetrics } from '../observe/metrics.ts';
 import type { Spool } from '../spool/types.ts';
 import type { Clock } from './clock.ts';
+import type { DestinationDeferrals } from './deferral-record.ts';
 import { probeSourceAddress } from './source-address.ts';
 import type { WarmupLedger } from './warmup-ledger.ts';
 
@@ -22,6 +23,8 @@ export interface DeliveryContext {
   readonly virtualMtas: VirtualMtaRegistry;
   /** Warm-up caps and counts of VirtualMTAs with new source addresses. */
   readonly warmup: WarmupLedger;
+  /** Queue-wide deferrals, durable per destination (deferral-record.ts). */
+  readonly deferrals: DestinationDeferrals;
 }
 
 /** The pool's VirtualMTAs by name, and why a VirtualMTA cannot send (its source address is not on this host). */

@@ -12,6 +12,7 @@ import type { RelayMetrics } from '../observe/metrics.ts';
 import type { Spool, SpooledMessage } from '../spool/types.ts';
 import { systemClock, type Clock } from './clock.ts';
 import { ConnectionRunner } from './connection-runner.ts';
+import { DestinationDeferrals } from './deferral-record.ts';
 import { VirtualMtaRegistry, type DeliveryContext } from './delivery-context.ts';
 import type { QueuedMessage } from './destination-queue.ts';
 import type { AppliedStsPolicy } from './mta-sts.ts';
@@ -72,6 +73,7 @@ export class DeliveryEngine {
       clock: options.clock ?? systemClock,
       virtualMtas: new VirtualMtaRegistry(options.logger),
       warmup: new WarmupLedger({ logger: options.logger, ...(options.stateDir ? { stateDir: options.stateDir } : {}), ...(options.warmupShare ? { share: options.warmupShare } : {}) }),
+      deferrals: new DestinationDeferrals(options.stateDir, options.logger),
     };
     this.#scheduler = new QueueScheduler(this.#context);
     this.#recorder = new OutcomeRecorder(this.#context, this.#scheduler, { ...(options.stateDir ? { stateDir: options.stateDir } : {}), ...(options.onRecipientBounced ? { onRecipientBounced: options.onRecipientBounced } : {}) });
@@ -101,15 +103,29 @@ export class DeliveryEngine {
   /** What start() does after creating the engine (call once, with the options it was created with). */
   async startDelivering(options: DeliveryEngineOptions): Promise<void> {
     await this.#context.virtualMtas.apply(options.config);
+    await this.#context.deferrals.load();
+    this.#context.deferrals.holdsMail = (virtualMta, domain) => this.#scheduler.queue(virtualMta, domain) !== undefined;
     for (const selector of options.pauses ?? []) this.#scheduler.pause(selector);
     if (options.recover ?? true) {
-      // What scan() yields belongs to no one else, so the engine takes it without a copy.
-      for await (const message of options.spool.scan()) this.#scheduler.enqueueOwned(message);
+      await this.queueRecovered(options.spool.scan());
     }
     options.spool.onDeliveryResume?.(() => [...this.#scheduler.queues()].forEach((queue) => this.#scheduler.pump(queue)));
     this.#gaugeTimer = setInterval(() => this.refreshGauges(), 5_000);
     this.#gaugeTimer.unref();
     this.refreshGauges();
+  }
+
+  /**
+   * Queue every message a scan of the spool at start yields, then forget the deferrals read for
+   * them. What scan() yields belongs to no one else, so the engine takes it without a copy (a
+   * copy of a million envelopes is a million more for the collector).
+   */
+  async queueRecovered(scan: AsyncIterable<SpooledMessage>, onQueued: () => void = () => {}): Promise<void> {
+    for await (const message of scan) {
+      this.#scheduler.enqueueOwned(message);
+      onQueued();
+    }
+    this.#context.deferrals.recoveryFinished();
   }
 
   /** Queue a newly accepted (or recovered) message; only its envelope is kept. A message already queued is ignored. */
@@ -135,6 +151,7 @@ export class DeliveryEngine {
     this.#runner.flush();
     this.#context.warmup.flush();
     await this.#recorder.close();
+    await this.#context.deferrals.close();
   }
 
   // ---- drain (mta/drain/) ----------------------------------------------------------------

@@ -52,6 +52,8 @@ export class DestinationQueue {
    */
   retryAt = 0;
   failures = 0;
+  /** The newest receivedAt among the messages of this queue's last queue-wide deferral (deferral-record.ts). */
+  deferredUpTo = 0;
 
   constructor(virtualMta: string, domain: string, settings: ResolvedDomainSettings) {
     this.virtualMta = virtualMta;
@@ -73,6 +75,12 @@ export class DestinationQueue {
     this.retryAt = retryAt;
     this.failures += 1;
     for (const item of this.ready.takeAll()) this.add(item, now);
+  }
+
+  /** The deferral in force before a restart (deferral-record.ts). */
+  restoreDeferral(retryAt: number, failures: number): void {
+    this.retryAt = retryAt;
+    this.failures = failures;
   }
 
   /** A connection succeeded (or an operator asked for a retry now): the queue-wide deferral ends. */

@@ -2,14 +2,14 @@
 // (delivered, deferred with the next attempt, bounced, expired at bounceAfter), enters and
 // leaves backoff, writes the accounting log and the attempt metrics, stores the DSNs the
 // sender asked for (dsn-notices.ts), tells the suppression list of bounces, and removes a
-// message once no recipient is pending. Queue-wide failures (DNS, connect, TLS
-// route) are recorded here too, as one in-memory deferral of the whole queue. Every attempt's
-// outcome is also one log line per recipient (mta/observe/delivery-log.ts).
+// message once no recipient is pending. Queue-wide failures (DNS, connect, TLS route) are
+// recorded here too, as one deferral of the whole queue, durable per destination
+// (deferral-record.ts). Every attempt's outcome is also one log line per recipient
+// (mta/observe/delivery-log.ts).
 import type { RuntimeConfig } from '../config/schema.ts';
 import { AccountingLog, type AccountingRecord } from '../observe/accounting.ts';
 import { DeliveryLog } from '../observe/delivery-log.ts';
 import type { QueueId, RecipientResult, SpooledMessage } from '../spool/types.ts';
-import { recordQueueDeferral } from './deferral-record.ts';
 import type { DeliveryContext } from './delivery-context.ts';
 import { recipientIndexes, type DestinationQueue, type QueuedMessage, type QueueItem } from './destination-queue.ts';
 import { storeDsn, type FailedRecipient } from './dsn.ts';
@@ -127,7 +127,10 @@ export class OutcomeRecorder {
         if (now - item.message.envelope.receivedAt >= delayWarningAfter) await this.#notify(queue, item.message, new Map(item.recipients.map((index) => [index, classification])), context);
       }
     }
-    await recordQueueDeferral(this.#context.spool, waiting, classification.diagnostic, logger);
+    const acceptedUpTo = waiting.reduce((newest, item) => Math.max(newest, item.message.envelope.receivedAt), 0);
+    queue.deferredUpTo = Math.max(queue.deferredUpTo, acceptedUpTo);
+    const round = { at: now, retryAt: queue.retryAt, acceptedUpTo, failures: queue.failures, reason: classification.diagnostic };
+    await this.#context.deferrals.record(queue.virtualMta, queue.domain, round, waiting.length);
     // Expired messages bounce through the usual path (afterDeferral turns the deferral into an expiry).
     if (expired.length > 0) await this.recordAll(queue, expired, classification, context, reply, true);
   }
@@ -167,9 +170,11 @@ export class OutcomeRecorder {
     for (const [index, initial] of classifications) {
       const recipient = envelope.recipients[index]!;
       let classification = initial;
+      // Absolute counts: a destination's queue-wide deferrals are recorded per destination, not in the journal (deferral-record.ts).
+      const attempts = recipient.attempts + 1;
       if (classification.result === 'delivered') {
         if (queue.backoff.onDelivery()) logger.info({ virtualMta: queue.virtualMta, domain: queue.domain }, 'backoff left after a delivery');
-        results.set(index, { status: 'delivered', nextAttemptAt: 0, lastResult: classification.diagnostic });
+        results.set(index, { status: 'delivered', nextAttemptAt: 0, attempts, lastResult: classification.diagnostic });
         metrics.deliveryLatency.observe({ virtual_mta: queue.virtualMta }, Math.max(0, now - envelope.receivedAt) / 1000);
       } else if (classification.result === 'deferred') {
         if (queue.backoff.onFailureReply(queue.settings.backoff, backoffReply ?? classification.diagnostic, now)) {
@@ -179,20 +184,20 @@ export class OutcomeRecorder {
         const next = afterDeferral({
           now,
           receivedAt: envelope.receivedAt,
-          attemptsMade: recipient.attempts + 1,
+          attemptsMade: attempts,
           schedule: queue.settings.retryAfter,
           bounceAfter: queue.settings.bounceAfter,
           ...(backoff ? { overrideDelay: backoff.retryAfter } : {}),
         });
         if (next.kind === 'expired') {
           classification = classifyFailure({ kind: 'expired', message: `delivery time expired; last error: ${classification.diagnostic}` });
-          results.set(index, { status: 'bounced', nextAttemptAt: 0, lastResult: classification.diagnostic });
+          results.set(index, { status: 'bounced', nextAttemptAt: 0, attempts, lastResult: classification.diagnostic });
         } else {
-          results.set(index, { status: 'pending', nextAttemptAt: next.nextAttemptAt, lastResult: classification.diagnostic });
+          results.set(index, { status: 'pending', nextAttemptAt: next.nextAttemptAt, attempts, lastResult: classification.diagnostic });
           deferred.push(index);
         }
       } else {
-        results.set(index, { status: 'bounced', nextAttemptAt: 0, lastResult: classification.diagnostic });
+        results.set(index, { status: 'bounced', nextAttemptAt: 0, attempts, lastResult: classification.diagnostic });
       }
       final.set(index, classification);
     }

@@ -9,8 +9,9 @@
 // A warming VirtualMTA (warmup-ledger.ts) takes a unit of its cap for each message a connection
 // takes; at the cap its waiting mail moves to an overflow VirtualMTA's queue for the same
 // domain, or, with none, waits until the window ends (see docs/warmup.md).
-import type { Envelope, QueueId, RecipientStatus, SpooledMessage } from '../spool/types.ts';
+import type { Envelope, QueueId, RecipientResult, RecipientStatus, SpooledMessage } from '../spool/types.ts';
 import type { TimerHandle } from './clock.ts';
+import { applyDeferralRounds } from './deferral-record.ts';
 import type { DeliveryContext } from './delivery-context.ts';
 import { DestinationQueue, recipientIndexes, type QueuedMessage, type QueueItem } from './destination-queue.ts';
 import { resolveDomainSettings } from './domain-settings.ts';
@@ -83,16 +84,43 @@ export class QueueScheduler {
   enqueue(spooled: SpooledMessage): void {
     if (this.#messages.has(spooled.id)) return;
     // The engine updates recipient state in place, so it keeps its own copy of the recipients.
-    this.enqueueOwned({ id: spooled.id, envelope: { ...spooled.envelope, recipients: spooled.envelope.recipients.map((recipient) => ({ ...recipient })) } });
+    const message = { id: spooled.id, envelope: { ...spooled.envelope, recipients: spooled.envelope.recipients.map((recipient) => ({ ...recipient })) } };
+    this.#markLateArrivals(message);
+    this.enqueueOwned(message);
+  }
+
+  /**
+   * A message accepted no later than the newest message of a destination's last queue-wide
+   * deferral, but queued after it (stores finish out of order), did not take part in it, which
+   * the deferral's record cannot tell: a journal record of its state, due now, says so (a restart
+   * replays only the deferrals after it). Rare: accept and queue are milliseconds apart.
+   */
+  #markLateArrivals(message: QueuedMessage): void {
+    const { envelope } = message;
+    const now = this.#context.clock.now();
+    const results = new Map<number, RecipientResult>();
+    envelope.recipients.forEach((recipient, index) => {
+      if (recipient.status !== 'pending' || (this.queue(envelope.virtualMta, recipient.domain)?.deferredUpTo ?? 0) < envelope.receivedAt) return;
+      recipient.nextAttemptAt = Math.max(recipient.nextAttemptAt, now);
+      results.set(index, { status: 'pending', nextAttemptAt: recipient.nextAttemptAt, attempts: recipient.attempts, ...(recipient.lastResult !== undefined ? { lastResult: recipient.lastResult } : {}) });
+    });
+    if (results.size === 0) return;
+    const { spool, logger } = this.#context;
+    spool.recordRecipientResults(message.id, results).catch((error: Error) => logger.warn({ queueId: message.id, err: error }, 'recording a message queued after a destination deferral failed; a restart may count that deferral for it'));
   }
 
   /** Queue a message whose envelope the engine may keep and change (recovery: straight from the spool scan). */
   enqueueOwned(message: QueuedMessage): void {
     if (this.#messages.has(message.id)) return;
     this.#shareStrings(message.envelope);
+    const { envelope } = message;
     const byDomain = new Map<string, number[]>();
-    message.envelope.recipients.forEach((recipient, index) => {
+    envelope.recipients.forEach((recipient, index) => {
       if (recipient.status !== 'pending') return;
+      const rounds = this.#context.deferrals.recovered(envelope.virtualMta, recipient.domain);
+      if (rounds && rounds.at(-1)!.acceptedUpTo >= envelope.receivedAt) {
+        applyDeferralRounds(recipient, envelope.receivedAt, envelope.receivedAt + this.#queueFor(envelope.virtualMta, recipient.domain).settings.bounceAfter, rounds);
+      }
       const indexes = byDomain.get(recipient.domain) ?? [];
       indexes.push(index);
       byDomain.set(recipient.domain, indexes);
@@ -142,6 +170,9 @@ export class QueueScheduler {
     if (!queue) {
       const vmta = this.#context.virtualMtas.get(virtualMta) ?? { domains: [] };
       queue = new DestinationQueue(virtualMta, domain, resolveDomainSettings(domain, vmta, this.#context.config.pool.domainDefaults));
+      // Recovery: the destination's deferral before the restart holds on (retry time, position in the retry schedule).
+      const last = this.#context.deferrals.recovered(virtualMta, domain)?.at(-1);
+      if (last) queue.restoreDeferral(last.retryAt, last.failures);
       this.#queues.set(key, queue);
     }
     return queue;

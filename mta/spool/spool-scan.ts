@@ -5,16 +5,28 @@ import fsp from 'node:fs/promises';
 import type { BucketSet } from './bucket-set.ts';
 import { applyJournal, decodeEnvelope, type JournalEntry, parseJournal } from './segment-format.ts';
 import { readBatchHead } from './segment-reader.ts';
-import { byName, readJournal, SCAN_PARALLELISM, type SpoolContext } from './spool-layout.ts';
+import { type Batch, type Bucket, byName, readJournal, SCAN_PARALLELISM, type Segment, type SpoolContext } from './spool-layout.ts';
 import type { Envelope, QueueId, SpooledMessage } from './types.ts';
 
-/** Messages stored before the call; one stored while it runs (a DSN, say) is the caller's to know of. */
-export async function* scanSpool(context: SpoolContext, buckets: BucketSet): AsyncGenerator<SpooledMessage> {
-  const { index } = context;
+interface ScanSnapshot {
+  bucket: Bucket;
+  segments: { segment: Segment; batches: Batch[] }[];
+}
+
+/**
+ * Messages stored before the call (what is listed is fixed when scanSpool is called, not when the
+ * iteration starts); one stored after it (a DSN, new mail) is the caller's to know of.
+ */
+export function scanSpool(context: SpoolContext, buckets: BucketSet): AsyncGenerator<SpooledMessage> {
   const snapshot = [...buckets.values()].sort(byName).map((bucket) => ({
     bucket,
     segments: [...bucket.segments].sort(byName).map((segment) => ({ segment, batches: segment.batches.slice() })),
   }));
+  return readSnapshot(context, snapshot);
+}
+
+async function* readSnapshot(context: SpoolContext, snapshot: readonly ScanSnapshot[]): AsyncGenerator<SpooledMessage> {
+  const { index } = context;
   for (const { bucket, segments } of snapshot) {
     const journal: Map<QueueId, JournalEntry[]> = segments.length > 0 ? parseJournal(await readJournal(bucket)).results : new Map();
     for (const { segment, batches: all } of segments) {
@@ -25,15 +37,16 @@ export async function* scanSpool(context: SpoolContext, buckets: BucketSet): Asy
         // Heads are read SCAN_PARALLELISM at a time and yielded in order.
         const reading: Promise<SpooledMessage[]>[] = [];
         for (const batch of batches) {
+          // The batch's ids are the index's own strings, in table order: the message takes those rather than a second copy each.
           const read = readBatchHead(handle, segment.file, batch.offset, segment.size, segment.key).then(({ head, table }) =>
-            table.entries
-              .filter((entry) => index.get(entry.id)?.batch === batch)
-              .flatMap((entry) => {
-                const envelope = readEnvelope(context, head.subarray(entry.envelopeOffset, entry.envelopeOffset + entry.envelopeLength), entry.id, segment.file);
-                if (!envelope) return [];
-                applyJournal(envelope, journal.get(entry.id) ?? []);
-                return [{ id: entry.id, envelope }];
-              }),
+            table.entries.flatMap((entry, position) => {
+              const id = batch.ids[position] === entry.id ? batch.ids[position]! : entry.id;
+              if (index.get(id)?.batch !== batch) return [];
+              const envelope = readEnvelope(context, head.subarray(entry.envelopeOffset, entry.envelopeOffset + entry.envelopeLength), id, segment.file);
+              if (!envelope) return [];
+              applyJournal(envelope, journal.get(id) ?? []);
+              return [{ id, envelope }];
+            }),
           );
           read.catch(() => undefined); // rejects when awaited below, not as an unhandled rejection meanwhile
           reading.push(read);

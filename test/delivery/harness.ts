@@ -7,6 +7,7 @@ import { pino } from 'pino';
 import { RuntimeConfig, type RuntimeConfigInput } from '../../mta/config/schema.ts';
 import type { Clock } from '../../mta/delivery/clock.ts';
 import { DeliveryEngine } from '../../mta/delivery/delivery-engine.ts';
+import type { MessageState } from '../../mta/delivery/queue-view.ts';
 import { MxResolver } from '../../mta/delivery/mx-resolver.ts';
 import { RelayMetrics } from '../../mta/observe/metrics.ts';
 import type { TlsSessionRecorder } from '../../mta/reporting/tls-rpt-sessions.ts';
@@ -27,6 +28,8 @@ export interface Harness {
   accountingLines(): Promise<Record<string, unknown>[]>;
   /** A message's recipient state as read back from the spool on disk; undefined once removed. */
   durableRecipients(id: string): Promise<RecipientState[] | undefined>;
+  /** A message's recipients as an engine restarted on this spool and state folder holds them (everything paused: it tries nothing). */
+  recoveredRecipients(id: string): Promise<MessageState['recipients'] | undefined>;
   close(): Promise<void>;
 }
 
@@ -65,11 +68,13 @@ export async function startHarness(options: {
   const metrics = new RelayMetrics({ processMetrics: false });
   const logger = pino({ level: process.env.TEST_LOG_LEVEL ?? 'silent' });
   const clock = options.clock;
+  const stateDir = path.join(dir, 'state');
   const engine = await DeliveryEngine.start({
     config,
     spool,
     metrics,
     logger,
+    stateDir,
     ...(clock ? { clock, resolver: new MxResolver({ servers: [dns.server], clock, timeoutMs: 2_000 }) } : {}),
     ...(options.trustedCa ? { trustedCa: options.trustedCa } : {}),
     ...(options.mtaStsFetch ? { mtaStsFetch: options.mtaStsFetch } : {}),
@@ -109,6 +114,14 @@ export async function startHarness(options: {
     },
     async durableRecipients(id) {
       return (await spool.contents()).find((message) => message.id === id)?.envelope.recipients;
+    },
+    async recoveredRecipients(id) {
+      const restarted = await DeliveryEngine.start({ config, spool, metrics: new RelayMetrics({ processMetrics: false }), logger, stateDir, pauses: [{}], ...(clock ? { clock } : {}) });
+      try {
+        return restarted.showMessage(id)?.recipients;
+      } finally {
+        await restarted.stop();
+      }
     },
     async close() {
       await engine.stop();

@@ -1,7 +1,8 @@
 // A queue far larger than any argument list or stack a JavaScript engine allows (V8 overflows
 // spreading ~120,000 items into one call) for one destination that refuses every connection:
 // the engine defers and retries it, and a restarted engine on the same spool does too, each
-// message waiting for the retry time recorded before the restart.
+// message waiting for the retry time recorded before the restart (one record per destination
+// deferral in the state folder, not one per message).
 import assert from 'node:assert/strict';
 import { mkdtempSync, rmSync } from 'node:fs';
 import os from 'node:os';
@@ -47,7 +48,7 @@ async function startEngine(spool: FileSpool): Promise<DeliveryEngine> {
     mxPort: refusingPort,
     resolvers: [dns.server],
   });
-  return DeliveryEngine.start({ config, spool, clock, metrics: new RelayMetrics({ processMetrics: false }), logger: pino({ level: 'silent' }), resolver: new MxResolver({ servers: [dns.server], clock }) });
+  return DeliveryEngine.start({ config, spool, clock, metrics: new RelayMetrics({ processMetrics: false }), logger: pino({ level: 'silent' }), stateDir: path.join(dir, 'state'), resolver: new MxResolver({ servers: [dns.server], clock }) });
 }
 
 /**
