@@ -76,6 +76,7 @@ export function resolveConfigPaths(config: RuntimeConfig, baseDirectory: string)
     spool: { ...config.spool, path: at(config.spool.path) },
     admin: { ...config.admin, tokenFile: optional(config.admin.tokenFile), readTokenFile: optional(config.admin.readTokenFile) },
     delivery: { ...config.delivery, accounting: { ...config.delivery.accounting, file: optional(config.delivery.accounting.file) } },
+    ...(config.fleet ? { fleet: { ...config.fleet, membershipFile: at(config.fleet.membershipFile) } } : {}),
     listeners: config.listeners.map((listener) => ({
       ...listener,
       tls: {
@@ -100,6 +101,7 @@ export function referencedPaths(config: RuntimeConfig): { files: string[]; direc
     for (const entry of listener.tls.sni) files.add(entry.certFile).add(entry.keyFile);
   }
   for (const token of [config.admin.tokenFile, config.admin.readTokenFile]) if (token) files.add(token);
+  if (config.fleet) files.add(config.fleet.membershipFile);
   for (const key of [...config.pool.dkim.keys, ...config.pool.virtualMtas.flatMap((vmta) => vmta.dkimKeys)]) files.add(key.keyFile);
   const directories = new Set(config.relayPolicies.flatMap((policy) => (policy.users ? [policy.users.secretPath] : [])));
   return { files: [...files], directories: [...directories] };

@@ -213,6 +213,30 @@ export const DomainSettings = z.strictObject({
   backoff: BackoffSettings.optional(),
 }).refine((block) => block.smtpHost === undefined || block.smarthost === undefined, { path: ['smarthost'], message: 'set smtpHost or smarthost, not both' });
 
+/**
+ * A provider group (PowerMTA mx-rollup by host, KumoMTA shaping by site): every domain whose MX
+ * hosts match one of `mxHosts` shares the group's limits per VirtualMTA, over its own domain limits.
+ */
+export const ProviderGroup = z.strictObject({
+  name,
+  /** MX host names: "aspmx.l.google.com" or "*.google.com" (sub-domains only). */
+  mxHosts: z.array(domainPattern).min(1).max(256),
+  /** Open connections per VirtualMTA for all the group's domains together. */
+  maxSmtpOut: z.number().int().min(1).max(10_000).optional(),
+  /** Messages per VirtualMTA for all the group's domains together. */
+  maxMessageRate: rate.optional(),
+});
+
+/** Limits held for the pool as a whole: this pod takes its share from the membership file (mta/delivery/fleet-share.ts). */
+export const FleetSettings = z.strictObject({
+  /** JSON written by the operator: { members: [ordinals], previousMembers?, raiseAfter? }. Re-read on change. */
+  membershipFile: filePath,
+  /** Length of a turn when a limit is below the number of pods and its slots rotate. */
+  rotationWindow: duration.prefault('60s'),
+  /** Wait into a newly held turn, so the last holder's message and clock skew are over. */
+  rotationGuard: duration.prefault('5s'),
+});
+
 /** DKIM signing algorithms (RFC 6376 rsa-sha256, RFC 8463 ed25519-sha256). */
 export const DKIM_ALGORITHMS = ['rsa-sha256', 'ed25519-sha256'] as const;
 /** header/body canonicalization (RFC 6376 §3.4). */
@@ -273,6 +297,7 @@ export const Pool = z.strictObject({
   dkim: DkimSettings.prefault({}),
   /** Warm VirtualMTAs that take a warming VirtualMTA's mail once its cap is reached (unless its plan names its own). */
   overflowVirtualMtas: z.array(name).max(100).default([]),
+  providerGroups: z.array(ProviderGroup).max(100).default([]),
 });
 
 export const DeliverySettings = z.strictObject({
@@ -363,6 +388,8 @@ export const RuntimeConfig = z
     tlsReporting: TlsReportingSettings.optional(),
     /** Omitted: nothing is refused or added by bounces (the list can still be edited through the admin API). */
     suppression: SuppressionSettings.optional(),
+    /** Absent: every limit is this relay's own (one pod, or limits meant per pod). */
+    fleet: FleetSettings.optional(),
   })
   .superRefine((config, ctx) => {
     const reporting = config.tlsReporting;
@@ -423,6 +450,7 @@ export type VirtualMtaConfig = RuntimeConfig['pool']['virtualMtas'][number];
 export type SuppressionConfig = z.output<typeof SuppressionSettings>;
 export type DomainSettingsConfig = z.output<typeof DomainSettings>;
 export type SmarthostConfig = z.output<typeof SmarthostSettings>;
+export type ProviderGroupConfig = z.output<typeof ProviderGroup>;
 export type DkimKeyConfig = z.output<typeof DkimKey>;
 export type DkimSettingsConfig = z.output<typeof DkimSettings>;
 export type TlsReportingConfig = z.output<typeof TlsReportingSettings>;

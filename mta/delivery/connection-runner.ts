@@ -123,12 +123,12 @@ export class ConnectionRunner {
       await this.#recorder.failReady(queue, classifyFailure({ kind: 'tls', message: route.message }), { startedAt });
       return;
     }
-    const siteKey = this.#scheduler.joinSite(queue, targets);
-    if (siteKey === null) return;
+    const slots = this.#scheduler.limits.join(queue, targets);
+    if (slots === null) return;
     try {
       await this.#connectAndSend(queue, vmta, route.targets, startedAt);
     } finally {
-      if (siteKey !== undefined) this.#scheduler.leaveSite(siteKey);
+      this.#scheduler.limits.leave(slots);
     }
   }
 
@@ -227,7 +227,7 @@ export class ConnectionRunner {
         const { source, item } = next;
         source.inFlight += 1;
         try {
-          await scheduler.paceRate(source);
+          await scheduler.limits.pace(source);
           await this.#deliverItem(source, item, connection, portFallbacks);
         } finally {
           source.inFlight -= 1;

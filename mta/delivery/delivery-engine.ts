@@ -15,6 +15,7 @@ import { ConnectionRunner } from './connection-runner.ts';
 import { DestinationDeferrals } from './deferral-record.ts';
 import { VirtualMtaRegistry, type DeliveryContext } from './delivery-context.ts';
 import type { QueuedMessage } from './destination-queue.ts';
+import { readFleetPosition } from './fleet-position.ts';
 import type { AppliedStsPolicy } from './mta-sts.ts';
 import type { MxResolver } from './mx-resolver.ts';
 import { NO_TARGET, OutcomeRecorder } from './outcome-recorder.ts';
@@ -33,6 +34,8 @@ export interface DeliveryEngineOptions {
   metrics: RelayMetrics;
   logger: Logger;
   clock?: Clock;
+  /** This pod's name, whose ordinal places it in the fleet (`fleet` config); defaults to POD_NAME. */
+  podName?: string;
   /** Defaults to a resolver on `config.delivery.resolvers`. */
   resolver?: MxResolver;
   /** Trust anchors for `verify` TLS instead of the system roots (private CAs, tests). */
@@ -55,6 +58,7 @@ export interface DeliveryEngineOptions {
 
 export class DeliveryEngine {
   readonly #context: DeliveryContext;
+  readonly #podName: string | undefined;
   readonly #scheduler: QueueScheduler;
   readonly #recorder: OutcomeRecorder;
   readonly #runner: ConnectionRunner;
@@ -63,6 +67,7 @@ export class DeliveryEngine {
 
   private constructor(options: DeliveryEngineOptions) {
     const metrics = new DeliveryMetrics(options.metrics.registry);
+    this.#podName = options.podName ?? process.env.POD_NAME;
     metrics.setTrackedDomains(options.config.delivery.trackedDomains);
     this.#context = {
       config: options.config,
@@ -102,6 +107,7 @@ export class DeliveryEngine {
 
   /** What start() does after creating the engine (call once, with the options it was created with). */
   async startDelivering(options: DeliveryEngineOptions): Promise<void> {
+    this.#scheduler.limits.fleet = await readFleetPosition(options.config, this.#podName);
     await this.#context.virtualMtas.apply(options.config);
     await this.#context.deferrals.load();
     this.#context.deferrals.holdsMail = (virtualMta, domain) => this.#scheduler.queue(virtualMta, domain) !== undefined;
@@ -135,12 +141,14 @@ export class DeliveryEngine {
 
   /** Take a new runtime config: VirtualMTAs, per-domain settings, resolvers, accounting. */
   async reload(config: RuntimeConfig): Promise<void> {
+    const fleet = await readFleetPosition(config, this.#podName); // before any change: a bad membership file refuses the version
     const previous = this.#context.config;
     this.#context.config = config;
     this.#context.metrics.setTrackedDomains(config.delivery.trackedDomains);
     this.#runner.reload(previous, config);
     await this.#recorder.reload(previous, config);
     await this.#context.virtualMtas.apply(config);
+    this.#scheduler.limits.fleet = fleet;
     this.#scheduler.applySettings();
   }
 

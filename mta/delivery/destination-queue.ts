@@ -45,6 +45,8 @@ export class DestinationQueue {
   lastError: string | undefined;
   /** With MX rollup: the MX host set ("site") this domain shares with others, once resolved. */
   site: string | undefined;
+  /** The provider group (pool.providerGroups) its MX hosts matched at the last connection, once resolved. */
+  providerGroup: string | undefined;
   /**
    * Queue-wide deferral after a failed connection or DNS lookup: nothing is tried before this
    * time (0 = none), messages arriving meanwhile wait for it too, and `failures` (consecutive

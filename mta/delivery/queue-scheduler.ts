@@ -9,10 +9,12 @@
 // A warming VirtualMTA (warmup-ledger.ts) takes a unit of its cap for each message a connection
 // takes; at the cap its waiting mail moves to an overflow VirtualMTA's queue for the same
 // domain, or, with none, waits until the window ends (see docs/warmup.md).
+// The limits themselves (domain, site, provider group, fleet shares) are destination-limits.ts's.
 import type { Envelope, QueueId, RecipientResult, RecipientStatus, SpooledMessage } from '../spool/types.ts';
 import type { TimerHandle } from './clock.ts';
 import { applyDeferralRounds } from './deferral-record.ts';
 import type { DeliveryContext } from './delivery-context.ts';
+import { DestinationLimits } from './destination-limits.ts';
 import { DestinationQueue, recipientIndexes, type QueuedMessage, type QueueItem } from './destination-queue.ts';
 import { resolveDomainSettings } from './domain-settings.ts';
 import type { MxTarget } from './outbound-connection.ts';
@@ -36,8 +38,9 @@ export class QueueScheduler {
   readonly #queues = new Map<string, DestinationQueue>();
   readonly #timers = new Map<DestinationQueue, { at: number; handle: TimerHandle }>();
   readonly #sessions = new Set<Promise<void>>();
-  /** Open connections per "virtualMta\0site" (MX rollup). */
-  readonly #siteConnections = new Map<string, number>();
+  readonly limits: DestinationLimits;
+  /** Wakes every queue with ready mail when a rotating fleet share may change hands. */
+  #shareTimer: { at: number; handle: TimerHandle } | undefined;
   /** Paused selectors as "virtualMta\0domain" with "*" for a field left out. */
   readonly #paused = new Set<string>();
   #stopping = false;
@@ -48,6 +51,7 @@ export class QueueScheduler {
 
   constructor(context: DeliveryContext) {
     this.#context = context;
+    this.limits = new DestinationLimits(context);
   }
 
   /** Who runs a queue's sessions; set once by the engine before anything is queued. */
@@ -275,21 +279,32 @@ export class QueueScheduler {
     queue.promoteDue(now);
     this.#divertAtWarmupCap(queue, now);
     if (this.canSend(queue)) {
-      const backoff = queue.backoff.isActive(queue.settings.backoff, now) ? queue.settings.backoff : undefined;
-      const limit = backoff ? Math.min(backoff.maxSmtpOut, queue.settings.maxSmtpOut) : queue.settings.maxSmtpOut;
-      while (queue.connections < limit && queue.ready.length > queue.connections && this.#siteConnectionCount(queue) < limit) {
+      while (queue.ready.length > queue.connections && this.limits.hasRoom(queue)) {
         queue.connections += 1;
         const session = this.#startSession(queue).finally(() => {
           queue.connections -= 1;
           this.#sessions.delete(session);
           this.pump(queue);
-          for (const sibling of this.#siteSiblings(queue)) this.pump(sibling);
+          for (const sibling of this.#siblings(queue)) this.pump(sibling);
         });
         this.#sessions.add(session);
       }
     }
     this.#armTimer(queue);
+    this.#armShareTimer();
     this.#dropIfEmpty(queue);
+  }
+
+  #armShareTimer(): void {
+    const at = this.limits.nextChange(this.#queues.values());
+    if (at === undefined || (this.#shareTimer && this.#shareTimer.at <= at)) return;
+    this.#shareTimer?.handle.cancel();
+    const { clock } = this.#context;
+    const handle = clock.setTimer(at - clock.now(), () => {
+      this.#shareTimer = undefined;
+      for (const queue of [...this.#queues.values()]) this.pump(queue);
+    });
+    this.#shareTimer = { at, handle };
   }
 
   #armTimer(queue: DestinationQueue): void {
@@ -317,30 +332,13 @@ export class QueueScheduler {
     }
   }
 
-  /**
-   * With MX rollup, note the domain's site and take a connection slot of it: undefined when
-   * rollup does not apply, null when the site is at its limit (a sibling's connection will carry
-   * this mail). A key returned must be given back with leaveSite().
-   */
-  joinSite(queue: DestinationQueue, targets: readonly MxTarget[]): string | null | undefined {
-    if (!this.#context.config.delivery.mxRollup || queue.settings.smtpHost) return undefined;
-    queue.site = [...new Set(targets.map((target) => target.name))].sort().join(',');
-    const key = `${queue.virtualMta}\u0000${queue.site}`;
-    const open = this.#siteConnections.get(key) ?? 0;
-    if (open >= queue.settings.maxSmtpOut) return null;
-    this.#siteConnections.set(key, open + 1);
-    return key;
+  /** Other domains of the same VirtualMTA and site (MX rollup) or provider group: a slot freed may let them send. */
+  #siblings(queue: DestinationQueue): DestinationQueue[] {
+    if (!queue.site && !queue.providerGroup) return [];
+    return [...this.#queues.values()].filter((other) => other !== queue && other.virtualMta === queue.virtualMta && ((queue.site && other.site === queue.site) || (queue.providerGroup && other.providerGroup === queue.providerGroup)));
   }
 
-  leaveSite(key: string): void {
-    this.#siteConnections.set(key, (this.#siteConnections.get(key) ?? 1) - 1);
-  }
-
-  #siteConnectionCount(queue: DestinationQueue): number {
-    return queue.site ? (this.#siteConnections.get(`${queue.virtualMta}\u0000${queue.site}`) ?? 0) : 0;
-  }
-
-  /** Other domains of the same VirtualMTA and site (MX rollup). */
+  /** Site siblings (MX rollup) whose mail a connection of `queue` may carry. */
   #siteSiblings(queue: DestinationQueue): DestinationQueue[] {
     if (!queue.site) return [];
     return [...this.#queues.values()].filter((other) => other !== queue && other.site === queue.site && other.virtualMta === queue.virtualMta);
@@ -349,6 +347,7 @@ export class QueueScheduler {
   /** The next ready item for a connection of `queue`: the queue's own, or (MX rollup) a sibling domain's with the same TLS needs. */
   nextItem(queue: DestinationQueue): { source: DestinationQueue; item: QueueItem } | undefined {
     if (this.#context.spool.deliveryHold?.()) return undefined; // the connection ends; the spool's resume pumps again
+    if (this.limits.overLimit(queue)) return undefined; // this pod's share went down: the connection ends
     const now = this.#context.clock.now();
     queue.promoteDue(now);
     const own = queue.ready.shift();
@@ -420,19 +419,6 @@ export class QueueScheduler {
     return usable[this.#overflowTurn];
   }
 
-  /** Wait until maxMessageRate (or the backoff rate) allows the next message. */
-  async paceRate(queue: DestinationQueue): Promise<void> {
-    const { clock } = this.#context;
-    const now = clock.now();
-    const backoff = queue.backoff.isActive(queue.settings.backoff, now) ? queue.settings.backoff : undefined;
-    const rate = backoff?.maxMessageRate ?? queue.settings.maxMessageRate;
-    if (!rate) return;
-    const interval = rate.perMs / rate.count;
-    const startAt = Math.max(now, queue.nextSendAt);
-    queue.nextSendAt = startAt + interval;
-    if (startAt > now) await new Promise<void>((resolve) => clock.setTimer(startAt - now, resolve));
-  }
-
   // ---- hand-over and shutdown ----------------------------------------------------------
 
   /** Start no more deliveries and wait until every attempt in flight is recorded. */
@@ -464,6 +450,7 @@ export class QueueScheduler {
     this.#stopping = true;
     for (const { handle } of this.#timers.values()) handle.cancel();
     this.#timers.clear();
+    this.#shareTimer?.handle.cancel();
     await Promise.allSettled([...this.#sessions]);
   }
 }

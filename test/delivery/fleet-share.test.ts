@@ -1,0 +1,115 @@
+import assert from 'node:assert/strict';
+import { test } from 'node:test';
+import { connectionShare, FleetMembership, nextShareChange, podOrdinal, rateShare, type FleetPosition } from '../../mta/delivery/fleet-share.ts';
+
+const WINDOW = 60_000;
+const GUARD = 5_000;
+const T0 = Date.parse('2026-12-03T12:00:00Z');
+
+/** Readiness patterns over `pods` ordinals: all, all but the last, every second one, only the highest. */
+function readinessPatterns(pods: number): number[][] {
+  const all = [...Array(pods).keys()];
+  const patterns = [all, all.slice(0, -1), all.filter((ordinal) => ordinal % 2 === 0), [pods - 1]];
+  return patterns.filter((members) => members.length > 0);
+}
+
+function position(ordinal: number, membership: FleetMembership): FleetPosition {
+  return { ordinal, membership, rotationWindowMs: WINDOW, rotationGuardMs: GUARD };
+}
+
+/** Instants around window starts and guard ends, where a rotation could overlap. */
+function sampleTimes(windows: number): number[] {
+  const times: number[] = [];
+  for (let w = 0; w < windows; w += 1) {
+    const start = T0 + w * WINDOW;
+    for (const offset of [-1, 0, 1, GUARD - 1, GUARD, WINDOW / 2]) times.push(start + offset);
+  }
+  return times;
+}
+
+test('for limits 1..50 on 1..10 pods and any readiness, the shares never sum above the limit and every ready pod gets its turn', () => {
+  for (let limit = 1; limit <= 50; limit += 1) {
+    for (let pods = 1; pods <= 10; pods += 1) {
+      for (const members of readinessPatterns(pods)) {
+        const servedAtSomeTime = new Set<number>();
+        for (const now of sampleTimes(pods + 1)) {
+          let sum = 0;
+          for (let ordinal = 0; ordinal < pods; ordinal += 1) {
+            const share = connectionShare(limit, position(ordinal, { members }), now);
+            assert.ok(Number.isInteger(share) && share >= 0, `share of pod ${ordinal} is a count: ${share}`);
+            if (!members.includes(ordinal)) assert.equal(share, 0, `pod ${ordinal} is not ready and holds nothing`);
+            if (share > 0) servedAtSomeTime.add(ordinal);
+            sum += share;
+          }
+          assert.ok(sum <= limit, `limit ${limit}, members ${members}: sum ${sum} at ${now - T0}ms`);
+          // Outside the guard time the whole limit is in use (no slot idles without need).
+          if ((now - T0) % WINDOW >= GUARD) assert.equal(sum, limit, `limit ${limit} fully shared`);
+        }
+        assert.deepEqual([...servedAtSomeTime].sort((a, b) => a - b), members, `limit ${limit}: every ready pod holds a share at some time`);
+      }
+    }
+  }
+});
+
+test('a limit at least the number of pods is split in integers with the remainder on the lowest ordinals', () => {
+  assert.deepEqual([0, 1, 2].map((ordinal) => connectionShare(20, position(ordinal, { members: [0, 1, 2] }), T0)), [7, 7, 6]);
+  assert.deepEqual([0, 2].map((ordinal) => connectionShare(5, position(ordinal, { members: [2, 0] }), T0)), [3, 2]);
+});
+
+test('with clocks apart by less than half the guard, rotating slots never overlap', () => {
+  const skew = GUARD / 2 - 1;
+  for (const [limit, pods] of [[1, 2], [1, 3], [2, 3], [3, 7]] as const) {
+    const members = [...Array(pods).keys()];
+    for (let now = T0 - WINDOW; now < T0 + pods * WINDOW; now += 250) {
+      for (const offsets of [members.map((ordinal) => (ordinal % 2 === 0 ? skew : -skew)), members.map((ordinal) => (ordinal % 2 === 0 ? -skew : skew))]) {
+        const sum = members.reduce((total, ordinal) => total + connectionShare(limit, position(ordinal, { members }), now + offsets[ordinal]!), 0);
+        assert.ok(sum <= limit, `limit ${limit} on ${pods} pods at ${now - T0}ms with skew: ${sum}`);
+      }
+    }
+  }
+});
+
+test('during a re-share, pods on the old table and pods on the new one never hold more than the limit together', () => {
+  const raiseAfter = new Date(T0 + 2 * WINDOW).toISOString();
+  for (let limit = 1; limit <= 30; limit += 1) {
+    for (const [before, after] of [[[0, 1], [0, 1, 2]], [[0, 1, 2], [0, 1]], [[0, 1, 2, 3], [1, 3]], [[0], [0, 1, 2, 3, 4]]] as const) {
+      const pods = Math.max(...before, ...after) + 1;
+      for (const now of sampleTimes(3)) {
+        // Any subset of pods may still be on the old table (the ConfigMap reaches pods at different times).
+        for (let readMask = 0; readMask < 1 << pods; readMask += 1) {
+          let sum = 0;
+          for (let ordinal = 0; ordinal < pods; ordinal += 1) {
+            const hasRead = (readMask >> ordinal) & 1;
+            const membership: FleetMembership = hasRead ? { members: [...after], previousMembers: [...before], raiseAfter } : { members: [...before] };
+            sum += connectionShare(limit, position(ordinal, membership), now);
+          }
+          if (now < Date.parse(raiseAfter)) assert.ok(sum <= limit, `limit ${limit}, ${before} -> ${after}, read ${readMask.toString(2)}: ${sum}`);
+        }
+      }
+    }
+  }
+});
+
+test('rates are divided in proportion to the connection shares and sum to the declared rate', () => {
+  const rate = { count: 10, perMs: 1000 };
+  for (const [limit, members] of [[3, [0, 1]], [1, [0, 1, 2]], [20, [0, 1, 2]]] as const) {
+    const now = T0 + WINDOW + GUARD;
+    const parts = members.map((ordinal) => rateShare(rate, limit, position(ordinal, { members: [...members] }), now)?.count ?? 0);
+    assert.ok(Math.abs(parts.reduce((a, b) => a + b, 0) - 10) < 1e-9, `limit ${limit}: ${parts}`);
+  }
+  assert.equal(rateShare(rate, 1, position(5, { members: [0, 1] }), T0), undefined, 'a pod without a share sends nothing');
+});
+
+test('a rotating share says when it next changes; an even split does not change', () => {
+  const fleet = position(0, { members: [0, 1] });
+  assert.equal(nextShareChange(1, fleet, T0 + 10), T0 + GUARD);
+  assert.equal(nextShareChange(1, fleet, T0 + GUARD + 10), T0 + WINDOW);
+  assert.equal(nextShareChange(4, fleet, T0 + 10), undefined);
+});
+
+test('the membership file and the pod name are checked with a clear error', () => {
+  assert.throws(() => FleetMembership.parse({ members: [-1] }));
+  assert.throws(() => FleetMembership.parse({ members: [0], raiseAfter: 'soon' }));
+  assert.equal(podOrdinal('pool-a-relay-12'), 12);
+  for (const name of [undefined, 'relay', 'relay-x']) assert.throws(() => podOrdinal(name), /POD_NAME=.*does not end in "-<number>"/);
+});
