@@ -68,7 +68,7 @@ export function resolveConfigPaths(config: RuntimeConfig, baseDirectory: string)
     },
     spool: { ...config.spool, path: at(config.spool.path) },
     admin: { ...config.admin, tokenFile: optional(config.admin.tokenFile), readTokenFile: optional(config.admin.readTokenFile) },
-    delivery: { ...config.delivery, accounting: { ...config.delivery.accounting, file: optional(config.delivery.accounting.file) } },
+    delivery: { ...config.delivery, accounting: { ...config.delivery.accounting, file: optional(config.delivery.accounting.file), csvFile: optional(config.delivery.accounting.csvFile) } },
     listeners: config.listeners.map((listener) => ({
       ...listener,
       tls: {
