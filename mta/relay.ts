@@ -167,6 +167,7 @@ export class Relay {
       getSigner: () => this.#dkim,
       logger,
       onAccepted: (message) => {
+        delivery.recordReceipts(message);
         bounceSuppressedRecipients(message, { spool, suppression, reportingMta: this.config.hostname, logger })
           .then((dsn) => dsn && delivery.enqueue(dsn))
           .catch((error: unknown) => logger.error({ queueId: message.id, err: error }, 'bouncing suppressed recipients failed; delivery decides for them'))

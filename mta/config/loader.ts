@@ -75,7 +75,7 @@ export function resolveConfigPaths(config: RuntimeConfig, baseDirectory: string)
     },
     spool: { ...config.spool, path: at(config.spool.path) },
     admin: { ...config.admin, tokenFile: optional(config.admin.tokenFile), readTokenFile: optional(config.admin.readTokenFile) },
-    delivery: { ...config.delivery, accounting: { ...config.delivery.accounting, file: optional(config.delivery.accounting.file) } },
+    delivery: { ...config.delivery, accounting: { ...config.delivery.accounting, file: optional(config.delivery.accounting.file), csvFile: optional(config.delivery.accounting.csvFile) } },
     ...(config.fleet ? { fleet: { ...config.fleet, membershipFile: at(config.fleet.membershipFile) } } : {}),
     listeners: config.listeners.map((listener) => ({
       ...listener,

@@ -300,6 +300,27 @@ export const Pool = z.strictObject({
   providerGroups: z.array(ProviderGroup).max(100).default([]),
 });
 
+/** Accounting records (mta/observe/accounting.ts, docs/accounting.md): where they go, what they carry, rotation and retention. */
+export const AccountingSettings = z.strictObject({
+  /** JSON lines file: one record per line. */
+  file: filePath.optional(),
+  /** CSV file as PowerMTA's acct-file writes it (RFC 4180, header line first). */
+  csvFile: filePath.optional(),
+  stdout: z.boolean().default(false),
+  /** One `r` record per recipient of each accepted message, besides the delivery records. */
+  receipts: z.boolean().default(true),
+  /** Header carrying the job or campaign id (PowerMTA `X-Job`); taken out of the message at accept, before signing and sending. */
+  jobHeader: headerName.default('X-Job'),
+  /** The tenant in every record: the pool's namespace, rendered by the operator. */
+  tenant: z.string().min(1).max(253).optional(),
+  /** Start a new file once the current one holds this many bytes, or at each multiple of `interval` (UTC); the old one is renamed with its start time. */
+  rotate: z.strictObject({ maxBytes: z.number().int().min(1024).max(Number.MAX_SAFE_INTEGER).optional(), interval: duration.optional() }).prefault({}),
+  /** Rotated files kept: at most `maxFiles` of each file, none older than `maxAge`. */
+  retain: z.strictObject({ maxFiles: z.number().int().min(1).max(100_000).optional(), maxAge: duration.optional() }).prefault({}),
+  /** Longest a record waits in memory before its batch is written and fdatasync'ed; omitted = 200ms. */
+  syncInterval: duration.optional(),
+});
+
 export const DeliverySettings = z.strictObject({
   /** DNS servers ("10.0.0.10" or "127.0.0.1:5353"); empty uses the host's resolvers. */
   resolvers: z.array(z.string().min(1).superRefine(refineWith(checkResolver))).max(8).default([]),
@@ -313,9 +334,7 @@ export const DeliverySettings = z.strictObject({
   mxPort: port.default(25),
   /** Queue by MX host set ("site") instead of by recipient domain. */
   mxRollup: z.boolean().default(false),
-  accounting: z
-    .strictObject({ file: filePath.optional(), stdout: z.boolean().default(false) })
-    .prefault({}),
+  accounting: AccountingSettings.prefault({}),
   /** Recipient domains that get their own metric label; every other domain is counted as "other". */
   trackedDomains: z.array(domainPattern).max(100).default([]),
   /** Send a "delayed" DSN (RFC 3464) once per recipient still queued this long after arrival (Postfix delay_warning_time); omitted: none. */
@@ -461,3 +480,4 @@ export function tlsReportingOf(config: RuntimeConfig): TlsReportingConfig {
 const REPORTING_OFF: TlsReportingConfig = TlsReportingSettings.parse({});
 export type DkimAlgorithm = (typeof DKIM_ALGORITHMS)[number];
 export type DkimCanonicalization = (typeof DKIM_CANONICALIZATIONS)[number];
+export type AccountingConfig = z.output<typeof AccountingSettings>;

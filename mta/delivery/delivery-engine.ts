@@ -139,6 +139,16 @@ export class DeliveryEngine {
     this.#scheduler.enqueue(spooled);
   }
 
+  /** Write the receipt records of a message just accepted (accounting `r`). */
+  recordReceipts(message: SpooledMessage): void {
+    this.#recorder.recordReceipts(message);
+  }
+
+  /** Resolves once every accounting record written so far is synced to its files. */
+  async flushAccounting(): Promise<void> {
+    await this.#recorder.flushAccounting();
+  }
+
   /** Take a new runtime config: VirtualMTAs, per-domain settings, resolvers, accounting. */
   async reload(config: RuntimeConfig): Promise<void> {
     const fleet = await readFleetPosition(config, this.#podName); // before any change: a bad membership file refuses the version

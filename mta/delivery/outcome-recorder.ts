@@ -8,6 +8,7 @@
 // (mta/observe/delivery-log.ts).
 import type { RuntimeConfig } from '../config/schema.ts';
 import { AccountingLog, type AccountingRecord } from '../observe/accounting.ts';
+import { messageFields, RECORD_TYPE_OF_RESULT, receiptRecords, type AccountingScope } from '../observe/accounting-record.ts';
 import { DeliveryLog } from '../observe/delivery-log.ts';
 import type { QueueId, RecipientResult, SpooledMessage } from '../spool/types.ts';
 import type { DeliveryContext } from './delivery-context.ts';
@@ -80,8 +81,28 @@ export class OutcomeRecorder {
     await (await this.#delayNotices.catch(() => undefined))?.close();
   }
 
+  /** The `r` records of a message just accepted (when receipts are on). */
+  recordReceipts(message: SpooledMessage): void {
+    if (!this.#context.config.delivery.accounting.receipts) return;
+    for (const record of receiptRecords(message.id, message.envelope, this.#scope())) this.#accounting.write(record);
+  }
+
+  async flushAccounting(): Promise<void> {
+    await this.#accounting.flush();
+  }
+
+  #scope(): AccountingScope {
+    const { config } = this.#context;
+    return { pool: config.pool.name, tenant: config.delivery.accounting.tenant };
+  }
+
   #openAccounting(config: RuntimeConfig): AccountingLog {
-    return new AccountingLog(config.delivery.accounting, (error) => this.#context.logger.error({ err: error, file: config.delivery.accounting.file }, 'accounting file cannot be written'));
+    const { logger } = this.#context;
+    return new AccountingLog(
+      config.delivery.accounting,
+      (error) => logger.error({ err: error }, 'accounting file cannot be written'),
+      (file, records) => logger.debug({ file, records }, 'accounting records synced'),
+    );
   }
 
   /**
@@ -239,16 +260,16 @@ export class OutcomeRecorder {
     const tls = context.tls?.kind === 'tls' ? context.tls : undefined;
     metrics.attempts.inc({ virtual_mta: queue.virtualMta, domain: metrics.domainLabel(queue.domain), result: classification.result, bounce_category: classification.category ?? 'none' });
     const record: AccountingRecord = {
+      type: RECORD_TYPE_OF_RESULT[classification.result],
       time: new Date(now).toISOString(),
-      queueId: message.id,
+      ...messageFields(message.id, message.envelope, index, this.#scope()),
       virtualMta: queue.virtualMta,
       sourceAddress: vmta?.sourceAddress ?? null,
-      sender: message.envelope.mailFrom,
-      recipient: recipient.address,
       domain: queue.domain,
       mxHost: context.target?.name ?? null,
       mxIp: context.target?.address ?? null,
       result: classification.result,
+      dsnAction: DSN_ACTION_OF_RESULT[classification.result],
       dsnStatus: classification.status,
       diagnostic: classification.diagnostic,
       bounceCategory: classification.category ?? null,
@@ -310,6 +331,9 @@ export class OutcomeRecorder {
     }
   }
 }
+
+/** RFC 3464 Action per result: a delivery hands the message to the next MTA, so "relayed". */
+const DSN_ACTION_OF_RESULT = { delivered: 'relayed', deferred: 'delayed', bounced: 'failed' } as const;
 
 /** Items a queue-wide failure or admin call records at once; bounds memory and open spool writes for huge queues. */
 const RECORD_BATCH = 256;

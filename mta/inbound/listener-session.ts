@@ -17,7 +17,8 @@ import { missingCredentialsProblem, usableMechanisms } from '../config/user-secr
 import { MAX_LINE_OCTETS, type ContentFault } from './line-faults.ts';
 import { readMessage } from './message-reader.ts';
 import { compileRanges, type AddressRange } from '../config/address-range.ts';
-import { compileRelayPolicy, decideRecipient, decideSender, userSenderDomains } from './relay-policy.ts';
+import { compileRelayPolicy, decideRecipient, decideSender, sessionRelayGrant, userSenderDomains } from './relay-policy.ts';
+import type { RelayGrant } from '../spool/types.ts';
 import { RelaySmtpServer } from './smtp-connection.ts';
 import { loadTlsCredentials, type ReadFile, type TlsCredentials } from './tls-credentials.ts';
 import { preSessionTimeoutMs } from './tls-handshake.ts';
@@ -184,7 +185,7 @@ export async function buildListenerSnapshot(config: RuntimeConfig, listener: Lis
         return callback(refuse(session, refusal.reason, refusal.code, refusal.message, { fault: result.fault }));
       }
       if (result.kind === 'aborted') return callback(smtpError(451, '4.3.0 Message not received in full'));
-      const transaction = toTransaction(session, policyConfig, listener.name);
+      const transaction = toTransaction(session, policyConfig, listener.name, sessionRelayGrant(policy, userOf(session), session.remoteAddress) ?? 'relay-recipient');
       if (connection) connection.storing = true;
       try {
         const { queueId } = await deps.accept(transaction, result.message);
@@ -280,7 +281,7 @@ export async function buildListenerSnapshot(config: RuntimeConfig, listener: Lis
   };
 }
 
-function toTransaction(session: SMTPServerSession, policy: RelayPolicyConfig, listener: string): AcceptedTransaction {
+function toTransaction(session: SMTPServerSession, policy: RelayPolicyConfig, listener: string, relayGrant: RelayGrant): AcceptedTransaction {
   const envelope = session.envelope;
   const mailFromText = envelope.mailFrom ? envelope.mailFrom.address : '';
   const mailFrom = mailFromText === '' ? '' : (() => {
@@ -305,6 +306,7 @@ function toTransaction(session: SMTPServerSession, policy: RelayPolicyConfig, li
     protocol,
     ...(cipher ? { tls: { version: cipher.version ?? 'unknown', cipher: cipher.name } } : {}),
     ...(typeof session.user === 'string' ? { user: session.user } : {}),
+    relayGrant,
     mailFrom,
     recipients: [...recipients.values()],
     ...(dsn ? { dsn } : {}),

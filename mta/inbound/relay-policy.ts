@@ -12,6 +12,7 @@ import { compileRelayAddress, relayAddressMatches, type RelayAddressMatcher } fr
 import type { ListenerConfig, RelayPolicyConfig } from '../config/schema.ts';
 import { matchesDomainPattern } from '../routing/domain-pattern.ts';
 import type { RejectionReason } from '../observe/metrics.ts';
+import type { RelayGrant } from '../spool/types.ts';
 import type { Mailbox } from './address.ts';
 
 export type PolicyDecision = { ok: true } | { ok: false; code: number; message: string; reason: RejectionReason };
@@ -82,10 +83,16 @@ export function decideRecipient(facts: RecipientFacts): PolicyDecision {
   if (!facts.recipient.asciiLocalPart && !facts.smtpUtf8) {
     return { ok: false, code: 553, message: '5.6.7 Non-ASCII addresses require SMTPUTF8', reason: 'syntax' };
   }
-  if (facts.user !== undefined) return { ok: true };
-  if (peerInRanges(facts.clientAddress, facts.policy.allowedNetworks)) return { ok: true };
+  if (sessionRelayGrant(facts.policy, facts.user, facts.clientAddress) !== undefined) return { ok: true };
   if (!facts.recipient.hasRoutingCharacters && isRelayRecipient(facts.policy, facts.recipient)) return { ok: true };
   return { ok: false, code: 550, message: '5.7.1 Relaying denied', reason: 'relay_denied' };
+}
+
+/** What lets a session relay to any recipient: AUTH, or a client in the policy's allowed networks; undefined when only relay recipients are accepted. */
+export function sessionRelayGrant(policy: CompiledRelayPolicy, user: string | undefined, clientAddress: string): Exclude<RelayGrant, 'relay-recipient'> | undefined {
+  if (user !== undefined) return 'auth';
+  if (peerInRanges(clientAddress, policy.allowedNetworks)) return 'network';
+  return undefined;
 }
 
 function isRelayRecipient(policy: CompiledRelayPolicy, recipient: Mailbox): boolean {

@@ -3,6 +3,7 @@
 // VirtualMTA and stores it in the spool; only when it resolves does the client get 250.
 import type { RelayPolicyConfig } from '../config/schema.ts';
 import type { DsnEnvelope, DsnRecipient } from '../delivery/dsn-request.ts';
+import type { RelayGrant } from '../spool/types.ts';
 
 /** `notify` and `orcpt`: DSN parameters of RCPT TO (RFC 3461). */
 export interface AcceptedRecipient extends DsnRecipient {
@@ -23,6 +24,8 @@ export interface AcceptedTransaction {
   /** Negotiated TLS version and cipher, if the session is encrypted. */
   tls?: { version: string; cipher: string };
   user?: string;
+  /** How relaying was granted to this session (for accounting); omitted for mail the relay makes itself (TLS reports). */
+  relayGrant?: RelayGrant;
   /** '' for the null sender. */
   mailFrom: string;
   recipients: AcceptedRecipient[];

@@ -1,53 +1,55 @@
-// Accounting records, PowerMTA `acct` style: one JSON line per delivery attempt and recipient,
-// written to a file (appended) and/or stdout, for billing, deliverability analysis and audits.
-import { createWriteStream, type WriteStream } from 'node:fs';
-import type { PortFallback } from '../delivery/smarthost-memory.ts';
+// Accounting records, PowerMTA `acct` style: one record per recipient for each accepted message
+// (`r`, when receipts are on) and for each delivery attempt (`d`, `b`, `t`), written as JSON
+// lines and/or PowerMTA CSV to files (batched and fdatasync'ed, rotated and retained by
+// accounting-file.ts) and/or stdout. The fields are defined in accounting-record.ts.
+import type { AccountingConfig } from '../config/schema.ts';
+import { AccountingFile } from './accounting-file.ts';
+import { CSV_HEADER, csvRow, jsonLine, type AccountingRecord } from './accounting-record.ts';
 
-export interface AccountingRecord {
-  /** ISO time the attempt finished. */
-  time: string;
-  queueId: string;
-  virtualMta: string;
-  sourceAddress: string | null;
-  sender: string;
-  recipient: string;
-  domain: string;
-  mxHost: string | null;
-  mxIp: string | null;
-  result: 'delivered' | 'deferred' | 'bounced';
-  /** RFC 3463 status. */
-  dsnStatus: string;
-  diagnostic: string;
-  bounceCategory: string | null;
-  /** 1 for the first attempt of this recipient. */
-  attempt: number;
-  tlsVersion: string | null;
-  tlsCipher: string | null;
-  durationMs: number;
-  /** Smarthost routes only, when the port used was not the first of the list: each port passed over and why (mta/delivery/smarthost-memory.ts). */
-  portFallbacks?: PortFallback[];
-}
+export type { AccountingRecord } from './accounting-record.ts';
+
+type AccountingOptions = Partial<Pick<AccountingConfig, 'file' | 'csvFile' | 'stdout' | 'rotate' | 'retain' | 'syncInterval'>>;
+
+const DEFAULT_SYNC_INTERVAL_MS = 200;
 
 export class AccountingLog {
-  private readonly file: WriteStream | undefined;
-  private readonly stdout: boolean;
+  readonly #files: { file: AccountingFile; format: (record: AccountingRecord) => string }[] = [];
+  readonly #stdout: boolean;
 
-  /** `onError` hears about a file that cannot be opened or written; writing goes on to stdout if enabled. */
-  constructor(options: { file?: string; stdout?: boolean }, onError: (error: Error) => void = () => {}) {
-    this.file = options.file ? createWriteStream(options.file, { flags: 'a' }) : undefined;
-    this.file?.on('error', onError);
-    this.stdout = options.stdout ?? false;
+  /**
+   * `onError` hears about a file that cannot be opened or written (writing goes on to the other
+   * outputs); `onSynced` about each batch made durable, with the file and its line count.
+   */
+  constructor(options: AccountingOptions, onError: (error: Error) => void = () => {}, onSynced?: (file: string, lines: number) => void) {
+    const common = {
+      ...(options.rotate?.maxBytes !== undefined ? { maxBytes: options.rotate.maxBytes } : {}),
+      ...(options.rotate?.interval !== undefined ? { intervalMs: options.rotate.interval } : {}),
+      ...(options.retain?.maxFiles !== undefined ? { maxFiles: options.retain.maxFiles } : {}),
+      ...(options.retain?.maxAge !== undefined ? { maxAgeMs: options.retain.maxAge } : {}),
+      syncIntervalMs: options.syncInterval ?? DEFAULT_SYNC_INTERVAL_MS,
+      onError,
+    };
+    const add = (path: string | undefined, format: (record: AccountingRecord) => string, header?: string): void => {
+      if (path === undefined) return;
+      const file = new AccountingFile(path, { ...common, ...(header ? { header } : {}), ...(onSynced ? { onSynced: (lines: number) => onSynced(path, lines) } : {}) });
+      this.#files.push({ file, format });
+    };
+    add(options.file, jsonLine);
+    add(options.csvFile, csvRow, CSV_HEADER);
+    this.#stdout = options.stdout ?? false;
   }
 
   write(record: AccountingRecord): void {
-    if (!this.file && !this.stdout) return;
-    const line = `${JSON.stringify(record)}\n`;
-    this.file?.write(line);
-    if (this.stdout) process.stdout.write(line);
+    for (const { file, format } of this.#files) file.append(format(record));
+    if (this.#stdout) process.stdout.write(jsonLine(record));
+  }
+
+  /** Resolves once every record written so far is synced (or its failure reported). */
+  async flush(): Promise<void> {
+    await Promise.all(this.#files.map(({ file }) => file.flush()));
   }
 
   async close(): Promise<void> {
-    const file = this.file;
-    if (file && !file.destroyed) await new Promise<void>((resolve) => file.end(() => resolve()));
+    await Promise.all(this.#files.map(({ file }) => file.close()));
   }
 }

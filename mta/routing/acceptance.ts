@@ -1,5 +1,6 @@
 // The MessageAcceptor the listeners call once DATA is complete: it names the message (queue id
-// from the spool), takes the X-Virtual-MTA headers out and prepends the Received header, routes
+// from the spool), takes the X-Virtual-MTA and job (X-Job) headers out, keeping the job id in
+// the envelope for accounting, and prepends the Received header, routes
 // the message to a VirtualMTA, DKIM-signs it (the last change the relay makes to the bytes, so
 // the spool holds exactly what every delivery attempt sends), and stores it durably; only then
 // does the client get its 250.
@@ -15,6 +16,9 @@ import type { Spool, SpooledMessage } from '../spool/types.ts';
 import { editHeaders } from './message-headers.ts';
 import { formatReceivedHeader } from './received-header.ts';
 import { chooseVirtualMta, PoolSelector } from './virtual-mta-choice.ts';
+
+/** Longest job id kept; longer values are cut. */
+const MAX_JOB_ID_LENGTH = 256;
 
 export interface MessageAcceptorOptions {
   spool: Spool;
@@ -49,7 +53,7 @@ export function createMessageAcceptor(options: MessageAcceptorOptions): MessageA
       recipients: transaction.recipients.map((recipient) => recipient.address),
       date,
     });
-    const edit = editHeaders(message, received);
+    const edit = editHeaders(message, received, config.delivery.accounting.jobHeader);
     const decision = chooseVirtualMta(
       {
         routing: transaction.policy.routing,
@@ -65,6 +69,8 @@ export function createMessageAcceptor(options: MessageAcceptorOptions): MessageA
     const signing = await options.getSigner?.()?.sign(message, edit, decision.virtualMta, allowedFrom);
     if (signing?.kind === 'unsigned' && signing.reason === 'signing_failed') logger?.error({ queueId, err: signing.error }, 'DKIM signing failed; the message is sent unsigned');
     const chunks = signing?.kind === 'signed' ? [signing.fields, ...edit.chunks] : edit.chunks;
+    // The top field, as for X-Virtual-MTA; bounded so a huge header cannot bloat every record.
+    const jobId = edit.jobHeaders[0]?.slice(0, MAX_JOB_ID_LENGTH);
     const stored = await spool.store(
       {
         mailFrom: transaction.mailFrom,
@@ -75,6 +81,9 @@ export function createMessageAcceptor(options: MessageAcceptorOptions): MessageA
         listener: transaction.listener,
         clientAddress: transaction.clientAddress,
         ...(transaction.user !== undefined ? { user: transaction.user } : {}),
+        ...(transaction.relayGrant ? { relayGrant: transaction.relayGrant } : {}),
+        ...(transaction.heloName ? { heloName: transaction.heloName } : {}),
+        ...(jobId ? { jobId } : {}),
         eightBitMime: transaction.eightBitMime,
         smtpUtf8: transaction.smtpUtf8,
       },

@@ -1,7 +1,8 @@
 // Edits of an accepted message's header section, done on the raw bytes without copying the body:
 // finds the header fields (with their folded continuation lines) up to the blank line that ends
 // the header section, takes out every X-Virtual-MTA field (always, honoured or not, so the
-// routing hint never leaks to the next hop), and puts a new trace header in front. The result is
+// routing hint never leaks to the next hop) and every job header field (X-Job by default: the
+// job id goes to accounting, not to the recipient), and puts a new trace header in front. The result is
 // a list of slices of the original message, for a vectored write.
 // Input has CRLF line ends (inbound rejects bare CR and LF before the message gets here).
 const SPACE = 0x20;
@@ -16,9 +17,11 @@ export interface HeaderEdit {
   chunks: Buffer[];
   /** Unfolded, trimmed values of the X-Virtual-MTA fields that were removed, top first. */
   virtualMtaHeaders: string[];
+  /** Unfolded, trimmed values of the job header fields that were removed, top first. */
+  jobHeaders: string[];
   /** Offset in the original message where the header section ends (start of the blank line, or of the body). */
   headerEnd: number;
-  /** The original message's header fields that were kept (all but X-Virtual-MTA), top first. */
+  /** The original message's header fields that were kept (all but X-Virtual-MTA and the job header), top first. */
   keptFields: HeaderField[];
 }
 
@@ -74,21 +77,26 @@ export function unfoldedValue(message: Buffer, field: HeaderField): string {
     .trim();
 }
 
-export function editHeaders(message: Buffer, prepend: Buffer): HeaderEdit {
+/** `jobHeader`: name of the job id field (any case); omitted = none is taken out. */
+export function editHeaders(message: Buffer, prepend: Buffer, jobHeader?: string): HeaderEdit {
   const { fields, headerEnd } = parseHeaderFields(message);
   const chunks: Buffer[] = [prepend];
   const virtualMtaHeaders: string[] = [];
+  const jobHeaders: string[] = [];
   const keptFields: HeaderField[] = [];
+  const jobField = jobHeader?.toLowerCase();
   let copiedUpTo = 0;
   for (const field of fields) {
-    if (message.toString('latin1', field.start, field.nameEnd).toLowerCase() !== VIRTUAL_MTA_HEADER) {
+    const fieldName = message.toString('latin1', field.start, field.nameEnd).toLowerCase();
+    const removedInto = fieldName === VIRTUAL_MTA_HEADER ? virtualMtaHeaders : fieldName === jobField ? jobHeaders : undefined;
+    if (!removedInto) {
       keptFields.push(field);
       continue;
     }
-    virtualMtaHeaders.push(unfoldedValue(message, field));
+    removedInto.push(unfoldedValue(message, field));
     if (field.start > copiedUpTo) chunks.push(message.subarray(copiedUpTo, field.start));
     copiedUpTo = field.end;
   }
   if (copiedUpTo < message.length) chunks.push(message.subarray(copiedUpTo));
-  return { chunks, virtualMtaHeaders, headerEnd, keptFields };
+  return { chunks, virtualMtaHeaders, jobHeaders, headerEnd, keptFields };
 }

@@ -24,6 +24,9 @@ export interface RecipientState extends DsnRecipient {
   lastResult?: string;
 }
 
+/** AUTH, an allowed network of the relay policy, or a relay domain/address of every recipient. */
+export type RelayGrant = 'auth' | 'network' | 'relay-recipient';
+
 export interface Envelope {
   /** '' for the null sender <>. */
   mailFrom: string;
@@ -36,6 +39,12 @@ export interface Envelope {
   clientAddress: string;
   /** Authenticated user, if any. */
   user?: string;
+  /** How relaying was granted (accounting); omitted in messages spooled before it was recorded. */
+  relayGrant?: RelayGrant;
+  /** EHLO/HELO name of the submitting client (accounting `srcMta`). */
+  heloName?: string;
+  /** Job or campaign id from the job header (X-Job), which was taken out of the message. */
+  jobId?: string;
   /** Byte size of the stored message (headers + body, CRLF line ends). */
   size: number;
   /** Declared BODY=8BITMIME / SMTPUTF8 on MAIL FROM. */

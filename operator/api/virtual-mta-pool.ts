@@ -22,6 +22,27 @@ export const TlsReportingSpec = z.strictObject({
     .optional(),
 });
 
+export const AccountingSpec = z.strictObject({
+  format: z.enum(['jsonl', 'csv', 'both']).default('jsonl').describe('jsonl: accounting/acct.jsonl, one JSON record per line; csv: accounting/acct.csv as PowerMTA\'s acct-file writes it (header line, RFC 4180); both: the two files.'),
+  jobHeader: z.string().regex(/^[!-9;-~]{1,64}$/, 'a header field name such as X-Job').default('X-Job').describe('Header carrying the job or campaign id (PowerMTA X-Job); taken out of the message before signing and sending, kept in the records.'),
+  receipts: z.boolean().default(true).describe('Write an r record per recipient of each accepted message, besides the d (delivered), b (bounced) and t (deferred) records.'),
+  rotate: z
+    .strictObject({
+      size: quantity.optional().describe('Start a new file once the current one reaches this size (e.g. 100Mi); at least 1Ki.'),
+      interval: duration.optional().describe('Start a new file at each UTC multiple of this interval (e.g. 1h, 1d).'),
+    })
+    .optional()
+    .describe('Rotation: the current file is renamed acct-<start time>.<ext> (names sort by time).'),
+  retain: z
+    .strictObject({
+      files: z.number().int().min(1).max(100_000).optional().describe('Rotated files kept per format; the oldest go first.'),
+      maxAge: duration.optional().describe('Rotated files started longer ago than this are deleted.'),
+    })
+    .optional()
+    .describe('Bound on the rotated files kept on the spool volume.'),
+  syncInterval: duration.optional().describe('Longest a record waits before its batch is written and fdatasync\'ed (default 200ms).'),
+});
+
 export const VirtualMtaSpec = z.strictObject({
   name: objectName,
   sourceAddress: ipAddress.optional().describe('Source address of outbound connections (PowerMTA `smtp-source-host`); omitted = the pod\'s own address.'),
@@ -91,6 +112,7 @@ export const VirtualMtaPoolSpec = z
       })
       .optional()
       .describe('The relay\'s admin API on port 8025 (health, metrics, queue inspection and control); never exposed by a Service.'),
+    accounting: AccountingSpec.optional().describe('Accounting records (docs/accounting.md): one per recipient of each accepted message and of each delivery attempt, with job id, user and tenant (the namespace), in files on the spool volume under accounting/. Hot: no pod restart.'),
     mxRollup: z.boolean().optional().describe('Queue by MX host set instead of by recipient domain (PowerMTA `mx-rollup`): domains served by the same MX hosts share one queue\'s connections and limits per VirtualMTA. Off by default.'),
     trackedDomains: z.array(domainPattern).max(100).optional().describe('Recipient domains that get their own metric label; others count as "other".'),
     dkim: DkimSpec.optional().describe('DKIM signing (RFC 6376, RFC 8463): keys from Secrets and signing defaults.'),

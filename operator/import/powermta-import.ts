@@ -17,6 +17,7 @@ import { VirtualMtaPool } from '../api/virtual-mta-pool.ts';
 import { isOverlyBroad, parseAddressRange } from '../../mta/config/address-range.ts';
 import { checkRelayAddress } from '../../mta/config/field-checks.ts';
 import { API_GROUP_VERSION, domainPattern, objectName } from '../api/fields.ts';
+import { importAcctFile } from './powermta-accounting.ts';
 import type { PmtaNode } from './powermta-config.ts';
 import { convertDomainKey, reportDkimSign, type DkimScope, type ImportedDkimKey, type ReadKeyFile } from './powermta-dkim.ts';
 import { convertDomainBlock, readPatternList, type PatternLists, type PoolWideSettings } from './powermta-domains.ts';
@@ -53,7 +54,6 @@ const DONE_OTHERWISE: Record<string, string> = {
 
 const NOT_HERE: Record<string, string> = {
   postmaster: 'DSNs come from the pool\'s hostname; there is no postmaster setting',
-  'acct-file': 'accounting records are a relay setting (delivery.accounting in relay.yaml) that the resources do not carry yet',
   'http-redirect-to-https': 'the admin API is reached through the cluster network',
   'total-max-smtp-out': 'limits are per domain (maxSmtpOut), not for the whole process',
   'total-max-smtp-in': 'inbound limits are per listener (limits.maxConnections)',
@@ -78,6 +78,7 @@ interface Collected {
   dkimScope: DkimScope;
   dkimSecrets: ImportedDkimKey['secret'][];
   poolWide: PoolWideSettings;
+  accounting?: ReturnType<typeof importAcctFile>;
   options: ImportOptions;
 }
 
@@ -175,6 +176,9 @@ function collect(node: PmtaNode, out: Collected, patternLists: PatternLists, rep
       }
       return;
     }
+    case 'acct-file':
+      out.accounting = importAcctFile(node, report);
+      return;
     case 'dkim-sign':
       return reportDkimSign(node, report);
     default:
@@ -369,7 +373,7 @@ function buildResources(c: Collected, options: ImportOptions, report: ImportRepo
     const users = c.users.size > 0 ? { secretName: usersSecret, defaultAllowedSenderDomains: ['*'] } : undefined;
     resources.push({ apiVersion: API_GROUP_VERSION, kind: 'RelayPolicy', metadata: meta(`${pool}-submission`), spec: compact({ requireTlsForAuth: true, users, routing: compact({ ...routing, rules }) }) });
   }
-  resources.push({ apiVersion: API_GROUP_VERSION, kind: 'VirtualMtaPool', metadata: meta(pool), spec: compact({ hostname: c.hostname ?? c.defaultSource?.hostname, virtualMtas, domainDefaults: c.domainDefaults, mxRollup: c.poolWide.mxRollup === true ? true : undefined, dkim: c.dkimKeys.length > 0 ? { keys: c.dkimKeys } : undefined }) });
+  resources.push({ apiVersion: API_GROUP_VERSION, kind: 'VirtualMtaPool', metadata: meta(pool), spec: compact({ hostname: c.hostname ?? c.defaultSource?.hostname, virtualMtas, domainDefaults: c.domainDefaults, mxRollup: c.poolWide.mxRollup === true ? true : undefined, accounting: c.accounting, dkim: c.dkimKeys.length > 0 ? { keys: c.dkimKeys } : undefined }) });
   resources.push({ apiVersion: 'v1', kind: 'Secret', metadata: meta(tlsSecret), type: 'kubernetes.io/tls', stringData: { 'tls.crt': '', 'tls.key': '' } });
   if (c.users.size > 0) {
     resources.push({ apiVersion: 'v1', kind: 'Secret', metadata: meta(usersSecret), type: 'Opaque', stringData: Object.fromEntries([...c.users].map(([name, user]) => [name, user.password])) });

@@ -9,6 +9,8 @@ export const CONFIG_FILE = RUNTIME_CONFIG_FILE;
 /** Each referenced Secret is mounted at SECRETS_DIR/<secret name>/ (one file per key). */
 export const SECRETS_DIR = '/etc/vmta/secrets';
 export const SPOOL_DIR = '/var/spool/vmta';
+/** Accounting files live on the spool volume, in this folder of it (the queue is in queue/, state in state/). */
+export const ACCOUNTING_DIR = 'accounting';
 export const TMP_DIR = '/tmp';
 export const ADMIN_PORT = 8025;
 export const PRIVILEGED_PORT_OFFSET = 10_000;

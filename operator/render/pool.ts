@@ -44,7 +44,7 @@ export function renderPool(input: PoolRenderInput): PoolRender {
   const poolName = pool.metadata.name;
   const namespace = input.namespace ?? pool.metadata.namespace ?? 'default';
   const listeners = input.listeners.filter((listener) => listener.spec.poolRef.name === poolName);
-  const runtime = renderRuntimeConfig({ pool, listeners, policies: input.policies, invalidPolicyNames: input.invalidPolicyNames, secrets: input.secrets });
+  const runtime = renderRuntimeConfig({ pool, listeners, policies: input.policies, invalidPolicyNames: input.invalidPolicyNames, secrets: input.secrets, namespace });
   const problems = [...runtime.problems];
   for (const plan of runtime.listeners) {
     const serviceName = listenerServiceName(poolName, plan.listener.metadata.name);

@@ -16,7 +16,7 @@ import type { VirtualMtaPool } from '../api/virtual-mta-pool.ts';
 import type { ObjectReference, RenderProblem } from './contract.ts';
 import { credentialProblems } from './credential-check.ts';
 import { dkimConfig, dkimKeyConfig, dkimKeysWithFields } from './dkim-config.ts';
-import { ADMIN_PORT, relayPort, secretDir, SPOOL_DIR } from './layout.ts';
+import { ACCOUNTING_DIR, ADMIN_PORT, relayPort, secretDir, SPOOL_DIR } from './layout.ts';
 import { quantityBytes } from './quantity.ts';
 import { headlessServiceName } from './services.ts';
 import { smarthostConfig, smarthostSecrets } from './smarthost-config.ts';
@@ -38,6 +38,8 @@ export interface RuntimeConfigInputs {
   /** Policies that exist but fail validation: a listener naming one is told so, not that it is missing. */
   invalidPolicyNames?: readonly string[];
   secrets: SecretSummary[];
+  /** The pool's namespace: the tenant of its accounting records. */
+  namespace: string;
 }
 
 export interface ListenerPlan {
@@ -145,7 +147,7 @@ export function renderRuntimeConfig(inputs: RuntimeConfigInputs): RuntimeConfigR
   const reportingCa = pool.spec.tlsReporting?.https?.caSecretName;
   if (reportingCa) requireSecret(pool, 'spec.tlsReporting.https.caSecretName', reportingCa, [TLS_REPORTING_CA_KEY]);
 
-  const config = buildConfig(pool, listeners, policies);
+  const config = buildConfig(pool, listeners, policies, inputs.namespace);
   const checked = RuntimeConfig.safeParse(config, { reportInput: true });
   if (!checked.success && problems.length === 0) {
     for (const issue of checked.error.issues) problem(pool, 'InvalidRuntimeConfig', `renders an invalid relay config: ${describeIssue(issue, config)}`);
@@ -154,7 +156,7 @@ export function renderRuntimeConfig(inputs: RuntimeConfigInputs): RuntimeConfigR
   return { config, text, configHash: sha256(text), listeners, secretNames: [...secretNames].sort(), problems };
 }
 
-function buildConfig(pool: VirtualMtaPool, listeners: ListenerPlan[], policies: RelayPolicy[]): RuntimeConfigInput {
+function buildConfig(pool: VirtualMtaPool, listeners: ListenerPlan[], policies: RelayPolicy[], namespace: string): RuntimeConfigInput {
   const spec = pool.spec;
   const firstVmta = spec.virtualMtas[0];
   return {
@@ -173,10 +175,24 @@ function buildConfig(pool: VirtualMtaPool, listeners: ListenerPlan[], policies: 
     relayPolicies: policies.map(policyConfig),
     spool: { path: SPOOL_DIR, minFreeBytes: quantityBytes(spec.spool.minFree), reserveBytes: quantityBytes(spec.spool.reserve) },
     admin: compact({ port: ADMIN_PORT, tokenFile: tokenFile(spec.admin?.tokenSecretName), readTokenFile: tokenFile(spec.admin?.readTokenSecretName) }),
-    delivery: compact({ resolvers: spec.resolvers, dnssecResolvers: spec.dnssecResolvers, trackedDomains: spec.trackedDomains, delayWarningAfter: spec.dsn?.delayWarningAfter, mxRollup: spec.mxRollup }),
+    delivery: compact({ resolvers: spec.resolvers, dnssecResolvers: spec.dnssecResolvers, trackedDomains: spec.trackedDomains, delayWarningAfter: spec.dsn?.delayWarningAfter, mxRollup: spec.mxRollup, accounting: spec.accounting ? accountingConfig(spec.accounting, namespace) : undefined }),
     ...(spec.tlsReporting ? { tlsReporting: tlsReportingConfig(spec.tlsReporting) } : {}),
     ...(spec.suppression ? { suppression: { mode: spec.suppression.mode, hardBounceCategories: spec.suppression.hardBounceCategories, peers: suppressionPeers(pool) } } : {}),
   };
+}
+
+/** Accounting files on the spool volume, with the pool's namespace as the records' tenant. */
+function accountingConfig(accounting: NonNullable<VirtualMtaPool['spec']['accounting']>, namespace: string): NonNullable<RuntimeConfigInput['delivery']>['accounting'] {
+  return compact({
+    file: accounting.format === 'csv' ? undefined : `${SPOOL_DIR}/${ACCOUNTING_DIR}/acct.jsonl`,
+    csvFile: accounting.format === 'jsonl' ? undefined : `${SPOOL_DIR}/${ACCOUNTING_DIR}/acct.csv`,
+    receipts: accounting.receipts,
+    jobHeader: accounting.jobHeader,
+    tenant: namespace,
+    rotate: accounting.rotate ? compact({ maxBytes: accounting.rotate.size === undefined ? undefined : quantityBytes(accounting.rotate.size), interval: accounting.rotate.interval }) : undefined,
+    retain: accounting.retain ? compact({ maxFiles: accounting.retain.files, maxAge: accounting.retain.maxAge }) : undefined,
+    syncInterval: accounting.syncInterval,
+  });
 }
 
 const TLS_REPORTING_CA_KEY = 'ca.crt';

@@ -108,6 +108,7 @@ export async function startHarness(options: {
       return stored;
     },
     async accountingLines() {
+      await engine.flushAccounting();
       const { readFile } = await import('node:fs/promises');
       const text = await readFile(accountingFile, 'utf8').catch(() => '');
       return text.split('\n').filter(Boolean).map((line) => JSON.parse(line) as Record<string, unknown>);

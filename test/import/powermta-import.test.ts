@@ -166,3 +166,23 @@ test('mx-rollup: yes in <domain *> maps to spec.mxRollup, in a narrower block or
     }
   }
 });
+
+test('<acct-file> becomes spec.accounting (CSV, receipts from records, rotation, retention) and renders into relay.yaml; what has no equivalent is reported', async () => {
+  const cases: [block: string, expected: Record<string, unknown>, refused: string[]][] = [
+    ['<acct-file /var/log/pmta/acct.csv>\n</acct-file>\n', { format: 'csv' }, []],
+    ['<acct-file /var/log/pmta/acct.csv>\nrecords d,b\nmove-interval 1h\n</acct-file>\n', { format: 'csv', receipts: false, rotate: { interval: '1h' } }, []],
+    ['<acct-file /var/log/pmta/acct.csv>\nrecords r, d, b, t\nmax-size 50M\ndelete-after 8d\nrecord-fields d timeLogged,rcpt\nmove-to /archive\n</acct-file>\n', { format: 'csv', receipts: true, rotate: { size: '50Mi' }, retain: { maxAge: '8d' } }, ['move-to']],
+    ['<acct-file /var/log/pmta/acct.csv>\nmax-size huge\n</acct-file>\n', { format: 'csv' }, ['max-size']],
+  ];
+  for (const [block, expected, refused] of cases) {
+    const result = importPowerMta(parsePowerMtaConfig(`smtp-listener 0/0:25\nrelay-domain r.test\n${block}<virtual-mta a>\nsmtp-source-host 127.0.0.2 a.test\n</virtual-mta>\n`, 'c.conf'), { poolName: 'p' });
+    assert.deepEqual(byKind(result, 'VirtualMtaPool').spec.accounting, expected, block);
+    assert.deepEqual(result.report.notes.filter((note) => note.coverage === 'refused').map((note) => note.directive.split(' ')[0]), refused, block);
+    assert.ok(result.report.notes.some((note) => note.directive.startsWith('<acct-file') && note.coverage === 'approximated'), 'the path change is reported');
+    const resourceDir = await mkdtemp(path.join(dir, 'acct-'));
+    await writeFile(path.join(resourceDir, 'imported.yaml'), result.resources.map((resource) => JSON.stringify(resource)).join('\n---\n'));
+    const loaded = await loadResourceDir(resourceDir);
+    const rendered = renderNamespace({ pools: loaded.resources.pools, listeners: loaded.resources.listeners, policies: loaded.resources.policies, secrets: [], image: 'local' });
+    assert.equal(rendered.pools.get('p')?.runtime.config.delivery?.accounting?.csvFile, '/var/spool/vmta/accounting/acct.csv', block);
+  }
+});
