@@ -11,6 +11,7 @@ import { whileRecovering } from './admin/recovery-api.ts';
 import { QueuePauseFile } from './admin/queue-pauses.ts';
 import type { AdminRoute } from './admin/routes.ts';
 import { AdminServer, readAdminTokens, type Readiness } from './admin/server.ts';
+import { egressProxyRoutes } from './admin/egress-proxy-api.ts';
 import { DeliveryEngine } from './delivery/delivery-engine.ts';
 import type { Classification } from './delivery/reply-classification.ts';
 import { drainRoutes } from './drain/drain-api.ts';
@@ -141,7 +142,7 @@ export class Relay {
     this.#delivery = delivery;
     // Mounted before anything is awaited: until every message found is queued the queue API
     // answers 503 with the progress, never 404.
-    this.#admin.mount([...whileRecovering(this.#recovery, queueRoutes(delivery, (pauses) => pauseFile.save(pauses))), ...this.#tlsReporting.adminRoutes()]);
+    this.#admin.mount([...whileRecovering(this.#recovery, queueRoutes(delivery, (pauses) => pauseFile.save(pauses))), ...this.#tlsReporting.adminRoutes(), ...egressProxyRoutes(delivery)]);
     const suppression = await PoolSuppression.open({ stateDir, registry: metrics.registry, logger, hostname: config.hostname, config: config.suppression, token: () => this.#adminToken });
     this.#suppression = suppression;
     this.#admin.mount(suppressionRoutes(suppression));

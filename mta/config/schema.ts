@@ -213,6 +213,17 @@ export const DkimSettings = z.strictObject({
   organizationalDomain: z.boolean().default(true),
 });
 
+/** A SOCKS5 proxy (RFC 1928, with RFC 1929 username/password) that a VirtualMTA's connections leave through (docs/source-addresses.md). */
+export const EgressProxy = z
+  .strictObject({
+    /** "host:port" of the proxy, reached at the address that makes it send from the VirtualMTA's sourceAddress (Dante `external.rotation: same-same`). */
+    server: hostPort,
+    username: z.string().min(1).max(255).optional(),
+    /** File holding the password (a mounted Secret); read at every connection so a rotated Secret applies. */
+    passwordFile: filePath.optional(),
+  })
+  .refine((proxy) => (proxy.username === undefined) === (proxy.passwordFile === undefined), { message: 'username and passwordFile go together (RFC 1929 sends both)', path: ['passwordFile'] });
+
 export const VirtualMta = z.strictObject({
   name,
   /** Source address of outbound connections (PowerMTA `smtp-source-host`); omitted = the host's default. */
@@ -223,6 +234,8 @@ export const VirtualMta = z.strictObject({
   domains: z.array(DomainSettings).max(1000).default([]),
   /** Keys used for messages routed to this VirtualMTA (PowerMTA `domain-key` inside `<virtual-mta>`), before the pool's keys of the same domain. */
   dkimKeys: z.array(DkimKey).max(1000).default([]),
+  /** SOCKS5 egress proxies, tried in order with failover; empty: connections leave from this host (bound to sourceAddress). */
+  proxies: z.array(EgressProxy).max(16).default([]),
 });
 
 export const Pool = z.strictObject({
@@ -252,6 +265,8 @@ export const DeliverySettings = z.strictObject({
     .prefault({}),
   /** Recipient domains that get their own metric label; every other domain is counted as "other". */
   trackedDomains: z.array(domainPattern).max(100).default([]),
+  /** How long an egress proxy that failed is passed over before a connection tries it again. */
+  proxyRecheckAfter: duration.prefault('30s'),
   /** Send a "delayed" DSN (RFC 3464) once per recipient still queued this long after arrival (Postfix delay_warning_time); omitted: none. */
   delayWarningAfter: duration.optional(),
 });

@@ -13,6 +13,7 @@ import type { Spool, SpooledMessage } from '../spool/types.ts';
 import { systemClock, type Clock } from './clock.ts';
 import { ConnectionRunner } from './connection-runner.ts';
 import { VirtualMtaRegistry, type DeliveryContext } from './delivery-context.ts';
+import { EgressProxyHealth, type EgressProxyState } from './egress-proxy-health.ts';
 import type { QueuedMessage } from './destination-queue.ts';
 import type { AppliedStsPolicy } from './mta-sts.ts';
 import type { MxResolver } from './mx-resolver.ts';
@@ -68,6 +69,7 @@ export class DeliveryEngine {
       logger: options.logger,
       clock: options.clock ?? systemClock,
       virtualMtas: new VirtualMtaRegistry(options.logger),
+      egressProxies: new EgressProxyHealth(options.clock ?? systemClock, metrics),
     };
     this.#scheduler = new QueueScheduler(this.#context);
     this.#recorder = new OutcomeRecorder(this.#context, this.#scheduler, { ...(options.stateDir ? { stateDir: options.stateDir } : {}), ...(options.onRecipientBounced ? { onRecipientBounced: options.onRecipientBounced } : {}) });
@@ -97,6 +99,7 @@ export class DeliveryEngine {
   /** What start() does after creating the engine (call once, with the options it was created with). */
   async startDelivering(options: DeliveryEngineOptions): Promise<void> {
     await this.#context.virtualMtas.apply(options.config);
+    this.#context.egressProxies.apply(options.config.pool.virtualMtas);
     for (const selector of options.pauses ?? []) this.#scheduler.pause(selector);
     if (options.recover ?? true) {
       // What scan() yields belongs to no one else, so the engine takes it without a copy.
@@ -121,6 +124,7 @@ export class DeliveryEngine {
     this.#runner.reload(previous, config);
     await this.#recorder.reload(previous, config);
     await this.#context.virtualMtas.apply(config);
+    this.#context.egressProxies.apply(config.pool.virtualMtas);
     this.#scheduler.applySettings();
   }
 
@@ -159,6 +163,11 @@ export class DeliveryEngine {
   /** The MTA-STS policies in force, per recipient domain (cached, as the last deliveries applied them). */
   mtaStsPolicies(): AppliedStsPolicy[] {
     return this.#runner.mtaStsPolicies();
+  }
+
+  /** What this relay knows of each VirtualMTA's egress proxies. */
+  egressProxies(): EgressProxyState[] {
+    return this.#context.egressProxies.list();
   }
 
   listQueues(): QueueSummary[] {

@@ -1,8 +1,9 @@
 // One outbound SMTP session to one MX host address, on nodemailer's SMTP client: bound to the
-// VirtualMTA's source address, greeting with its EHLO name, and applying the domain's TLS
-// policy — none (never STARTTLS), opportunistic (STARTTLS when offered, certificate not
-// checked, plain text when not offered or when the handshake fails), required (STARTTLS or
-// nothing: never sends in clear) and verify (required plus chain and MX host name checked).
+// VirtualMTA's source address (or over the socket its egress proxy opened), greeting with its
+// EHLO name, and applying the domain's TLS policy — none (never STARTTLS), opportunistic
+// (STARTTLS when offered, certificate not checked, plain text when not offered or when the
+// handshake fails), required (STARTTLS or nothing: never sends in clear) and verify (required
+// plus chain and MX host name checked).
 // With DANE (TLSA records of the host, tls-route.ts) the session requires TLS and the certificate
 // chain must match the records (dane.ts) before any mail is sent.
 // PIPELINING, SIZE, 8BITMIME, SMTPUTF8 and DSN (RFC 3461: RET and ENVID on MAIL FROM, each
@@ -34,6 +35,8 @@ export interface OutboundConnectionOptions {
   trustedCa?: Buffer | Buffer[];
   connectTimeoutMs?: number;
   socketTimeoutMs?: number;
+  /** Opens the TCP connection to the target instead of a direct connect from sourceAddress (an egress proxy, egress-proxy.ts); rejects with ConnectionFailure. */
+  dial?: () => Promise<net.Socket>;
 }
 
 export type TlsOutcome = { kind: 'plain' } | { kind: 'tls'; version: string; cipher: string; dane?: 'dane-ee' | 'dane-ta' | 'unauthenticated' };
@@ -133,8 +136,9 @@ export class OutboundConnection {
     }
   }
 
-  private static attempt(options: OutboundConnectionOptions, plainOnly: boolean): Promise<OutboundConnection> {
+  private static async attempt(options: OutboundConnectionOptions, plainOnly: boolean): Promise<OutboundConnection> {
     const { target, tlsPolicy, dane } = options;
+    const socket = options.dial ? await options.dial() : undefined;
     const requireTls = tlsPolicy === 'required' || tlsPolicy === 'verify' || dane !== undefined;
     // SNI carries host names only (RFC 6066); a smarthost given as an address is verified against that address.
     const servername = net.isIP(target.name) ? undefined : target.name;
@@ -142,7 +146,7 @@ export class OutboundConnection {
       host: target.address,
       port: target.port,
       name: options.ehloName,
-      ...(options.sourceAddress ? { localAddress: options.sourceAddress } : {}),
+      ...(socket ? { connection: socket } : options.sourceAddress ? { localAddress: options.sourceAddress } : {}),
       ...(servername ? { servername } : {}),
       requireTLS: requireTls,
       ignoreTLS: tlsPolicy === 'none' || plainOnly,
