@@ -214,15 +214,12 @@ export const DkimSettings = z.strictObject({
 });
 
 /** A SOCKS5 proxy (RFC 1928, with RFC 1929 username/password) that a VirtualMTA's connections leave through (docs/source-addresses.md). */
-export const EgressProxy = z
-  .strictObject({
-    /** "host:port" of the proxy, reached at the address that makes it send from the VirtualMTA's sourceAddress (Dante `external.rotation: same-same`). */
-    server: hostPort,
-    username: z.string().min(1).max(255).optional(),
-    /** File holding the password (a mounted Secret); read at every connection so a rotated Secret applies. */
-    passwordFile: filePath.optional(),
-  })
-  .refine((proxy) => (proxy.username === undefined) === (proxy.passwordFile === undefined), { message: 'username and passwordFile go together (RFC 1929 sends both)', path: ['passwordFile'] });
+export const EgressProxy = z.strictObject({
+  /** "host:port" of the proxy, reached at the address that makes it send from the VirtualMTA's sourceAddress (Dante `external.rotation: same-same`). */
+  server: hostPort,
+  /** Directory of a mounted Secret with files "username" and "password" (RFC 1929); read at every connection so a rotated Secret applies. Omitted: no authentication. */
+  credentialsDir: filePath.optional(),
+});
 
 export const VirtualMta = z.strictObject({
   name,

@@ -8,6 +8,7 @@
 // connection refused, TTL expired) leaves the proxy healthy and moves on to the next MX address.
 import { readFile } from 'node:fs/promises';
 import type net from 'node:net';
+import path from 'node:path';
 import { SocksClient, SocksClientError } from 'socks';
 import type { VirtualMtaConfig } from '../config/schema.ts';
 import { parseHostPort } from './domain-settings.ts';
@@ -50,17 +51,18 @@ type ProxyOutcome = { kind: 'socket'; socket: net.Socket } | { kind: 'destinatio
 
 async function connectVia(proxy: EgressProxyConfig, { vmta, target, timeoutMs }: ProxyDialOptions): Promise<ProxyOutcome> {
   const { host, port } = parseHostPort(proxy.server);
-  let password: string | undefined;
-  if (proxy.passwordFile) {
+  let credentials: { userId: string; password: string } | undefined;
+  if (proxy.credentialsDir) {
     try {
-      password = (await readFile(proxy.passwordFile, 'utf8')).trim();
+      const [userId, password] = await Promise.all(['username', 'password'].map(async (file) => (await readFile(path.join(proxy.credentialsDir!, file), 'utf8')).trim()));
+      credentials = { userId: userId!, password: password! };
     } catch (error) {
-      return { kind: 'proxy', reason: `cannot read passwordFile ${proxy.passwordFile}: ${(error as NodeJS.ErrnoException).code ?? (error as Error).message}` };
+      return { kind: 'proxy', reason: `cannot read the credentials in ${proxy.credentialsDir}: ${(error as NodeJS.ErrnoException).code ?? (error as Error).message}` };
     }
   }
   try {
     const { socket, remoteHost } = await SocksClient.createConnection({
-      proxy: { host, port, type: 5, ...(proxy.username !== undefined ? { userId: proxy.username, password: password ?? '' } : {}) },
+      proxy: { host, port, type: 5, ...credentials },
       command: 'connect',
       destination: { host: target.address, port: target.port },
       timeout: timeoutMs,

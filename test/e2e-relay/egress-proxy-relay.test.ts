@@ -15,6 +15,9 @@ import { RawSmtpClient } from '../fixtures/smtp-clients.ts';
 import { danteSkip, missingDante, startDante, type DanteProxy } from '../fixtures/socks-proxy.ts';
 import { freePort, loopbackRelayConfig, startRelayProcess, temporaryDirectory, writeRelayConfig, type RelayProcess } from '../fixtures/relay-process.ts';
 import { waitForRelay } from '../fixtures/wait-for-relay.ts';
+import { egressProxyStatus, httpEgressProxyReader } from '../../operator/controller/egress-proxy-status.ts';
+import type { VirtualMtaPool } from '../../operator/api/virtual-mta-pool.ts';
+import type { KubeObject } from '../../operator/kube/types.ts';
 
 const missing = missingDante();
 
@@ -117,9 +120,9 @@ describe('egress through SOCKS5 proxies (Dante)', { skip: danteSkip(missing) }, 
       assert.equal(received.remoteAddress, world.source[vmta], `${vmta} must reach the MX from its sourceAddress`);
       assert.equal(received.secure, true, 'tlsPolicy required: STARTTLS over the proxied socket');
       assert.equal(received.ehloName, `${vmta.slice(5)}.proxy.test`);
-      const [line] = await accounting(marker);
-      assert.equal(line?.result, 'delivered');
-      assert.match(line?.tlsVersion ?? '', /^TLSv1\.[23]$/);
+      const line = await waitForRelay(`${marker} delivered in the accounting log`, async () => (await accounting(marker)).find((entry) => entry.result === 'delivered'), [world.relay]);
+      assert.equal(line.sourceAddress, world.source[vmta]);
+      assert.match(line.tlsVersion ?? '', /^TLSv1\.[23]$/);
     }
   });
 
@@ -171,5 +174,28 @@ describe('egress through SOCKS5 proxies (Dante)', { skip: danteSkip(missing) }, 
     assert.match(line.diagnostic, new RegExp(`sent from ${world.source['vmta-a']!.replaceAll('.', '\\.')}, not the VirtualMTA's sourceAddress ${world.source['vmta-wrong']!.replaceAll('.', '\\.')}`));
     assert.equal(world.sink.sessions.length, sessions, 'no SMTP session reached the sink');
     assert.ok(!world.sink.messages.some((message) => message.body.includes(marker)));
+  });
+
+  test('the operator reads the health from the pod and puts it per VirtualMTA and proxy in the pool status', async () => {
+    const url = new URL(world.relay.adminUrl);
+    const pod = { apiVersion: 'v1', kind: 'Pod', metadata: { name: 'outbound-0' }, status: { podIP: url.hostname } } as KubeObject;
+    // A second pod that has not tried any proxy: it neither hides a failure nor claims health.
+    const idle = { ...pod, metadata: { name: 'outbound-1' }, status: { podIP: '127.0.0.1' } } as KubeObject;
+    const reader = httpEgressProxyReader({ port: Number(url.port) });
+    const readers = async (which: KubeObject) => (which === idle ? [] : reader(which));
+    const b = world.source['vmta-b']!;
+    const pool = { spec: { virtualMtas: [
+      { name: 'vmta-a', proxies: [{ server: `${world.source['vmta-a']}:${world.proxyPort}` }] },
+      { name: 'vmta-b', proxies: [{ server: `${b}:${world.deadPorts[0]}` }, { server: `${b}:${world.proxyPort}` }] },
+      { name: 'vmta-plain' },
+    ] } } as unknown as VirtualMtaPool;
+    const status = await egressProxyStatus(pool, [pod, idle], readers);
+    assert.deepEqual([...status.keys()], ['vmta-a', 'vmta-b'], 'only VirtualMTAs with proxies get proxy status');
+    assert.deepEqual(status.get('vmta-a'), [{ server: `${world.source['vmta-a']}:${world.proxyPort}`, healthy: true }]);
+    const [dead, live] = status.get('vmta-b')!;
+    assert.equal(dead?.healthy, false);
+    assert.equal(dead?.pod, 'outbound-0');
+    assert.match(dead?.lastError ?? '', /ECONNREFUSED/);
+    assert.deepEqual(live, { server: `${b}:${world.proxyPort}`, healthy: true });
   });
 });
