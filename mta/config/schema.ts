@@ -274,6 +274,14 @@ export const DkimSettings = z.strictObject({
   organizationalDomain: z.boolean().default(true),
 });
 
+/** A SOCKS5 proxy (RFC 1928, with RFC 1929 username/password) that a VirtualMTA's connections leave through (docs/source-addresses.md). */
+export const EgressProxy = z.strictObject({
+  /** "host:port" of the proxy, reached at the address that makes it send from the VirtualMTA's sourceAddress (Dante `external.rotation: same-same`). */
+  server: hostPort,
+  /** Directory of a mounted Secret with files "username" and "password" (RFC 1929); read at every connection so a rotated Secret applies. Omitted: no authentication. */
+  credentialsDir: filePath.optional(),
+});
+
 export const VirtualMta = z.strictObject({
   name,
   /** Source address of outbound connections (PowerMTA `smtp-source-host`); omitted = the host's default. */
@@ -286,6 +294,8 @@ export const VirtualMta = z.strictObject({
   dkimKeys: z.array(DkimKey).max(1000).default([]),
   /** A new source address: daily/hourly caps that grow with the days (warmup-plan.ts). */
   warmup: WarmupPlan.optional(),
+  /** SOCKS5 egress proxies, tried in order with failover; empty: connections leave from this host (bound to sourceAddress). */
+  proxies: z.array(EgressProxy).max(16).default([]),
 });
 
 export const Pool = z.strictObject({
@@ -337,6 +347,8 @@ export const DeliverySettings = z.strictObject({
   accounting: AccountingSettings.prefault({}),
   /** Recipient domains that get their own metric label; every other domain is counted as "other". */
   trackedDomains: z.array(domainPattern).max(100).default([]),
+  /** How long an egress proxy that failed is passed over before a connection tries it again. */
+  proxyRecheckAfter: duration.prefault('30s'),
   /** Send a "delayed" DSN (RFC 3464) once per recipient still queued this long after arrival (Postfix delay_warning_time); omitted: none. */
   delayWarningAfter: duration.optional(),
 });

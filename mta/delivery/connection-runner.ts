@@ -1,6 +1,6 @@
 // The connection runner: one session of a destination queue from start to end — resolve the
 // route (MX or smtpHost, source address family), apply the TLS policy (MTA-STS, DANE), connect
-// along the MX list, send ready messages (its own and, with MX rollup, its site siblings') within
+// along the MX list (directly or through the VirtualMTA's egress proxies), send ready messages (its own and, with MX rollup, its site siblings') within
 // the per-connection and rate limits, classify the replies, and quit. Owns the resolvers and
 // the MTA-STS policy cache; hands every classified outcome to the outcome recorder and every
 // session's TLS outcome to TLS-RPT (mta/reporting/). A smarthost route skips MX, MTA-STS, DANE and
@@ -11,6 +11,7 @@ import type { RuntimeConfig, SmarthostConfig, VirtualMtaConfig } from '../config
 import type { DeliveryContext } from './delivery-context.ts';
 import type { DestinationQueue, QueueItem } from './destination-queue.ts';
 import { DnssecLookup } from './dnssec-lookup.ts';
+import { dialThroughProxies } from './egress-proxy.ts';
 import { MtaStsResolver, type AppliedStsPolicy } from './mta-sts.ts';
 import { PolicyCacheFile } from './mta-sts-cache.ts';
 import { DnsFailure, MxResolver } from './mx-resolver.ts';
@@ -22,6 +23,9 @@ import { openSmarthostSession } from './smarthost-session.ts';
 import { SmarthostMemory, type PortFallback } from './smarthost-memory.ts';
 import { routeTls, type RoutedTarget } from './tls-route.ts';
 import type { TlsSessionRecorder } from '../reporting/tls-rpt-sessions.ts';
+
+/** Reaching an egress proxy and its CONNECT to the MX, as long as a direct connect may take. */
+const PROXY_CONNECT_TIMEOUT_MS = 30_000;
 
 export interface ConnectionRunnerOptions {
   /** Defaults to a resolver on `config.delivery.resolvers`, replaced when they change. */
@@ -163,6 +167,7 @@ export class ConnectionRunner {
           ...(target.dane ? { dane: target.dane } : {}),
           ...(vmta.sourceAddress ? { sourceAddress: vmta.sourceAddress } : {}),
           ...(this.#trustedCa ? { trustedCa: this.#trustedCa } : {}),
+          ...(vmta.proxies.length > 0 ? { dial: () => this.#dialProxied(vmta, target) } : {}),
         });
         break;
       } catch (error) {
@@ -236,6 +241,11 @@ export class ConnectionRunner {
     } finally {
       connection.close();
     }
+  }
+
+  #dialProxied(vmta: VirtualMtaConfig, target: MxTarget) {
+    const { config, egressProxies } = this.#context;
+    return dialThroughProxies({ vmta, target, health: egressProxies, recheckAfterMs: config.delivery.proxyRecheckAfter, timeoutMs: PROXY_CONNECT_TIMEOUT_MS });
   }
 
   async #deliverItem(queue: DestinationQueue, item: QueueItem, connection: OutboundConnection, portFallbacks?: PortFallback[]): Promise<void> {

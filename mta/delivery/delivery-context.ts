@@ -1,6 +1,6 @@
 // What every part of the delivery engine shares: the runtime config in force (replaced on
-// reload, so parts read it at use time), the spool, metrics, logger, clock, and the
-// VirtualMTAs of the pool with their usability, and the warm-up counts. Owned by the engine facade (delivery-engine.ts),
+// reload, so parts read it at use time), the spool, metrics, logger, clock, the VirtualMTAs of
+// the pool with their usability, the warm-up counts and the health of their egress proxies. Owned by the engine facade (delivery-engine.ts),
 // which builds it once and hands the same object to the scheduler, the connection runner,
 // the outcome recorder and the queue view.
 import type { Logger } from 'pino';
@@ -10,6 +10,7 @@ import type { RelayMetrics } from '../observe/metrics.ts';
 import type { Spool } from '../spool/types.ts';
 import type { Clock } from './clock.ts';
 import type { DestinationDeferrals } from './deferral-record.ts';
+import type { EgressProxyHealth } from './egress-proxy-health.ts';
 import { probeSourceAddress } from './source-address.ts';
 import type { WarmupLedger } from './warmup-ledger.ts';
 
@@ -25,6 +26,7 @@ export interface DeliveryContext {
   readonly warmup: WarmupLedger;
   /** Queue-wide deferrals, durable per destination (deferral-record.ts). */
   readonly deferrals: DestinationDeferrals;
+  readonly egressProxies: EgressProxyHealth;
 }
 
 /** The pool's VirtualMTAs by name, and why a VirtualMTA cannot send (its source address is not on this host). */
@@ -39,7 +41,8 @@ export class VirtualMtaRegistry {
 
   /** Take the config's VirtualMTAs, probing each source address. */
   async apply(config: RuntimeConfig): Promise<void> {
-    const problems = await Promise.all(config.pool.virtualMtas.map(async (vmta) => [vmta, vmta.sourceAddress ? await probeSourceAddress(vmta.sourceAddress) : undefined] as const));
+    // A VirtualMTA with egress proxies sends from the proxies' hosts: its address is not on this one.
+    const problems = await Promise.all(config.pool.virtualMtas.map(async (vmta) => [vmta, vmta.sourceAddress && vmta.proxies.length === 0 ? await probeSourceAddress(vmta.sourceAddress) : undefined] as const));
     this.#byName = new Map(config.pool.virtualMtas.map((vmta) => [vmta.name, vmta]));
     this.#unusable.clear();
     for (const [vmta, problem] of problems) {

@@ -14,6 +14,7 @@ import { systemClock, type Clock } from './clock.ts';
 import { ConnectionRunner } from './connection-runner.ts';
 import { DestinationDeferrals } from './deferral-record.ts';
 import { VirtualMtaRegistry, type DeliveryContext } from './delivery-context.ts';
+import { EgressProxyHealth, type EgressProxyState } from './egress-proxy-health.ts';
 import type { QueuedMessage } from './destination-queue.ts';
 import { readFleetPosition } from './fleet-position.ts';
 import type { AppliedStsPolicy } from './mta-sts.ts';
@@ -79,6 +80,7 @@ export class DeliveryEngine {
       virtualMtas: new VirtualMtaRegistry(options.logger),
       warmup: new WarmupLedger({ logger: options.logger, ...(options.stateDir ? { stateDir: options.stateDir } : {}), ...(options.warmupShare ? { share: options.warmupShare } : {}) }),
       deferrals: new DestinationDeferrals(options.stateDir, options.logger),
+      egressProxies: new EgressProxyHealth(options.clock ?? systemClock, metrics),
     };
     this.#scheduler = new QueueScheduler(this.#context);
     this.#recorder = new OutcomeRecorder(this.#context, this.#scheduler, { ...(options.stateDir ? { stateDir: options.stateDir } : {}), ...(options.onRecipientBounced ? { onRecipientBounced: options.onRecipientBounced } : {}) });
@@ -111,6 +113,7 @@ export class DeliveryEngine {
     await this.#context.virtualMtas.apply(options.config);
     await this.#context.deferrals.load();
     this.#context.deferrals.holdsMail = (virtualMta, domain) => this.#scheduler.queue(virtualMta, domain) !== undefined;
+    this.#context.egressProxies.apply(options.config.pool.virtualMtas);
     for (const selector of options.pauses ?? []) this.#scheduler.pause(selector);
     if (options.recover ?? true) {
       await this.queueRecovered(options.spool.scan());
@@ -159,6 +162,7 @@ export class DeliveryEngine {
     await this.#recorder.reload(previous, config);
     await this.#context.virtualMtas.apply(config);
     this.#scheduler.limits.fleet = fleet;
+    this.#context.egressProxies.apply(config.pool.virtualMtas);
     this.#scheduler.applySettings();
   }
 
@@ -199,6 +203,11 @@ export class DeliveryEngine {
   /** The MTA-STS policies in force, per recipient domain (cached, as the last deliveries applied them). */
   mtaStsPolicies(): AppliedStsPolicy[] {
     return this.#runner.mtaStsPolicies();
+  }
+
+  /** What this relay knows of each VirtualMTA's egress proxies. */
+  egressProxies(): EgressProxyState[] {
+    return this.#context.egressProxies.list();
   }
 
   listQueues(): QueueSummary[] {

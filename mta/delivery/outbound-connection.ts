@@ -1,8 +1,9 @@
 // One outbound SMTP session to one MX host address, on nodemailer's SMTP client: bound to the
-// VirtualMTA's source address, greeting with its EHLO name, and applying the domain's TLS
-// policy — none (never STARTTLS), opportunistic (STARTTLS when offered, certificate not
-// checked, plain text when not offered or when the handshake fails), required (STARTTLS or
-// nothing: never sends in clear) and verify (required plus chain and MX host name checked).
+// VirtualMTA's source address (or over the socket its egress proxy opened), greeting with its
+// EHLO name, and applying the domain's TLS policy — none (never STARTTLS), opportunistic
+// (STARTTLS when offered, certificate not checked, plain text when not offered or when the
+// handshake fails), required (STARTTLS or nothing: never sends in clear) and verify (required
+// plus chain and MX host name checked).
 // With DANE (TLSA records of the host, tls-route.ts) the session requires TLS and the certificate
 // chain must match the records (dane.ts) before any mail is sent. Towards a smarthost the session
 // may start in TLS (implicit, port 465) and authenticates (AUTH PLAIN or LOGIN) only once encrypted.
@@ -39,6 +40,8 @@ export interface OutboundConnectionOptions {
   implicitTls?: boolean;
   /** Log in after TLS (a smarthost); a session that is not encrypted never sends credentials. */
   auth?: OutboundAuth;
+  /** Opens the TCP connection to the target instead of a direct connect from sourceAddress (an egress proxy, egress-proxy.ts); rejects with ConnectionFailure. */
+  dial?: () => Promise<net.Socket>;
 }
 
 export interface OutboundAuth {
@@ -151,9 +154,10 @@ export class OutboundConnection {
     }
   }
 
-  private static attempt(options: OutboundConnectionOptions, plainOnly: boolean): Promise<OutboundConnection> {
+  private static async attempt(options: OutboundConnectionOptions, plainOnly: boolean): Promise<OutboundConnection> {
     const { target, tlsPolicy, dane } = options;
     const implicitTls = options.implicitTls ?? false;
+    const socket = options.dial ? await options.dial() : undefined;
     const requireTls = tlsPolicy === 'required' || tlsPolicy === 'verify' || dane !== undefined || implicitTls;
     // SNI carries host names only (RFC 6066); a smarthost given as an address is verified against that address.
     const servername = net.isIP(target.name) ? undefined : target.name;
@@ -161,7 +165,7 @@ export class OutboundConnection {
       host: target.address,
       port: target.port,
       name: options.ehloName,
-      ...(options.sourceAddress ? { localAddress: options.sourceAddress } : {}),
+      ...(socket ? { connection: socket } : options.sourceAddress ? { localAddress: options.sourceAddress } : {}),
       ...(servername ? { servername } : {}),
       secure: implicitTls,
       requireTLS: requireTls && !implicitTls,

@@ -1,7 +1,7 @@
 // Delivery metrics (`vmta_*`, prom-client) registered on the relay's registry: attempts by
 // result and bounce category, outbound connections by TLS outcome and version (so the TLS
 // share can be charted), backoff, latency, DNS failures, VirtualMTA usability, queue ages and
-// warm-up caps, use and overflow.
+// warm-up caps, use and overflow, and the health of SOCKS5 egress proxies.
 // Domain labels are bounded: a domain listed in `delivery.trackedDomains` keeps its name,
 // every other domain is "other".
 import { Counter, Gauge, Histogram, type Registry } from 'prom-client';
@@ -25,6 +25,8 @@ export class DeliveryMetrics {
   readonly warmupCap: Gauge<'vmta'>;
   readonly warmupUsed: Gauge<'vmta'>;
   readonly warmupOverflow: Counter<'vmta' | 'to'>;
+  readonly egressProxyUp: Gauge<'virtual_mta' | 'proxy'>;
+  readonly egressProxyFailures: Counter<'virtual_mta' | 'proxy'>;
 
   constructor(registry: Registry) {
     const registers = [registry];
@@ -117,6 +119,18 @@ export class DeliveryMetrics {
       name: 'vmta_warmup_overflow_total',
       help: 'Messages (one per destination domain) a warming VirtualMTA at its cap handed to an overflow VirtualMTA.',
       labelNames: ['vmta', 'to'] as const,
+      registers,
+    });
+    this.egressProxyUp = new Gauge({
+      name: 'vmta_egress_proxy_up',
+      help: 'Per VirtualMTA and SOCKS5 egress proxy: 1 when its last connection went through from the VirtualMTA\'s source address, 0 when it failed (passed over until delivery.proxyRecheckAfter).',
+      labelNames: ['virtual_mta', 'proxy'] as const,
+      registers,
+    });
+    this.egressProxyFailures = new Counter({
+      name: 'vmta_egress_proxy_connect_failures_total',
+      help: 'Connections through a SOCKS5 egress proxy that failed at the proxy (unreachable, refused the request or the credentials, or sent from another address), per VirtualMTA and proxy.',
+      labelNames: ['virtual_mta', 'proxy'] as const,
       registers,
     });
   }

@@ -5,7 +5,7 @@ import { z } from 'zod';
 import { BOUNCE_CATEGORIES } from '../../mta/delivery/reply-classification.ts';
 import { dkimKeyList, DkimKeyStatus, DkimSpec } from './dkim.ts';
 import { domainSettingsList } from './domain-settings.ts';
-import { annotationValue, API_GROUP_VERSION, celRules, conditions, domainPattern, duration, hostname, ipAddress, labelKey, labelValue, ObjectMeta, objectName, quantity, resolver, uniqueListBy } from './fields.ts';
+import { annotationValue, API_GROUP_VERSION, celRules, conditions, domainPattern, duration, hostname, hostPort, ipAddress, labelKey, labelValue, ObjectMeta, objectName, quantity, resolver, uniqueListBy } from './fields.ts';
 
 export const TlsReportingSpec = z.strictObject({
   enabled: z.boolean().default(false).describe('Count every outbound session\'s TLS outcome per recipient domain and send the daily RFC 8460 report to each domain that publishes a _smtp._tls record.'),
@@ -43,6 +43,11 @@ export const AccountingSpec = z.strictObject({
   syncInterval: duration.optional().describe('Longest a record waits before its batch is written and fdatasync\'ed (default 200ms).'),
 });
 
+export const EgressProxySpec = z.strictObject({
+  server: hostPort.describe('"host:port" of a SOCKS5 proxy that sends from this VirtualMTA\'s sourceAddress: reached at the address that it sends from (Dante `external.rotation: same-same`). It must report sourceAddress as the bound address, or nothing is sent through it.'),
+  credentialsSecretName: z.string().max(253).optional().describe('Secret with keys "username" and "password" for the proxy (RFC 1929); the relay reads the password at every connection.'),
+});
+
 export const VirtualMtaSpec = z.strictObject({
   name: objectName,
   sourceAddress: ipAddress.optional().describe('Source address of outbound connections (PowerMTA `smtp-source-host`); omitted = the pod\'s own address.'),
@@ -50,6 +55,7 @@ export const VirtualMtaSpec = z.strictObject({
   weight: z.number().int().min(1).max(1000).default(1).describe('Share of mail under `selection: weighted`.'),
   domains: domainSettingsList.optional().describe('Per-domain settings of this VirtualMTA, over the pool\'s domainDefaults.'),
   dkimKeys: dkimKeyList.optional().describe('DKIM keys for mail sent through this VirtualMTA (PowerMTA `domain-key` inside `<virtual-mta>`); used before the pool\'s keys of the same domain.'),
+  proxies: z.array(EgressProxySpec).max(16).optional().describe('SOCKS5 egress proxies the VirtualMTA\'s connections leave through, tried in order; one that fails is passed over for 30s, then tried again (docs/source-addresses.md). Health per proxy is in status.virtualMtas[].proxies.'),
 });
 
 const Toleration = z.strictObject({
@@ -141,6 +147,18 @@ export const VirtualMtaSummary = z.strictObject({
   sourceAddress: z.string().max(45).optional(),
   hostname: z.string().max(253),
   domains: z.number().int().min(0),
+  proxies: z
+    .array(
+      z.strictObject({
+        server: z.string().max(261),
+        healthy: z.boolean().optional().describe('False when a ready pod\'s last connection through it failed; absent until one has tried it.'),
+        lastError: z.string().max(1024).optional(),
+        pod: z.string().max(253).optional().describe('The pod that reported lastError.'),
+      }),
+    )
+    .max(16)
+    .optional()
+    .describe('Egress proxy health as the ready pods report it (GET /egress-proxies on their admin port).'),
 });
 
 export const DrainedPod = z.strictObject({

@@ -18,6 +18,7 @@ import { FIELD_MANAGER } from '../render/layout.ts';
 import { podReadiness, PUBLIC_KEYS_FIELD, secretKeysOnly, withoutManagedFields } from './cache-transforms.ts';
 import { DkimDnsChecker } from './dkim-dns-check.ts';
 import type { ConfigHashReader } from './config-hash-reader.ts';
+import { httpEgressProxyReader, type EgressProxyReader } from './egress-proxy-status.ts';
 import { HealthServer } from './health-server.ts';
 import { ListenerSelfCheck, poolRolloutKey, type SelfCheckSettings } from './listener-self-check.ts';
 import { httpRelayDrainClient, type RelayDrainClient } from './relay-drain-client.ts';
@@ -41,6 +42,8 @@ export interface OperatorOptions {
   logger: Logger;
   image: string;
   configHashReader: ConfigHashReader;
+  /** Each pod's egress proxy health; defaults to HTTP on each pod's IP and admin port. */
+  egressProxyReader?: EgressProxyReader;
   /** The relays' drain API; defaults to HTTP on each pod's IP and admin port. */
   relayDrainClient?: RelayDrainClient;
   /** Watch these namespaces; all namespaces when undefined. */
@@ -99,6 +102,7 @@ export class VmtaOperator {
       applier: new ServerSideApplier(options.client),
       events,
       configHashReader: options.configHashReader,
+      egressProxyReader: options.egressProxyReader ?? httpEgressProxyReader(),
       image: options.image,
       pollIntervalMs: options.pollIntervalMs ?? 5000,
       dkimChecker: new DkimDnsChecker({ cacheMs: options.dkimRecheckIntervalMs ?? 60_000 }),

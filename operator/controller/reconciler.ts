@@ -24,6 +24,7 @@ import { poolSelector, selectorLabels } from '../render/layout.ts';
 import { renderPool, type PoolRender } from '../render/pool.ts';
 import type { SecretSummary } from '../render/runtime-config.ts';
 import type { ConfigHashReader } from './config-hash-reader.ts';
+import { egressProxyStatus, type EgressProxyReader } from './egress-proxy-status.ts';
 import { PUBLIC_KEYS_FIELD, USER_SECRETS_FIELD } from './cache-transforms.ts';
 import type { DkimDnsChecker } from './dkim-dns-check.ts';
 import { servedListener, type ListenerSelfCheck, type SelfCheckReport } from './listener-self-check.ts';
@@ -59,6 +60,8 @@ export interface ReconcilerOptions {
   applier: ServerSideApplier;
   events: EventRecorder;
   configHashReader: ConfigHashReader;
+  /** Reads each ready pod's egress proxy health (status.virtualMtas[].proxies). */
+  egressProxyReader: EgressProxyReader;
   /** Relay image for pools that do not set spec.image. */
   image: string;
   /** How soon to look again at a pool that is still rolling out or applying its config. */
@@ -181,6 +184,7 @@ export class Reconciler {
     if (written.length > 0) await events.record(raw, 'Normal', 'Applied', `applied ${written.join(', ')}`);
 
     const rollout = await this.observeRollout(pool, applied);
+    const proxies = await egressProxyStatus(pool, rollout.readyPods, this.options.egressProxyReader);
     const progressing = written.length > 0 || !rollout.workloadReady;
     const conditions: ConditionInput[] = [
       // Just-written objects are not observed yet: Ready waits for the next look.
@@ -210,6 +214,7 @@ export class Reconciler {
         ...(vmta.sourceAddress ? { sourceAddress: vmta.sourceAddress } : {}),
         hostname: vmta.hostname ?? pool.spec.hostname ?? '',
         domains: vmta.domains?.length ?? 0,
+        ...(proxies.has(vmta.name) ? { proxies: proxies.get(vmta.name) } : {}),
       })),
       ...(dkim ? { dkimKeys: dkim.keys } : {}),
       ...(drain.status ? { drain: drain.status } : {}),
@@ -337,7 +342,7 @@ export class Reconciler {
       const stale = readyPods.filter((_, i) => hashes[i] !== render.configHash).map((p) => p.metadata.name);
       configApplied = { type: 'ConfigApplied', status: 'False', reason: 'ConfigPending', message: `${current}/${readyPods.length} ready pods run config ${render.configHash.slice(0, 12)}; waiting for ${stale.slice(0, 5).join(', ')}${stale.length > 5 ? ', ...' : ''}` };
     }
-    return { desiredReplicas, replicas, readyReplicas, workloadReady, message, configApplied };
+    return { desiredReplicas, replicas, readyReplicas, workloadReady, message, configApplied, readyPods };
   }
 
   // ---- listeners and policies ----------------------------------------------------------------

@@ -142,6 +142,11 @@ export function renderRuntimeConfig(inputs: RuntimeConfigInputs): RuntimeConfigR
   if (pool.spec.admin?.readTokenSecretName !== undefined && pool.spec.admin.readTokenSecretName === pool.spec.admin.tokenSecretName) {
     problem(pool, 'SameAdminTokens', `spec.admin.readTokenSecretName: "${pool.spec.admin.readTokenSecretName}" is also spec.admin.tokenSecretName; a read-only token must be another Secret (whoever holds it could change the queues)`);
   }
+  for (const [index, vmta] of pool.spec.virtualMtas.entries()) {
+    for (const [proxyIndex, proxy] of (vmta.proxies ?? []).entries()) {
+      if (proxy.credentialsSecretName) requireSecret(pool, `spec.virtualMtas[${index}].proxies[${proxyIndex}].credentialsSecretName`, proxy.credentialsSecretName, EGRESS_PROXY_CREDENTIAL_KEYS);
+    }
+  }
   for (const { key, field } of dkimKeysWithFields(pool)) requireSecret(pool, `${field}.secretName`, key.secretName, [key.secretKey]);
   for (const { field, secretName, keys } of smarthostSecrets(pool)) requireSecret(pool, field, secretName, keys);
   const reportingCa = pool.spec.tlsReporting?.https?.caSecretName;
@@ -167,7 +172,7 @@ function buildConfig(pool: VirtualMtaPool, listeners: ListenerPlan[], policies: 
       selection: spec.selection,
       domainDefaults: (spec.domainDefaults ?? []).map(domainSettings),
       virtualMtas: spec.virtualMtas.map((vmta) =>
-        compact({ name: vmta.name, sourceAddress: vmta.sourceAddress, hostname: vmta.hostname, weight: vmta.weight, domains: (vmta.domains ?? []).map(domainSettings), dkimKeys: vmta.dkimKeys?.map(dkimKeyConfig) }),
+        compact({ name: vmta.name, sourceAddress: vmta.sourceAddress, hostname: vmta.hostname, weight: vmta.weight, domains: (vmta.domains ?? []).map(domainSettings), dkimKeys: vmta.dkimKeys?.map(dkimKeyConfig), proxies: vmta.proxies?.map(egressProxyConfig) }),
       ),
       ...(spec.dkim ? { dkim: dkimConfig(pool) } : {}),
     },
@@ -208,6 +213,12 @@ function tlsReportingConfig(reporting: NonNullable<VirtualMtaPool['spec']['tlsRe
     virtualMta: reporting.virtualMta,
     https: compact({ trustedCaFile: caSecret ? `${secretDir(caSecret)}/${TLS_REPORTING_CA_KEY}` : undefined, allowPrivateAddresses: reporting.https?.allowPrivateAddresses }),
   });
+}
+
+const EGRESS_PROXY_CREDENTIAL_KEYS = ['username', 'password'];
+
+function egressProxyConfig(proxy: NonNullable<VirtualMtaPool['spec']['virtualMtas'][number]['proxies']>[number]) {
+  return compact({ server: proxy.server, credentialsDir: proxy.credentialsSecretName ? secretDir(proxy.credentialsSecretName) : undefined });
 }
 
 function tokenFile(secretName: string | undefined): string | undefined {
