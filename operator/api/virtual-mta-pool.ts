@@ -24,7 +24,7 @@ export const TlsReportingSpec = z.strictObject({
 
 export const AccountingSpec = z.strictObject({
   format: z.enum(['jsonl', 'csv', 'both']).default('jsonl').describe('jsonl: accounting/acct.jsonl, one JSON record per line; csv: accounting/acct.csv as PowerMTA\'s acct-file writes it (header line, RFC 4180); both: the two files.'),
-  jobHeader: z.string().regex(/^[!-9;-~]{1,64}$/, 'a header field name such as X-Job').default('X-Job').describe('Header carrying the job or campaign id (PowerMTA X-Job); taken out of the message before signing and sending, kept in the records.'),
+  jobHeader: z.string().max(64).regex(/^[!-9;-~]{1,64}$/, 'a header field name such as X-Job').default('X-Job').describe('Header carrying the job or campaign id (PowerMTA X-Job); taken out of the message before signing and sending, kept in the records.'),
   receipts: z.boolean().default(true).describe('Write an r record per recipient of each accepted message, besides the d (delivered), b (bounced) and t (deferred) records.'),
   rotate: z
     .strictObject({
