@@ -37,6 +37,9 @@ export const HandoverHead = z.strictObject({
     listener: z.string().max(63),
     clientAddress: z.string().max(64),
     user: z.string().max(256).optional(),
+    relayGrant: z.enum(['auth', 'network', 'relay-recipient']).optional(),
+    heloName: z.string().max(512).optional(),
+    jobId: z.string().max(256).optional(),
     size: z.number().int().min(0),
     eightBitMime: z.boolean(),
     smtpUtf8: z.boolean(),
@@ -45,6 +48,9 @@ export const HandoverHead = z.strictObject({
   }),
 });
 export type HandoverHead = z.output<typeof HandoverHead>;
+
+/** Every envelope field crosses a hand-over: a field added to Envelope but not to HandoverHead fails to compile here (the peer would refuse the message). */
+export const EVERY_ENVELOPE_FIELD_HANDED_OVER: [Exclude<keyof Envelope, keyof HandoverHead['envelope']>] extends [never] ? true : Exclude<keyof Envelope, keyof HandoverHead['envelope']> = true;
 
 /** The result a peer answers once the message is durable in its spool (or already was). */
 export const HandoverAnswer = z.object({ result: z.enum(['stored', 'duplicate']), id: z.string() });
