@@ -10,13 +10,13 @@ import { createMessageAcceptor } from '../../mta/routing/acceptance.ts';
 import { FileSpool } from '../../mta/spool/spool.ts';
 import type { SpooledMessage } from '../../mta/spool/types.ts';
 
-function config(spoolPath: string, honorVirtualMtaHeader: boolean): RuntimeConfig {
+function config(spoolPath: string, honorVirtualMtaHeader: boolean, relayPolicies: unknown[] = [{ name: 'submission', routing: { honorVirtualMtaHeader, rules: [{ user: 'alice', virtualMta: 'vmta-b' }] } }]): RuntimeConfig {
   return RuntimeConfig.parse({
     apiVersion: RUNTIME_CONFIG_API_VERSION,
     hostname: 'relay.example.com',
     pool: { name: 'main', virtualMtas: [{ name: 'vmta-a', hostname: 'a.example.com' }, { name: 'vmta-b', hostname: 'b.example.com' }] },
     listeners: [],
-    relayPolicies: [{ name: 'submission', routing: { honorVirtualMtaHeader, rules: [{ user: 'alice', virtualMta: 'vmta-b' }] } }],
+    relayPolicies,
     spool: { path: spoolPath },
   });
 }
@@ -99,7 +99,7 @@ describe('createMessageAcceptor', () => {
     const accept = createMessageAcceptor({ spool, getConfig: () => current });
     const routed: string[] = [];
     for (let index = 0; index < 4; index++) await accept(transaction(current), Buffer.from('Subject: x\r\n\r\n'));
-    current = RuntimeConfig.parse({ ...structuredClone(current), relayPolicies: [{ name: 'submission', routing: { defaultVirtualMta: 'vmta-b' } }] });
+    current = config(directory, false, [{ name: 'submission', routing: { defaultVirtualMta: 'vmta-b' } }]);
     await accept(transaction(current), Buffer.from('Subject: x\r\n\r\n'));
     for await (const message of spool.scan()) routed.push(message.envelope.virtualMta);
     assert.deepEqual(routed, ['vmta-a', 'vmta-b', 'vmta-a', 'vmta-b', 'vmta-b']);
