@@ -6,6 +6,7 @@
 // time; each result becomes status fields and the SelfCheck condition (written by the reconciler
 // on the next look, which the result enqueues), the vmta_listener_* metrics, and an Event when
 // the outcome changes (a failure is not repeated every interval).
+import { setTimeout as delay } from 'node:timers/promises';
 import type { Logger } from 'pino';
 import { parseDuration } from '../../mta/config/duration.ts';
 import type { SmtpListener } from '../api/smtp-listener.ts';
@@ -33,6 +34,8 @@ export interface SelfCheckSettings {
   stepTimeoutMs?: number;
   /** Probes running at once; default 4. */
   concurrency?: number;
+  /** How long after a new failure the probe runs again to confirm it before it is reported; default 10 s. */
+  confirmDelayMs?: number;
 }
 
 export interface ListenerSelfCheckOptions extends SelfCheckSettings {
@@ -168,15 +171,23 @@ export class ListenerSelfCheck {
       const service = { name: listenerServiceName(served.poolName, listener.metadata.name), namespace, port: listener.spec.service?.port ?? plan.resolved.port, clusterIP: served.clusterIP };
       const address = this.options.address?.(service) ?? { host: service.clusterIP ?? `${service.name}.${namespace}.svc`, port: service.port };
       const tlsMode = plan.resolved.tlsMode;
-      const result = await probeListener({
+      const ca = tlsMode === 'none' ? undefined : await this.secretCa(namespace, listener.spec.tls?.secretName);
+      const probe = () => probeListener({
         host: address.host,
         port: address.port,
         tlsMode,
         hostname: served.hostname,
-        ca: tlsMode === 'none' ? undefined : await this.secretCa(namespace, listener.spec.tls?.secretName),
+        ca,
         expectAuth: tlsMode !== 'none' && plan.resolved.authMechanisms.length > 0,
         stepTimeoutMs: this.options.stepTimeoutMs ?? 10_000,
       });
+      let result = await probe();
+      // A new failure is confirmed by a second probe before it is reported: just after a change the
+      // Service's endpoints, kube-proxy or the pods may not have caught up yet.
+      if (!result.ok && failureOf(result) !== (state.latest && failureOf(state.latest.result))) {
+        await delay(this.options.confirmDelayMs ?? 10_000);
+        result = await probe();
+      }
       if (this.states.get(uid) !== state) return;
       state.latest = { result, address: `${service.name}.${namespace}.svc:${service.port}`, at: new Date(), revision: served.revision };
       this.recordMetrics(uid, state, result);
@@ -237,6 +248,12 @@ export class ListenerSelfCheck {
     if (warning && warning !== state.warned) await this.options.events.record(raw, 'Warning', 'CertificateExpiresSoon', `${checked.address}: ${warning}`);
     state.warned = warning || undefined;
   }
+}
+
+/** The first failing step and what it saw, or undefined when every step passed. */
+function failureOf(result: ProbeResult): string | undefined {
+  const failed = result.steps.find((verdict) => !verdict.ok);
+  return failed && `${failed.step}|${failed.message}`;
 }
 
 const FAILURE_REASONS: Record<(typeof PROBE_STEPS)[number], string> = {

@@ -84,6 +84,7 @@ async function startSelfCheckingOperator(): Promise<void> {
     healthHost: '127.0.0.1',
     selfCheck: {
       stepTimeoutMs: 2000,
+      confirmDelayMs: 300,
       address: (service) => {
         asked.set(service.name, { port: service.port, clusterIP: service.clusterIP });
         const listenerName = service.name.replace(/^outbound-/, '') as keyof typeof LISTENERS;
@@ -164,6 +165,22 @@ test('a failure is reported at its step with one Warning Event per distinct fail
   await selfCheck('submission', 'True', 'Passed');
   await eventually('a Normal Event on recovery', () => (selfCheckEvents('submission').some((event) => event.type === 'Normal' && event.reason === 'SelfCheckPassed') ? true : undefined));
   assert.equal(status('submission').tls, 'TLSv1.3');
+});
+
+test('a failure that is gone when the confirming probe runs is neither shown nor an Event', async () => {
+  await selfCheck('mx', 'True', 'Passed');
+  const flaky = await startMisbehavingSmtp({ tlsMode: 'starttls', certificate, dropFirst: 1 });
+  try {
+    overrides.set('outbound-mx', flaky.port);
+    touch('mx', 20);
+    await eventually('the confirming probe shown', () => (/^misbehaving\.test /.test(String(status('mx').banner)) ? true : undefined));
+    assert.ok(flaky.connections >= 2, `the dropped connection was probed once more (${flaky.connections} connections)`);
+    assert.equal(condition(listener('mx'), 'SelfCheck')?.reason, 'Passed');
+    assert.deepEqual(selfCheckEvents('mx'), []);
+  } finally {
+    overrides.delete('outbound-mx');
+    await flaky.close();
+  }
 });
 
 test('an operator restart does not repeat the Warning Event of a failure it already reported', async () => {
