@@ -13,19 +13,6 @@ if ! installed; then
     echo "install-dnssec-tools: nsd, unbound or ldnsutils is missing and installing needs root: apt-get install nsd unbound ldnsutils" >&2
     exit 1
   fi
-  exec 9>"${TMPDIR:-/tmp}/vmta-install-dnssec-tools.lock"
-  flock 9
-  if ! installed; then
-    export DEBIAN_FRONTEND=noninteractive
-    # policy-rc.d keeps dpkg from starting the packages' daemons on port 53.
-    policy=/usr/sbin/policy-rc.d
-    created=""
-    if [ ! -e "$policy" ]; then
-      printf '#!/bin/sh\nexit 101\n' > "$policy" && chmod +x "$policy" && created=1
-    fi
-    apt-get -o DPkg::Lock::Timeout=300 update -qq
-    apt-get -o DPkg::Lock::Timeout=300 install -y -qq --no-install-recommends nsd unbound ldnsutils >/dev/null
-    if [ -n "$created" ]; then rm -f "$policy"; fi
-  fi
+  sh "$(dirname "$0")/apt-install-without-services.sh" nsd unbound ldnsutils
 fi
 unbound -V | head -n 1
