@@ -188,12 +188,21 @@ test('a refused connection defers the whole destination: one durable record for 
   assert.match(blockedQueue()!.lastError ?? '', /ECONNREFUSED|refused/i);
   const ids = new Set(first.map((stored) => stored.id));
   /** What a restarted engine holds of a message once it holds what memory holds (attempts, next retry). */
-  const recoveredAsInMemory = (id: string) =>
-    waitFor(async () => {
-      const recovered = (await harness.recoveredRecipients(id))?.[0];
-      const recipient = harness.engine.showMessage(id)?.recipients[0];
-      return recovered && recipient && recovered.attempts === recipient.attempts && recovered.nextAttemptAt === recipient.nextAttemptAt ? recovered : undefined;
-    }, `the deferral of ${id} as a restart finds it`);
+  // 60 s: the durable record waits for its fdatasync, which the power-cut and full-disk suites
+  // running beside this one can hold up; the error says what a restart found against memory.
+  const recoveredAsInMemory = async (id: string) => {
+    let seen = '';
+    try {
+      return await waitFor(async () => {
+        const recovered = (await harness.recoveredRecipients(id))?.[0];
+        const recipient = harness.engine.showMessage(id)?.recipients[0];
+        seen = `restart finds ${JSON.stringify(recovered)}, memory holds ${JSON.stringify(recipient)}`;
+        return recovered && recipient && recovered.attempts === recipient.attempts && recovered.nextAttemptAt === recipient.nextAttemptAt ? recovered : undefined;
+      }, `the deferral of ${id} as a restart finds it`, 60_000);
+    } catch (error) {
+      throw new Error(`${(error as Error).message}: ${seen}`, { cause: error });
+    }
+  };
   const states = [];
   for (const id of ids) states.push(await recoveredAsInMemory(id));
   assert.ok(states.every((state) => state.status === 'pending') && states.some((state) => state.attempts > 0), JSON.stringify(states));
