@@ -2,18 +2,19 @@
 // so that a restarted relay shows (and counts) its whole queue at once instead of a 503 until a
 // million messages are read back from the spool. Written once the spool is closed, with a
 // fingerprint of the spool's files (name, size and modification time of every segment and
-// journal: a few hundred stats, not a read of the messages), through a temporary name and a
-// rename; taken (read and deleted) at the next start and served only when the spool's files
+// journal: a few hundred stats, not a read of the messages), as the other state files are
+// (state-file.ts); taken (read and deleted) at the next start and served only when the spool's files
 // still have that fingerprint, so a snapshot is never served twice, after a crash, or for a
 // spool changed since. Only a hint for the admin API while recovering: delivery always works
 // from the recovery scan, which still reads every message.
 import { createHash } from 'node:crypto';
-import { open, readdir, readFile, rename, rm, stat } from 'node:fs/promises';
+import { readdir, readFile, rm, stat } from 'node:fs/promises';
 import path from 'node:path';
 import { z } from 'zod';
 import type { QueueSummary } from '../delivery/queue-view.ts';
 import type { Logger } from '../observe/log.ts';
 import { QUEUE_DIR } from '../spool/spool-layout.ts';
+import { writeStateFileSync } from '../spool/state-file.ts';
 
 export const QUEUE_SNAPSHOT_FILE = 'queue-snapshot.json';
 
@@ -62,16 +63,8 @@ async function spoolFingerprint(spoolDir: string): Promise<string> {
 
 /** Call once the spool is closed: what the queue list showed, for the next start on this spool. */
 export async function saveQueueSnapshot(spoolDir: string, snapshot: QueueSnapshot): Promise<void> {
-  const file = path.join(spoolDir, 'state', QUEUE_SNAPSHOT_FILE);
-  const temporary = `${file}.tmp`;
-  const handle = await open(temporary, 'w');
-  try {
-    await handle.writeFile(JSON.stringify({ version: 1, spoolFingerprint: await spoolFingerprint(spoolDir), ...snapshot }));
-    await handle.datasync();
-  } finally {
-    await handle.close();
-  }
-  await rename(temporary, file);
+  const body = JSON.stringify({ version: 1, spoolFingerprint: await spoolFingerprint(spoolDir), ...snapshot });
+  writeStateFileSync(path.join(spoolDir, 'state', QUEUE_SNAPSHOT_FILE), body);
 }
 
 /** Call before the spool is opened: the snapshot the last clean stop left, removed from disk; undefined when there is none, it does not parse or the spool changed since. */

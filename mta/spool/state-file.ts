@@ -1,6 +1,7 @@
 // Small state files on the spool volume (<spool>/state/...) that must survive restarts: written
 // through a temporary name, synced and renamed into place, so a crash leaves either the old file
-// or the new one, never half of one. Used by the MTA-STS policy cache and the TLS-RPT counts.
+// or the new one, never half of one. Used by the MTA-STS policy cache, the TLS-RPT counts, the
+// warm-up counts and the queue snapshot of a clean stop.
 import { closeSync, fsyncSync, mkdirSync, openSync, renameSync, writeSync } from 'node:fs';
 import path from 'node:path';
 
