@@ -6,7 +6,7 @@
 // to the same relay on another hop does not.
 import { z } from 'zod';
 import { isQueueId } from '../spool/queue-id.ts';
-import type { Envelope, QueueId } from '../spool/types.ts';
+import { RELAY_GRANTS, type Envelope, type QueueId } from '../spool/types.ts';
 
 export const HANDOVER_PATH = '/api/v1/handover';
 export const HANDOVER_CONTENT_TYPE = 'application/x-vmta-handover';
@@ -37,7 +37,7 @@ export const HandoverHead = z.strictObject({
     listener: z.string().max(63),
     clientAddress: z.string().max(64),
     user: z.string().max(256).optional(),
-    relayGrant: z.enum(['auth', 'network', 'relay-recipient']).optional(),
+    relayGrant: z.enum(RELAY_GRANTS).optional(),
     heloName: z.string().max(512).optional(),
     jobId: z.string().max(256).optional(),
     size: z.number().int().min(0),

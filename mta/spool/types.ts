@@ -25,7 +25,8 @@ export interface RecipientState extends DsnRecipient {
 }
 
 /** AUTH, an allowed network of the relay policy, or a relay domain/address of every recipient. */
-export type RelayGrant = 'auth' | 'network' | 'relay-recipient';
+export const RELAY_GRANTS = ['auth', 'network', 'relay-recipient'] as const;
+export type RelayGrant = (typeof RELAY_GRANTS)[number];
 
 export interface Envelope {
   /** '' for the null sender <>. */
