@@ -8,6 +8,7 @@
 // and DkimPublished, and is looked at again until every key is Published.
 // SmtpListener and RelayPolicy status follow from their pool's latest render. Scale-in and
 // deletion of a persistent pool wait for its leaving pods to drain (pool-drain.ts).
+// The fleet ConfigMap carries the ready pods' ordinals, the shares of the pool's limits (fleet-membership.ts).
 import type { Logger } from 'pino';
 import { parseVmtaResource, type VmtaResource } from '../api/parse.ts';
 import type { RelayPolicy } from '../api/relay-policy.ts';
@@ -20,10 +21,11 @@ import type { ResourceCache } from '../kube/namespace-set-informer.ts';
 import { resourceTypeOf } from '../kube/resources.ts';
 import { objectKey, type KubeObject } from '../kube/types.ts';
 import type { RenderProblem } from '../render/contract.ts';
-import { poolSelector, selectorLabels } from '../render/layout.ts';
+import { poolSelector } from '../render/layout.ts';
 import { renderPool, type PoolRender } from '../render/pool.ts';
 import type { SecretSummary } from '../render/runtime-config.ts';
 import type { ConfigHashReader } from './config-hash-reader.ts';
+import { fleetObject, readyPoolPods } from './fleet-membership.ts';
 import { egressProxyStatus, type EgressProxyReader } from './egress-proxy-status.ts';
 import { PUBLIC_KEYS_FIELD, USER_SECRETS_FIELD } from './cache-transforms.ts';
 import type { DkimDnsChecker } from './dkim-dns-check.ts';
@@ -171,7 +173,9 @@ export class Reconciler {
 
     // The StatefulSet follows spec.replicas once the pods that go have drained.
     const drain = await this.drainer.scale(raw, pool, pool.spec.replicas);
-    const applied: PoolRender = { ...render, objects: withStatefulSetReplicas(render.objects, drain.replicas) };
+    // The fleet membership (ready pods) goes first: the pods mount it.
+    const fleet = fleetObject({ pods: caches.pods, configMaps: caches.owned.ConfigMap }, pool, namespace, Date.now());
+    const applied: PoolRender = { ...render, objects: [...(fleet ? [fleet.object] : []), ...withStatefulSetReplicas(render.objects, drain.replicas)] };
     let written: string[];
     try {
       written = await this.applyObjects(raw, applied);
@@ -221,6 +225,7 @@ export class Reconciler {
     });
     const converged = !progressing && rollout.configApplied.status === 'True';
     if (drain.requeueAfterMs !== undefined) return { requeueAfterMs: Math.min(drain.requeueAfterMs, this.options.pollIntervalMs) };
+    if (fleet?.recheckAfterMs !== undefined) return { requeueAfterMs: converged ? fleet.recheckAfterMs : Math.min(fleet.recheckAfterMs, this.options.pollIntervalMs) };
     if (!converged) return { requeueAfterMs: this.options.pollIntervalMs };
     return dkim?.condition.status === 'True' || !dkim ? undefined : { requeueAfterMs: this.options.dkimRecheckIntervalMs };
   }
@@ -326,12 +331,7 @@ export class Reconciler {
         ? `waiting for the ${workload.kind} controller to observe generation ${workload.metadata.generation}`
         : `${readyReplicas}/${desiredReplicas} pods ready, ${status.updatedReplicas ?? 0} updated`;
 
-    const selector = selectorLabels(pool.metadata.name);
-    const readyPods = caches.pods
-      .list(namespace)
-      .filter((pod) => Object.entries(selector).every(([k, v]) => pod.metadata.labels?.[k] === v))
-      .filter((pod) => !pod.metadata.deletionTimestamp)
-      .filter((pod) => ((pod.status as { conditions?: { type: string; status: string }[] } | undefined)?.conditions ?? []).some((c) => c.type === 'Ready' && c.status === 'True'));
+    const readyPods = readyPoolPods(caches.pods, namespace, pool.metadata.name);
     const hashes = await Promise.all(readyPods.map((pod) => this.options.configHashReader(pod)));
     const current = hashes.filter((h) => h === render.configHash).length;
     let configApplied: ConditionInput;

@@ -58,8 +58,9 @@ export function localizeConfig(rendered: RuntimeConfigInput, placement: LocalPla
   for (const key of [...(config.pool.dkim?.keys ?? []), ...config.pool.virtualMtas.flatMap((vmta) => vmta.dkimKeys ?? [])]) key.keyFile = secretPath(key.keyFile) ?? key.keyFile;
   if (config.spool.path === SPOOL_DIR) config.spool.path = path.join(poolDir, 'spool');
   config.admin = compact({ ...config.admin, address: '127.0.0.1', port: ADMIN_PORT + placement.poolIndex + placement.portShift, tokenFile: secretPath(config.admin?.tokenFile), readTokenFile: secretPath(config.admin?.readTokenFile) });
-  // One local relay per pool: nobody to share the suppression list with.
+  // One local relay per pool: nobody to share the suppression list or the pool's limits with.
   if (config.suppression) config.suppression.peers = [];
+  delete config.fleet;
   for (const vmta of config.pool.virtualMtas) {
     if (vmta.sourceAddress && !placement.localAddresses.has(vmta.sourceAddress)) {
       notes.push(`VirtualMTA "${vmta.name}": source address ${vmta.sourceAddress} is not on this machine; sending from the default address instead`);

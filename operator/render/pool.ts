@@ -53,16 +53,7 @@ export function renderPool(input: PoolRenderInput): PoolRender {
     }
   }
 
-  const labels = poolLabels(poolName);
-  const ownerReferences = pool.metadata.uid
-    ? [{ apiVersion: API_GROUP_VERSION, kind: 'VirtualMtaPool', name: poolName, uid: pool.metadata.uid, controller: true, blockOwnerDeletion: true }]
-    : undefined;
-  const metadata = (name: string, extra: { labels?: Record<string, string>; annotations?: Record<string, string> } = {}): DesiredObject['metadata'] => {
-    const meta: DesiredObject['metadata'] = { name, namespace, labels: { ...labels, ...extra.labels } };
-    if (extra.annotations && Object.keys(extra.annotations).length > 0) meta.annotations = extra.annotations;
-    if (ownerReferences) meta.ownerReferences = ownerReferences;
-    return meta;
-  };
+  const metadata = poolObjectMetadata(pool, namespace);
 
   const workloadInputs: WorkloadInputs = {
     pool,
@@ -90,6 +81,20 @@ export function renderPool(input: PoolRenderInput): PoolRender {
     podDisruptionBudget(pool, metadata),
   ];
   return { objects, configHash: runtime.configHash, podTemplateHash, problems, runtime };
+}
+
+/** Metadata of an object the pool owns: its labels, namespace and controller reference (garbage collected with it). */
+export function poolObjectMetadata(pool: VirtualMtaPool, namespace: string) {
+  const labels = poolLabels(pool.metadata.name);
+  const ownerReferences = pool.metadata.uid
+    ? [{ apiVersion: API_GROUP_VERSION, kind: 'VirtualMtaPool', name: pool.metadata.name, uid: pool.metadata.uid, controller: true, blockOwnerDeletion: true }]
+    : undefined;
+  return (name: string, extra: { labels?: Record<string, string>; annotations?: Record<string, string> } = {}): DesiredObject['metadata'] => {
+    const meta: DesiredObject['metadata'] = { name, namespace, labels: { ...labels, ...extra.labels } };
+    if (extra.annotations && Object.keys(extra.annotations).length > 0) meta.annotations = extra.annotations;
+    if (ownerReferences) meta.ownerReferences = ownerReferences;
+    return meta;
+  };
 }
 
 /**

@@ -1,0 +1,82 @@
+// The controller's re-share decision (operator/controller/fleet-membership.ts) as a class: every
+// published membership (settled or with a pending raise) × every ready set of 0..4 pods × limits
+// 1..7, checked with the relay's own share arithmetic (mta/delivery/fleet-share.ts). While the
+// kubelet brings the new file into the pods, some pods hold the published table and some the
+// decided one: at no instant up to the raise may their shares sum above the limit, and after the
+// raise the ready pods hold the whole limit between them.
+import assert from 'node:assert/strict';
+import { test } from 'node:test';
+import { nextMembership, podOrdinals, publishedMembership, RAISE_DELAY_MS } from '../../operator/controller/fleet-membership.ts';
+import type { KubeObject } from '../../operator/kube/types.ts';
+import { connectionShare, type FleetMembership } from '../../mta/delivery/fleet-share.ts';
+
+const WINDOW = 60_000;
+const GUARD = 5_000;
+const NOW = Date.parse('2026-12-03T22:00:00.000Z');
+
+function subsets(pods: number): number[][] {
+  return Array.from({ length: 2 ** pods }, (_, mask) => Array.from({ length: pods }, (_, ordinal) => ordinal).filter((ordinal) => mask & (1 << ordinal)));
+}
+
+const share = (limit: number, ordinal: number, membership: FleetMembership, at: number) => connectionShare(limit, { ordinal, membership, rotationWindowMs: WINDOW, rotationGuardMs: GUARD }, at);
+
+/** Published memberships: settled ones, and changes from each settled one whose raise is still pending (+30 s) or has passed (-1 s). */
+function publishedStates(pods: number): FleetMembership[] {
+  const settled = subsets(pods).map((members) => ({ members }));
+  const changes = subsets(pods).flatMap((previousMembers) =>
+    subsets(pods)
+      .filter((members) => previousMembers.length > 0 && members.join() !== previousMembers.join())
+      .flatMap((members) => [30_000, -1_000].map((raiseIn) => ({ members, previousMembers, raiseAfter: new Date(NOW + raiseIn).toISOString() }))),
+  );
+  return [...settled, ...changes];
+}
+
+test('a re-share never lets the pods on the published and on the decided membership together exceed the limit, and gives the ready pods the whole limit once raised', () => {
+  const pods = 4;
+  let instants = 0;
+  for (const published of publishedStates(pods)) {
+    for (const ready of subsets(pods)) {
+      const { membership: decided, recheckAfterMs } = nextMembership(published, ready, NOW);
+      const raiseAt = decided.raiseAfter ? Math.max(Date.parse(decided.raiseAfter), NOW + 1) : NOW + 1;
+      for (let limit = 1; limit <= 7; limit += 1) {
+        // Until the raise each pod holds the published table or already the decided one (the kubelet updates pods one by one): take the larger per pod.
+        for (const at of [NOW, NOW + GUARD + 1, NOW + WINDOW - 1, NOW + WINDOW + GUARD + 1, raiseAt - 1].filter((t) => t < raiseAt)) {
+          const worst = Array.from({ length: pods }, (_, ordinal) => Math.max(share(limit, ordinal, published, at), share(limit, ordinal, decided, at))).reduce((a, b) => a + b, 0);
+          assert.ok(worst <= limit, `limit ${limit}, published ${JSON.stringify(published)}, ready [${ready}] -> ${JSON.stringify(decided)} at +${at - NOW}ms: ${worst} connections`);
+          instants += 1;
+        }
+        // After the raise the decided members share the whole limit (a limit below the member count rotates: at most the limit).
+        const total = decided.members.reduce((sum, ordinal) => sum + share(limit, ordinal, decided, raiseAt + GUARD + 1), 0);
+        if (limit >= decided.members.length) assert.equal(total, decided.members.length === 0 ? 0 : limit, `limit ${limit} over [${decided.members}] after the raise`);
+        else assert.equal(total, limit, `rotating limit ${limit} over [${decided.members}] past the guard`);
+      }
+      // The published file is one the relay accepts, and a change held back by a pending raise is looked at when the raise passes.
+      assert.deepEqual(publishedMembership({ apiVersion: 'v1', kind: 'ConfigMap', metadata: { name: 'p-fleet' }, data: { 'membership.json': JSON.stringify(decided) } }), decided);
+      const heldBack = published.raiseAfter !== undefined && Date.parse(published.raiseAfter) > NOW && ready.join() !== published.members.join();
+      if (heldBack) assert.deepEqual([decided, recheckAfterMs], [published, 30_000]);
+      else if (ready.join() !== published.members.join()) assert.deepEqual(decided.members, ready, 'otherwise the ready pods are the members');
+    }
+  }
+  assert.ok(instants > 10_000, `${instants} instants checked`);
+});
+
+test('a change waits while a raise is pending, then goes out lowering first; a settled, unchanged membership is left as it is', () => {
+  const settled = { members: [0, 1] };
+  assert.equal(nextMembership(settled, [1, 0], NOW).membership, settled, 'same members in any order: nothing to write');
+  const lowered = nextMembership(settled, [0], NOW);
+  assert.deepEqual(lowered, { membership: { members: [0], previousMembers: [0, 1], raiseAfter: new Date(NOW + RAISE_DELAY_MS).toISOString() }, recheckAfterMs: RAISE_DELAY_MS });
+  assert.deepEqual(nextMembership(lowered.membership, [0, 1], NOW + 10_000), { membership: lowered.membership, recheckAfterMs: RAISE_DELAY_MS - 10_000 });
+  const later = nextMembership(lowered.membership, [0, 1], NOW + RAISE_DELAY_MS);
+  assert.deepEqual(later.membership, { members: [0, 1], previousMembers: [0], raiseAfter: new Date(NOW + 2 * RAISE_DELAY_MS).toISOString() });
+  assert.deepEqual(nextMembership(undefined, [2, 0], NOW), { membership: { members: [0, 2] } }, 'nothing published: the ready pods at once');
+  assert.deepEqual(nextMembership({ members: [] }, [1], NOW), { membership: { members: [1] } }, 'nobody held a share: no lowering needed');
+});
+
+test('ordinals come from the StatefulSet pod names of the pool only; a ConfigMap that does not parse counts as none', () => {
+  const pod = (name: string): KubeObject => ({ apiVersion: 'v1', kind: 'Pod', metadata: { name } });
+  assert.deepEqual(podOrdinals(['outbound-10', 'outbound-2', 'outbound-x', 'outbound-fleet-0', 'other-1', 'outbound-'].map(pod), 'outbound'), [2, 10]);
+  const configMap = (data: Record<string, string> | undefined): KubeObject => ({ apiVersion: 'v1', kind: 'ConfigMap', metadata: { name: 'outbound-fleet' }, data });
+  for (const text of ['not json', '{"members":[-1]}', '{"members":[0],"extra":1}', '[]']) assert.equal(publishedMembership(configMap({ 'membership.json': text })), undefined, text);
+  assert.equal(publishedMembership(configMap(undefined)), undefined);
+  assert.equal(publishedMembership(undefined), undefined);
+});
