@@ -110,19 +110,16 @@ export class DestinationLimits {
     if (startAt > now) await new Promise<void>((resolve) => clock.setTimer(startAt - now, resolve));
   }
 
-  /** When some share may change next (a rotating turn, the raise of a re-share); the scheduler pumps then. */
-  nextChange(queues: Iterable<DestinationQueue>): number | undefined {
+  /** When a share of this queue's limits may change next (a rotating turn, the raise of a re-share); the scheduler pumps then. */
+  nextChange(queue: DestinationQueue): number | undefined {
     const fleet = this.fleet;
-    if (!fleet) return undefined;
+    if (!fleet || queue.ready.length === 0) return undefined;
     const now = this.#context.clock.now();
+    const group = this.providerGroup(queue);
     let next: number | undefined;
-    for (const queue of queues) {
-      if (queue.ready.length === 0) continue;
-      const group = this.providerGroup(queue);
-      for (const limit of [queue.settings.maxSmtpOut, this.#backoff(queue)?.maxSmtpOut, group?.maxSmtpOut]) {
-        const at = limit === undefined ? undefined : nextShareChange(limit, fleet, now);
-        if (at !== undefined && (next === undefined || at < next)) next = at;
-      }
+    for (const limit of [queue.settings.maxSmtpOut, this.#backoff(queue)?.maxSmtpOut, group?.maxSmtpOut]) {
+      const at = limit === undefined ? undefined : nextShareChange(limit, fleet, now);
+      if (at !== undefined && (next === undefined || at < next)) next = at;
     }
     return next;
   }

@@ -39,7 +39,7 @@ export class QueueScheduler {
   readonly #timers = new Map<DestinationQueue, { at: number; handle: TimerHandle }>();
   readonly #sessions = new Set<Promise<void>>();
   readonly limits: DestinationLimits;
-  /** Wakes every queue with ready mail when a rotating fleet share may change hands. */
+  /** Wakes every queue when a fleet share may change hands (a rotating turn, a raise). */
   #shareTimer: { at: number; handle: TimerHandle } | undefined;
   /** Paused selectors as "virtualMta\0domain" with "*" for a field left out. */
   readonly #paused = new Set<string>();
@@ -291,12 +291,17 @@ export class QueueScheduler {
       }
     }
     this.#armTimer(queue);
-    this.#armShareTimer();
+    this.#armShareTimer(queue);
     this.#dropIfEmpty(queue);
   }
 
-  #armShareTimer(): void {
-    const at = this.limits.nextChange(this.#queues.values());
+  /**
+   * Keeps one timer at the earliest share change of the queues pumped since it last fired: each
+   * pump looks at its own queue only, and the timer pumps them all, so every queue with ready mail
+   * is looked at again once per rotation turn (or raise) instead of on every pump of any queue.
+   */
+  #armShareTimer(queue: DestinationQueue): void {
+    const at = this.limits.nextChange(queue);
     if (at === undefined || (this.#shareTimer && this.#shareTimer.at <= at)) return;
     this.#shareTimer?.handle.cancel();
     const { clock } = this.#context;
