@@ -71,7 +71,7 @@ for (const crd of crds) {
   for (const name of [names.plural, names.singular, names.kind.toLowerCase(), ...(names.shortNames ?? [])]) crdByName.set(name, crd);
 }
 const crdByKind = new Map(crds.map((crd) => [crd.spec.names.kind, crd]));
-const CORE_TYPES = new Set(['pod', 'pods', 'service', 'services', 'svc', 'event', 'events', 'secret', 'secrets']);
+const CORE_TYPES = new Set(['pod', 'pods', 'service', 'services', 'svc', 'event', 'events', 'secret', 'secrets', 'configmap', 'configmaps']);
 
 /** Objects of examples/ and of their golden render: the names a kubectl command may use. */
 const exampleObjects = readdirSync(path.join(REPO_ROOT, 'examples'))
