@@ -4,7 +4,8 @@
 // ready pods in the fleet ConfigMap (<pool>-fleet), the kubelet brings it into the pods and each
 // relay takes its share. Mail queued in both pods (their pod IPs) reaches the sink at no more than
 // the pool's limits together; then maxSmtpOut 1 on the same two pods (a hot change, no restart)
-// rotates the one connection between them. The measured figures are printed against the declared ones.
+// rotates the one connection between them; a scale-out to three pods with mail queued re-shares
+// lowering first and stays within the limit. The measured figures are printed against the declared ones.
 import assert from 'node:assert/strict';
 import { after, before, test } from 'node:test';
 import { startDnsServer, type TestDnsServer } from '../fixtures/dns-server.ts';
@@ -27,7 +28,7 @@ const deliveredAt: number[] = [];
 
 type Json = Record<string, any>;
 
-function objects(limits: { maxSmtpOut: number; maxMessageRate?: string }): Json[] {
+function objects(limits: { maxSmtpOut: number; maxMessageRate?: string }, replicas = 2): Json[] {
   return [
     { apiVersion: 'vmta.dev/v1alpha1', kind: 'RelayPolicy', metadata: { name: 'to-limits' }, spec: { relayDomains: [DESTINATION] } },
     { apiVersion: 'vmta.dev/v1alpha1', kind: 'SmtpListener', metadata: { name: 'in' }, spec: { role: 'relay', port: LISTENER_PORT, tls: { mode: 'none' }, relayPolicyRef: { name: 'to-limits' }, poolRef: { name: POOL } } },
@@ -36,7 +37,7 @@ function objects(limits: { maxSmtpOut: number; maxMessageRate?: string }): Json[
       kind: 'VirtualMtaPool',
       metadata: { name: POOL },
       spec: {
-        replicas: 2,
+        replicas,
         hostname: 'fleet.example.com',
         virtualMtas: [{ name: 'mta1', hostname: 'mta1.fleet.example.com', domains: [{ domain: DESTINATION, tlsPolicy: 'none', retryAfter: '5s', maxMessagesPerConnection: 2, ...limits }] }],
         resolvers: [`${env.hostIp}:${dns.port}`],
@@ -70,7 +71,9 @@ async function burst(tag: string, timeoutMs: number) {
   const firstMessage = sink.messages.length;
   const firstDelivery = deliveredAt.length;
   const sessionsBefore = sink.sessions.length;
+  const queueStarted = Date.now();
   const ids = (await Promise.all(pods.map((pod) => queueInPod(pod, tag, PER_POD)))).flat();
+  const queuedMs = Date.now() - queueStarted;
   await waitFor(`${ids.length} ${tag} messages at the sink`, async () => new Set(messageIdsOf(sink.messages.slice(firstMessage).map((m) => m.body))).size >= ids.length, timeoutMs, 500);
   const received = sink.messages.slice(firstMessage);
   assert.deepEqual(new Set(messageIdsOf(received.map((m) => m.body))), new Set(ids), 'every queued message delivered');
@@ -79,8 +82,11 @@ async function burst(tag: string, timeoutMs: number) {
   const busiestSecond = Math.max(...times.map((start) => times.filter((t) => t >= start && t < start + 1000).length));
   const bySource = new Map<string, number>();
   for (const message of received) bySource.set(message.remoteAddress, (bySource.get(message.remoteAddress) ?? 0) + 1);
-  return { pods, rate, busiestSecond, bySource, sessions: sink.sessions.length - sessionsBefore };
+  const timing = `queued_in=${(queuedMs / 1000).toFixed(1)}s first_delivery_after=${((times[0]! - queueStarted) / 1000).toFixed(1)}s span=${((times.at(-1)! - times[0]!) / 1000).toFixed(1)}s`;
+  return { pods, rate, busiestSecond, bySource, sessions: sink.sessions.length - sessionsBefore, timing };
 }
+
+const sources = (bySource: Map<string, number>) => [...bySource].map(([ip, n]) => `${ip}:${n}`).join(',');
 
 async function restartsOf(pods: Json[]): Promise<string> {
   return pods.map((pod) => `${pod.metadata.uid}:${pod.status.containerStatuses?.[0]?.restartCount ?? 0}`).join(',');
@@ -110,8 +116,8 @@ after(async () => {
 });
 
 test('two relay pods of one pool never exceed the pool\'s maxSmtpOut 3 and maxMessageRate 10/s together, and both deliver', async () => {
-  const { pods, rate, busiestSecond, bySource, sessions } = await burst('shared', 180_000);
-  console.log(`fleet_limits max_concurrent=${sink.maxOpenSessions} declared=3 rate=${rate.toFixed(2)} declared=10 busiest_second=${busiestSecond} messages=${2 * PER_POD} sessions=${sessions} by_source=${[...bySource].map(([ip, n]) => `${ip}:${n}`).join(',')}`);
+  const { pods, rate, busiestSecond, bySource, sessions, timing } = await burst('shared', 180_000);
+  console.log(`fleet_limits max_concurrent=${sink.maxOpenSessions} declared=3 rate=${rate.toFixed(2)} declared=10 busiest_second=${busiestSecond} messages=${2 * PER_POD} sessions=${sessions} by_source=${sources(bySource)} ${timing}`);
   assert.ok(sink.maxOpenSessions <= 3, `at most 3 connections from both pods together, saw ${sink.maxOpenSessions}`);
   assert.ok(rate <= 10 * RATE_TOLERANCE, `at most 10/s (+${Math.round((RATE_TOLERANCE - 1) * 100)}% for the window) from both pods together, measured ${rate.toFixed(2)}/s`);
   const podIps = pods.map((pod) => pod.status.podIP);
@@ -128,8 +134,31 @@ test('maxSmtpOut 1 on two pods: the one connection rotates between them (a hot c
     return pool.status?.conditions?.some((c: Json) => c.type === 'ConfigApplied' && c.status === 'True' && pool.status.observedGeneration === pool.metadata.generation);
   }, 180_000, 1000);
   sink.resetMaxOpenSessions();
-  const { rate, bySource, sessions } = await burst('rotating', 360_000);
-  console.log(`fleet_limits max_concurrent=${sink.maxOpenSessions} declared=1 rate=${rate.toFixed(2)} declared=none messages=${2 * PER_POD} sessions=${sessions} by_source=${[...bySource].map(([ip, n]) => `${ip}:${n}`).join(',')}`);
+  const { rate, bySource, sessions, timing } = await burst('rotating', 360_000);
+  console.log(`fleet_limits max_concurrent=${sink.maxOpenSessions} declared=1 rate=${rate.toFixed(2)} declared=none messages=${2 * PER_POD} sessions=${sessions} by_source=${sources(bySource)} ${timing}`);
   assert.equal(sink.maxOpenSessions, 1, 'one connection at a time over both pods');
   assert.equal(await restartsOf(await relayPods()), before, 'the same pods, not restarted');
+});
+
+test('scale-out 2 -> 3 with mail queued: the re-share lowers first (pod 2 waits for the raise), the pool stays within maxSmtpOut 3 throughout, then all three are members', async () => {
+  await apply(objects({ maxSmtpOut: 3, maxMessageRate: '10/s' }), { namespace: NAMESPACE });
+  await waitFor('the config with maxSmtpOut 3 again on both pods', async () => {
+    const pool = await getJson(['-n', NAMESPACE, 'get', 'virtualmtapool', POOL]);
+    return pool.status?.conditions?.some((c: Json) => c.type === 'ConfigApplied' && c.status === 'True' && pool.status.observedGeneration === pool.metadata.generation);
+  }, 180_000, 1000);
+  sink.resetMaxOpenSessions();
+  const scaledAt = Date.now();
+  await apply(objects({ maxSmtpOut: 3, maxMessageRate: '10/s' }, 3), { namespace: NAMESPACE });
+  const pending = await waitFor('pod 2 in the fleet with the raise pending', async () => {
+    const membership = await fleetMembership();
+    return membership?.members?.join() === '0,1,2' ? membership : undefined;
+  }, 180_000, 1000);
+  assert.deepEqual(pending.previousMembers, [0, 1], 'the change goes out with the previous members');
+  assert.ok(Date.parse(pending.raiseAfter) > Date.now(), 'the raise is still ahead');
+  const pods = await relayPods();
+  const firstMessage = sink.messages.length;
+  const ids = (await Promise.all(pods.map((pod) => queueInPod(pod, 'scaled', PER_POD)))).flat();
+  await waitFor(`${ids.length} messages queued during the re-share at the sink`, async () => new Set(messageIdsOf(sink.messages.slice(firstMessage).map((m) => m.body))).size >= ids.length, 360_000, 500);
+  console.log(`fleet_limits scale_out=2->3 max_concurrent=${sink.maxOpenSessions} declared=3 messages=${ids.length} raise_after=${((Date.parse(pending.raiseAfter) - scaledAt) / 1000).toFixed(0)}s_after_scale all_delivered_at=${((Date.now() - scaledAt) / 1000).toFixed(0)}s by_source=${sources(new Map(sink.messages.slice(firstMessage).reduce((m, msg) => m.set(msg.remoteAddress, (m.get(msg.remoteAddress) ?? 0) + 1), new Map<string, number>())))}`);
+  assert.ok(sink.maxOpenSessions <= 3, `at most 3 connections from three pods during and after the re-share, saw ${sink.maxOpenSessions}`);
 });
