@@ -225,6 +225,8 @@ export const ProviderGroup = z.strictObject({
   maxSmtpOut: z.number().int().min(1).max(10_000).optional(),
   /** Messages per VirtualMTA for all the group's domains together. */
   maxMessageRate: rate.optional(),
+  /** A throttling reply on one domain puts the whole group in backoff: its connections and rate then hold for the group. Used by domains without a backoff of their own (a "*" block's comes after it). */
+  backoff: BackoffSettings.optional(),
 });
 
 /** Limits held for the pool as a whole: this pod takes its share from the membership file (mta/delivery/fleet-share.ts). */

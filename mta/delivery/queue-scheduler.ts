@@ -327,7 +327,7 @@ export class QueueScheduler {
 
   #dropIfEmpty(queue: DestinationQueue): void {
     // A queue in backoff is kept so the backoff state outlives its last message.
-    if (queue.size === 0 && queue.connections === 0 && !queue.backoff.isActive(queue.settings.backoff, this.#context.clock.now())) {
+    if (queue.size === 0 && queue.connections === 0 && !this.limits.backoff.active(queue)) {
       this.#queues.delete(`${queue.virtualMta}\u0000${queue.domain}`);
     }
   }
