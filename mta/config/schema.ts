@@ -220,7 +220,7 @@ export const DomainSettings = z.strictObject({
 export const ProviderGroup = z.strictObject({
   name,
   /** MX host names: "aspmx.l.google.com" or "*.google.com" (sub-domains only). */
-  mxHosts: z.array(domainPattern).min(1).max(256),
+  mxHosts: z.array(domainPattern.refine((pattern) => pattern !== '*', 'MX host names, not "*"')).min(1).max(256),
   /** Open connections per VirtualMTA for all the group's domains together. */
   maxSmtpOut: z.number().int().min(1).max(10_000).optional(),
   /** Messages per VirtualMTA for all the group's domains together. */
