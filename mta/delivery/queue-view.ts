@@ -19,6 +19,8 @@ export interface QueueSummary {
   nextRetryAt: string | null;
   /** MX host set shared with other domains (MX rollup), or null. */
   site: string | null;
+  /** Provider group its MX hosts matched (pool.providerGroups), or null. */
+  providerGroup: string | null;
   lastError: string | null;
 }
 
@@ -62,6 +64,7 @@ export class QueueView {
       nextRetryAt: queue.scheduled.peek() ? new Date(queue.scheduled.peek()!.dueAt).toISOString() : null,
       lastError: queue.lastError ?? null,
       site: queue.site ?? null,
+      providerGroup: queue.providerGroup ?? null,
     }));
   }
 

@@ -11,7 +11,7 @@ import type { DestinationQueue } from '../../mta/delivery/destination-queue.ts';
 import { resolveDomainSettings } from '../../mta/delivery/domain-settings.ts';
 import { DestinationBackoff } from '../../mta/delivery/group-backoff.ts';
 import { startDnsServer } from '../fixtures/dns-server.ts';
-import { freePort, loopbackRelayConfig, startRelayProcess, temporaryDirectory, writeRelayConfig, writeTestAdminToken, type RelayProcess } from '../fixtures/relay-process.ts';
+import { adminGet, freePort, loopbackRelayConfig, startRelayProcess, temporaryDirectory, writeRelayConfig, writeTestAdminToken, type RelayProcess } from '../fixtures/relay-process.ts';
 import { startSinkGroup, type SinkMx } from '../fixtures/sink-mx.ts';
 import { sendMarkedMessage } from '../fixtures/smtp-clients.ts';
 import { ManualClock } from '../delivery/manual-clock.ts';
@@ -90,6 +90,9 @@ test('a throttling reply on one domain of a provider group slows every domain of
   await sendMarkedMessage(relayPort, 'app@sender.test', THROTTLED, 'throttled');
   const entered = await relay.waitForLog((line) => line.msg === 'backoff entered' && line.domain === 'a.test', 20_000);
   assert.equal(entered.providerGroup, 'bigmail');
+  const { queues } = await adminGet<{ queues: { domain: string; providerGroup: string | null; backoff: { active: boolean } }[] }>(relay.adminUrl, '/api/v1/queues');
+  const throttled = queues.find((queue) => queue.domain === 'a.test');
+  assert.deepEqual([throttled?.providerGroup, throttled?.backoff.active], ['bigmail', true], 'the queue list shows the throttled queue\'s group and backoff');
   const members = ['b.test', 'c.test'].flatMap((domain) => Array.from({ length: 6 }, (_, index) => `u${index}@${domain}`));
   const outsiders = Array.from({ length: 6 }, (_, index) => `u${index}@${OUTSIDER}`);
   await Promise.all([...members, ...outsiders].map((to) => sendMarkedMessage(relayPort, 'app@sender.test', to, `burst ${to}`)));
