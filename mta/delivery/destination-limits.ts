@@ -49,7 +49,7 @@ export class DestinationLimits {
 
   /** The domain's connection limit in force (backoff lowers it), as this pod's share. */
   domainLimit(queue: DestinationQueue): number {
-    const backoff = this.#backoff(queue);
+    const backoff = this.backoff.active(queue);
     return this.share(backoff ? Math.min(backoff.maxSmtpOut, queue.settings.maxSmtpOut) : queue.settings.maxSmtpOut);
   }
 
@@ -108,7 +108,7 @@ export class DestinationLimits {
     // A pool-wide rate with no part for this pod now (its turn ended mid-session): wait for the next turn.
     while (this.#declaredRateWithoutShare(queue)) await new Promise<void>((resolve) => clock.setTimer(this.fleet!.rotationGuardMs, resolve));
     const now = clock.now();
-    const backoff = this.#backoff(queue);
+    const backoff = this.backoff.active(queue);
     const domainRate = this.#rateShare(backoff?.maxMessageRate ?? queue.settings.maxMessageRate, backoff ? Math.min(backoff.maxSmtpOut, queue.settings.maxSmtpOut) : queue.settings.maxSmtpOut, now);
     const group = this.providerGroup(queue);
     const groupRate = group && this.#rateShare(this.#groupRate(queue, group), this.#groupLimit(queue, group) ?? queue.settings.maxSmtpOut, now);
@@ -128,7 +128,7 @@ export class DestinationLimits {
     for (const queue of queues) {
       if (queue.ready.length === 0) continue;
       const group = this.providerGroup(queue);
-      for (const limit of [queue.settings.maxSmtpOut, this.#backoff(queue)?.maxSmtpOut, group && this.#groupLimit(queue, group)]) {
+      for (const limit of [queue.settings.maxSmtpOut, this.backoff.active(queue)?.maxSmtpOut, group && this.#groupLimit(queue, group)]) {
         const at = limit === undefined ? undefined : nextShareChange(limit, fleet, now);
         if (at !== undefined && (next === undefined || at < next)) next = at;
       }
@@ -138,7 +138,7 @@ export class DestinationLimits {
 
   #declaredRateWithoutShare(queue: DestinationQueue): boolean {
     if (!this.fleet) return false;
-    const backoff = this.#backoff(queue);
+    const backoff = this.backoff.active(queue);
     const rate = backoff?.maxMessageRate ?? queue.settings.maxMessageRate;
     return !!rate && this.share(backoff ? Math.min(backoff.maxSmtpOut, queue.settings.maxSmtpOut) : queue.settings.maxSmtpOut) === 0;
   }
@@ -147,10 +147,6 @@ export class DestinationLimits {
   #rateShare(rate: Rate | undefined, pairedLimit: number, now: number): Rate | undefined {
     if (!rate || !this.fleet) return rate;
     return rateShare(rate, pairedLimit, this.fleet, now);
-  }
-
-  #backoff(queue: DestinationQueue) {
-    return this.backoff.active(queue);
   }
 
   /** The group's connection limit in force: its own, lowered by a group backoff. */
