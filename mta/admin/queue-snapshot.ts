@@ -36,6 +36,7 @@ const SnapshotBody = z.object({
       backoff: z.object({ active: z.boolean(), since: z.string().nullable() }),
       nextRetryAt: z.string().nullable(),
       site: z.string().nullable(),
+      providerGroup: z.string().nullable().default(null),
       lastError: z.string().nullable(),
     }),
   ),

@@ -220,11 +220,13 @@ export const DomainSettings = z.strictObject({
 export const ProviderGroup = z.strictObject({
   name,
   /** MX host names: "aspmx.l.google.com" or "*.google.com" (sub-domains only). */
-  mxHosts: z.array(domainPattern).min(1).max(256),
+  mxHosts: z.array(domainPattern.refine((pattern) => pattern !== '*', 'MX host names, not "*"')).min(1).max(256),
   /** Open connections per VirtualMTA for all the group's domains together. */
   maxSmtpOut: z.number().int().min(1).max(10_000).optional(),
   /** Messages per VirtualMTA for all the group's domains together. */
   maxMessageRate: rate.optional(),
+  /** A throttling reply on one domain puts the whole group in backoff: its connections and rate then hold for the group. Used by domains without a backoff of their own (a "*" block's comes after it). */
+  backoff: BackoffSettings.optional(),
 });
 
 /** Limits held for the pool as a whole: this pod takes its share from the membership file (mta/delivery/fleet-share.ts). */

@@ -1,6 +1,7 @@
 // The connection and rate limits a destination queue sends under, and the slots and pacing
 // state they share: per domain (and its backoff), per MX-rollup site, per provider group
-// (`pool.providerGroups`: every domain whose MX hosts match the group's patterns), each per
+// (`pool.providerGroups`: every domain whose MX hosts match the group's patterns; in group
+// backoff, group-backoff.ts, the backoff limits hold for the group together), each per
 // VirtualMTA. With `fleet` set, each limit is the pool's and this pod takes its share of it
 // (fleet-share.ts). The scheduler asks here whether a queue may open a connection and whether a
 // session may go on; the connection runner takes and returns the site and group slots.
@@ -8,6 +9,7 @@ import type { ProviderGroupConfig } from '../config/schema.ts';
 import type { DeliveryContext } from './delivery-context.ts';
 import type { DestinationQueue } from './destination-queue.ts';
 import { matchSpecificity } from './domain-settings.ts';
+import { DestinationBackoff } from './group-backoff.ts';
 import { connectionShare, nextShareChange, rateShare, type FleetPosition } from './fleet-share.ts';
 import type { MxTarget } from './outbound-connection.ts';
 import type { Rate } from '../config/duration.ts';
@@ -27,9 +29,12 @@ export class DestinationLimits {
   readonly #groupNextSendAt = new Map<string, number>();
   /** This pod's place in the fleet; undefined: every limit is this relay's own. */
   fleet: FleetPosition | undefined;
+  /** Backoff of each queue and of its provider group. */
+  readonly backoff: DestinationBackoff;
 
   constructor(context: DeliveryContext) {
     this.#context = context;
+    this.backoff = new DestinationBackoff(context.clock, (queue) => this.providerGroup(queue));
   }
 
   /** This pod's part of a pool-wide connection limit now. */
@@ -44,7 +49,7 @@ export class DestinationLimits {
 
   /** The domain's connection limit in force (backoff lowers it), as this pod's share. */
   domainLimit(queue: DestinationQueue): number {
-    const backoff = this.#backoff(queue);
+    const backoff = this.backoff.active(queue);
     return this.share(backoff ? Math.min(backoff.maxSmtpOut, queue.settings.maxSmtpOut) : queue.settings.maxSmtpOut);
   }
 
@@ -54,14 +59,16 @@ export class DestinationLimits {
     if (queue.connections >= limit) return false;
     if (queue.site && (this.#slots.get(siteKey(queue)) ?? 0) >= this.share(queue.settings.maxSmtpOut)) return false;
     const group = this.providerGroup(queue);
-    return !group?.maxSmtpOut || (this.#slots.get(groupKey(queue.virtualMta, group.name)) ?? 0) < this.share(group.maxSmtpOut);
+    const groupLimit = group && this.#groupLimit(queue, group);
+    return groupLimit === undefined || (this.#slots.get(groupKey(queue.virtualMta, group!.name)) ?? 0) < this.share(groupLimit);
   }
 
   /** Has a limit dropped below the connections open (a rotating share ended, a re-share lowered it)? Then a session ends after its message. */
   overLimit(queue: DestinationQueue): boolean {
     if (queue.connections > this.domainLimit(queue)) return true;
     const group = this.providerGroup(queue);
-    return !!group?.maxSmtpOut && (this.#slots.get(groupKey(queue.virtualMta, group.name)) ?? 0) > this.share(group.maxSmtpOut);
+    const groupLimit = group && this.#groupLimit(queue, group);
+    return groupLimit !== undefined && (this.#slots.get(groupKey(queue.virtualMta, group!.name)) ?? 0) > this.share(groupLimit);
   }
 
   /**
@@ -80,9 +87,11 @@ export class DestinationLimits {
     }
     const group = providerGroupFor(this.#context.config.pool.providerGroups, hosts);
     queue.providerGroup = group?.name;
-    if (group?.maxSmtpOut) {
+    if (group) {
+      // Counted even without a group limit: a group backoff may set one at any time.
       const key = groupKey(queue.virtualMta, group.name);
-      if ((this.#slots.get(key) ?? 0) >= this.share(group.maxSmtpOut)) return null;
+      const groupLimit = this.#groupLimit(queue, group);
+      if (groupLimit !== undefined && (this.#slots.get(key) ?? 0) >= this.share(groupLimit)) return null;
       keys.push(key);
     }
     for (const key of keys) this.#slots.set(key, (this.#slots.get(key) ?? 0) + 1);
@@ -99,10 +108,10 @@ export class DestinationLimits {
     // A pool-wide rate with no part for this pod now (its turn ended mid-session): wait for the next turn.
     while (this.#declaredRateWithoutShare(queue)) await new Promise<void>((resolve) => clock.setTimer(this.fleet!.rotationGuardMs, resolve));
     const now = clock.now();
-    const backoff = this.#backoff(queue);
+    const backoff = this.backoff.active(queue);
     const domainRate = this.#rateShare(backoff?.maxMessageRate ?? queue.settings.maxMessageRate, backoff ? Math.min(backoff.maxSmtpOut, queue.settings.maxSmtpOut) : queue.settings.maxSmtpOut, now);
     const group = this.providerGroup(queue);
-    const groupRate = group?.maxMessageRate ? this.#rateShare(parseRate(group.maxMessageRate), group.maxSmtpOut ?? queue.settings.maxSmtpOut, now) : undefined;
+    const groupRate = group && this.#rateShare(this.#groupRate(queue, group), this.#groupLimit(queue, group) ?? queue.settings.maxSmtpOut, now);
     const key = group ? groupKey(queue.virtualMta, group.name) : undefined;
     const startAt = Math.max(now, domainRate ? queue.nextSendAt : 0, key && groupRate ? (this.#groupNextSendAt.get(key) ?? 0) : 0);
     if (domainRate) queue.nextSendAt = startAt + domainRate.perMs / domainRate.count;
@@ -117,7 +126,7 @@ export class DestinationLimits {
     const now = this.#context.clock.now();
     const group = this.providerGroup(queue);
     let next: number | undefined;
-    for (const limit of [queue.settings.maxSmtpOut, this.#backoff(queue)?.maxSmtpOut, group?.maxSmtpOut]) {
+    for (const limit of [queue.settings.maxSmtpOut, this.backoff.active(queue)?.maxSmtpOut, group && this.#groupLimit(queue, group)]) {
       const at = limit === undefined ? undefined : nextShareChange(limit, fleet, now);
       if (at !== undefined && (next === undefined || at < next)) next = at;
     }
@@ -126,7 +135,7 @@ export class DestinationLimits {
 
   #declaredRateWithoutShare(queue: DestinationQueue): boolean {
     if (!this.fleet) return false;
-    const backoff = this.#backoff(queue);
+    const backoff = this.backoff.active(queue);
     const rate = backoff?.maxMessageRate ?? queue.settings.maxMessageRate;
     return !!rate && this.share(backoff ? Math.min(backoff.maxSmtpOut, queue.settings.maxSmtpOut) : queue.settings.maxSmtpOut) === 0;
   }
@@ -137,8 +146,19 @@ export class DestinationLimits {
     return rateShare(rate, pairedLimit, this.fleet, now);
   }
 
-  #backoff(queue: DestinationQueue) {
-    return queue.backoff.isActive(queue.settings.backoff, this.#context.clock.now()) ? queue.settings.backoff : undefined;
+  /** The group's connection limit in force: its own, lowered by a group backoff. */
+  #groupLimit(queue: DestinationQueue, group: ProviderGroupConfig): number | undefined {
+    const backoff = this.backoff.groupActive(queue);
+    if (!backoff) return group.maxSmtpOut;
+    return Math.min(group.maxSmtpOut ?? backoff.maxSmtpOut, backoff.maxSmtpOut);
+  }
+
+  /** The group's message rate in force: its own, or in group backoff the backoff rate when slower. */
+  #groupRate(queue: DestinationQueue, group: ProviderGroupConfig): Rate | undefined {
+    const own = group.maxMessageRate ? parseRate(group.maxMessageRate) : undefined;
+    const backoff = this.backoff.groupActive(queue)?.maxMessageRate;
+    if (!backoff) return own;
+    return !own || backoff.perMs / backoff.count > own.perMs / own.count ? backoff : own;
   }
 }
 

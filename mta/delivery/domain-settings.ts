@@ -31,6 +31,8 @@ export interface ResolvedDomainSettings {
   /** Authenticated submission server replacing MX resolution (smarthost-session.ts). */
   smarthost?: SmarthostConfig;
   backoff?: BackoffPolicy;
+  /** The backoff came from a catch-all "*" block (a pool default): a provider group's backoff goes before it (group-backoff.ts). */
+  backoffFromCatchAll?: boolean;
 }
 
 /** PowerMTA-like defaults when nothing is configured. */
@@ -87,16 +89,23 @@ export function resolveDomainSettings(
       delete settings.smtpHost;
     }
     if (block.backoff !== undefined) {
-      settings.backoff = {
-        replyPatterns: block.backoff.replyPatterns.map((pattern) => new RegExp(pattern, REPLY_PATTERN_FLAGS)),
-        maxSmtpOut: block.backoff.maxSmtpOut,
-        retryAfter: block.backoff.retryAfter,
-        returnAfter: block.backoff.returnAfter,
-        ...(block.backoff.maxMessageRate ? { maxMessageRate: parseRate(block.backoff.maxMessageRate) } : {}),
-      };
+      settings.backoff = toBackoffPolicy(block.backoff);
+      if (block.match === '*') settings.backoffFromCatchAll = true;
+      else delete settings.backoffFromCatchAll;
     }
   }
   return settings;
+}
+
+/** A backoff block of the config as the scheduler applies it (compiled reply patterns). */
+export function toBackoffPolicy(config: NonNullable<DomainSettingsConfig['backoff']>): BackoffPolicy {
+  return {
+    replyPatterns: config.replyPatterns.map((pattern) => new RegExp(pattern, REPLY_PATTERN_FLAGS)),
+    maxSmtpOut: config.maxSmtpOut,
+    retryAfter: config.retryAfter,
+    returnAfter: config.returnAfter,
+    ...(config.maxMessageRate ? { maxMessageRate: parseRate(config.maxMessageRate) } : {}),
+  };
 }
 
 /** "host:port" or "[v6]:port" as validated by the schema. */

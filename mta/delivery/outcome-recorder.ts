@@ -12,6 +12,7 @@ import { messageFields, RECORD_TYPE_OF_RESULT, receiptRecords, type AccountingSc
 import { DeliveryLog } from '../observe/delivery-log.ts';
 import type { QueueId, RecipientResult, SpooledMessage } from '../spool/types.ts';
 import type { DeliveryContext } from './delivery-context.ts';
+import type { DestinationBackoff } from './group-backoff.ts';
 import { recipientIndexes, type DestinationQueue, type QueuedMessage, type QueueItem } from './destination-queue.ts';
 import { storeDsn, type FailedRecipient } from './dsn.ts';
 import { DelayNoticeLedger, noticesFor } from './dsn-notices.ts';
@@ -47,6 +48,8 @@ export interface MessageRecords {
   forget(id: QueueId): boolean;
   /** Queue a new message (a DSN). */
   enqueue(message: SpooledMessage): void;
+  /** Backoff of the queues and their provider groups (group-backoff.ts). */
+  readonly limits: { readonly backoff: DestinationBackoff };
 }
 
 export class OutcomeRecorder {
@@ -123,10 +126,11 @@ export class OutcomeRecorder {
     const now = clock.now();
     // Parallel connections of the queue fail together; the first one to get here defers it.
     if (items.length === 0 && queue.retryAt > now) return;
-    if (queue.backoff.onFailureReply(queue.settings.backoff, reply ?? classification.diagnostic, now)) {
-      logger.warn({ virtualMta: queue.virtualMta, domain: queue.domain, reply: classification.diagnostic }, 'backoff entered');
+    const backoffs = this.#records.limits.backoff;
+    if (backoffs.onFailureReply(queue, reply ?? classification.diagnostic, now)) {
+      logger.warn({ virtualMta: queue.virtualMta, domain: queue.domain, providerGroup: queue.providerGroup, reply: classification.diagnostic }, 'backoff entered');
     }
-    const backoff = queue.backoff.isActive(queue.settings.backoff, now) ? queue.settings.backoff : undefined;
+    const backoff = backoffs.active(queue);
     const expired = items.filter((item) => now >= item.message.envelope.receivedAt + queue.settings.bounceAfter);
     const waiting = expired.length === 0 ? items : items.filter((item) => now < item.message.envelope.receivedAt + queue.settings.bounceAfter);
     // One push per item: spreading a whole queue into push() overflows the stack (~120,000 items).
@@ -194,14 +198,14 @@ export class OutcomeRecorder {
       // Absolute counts: a destination's queue-wide deferrals are recorded per destination, not in the journal (deferral-record.ts).
       const attempts = recipient.attempts + 1;
       if (classification.result === 'delivered') {
-        if (queue.backoff.onDelivery()) logger.info({ virtualMta: queue.virtualMta, domain: queue.domain }, 'backoff left after a delivery');
+        if (this.#records.limits.backoff.onDelivery(queue)) logger.info({ virtualMta: queue.virtualMta, domain: queue.domain }, 'backoff left after a delivery');
         results.set(index, { status: 'delivered', nextAttemptAt: 0, attempts, lastResult: classification.diagnostic });
         metrics.deliveryLatency.observe({ virtual_mta: queue.virtualMta }, Math.max(0, now - envelope.receivedAt) / 1000);
       } else if (classification.result === 'deferred') {
-        if (queue.backoff.onFailureReply(queue.settings.backoff, backoffReply ?? classification.diagnostic, now)) {
-          logger.warn({ virtualMta: queue.virtualMta, domain: queue.domain, reply: classification.diagnostic }, 'backoff entered');
+        if (this.#records.limits.backoff.onFailureReply(queue, backoffReply ?? classification.diagnostic, now)) {
+          logger.warn({ virtualMta: queue.virtualMta, domain: queue.domain, providerGroup: queue.providerGroup, reply: classification.diagnostic }, 'backoff entered');
         }
-        const backoff = queue.backoff.isActive(queue.settings.backoff, now) ? queue.settings.backoff : undefined;
+        const backoff = this.#records.limits.backoff.active(queue);
         const next = afterDeferral({
           now,
           receivedAt: envelope.receivedAt,

@@ -331,8 +331,8 @@ export class QueueScheduler {
   }
 
   #dropIfEmpty(queue: DestinationQueue): void {
-    // A queue in backoff is kept so the backoff state outlives its last message.
-    if (queue.size === 0 && queue.connections === 0 && !queue.backoff.isActive(queue.settings.backoff, this.#context.clock.now())) {
+    // A queue in its own backoff is kept so the state outlives its last message; a group's backoff is the limits' and outlives the queue anyway.
+    if (queue.size === 0 && queue.connections === 0 && !queue.backoff.isActive(this.limits.backoff.policy(queue), this.#context.clock.now())) {
       this.#queues.delete(`${queue.virtualMta}\u0000${queue.domain}`);
     }
   }

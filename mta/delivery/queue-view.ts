@@ -2,6 +2,7 @@
 // VirtualMTAs and messages for the admin API and the CLI, and the queue gauges (depth by state,
 // oldest message age, backoff, VirtualMTA usability) refreshed from the scheduler's state.
 import type { DeliveryContext } from './delivery-context.ts';
+import type { DestinationQueue } from './destination-queue.ts';
 import type { QueueScheduler, QueueSelector } from './queue-scheduler.ts';
 
 export interface QueueSummary {
@@ -18,6 +19,8 @@ export interface QueueSummary {
   nextRetryAt: string | null;
   /** MX host set shared with other domains (MX rollup), or null. */
   site: string | null;
+  /** Provider group its MX hosts matched (pool.providerGroups), or null. */
+  providerGroup: string | null;
   lastError: string | null;
 }
 
@@ -48,7 +51,6 @@ export class QueueView {
   }
 
   listQueues(): QueueSummary[] {
-    const now = this.#context.clock.now();
     return [...this.#scheduler.queues()].map((queue) => ({
       virtualMta: queue.virtualMta,
       domain: queue.domain,
@@ -58,11 +60,18 @@ export class QueueView {
       inFlight: queue.inFlight,
       connections: queue.connections,
       paused: this.#scheduler.isPaused(queue),
-      backoff: { active: queue.backoff.isActive(queue.settings.backoff, now), since: queue.backoff.since === undefined ? null : new Date(queue.backoff.since).toISOString() },
+      backoff: this.#backoffSummary(queue),
       nextRetryAt: queue.scheduled.peek() ? new Date(queue.scheduled.peek()!.dueAt).toISOString() : null,
       lastError: queue.lastError ?? null,
       site: queue.site ?? null,
+      providerGroup: queue.providerGroup ?? null,
     }));
+  }
+
+  /** In backoff by its own replies or its provider group's, since when. */
+  #backoffSummary(queue: DestinationQueue): QueueSummary['backoff'] {
+    const since = this.#scheduler.limits.backoff.since(queue);
+    return { active: since !== undefined, since: since === undefined ? null : new Date(since).toISOString() };
   }
 
   virtualMtaStatus(): VirtualMtaStatus[] {
@@ -130,7 +139,7 @@ export class QueueView {
         relayMetrics.queueDepth.inc({ ...labels, state: 'ready' }, queue.ready.length + queue.inFlight);
         relayMetrics.queueDepth.inc({ ...labels, state: 'scheduled' }, queue.scheduled.size);
       }
-      if (queue.backoff.isActive(queue.settings.backoff, now)) metrics.backoffActive.inc({ ...labels, domain: metrics.domainLabel(queue.domain) });
+      if (this.#scheduler.limits.backoff.active(queue)) metrics.backoffActive.inc({ ...labels, domain: metrics.domainLabel(queue.domain) });
     }
     const oldest = new Map<string, number>();
     for (const message of this.#scheduler.messages()) {

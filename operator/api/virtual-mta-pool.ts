@@ -5,6 +5,7 @@ import { z } from 'zod';
 import { BOUNCE_CATEGORIES } from '../../mta/delivery/reply-classification.ts';
 import { dkimKeyList, DkimKeyStatus, DkimSpec } from './dkim.ts';
 import { domainSettingsList } from './domain-settings.ts';
+import { providerGroupList } from './provider-groups.ts';
 import { annotationValue, API_GROUP_VERSION, celRules, conditions, domainPattern, duration, hostname, hostPort, ipAddress, labelKey, labelValue, ObjectMeta, objectName, quantity, resolver, uniqueListBy } from './fields.ts';
 
 export const TlsReportingSpec = z.strictObject({
@@ -119,6 +120,7 @@ export const VirtualMtaPoolSpec = z
       .optional()
       .describe('The relay\'s admin API on port 8025 (health, metrics, queue inspection and control); never exposed by a Service.'),
     accounting: AccountingSpec.optional().describe('Accounting records (docs/accounting.md): one per recipient of each accepted message and of each delivery attempt, with job id, user and tenant (the namespace), in files on the spool volume under accounting/. Hot: no pod restart.'),
+    providerGroups: providerGroupList.optional().describe('Named groups of MX hosts (a provider: Google, Microsoft, ...): every domain whose MX matches shares the group\'s connections, rate and backoff per VirtualMTA (docs/provider-groups.md; defaults to start from in examples/provider-groups.yaml).'),
     mxRollup: z.boolean().optional().describe('Queue by MX host set instead of by recipient domain (PowerMTA `mx-rollup`): domains served by the same MX hosts share one queue\'s connections and limits per VirtualMTA. Off by default.'),
     trackedDomains: z.array(domainPattern).max(100).optional().describe('Recipient domains that get their own metric label; others count as "other".'),
     dkim: DkimSpec.optional().describe('DKIM signing (RFC 6376, RFC 8463): keys from Secrets and signing defaults.'),

@@ -176,6 +176,7 @@ function buildConfig(pool: VirtualMtaPool, listeners: ListenerPlan[], policies: 
         compact({ name: vmta.name, sourceAddress: vmta.sourceAddress, hostname: vmta.hostname, weight: vmta.weight, domains: (vmta.domains ?? []).map(domainSettings), dkimKeys: vmta.dkimKeys?.map(dkimKeyConfig), proxies: vmta.proxies?.map(egressProxyConfig) }),
       ),
       ...(spec.dkim ? { dkim: dkimConfig(pool) } : {}),
+      ...(spec.providerGroups ? { providerGroups: spec.providerGroups.map((group) => compact({ ...group })) } : {}),
     },
     listeners: listeners.map(listenerConfig),
     relayPolicies: policies.map(policyConfig),

@@ -118,6 +118,8 @@ const cases: [string, Record<string, unknown>, boolean][] = [
   ['a storage class on an ephemeral spool', pool({ spool: { mode: 'ephemeral', storageClassName: 'fast' } }), true],
   ['a pool name of 53 characters', pool({}, 'p'.repeat(53)), true],
   ['a pool name of 52 characters', pool({}, 'p'.repeat(52)), false],
+  ['a provider group of MX host patterns', pool({ providerGroups: [{ name: 'google', mxHosts: ['*.google.com', 'aspmx.l.google.com'] }] }), false],
+  ['a provider group whose MX hosts are "*"', pool({ providerGroups: [{ name: 'everything', mxHosts: ['*.example.com', '*'] }] }), true],
 ];
 
 test('every CEL rule of the CRDs parses', () => {
@@ -150,7 +152,7 @@ for (const [what, object, refused] of cases) {
 }
 
 test('every example resource passes the CEL rules', async () => {
-  const folders = await Promise.all(['examples', 'examples/smarthost'].map((folder) => loadResourceDir(path.join(REPOSITORY_ROOT, folder))));
+  const folders = await Promise.all(['examples', 'examples/smarthost', 'examples/provider-groups'].map((folder) => loadResourceDir(path.join(REPOSITORY_ROOT, folder))));
   assert.deepEqual(folders.flatMap((loaded) => loaded.errors), []);
   for (const file of folders.flatMap((loaded) => loaded.files)) {
     for (const document of (await readFile(file, 'utf8')).split(/^---$/m)) {
