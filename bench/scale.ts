@@ -164,6 +164,7 @@ async function runBenchmark(): Promise<void> {
   const directory = await temporaryDirectory('vmta-bench-scale-');
   let relay: RelayProcess | undefined;
   let sink: { stop: () => void } | undefined;
+  let stage = 'fill and restarts';
   try {
     const destinationPort = await freePort();
     const adminPort = await freePort();
@@ -199,10 +200,13 @@ async function runBenchmark(): Promise<void> {
     const queued = await settledMemory(relay);
     console.log(`  restart:       listening after ${restart.listeningS.toFixed(1)} s, all counted after ${restart.countedS.toFixed(1)} s; RSS ${queued.rss.toFixed(0)} MiB, heap ${queued.heap.toFixed(0)} MiB`);
 
+    stage = 'drain: starting the sink';
     sink = await child<{ port: number }>(SELF, 'sink', ['--port', String(destinationPort)]);
     const cpuBefore = await cpuSeconds(relay.child.pid!);
+    stage = 'drain: posting the retry-now';
     const retried = await adminFetch(`${relay.adminUrl}/api/v1/queues/retry`, { method: 'POST', headers: { authorization: `Bearer ${ADMIN_TOKEN}`, 'content-type': 'application/json' }, body: '{}' });
     if (retried.status !== 200) throw new Error(`retry refused: ${retried.status} ${await retried.text()}`);
+    stage = 'drain: waiting for the queue to empty';
     const drainS = await waitForTotal(relay, (left) => left === 0, 'queue drained', 3_600_000);
     const delivered = await deliveredCount(relay);
     if (delivered !== total) throw new Error(`the relay counts ${delivered} delivered, ${total} were queued`);
@@ -217,6 +221,7 @@ async function runBenchmark(): Promise<void> {
         `rss_after_drain_mb=${drained.rss.toFixed(0)} after_drain_ratio=${(drained.rss / empty.rss).toFixed(2)}`,
     );
   } catch (error) {
+    console.error(`  failed at: ${stage}`);
     // A relay that died mid-run (out of memory, a crash) shows up as a refused fetch: say why it ended.
     if (relay && (relay.child.exitCode !== null || relay.child.signalCode !== null)) {
       console.error(`  the relay ended (code ${relay.child.exitCode}, signal ${relay.child.signalCode}); stderr: ${relay.stderr().slice(-4000)}\nits last log lines:\n${relay.logs.slice(-10).map((record) => JSON.stringify(record)).join('\n')}`);
