@@ -4,10 +4,13 @@
 // problem naming the spec field and the value (so the pool gets the condition and Event and no
 // ConfigMap); a bad plan is refused when the resource is parsed, naming the field.
 import assert from 'node:assert/strict';
+import path from 'node:path';
 import { test } from 'node:test';
 import { parseVmtaResource } from '../../operator/api/parse.ts';
 import type { VirtualMtaPool } from '../../operator/api/virtual-mta-pool.ts';
+import { loadResourceDir, secretSummaries } from '../../operator/local/resource-files.ts';
 import { renderPool } from '../../operator/render/pool.ts';
+import { REPOSITORY_ROOT } from '../../scripts/generated-files.ts';
 import { copy, exampleInput, renderedRelayConfig } from './example-resources.ts';
 
 type VmtaSpec = VirtualMtaPool['spec']['virtualMtas'][number];
@@ -86,4 +89,14 @@ test('a bad plan is refused when the resource is parsed, naming the field', () =
     const problems = result.ok ? [] : result.problems;
     assert.ok(problems.some((problem) => problem.startsWith(`${path}:`) && words.test(problem)), `${what}: expected a problem on ${path} matching ${words}, got ${JSON.stringify(problems)}`);
   }
+});
+
+test('examples/warmup/ loads and renders its warming VirtualMTA with the pool overflow', async () => {
+  const loaded = await loadResourceDir(path.join(REPOSITORY_ROOT, 'examples/warmup'));
+  assert.deepEqual(loaded.errors, []);
+  const result = renderPool({ pool: loaded.resources.pools[0]!, listeners: [], policies: [], secrets: secretSummaries(loaded.resources.secrets), image: 'registry.example/vmta:1.0.0', namespace: 'mail' });
+  assert.deepEqual(result.problems, []);
+  const rendered = renderedRelayConfig(result).pool;
+  assert.deepEqual(rendered.overflowVirtualMtas, ['vmta-warm']);
+  assert.equal(rendered.virtualMtas.find((entry) => entry.name === 'vmta-new')?.warmup?.schedule[0]?.daily, 200);
 });
