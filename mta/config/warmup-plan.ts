@@ -34,7 +34,7 @@ export const WarmupStep = z.strictObject({
 
 export const WarmupPlan = z
   .strictObject({
-    start: z.string().refine(isCalendarDate, 'a calendar date YYYY-MM-DD').describe('Day 1 of the schedule, a date in timeZone (YYYY-MM-DD). Before it the VirtualMTA sends under day 1\'s caps.'),
+    start: z.string().max(10).refine(isCalendarDate, 'a calendar date YYYY-MM-DD').describe('Day 1 of the schedule, a date in timeZone (YYYY-MM-DD). Before it the VirtualMTA sends under day 1\'s caps.'),
     timeZone: z.string().max(64).refine(isTimeZone, 'an IANA time zone name such as "UTC" or "America/New_York"').default('UTC').describe('Time zone whose midnights and hours delimit the days and hours of the caps.'),
     schedule: z.array(WarmupStep).min(1).max(1000).describe('Steps by ascending day; after the last step\'s day the address is warm and has no cap.'),
     overflowTo: z.array(z.string().min(1).max(63)).max(100).optional().describe('VirtualMTAs (warm, of the same pool) that take the mail once a cap is reached, in turn; omitted = the pool\'s overflowVirtualMtas. With none, mail waits for the next hour or day.'),

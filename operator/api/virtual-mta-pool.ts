@@ -2,6 +2,7 @@
 // each with its source address, EHLO hostname and per-domain settings, and how the pool runs:
 // replicas, spool storage, egress mode for source addresses, image and pod overrides.
 import { z } from 'zod';
+import { WarmupPlan } from '../../mta/config/warmup-plan.ts';
 import { BOUNCE_CATEGORIES } from '../../mta/delivery/reply-classification.ts';
 import { dkimKeyList, DkimKeyStatus, DkimSpec } from './dkim.ts';
 import { domainSettingsList } from './domain-settings.ts';
@@ -57,6 +58,7 @@ export const VirtualMtaSpec = z.strictObject({
   domains: domainSettingsList.optional().describe('Per-domain settings of this VirtualMTA, over the pool\'s domainDefaults.'),
   dkimKeys: dkimKeyList.optional().describe('DKIM keys for mail sent through this VirtualMTA (PowerMTA `domain-key` inside `<virtual-mta>`); used before the pool\'s keys of the same domain.'),
   proxies: z.array(EgressProxySpec).max(16).optional().describe('SOCKS5 egress proxies the VirtualMTA\'s connections leave through, tried in order; one that fails is passed over for 30s, then tried again (docs/source-addresses.md). Health per proxy is in status.virtualMtas[].proxies.'),
+  warmup: WarmupPlan.optional().describe('Warm-up plan of a new source address (docs/warmup.md): daily and hourly caps for the whole pool that grow with the days; past a cap mail goes to overflowTo or the pool\'s overflowVirtualMtas, or waits. Day, cap and use are in status.warmup.'),
 });
 
 const Toleration = z.strictObject({
@@ -121,6 +123,7 @@ export const VirtualMtaPoolSpec = z
       .describe('The relay\'s admin API on port 8025 (health, metrics, queue inspection and control); never exposed by a Service.'),
     accounting: AccountingSpec.optional().describe('Accounting records (docs/accounting.md): one per recipient of each accepted message and of each delivery attempt, with job id, user and tenant (the namespace), in files on the spool volume under accounting/. Hot: no pod restart.'),
     providerGroups: providerGroupList.optional().describe('Named groups of MX hosts (a provider: Google, Microsoft, ...): every domain whose MX matches shares the group\'s connections, rate and backoff per VirtualMTA (docs/provider-groups.md; defaults to start from in examples/provider-groups.yaml).'),
+    overflowVirtualMtas: z.array(objectName).max(100).optional().describe('Warm VirtualMTAs of this pool that take a warming VirtualMTA\'s mail once its cap is reached, in turn (a VirtualMTA\'s warmup.overflowTo comes first). Without any, mail past a cap waits for the next hour or day.'),
     mxRollup: z.boolean().optional().describe('Queue by MX host set instead of by recipient domain (PowerMTA `mx-rollup`): domains served by the same MX hosts share one queue\'s connections and limits per VirtualMTA. Off by default.'),
     trackedDomains: z.array(domainPattern).max(100).optional().describe('Recipient domains that get their own metric label; others count as "other".'),
     dkim: DkimSpec.optional().describe('DKIM signing (RFC 6376, RFC 8463): keys from Secrets and signing defaults.'),

@@ -1,11 +1,12 @@
 // Resources -> the relay's runtime config (`relay.yaml`) for one pool, and the cross-object
 // problems that stop it: a listener naming a missing policy, two listeners on one port, a missing
 // Secret or key, unusable AUTH credentials (credential-check.ts), a routing rule naming a
-// VirtualMTA the pool lacks. Secrets are referenced by
-// the path where the pod mounts them, never copied. Pure: no I/O.
+// VirtualMTA the pool lacks, a warm-up overflow naming a missing, warming or the same VirtualMTA.
+// Secrets are referenced by the path where the pod mounts them, never copied. Pure: no I/O.
 import { createHash } from 'node:crypto';
 import { stringify } from 'yaml';
-import { describeIssue } from '../../mta/config/parse.ts';
+import { describeIssue, formatPath } from '../../mta/config/parse.ts';
+import { warmupProblems } from '../../mta/config/warmup-plan.ts';
 import { RUNTIME_CONFIG_API_VERSION, RuntimeConfig, type RuntimeConfigInput } from '../../mta/config/schema.ts';
 import type { UserSecretVerdict } from '../../mta/config/user-secrets.ts';
 import type { DomainSettings } from '../api/domain-settings.ts';
@@ -148,6 +149,7 @@ export function renderRuntimeConfig(inputs: RuntimeConfigInputs): RuntimeConfigR
       if (proxy.credentialsSecretName) requireSecret(pool, `spec.virtualMtas[${index}].proxies[${proxyIndex}].credentialsSecretName`, proxy.credentialsSecretName, EGRESS_PROXY_CREDENTIAL_KEYS);
     }
   }
+  for (const found of warmupProblems(pool.spec)) problem(pool, 'InvalidWarmup', `spec.${formatPath(found.path)}: ${found.message} (got ${JSON.stringify(found.input)})`);
   for (const { key, field } of dkimKeysWithFields(pool)) requireSecret(pool, `${field}.secretName`, key.secretName, [key.secretKey]);
   for (const { field, secretName, keys } of smarthostSecrets(pool)) requireSecret(pool, field, secretName, keys);
   const reportingCa = pool.spec.tlsReporting?.https?.caSecretName;
@@ -173,10 +175,11 @@ function buildConfig(pool: VirtualMtaPool, listeners: ListenerPlan[], policies: 
       selection: spec.selection,
       domainDefaults: (spec.domainDefaults ?? []).map(domainSettings),
       virtualMtas: spec.virtualMtas.map((vmta) =>
-        compact({ name: vmta.name, sourceAddress: vmta.sourceAddress, hostname: vmta.hostname, weight: vmta.weight, domains: (vmta.domains ?? []).map(domainSettings), dkimKeys: vmta.dkimKeys?.map(dkimKeyConfig), proxies: vmta.proxies?.map(egressProxyConfig) }),
+        compact({ name: vmta.name, sourceAddress: vmta.sourceAddress, hostname: vmta.hostname, weight: vmta.weight, domains: (vmta.domains ?? []).map(domainSettings), dkimKeys: vmta.dkimKeys?.map(dkimKeyConfig), proxies: vmta.proxies?.map(egressProxyConfig), warmup: vmta.warmup }),
       ),
       ...(spec.dkim ? { dkim: dkimConfig(pool) } : {}),
       ...(spec.providerGroups ? { providerGroups: spec.providerGroups.map((group) => compact({ ...group })) } : {}),
+      ...(spec.overflowVirtualMtas ? { overflowVirtualMtas: spec.overflowVirtualMtas } : {}),
     },
     listeners: listeners.map(listenerConfig),
     relayPolicies: policies.map(policyConfig),
