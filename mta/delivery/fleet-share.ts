@@ -12,6 +12,7 @@
 //   between pods) is over before it starts. Every member's mail gets its turn, none is handed over.
 // - A rate goes with the connections: a pod's part of the rate is the rate times its share of
 //   the limit, so the parts sum to the declared rate.
+// - Pods whose names carry no ordinal (a Deployment's) get theirs from the membership's `ranks`.
 // - A membership change lowers before it raises: until `raiseAfter` every pod takes the smaller of
 //   its share under the previous and the new membership. Each table alone sums to the limit,
 //   and pods still on the previous table hold no more than it gave them, so at no instant does the
@@ -29,6 +30,8 @@ export const FleetMembership = z.strictObject({
   previousMembers: z.array(ordinal).max(1000).optional(),
   /** ISO time from which the new shares apply in full. */
   raiseAfter: z.iso.datetime().optional(),
+  /** Pod name -> ordinal, for pods whose names carry none (a Deployment's); a pod not listed holds no share. */
+  ranks: z.record(z.string().min(1).max(253), ordinal).optional(),
 });
 export type FleetMembership = z.output<typeof FleetMembership>;
 
@@ -78,6 +81,15 @@ function shareUnder(limit: number, members: readonly number[], fleet: FleetPosit
   if (!holds(window)) return 0;
   const intoWindow = now - window * fleet.rotationWindowMs;
   return holds(window - 1) || intoWindow >= fleet.rotationGuardMs ? 1 : 0;
+}
+
+/** A pod the membership's ranks do not list: it is no member of any table and holds no share. */
+export const UNRANKED = -1;
+
+/** This pod's ordinal: from the membership's ranks when it has them, else from the end of the pod's name. */
+export function memberOrdinal(membership: FleetMembership, podName: string | undefined): number {
+  if (membership.ranks) return (podName === undefined ? undefined : membership.ranks[podName]) ?? UNRANKED;
+  return podOrdinal(podName);
 }
 
 /** The ordinal at the end of a StatefulSet pod's name ("pool-relay-2" is 2). */

@@ -175,7 +175,7 @@ export class Reconciler {
     const drain = await this.drainer.scale(raw, pool, pool.spec.replicas);
     // The fleet membership (ready pods) goes first: the pods mount it.
     const fleet = fleetObject({ pods: caches.pods, configMaps: caches.owned.ConfigMap }, pool, namespace, Date.now());
-    const applied: PoolRender = { ...render, objects: [...(fleet ? [fleet.object] : []), ...withStatefulSetReplicas(render.objects, drain.replicas)] };
+    const applied: PoolRender = { ...render, objects: [fleet.object, ...withStatefulSetReplicas(render.objects, drain.replicas)] };
     let written: string[];
     try {
       written = await this.applyObjects(raw, applied);
@@ -225,7 +225,7 @@ export class Reconciler {
     });
     const converged = !progressing && rollout.configApplied.status === 'True';
     if (drain.requeueAfterMs !== undefined) return { requeueAfterMs: Math.min(drain.requeueAfterMs, this.options.pollIntervalMs) };
-    if (fleet?.recheckAfterMs !== undefined) return { requeueAfterMs: converged ? fleet.recheckAfterMs : Math.min(fleet.recheckAfterMs, this.options.pollIntervalMs) };
+    if (fleet.recheckAfterMs !== undefined) return { requeueAfterMs: converged ? fleet.recheckAfterMs : Math.min(fleet.recheckAfterMs, this.options.pollIntervalMs) };
     if (!converged) return { requeueAfterMs: this.options.pollIntervalMs };
     return dkim?.condition.status === 'True' || !dkim ? undefined : { requeueAfterMs: this.options.dkimRecheckIntervalMs };
   }

@@ -3,8 +3,8 @@
 // It is a ConfigMap of its own, mounted as a directory beside relay.yaml and outside both hashes
 // (config and pod template), so a re-share is a file the relays reload live and never restarts a
 // pod. Which pods are members is the controller's decision (controller/fleet-membership.ts);
-// this module only says where the file is and builds the object.
-import type { VirtualMtaPool } from '../api/virtual-mta-pool.ts';
+// this module only says where the file is and builds the object. StatefulSet pods take their
+// ordinal from their names, a Deployment's pods (random names) from the membership's ranks.
 import type { FleetMembership } from '../../mta/delivery/fleet-share.ts';
 import type { DesiredObject } from './contract.ts';
 
@@ -13,15 +13,6 @@ export const FLEET_FILE = 'membership.json';
 
 export function fleetConfigMapName(poolName: string): string {
   return `${poolName}-fleet`;
-}
-
-/**
- * Limits hold for the pool in StatefulSet pools (persistent spool), whose pod names carry the
- * ordinal a share is computed from. A Deployment's pods (ephemeral spool) have random names:
- * there each pod keeps the declared limits as its own.
- */
-export function sharesPoolLimits(pool: VirtualMtaPool): boolean {
-  return pool.spec.spool.mode === 'persistent';
 }
 
 /** The fleet ConfigMap holding `membership` (the data key the relay reads is FLEET_FILE). */

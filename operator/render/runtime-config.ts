@@ -20,7 +20,7 @@ import { dkimConfig, dkimKeyConfig, dkimKeysWithFields } from './dkim-config.ts'
 import { ACCOUNTING_DIR, ADMIN_PORT, relayPort, secretDir, SPOOL_DIR } from './layout.ts';
 import { quantityBytes } from './quantity.ts';
 import { headlessServiceName } from './services.ts';
-import { FLEET_DIR, FLEET_FILE, sharesPoolLimits } from './fleet.ts';
+import { FLEET_DIR, FLEET_FILE } from './fleet.ts';
 import { smarthostConfig, smarthostSecrets } from './smarthost-config.ts';
 
 /** What render may know of a Secret: its name and the keys it holds, never the values. */
@@ -186,7 +186,7 @@ function buildConfig(pool: VirtualMtaPool, listeners: ListenerPlan[], policies: 
     spool: { path: SPOOL_DIR, minFreeBytes: quantityBytes(spec.spool.minFree), reserveBytes: quantityBytes(spec.spool.reserve) },
     admin: compact({ port: ADMIN_PORT, tokenFile: tokenFile(spec.admin?.tokenSecretName), readTokenFile: tokenFile(spec.admin?.readTokenSecretName) }),
     delivery: compact({ resolvers: spec.resolvers, dnssecResolvers: spec.dnssecResolvers, trackedDomains: spec.trackedDomains, delayWarningAfter: spec.dsn?.delayWarningAfter, mxRollup: spec.mxRollup, accounting: spec.accounting ? accountingConfig(spec.accounting, namespace) : undefined }),
-    ...(sharesPoolLimits(pool) ? { fleet: { membershipFile: `${FLEET_DIR}/${FLEET_FILE}` } } : {}),
+    fleet: { membershipFile: `${FLEET_DIR}/${FLEET_FILE}` },
     ...(spec.tlsReporting ? { tlsReporting: tlsReportingConfig(spec.tlsReporting) } : {}),
     ...(spec.suppression ? { suppression: { mode: spec.suppression.mode, hardBounceCategories: spec.suppression.hardBounceCategories, peers: suppressionPeers(pool) } } : {}),
   };

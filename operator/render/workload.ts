@@ -21,7 +21,7 @@ import {
 } from './layout.ts';
 import { compact, type ListenerPlan } from './runtime-config.ts';
 import { RELAY_NODE_OPTIONS } from '../../mta/process-options.ts';
-import { FLEET_DIR, fleetConfigMapName, sharesPoolLimits } from './fleet.ts';
+import { FLEET_DIR, fleetConfigMapName } from './fleet.ts';
 
 export interface WorkloadInputs {
   pool: VirtualMtaPool;
@@ -51,8 +51,7 @@ export function podTemplate(inputs: WorkloadInputs): { metadata: { labels: Recor
   ];
   if (spec.spool.mode === 'ephemeral') volumes.push({ name: 'spool', emptyDir: { sizeLimit: spec.spool.size } });
   // The membership the pool's limits are shared by: its own ConfigMap, so its changes are no template change.
-  const fleet = sharesPoolLimits(pool);
-  if (fleet) volumes.push({ name: 'fleet', configMap: { name: fleetConfigMapName(pool.metadata.name) } });
+  volumes.push({ name: 'fleet', configMap: { name: fleetConfigMapName(pool.metadata.name) } });
   const adminProbe = (path: string) => ({ httpGet: { path, port: 'admin' } });
   const container = compact({
     name: 'relay',
@@ -81,7 +80,7 @@ export function podTemplate(inputs: WorkloadInputs): { metadata: { labels: Recor
       ...secretVolumes.map((volume) => ({ name: volume.name, mountPath: secretDir(volume.secretName), readOnly: true })),
       { name: 'spool', mountPath: SPOOL_DIR },
       { name: 'tmp', mountPath: TMP_DIR },
-      ...(fleet ? [{ name: 'fleet', mountPath: FLEET_DIR, readOnly: true }] : []),
+      { name: 'fleet', mountPath: FLEET_DIR, readOnly: true },
     ],
   });
   return {

@@ -6,9 +6,9 @@
 // raise the ready pods hold the whole limit between them.
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
-import { nextMembership, podOrdinals, publishedMembership, RAISE_DELAY_MS } from '../../operator/controller/fleet-membership.ts';
+import { deploymentRanks, nextMembership, podOrdinals, publishedMembership, RAISE_DELAY_MS } from '../../operator/controller/fleet-membership.ts';
 import type { KubeObject } from '../../operator/kube/types.ts';
-import { connectionShare, type FleetMembership } from '../../mta/delivery/fleet-share.ts';
+import { connectionShare, memberOrdinal, type FleetMembership } from '../../mta/delivery/fleet-share.ts';
 
 const WINDOW = 60_000;
 const GUARD = 5_000;
@@ -79,4 +79,37 @@ test('ordinals come from the StatefulSet pod names of the pool only; a ConfigMap
   for (const text of ['not json', '{"members":[-1]}', '{"members":[0],"extra":1}', '[]']) assert.equal(publishedMembership(configMap({ 'membership.json': text })), undefined, text);
   assert.equal(publishedMembership(configMap(undefined)), undefined);
   assert.equal(publishedMembership(undefined), undefined);
+});
+
+test('a Deployment\'s pods, ranked by name: over a long run of readiness changes no pod takes an ordinal a published member holds, and the old and new files together never exceed the limit', () => {
+  const names = ['pool-7c9f-abcde', 'pool-7c9f-fghij', 'pool-7c9f-klmno', 'pool-5b2d-pqrst', 'pool-5b2d-uvwxy'];
+  let seed = 12;
+  const random = () => ((seed = (seed * 1_103_515_245 + 12_345) % 2 ** 31) / 2 ** 31);
+  let published: FleetMembership | undefined;
+  let now = NOW;
+  let changes = 0;
+  for (let step = 0; step < 400; step += 1) {
+    const ready = names.filter(() => random() < 0.6);
+    const ranks = deploymentRanks(ready, published);
+    assert.equal(new Set(Object.values(ranks)).size, ready.length, 'one ordinal per ready pod');
+    for (const name of ready) {
+      const before = published?.ranks?.[name];
+      if (before !== undefined) assert.equal(ranks[name], before, `${name} keeps its rank`);
+      else assert.ok(!(published?.members ?? []).includes(ranks[name]!), `${name} takes no ordinal a published member holds`);
+    }
+    const { membership: decided } = nextMembership(published, Object.values(ranks), now, RAISE_DELAY_MS, ranks);
+    if (published && decided !== published) {
+      changes += 1;
+      const raiseAt = decided.raiseAfter ? Date.parse(decided.raiseAfter) : now + 1;
+      for (let limit = 1; limit <= 5; limit += 1) {
+        for (const at of [now, now + GUARD + 1, raiseAt - 1]) {
+          const worst = names.map((name) => Math.max(share(limit, memberOrdinal(published!, name), published!, at), share(limit, memberOrdinal(decided, name), decided, at))).reduce((a, b) => a + b, 0);
+          assert.ok(worst <= limit, `step ${step}, limit ${limit}: ${JSON.stringify(published)} -> ${JSON.stringify(decided)}: ${worst}`);
+        }
+      }
+    }
+    published = decided;
+    now += random() < 0.5 ? RAISE_DELAY_MS + 1 : 10_000; // the raise passes, or the next change comes while it is pending
+  }
+  assert.ok(changes > 50, `${changes} re-shares checked`);
 });

@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
-import { connectionShare, FleetMembership, nextShareChange, podOrdinal, rateShare, type FleetPosition } from '../../mta/delivery/fleet-share.ts';
+import { connectionShare, FleetMembership, memberOrdinal, nextShareChange, podOrdinal, rateShare, UNRANKED, type FleetPosition } from '../../mta/delivery/fleet-share.ts';
 
 const WINDOW = 60_000;
 const GUARD = 5_000;
@@ -112,4 +112,12 @@ test('the membership file and the pod name are checked with a clear error', () =
   assert.throws(() => FleetMembership.parse({ members: [0], raiseAfter: 'soon' }));
   assert.equal(podOrdinal('pool-a-relay-12'), 12);
   for (const name of [undefined, 'relay', 'relay-x']) assert.throws(() => podOrdinal(name), /POD_NAME=.*does not end in "-<number>"/);
+  // A Deployment's pods: the ordinal comes from the ranks alone (a random suffix may be all digits), and a pod not ranked holds nothing.
+  const ranked = FleetMembership.parse({ members: [0, 1], ranks: { 'pool-5b2d-12345': 1, 'pool-5b2d-abcde': 0 } });
+  assert.equal(memberOrdinal(ranked, 'pool-5b2d-12345'), 1);
+  const position = (podName: string): FleetPosition => ({ ordinal: memberOrdinal(ranked, podName), membership: ranked, rotationWindowMs: 60_000, rotationGuardMs: 5_000 });
+  assert.deepEqual(['pool-5b2d-abcde', 'pool-5b2d-12345', 'pool-5b2d-99999', 'pool-new'].map((name) => connectionShare(3, position(name), 0)), [2, 1, 0, 0]);
+  assert.equal(memberOrdinal(ranked, undefined), UNRANKED);
+  assert.equal(memberOrdinal({ members: [3] }, 'pool-3'), 3);
+  assert.throws(() => FleetMembership.parse({ members: [0], ranks: { 'pool-a': -2 } }));
 });

@@ -109,6 +109,12 @@ test('the persistent spool is a StatefulSet whose claims are retained; ephemeral
   assert.ok(!objects.some((object) => object.kind === 'StatefulSet'));
   const deployment = find(objects, 'Deployment');
   assert.deepEqual(deployment.spec.template.spec.volumes.find((volume: Json) => volume.name === 'spool'), { name: 'spool', emptyDir: { sizeLimit: '2Gi' } });
+  // Both kinds mount the fleet membership the pool's limits are shared by (docs/fleet-limits.md).
+  for (const workload of [statefulSet, deployment]) {
+    assert.deepEqual(workload.spec.template.spec.volumes.find((volume: Json) => volume.name === 'fleet'), { name: 'fleet', configMap: { name: 'outbound-fleet' } }, workload.kind);
+    assert.deepEqual(workload.spec.template.spec.containers[0].volumeMounts.find((mount: Json) => mount.name === 'fleet'), { name: 'fleet', mountPath: '/etc/vmta/fleet', readOnly: true }, workload.kind);
+  }
+  assert.deepEqual(renderPool(ephemeral).runtime.config.fleet, { membershipFile: '/etc/vmta/fleet/membership.json' });
 });
 
 test('Services map the well-known port to the relay port; LoadBalancers default to externalTrafficPolicy Local', async () => {
