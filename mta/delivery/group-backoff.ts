@@ -54,8 +54,10 @@ export class DestinationBackoff {
   /** Since when the queue (or its group) is in backoff. */
   since(queue: DestinationQueue): number | undefined {
     if (!this.active(queue)) return undefined;
-    const times = [queue.backoff.since, this.#groupState(queue)?.since].filter((at) => at !== undefined);
-    return times.length === 0 ? undefined : Math.min(...times);
+    const own = queue.backoff.since;
+    const group = this.#groupState(queue)?.since;
+    if (own === undefined) return group;
+    return group === undefined ? own : Math.min(own, group);
   }
 
   /** A non-2xx reply: true when it (newly) puts the queue or its group in backoff. */

@@ -117,8 +117,11 @@ test('the local config is the ConfigMap config with only paths, addresses and po
   assert.deepEqual(config.pool.virtualMtas.map((vmta) => vmta.sourceAddress), [undefined, '192.0.2.11']);
   assert.equal(notes.length, 1);
   assert.match(notes[0] ?? '', /mta1.*192\.0\.2\.10/);
+  // Local mode runs one process per pool, so the pool-wide share file is dropped.
+  assert.equal(operatorConfig.fleet?.membershipFile, '/etc/vmta/fleet/membership.json');
+  assert.equal(config.fleet, undefined);
   // Everything else is the operator's config unchanged.
-  const strip = (value: Record<string, any>) => ({ ...value, listeners: undefined, relayPolicies: undefined, spool: undefined, admin: undefined, pool: { ...value.pool, virtualMtas: undefined } });
+  const strip = (value: Record<string, any>) => ({ ...value, listeners: undefined, relayPolicies: undefined, spool: undefined, admin: undefined, fleet: undefined, pool: { ...value.pool, virtualMtas: undefined } });
   assert.deepEqual(strip(structuredClone(config)), strip(operatorConfig));
   assert.deepEqual(config.relayPolicies.map((policy) => ({ ...policy, users: undefined })), operatorConfig.relayPolicies.map((policy: Record<string, unknown>) => ({ ...policy, users: undefined })));
 });
