@@ -17,6 +17,7 @@ import { VirtualMtaRegistry, type DeliveryContext } from './delivery-context.ts'
 import { EgressProxyHealth, type EgressProxyState } from './egress-proxy-health.ts';
 import type { QueuedMessage } from './destination-queue.ts';
 import { readFleetPosition } from './fleet-position.ts';
+import { countShare } from './fleet-share.ts';
 import type { AppliedStsPolicy } from './mta-sts.ts';
 import type { MxResolver } from './mx-resolver.ts';
 import { NO_TARGET, OutcomeRecorder } from './outcome-recorder.ts';
@@ -51,8 +52,6 @@ export interface DeliveryEngineOptions {
   mtaStsFetch?: { connectAddress?: string; port?: number; ca?: Buffer | Buffer[] };
   /** Told every session's TLS outcome (TLS-RPT, mta/reporting/). */
   tlsSessions?: TlsSessionRecorder;
-  /** This pod's share of the pool's warm-up caps (0..1); default 1. */
-  warmupShare?: () => number;
   /** Told of every recipient that bounced (the suppression list). */
   onRecipientBounced?: (address: string, classification: Classification) => void;
 }
@@ -78,7 +77,8 @@ export class DeliveryEngine {
       logger: options.logger,
       clock: options.clock ?? systemClock,
       virtualMtas: new VirtualMtaRegistry(options.logger),
-      warmup: new WarmupLedger({ logger: options.logger, ...(options.stateDir ? { stateDir: options.stateDir } : {}), ...(options.warmupShare ? { share: options.warmupShare } : {}) }),
+      // A pool's warm-up caps hold for the pool: each pod takes its part from the fleet membership, like its connections.
+      warmup: new WarmupLedger({ logger: options.logger, ...(options.stateDir ? { stateDir: options.stateDir } : {}), capShare: (cap, now) => (this.#scheduler.limits.fleet ? countShare(cap, this.#scheduler.limits.fleet, now) : cap) }),
       deferrals: new DestinationDeferrals(options.stateDir, options.logger),
       egressProxies: new EgressProxyHealth(options.clock ?? systemClock, metrics),
     };

@@ -1,7 +1,7 @@
 // A pod's share of a limit that holds for the whole pool (issue #12): the connection limits
 // (maxSmtpOut of a domain, an MX-rollup site or a provider group) and message rates are declared
 // for the pool, and each relay pod takes its part of them from the fleet membership the operator
-// publishes (the ready pods' ordinals). Pure arithmetic: no I/O, time passed in.
+// publishes (the ordinals of the pods whose relays deliver). Pure arithmetic: no I/O, time passed in.
 //
 // - A limit of at least one connection per member is split in integers, the remainder to the
 //   lowest ranks (ordinals sorted), so the shares sum to the limit exactly.
@@ -24,7 +24,7 @@ const ordinal = z.number().int().min(0).max(100_000);
 
 /** What the operator publishes (the fleet ConfigMap): the pods that hold shares. */
 export const FleetMembership = z.strictObject({
-  /** Ordinals of the pods that take shares now (ready pods). */
+  /** Ordinals of the pods that take shares now (pods whose relays deliver). */
   members: z.array(ordinal).max(1000),
   /** The members before the latest change; with raiseAfter, shares are the smaller of both until then. */
   previousMembers: z.array(ordinal).max(1000).optional(),
@@ -51,6 +51,26 @@ export function connectionShare(limit: number, fleet: FleetPosition, now: number
   return Math.min(current, shareUnder(limit, previousMembers, fleet, now));
 }
 
+/**
+ * This pod's part of a pool-wide count (a warm-up cap): split in integers like connections, the
+ * remainder to the lowest ranks, with no rotation (a count is used up, not held: rotating it would
+ * let every pod use a whole slot). A count below the number of members goes to the lowest ranks.
+ * During a pending raise the smaller of both tables, as for connections.
+ */
+export function countShare(total: number, fleet: FleetPosition, now: number): number {
+  const current = splitUnder(total, fleet.membership.members, fleet.ordinal);
+  const { previousMembers, raiseAfter } = fleet.membership;
+  if (!previousMembers || !raiseAfter || now >= Date.parse(raiseAfter)) return current;
+  return Math.min(current, splitUnder(total, previousMembers, fleet.ordinal));
+}
+
+function splitUnder(total: number, members: readonly number[], ordinal: number): number {
+  const ranks = [...new Set(members)].sort((a, b) => a - b);
+  const rank = ranks.indexOf(ordinal);
+  if (rank < 0 || total <= 0) return 0;
+  return Math.floor(total / ranks.length) + (rank < total % ranks.length ? 1 : 0);
+}
+
 /** This pod's part of a pool-wide rate: the rate times its share of the connection limit (undefined: no messages now). */
 export function rateShare(rate: Rate, limit: number, fleet: FleetPosition, now: number): Rate | undefined {
   const share = connectionShare(limit, fleet, now);
@@ -75,7 +95,7 @@ function shareUnder(limit: number, members: readonly number[], fleet: FleetPosit
   const rank = ranks.indexOf(fleet.ordinal);
   if (rank < 0 || limit <= 0) return 0;
   const count = ranks.length;
-  if (limit >= count) return Math.floor(limit / count) + (rank < limit % count ? 1 : 0);
+  if (limit >= count) return splitUnder(limit, ranks, fleet.ordinal);
   const window = Math.floor(now / fleet.rotationWindowMs);
   const holds = (w: number) => (((rank - w * limit) % count) + count) % count < limit;
   if (!holds(window)) return 0;

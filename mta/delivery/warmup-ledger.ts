@@ -35,21 +35,21 @@ export interface WarmupLedgerOptions {
   /** The counts file; omitted = counts kept in memory only. */
   stateDir?: string;
   logger: Logger;
-  /** This pod's share of a pool-wide cap (0..1); 1 when one pod serves the pool. */
-  share?: () => number;
+  /** This pod's part of a pool-wide cap at a time (fleet-share.ts countShare); the whole cap when one pod serves the pool. */
+  capShare?: (cap: number, now: number) => number;
 }
 
 export class WarmupLedger {
   readonly #file: string | undefined;
   readonly #logger: Logger;
-  readonly #share: () => number;
+  readonly #capShare: (cap: number, now: number) => number;
   readonly #counts = new Map<string, Counts>();
   #writeQueued = false;
 
   constructor(options: WarmupLedgerOptions) {
     this.#file = options.stateDir ? path.join(options.stateDir, WARMUP_COUNTS_FILE) : undefined;
     this.#logger = options.logger;
-    this.#share = options.share ?? (() => 1);
+    this.#capShare = options.capShare ?? ((cap) => cap);
     this.#load();
   }
 
@@ -59,7 +59,7 @@ export class WarmupLedger {
     const window = warmupWindow(vmta.warmup, now);
     if (!window) return { allowed: true };
     const counts = this.#current(vmta.name, window);
-    const caps = this.#caps(window);
+    const caps = this.#caps(window, now);
     if (counts.dayUsed >= caps.daily) return { allowed: false, reason: `warm-up day ${window.day}: daily cap ${caps.daily} reached`, until: window.dayEndsAt };
     if (caps.hourly !== undefined && counts.hourUsed >= caps.hourly) return { allowed: false, reason: `warm-up day ${window.day}: hourly cap ${caps.hourly} reached`, until: window.hourEndsAt };
     if (take) {
@@ -77,7 +77,7 @@ export class WarmupLedger {
       const window = vmta.warmup && warmupWindow(vmta.warmup, now);
       if (!window) continue;
       const counts = this.#current(vmta.name, window);
-      const caps = this.#caps(window);
+      const caps = this.#caps(window, now);
       statuses.push({
         virtualMta: vmta.name,
         day: window.day,
@@ -103,9 +103,8 @@ export class WarmupLedger {
     }
   }
 
-  #caps(window: WarmupWindow): { daily: number; hourly?: number } {
-    const share = Math.min(1, Math.max(0, this.#share()));
-    return { daily: Math.floor(window.dailyCap * share), ...(window.hourlyCap !== undefined ? { hourly: Math.floor(window.hourlyCap * share) } : {}) };
+  #caps(window: WarmupWindow, now: number): { daily: number; hourly?: number } {
+    return { daily: this.#capShare(window.dailyCap, now), ...(window.hourlyCap !== undefined ? { hourly: this.#capShare(window.hourlyCap, now) } : {}) };
   }
 
   /** The VirtualMTA's counts, started again when the day or hour window changed. */

@@ -2,9 +2,11 @@
 // dropped everywhere, Secrets keep their key names but never their values (rendering needs only
 // which keys exist) — of a key holding a PEM private key only its public half and size are kept,
 // for the DKIM DNS check, and of every key whether it is a usable SMTP user secret (clear or
-// {SCRYPT}) or why not, for the credential check — and pods keep their labels, readiness and IP.
+// {SCRYPT}) or why not, for the credential check — and pods keep their labels, readiness, IP,
+// phase and whether their relay container runs (fleet membership).
 import { summarizePrivateKey, type PublicKeySummary } from '../../mta/signing/dkim-keys.ts';
 import type { KubeObject } from '../kube/types.ts';
+import { RELAY_CONTAINER } from '../render/workload.ts';
 import { userSecretVerdict, type UserSecretVerdict } from '../../mta/config/user-secrets.ts';
 
 /** The field of a cached Secret with the public keys of its private-key entries, by Secret key. */
@@ -34,13 +36,27 @@ export function secretKeysOnly(secret: KubeObject): KubeObject {
   return { apiVersion: secret.apiVersion, kind: secret.kind, metadata: { name, namespace, uid, resourceVersion }, data: Object.fromEntries(keys.map((key) => [key, ''])), [PUBLIC_KEYS_FIELD]: publicKeys, [USER_SECRETS_FIELD]: userSecrets };
 }
 
+interface CachedPodStatus {
+  podIP?: string;
+  phase?: string;
+  conditions?: { type: string; status: string }[];
+  containerStatuses?: { name: string; started?: boolean; restartCount?: number; state?: { running?: { startedAt?: string } } }[];
+}
+
 export function podReadiness(pod: KubeObject): KubeObject {
   const { name, namespace, uid, resourceVersion, labels, deletionTimestamp } = pod.metadata;
-  const status = pod.status as { podIP?: string; conditions?: { type: string; status: string }[] } | undefined;
+  const status = pod.status as CachedPodStatus | undefined;
+  const relay = status?.containerStatuses?.find((container) => container.name === RELAY_CONTAINER);
+  const relayState = relay && { name: relay.name, started: relay.started, restartCount: relay.restartCount, state: relay.state?.running ? { running: { startedAt: relay.state.running.startedAt } } : {} };
   return {
     apiVersion: pod.apiVersion,
     kind: pod.kind,
     metadata: { name, namespace, uid, resourceVersion, labels, deletionTimestamp },
-    status: { podIP: status?.podIP, conditions: (status?.conditions ?? []).filter((c) => c.type === 'Ready').map(({ type, status: value }) => ({ type, status: value })) },
+    status: {
+      podIP: status?.podIP,
+      phase: status?.phase,
+      conditions: (status?.conditions ?? []).filter((c) => c.type === 'Ready').map(({ type, status: value }) => ({ type, status: value })),
+      ...(relayState ? { containerStatuses: [relayState] } : {}),
+    },
   };
 }

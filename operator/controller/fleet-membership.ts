@@ -1,6 +1,14 @@
 // Who holds a share of a pool's limits (docs/fleet-limits.md): the controller publishes the
-// ordinals of the pool's ready pods in the fleet ConfigMap, and re-shares when that set changes
-// (replicas changed, a pod stopped being ready or came back). A change lowers before it raises:
+// ordinals of the pool's delivering pods (relay container started and running, pod not
+// terminating) in the fleet ConfigMap, and re-shares when that set changes (replicas changed, a
+// relay stopped or came back). Readiness is about accepting mail, not delivering it: a draining
+// pod is not ready and still delivers its queue, and a readiness probe that misses once must not
+// cost a pod its share for a raise delay. A StatefulSet's ordinals below its replicas whose pod is
+// not there yet or whose relay is starting for the first time keep (or get) their share: a new
+// pool's ConfigMap names every pod before the pods mount it, so they start with their shares
+// rather than after the kubelet's propagation, and a scale-out lowers the others while the new
+// pod starts. A Deployment's pods carry no ordinal before they exist: their first membership waits
+// (GATHER_MS at most) until every pod the workload should have delivers. A change lowers before it raises:
 // the new membership goes out with the previous one and `raiseAfter`, until which every relay
 // takes the smaller of its two shares. RAISE_DELAY_MS is longer than the kubelet takes to bring
 // a ConfigMap change into the pods' files (its sync period, one minute by default), so by then
@@ -12,11 +20,15 @@ import type { KubeObject } from '../kube/types.ts';
 import type { DesiredObject } from '../render/contract.ts';
 import { FLEET_FILE, fleetConfigMap, fleetConfigMapName } from '../render/fleet.ts';
 import { selectorLabels } from '../render/layout.ts';
+import { RELAY_CONTAINER } from '../render/workload.ts';
 import { poolObjectMetadata } from '../render/pool.ts';
 import { FleetMembership } from '../../mta/delivery/fleet-share.ts';
 
 /** How long after a re-share the raised shares apply: past the kubelet's ConfigMap propagation. */
 export const RAISE_DELAY_MS = 120_000;
+/** How long the first membership of a rollout waits for the workload's other pods to start delivering. */
+export const GATHER_MS = 30_000;
+const GATHER_RECHECK_MS = 2000;
 
 /** The pool's pods that are Ready and not terminating. */
 export function readyPoolPods(pods: ResourceCache, namespace: string | undefined, poolName: string): KubeObject[] {
@@ -28,11 +40,58 @@ export function readyPoolPods(pods: ResourceCache, namespace: string | undefined
     .filter((pod) => ((pod.status as { conditions?: { type: string; status: string }[] } | undefined)?.conditions ?? []).some((c) => c.type === 'Ready' && c.status === 'True'));
 }
 
+interface PodState {
+  phase?: string;
+  containerStatuses?: { name: string; started?: boolean; restartCount?: number; state?: { running?: { startedAt?: string } } }[];
+}
+
+/** A pod whose relay has not started yet and never ran: scheduled, pulling, or past its start and before its startup probe passed. */
+function isStartingFirstTime(pod: KubeObject): boolean {
+  if (pod.metadata.deletionTimestamp) return false;
+  const relay = (pod.status as PodState | undefined)?.containerStatuses?.find((container) => container.name === RELAY_CONTAINER);
+  return !relay || (!relay.started && (relay.restartCount ?? 0) === 0);
+}
+
 /**
- * Ordinals for a Deployment's ready pods, whose names carry none: a pod keeps the rank the
+ * The ordinals of a StatefulSet pool that hold shares: its delivering pods, and the ordinals below
+ * the workload's replicas whose pod does not exist yet or starts for the first time.
+ */
+export function statefulSetMembers(pods: readonly KubeObject[], poolName: string, replicas: number): number[] {
+  const byOrdinal = new Map(pods.map((pod) => [podOrdinals([pod], poolName)[0], pod] as const).filter((entry): entry is readonly [number, KubeObject] => entry[0] !== undefined));
+  const members = new Set(podOrdinals(pods.filter(isDelivering), poolName));
+  for (let ordinal = 0; ordinal < replicas; ordinal += 1) {
+    const pod = byOrdinal.get(ordinal);
+    if (!pod || isStartingFirstTime(pod)) members.add(ordinal);
+  }
+  return [...members].sort((a, b) => a - b);
+}
+
+/** When the pod's relay container started running; undefined while it is not running (starting, crashed, waiting to restart). */
+function relayRunningSince(pod: KubeObject): number | undefined {
+  const status = pod.status as PodState | undefined;
+  if (status?.phase !== 'Running') return undefined;
+  const relay = status.containerStatuses?.find((container) => container.name === RELAY_CONTAINER);
+  if (!relay?.started || !relay.state?.running) return undefined;
+  const since = Date.parse(relay.state.running.startedAt ?? '');
+  return Number.isNaN(since) ? 0 : since;
+}
+
+/** A pod whose relay delivers: not terminating, its relay container started (past its startup probe) and running; readiness does not matter. */
+export function isDelivering(pod: KubeObject): boolean {
+  return !pod.metadata.deletionTimestamp && relayRunningSince(pod) !== undefined;
+}
+
+/** The pool's pods. */
+function poolPods(pods: ResourceCache, namespace: string | undefined, poolName: string): KubeObject[] {
+  const selector = selectorLabels(poolName);
+  return pods.list(namespace).filter((pod) => Object.entries(selector).every(([k, v]) => pod.metadata.labels?.[k] === v));
+}
+
+/**
+ * Ordinals for a Deployment's delivering pods, whose names carry none: a pod keeps the rank the
  * published membership gave it, a new one takes the lowest ordinal no published member holds (so
- * under the previous table it is no member and holds nothing until the raise). Pods that are not
- * ready lose their entry, and with it any share.
+ * under the previous table it is no member and holds nothing until the raise). Pods that do not
+ * deliver lose their entry, and with it any share.
  */
 export function deploymentRanks(readyNames: readonly string[], published: FleetMembership | undefined): Record<string, number> {
   const ranks: Record<string, number> = {};
@@ -101,12 +160,33 @@ export function nextMembership(published: FleetMembership | undefined, ready: re
   return { membership: { members, previousMembers: published.members, raiseAfter: new Date(now + raiseDelayMs).toISOString(), ...named }, recheckAfterMs: raiseDelayMs };
 }
 
-/** The fleet ConfigMap a pool should have now: a StatefulSet's pods by their ordinals, a Deployment's by ranks. */
-export function fleetObject(caches: { pods: ResourceCache; configMaps: ResourceCache }, pool: VirtualMtaPool, namespace: string, now: number): { object: DesiredObject; recheckAfterMs?: number } {
+/**
+ * While nobody holds a share (nothing published, or a settled empty membership) and fewer pods
+ * deliver than the workload should run, the first membership waits for the rest, up to GATHER_MS
+ * after the first of them started: how long to wait still, or undefined to publish now.
+ */
+export function gatherWait(published: FleetMembership | undefined, delivering: readonly KubeObject[], expectedPods: number, now: number): number | undefined {
+  const nobodyHolds = !published || (published.members.length === 0 && !published.previousMembers?.length);
+  if (!nobodyHolds || delivering.length === 0 || delivering.length >= expectedPods) return undefined;
+  const firstStarted = Math.min(...delivering.map((pod) => relayRunningSince(pod) ?? now));
+  const left = firstStarted + GATHER_MS - now;
+  return left > 0 ? Math.min(left, GATHER_RECHECK_MS) : undefined;
+}
+
+/** The fleet ConfigMap a pool should have now: a StatefulSet's pods by their ordinals, a Deployment's by ranks. `expectedPods`: the replicas the workload is given. */
+export function fleetObject(caches: { pods: ResourceCache; configMaps: ResourceCache }, pool: VirtualMtaPool, namespace: string, now: number, expectedPods: number): { object: DesiredObject; recheckAfterMs?: number } {
   const name = pool.metadata.name;
   const published = publishedMembership(caches.configMaps.get(`${namespace}/${fleetConfigMapName(name)}`));
-  const readyPods = readyPoolPods(caches.pods, namespace, name);
-  const ranks = pool.spec.spool.mode === 'ephemeral' ? deploymentRanks(readyPods.map((pod) => pod.metadata.name), published) : undefined;
-  const decision = nextMembership(published, ranks ? Object.values(ranks) : podOrdinals(readyPods, name), now, RAISE_DELAY_MS, ranks);
-  return { object: fleetConfigMap(name, decision.membership, poolObjectMetadata(pool, namespace)), ...(decision.recheckAfterMs === undefined ? {} : { recheckAfterMs: decision.recheckAfterMs }) };
+  const pods = poolPods(caches.pods, namespace, name);
+  const metadata = poolObjectMetadata(pool, namespace);
+  if (pool.spec.spool.mode !== 'ephemeral') {
+    const decision = nextMembership(published, statefulSetMembers(pods, name, expectedPods), now);
+    return { object: fleetConfigMap(name, decision.membership, metadata), ...(decision.recheckAfterMs === undefined ? {} : { recheckAfterMs: decision.recheckAfterMs }) };
+  }
+  const delivering = pods.filter(isDelivering);
+  const wait = gatherWait(published, delivering, expectedPods, now);
+  if (wait !== undefined) return { object: fleetConfigMap(name, published ?? { members: [] }, metadata), recheckAfterMs: wait };
+  const ranks = deploymentRanks(delivering.map((pod) => pod.metadata.name), published);
+  const decision = nextMembership(published, Object.values(ranks), now, RAISE_DELAY_MS, ranks);
+  return { object: fleetConfigMap(name, decision.membership, metadata), ...(decision.recheckAfterMs === undefined ? {} : { recheckAfterMs: decision.recheckAfterMs }) };
 }

@@ -173,8 +173,8 @@ export class Reconciler {
 
     // The StatefulSet follows spec.replicas once the pods that go have drained.
     const drain = await this.drainer.scale(raw, pool, pool.spec.replicas);
-    // The fleet membership (ready pods) goes first: the pods mount it.
-    const fleet = fleetObject({ pods: caches.pods, configMaps: caches.owned.ConfigMap }, pool, namespace, Date.now());
+    // The fleet membership (delivering pods) goes first: the pods mount it.
+    const fleet = fleetObject({ pods: caches.pods, configMaps: caches.owned.ConfigMap }, pool, namespace, Date.now(), drain.replicas);
     const applied: PoolRender = { ...render, objects: [fleet.object, ...withStatefulSetReplicas(render.objects, drain.replicas)] };
     let written: string[];
     try {

@@ -34,6 +34,9 @@ export interface WorkloadInputs {
 }
 
 /** Container port name of a listener: unique per pod because ports are. */
+/** The relay's container in a pool pod (the operator reads its status: fleet membership). */
+export const RELAY_CONTAINER = 'relay';
+
 export function listenerPortName(plan: ListenerPlan): string {
   return `smtp-${plan.resolved.port}`;
 }
@@ -54,7 +57,7 @@ export function podTemplate(inputs: WorkloadInputs): { metadata: { labels: Recor
   volumes.push({ name: 'fleet', configMap: { name: fleetConfigMapName(pool.metadata.name) } });
   const adminProbe = (path: string) => ({ httpGet: { path, port: 'admin' } });
   const container = compact({
-    name: 'relay',
+    name: RELAY_CONTAINER,
     image: spec.image ?? inputs.image,
     imagePullPolicy: 'IfNotPresent',
     args: ['mta', '--config', CONFIG_DIR, '--shutdown-timeout', `${RELAY_SHUTDOWN_SECONDS}s`],

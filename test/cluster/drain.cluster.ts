@@ -6,7 +6,9 @@
 // pool with mail queued keeps its pods (finalizer vmta.dev/drain) until they delivered it, then
 // garbage collection removes the children. A drain that reaches the pool's timeout leaves the
 // rest on the retained claim, says so in a Warning Event, and a pod started on that claim later
-// delivers it. Figures (messages moved, drain time) are printed.
+// delivers it. Draining pods are not ready but their relays still deliver, so they keep their
+// fleet shares (docs/fleet-limits.md): the fleet ConfigMap lists them throughout. Figures
+// (messages moved, drain time, rollout to fleet membership) are printed.
 import assert from 'node:assert/strict';
 import { after, before, test } from 'node:test';
 import { startDnsServer, type TestDnsServer } from '../fixtures/dns-server.ts';
@@ -26,6 +28,8 @@ let sink: SinkMx;
 /** While true the sink answers 451 at RCPT: nothing is delivered, everything stays queued. */
 let blocked = true;
 let refusals = 0;
+/** From applying the pool to the fleet membership naming all three pods. */
+let rolloutSeconds = 0;
 
 type Json = Record<string, any>;
 
@@ -83,6 +87,12 @@ async function deliveredOnceEach(ids: string[], what: string): Promise<void> {
   assert.deepEqual(ids.filter((id) => counts.get(id) !== 1).map((id) => `${id} x${counts.get(id) ?? 0}`), [], 'every message delivered exactly once');
 }
 
+/** The ordinals the pool's fleet ConfigMap gives shares to now. */
+async function fleetMembers(): Promise<number[]> {
+  const configMap = await getJson(['-n', NAMESPACE, 'get', 'configmap', `${POOL}-fleet`]);
+  return JSON.parse(configMap.data['membership.json']).members as number[];
+}
+
 async function readyPods(count: number): Promise<Json[]> {
   return waitFor(`${count} Ready relay pods`, async () => {
     const pods = await relayPods();
@@ -95,7 +105,11 @@ before(async () => {
   dns = await startDnsServer({ [DESTINATION]: { mx: [{ preference: 10, exchange: `mx.${DESTINATION}` }] }, [`mx.${DESTINATION}`]: { a: [env.hostIp] } }, env.hostIp);
   await createNamespace(NAMESPACE);
   await apply(objects(), { namespace: NAMESPACE });
+  const applied = Date.now();
   await readyPods(3);
+  // A new StatefulSet pool's fleet ConfigMap names every ordinal before its pods mount it: they start with their shares.
+  await waitFor('the fleet membership [0,1,2]', async () => (await fleetMembers()).join() === '0,1,2', 60_000, 500);
+  rolloutSeconds = (Date.now() - applied) / 1000;
 });
 
 after(async () => {
@@ -116,6 +130,8 @@ test('scale-in 3 -> 1 with mail queued for a blocked destination: pods 1 and 2 h
   }, 60_000, 250);
   assert.equal(draining.reason, 'ScaleIn');
   assert.equal(await statefulSetReplicas(), 3, 'the StatefulSet keeps the leaving pods while they drain');
+  // Pods 1 and 2 drain in seconds and then terminate (leaving the membership): pod 0, which receives their mail, holds its share throughout.
+  assert.ok((await fleetMembers()).includes(0), 'the pod that receives the hand-over holds its fleet share');
   const drained = await waitFor('Draining=False (Drained)', async () => {
     const current = await pool();
     return condition(current, 'Draining')?.status === 'False' ? current : undefined;
@@ -128,7 +144,7 @@ test('scale-in 3 -> 1 with mail queued for a blocked destination: pods 1 and 2 h
   assert.equal(arrivals().size, 0, 'nothing delivered while blocked');
   await waitFor('the StatefulSet at 1 and one pod left', async () => (await statefulSetReplicas()) === 1 && (await relayPods()).length === 1, 120_000);
   const drainSeconds = (Date.parse(status.finishedAt) - Date.parse(status.startedAt)) / 1000;
-  t.diagnostic(`scale-in 3 -> 1: ${moved} messages moved (${status.pods.map((pod: Json) => `${pod.name} ${pod.handedOver}/${pod.queuedAtStart}`).join(', ')}), drain ${drainSeconds}s (status.drain), patch to one pod left ${((Date.now() - scaleStarted) / 1000).toFixed(1)}s`);
+  t.diagnostic(`scale-in 3 -> 1: ${moved} messages moved (${status.pods.map((pod: Json) => `${pod.name} ${pod.handedOver}/${pod.queuedAtStart}`).join(', ')}), drain ${drainSeconds}s (status.drain), patch to one pod left ${((Date.now() - scaleStarted) / 1000).toFixed(1)}s; apply to fleet membership [0,1,2] ${rolloutSeconds.toFixed(1)}s`);
   const events = await poolEvents();
   const reasons = events.map((event) => event.reason);
   for (const reason of ['DrainStarted', 'Draining', 'Drained']) assert.ok(reasons.includes(reason), `Event ${reason} among ${reasons.join(', ')}`);
@@ -154,6 +170,7 @@ test('deleting the pool with mail queued: its pod delivers the queue before the 
   }, 60_000, 250);
   assert.equal(condition(held, 'Draining')?.reason, 'PoolDeleted');
   assert.ok(held.metadata.deletionTimestamp && held.metadata.finalizers.includes('vmta.dev/drain'), 'deleted, held by the drain finalizer');
+  assert.ok((await fleetMembers()).includes(0), 'the pod delivering its queue for the deleted pool keeps its fleet share');
   await new Promise((resolve) => setTimeout(resolve, 5000));
   assert.equal((await relayPods()).length, 1, 'the pod stays while its queue is undelivered');
   assert.equal(await statefulSetReplicas(), 1);

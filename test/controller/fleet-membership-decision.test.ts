@@ -6,7 +6,7 @@
 // raise the ready pods hold the whole limit between them.
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
-import { deploymentRanks, nextMembership, podOrdinals, publishedMembership, RAISE_DELAY_MS } from '../../operator/controller/fleet-membership.ts';
+import { deploymentRanks, GATHER_MS, gatherWait, isDelivering, statefulSetMembers, nextMembership, podOrdinals, publishedMembership, RAISE_DELAY_MS } from '../../operator/controller/fleet-membership.ts';
 import type { KubeObject } from '../../operator/kube/types.ts';
 import { connectionShare, memberOrdinal, type FleetMembership } from '../../mta/delivery/fleet-share.ts';
 
@@ -112,4 +112,74 @@ test('a Deployment\'s pods, ranked by name: over a long run of readiness changes
     now += random() < 0.5 ? RAISE_DELAY_MS + 1 : 10_000; // the raise passes, or the next change comes while it is pending
   }
   assert.ok(changes > 50, `${changes} re-shares checked`);
+});
+
+/** A pool pod in a given state: phase, the relay container's started flag and state, Ready, terminating. */
+function podIn(state: { phase?: string; started?: boolean; container?: 'running' | 'waiting' | 'terminated' | 'absent'; ready?: boolean; terminating?: boolean; startedAt?: number; name?: string }): KubeObject {
+  const containerState = state.container === 'running' ? { running: { startedAt: new Date(state.startedAt ?? NOW).toISOString() } } : state.container === 'waiting' ? { waiting: { reason: 'CrashLoopBackOff' } } : { terminated: { exitCode: 1 } };
+  return {
+    apiVersion: 'v1',
+    kind: 'Pod',
+    metadata: { name: state.name ?? 'outbound-0', ...(state.terminating ? { deletionTimestamp: new Date(NOW).toISOString() } : {}) },
+    status: {
+      ...(state.phase ? { phase: state.phase } : {}),
+      conditions: [{ type: 'Ready', status: state.ready ? 'True' : 'False' }],
+      ...(state.container === 'absent' ? {} : { containerStatuses: [{ name: 'relay', ready: !!state.ready, ...(state.started === undefined ? {} : { started: state.started }), state: containerState }] }),
+    },
+  };
+}
+
+test('a pod holds a share exactly when its relay delivers: running and started, not terminating, ready or not', () => {
+  let checked = 0;
+  for (const phase of [undefined, 'Pending', 'Running', 'Succeeded', 'Failed'])
+    for (const started of [undefined, false, true])
+      for (const container of ['running', 'waiting', 'terminated', 'absent'] as const)
+        for (const ready of [false, true])
+          for (const terminating of [false, true]) {
+            const expected = phase === 'Running' && started === true && container === 'running' && !terminating;
+            assert.equal(isDelivering(podIn({ phase, started, container, ready, terminating })), expected, JSON.stringify({ phase, started, container, ready, terminating }));
+            checked += 1;
+          }
+  assert.equal(checked, 240);
+  const otherContainer = podIn({ phase: 'Running', started: true, container: 'running' });
+  (otherContainer.status as { containerStatuses: { name: string }[] }).containerStatuses[0]!.name = 'sidecar';
+  assert.equal(isDelivering(otherContainer), false, 'only the relay container counts');
+});
+
+test('the first membership of a rollout waits for the workload\'s pods to deliver, at most GATHER_MS after the first started; a pool where someone holds a share never waits', () => {
+  const delivering = (count: number, firstStartedAgo: number) => Array.from({ length: count }, (_, index) => podIn({ phase: 'Running', started: true, container: 'running', name: `outbound-${index}`, startedAt: NOW - firstStartedAgo + index * 1000 }));
+  for (const published of [undefined, { members: [] }, { members: [], previousMembers: [0], raiseAfter: new Date(NOW + 1000).toISOString() }, { members: [0] }] as (FleetMembership | undefined)[])
+    for (let expected = 1; expected <= 4; expected += 1)
+      for (let count = 0; count <= expected; count += 1)
+        for (const ago of [0, GATHER_MS / 2, GATHER_MS - 1, GATHER_MS, GATHER_MS * 3]) {
+          const wait = gatherWait(published, delivering(count, ago), expected, NOW);
+          const nobodyHolds = !published || (published.members.length === 0 && !published.previousMembers?.length);
+          const shouldWait = nobodyHolds && count > 0 && count < expected && ago < GATHER_MS;
+          assert.equal(wait !== undefined, shouldWait, JSON.stringify({ published, expected, count, ago, wait }));
+          if (wait !== undefined) assert.ok(wait > 0 && wait <= GATHER_MS - ago, `waits ${wait} ms, no longer than the gather time left`);
+        }
+});
+
+test('a StatefulSet\'s ordinals below its replicas keep their share while their pod is absent or starts for the first time; a relay that ran and stopped, or a terminating pod, loses it', () => {
+  type State = 'absent' | 'delivering' | 'starting' | 'crashed' | 'terminating';
+  const make = (ordinal: number, state: State): KubeObject | undefined => {
+    const name = `outbound-${ordinal}`;
+    if (state === 'absent') return undefined;
+    if (state === 'delivering') return podIn({ name, phase: 'Running', started: true, container: 'running' });
+    if (state === 'terminating') return podIn({ name, phase: 'Running', started: true, container: 'running', terminating: true });
+    const pod = podIn({ name, phase: state === 'starting' ? 'Pending' : 'Running', started: false, container: 'waiting' });
+    if (state === 'crashed') (pod.status as { containerStatuses: { restartCount?: number }[] }).containerStatuses[0]!.restartCount = 3;
+    return pod;
+  };
+  const states: State[] = ['absent', 'delivering', 'starting', 'crashed', 'terminating'];
+  let checked = 0;
+  for (let replicas = 0; replicas <= 3; replicas += 1)
+    for (let mask = 0; mask < states.length ** 4; mask += 1) {
+      const chosen = [0, 1, 2, 3].map((ordinal) => states[Math.floor(mask / states.length ** ordinal) % states.length]!);
+      const pods = chosen.map((state, ordinal) => make(ordinal, state)).filter((pod): pod is KubeObject => pod !== undefined);
+      const expected = chosen.flatMap((state, ordinal) => (state === 'delivering' || (ordinal < replicas && (state === 'absent' || state === 'starting')) ? [ordinal] : []));
+      assert.deepEqual(statefulSetMembers(pods, 'outbound', replicas), expected, `${replicas} replicas: ${chosen.join(', ')}`);
+      checked += 1;
+    }
+  assert.equal(checked, 4 * 625);
 });

@@ -30,7 +30,7 @@ test('vmta operator refuses bad options naming the flag and value', () => {
   assert.throws(() => parseOperatorOptions(['--image', 'x', '--max-concurrent-reconciles', '0'], {}), /--max-concurrent-reconciles: expected a positive integer \(got "0"\)/);
 });
 
-test('the operator caches Secret key names but never their values, and only the readiness of pods', () => {
+test('the operator caches Secret key names but never their values, and of pods only readiness, phase and whether the relay runs', () => {
   const secret = secretKeysOnly({ apiVersion: 'v1', kind: 'Secret', metadata: { name: 's', namespace: 'n', managedFields: [{}] }, data: { alice: 'cGFzcw==', carol: '' }, stringData: { bob: '{SCRYPT}1024$8$1$c2FsdHNhbHQ=$a2V5a2V5a2V5a2V5a2V5a2V5' } });
   const userSecrets = { alice: { kind: 'clear' }, carol: { problem: 'key "carol" is empty' }, bob: { kind: 'scrypt' } };
   assert.deepEqual(secret, { apiVersion: 'v1', kind: 'Secret', metadata: { name: 's', namespace: 'n', uid: undefined, resourceVersion: undefined }, data: { alice: '', carol: '', bob: '' }, vmtaPublicKeys: {}, vmtaUserSecrets: userSecrets });
@@ -40,8 +40,16 @@ test('the operator caches Secret key names but never their values, and only the 
     kind: 'Pod',
     metadata: { name: 'p-0', namespace: 'n', labels: { a: 'b' }, annotations: { big: 'x'.repeat(100) } },
     spec: { containers: [] },
-    status: { podIP: '10.0.0.1', phase: 'Running', conditions: [{ type: 'Ready', status: 'True', lastTransitionTime: 't' }, { type: 'Initialized', status: 'True' }] },
+    status: {
+      podIP: '10.0.0.1',
+      phase: 'Running',
+      conditions: [{ type: 'Ready', status: 'True', lastTransitionTime: 't' }, { type: 'Initialized', status: 'True' }],
+      containerStatuses: [
+        { name: 'relay', ready: true, started: true, restartCount: 2, image: 'i', state: { running: { startedAt: 's' } }, lastState: { terminated: { exitCode: 1 } } },
+        { name: 'sidecar', ready: true, started: true, state: { running: { startedAt: 's' } } },
+      ],
+    },
   });
-  assert.deepEqual(pod.status, { podIP: '10.0.0.1', conditions: [{ type: 'Ready', status: 'True' }] });
+  assert.deepEqual(pod.status, { podIP: '10.0.0.1', phase: 'Running', conditions: [{ type: 'Ready', status: 'True' }], containerStatuses: [{ name: 'relay', started: true, restartCount: 2, state: { running: { startedAt: 's' } } }] });
   assert.equal('spec' in pod, false);
 });

@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
-import { connectionShare, FleetMembership, memberOrdinal, nextShareChange, podOrdinal, rateShare, UNRANKED, type FleetPosition } from '../../mta/delivery/fleet-share.ts';
+import { connectionShare, countShare, FleetMembership, memberOrdinal, nextShareChange, podOrdinal, rateShare, UNRANKED, type FleetPosition } from '../../mta/delivery/fleet-share.ts';
 
 const WINDOW = 60_000;
 const GUARD = 5_000;
@@ -88,6 +88,28 @@ test('during a re-share, pods on the old table and pods on the new one never hol
       }
     }
   }
+});
+
+test('a pool-wide count (a warm-up cap) of 0..300 on 1..6 pods sums to the count exactly when settled and never above it during a re-share, the parts at most one apart', () => {
+  let checked = 0;
+  for (let pods = 1; pods <= 6; pods += 1)
+    for (const members of readinessPatterns(pods))
+      for (const total of [0, 1, 2, 3, 5, 7, 50, 199, 200, 300]) {
+        const parts = members.map((ordinal) => countShare(total, position(ordinal, { members }), T0));
+        assert.equal(parts.reduce((a, b) => a + b, 0), total, `${total} over ${members}`);
+        assert.ok(Math.max(...parts) - Math.min(...parts) <= 1, `${parts} even`);
+        for (const previousMembers of readinessPatterns(pods)) {
+          const pending = { members, previousMembers, raiseAfter: new Date(T0 + 60_000).toISOString() };
+          const everyone = [...new Set([...members, ...previousMembers])];
+          // Each pod may still hold the previous table or already the pending one: the worst of both per pod.
+          const worst = everyone.map((ordinal) => Math.max(countShare(total, position(ordinal, { members: previousMembers }), T0), countShare(total, position(ordinal, pending), T0)));
+          assert.ok(worst.reduce((a, b) => a + b, 0) <= total, `${total}: ${previousMembers} -> ${members}`);
+          assert.equal(everyone.map((ordinal) => countShare(total, position(ordinal, pending), T0 + 60_000)).reduce((a, b) => a + b, 0), total, 'after the raise the members hold the whole count');
+          checked += 1;
+        }
+      }
+  assert.ok(checked > 500, `${checked} re-shares checked`);
+  assert.equal(countShare(200, position(UNRANKED, { members: [0, 1] }), T0), 0, 'a pod outside the membership takes none');
 });
 
 test('rates are divided in proportion to the connection shares and sum to the declared rate', () => {
