@@ -13,6 +13,7 @@ import { QueuePauseFile } from './admin/queue-pauses.ts';
 import type { AdminRoute } from './admin/routes.ts';
 import { AdminServer, readAdminTokens, type Readiness } from './admin/server.ts';
 import { egressProxyRoutes } from './admin/egress-proxy-api.ts';
+import { warmupRoutes } from './admin/warmup-api.ts';
 import { DeliveryEngine } from './delivery/delivery-engine.ts';
 import type { Classification } from './delivery/reply-classification.ts';
 import { drainRoutes } from './drain/drain-api.ts';
@@ -145,7 +146,7 @@ export class Relay {
     // answers 503 with the progress, never 404.
     // Read before the spool is opened (which changes its files); the queue list waits for it.
     let snapshot = takeQueueSnapshot(config.spool.path, logger);
-    this.#admin.mount([...whileRecovering(this.#recovery, queueRoutes(delivery, (pauses) => pauseFile.save(pauses)), () => snapshot), ...this.#tlsReporting.adminRoutes(), ...egressProxyRoutes(delivery)]);
+    this.#admin.mount([...whileRecovering(this.#recovery, queueRoutes(delivery, (pauses) => pauseFile.save(pauses)), () => snapshot), ...this.#tlsReporting.adminRoutes(), ...egressProxyRoutes(delivery), ...warmupRoutes(delivery)]);
     await snapshot.catch(() => undefined);
     const suppression = await PoolSuppression.open({ stateDir, registry: metrics.registry, logger, hostname: config.hostname, config: config.suppression, token: () => this.#adminToken });
     this.#suppression = suppression;

@@ -166,6 +166,18 @@ export const VirtualMtaSummary = z.strictObject({
     .describe('Egress proxy health as the ready pods report it (GET /egress-proxies on their admin port).'),
 });
 
+export const WarmupSummary = z.strictObject({
+  virtualMta: z.string().max(63),
+  day: z.number().int().min(0).describe('Day of the plan (1 = its start date; 0 before it, under day 1\'s caps).'),
+  dailyCap: z.number().int().min(0).describe('Messages the whole pool may send through the VirtualMTA today, from the plan.'),
+  hourlyCap: z.number().int().min(0).optional().describe('Messages the whole pool may send in the current hour; absent when the day\'s step has no hourly cap.'),
+  used: z.number().int().min(0).describe('Messages sent today, summed over the pods that reported (podsReporting).'),
+  hourlyUsed: z.number().int().min(0).describe('Messages sent in the current hour, summed over the pods that reported.'),
+  podsReporting: z.number().int().min(0).describe('Ready pods that answered GET /warmup with today\'s count; when fewer than podsExpected, used leaves the others out.'),
+  podsExpected: z.number().int().min(0).describe('Ready pods of the pool.'),
+  dayEndsAt: z.string().max(64).describe('When the plan\'s current day ends (local midnight in its timeZone) and the counts start again.'),
+});
+
 export const DrainedPod = z.strictObject({
   name: z.string().max(253),
   state: z.enum(['unreachable', 'idle', 'draining', 'drained', 'incomplete']).describe('What the pod reports: unreachable when it does not answer.'),
@@ -197,6 +209,7 @@ export const VirtualMtaPoolStatus = z.strictObject({
   virtualMtas: z.array(VirtualMtaSummary).max(1000).optional(),
   dkimKeys: z.array(DkimKeyStatus).max(2000).optional().describe('Per DKIM key: whether <selector>._domainkey.<domain> publishes its public key.'),
   drain: DrainStatus.optional().describe('The latest drain of pods leaving the pool, with counts per pod.'),
+  warmup: z.array(WarmupSummary).max(1000).optional().describe('Per VirtualMTA still warming (spec.virtualMtas[].warmup): the plan\'s day and pool caps, and the use the ready pods report, summed (docs/warmup.md). Absent when none is warming.'),
 });
 
 export const VirtualMtaPool = z.strictObject({

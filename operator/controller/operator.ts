@@ -19,6 +19,7 @@ import { podReadiness, PUBLIC_KEYS_FIELD, secretKeysOnly, withoutManagedFields }
 import { DkimDnsChecker } from './dkim-dns-check.ts';
 import type { ConfigHashReader } from './config-hash-reader.ts';
 import { httpEgressProxyReader, type EgressProxyReader } from './egress-proxy-status.ts';
+import { httpWarmupReader, type WarmupReader } from './warmup-status.ts';
 import { HealthServer } from './health-server.ts';
 import { ListenerSelfCheck, poolRolloutKey, type SelfCheckSettings } from './listener-self-check.ts';
 import { httpRelayDrainClient, type RelayDrainClient } from './relay-drain-client.ts';
@@ -44,6 +45,8 @@ export interface OperatorOptions {
   configHashReader: ConfigHashReader;
   /** Each pod's egress proxy health; defaults to HTTP on each pod's IP and admin port. */
   egressProxyReader?: EgressProxyReader;
+  /** Each pod's warm-up use (GET /warmup); defaults to HTTP on each pod's IP and admin port. */
+  warmupReader?: WarmupReader;
   /** The relays' drain API; defaults to HTTP on each pod's IP and admin port. */
   relayDrainClient?: RelayDrainClient;
   /** Watch these namespaces; all namespaces when undefined. */
@@ -103,6 +106,7 @@ export class VmtaOperator {
       events,
       configHashReader: options.configHashReader,
       egressProxyReader: options.egressProxyReader ?? httpEgressProxyReader(),
+      warmupReader: options.warmupReader ?? httpWarmupReader(),
       image: options.image,
       pollIntervalMs: options.pollIntervalMs ?? 5000,
       dkimChecker: new DkimDnsChecker({ cacheMs: options.dkimRecheckIntervalMs ?? 60_000 }),

@@ -1,6 +1,7 @@
 // One unauthenticated GET of a relay pod's admin API (its pod IP, port 8025): the open endpoints
-// the controller reads (/config, /egress-proxies). Undefined when the pod has no IP yet, does not
-// answer in time, answers other than 200, or sends no JSON: the caller treats that as "not known".
+// the controller reads (/config, /egress-proxies, /warmup). Undefined when the pod has no IP yet,
+// does not answer in time, answers other than 200, or sends no JSON: the caller treats that as
+// "not known".
 import http from 'node:http';
 import type { KubeObject } from '../kube/types.ts';
 

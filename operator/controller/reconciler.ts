@@ -27,6 +27,7 @@ import type { SecretSummary } from '../render/runtime-config.ts';
 import type { ConfigHashReader } from './config-hash-reader.ts';
 import { fleetObject, readyPoolPods } from './fleet-membership.ts';
 import { egressProxyStatus, type EgressProxyReader } from './egress-proxy-status.ts';
+import { warmupPatch, warmupStatus, type WarmupReader } from './warmup-status.ts';
 import { PUBLIC_KEYS_FIELD, USER_SECRETS_FIELD } from './cache-transforms.ts';
 import type { DkimDnsChecker } from './dkim-dns-check.ts';
 import { servedListener, type ListenerSelfCheck, type SelfCheckReport } from './listener-self-check.ts';
@@ -64,6 +65,8 @@ export interface ReconcilerOptions {
   configHashReader: ConfigHashReader;
   /** Reads each ready pod's egress proxy health (status.virtualMtas[].proxies). */
   egressProxyReader: EgressProxyReader;
+  /** Reads each ready pod's warm-up use (status.warmup: the plan's pool caps, the pods' use summed). */
+  warmupReader: WarmupReader;
   /** Relay image for pools that do not set spec.image. */
   image: string;
   /** How soon to look again at a pool that is still rolling out or applying its config. */
@@ -189,6 +192,7 @@ export class Reconciler {
 
     const rollout = await this.observeRollout(pool, applied);
     const proxies = await egressProxyStatus(pool, rollout.readyPods, this.options.egressProxyReader);
+    const warmup = await warmupStatus(pool, rollout.readyPods, this.options.warmupReader, Date.now());
     const progressing = written.length > 0 || !rollout.workloadReady;
     const conditions: ConditionInput[] = [
       // Just-written objects are not observed yet: Ready waits for the next look.
@@ -221,6 +225,7 @@ export class Reconciler {
         ...(proxies.has(vmta.name) ? { proxies: proxies.get(vmta.name) } : {}),
       })),
       ...(dkim ? { dkimKeys: dkim.keys } : {}),
+      ...warmupPatch(warmup, previous?.warmup),
       ...(drain.status ? { drain: drain.status } : {}),
     });
     const converged = !progressing && rollout.configApplied.status === 'True';

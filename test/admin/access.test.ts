@@ -2,8 +2,8 @@
 // from a relay started in this process, so a route added later is tried here without editing this
 // file) is called over HTTP on a relay process with no token, a wrong one, the read-only one and
 // the full one. Open routes answer anyone; read routes need the read or the full token; write
-// routes need the full token (the read token gets 403). Only health, readiness, metrics and config
-// status are open.
+// routes need the full token (the read token gets 403). Only health, readiness, metrics, config
+// status, egress-proxy health and warm-up use are open.
 import assert from 'node:assert/strict';
 import { writeFile } from 'node:fs/promises';
 import path from 'node:path';
@@ -15,7 +15,7 @@ import { freePort, loopbackRelayConfig, startRelayProcess, temporaryDirectory, w
 
 const FULL = 'full-admin-token-for-access-test';
 const READ = 'read-only-token-for-access-test';
-const OPEN_PATHS = ['/config', '/egress-proxies', '/healthz', '/metrics', '/readyz'];
+const OPEN_PATHS = ['/config', '/egress-proxies', '/healthz', '/metrics', '/readyz', '/warmup'];
 
 let directory: { path: string; remove: () => Promise<void> };
 let routes: readonly AdminRoute[];
@@ -60,7 +60,7 @@ async function call(route: AdminRoute, token: string | undefined): Promise<{ sta
   return { status: response.status, reason };
 }
 
-test('the route table has read and write routes, and only health, readiness, metrics, config status and egress-proxy health are open', () => {
+test('the route table has read and write routes, and only health, readiness, metrics, config status, egress-proxy health and warm-up use are open', () => {
   assert.deepEqual(routes.filter((route) => route.access === 'open').map((route) => route.path).sort(), OPEN_PATHS);
   assert.ok(routes.some((route) => route.access === 'read' && route.path === '/api/v1/messages/:id'), 'messages (with their recipients) are a read route');
   assert.ok(routes.filter((route) => route.access === 'write').length >= 5, 'queue actions and the drain are write routes');
