@@ -32,10 +32,7 @@ const GATHER_RECHECK_MS = 2000;
 
 /** The pool's pods that are Ready and not terminating. */
 export function readyPoolPods(pods: ResourceCache, namespace: string | undefined, poolName: string): KubeObject[] {
-  const selector = selectorLabels(poolName);
-  return pods
-    .list(namespace)
-    .filter((pod) => Object.entries(selector).every(([k, v]) => pod.metadata.labels?.[k] === v))
+  return poolPods(pods, namespace, poolName)
     .filter((pod) => !pod.metadata.deletionTimestamp)
     .filter((pod) => ((pod.status as { conditions?: { type: string; status: string }[] } | undefined)?.conditions ?? []).some((c) => c.type === 'Ready' && c.status === 'True'));
 }
