@@ -1,6 +1,7 @@
 // metav1.Condition bookkeeping: a condition keeps its lastTransitionTime while its status stays
 // the same, and two statuses compare equal regardless of timestamps, so the controller can write
-// status only when something a reader cares about changed.
+// status only when something a reader cares about changed; a status list no longer wanted is
+// cleared explicitly, since a merge patch keeps what it does not name.
 import type { Condition } from '../api/fields.ts';
 
 export type { Condition };
@@ -38,4 +39,10 @@ export function sameStatus(a: unknown, b: unknown): boolean {
 
 export function findCondition(conditions: Condition[] | undefined, type: string): Condition | undefined {
   return conditions?.find((c) => c.type === type);
+}
+
+/** A status list for the merge patch: the entries, null to remove a list that is no longer wanted (a merge patch keeps what it omits), nothing when there was none. */
+export function listPatch<K extends string, T>(field: K, entries: readonly T[] | undefined, previous: unknown): { [P in K]?: readonly T[] | null } {
+  if (entries && entries.length > 0) return { [field]: entries } as { [P in K]?: readonly T[] };
+  return (previous === undefined ? {} : { [field]: null }) as { [P in K]?: null };
 }

@@ -27,12 +27,12 @@ import type { SecretSummary } from '../render/runtime-config.ts';
 import type { ConfigHashReader } from './config-hash-reader.ts';
 import { fleetObject, readyPoolPods } from './fleet-membership.ts';
 import { egressProxyStatus, type EgressProxyReader } from './egress-proxy-status.ts';
-import { warmupPatch, warmupStatus, type WarmupReader } from './warmup-status.ts';
+import { warmupStatus, type WarmupReader } from './warmup-status.ts';
 import { PUBLIC_KEYS_FIELD, USER_SECRETS_FIELD } from './cache-transforms.ts';
 import type { DkimDnsChecker } from './dkim-dns-check.ts';
 import { servedListener, type ListenerSelfCheck, type SelfCheckReport } from './listener-self-check.ts';
 import type { PublicKeySummary } from '../../mta/signing/dkim-keys.ts';
-import { findCondition, mergeConditions, sameStatus, type Condition, type ConditionInput } from './conditions.ts';
+import { findCondition, listPatch, mergeConditions, sameStatus, type Condition, type ConditionInput } from './conditions.ts';
 import { DRAIN_FINALIZER, finalizersWith, PoolDrainer, withStatefulSetReplicas, type DrainDecision } from './pool-drain.ts';
 import type { RelayDrainClient } from './relay-drain-client.ts';
 
@@ -224,8 +224,8 @@ export class Reconciler {
         domains: vmta.domains?.length ?? 0,
         ...(proxies.has(vmta.name) ? { proxies: proxies.get(vmta.name) } : {}),
       })),
-      ...(dkim ? { dkimKeys: dkim.keys } : {}),
-      ...warmupPatch(warmup, previous?.warmup),
+      ...listPatch('dkimKeys', dkim?.keys, previous?.dkimKeys),
+      ...listPatch('warmup', warmup, previous?.warmup),
       ...(drain.status ? { drain: drain.status } : {}),
     });
     const converged = !progressing && rollout.configApplied.status === 'True';

@@ -71,8 +71,3 @@ export async function warmupStatus(pool: VirtualMtaPool, pods: readonly KubeObje
   });
 }
 
-/** The status.warmup member of the status merge patch: the entries, null to remove a list no VirtualMTA needs any more, nothing otherwise. */
-export function warmupPatch(entries: readonly PoolWarmupStatus[], previous: readonly unknown[] | undefined): { warmup?: readonly PoolWarmupStatus[] | null } {
-  if (entries.length > 0) return { warmup: entries };
-  return previous === undefined ? {} : { warmup: null };
-}

@@ -2,7 +2,8 @@
 // key of the pool (pool keys and a VirtualMTA's own), status.dkimKeys says whether
 // <selector>._domainkey.<domain> publishes the public half of the key in its Secret, the
 // DkimPublished condition carries the worst reason, and each change of a key's state is an
-// Event. Fixing DNS turns them Published without any change to the resources.
+// Event. Fixing DNS turns them Published without any change to the resources. Removing the keys removes
+// status.dkimKeys (a merge patch keeps what it omits, so the controller sends null).
 import assert from 'node:assert/strict';
 import { generateKeyPairSync, type KeyObject } from 'node:crypto';
 import { after, before, test } from 'node:test';
@@ -110,4 +111,12 @@ test('the Secret cache keeps the public half of a private key, never the key', (
   assert.doesNotMatch(text, /PRIVATE KEY/);
   assert.deepEqual(cached.vmtaPublicKeys, { 'private.pem': { type: 'rsa', bits: 2048, publicKey: dkimPublicKeyData(KEYS.published) } });
   assert.deepEqual(cached.data, { 'private.pem': '', note: '' });
+});
+
+test('keys removed from the spec take status.dkimKeys and the DkimPublished condition away', async () => {
+  const current = pool()!;
+  const spec = current.spec as { dkim?: unknown; virtualMtas: JsonObject[] };
+  const { dkim: _dkim, ...withoutDkim } = spec;
+  api.put({ ...current, spec: { ...withoutDkim, virtualMtas: spec.virtualMtas.map(({ dkimKeys: _keys, ...vmta }) => vmta) } });
+  await eventually('status.dkimKeys gone', () => ((pool()!.status as { dkimKeys?: unknown }).dkimKeys === undefined && condition(pool(), 'DkimPublished') === undefined ? true : undefined));
 });
