@@ -154,8 +154,12 @@ test('scale-out 2 -> 3 with mail queued: the re-share lowers first (pod 2 waits 
     return membership?.members?.join() === '0,1,2' ? membership : undefined;
   }, 180_000, 1000);
   assert.deepEqual(pending.previousMembers, [0, 1], 'the change goes out with the previous members');
-  assert.ok(Date.parse(pending.raiseAfter) > Date.now(), 'the raise is still ahead');
-  const pods = await relayPods();
+  // A StatefulSet's new ordinal is named before its pod runs (docs/fleet-limits.md), so pod 2 may not have an address yet.
+  const pods = await waitFor('3 Ready relay pods', async () => {
+    const current = await relayPods();
+    return current.length === 3 && current.every(isReady) ? current : undefined;
+  }, 180_000, 1000);
+  assert.ok(Date.parse(pending.raiseAfter) > Date.now(), `the raise is still ahead when the mail is queued (pod 2 ready ${((Date.now() - scaledAt) / 1000).toFixed(0)}s after the scale-out)`);
   const firstMessage = sink.messages.length;
   const ids = (await Promise.all(pods.map((pod) => queueInPod(pod, 'scaled', PER_POD)))).flat();
   await waitFor(`${ids.length} messages queued during the re-share at the sink`, async () => new Set(messageIdsOf(sink.messages.slice(firstMessage).map((m) => m.body))).size >= ids.length, 360_000, 500);
