@@ -208,6 +208,7 @@ export class ConnectionRunner {
       now: () => clock.now(),
       logger,
       portFailed: (reason) => metrics.smarthostPortFailures.inc({ virtual_mta: vmta.name, reason }),
+      ...(vmta.proxies.length > 0 ? { dial: (target: MxTarget) => this.#dialProxied(vmta, target) } : {}),
     });
     const portFallbacks = session.fallbacks.length > 0 ? session.fallbacks : undefined;
     if (!session.ok) {

@@ -15,8 +15,8 @@ import { parseHostPort } from './domain-settings.ts';
 import type { EgressProxyConfig, EgressProxyHealth } from './egress-proxy-health.ts';
 import { ConnectionFailure, type MxTarget } from './outbound-connection.ts';
 
-/** SOCKS5 replies (RFC 1928 §6) that speak about the destination, not the proxy. */
-const DESTINATION_REFUSALS = new Set(['HostUnreachable', 'ConnectionRefused', 'TTLExpired']);
+/** SOCKS5 replies (RFC 1928 §6) that speak about the destination, not the proxy, with the socket error code a direct connection would have failed with. */
+const DESTINATION_REFUSALS = new Map<string, string | undefined>([['HostUnreachable', 'EHOSTUNREACH'], ['ConnectionRefused', 'ECONNREFUSED'], ['TTLExpired', undefined]]);
 
 export interface ProxyDialOptions {
   vmta: VirtualMtaConfig;
@@ -40,14 +40,14 @@ export async function dialThroughProxies(options: ProxyDialOptions): Promise<net
     }
     if (outcome.kind === 'destination') {
       health.succeeded(vmta.name, proxy.server);
-      throw new ConnectionFailure('connection', `${peer} via egress proxy ${proxy.server}: ${outcome.reason}`);
+      throw new ConnectionFailure('connection', `${peer} via egress proxy ${proxy.server}: ${outcome.reason}`, undefined, outcome.code);
     }
     health.failed(vmta.name, proxy.server, outcome.reason);
   }
   throw new ConnectionFailure('connection', `no egress proxy of VirtualMTA ${vmta.name} reached ${peer}: ${health.describe(vmta)}`);
 }
 
-type ProxyOutcome = { kind: 'socket'; socket: net.Socket } | { kind: 'destination'; reason: string } | { kind: 'proxy'; reason: string };
+type ProxyOutcome = { kind: 'socket'; socket: net.Socket } | { kind: 'destination'; reason: string; code?: string } | { kind: 'proxy'; reason: string };
 
 async function connectVia(proxy: EgressProxyConfig, { vmta, target, timeoutMs }: ProxyDialOptions): Promise<ProxyOutcome> {
   const { host, port } = parseHostPort(proxy.server);
@@ -76,7 +76,10 @@ async function connectVia(proxy: EgressProxyConfig, { vmta, target, timeoutMs }:
   } catch (error) {
     const message = (error as Error).message;
     const status = error instanceof SocksClientError ? /rejected connection - (\w+)/.exec(message)?.[1] : undefined;
-    if (status && DESTINATION_REFUSALS.has(status)) return { kind: 'destination', reason: `the proxy answered ${status}` };
+    if (status && DESTINATION_REFUSALS.has(status)) {
+      const code = DESTINATION_REFUSALS.get(status);
+      return { kind: 'destination', reason: `the proxy answered ${status}`, ...(code ? { code } : {}) };
+    }
     return { kind: 'proxy', reason: message };
   }
 }

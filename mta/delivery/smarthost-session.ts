@@ -10,6 +10,8 @@
 // offered again until reprobeAfter (retries in between defer without connecting, so the server
 // does not lock the relay out) or until the Secret changes: every session rereads it, so a fixed
 // Secret is used at the next retry. bounceAfter bounces the messages, like any other deferral.
+// A VirtualMTA with egress proxies reaches the smarthost through them (`dial`), TLS and AUTH end
+// to end over the proxied socket, so the ESP sees the VirtualMTA's address.
 import { readFile } from 'node:fs/promises';
 import net from 'node:net';
 import type { SmarthostConfig, VirtualMtaConfig } from '../config/schema.ts';
@@ -29,6 +31,8 @@ export interface SmarthostSessionInputs {
   logger: Logger;
   /** Told of each port that failed, and why ('auth': a refused login). */
   portFailed(reason: PortFallback['reason'] | 'auth'): void;
+  /** Opens the TCP connection to each host and port instead of a direct connect (the VirtualMTA's egress proxies); TLS and AUTH then run over it. */
+  dial?: (target: MxTarget) => Promise<net.Socket>;
 }
 
 export type SmarthostSession =
@@ -96,6 +100,7 @@ export async function openSmarthostSession(inputs: SmarthostSessionInputs): Prom
           ...(login && route.auth ? { auth: { ...login, mechanism: route.auth.mechanism } } : {}),
           ...(vmta.sourceAddress ? { sourceAddress: vmta.sourceAddress } : {}),
           ...(trustedCa ? { trustedCa } : {}),
+          ...(inputs.dial ? { dial: () => inputs.dial!(target) } : {}),
         });
         inputs.memory.worked(route, vmta.sourceAddress, index, fallbacks, inputs.now());
         if (login) inputs.memory.loginAccepted(route);
