@@ -62,6 +62,8 @@ export interface OperatorOptions {
   pollIntervalMs?: number;
   /** How long a DKIM TXT lookup is cached, and how soon a pool with a key not yet Published is checked again (default 60 s). */
   dkimRecheckIntervalMs?: number;
+  /** How often a pool with a warming VirtualMTA reads its pods' warm-up use into status.warmup (default 60 s). */
+  warmupRefreshIntervalMs?: number;
   /** A repeated Event is written again (count patched) only after this long (default 10 min). */
   eventAggregationWindowMs?: number;
   metrics?: OperatorMetrics;
@@ -111,6 +113,7 @@ export class VmtaOperator {
       pollIntervalMs: options.pollIntervalMs ?? 5000,
       dkimChecker: new DkimDnsChecker({ cacheMs: options.dkimRecheckIntervalMs ?? 60_000 }),
       dkimRecheckIntervalMs: options.dkimRecheckIntervalMs ?? 60_000,
+      warmupRefreshIntervalMs: options.warmupRefreshIntervalMs ?? 60_000,
       logger: options.logger,
       enqueue: (key) => this.queue?.add(key),
       relayDrainClient: options.relayDrainClient ?? httpRelayDrainClient(),

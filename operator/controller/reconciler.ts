@@ -5,10 +5,10 @@
 // Problems render reports (a missing policy, a port clash, a missing Secret key) set Ready=False
 // with the render's reason and message plus a Warning Event, and leave the running objects alone.
 // A pool with DKIM keys also gets each key's DNS state (dkim-dns-check.ts) in status.dkimKeys
-// and DkimPublished, and is looked at again until every key is Published.
-// SmtpListener and RelayPolicy status follow from their pool's latest render. Scale-in and
-// deletion of a persistent pool wait for its leaving pods to drain (pool-drain.ts).
-// The fleet ConfigMap carries the ready pods' ordinals, the shares of the pool's limits (fleet-membership.ts).
+// and DkimPublished; when to look again without a change is pool-requeue.ts. SmtpListener and
+// RelayPolicy status follow from their pool's latest render. Scale-in and deletion of a
+// persistent pool wait for its leaving pods to drain (pool-drain.ts). The fleet ConfigMap
+// carries the delivering pods' ordinals, the shares of the pool's limits (fleet-membership.ts).
 import type { Logger } from 'pino';
 import { parseVmtaResource, type VmtaResource } from '../api/parse.ts';
 import type { RelayPolicy } from '../api/relay-policy.ts';
@@ -28,6 +28,7 @@ import type { ConfigHashReader } from './config-hash-reader.ts';
 import { fleetObject, readyPoolPods } from './fleet-membership.ts';
 import { egressProxyStatus, type EgressProxyReader } from './egress-proxy-status.ts';
 import { warmupStatus, type WarmupReader } from './warmup-status.ts';
+import { poolRequeue } from './pool-requeue.ts';
 import { PUBLIC_KEYS_FIELD, USER_SECRETS_FIELD } from './cache-transforms.ts';
 import type { DkimDnsChecker } from './dkim-dns-check.ts';
 import { servedListener, type ListenerSelfCheck, type SelfCheckReport } from './listener-self-check.ts';
@@ -75,6 +76,8 @@ export interface ReconcilerOptions {
   dkimChecker: DkimDnsChecker;
   /** How soon to look again at a pool whose DKIM keys are not all Published. */
   dkimRecheckIntervalMs: number;
+  /** How soon to look again at a pool with a warming VirtualMTA, to refresh status.warmup. */
+  warmupRefreshIntervalMs: number;
   logger: Logger;
   /** Called with keys whose status follows from a pool's render (its listeners and policies). */
   enqueue: (key: string) => void;
@@ -229,10 +232,7 @@ export class Reconciler {
       ...(drain.status ? { drain: drain.status } : {}),
     });
     const converged = !progressing && rollout.configApplied.status === 'True';
-    if (drain.requeueAfterMs !== undefined) return { requeueAfterMs: Math.min(drain.requeueAfterMs, this.options.pollIntervalMs) };
-    if (fleet.recheckAfterMs !== undefined) return { requeueAfterMs: converged ? fleet.recheckAfterMs : Math.min(fleet.recheckAfterMs, this.options.pollIntervalMs) };
-    if (!converged) return { requeueAfterMs: this.options.pollIntervalMs };
-    return dkim?.condition.status === 'True' || !dkim ? undefined : { requeueAfterMs: this.options.dkimRecheckIntervalMs };
+    return poolRequeue({ drainAfterMs: drain.requeueAfterMs, fleetAfterMs: fleet.recheckAfterMs, converged, dkimPending: dkim !== undefined && dkim.condition.status !== 'True', warming: warmup.length > 0 }, this.options);
   }
 
   /** A deleted pool: drain its pods, report, and remove the finalizer once they are done (or the timeout passed). */
