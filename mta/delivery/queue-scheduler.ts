@@ -96,16 +96,19 @@ export class QueueScheduler {
   /**
    * A message accepted no later than the newest message of a destination's last queue-wide
    * deferral, but queued after it (stores finish out of order), did not take part in it, which
-   * the deferral's record cannot tell: a journal record of its state, due now, says so (a restart
-   * replays only the deferrals after it). Rare: accept and queue are milliseconds apart.
+   * the deferral's record cannot tell: a journal record of its state, due at the queue's retry,
+   * says so (a restart replays only the deferrals from then on, as memory counts them). Rare: accept and queue are milliseconds apart.
    */
   #markLateArrivals(message: QueuedMessage): void {
     const { envelope } = message;
     const now = this.#context.clock.now();
     const results = new Map<number, RecipientResult>();
     envelope.recipients.forEach((recipient, index) => {
-      if (recipient.status !== 'pending' || (this.queue(envelope.virtualMta, recipient.domain)?.deferredUpTo ?? 0) < envelope.receivedAt) return;
-      recipient.nextAttemptAt = Math.max(recipient.nextAttemptAt, now);
+      const queue = this.queue(envelope.virtualMta, recipient.domain);
+      if (recipient.status !== 'pending' || !queue || queue.deferredUpTo < envelope.receivedAt) return;
+      // It waits for the queue's retry like the rest (DestinationQueue.add), so a later round before that retry is not its own either.
+      const waitsUntil = queue.retryAt > now ? Math.min(queue.retryAt, envelope.receivedAt + queue.settings.bounceAfter) : now;
+      recipient.nextAttemptAt = Math.max(recipient.nextAttemptAt, waitsUntil);
       results.set(index, { status: 'pending', nextAttemptAt: recipient.nextAttemptAt, attempts: recipient.attempts, ...(recipient.lastResult !== undefined ? { lastResult: recipient.lastResult } : {}) });
     });
     if (results.size === 0) return;
