@@ -72,7 +72,7 @@ describe('smarthost sessions through a SOCKS5 egress proxy (Dante)', { skip: dan
     await mkdir(path.join(aDir, 'login'));
     await writeFile(path.join(aDir, 'login', 'username'), `${USER}\n`);
     await writeFile(path.join(aDir, 'login', 'password'), `${PASSWORD}\n`);
-    const route = (ports: { port: number; tls: 'starttls' | 'implicit' }[]) => ({ hosts: ['127.0.0.1'], ports, tlsPolicy: 'verify' as const, caFile: 'ca.crt', auth: { secretPath: 'login', mechanism: 'auto' as const }, connectTimeout: '2s', reprobeAfter: '1h' });
+    const route = (ports: { port: number; tls: 'starttls' | 'implicit' }[]) => ({ hosts: ['127.0.0.1'], ports, tlsPolicy: 'verify' as const, caFile: 'ca.crt', auth: { secretPath: 'login', mechanism: 'auto' as const }, connectTimeout: '15s', reprobeAfter: '1h' });
     const port = { starttls: { port: starttlsPort, tls: 'starttls' as const }, implicit: { port: implicitPort, tls: 'implicit' as const }, refused: { port: refused.port, tls: 'starttls' as const } };
     aPort = await freePort();
     const aAdmin = await freePort();
