@@ -6,6 +6,7 @@
 // a Prometheus on the host scrapes the pods' /metrics the way the chart's PodMonitor says.
 import assert from 'node:assert/strict';
 import { readFileSync, readdirSync } from 'node:fs';
+import { connect } from 'node:net';
 import { join } from 'node:path';
 import { after, before, test } from 'node:test';
 import { parseAllDocuments } from 'yaml';
@@ -73,8 +74,27 @@ async function serviceIp(listener: string): Promise<{ ip: string; port: number }
   return { ip: service.spec.clusterIP, port: service.spec.ports[0].port };
 }
 
+/**
+ * Whether a TCP connection to the Service's address opens: kube-proxy programs a Service's rules
+ * some time after its pods turn Ready (a loaded CI run once refused the first message), so the
+ * test waits for that, as a client retrying would, before asserting what the relay does.
+ */
+function opens(ip: string, port: number): Promise<boolean> {
+  return new Promise((resolve) => {
+    const socket = connect({ host: ip, port, timeout: 2000 });
+    socket.once('connect', () => {
+      socket.destroy();
+      resolve(true);
+    });
+    socket.once('timeout', () => socket.destroy());
+    socket.once('error', () => resolve(false));
+    socket.once('close', () => resolve(false));
+  });
+}
+
 async function send(listener: string, mode: 'starttls' | 'ssl' | 'plain', from: string, to: string, subject: string, login = true): Promise<string> {
   const { ip, port } = await serviceIp(listener);
+  await waitFor(`the ${listener} Service ${ip}:${port} to accept connections`, () => opens(ip, port), 60_000, 500);
   const result = await smtplibSend({ host: ip, port, mode, caFile: ca.caFile, checkHostname: false, user: login ? 'alice' : undefined, password: login ? 'demo-password-alice' : undefined, from, to: [to], message: `Subject: ${subject}\r\n\r\nthrough ${listener}\r\n` });
   assert.match(result.stdout, /^OK 250 /, `${listener} (${ip}:${port}): ${result.stdout}${result.stderr}`);
   return result.stdout;
