@@ -134,7 +134,7 @@ export class Relay {
     this.#spool = spool;
     const stateDir = path.join(config.spool.path, 'state');
     this.#tlsReporting = new TlsReporting({ config, stateDir, logger });
-    const pauseFile = new QueuePauseFile(stateDir, logger);
+    const pauseFile = new QueuePauseFile(stateDir, logger, (write) => spool.withReserve(write));
     const deliveryOptions = {
       config, spool, metrics, logger, stateDir, recover: false,
       tlsSessions: this.#tlsReporting.recorder,

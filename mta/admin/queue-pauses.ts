@@ -4,7 +4,8 @@
 // is never lost, and a crash mid-write leaves the previous list whole. The relay reads the list at
 // start and hands it to the delivery engine before the spool is recovered, so a paused queue
 // sends nothing in between. A file that cannot be read or parsed is set aside (".unreadable")
-// with an error line, and the relay starts with no pause rather than not at all.
+// with an error line, and the relay starts with no pause rather than not at all. On a full disk
+// a save draws on the spool's reserve (withReserve), so a resume answered there still holds.
 import { mkdir, open, readFile, rename } from 'node:fs/promises';
 import path from 'node:path';
 import { z } from 'zod';
@@ -19,15 +20,20 @@ const PauseFileBody = z.strictObject({
   pauses: z.array(QueueSelectorBody.omit({ all: true })).max(10_000),
 });
 
+/** Runs a state write, giving it the spool's reserve while the disk is full (FileSpool.withReserve). */
+export type ReserveWriter = <T>(write: () => Promise<T>) => Promise<T>;
+
 export class QueuePauseFile {
   readonly file: string;
   readonly #logger: Logger;
+  readonly #withReserve: ReserveWriter;
   /** Saves run one after another, so the last answer's list is the one on disk. */
   #saving: Promise<void> = Promise.resolve();
 
-  constructor(stateDir: string, logger: Logger) {
+  constructor(stateDir: string, logger: Logger, withReserve: ReserveWriter = (write) => write()) {
     this.file = path.join(stateDir, QUEUE_PAUSES_FILE);
     this.#logger = logger;
+    this.#withReserve = withReserve;
   }
 
   /** The pauses last saved; none when there is no file (or it is unreadable: then it is set aside). */
@@ -57,7 +63,7 @@ export class QueuePauseFile {
   /** Replaces the saved list; resolves once it is durable. */
   save(pauses: QueueSelector[]): Promise<void> {
     const body = JSON.stringify({ version: 1, pauses }, null, 1);
-    const next = this.#saving.catch(() => undefined).then(() => this.#write(body));
+    const next = this.#saving.catch(() => undefined).then(() => this.#withReserve(() => this.#write(body)));
     this.#saving = next;
     return next;
   }

@@ -202,3 +202,14 @@ export function isNoSpace(error: unknown): boolean {
   const code = (error as NodeJS.ErrnoException | null)?.code;
   return code === 'ENOSPC' || code === 'EDQUOT';
 }
+
+/** Runs `write`; while it fails with no space and `release` frees some, runs it again. */
+export async function retryOnNoSpace<T>(write: () => Promise<T>, release: () => Promise<boolean>): Promise<T> {
+  for (;;) {
+    try {
+      return await write();
+    } catch (error) {
+      if (!isNoSpace(error) || !(await release())) throw error;
+    }
+  }
+}

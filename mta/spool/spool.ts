@@ -39,7 +39,7 @@ import { Readable } from 'node:stream';
 import type { Logger } from '../observe/log.ts';
 import type { RelayMetrics } from '../observe/metrics.ts';
 import { BucketSet } from './bucket-set.ts';
-import { type SpaceLimits, SpoolDiskSpace } from './disk-space.ts';
+import { retryOnNoSpace, type SpaceLimits, SpoolDiskSpace } from './disk-space.ts';
 import { DirectorySync, writeAll } from './group-commit.ts';
 import { encodeBatch, encodeJournalRecord, encodeRemovalRecord } from './segment-format.ts';
 import { streamMessage } from './segment-reader.ts';
@@ -144,6 +144,14 @@ export class FileSpool implements Spool {
 
   onDeliveryResume(listener: () => void): void {
     this.#onResume.add(listener);
+  }
+
+  /**
+   * Runs a write of the relay's own state (queue pauses: an operator's resume on a full disk must
+   * hold) and, while it fails for want of space, gives back a slice of the reserve and tries again.
+   */
+  withReserve<T>(write: () => Promise<T>): Promise<T> {
+    return retryOnNoSpace(write, async () => (await this.#space?.release()) ?? false);
   }
 
   /** Floor and reserve from a reloaded config (a spool opened without `space` ignores them). */

@@ -1,10 +1,13 @@
 // The spool on a real full file system (a small tmpfs): results are recorded from the reserve
 // when the disk is full, delivery is held before the reserve runs out, and space coming back
-// ends the hold, restores the reserve and lets mail in again.
+// ends the hold, restores the reserve and lets mail in again. The relay's own state (the queue
+// pauses an operator sets) is saved from the reserve too, so a resume on a full disk holds.
 import assert from 'node:assert/strict';
 import fsp from 'node:fs/promises';
 import path from 'node:path';
 import { test } from 'node:test';
+import { pino } from 'pino';
+import { QueuePauseFile } from '../../mta/admin/queue-pauses.ts';
 import { RESERVE_FILE } from '../../mta/spool/disk-space.ts';
 import { FileSpool } from '../../mta/spool/spool.ts';
 import { waitFor } from '../delivery/harness.ts';
@@ -63,4 +66,28 @@ test('on a full disk every result is recorded from the reserve until delivery is
     assert.equal(message.envelope.recipients[0]!.attempts, recorded.get(message.id), `message ${message.id}: each result recorded once, none lost or doubled by a retried append`);
   }
   await reopened.close();
+});
+
+test('on a full disk a queue pause file is saved from the reserve; without one the save fails with ENOSPC', async (t) => {
+  const filesystem = await mountSmallFilesystem(t, 4 * MiB);
+  if (!filesystem) return;
+  t.after(() => filesystem.unmount());
+  const directory = path.join(filesystem.path, 'spool');
+  const spool = await FileSpool.open(directory, { space: { minFreeBytes: 1 * MiB, reserveBytes: 1 * MiB } });
+  t.after(() => spool.close());
+  const logger = pino({ level: 'silent' });
+  const stateDir = path.join(directory, 'state');
+  // Each state a save can meet: no file yet, and a file to replace (its temporary needs new space either way).
+  const lists = [[{ virtualMta: 'vmta-1' }], [{ virtualMta: 'vmta-1' }, { domain: 'example.net' }], []];
+  assert.ok((await filesystem.fill(path.join(filesystem.path, 'filler'))) > 0);
+  const withoutReserve = new QueuePauseFile(stateDir, logger);
+  await assert.rejects(withoutReserve.save(lists[0]!), { code: 'ENOSPC' }, 'the disk is full: a save with no reserve behind it fails');
+  const reserveBefore = (await fsp.stat(path.join(directory, RESERVE_FILE))).size;
+  const withReserve = new QueuePauseFile(stateDir, logger, (write) => spool.withReserve(write));
+  for (const pauses of lists) {
+    await withReserve.save(pauses);
+    assert.deepEqual(await withReserve.load(), pauses, `the saved list ${JSON.stringify(pauses)} is the one read back`);
+  }
+  const reserveAfter = (await fsp.stat(path.join(directory, RESERVE_FILE))).size;
+  assert.ok(reserveAfter < reserveBefore, `the reserve gave back space (${reserveBefore} → ${reserveAfter} bytes)`);
 });
