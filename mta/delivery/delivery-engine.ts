@@ -276,8 +276,9 @@ export class DeliveryEngine {
     metrics.warmupCap.reset();
     metrics.warmupUsed.reset();
     for (const status of this.warmupStatus()) {
-      metrics.warmupCap.set({ vmta: status.virtualMta }, status.dailyCap);
-      metrics.warmupUsed.set({ vmta: status.virtualMta }, status.dailyUsed);
+      const labels = { vmta: status.virtualMta, ...(status.providerGroup !== undefined ? { provider_group: status.providerGroup } : {}) };
+      metrics.warmupCap.set(labels, status.dailyCap);
+      metrics.warmupUsed.set(labels, status.dailyUsed);
     }
   }
 

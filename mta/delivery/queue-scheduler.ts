@@ -6,8 +6,9 @@
 // With `delivery.mxRollup`, domains whose MX host sets are the same form one "site" per
 // VirtualMTA: the connection limit applies to the site and an open connection carries mail
 // for every domain of the site, while retry state, pauses and listing stay per domain.
-// A warming VirtualMTA (warmup-ledger.ts) takes a unit of its cap for each message a connection
-// takes; at the cap its waiting mail moves to an overflow VirtualMTA's queue for the same
+// A warming VirtualMTA (warmup-ledger.ts) takes a unit of its cap (and of its provider group's
+// cap, once the queue's MX hosts placed it in a group) for each message a connection takes;
+// at the cap its waiting mail moves to an overflow VirtualMTA's queue for the same
 // domain, or, with none, waits until the window ends (see docs/warmup.md).
 // The limits themselves (domain, site, provider group, fleet shares) are destination-limits.ts's.
 import type { Envelope, QueueId, RecipientResult, RecipientStatus, SpooledMessage } from '../spool/types.ts';
@@ -252,7 +253,7 @@ export class QueueScheduler {
     if (unusable) queue.lastError = `VirtualMTA unusable: ${unusable}; its mail waits`;
     if (unusable) return false;
     const vmta = virtualMtas.get(queue.virtualMta);
-    const verdict = vmta?.warmup ? this.#context.warmup.admit(vmta, this.#context.clock.now(), false) : undefined;
+    const verdict = vmta?.warmup ? this.#context.warmup.admit(vmta, this.#context.clock.now(), false, queue.providerGroup) : undefined;
     if (verdict && !verdict.allowed) queue.lastError = this.#warmupNote(verdict, this.#overflowNames(queue.virtualMta).length > 0);
     return verdict?.allowed ?? true;
   }
@@ -374,7 +375,7 @@ export class QueueScheduler {
   /** Count the item against its VirtualMTA's warm-up cap; at the cap it and the rest of the ready list are diverted. */
   #takeWarmupUnit(source: DestinationQueue, item: QueueItem, now: number): { source: DestinationQueue; item: QueueItem } | undefined {
     const vmta = this.#context.virtualMtas.get(source.virtualMta);
-    const verdict = vmta ? this.#context.warmup.admit(vmta, now, true) : { allowed: true as const };
+    const verdict = vmta ? this.#context.warmup.admit(vmta, now, true, source.providerGroup) : { allowed: true as const };
     if (verdict.allowed) return { source, item };
     this.#divert(source, [item, ...source.ready.takeAll()], verdict, now);
     return undefined;
@@ -385,7 +386,7 @@ export class QueueScheduler {
     if (queue.ready.length === 0) return;
     const vmta = this.#context.virtualMtas.get(queue.virtualMta);
     if (!vmta?.warmup) return;
-    const verdict = this.#context.warmup.admit(vmta, now, false);
+    const verdict = this.#context.warmup.admit(vmta, now, false, queue.providerGroup);
     if (!verdict.allowed) this.#divert(queue, queue.ready.takeAll(), verdict, now);
   }
 

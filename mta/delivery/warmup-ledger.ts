@@ -1,5 +1,7 @@
 // What each warming VirtualMTA has sent in its current day and hour window, against its caps
-// (warmup-schedule.ts) scaled to this pod's share of the pool. The counts are kept on the spool
+// (warmup-schedule.ts) scaled to this pod's share of the pool: the plan's caps for all
+// destinations, and a provider group's caps for the domains of that group (counted under
+// "<vmta>/<group>"; a message to such a domain takes a unit of both). The counts are kept on the spool
 // volume (<spool>/state/warmup-counts.json, through writeStateFileSync: temporary file, fsync,
 // rename) so a restart does not hand a cold address a fresh day. Units taken in one event-loop
 // turn are written together right after it, before any of their SMTP transactions can finish.
@@ -10,7 +12,7 @@ import type { Logger } from 'pino';
 import { z } from 'zod';
 import type { VirtualMtaConfig } from '../config/schema.ts';
 import { writeStateFileSync } from '../spool/state-file.ts';
-import { warmupWindow, type WarmupWindow } from './warmup-schedule.ts';
+import { warmupCalendars, warmupWindow, type WarmupWindow } from './warmup-schedule.ts';
 
 export const WARMUP_COUNTS_FILE = 'warmup-counts.json';
 
@@ -22,6 +24,8 @@ export type WarmupVerdict = { allowed: true } | { allowed: false; reason: string
 
 export interface WarmupStatus {
   virtualMta: string;
+  /** Set for the caps of one provider group; absent for the plan's caps over all destinations. */
+  providerGroup?: string;
   day: number;
   /** This pod's caps (the pool's cap x this pod's share). */
   dailyCap: number;
@@ -39,6 +43,11 @@ export interface WarmupLedgerOptions {
   capShare?: (cap: number, now: number) => number;
 }
 
+/** Counts of a VirtualMTA's plan, or of one of its provider groups (a VirtualMTA name has no "/"). */
+function countsKey(virtualMta: string, providerGroup: string | undefined): string {
+  return providerGroup === undefined ? virtualMta : `${virtualMta}/${providerGroup}`;
+}
+
 export class WarmupLedger {
   readonly #file: string | undefined;
   readonly #logger: Logger;
@@ -53,40 +62,56 @@ export class WarmupLedger {
     this.#load();
   }
 
-  /** May the VirtualMTA send one more message now? With `take`, an allowed unit is counted. */
-  admit(vmta: VirtualMtaConfig, now: number, take: boolean): WarmupVerdict {
+  /**
+   * May the VirtualMTA send one more message now, to a domain of `providerGroup` (undefined: a
+   * domain in no group, or not resolved yet)? It must be within the plan's caps and its group's.
+   * With `take`, an allowed unit is counted against each.
+   */
+  admit(vmta: VirtualMtaConfig, now: number, take: boolean, providerGroup?: string): WarmupVerdict {
     if (!vmta.warmup) return { allowed: true };
-    const window = warmupWindow(vmta.warmup, now);
-    if (!window) return { allowed: true };
-    const counts = this.#current(vmta.name, window);
-    const caps = this.#caps(window, now);
-    if (counts.dayUsed >= caps.daily) return { allowed: false, reason: `warm-up day ${window.day}: daily cap ${caps.daily} reached`, until: window.dayEndsAt };
-    if (caps.hourly !== undefined && counts.hourUsed >= caps.hourly) return { allowed: false, reason: `warm-up day ${window.day}: hourly cap ${caps.hourly} reached`, until: window.hourEndsAt };
-    if (take) {
-      counts.dayUsed += 1;
-      counts.hourUsed += 1;
+    const live: Counts[] = [];
+    for (const { providerGroup: group, calendar } of warmupCalendars(vmta.warmup)) {
+      if (group !== undefined && group !== providerGroup) continue;
+      const window = warmupWindow(calendar, now);
+      if (!window) continue;
+      const counts = this.#current(countsKey(vmta.name, group), window);
+      const caps = this.#caps(window, now);
+      const day = `warm-up day ${window.day}${group === undefined ? '' : ` (provider group ${group})`}`;
+      if (counts.dayUsed >= caps.daily) return { allowed: false, reason: `${day}: daily cap ${caps.daily} reached`, until: window.dayEndsAt };
+      if (caps.hourly !== undefined && counts.hourUsed >= caps.hourly) return { allowed: false, reason: `${day}: hourly cap ${caps.hourly} reached`, until: window.hourEndsAt };
+      live.push(counts);
+    }
+    if (take && live.length > 0) {
+      for (const counts of live) {
+        counts.dayUsed += 1;
+        counts.hourUsed += 1;
+      }
       this.#queueWrite();
     }
     return { allowed: true };
   }
 
-  /** Day, caps and use of every VirtualMTA still warming at `now`. */
+  /** Day, caps and use of every VirtualMTA still warming at `now`: one entry for its plan's caps and one per provider group still warming. */
   status(virtualMtas: Iterable<VirtualMtaConfig>, now: number): WarmupStatus[] {
     const statuses: WarmupStatus[] = [];
     for (const vmta of virtualMtas) {
-      const window = vmta.warmup && warmupWindow(vmta.warmup, now);
-      if (!window) continue;
-      const counts = this.#current(vmta.name, window);
-      const caps = this.#caps(window, now);
-      statuses.push({
-        virtualMta: vmta.name,
-        day: window.day,
-        dailyCap: caps.daily,
-        ...(caps.hourly !== undefined ? { hourlyCap: caps.hourly } : {}),
-        dailyUsed: counts.dayUsed,
-        hourlyUsed: counts.hourUsed,
-        dayEndsAt: new Date(window.dayEndsAt).toISOString(),
-      });
+      if (!vmta.warmup) continue;
+      for (const { providerGroup, calendar } of warmupCalendars(vmta.warmup)) {
+        const window = warmupWindow(calendar, now);
+        if (!window) continue;
+        const counts = this.#current(countsKey(vmta.name, providerGroup), window);
+        const caps = this.#caps(window, now);
+        statuses.push({
+          virtualMta: vmta.name,
+          ...(providerGroup !== undefined ? { providerGroup } : {}),
+          day: window.day,
+          dailyCap: caps.daily,
+          ...(caps.hourly !== undefined ? { hourlyCap: caps.hourly } : {}),
+          dailyUsed: counts.dayUsed,
+          hourlyUsed: counts.hourUsed,
+          dayEndsAt: new Date(window.dayEndsAt).toISOString(),
+        });
+      }
     }
     return statuses;
   }
@@ -107,12 +132,12 @@ export class WarmupLedger {
     return { daily: this.#capShare(window.dailyCap, now), ...(window.hourlyCap !== undefined ? { hourly: this.#capShare(window.hourlyCap, now) } : {}) };
   }
 
-  /** The VirtualMTA's counts, started again when the day or hour window changed. */
-  #current(name: string, window: WarmupWindow): Counts {
-    let counts = this.#counts.get(name);
+  /** The counts under `key` (countsKey), started again when the day or hour window changed. */
+  #current(key: string, window: WarmupWindow): Counts {
+    let counts = this.#counts.get(key);
     if (!counts || counts.dayKey !== window.dayKey) {
       counts = { dayKey: window.dayKey, dayUsed: 0, hourKey: window.hourKey, hourUsed: 0 };
-      this.#counts.set(name, counts);
+      this.#counts.set(key, counts);
     } else if (counts.hourKey !== window.hourKey) {
       counts.hourKey = window.hourKey;
       counts.hourUsed = 0;

@@ -2,7 +2,8 @@
 // plan's time zone, the caps of that day, and the day and hour windows the counts belong to
 // (keys and the instants they end). Days are local calendar days, so a DST day lasts 23 or 25
 // hours; an hour window is a local clock hour, keyed by the UTC instant it starts, so the hour a
-// DST change repeats is two windows.
+// DST change repeats is two windows. A plan's provider groups have schedules of their own on the
+// plan's calendar (warmupCalendars).
 import type { WarmupPlanConfig } from '../config/warmup-plan.ts';
 
 export interface WarmupWindow {
@@ -61,8 +62,17 @@ export function nextLocalDayStart(instant: number, timeZone: string): number {
   return high;
 }
 
-/** The window `now` falls in, or undefined when the plan is over (the address is warm). */
-export function warmupWindow(plan: WarmupPlanConfig, now: number): WarmupWindow | undefined {
+/** A schedule and the calendar it is counted in: the plan's own, or a provider group's under the plan's start and time zone. */
+export type WarmupCalendar = Pick<WarmupPlanConfig, 'start' | 'timeZone' | 'schedule'>;
+
+/** The plan's calendar for all destinations, then each provider group's. */
+export function warmupCalendars(plan: WarmupPlanConfig): { providerGroup?: string; calendar: WarmupCalendar }[] {
+  const groups = (plan.providerGroups ?? []).map((group) => ({ providerGroup: group.name, calendar: { start: plan.start, timeZone: plan.timeZone, schedule: group.schedule } }));
+  return [{ calendar: plan }, ...groups];
+}
+
+/** The window `now` falls in, or undefined when the schedule is over (the address is warm for it). */
+export function warmupWindow(plan: WarmupCalendar, now: number): WarmupWindow | undefined {
   const local = localTime(now, plan.timeZone);
   const startDay = Date.UTC(Number(plan.start.slice(0, 4)), Number(plan.start.slice(5, 7)) - 1, Number(plan.start.slice(8, 10))) / DAY_MS;
   const day = Math.max(0, local.dayNumber - startDay + 1);

@@ -22,8 +22,8 @@ export class DeliveryMetrics {
   readonly daneLookups: Counter<'result'>;
   readonly daneSessions: Counter<'result'>;
   readonly smarthostPortFailures: Counter<'virtual_mta' | 'reason'>;
-  readonly warmupCap: Gauge<'vmta'>;
-  readonly warmupUsed: Gauge<'vmta'>;
+  readonly warmupCap: Gauge<'vmta' | 'provider_group'>;
+  readonly warmupUsed: Gauge<'vmta' | 'provider_group'>;
   readonly warmupOverflow: Counter<'vmta' | 'to'>;
   readonly egressProxyUp: Gauge<'virtual_mta' | 'proxy'>;
   readonly egressProxyFailures: Counter<'virtual_mta' | 'proxy'>;
@@ -105,14 +105,14 @@ export class DeliveryMetrics {
     });
     this.warmupCap = new Gauge({
       name: 'vmta_warmup_cap',
-      help: 'Daily cap of a warming VirtualMTA today on this pod (the pool\'s cap x this pod\'s share).',
-      labelNames: ['vmta'] as const,
+      help: 'Daily cap of a warming VirtualMTA today on this pod (the pool\'s cap x this pod\'s share); with provider_group, the cap of that group\'s domains.',
+      labelNames: ['vmta', 'provider_group'] as const,
       registers,
     });
     this.warmupUsed = new Gauge({
       name: 'vmta_warmup_used',
-      help: 'Messages a warming VirtualMTA sent today on this pod, against vmta_warmup_cap.',
-      labelNames: ['vmta'] as const,
+      help: 'Messages a warming VirtualMTA sent today on this pod, against vmta_warmup_cap (with provider_group, to that group\'s domains).',
+      labelNames: ['vmta', 'provider_group'] as const,
       registers,
     });
     this.warmupOverflow = new Counter({

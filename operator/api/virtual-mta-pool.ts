@@ -168,6 +168,7 @@ export const VirtualMtaSummary = z.strictObject({
 
 export const WarmupSummary = z.strictObject({
   virtualMta: z.string().max(63),
+  providerGroup: z.string().max(63).optional().describe('Set when the entry is the caps of one provider group\'s domains (warmup.providerGroups); absent for the plan\'s caps over all destinations.'),
   day: z.number().int().min(0).describe('Day of the plan (1 = its start date; 0 before it, under day 1\'s caps).'),
   dailyCap: z.number().int().min(0).describe('Messages the whole pool may send through the VirtualMTA today, from the plan.'),
   hourlyCap: z.number().int().min(0).optional().describe('Messages the whole pool may send in the current hour; absent when the day\'s step has no hourly cap.'),
@@ -209,7 +210,7 @@ export const VirtualMtaPoolStatus = z.strictObject({
   virtualMtas: z.array(VirtualMtaSummary).max(1000).optional(),
   dkimKeys: z.array(DkimKeyStatus).max(2000).optional().describe('Per DKIM key: whether <selector>._domainkey.<domain> publishes its public key.'),
   drain: DrainStatus.optional().describe('The latest drain of pods leaving the pool, with counts per pod.'),
-  warmup: z.array(WarmupSummary).max(1000).optional().describe('Per VirtualMTA still warming (spec.virtualMtas[].warmup): the plan\'s day and pool caps, and the use the ready pods report, summed (docs/warmup.md). Absent when none is warming.'),
+  warmup: z.array(WarmupSummary).max(1000).optional().describe('Per VirtualMTA still warming (spec.virtualMtas[].warmup), and per provider group of its plan still warming: the plan\'s day and pool caps, and the use the ready pods report, summed (docs/warmup.md). Absent when none is warming.'),
 });
 
 export const VirtualMtaPool = z.strictObject({

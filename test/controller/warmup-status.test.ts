@@ -131,3 +131,34 @@ test('a pod answering for a VirtualMTA the pool does not warm, or twice for one,
   const status = await warmupStatus(poolOf([{ name: 'new-ny', warmup: plan }]), pods, async (pod) => (pod.metadata.name === 'outbound-0' ? [entry('other', 99), entry('new-ny', 4), entry('new-ny', 50)] : [entry('new-ny', 6)]), now);
   assert.deepEqual(status, [{ virtualMta: 'new-ny', day: 2, dailyCap: 500, hourlyCap: 50, used: 10, hourlyUsed: 2, podsReporting: 2, podsExpected: 2, dayEndsAt }]);
 });
+
+test('a plan with provider groups has an entry per group still warming; a pod\'s group counts go to that entry only, never to the plan\'s', async () => {
+  const grouped = WarmupPlan.parse({
+    start: '2026-12-01',
+    schedule: [{ day: 1, daily: 1000 }, { day: 10, daily: 5000 }],
+    providerGroups: [{ name: 'google', schedule: [{ day: 1, daily: 40, hourly: 10 }, { day: 3, daily: 100 }] }, { name: 'microsoft', schedule: [{ day: 1, daily: 20 }] }],
+  });
+  const groupedPool = poolOf([{ name: 'new-ip', warmup: grouped }]);
+  const pods = [0, 1].map((index) => ({ apiVersion: 'v1', kind: 'Pod', metadata: { name: `outbound-${index}`, namespace: 'mail' } }) as KubeObject);
+  const report = (at: string, dayEndsAt: string, pod: number): WarmupStatus[] => [
+    { virtualMta: 'new-ip', day: 0, dailyCap: 500, dailyUsed: 100 + pod, hourlyUsed: 1, dayEndsAt },
+    { virtualMta: 'new-ip', providerGroup: 'google', day: 0, dailyCap: 20, dailyUsed: 10 + pod, hourlyUsed: 2, dayEndsAt },
+    { virtualMta: 'new-ip', providerGroup: 'microsoft', day: 0, dailyCap: 10, dailyUsed: 5 + pod, hourlyUsed: 3, dayEndsAt },
+    // A group the plan has not: ignored.
+    { virtualMta: 'new-ip', providerGroup: 'yahoo', day: 0, dailyCap: 10, dailyUsed: 99, hourlyUsed: 99, dayEndsAt: at },
+  ];
+  // Day 1: plan, google (with its hourly cap) and microsoft warming.
+  const day1 = await warmupStatus(groupedPool, pods, async (pod) => report('x', '2026-12-02T00:00:00.000Z', Number(pod.metadata.name.split('-')[1])), Date.parse('2026-12-01T12:00:00Z'));
+  const common = { podsReporting: 2, podsExpected: 2, dayEndsAt: '2026-12-02T00:00:00.000Z' };
+  assert.deepEqual(day1, [
+    { virtualMta: 'new-ip', day: 1, dailyCap: 1000, used: 201, hourlyUsed: 2, ...common },
+    { virtualMta: 'new-ip', providerGroup: 'google', day: 1, dailyCap: 40, hourlyCap: 10, used: 21, hourlyUsed: 4, ...common },
+    { virtualMta: 'new-ip', providerGroup: 'microsoft', day: 1, dailyCap: 20, used: 11, hourlyUsed: 6, ...common },
+  ]);
+  // Day 3: microsoft's schedule is over (its last step was day 1), google's is at its day-3 step.
+  const day3 = await warmupStatus(groupedPool, pods, async (pod) => report('x', '2026-12-04T00:00:00.000Z', Number(pod.metadata.name.split('-')[1])), Date.parse('2026-12-03T12:00:00Z'));
+  assert.deepEqual(day3.map(({ providerGroup, day, dailyCap, used }) => ({ providerGroup, day, dailyCap, used })), [
+    { providerGroup: undefined, day: 3, dailyCap: 1000, used: 201 },
+    { providerGroup: 'google', day: 3, dailyCap: 100, used: 21 },
+  ]);
+});

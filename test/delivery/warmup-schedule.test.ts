@@ -1,5 +1,6 @@
 // Warm-up schedule arithmetic over classes of dates, time zones and day boundaries (DST included),
-// and the plan's validation: steps ascend, overflow names exist and are warm, errors name the field.
+// and the plan's validation: steps ascend, overflow names exist and are warm, provider group
+// schedules follow the same rules and name groups of the pool, errors name the field.
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import { RuntimeConfig, type RuntimeConfigInput } from '../../mta/config/schema.ts';
@@ -110,4 +111,19 @@ test('overflow names must exist, differ from the VirtualMTA and be warm: no chai
   assert.match(issueOf(cycle), /pool\.virtualMtas\.1\.warmup\.overflowTo\.0: overflow VirtualMTA "cold" is warming itself/);
   assert.match(issueOf(configWith({ overflowVirtualMtas: ['cold'], virtualMtas: [{ name: 'cold', hostname: 'cold.test', warmup }, { name: 'warm', hostname: 'warm.test' }] })), /pool\.overflowVirtualMtas\.0: overflow VirtualMTA "cold" is warming itself/);
   assert.equal(issueOf(configWith({ overflowVirtualMtas: ['warm'], virtualMtas: [{ name: 'cold', hostname: 'cold.test', warmup }, { name: 'warm', hostname: 'warm.test' }] })), 'accepted');
+});
+
+test('provider group schedules are checked as the plan\'s and must name a provider group of the pool, once each', () => {
+  const providerGroups = [{ name: 'google', mxHosts: ['*.google.test'] }, { name: 'microsoft', mxHosts: ['*.outlook.test'] }];
+  const withGroups = (groups: unknown) => configWith({ providerGroups, virtualMtas: [{ name: 'cold', hostname: 'cold.test', warmup: { start: '2026-12-01', schedule: [{ day: 1, daily: 100 }], providerGroups: groups as never } }, { name: 'warm', hostname: 'warm.test' }] });
+  const bad: [unknown, RegExp][] = [
+    [[{ name: 'google', schedule: [{ day: 2, daily: 1 }, { day: 1, daily: 5 }] }], /warmup\.providerGroups\.0\.schedule\.1\.day: days must ascend: 1 after day 2/],
+    [[{ name: 'google', schedule: [{ day: 1, daily: 10, hourly: 20 }] }], /warmup\.providerGroups\.0\.schedule\.0\.hourly: hourly cap 20 is above the daily cap 10/],
+    [[{ name: 'google', schedule: [] }], /warmup\.providerGroups\.0\.schedule/],
+    [[{ name: 'google', schedule: [{ day: 1, daily: 1 }] }, { name: 'google', schedule: [{ day: 1, daily: 2 }] }], /warmup\.providerGroups\.1\.name: provider group "google" has two schedules/],
+    [[{ name: 'yahoo', schedule: [{ day: 1, daily: 1 }] }], /pool\.virtualMtas\.0\.warmup\.providerGroups\.0\.name: no provider group named "yahoo" in the pool's providerGroups/],
+    [[{ name: 'google', schedule: [{ day: 1, daily: 1 }], extra: true }], /warmup\.providerGroups\.0/],
+  ];
+  for (const [groups, expected] of bad) assert.match(issueOf(withGroups(groups)), expected, JSON.stringify(groups));
+  assert.equal(issueOf(withGroups([{ name: 'google', schedule: [{ day: 1, daily: 20 }, { day: 5, daily: 200, hourly: 50 }] }, { name: 'microsoft', schedule: [{ day: 1, daily: 10 }] }])), 'accepted');
 });

@@ -1,6 +1,7 @@
 // Warm-up caps in the delivery engine with real sockets: a warming VirtualMTA sends exactly its
 // cap from its own source address, the rest leaves through the overflow VirtualMTA, and without
-// an overflow the rest waits (with a reason) until the day or hour window ends on the clock.
+// an overflow the rest waits (with a reason) until the day or hour window ends on the clock. A
+// provider group's cap holds for all the domains whose MX hosts are in the group together.
 import assert from 'node:assert/strict';
 import { after, before, test } from 'node:test';
 import type { RuntimeConfigInput } from '../../mta/config/schema.ts';
@@ -27,6 +28,7 @@ type WarmupInput = NonNullable<RuntimeConfigInput['pool']['virtualMtas'][number]
 function pool(warmup: WarmupInput, overflow: boolean): RuntimeConfigInput['pool'] {
   return {
     name: 'pool-a',
+    providerGroups: [{ name: 'google', mxHosts: ['*.google.test'] }],
     domainDefaults: [{ match: '*', tlsPolicy: 'none' }],
     virtualMtas: [
       { name: 'warming', sourceAddress: warmingAddress, hostname: 'warming.sender.test', warmup },
@@ -39,7 +41,14 @@ function pool(warmup: WarmupInput, overflow: boolean): RuntimeConfigInput['pool'
 async function harnessWith(warmup: WarmupInput, overflow: boolean, clock?: ManualClock): Promise<Harness> {
   return startHarness({
     mxPort: sink.port,
-    zone: { 'example.test': { mx: [{ preference: 10, exchange: 'mx.example.test' }] }, 'mx.example.test': { a: [sink.address] } },
+    zone: {
+      'example.test': { mx: [{ preference: 10, exchange: 'mx.example.test' }] },
+      'mx.example.test': { a: [sink.address] },
+      // Two domains of the provider group "google": their MX hosts match *.google.test.
+      'gmail.test': { mx: [{ preference: 5, exchange: 'aspmx.google.test' }] },
+      'workspace.test': { mx: [{ preference: 5, exchange: 'aspmx.google.test' }] },
+      'aspmx.google.test': { a: [sink.address] },
+    },
     pool: pool(warmup, overflow),
     ...(clock ? { clock } : {}),
   });
@@ -119,6 +128,53 @@ test('an hourly cap holds the mail past it until the next hour, and the daily co
       harness.engine.warmupStatus().map(({ day, dailyCap, hourlyCap, dailyUsed }) => ({ day, dailyCap, hourlyCap, dailyUsed })),
       [{ day: 5, dailyCap: 5, hourlyCap: 2, dailyUsed: 5 }],
     );
+  } finally {
+    await harness.close();
+  }
+});
+
+test('a provider group\'s cap holds for its domains together; other domains send under the plan\'s cap alone', async () => {
+  const harness = await harnessWith({ start: new Date().toISOString().slice(0, 10), schedule: [{ day: 1, daily: 1000 }], providerGroups: [{ name: 'google', schedule: [{ day: 1, daily: 2 }] }] }, true);
+  try {
+    const tag = 'group';
+    for (let index = 0; index < 4; index += 1) await harness.submit({ to: [`${tag}-g${index}@gmail.test`], virtualMta: 'warming' });
+    for (let index = 0; index < 3; index += 1) await harness.submit({ to: [`${tag}-w${index}@workspace.test`], virtualMta: 'warming' });
+    for (let index = 0; index < 5; index += 1) await harness.submit({ to: [`${tag}-e${index}@example.test`], virtualMta: 'warming' });
+    await waitFor(() => receivedFor(tag).warming + receivedFor(tag).overflow === 12, 'all 12 messages at the sink');
+    const inGroup = sink.messages.filter((message) => message.to.some((address) => address.startsWith(`${tag}-`) && /@(gmail|workspace)\.test$/.test(address)));
+    const fromWarming = (messages: typeof inGroup) => messages.filter((message) => message.remoteAddress === warmingAddress).length;
+    assert.equal(fromWarming(inGroup), 2, 'the group\'s 7 messages: 2 from the warming address (its group cap), over both domains');
+    assert.equal(inGroup.length - fromWarming(inGroup), 5, 'the other 5 through the overflow VirtualMTA');
+    const outside = sink.messages.filter((message) => message.to.some((address) => address.startsWith(`${tag}-e`)));
+    assert.equal(fromWarming(outside), 5, 'a domain in no group is not held by the group\'s cap');
+    assert.deepEqual(
+      harness.engine.warmupStatus().map(({ virtualMta, providerGroup, dailyCap, dailyUsed }) => ({ virtualMta, providerGroup, dailyCap, dailyUsed })),
+      [
+        { virtualMta: 'warming', providerGroup: undefined, dailyCap: 1000, dailyUsed: 7 },
+        { virtualMta: 'warming', providerGroup: 'google', dailyCap: 2, dailyUsed: 2 },
+      ],
+    );
+    harness.engine.refreshGauges();
+    const used = await harness.metrics.registry.getSingleMetricAsString('vmta_warmup_used');
+    assert.match(used, /vmta_warmup_used\{vmta="warming",provider_group="google"\} 2\b/);
+    assert.match(used, /vmta_warmup_used\{vmta="warming"\} 7\b/);
+  } finally {
+    await harness.close();
+  }
+});
+
+test('without an overflow the group\'s domains wait at the group\'s cap, with the group named, while other domains go on', async () => {
+  const harness = await harnessWith({ start: new Date().toISOString().slice(0, 10), schedule: [{ day: 1, daily: 1000 }], providerGroups: [{ name: 'google', schedule: [{ day: 1, daily: 1 }] }] }, false);
+  try {
+    const tag = 'groupwait';
+    for (let index = 0; index < 3; index += 1) await harness.submit({ to: [`${tag}-g${index}@gmail.test`], virtualMta: 'warming' });
+    for (let index = 0; index < 2; index += 1) await harness.submit({ to: [`${tag}-e${index}@example.test`], virtualMta: 'warming' });
+    await waitFor(() => receivedFor(tag).warming === 3, 'one group message and both others');
+    await settle();
+    assert.deepEqual(receivedFor(tag), { warming: 3, overflow: 0, other: 0 });
+    const queues = harness.engine.listQueues().filter((summary) => summary.virtualMta === 'warming');
+    assert.match(queues.find((summary) => summary.domain === 'gmail.test')?.lastError ?? '', /warm-up day 1 \(provider group google\): daily cap 1 reached; no overflow VirtualMTA, mail waits until /);
+    assert.equal(queues.find((summary) => summary.domain === 'example.test')?.lastError ?? null, null);
   } finally {
     await harness.close();
   }

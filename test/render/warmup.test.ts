@@ -59,6 +59,7 @@ test('an overflow to a missing, warming or the same VirtualMTA is a render probl
     ['overflowTo itself', [vmta('warm'), vmta('cold', plan(['warm', 'cold']))], undefined, 'spec.virtualMtas[1].warmup.overflowTo[1]', /cannot overflow to itself/],
     ['overflowTo a warming VirtualMTA (a chain)', [vmta('a', plan(['b'])), vmta('b', plan(['c'])), vmta('c')], undefined, 'spec.virtualMtas[0].warmup.overflowTo[0]', /"b" is warming itself/],
     ['overflowTo each other (a cycle)', [vmta('a', plan(['b'])), vmta('b', plan(['a']))], undefined, 'spec.virtualMtas[1].warmup.overflowTo[0]', /"a" is warming itself/],
+    ['a schedule for a provider group the pool has not', [vmta('cold', { ...plan(), providerGroups: [{ name: 'yahoo', schedule: [{ day: 1, daily: 5 }] }] }), vmta('warm')], undefined, 'spec.virtualMtas[0].warmup.providerGroups[0].name', /no provider group named "yahoo"/],
   ];
   for (const [what, virtualMtas, overflow, field, words] of cases) {
     const pool = copy(input.pool);
@@ -83,6 +84,8 @@ test('a bad plan is refused when the resource is parsed, naming the field', () =
     ['no steps', { start: '2026-12-01', schedule: [] }, `${field}.schedule`, /./],
     ['a negative cap', { start: '2026-12-01', schedule: [{ day: 1, daily: -1 }] }, `${field}.schedule[0].daily`, /./],
     ['an unknown field', { start: '2026-12-01', schedule: [{ day: 1, daily: 200 }], weekly: 5 }, field, /weekly/],
+    ['a group\'s days not ascending', { start: '2026-12-01', schedule: [{ day: 1, daily: 200 }], providerGroups: [{ name: 'google', schedule: [{ day: 3, daily: 5 }, { day: 2, daily: 9 }] }] }, `${field}.providerGroups[0].schedule[1].day`, /ascend/],
+    ['a group with two schedules', { start: '2026-12-01', schedule: [{ day: 1, daily: 200 }], providerGroups: [{ name: 'google', schedule: [{ day: 1, daily: 5 }] }, { name: 'google', schedule: [{ day: 1, daily: 6 }] }] }, `${field}.providerGroups[1].name`, /two schedules/],
   ];
   for (const [what, warmup, path, words] of cases) {
     const result = parseVmtaResource(pool(warmup));
@@ -99,4 +102,5 @@ test('examples/warmup/ loads and renders its warming VirtualMTA with the pool ov
   const rendered = renderedRelayConfig(result).pool;
   assert.deepEqual(rendered.overflowVirtualMtas, ['vmta-warm']);
   assert.equal(rendered.virtualMtas.find((entry) => entry.name === 'vmta-new')?.warmup?.schedule[0]?.daily, 200);
+  assert.deepEqual(rendered.virtualMtas.find((entry) => entry.name === 'vmta-new')?.warmup?.providerGroups?.map((group) => [group.name, group.schedule[0]?.daily]), [['google', 50]]);
 });
