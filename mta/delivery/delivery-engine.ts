@@ -125,13 +125,16 @@ export class DeliveryEngine {
   }
 
   /**
-   * Queue every message a scan of the spool at start yields, then forget the deferrals read for
-   * them. What scan() yields belongs to no one else, so the engine takes it without a copy (a
+   * Queue every message a scan of the spool at start yields (a finished one is removed, once its
+   * accounting is complete: OutcomeRecorder.accountingRecovery), then forget the deferrals read
+   * for them. What scan() yields belongs to no one else, so the engine takes it without a copy (a
    * copy of a million envelopes is a million more for the collector).
    */
   async queueRecovered(scan: AsyncIterable<SpooledMessage>, onQueued: () => void = () => {}): Promise<void> {
+    const accounting = await this.#recorder.accountingRecovery();
     for await (const message of scan) {
-      this.#scheduler.enqueueOwned(message);
+      if (message.envelope.recipients.every((recipient) => recipient.status !== 'pending')) accounting.finished(message);
+      else this.#scheduler.enqueueOwned(message);
       onQueued();
     }
     this.#context.deferrals.recoveryFinished();

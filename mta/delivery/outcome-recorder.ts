@@ -2,13 +2,15 @@
 // (delivered, deferred with the next attempt, bounced, expired at bounceAfter), enters and
 // leaves backoff, writes the accounting log and the attempt metrics, stores the DSNs the
 // sender asked for (dsn-notices.ts), tells the suppression list of bounces, and removes a
-// message once no recipient is pending. Queue-wide failures (DNS, connect, TLS route) are
+// message once no recipient is pending and its final accounting records are synced (so a crash
+// in between leaves the message for accounting-recovery.ts to write what the batch lost). Queue-wide failures (DNS, connect, TLS route) are
 // recorded here too, as one deferral of the whole queue, durable per destination
 // (deferral-record.ts). Every attempt's outcome is also one log line per recipient
 // (mta/observe/delivery-log.ts).
 import type { RuntimeConfig } from '../config/schema.ts';
 import { AccountingLog, type AccountingRecord } from '../observe/accounting.ts';
 import { messageFields, RECORD_TYPE_OF_RESULT, receiptRecords, type AccountingScope } from '../observe/accounting-record.ts';
+import { finalRecordKeys, missingFinalRecords } from '../observe/accounting-recovery.ts';
 import { DeliveryLog } from '../observe/delivery-log.ts';
 import type { QueueId, RecipientResult, SpooledMessage } from '../spool/types.ts';
 import type { DeliveryContext } from './delivery-context.ts';
@@ -59,6 +61,8 @@ export class OutcomeRecorder {
   readonly #options: OutcomeRecorderOptions;
   readonly #delayNotices: Promise<DelayNoticeLedger>;
   readonly #outcomes: DeliveryLog;
+  /** Removals of finished messages waiting for their final records to be synced. */
+  readonly #removals = new Set<Promise<void>>();
 
   constructor(context: DeliveryContext, records: MessageRecords, options: OutcomeRecorderOptions = {}) {
     this.#context = context;
@@ -81,6 +85,7 @@ export class OutcomeRecorder {
 
   async close(): Promise<void> {
     await this.#accounting.close();
+    await Promise.all(this.#removals);
     await (await this.#delayNotices.catch(() => undefined))?.close();
   }
 
@@ -92,6 +97,47 @@ export class OutcomeRecorder {
 
   async flushAccounting(): Promise<void> {
     await this.#accounting.flush();
+  }
+
+  /**
+   * For the spool's recovery, before any message is queued: reads each accounting file's tail;
+   * then each finished message found (every recipient final: the process stopped before its
+   * removal) gets the final records its files lack written again, and is removed once they are
+   * synced.
+   */
+  async accountingRecovery(): Promise<{ finished(message: SpooledMessage): void }> {
+    const { clock, logger } = this.#context;
+    const accounting = this.#accounting;
+    const files = await Promise.all(
+      accounting.outputs().map(async (output) => ({
+        output,
+        keys: await finalRecordKeys(output).catch((error: Error) => {
+          logger.error({ file: output.path, err: error }, 'accounting file tail cannot be read; final records lost in a crash are not written again to it');
+          return undefined;
+        }),
+      })),
+    );
+    return {
+      finished: (message) => {
+        for (const { output, keys } of files) {
+          const missing = keys ? missingFinalRecords(keys, message, this.#scope(), clock.now()) : [];
+          for (const record of missing) accounting.writeTo(output.path, record);
+          if (missing.length > 0) logger.warn({ queueId: message.id, file: output.path, records: missing.length }, 'accounting: final records lost in a crash written again from the spool');
+        }
+        this.#removeWhenAccounted(message.id);
+      },
+    };
+  }
+
+  /** Remove a finished message from the spool once every accounting record written so far is durable. */
+  #removeWhenAccounted(id: QueueId): void {
+    const { logger, spool } = this.#context;
+    const removal: Promise<void> = this.#accounting
+      .synced()
+      .then(() => spool.remove(id))
+      .catch((error: Error) => logger.error({ queueId: id, err: error }, 'removing a finished message failed'))
+      .finally(() => this.#removals.delete(removal));
+    this.#removals.add(removal);
   }
 
   #scope(): AccountingScope {
@@ -160,7 +206,11 @@ export class OutcomeRecorder {
     if (expired.length > 0) await this.recordAll(queue, expired, classification, context, reply, true);
   }
 
-  /** Record one classification for many items, a batch at a time; each counts as in flight until recorded. */
+  /**
+   * Record one classification for many items, a batch at a time; each counts as in flight until
+   * recorded. Resolves once the messages it finished are removed (an operator's bounce or delete
+   * answers when they are gone).
+   */
   async recordAll(queue: DestinationQueue, items: QueueItem[], classification: Classification, context: AttemptContext, reply: string | undefined, sendDsn: boolean): Promise<void> {
     queue.inFlight += items.length;
     await inBatches(items, async (item) => {
@@ -170,6 +220,7 @@ export class OutcomeRecorder {
         queue.inFlight -= 1;
       }
     });
+    await Promise.all(this.#removals);
   }
 
   /**
@@ -251,9 +302,7 @@ export class OutcomeRecorder {
     }
     if (sendDsn) await this.#notify(queue, message, final, context);
     // Several destination queues may finish the same message concurrently: only the first removes it.
-    if (envelope.recipients.every((recipient) => recipient.status !== 'pending') && this.#records.forget(message.id)) {
-      await spool.remove(message.id).catch((error: Error) => logger.error({ queueId: message.id, err: error }, 'removing a finished message failed'));
-    }
+    if (envelope.recipients.every((recipient) => recipient.status !== 'pending') && this.#records.forget(message.id)) this.#removeWhenAccounted(message.id);
   }
 
   /** The accounting record and the log line of one recipient's attempt; `retryAt` is a deferred recipient's next attempt. */

@@ -33,6 +33,8 @@ export class AccountingFile {
   #pending: string[] = [];
   #pendingBytes = 0;
   #timer: NodeJS.Timeout | undefined;
+  /** Told when the batch holding the lines pending now has been written (synced()). */
+  #waiting: (() => void)[] = [];
   #chain: Promise<void> = Promise.resolve();
   #handle: FileHandle | undefined;
   #size = 0;
@@ -54,15 +56,28 @@ export class AccountingFile {
     else this.#timer ??= setTimeout(() => void this.flush(), this.#options.syncIntervalMs);
   }
 
+  get path(): string {
+    return this.#path;
+  }
+
   /** Write and sync every line appended so far; resolves once they are durable (or their failure was reported). */
   flush(): Promise<void> {
     clearTimeout(this.#timer);
     this.#timer = undefined;
     const lines = this.#pending;
+    const waiting = this.#waiting;
     this.#pending = [];
     this.#pendingBytes = 0;
+    this.#waiting = [];
     this.#chain = this.#chain.then(() => this.#writeBatch(lines)).catch((error: Error) => this.#options.onError(error));
+    void this.#chain.then(() => waiting.forEach((resolve) => resolve()));
     return this.#chain;
+  }
+
+  /** Resolves once every line appended so far is durable (or its failure reported), in the batch it is in: no batch is written early. */
+  synced(): Promise<void> {
+    if (this.#pending.length === 0) return this.#chain;
+    return new Promise((resolve) => this.#waiting.push(resolve));
   }
 
   async close(): Promise<void> {

@@ -155,8 +155,10 @@ export function receiptRecords(id: QueueId, envelope: Envelope, scope: Accountin
   }));
 }
 
+export const CSV_COLUMN_NAMES: readonly string[] = CSV_COLUMNS.map(([name]) => name);
+
 /** The CSV header line (CRLF-terminated, as every row). */
-export const CSV_HEADER = `${CSV_COLUMNS.map(([name]) => name).join(',')}\r\n`;
+export const CSV_HEADER = `${CSV_COLUMN_NAMES.join(',')}\r\n`;
 
 export function jsonLine(record: AccountingRecord): string {
   return `${JSON.stringify(record)}\n`;

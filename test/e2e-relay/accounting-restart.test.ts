@@ -4,13 +4,15 @@
 // X-Job header, the relay delivers them to a sink, stops, starts again and delivers one more.
 // Then the JSON lines and the CSV file hold exactly one receipt (r) and one delivery (d) per
 // recipient of every message, with the job id (taken out of the delivered message), the CSV
-// header once at the top, and as many CSV rows as JSON lines.
+// header once at the top, and as many CSV rows as JSON lines. And a crash before any batch
+// was synced: the delivered messages stay in the spool until their records are durable, so the
+// restart writes the lost d records again from the spool, once, and sends nothing again.
 import assert from 'node:assert/strict';
-import { readFile } from 'node:fs/promises';
+import { readFile, stat } from 'node:fs/promises';
 import path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { after, before, test } from 'node:test';
-import { freePort, loopbackRelayConfig, startRelayProcess, temporaryDirectory, writeRelayConfig, type RelayProcess } from '../fixtures/relay-process.ts';
+import { freePort, loopbackRelayConfig, metricValue, startRelayProcess, temporaryDirectory, writeRelayConfig, type RelayProcess } from '../fixtures/relay-process.ts';
 import { loopbackAddresses, startSinkMx, type SinkMx } from '../fixtures/sink-mx.ts';
 import { smtplibSend } from '../fixtures/smtp-clients.ts';
 import { waitForRelay } from '../fixtures/wait-for-relay.ts';
@@ -79,3 +81,45 @@ for (const stop of ['SIGTERM', 'SIGKILL'] as const) {
     console.log(`accounting_restart stop=${stop} recipients=${recipients.length} json_lines=${lines.length} csv_rows=${csv.length - 1}`);
   });
 }
+
+test('a crash before the accounting batch was synced loses no d record: the restart writes each once from the spool and sends nothing again', async () => {
+  const directory = await temporaryDirectory('vmta-accounting-unsynced-');
+  cleanups.push(directory.remove);
+  const port = await freePort();
+  const adminPort = await freePort();
+  // A minute: every record of the first life is still unsynced when it is killed.
+  await writeRelayConfig(directory.path, loopbackRelayConfig(port, adminPort, {
+    pool: { name: 'pool-acct', domainDefaults: [{ match: '*', smtpHost: `${sink.address}:${sink.port}`, tlsPolicy: 'none' }], virtualMtas: [{ name: 'vmta-1', hostname: 'out.acct.test' }] },
+    delivery: { accounting: { file: 'acct.jsonl', csvFile: 'acct.csv', syncInterval: '60s' } },
+  }));
+  const files = { json: path.join(directory.path, 'acct.jsonl'), csv: path.join(directory.path, 'acct.csv') };
+  let relay: RelayProcess = await startRelayProcess({ configDir: directory.path, adminPort });
+  cleanups.push(() => relay.kill('SIGKILL'));
+  const recipients = [...(await submit(port, 'campaign-1', 'unsynced-a')), ...(await submit(port, 'campaign-2', 'unsynced-b'))];
+  await waitForRelay('the messages at the sink', () => (arrived(recipients) ? true : undefined), [relay]);
+  await sleep(500); // the results recorded in the spool (a group commit of a few ms)
+  assert.equal(await metricValue(relay.adminUrl, 'vmta_spool_messages'), 2, 'delivered, but kept in the spool while their records are not durable');
+  for (const file of Object.values(files)) assert.equal(await stat(file).then((stats) => stats.size, () => 0), 0, `${file}: nothing synced before the crash`);
+  await relay.kill('SIGKILL');
+
+  // Second life: the records are written again; a graceful stop syncs them and removes the messages.
+  relay = await startRelayProcess({ configDir: directory.path, adminPort });
+  await relay.kill('SIGTERM');
+  // Third life: nothing is left to restore, nothing is written twice.
+  relay = await startRelayProcess({ configDir: directory.path, adminPort });
+  await waitForRelay('an empty spool', async () => ((await metricValue(relay.adminUrl, 'vmta_spool_messages')) === 0 ? true : undefined), [relay]);
+  await relay.kill('SIGTERM');
+
+  const lines = (await readFile(files.json, 'utf8')).trim().split('\n').map((line) => JSON.parse(line) as Record<string, string | number>);
+  const csv = (await readFile(files.csv, 'utf8')).trim().split('\r\n');
+  for (const recipient of recipients) {
+    const mine = lines.filter((line) => line.recipient === recipient);
+    assert.deepEqual(mine.map((line) => [line.type, line.attempt, line.dsnStatus, line.jobId]), [['d', 1, '2.0.0', recipient.includes('-a-') ? 'campaign-1' : 'campaign-2']], `one d record for ${recipient}: ${JSON.stringify(mine)}`);
+    assert.equal(csv.filter((row) => row.startsWith('d,') && row.includes(`,${recipient},`)).length, 1, `one d row in the CSV for ${recipient}`);
+  }
+  assert.equal(lines.length, recipients.length, 'no other records');
+  assert.equal(csv.length - 1, recipients.length, 'as many CSV rows');
+  const sent = recipients.map((recipient) => sink.messages.filter((message) => message.to.includes(recipient)).length);
+  assert.deepEqual(sent, recipients.map(() => 1), 'each recipient received the message once: the finished messages were not sent again');
+  console.log(`accounting_unsynced_crash recipients=${recipients.length} restored_json=${lines.length} restored_csv=${csv.length - 1}`);
+});
