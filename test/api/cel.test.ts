@@ -152,7 +152,7 @@ for (const [what, object, refused] of cases) {
 }
 
 test('every example resource passes the CEL rules', async () => {
-  const folders = await Promise.all(['examples', 'examples/smarthost', 'examples/provider-groups'].map((folder) => loadResourceDir(path.join(REPOSITORY_ROOT, folder))));
+  const folders = await Promise.all(['examples', 'examples/smarthost', 'examples/provider-groups', 'examples/warmup', 'examples/egress-proxy', 'examples/accounting'].map((folder) => loadResourceDir(path.join(REPOSITORY_ROOT, folder))));
   assert.deepEqual(folders.flatMap((loaded) => loaded.errors), []);
   for (const file of folders.flatMap((loaded) => loaded.files)) {
     for (const document of (await readFile(file, 'utf8')).split(/^---$/m)) {

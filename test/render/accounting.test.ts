@@ -1,12 +1,16 @@
 // spec.accounting and spec.mxRollup of a VirtualMtaPool reach relay.yaml: for every format the
 // files on the spool volume, receipts, job header, rotation (size as bytes) and retention, the
-// namespace as tenant, and a spec without accounting keeps the relay's defaults (no files).
+// namespace as tenant, and a spec without accounting keeps the relay's defaults (no files);
+// examples/accounting/ renders.
 import assert from 'node:assert/strict';
+import path from 'node:path';
 import { test } from 'node:test';
 import { parse } from 'yaml';
 import { RuntimeConfig } from '../../mta/config/schema.ts';
 import { VirtualMtaPool } from '../../operator/api/virtual-mta-pool.ts';
+import { loadResourceDir, secretSummaries } from '../../operator/local/resource-files.ts';
 import { renderPool } from '../../operator/render/pool.ts';
+import { REPOSITORY_ROOT } from '../../scripts/generated-files.ts';
 import { copy, exampleInput } from './example-resources.ts';
 
 async function renderedDelivery(spec: Record<string, unknown>, namespace = 'mail'): Promise<RuntimeConfig['delivery']> {
@@ -57,4 +61,16 @@ test('bad accounting fields are refused naming the field', () => {
     assert.equal(parsed.success, false, JSON.stringify(accounting));
     assert.match(JSON.stringify(parsed.error!.issues.map((issue) => issue.path)), field, JSON.stringify(accounting));
   }
+});
+
+test('examples/accounting/ loads and renders both files with its rotation and retention', async () => {
+  const loaded = await loadResourceDir(path.join(REPOSITORY_ROOT, 'examples/accounting'));
+  assert.deepEqual(loaded.errors, []);
+  const result = renderPool({ pool: loaded.resources.pools[0]!, listeners: [], policies: [], secrets: secretSummaries(loaded.resources.secrets), image: 'registry.example/vmta:1.0.0', namespace: 'billing' });
+  assert.deepEqual(result.problems, []);
+  const configMap = result.objects.find((object) => object.kind === 'ConfigMap') as unknown as { data: Record<string, string> };
+  const { accounting } = RuntimeConfig.parse(parse(configMap.data['relay.yaml']!)).delivery;
+  assert.deepEqual([accounting.file, accounting.csvFile, accounting.tenant, accounting.jobHeader, accounting.receipts], ['/var/spool/vmta/accounting/acct.jsonl', '/var/spool/vmta/accounting/acct.csv', 'billing', 'X-Job', true]);
+  assert.deepEqual(accounting.rotate, { maxBytes: 100 * 1024 * 1024, interval: 86_400_000 });
+  assert.deepEqual(accounting.retain, { maxFiles: 30, maxAge: 30 * 86_400_000 });
 });
