@@ -1,7 +1,9 @@
 // Kubernetes Events (core/v1) about the operator's objects, aggregated like client-go's
 // recorder: a repeat of the same reason and message for the same object within the window writes
 // nothing (the count grows in memory); after the window the existing Event's count and
-// lastTimestamp are patched. Events are best effort: a failure is logged, never thrown.
+// lastTimestamp are patched. Records of one key run one after another, so two reconciles reporting
+// the same problem at once patch one Event rather than create two. Events are best effort: a
+// failure is logged, never thrown.
 import type { Logger } from 'pino';
 import { isNotFound, type KubeClient } from './client.ts';
 import { RESOURCE_TYPES } from './resources.ts';
@@ -22,6 +24,8 @@ export class EventRecorder {
   private readonly windowMs: number;
   private readonly logger: Logger | undefined;
   private readonly seen = new Map<string, SeenEvent>();
+  /** The record of each key in progress (the last one queued). */
+  private readonly inProgress = new Map<string, Promise<void>>();
 
   constructor(client: KubeClient, options: { component?: string; aggregationWindowMs?: number; logger?: Logger } = {}) {
     this.client = client;
@@ -30,9 +34,18 @@ export class EventRecorder {
     this.logger = options.logger;
   }
 
-  async record(involved: KubeObject, type: EventType, reason: string, message: string): Promise<void> {
-    const namespace = involved.metadata.namespace ?? 'default';
+  record(involved: KubeObject, type: EventType, reason: string, message: string): Promise<void> {
     const key = `${involved.metadata.uid ?? involved.metadata.name}|${type}|${reason}|${message}`;
+    const recorded = (this.inProgress.get(key) ?? Promise.resolve()).then(() => this.write(key, involved, type, reason, message));
+    this.inProgress.set(key, recorded);
+    void recorded.then(() => {
+      if (this.inProgress.get(key) === recorded) this.inProgress.delete(key);
+    });
+    return recorded;
+  }
+
+  private async write(key: string, involved: KubeObject, type: EventType, reason: string, message: string): Promise<void> {
+    const namespace = involved.metadata.namespace ?? 'default';
     const now = Date.now();
     const existing = this.seen.get(key);
     try {

@@ -74,6 +74,13 @@ test('event recorder aggregates a repeated event instead of writing it again', a
   const applied = api.list('v1', 'Event', 'apply').filter((e) => e.reason === 'Applied');
   assert.equal(applied.length, 1);
   assert.equal(applied[0]!.count, 2, 'after the window the count is patched');
+  // Reported at once (two reconciles): still one Event, its count the number of reports.
+  for (const reports of [2, 3, 5]) {
+    const reason = `Concurrent${reports}`;
+    await Promise.all(Array.from({ length: reports }, () => expired.record(involved, 'Warning', reason, 'm')));
+    const concurrent = api.list('v1', 'Event', 'apply').filter((e) => e.reason === reason);
+    assert.deepEqual(concurrent.map((e) => e.count), [reports], `${reports} reports at once: one Event counting ${reports}`);
+  }
 });
 
 test('the client refuses a request the RBAC role does not grant', async () => {
