@@ -196,15 +196,20 @@ export const SmarthostSettings = z.strictObject({
 });
 
 /** PowerMTA `<domain>` block: every field optional, layered over pool defaults and built-in defaults. */
-export const DomainSettings = z.strictObject({
-  match: domainPattern,
+/** The settings a provider group can give its domains as well as a domain block (ProviderGroup.domainSettings). */
+const sessionSettingFields = {
   tlsPolicy: z.enum(['none', 'opportunistic', 'required', 'verify', 'dane', 'dane-only']).optional(),
   mtaSts: z.boolean().optional(),
   /** A list of waits between attempts (the last repeats), or exponential backoff with a cap. */
   retryAfter: z.union([z.array(duration).min(1).max(64), retryBackoff]).optional(),
   bounceAfter: duration.optional(),
-  maxSmtpOut: z.number().int().min(1).max(10_000).optional(),
   maxMessagesPerConnection: z.number().int().min(1).max(1_000_000).optional(),
+};
+
+export const DomainSettings = z.strictObject({
+  match: domainPattern,
+  ...sessionSettingFields,
+  maxSmtpOut: z.number().int().min(1).max(10_000).optional(),
   maxMessageRate: rate.optional(),
   /** Deliver to this host instead of resolving MX (smarthost). */
   smtpHost: hostPort.optional(),
@@ -227,6 +232,8 @@ export const ProviderGroup = z.strictObject({
   maxMessageRate: rate.optional(),
   /** A throttling reply on one domain puts the whole group in backoff: its connections and rate then hold for the group. Used by domains without a backoff of their own (a "*" block's comes after it). */
   backoff: BackoffSettings.optional(),
+  /** Settings for each of the group's domains, over the pool's "*" defaults; a block naming the domain (or a suffix of it) and the VirtualMTA's own blocks still win (domain-settings.ts). */
+  domainSettings: z.strictObject(sessionSettingFields).optional(),
 });
 
 /** Limits held for the pool as a whole: this pod takes its share from the membership file (mta/delivery/fleet-share.ts). */

@@ -104,6 +104,7 @@ export class ConnectionRunner {
       await this.#recorder.failReady(queue, classifyFailure({ kind: failure.kind, message: failure.message }), { startedAt });
       return;
     }
+    if (!queue.settings.smtpHost) this.#scheduler.placeInProviderGroup(queue, targets);
     const route = await routeTls({
       domain: queue.domain,
       settings: queue.settings,

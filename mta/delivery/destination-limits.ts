@@ -85,8 +85,7 @@ export class DestinationLimits {
       keys.push(siteKey(queue));
       if ((this.#slots.get(siteKey(queue)) ?? 0) >= this.share(queue.settings.maxSmtpOut)) return null;
     }
-    const group = providerGroupFor(this.#context.config.pool.providerGroups, hosts);
-    queue.providerGroup = group?.name;
+    const group = this.providerGroup(queue);
     if (group) {
       // Counted even without a group limit: a group backoff may set one at any time.
       const key = groupKey(queue.virtualMta, group.name);

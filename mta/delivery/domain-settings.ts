@@ -1,9 +1,10 @@
 // Per-destination-domain delivery settings, PowerMTA `<domain>` style: for a VirtualMTA and a
 // recipient domain, each field comes from the most specific block that sets it — the
 // VirtualMTA's own `domains` over the pool's `domainDefaults` over built-in defaults, and
-// within each list an exact domain over the longest matching "*.suffix" over "*".
+// within each list an exact domain over the longest matching "*.suffix" over "*". A domain in a
+// provider group takes the group's domainSettings right above the pool's "*" blocks.
 import { parseRate, type Rate } from '../config/duration.ts';
-import type { DomainSettingsConfig, SmarthostConfig, VirtualMtaConfig } from '../config/schema.ts';
+import type { DomainSettingsConfig, ProviderGroupConfig, SmarthostConfig, VirtualMtaConfig } from '../config/schema.ts';
 import { REPLY_PATTERN_FLAGS } from '../config/field-checks.ts';
 
 /** dane: DANE where TLSA records are validated, else opportunistic; dane-only: DANE or nothing (tls-route.ts). */
@@ -68,10 +69,14 @@ export function resolveDomainSettings(
   domain: string,
   virtualMta: Pick<VirtualMtaConfig, 'domains'>,
   poolDefaults: readonly DomainSettingsConfig[],
+  providerGroup?: Pick<ProviderGroupConfig, 'domainSettings'>,
 ): ResolvedDomainSettings {
   const settings: ResolvedDomainSettings = { ...BUILT_IN_DOMAIN_SETTINGS };
   const lowered = domain.toLowerCase();
-  for (const block of [...matchingBlocks(poolDefaults, lowered), ...matchingBlocks(virtualMta.domains, lowered)]) {
+  const pool = matchingBlocks(poolDefaults, lowered);
+  const catchAll = pool.filter((block) => block.match === '*').length;
+  const group: DomainSettingsConfig[] = providerGroup?.domainSettings ? [{ match: lowered, ...providerGroup.domainSettings }] : [];
+  for (const block of [...pool.slice(0, catchAll), ...group, ...pool.slice(catchAll), ...matchingBlocks(virtualMta.domains, lowered)]) {
     if (block.tlsPolicy !== undefined) settings.tlsPolicy = block.tlsPolicy;
     if (block.mtaSts !== undefined) settings.mtaSts = block.mtaSts;
     if (block.retryAfter !== undefined) settings.retryAfter = block.retryAfter;

@@ -15,7 +15,7 @@ import type { Envelope, QueueId, RecipientResult, RecipientStatus, SpooledMessag
 import type { TimerHandle } from './clock.ts';
 import { applyDeferralRounds } from './deferral-record.ts';
 import type { DeliveryContext } from './delivery-context.ts';
-import { DestinationLimits } from './destination-limits.ts';
+import { DestinationLimits, providerGroupFor } from './destination-limits.ts';
 import { DestinationQueue, recipientIndexes, type QueuedMessage, type QueueItem } from './destination-queue.ts';
 import { resolveDomainSettings } from './domain-settings.ts';
 import type { MxTarget } from './outbound-connection.ts';
@@ -177,6 +177,7 @@ export class QueueScheduler {
     let queue = this.#queues.get(key);
     if (!queue) {
       const vmta = this.#context.virtualMtas.get(virtualMta) ?? { domains: [] };
+      // The provider group is not known before the first MX lookup (placeInProviderGroup).
       queue = new DestinationQueue(virtualMta, domain, resolveDomainSettings(domain, vmta, this.#context.config.pool.domainDefaults));
       // Recovery: the destination's deferral before the restart holds on (retry time, position in the retry schedule).
       const last = this.#context.deferrals.recovered(virtualMta, domain)?.at(-1);
@@ -196,9 +197,22 @@ export class QueueScheduler {
     const { config, virtualMtas } = this.#context;
     for (const queue of this.#queues.values()) {
       const vmta = virtualMtas.get(queue.virtualMta);
-      if (vmta) queue.settings = resolveDomainSettings(queue.domain, vmta, config.pool.domainDefaults);
+      if (vmta) queue.settings = resolveDomainSettings(queue.domain, vmta, config.pool.domainDefaults, this.limits.providerGroup(queue));
       this.pump(queue);
     }
+  }
+
+  /**
+   * The queue's MX hosts were resolved: it belongs to the first provider group one of them
+   * matches (or none), and takes that group's domain settings from now on (the TLS policy of
+   * this very connection included).
+   */
+  placeInProviderGroup(queue: DestinationQueue, targets: readonly MxTarget[]): void {
+    const group = providerGroupFor(this.#context.config.pool.providerGroups, [...new Set(targets.map((target) => target.name))]);
+    if (group?.name === queue.providerGroup) return;
+    queue.providerGroup = group?.name;
+    const vmta = this.#context.virtualMtas.get(queue.virtualMta);
+    if (vmta) queue.settings = resolveDomainSettings(queue.domain, vmta, this.#context.config.pool.domainDefaults, group);
   }
 
   // ---- pauses and admission ------------------------------------------------------------

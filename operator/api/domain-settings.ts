@@ -48,31 +48,48 @@ export const Smarthost = z.strictObject({
 const ONE_ROUTE_MESSAGE = 'set smtpHost or smarthost, not both';
 const ONE_RETRY_FORM = '(has(self.retryAfter) ? 1 : 0) + (has(self.retrySchedule) ? 1 : 0) + (has(self.retryBackoff) ? 1 : 0) <= 1';
 
+/** The fields of a domain entry that a provider group can set for all its domains (ProviderGroupSpec.domainSettings). */
+const sessionSettingFields = {
+  tlsPolicy: z.enum(['none', 'opportunistic', 'required', 'verify', 'dane', 'dane-only']).optional().describe('none: never STARTTLS; opportunistic: `use-starttls`; required: `require-starttls`; verify: required with a valid certificate; dane: MX hosts with DNSSEC-validated TLSA records are authenticated by them (RFC 7672), the others get opportunistic TLS (or MTA-STS); dane-only: only MX hosts with validated TLSA records are used. DANE needs the pool\'s dnssecResolvers.'),
+  mtaSts: z.boolean().optional().describe('Apply the destination\'s MTA-STS policy (RFC 8461).'),
+  retryAfter: duration.optional().describe('Wait between attempts (PowerMTA `retry-after`).'),
+  retrySchedule: z.array(duration).min(1).max(64).optional().describe('Waits between successive attempts; the last one repeats.'),
+  retryBackoff: RetryBackoff.optional().describe('Exponential waits: initial, multiplied by factor, capped at max.'),
+  bounceAfter: duration.optional(),
+  maxMessagesPerConnection: z.number().int().min(1).max(1_000_000).optional(),
+};
+
+/** At most one retry form: the refinement of every object with sessionSettingFields (and its CEL rule). */
+function oneRetryForm(settings: { retryAfter?: unknown; retrySchedule?: unknown; retryBackoff?: unknown }, ctx: z.RefinementCtx): void {
+  const forms = ['retryAfter', 'retrySchedule', 'retryBackoff'] as const;
+  const set = forms.filter((form) => settings[form] !== undefined);
+  if (set.length > 1) {
+    ctx.addIssue({ code: 'custom', path: [set[1] ?? 'retryAfter'], input: settings[set[1] ?? 'retryAfter'], message: `set at most one of retryAfter, retrySchedule and retryBackoff (got ${set.join(' and ')})` });
+  }
+}
+const ONE_RETRY_RULE = { rule: ONE_RETRY_FORM, message: 'set at most one of retryAfter, retrySchedule and retryBackoff', reason: 'FieldValueForbidden' } as const;
+
+// Field order is relay.yaml's order (and so its config hash): maxSmtpOut comes before maxMessagesPerConnection.
+const { maxMessagesPerConnection: _perConnection, ...retrySettingsAndTls } = sessionSettingFields;
+
+export const GroupDomainSettings = z.strictObject(sessionSettingFields).superRefine(oneRetryForm).meta(celRules(ONE_RETRY_RULE));
+
 export const DomainSettings = z
   .strictObject({
     domain: domainPattern.describe('"example.com", "*.example.com" or "*"; PowerMTA `<domain example.com>`.'),
-    tlsPolicy: z.enum(['none', 'opportunistic', 'required', 'verify', 'dane', 'dane-only']).optional().describe('none: never STARTTLS; opportunistic: `use-starttls`; required: `require-starttls`; verify: required with a valid certificate; dane: MX hosts with DNSSEC-validated TLSA records are authenticated by them (RFC 7672), the others get opportunistic TLS (or MTA-STS); dane-only: only MX hosts with validated TLSA records are used. DANE needs the pool\'s dnssecResolvers.'),
-    mtaSts: z.boolean().optional().describe('Apply the destination\'s MTA-STS policy (RFC 8461).'),
-    retryAfter: duration.optional().describe('Wait between attempts (PowerMTA `retry-after`).'),
-    retrySchedule: z.array(duration).min(1).max(64).optional().describe('Waits between successive attempts; the last one repeats.'),
-    retryBackoff: RetryBackoff.optional().describe('Exponential waits: initial, multiplied by factor, capped at max.'),
-    bounceAfter: duration.optional(),
+    ...retrySettingsAndTls,
     maxSmtpOut: z.number().int().min(1).max(10_000).optional().describe('Open connections to the destination per VirtualMTA for the whole pool: in a StatefulSet pool each ready pod takes its share (docs/fleet-limits.md); PowerMTA `max-smtp-out`.'),
-    maxMessagesPerConnection: z.number().int().min(1).max(1_000_000).optional(),
+    maxMessagesPerConnection: sessionSettingFields.maxMessagesPerConnection,
     maxMessageRate: rate.optional().describe('Messages to the destination per VirtualMTA for the whole pool ("10/s", "600/m"), shared like maxSmtpOut; PowerMTA `max-msg-rate`.'),
     smtpHost: hostPort.optional().describe('Deliver to this host:port instead of resolving MX (a plain smarthost, TLS as tlsPolicy says, no AUTH).'),
     smarthost: Smarthost.optional().describe('Relay through an authenticated submission server (an ESP) instead of resolving MX: TLS always, AUTH from a Secret, a port fallback list (docs/smarthost.md). tlsPolicy, mtaSts and DANE do not apply to it.'),
     backoff: BackoffSettings.optional().describe('Slow down on throttling replies, return to normal automatically.'),
   })
   .superRefine((settings, ctx) => {
-    const forms = ['retryAfter', 'retrySchedule', 'retryBackoff'] as const;
-    const set = forms.filter((form) => settings[form] !== undefined);
-    if (set.length > 1) {
-      ctx.addIssue({ code: 'custom', path: [set[1] ?? 'retryAfter'], input: settings[set[1] ?? 'retryAfter'], message: `set at most one of retryAfter, retrySchedule and retryBackoff (got ${set.join(' and ')})` });
-    }
+    oneRetryForm(settings, ctx);
     if (settings.smtpHost !== undefined && settings.smarthost !== undefined) ctx.addIssue({ code: 'custom', path: ['smarthost'], input: settings.smarthost, message: ONE_ROUTE_MESSAGE });
   })
-  .meta(celRules({ rule: ONE_RETRY_FORM, message: 'set at most one of retryAfter, retrySchedule and retryBackoff', reason: 'FieldValueForbidden' }, { rule: '!(has(self.smtpHost) && has(self.smarthost))', message: ONE_ROUTE_MESSAGE, fieldPath: '.smarthost', reason: 'FieldValueForbidden' }));
+  .meta(celRules(ONE_RETRY_RULE, { rule: '!(has(self.smtpHost) && has(self.smarthost))', message: ONE_ROUTE_MESSAGE, fieldPath: '.smarthost', reason: 'FieldValueForbidden' }));
 
 export type DomainSettings = z.output<typeof DomainSettings>;
 

@@ -1,9 +1,10 @@
 // Provider groups of a VirtualMtaPool (PowerMTA mx-rollup by MX host, KumoMTA shaping by site):
 // every recipient domain whose MX hosts match a group's patterns shares the group's connection
-// limit, message rate and backoff per VirtualMTA (docs/provider-groups.md). Validation names the
+// limit, message rate and backoff per VirtualMTA, and takes the group's domain settings
+// (docs/provider-groups.md). Validation names the
 // field: a duplicate group name, a catch-all "*" pattern, a pattern listed in two groups.
 import { z } from 'zod';
-import { BackoffSettings } from './domain-settings.ts';
+import { BackoffSettings, GroupDomainSettings } from './domain-settings.ts';
 import { celRules, domainPattern, objectName, rate, uniqueListBy } from './fields.ts';
 
 export const ProviderGroupSpec = z.strictObject({
@@ -17,6 +18,7 @@ export const ProviderGroupSpec = z.strictObject({
   maxSmtpOut: z.number().int().min(1).max(10_000).optional().describe('Open connections per VirtualMTA for all the group\'s domains together (each domain\'s own maxSmtpOut holds too).'),
   maxMessageRate: rate.optional().describe('Messages per VirtualMTA for all the group\'s domains together, e.g. "600/m".'),
   backoff: BackoffSettings.optional().describe('A throttling reply on any of the group\'s domains puts the whole group in backoff for returnAfter: its maxSmtpOut and maxMessageRate then hold for the group together. Used for domains whose own domainDefaults or domains entries set no backoff (a "*" entry\'s comes after the group\'s).'),
+  domainSettings: GroupDomainSettings.optional().describe('Settings each of the group\'s domains takes, as a domainDefaults entry would (TLS policy, MTA-STS, retries, bounceAfter, messages per connection): over the pool\'s "*" entry, under entries naming the domain or a suffix of it and the VirtualMTA\'s own domains. Applied from the first MX lookup of a domain on.'),
 });
 
 export const providerGroupList = uniqueListBy(z.array(ProviderGroupSpec).max(100), 'name').superRefine((groups, ctx) => {

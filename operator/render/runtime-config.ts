@@ -178,7 +178,7 @@ function buildConfig(pool: VirtualMtaPool, listeners: ListenerPlan[], policies: 
         compact({ name: vmta.name, sourceAddress: vmta.sourceAddress, hostname: vmta.hostname, weight: vmta.weight, domains: (vmta.domains ?? []).map(domainSettings), dkimKeys: vmta.dkimKeys?.map(dkimKeyConfig), proxies: vmta.proxies?.map(egressProxyConfig), warmup: vmta.warmup }),
       ),
       ...(spec.dkim ? { dkim: dkimConfig(pool) } : {}),
-      ...(spec.providerGroups ? { providerGroups: spec.providerGroups.map((group) => compact({ ...group })) } : {}),
+      ...(spec.providerGroups ? { providerGroups: spec.providerGroups.map(({ domainSettings, ...group }) => compact({ ...group, domainSettings: domainSettings ? compact(retryForm(domainSettings)) : undefined })) } : {}),
       ...(spec.overflowVirtualMtas ? { overflowVirtualMtas: spec.overflowVirtualMtas } : {}),
     },
     listeners: listeners.map(listenerConfig),
@@ -299,9 +299,14 @@ function policyConfig(policy: RelayPolicy): PolicyConfigInput {
 type DomainConfigInput = RuntimeConfigInput['pool']['domainDefaults'] extends (infer T)[] | undefined ? T : never;
 
 /** PowerMTA's single `retryAfter` becomes a one-step schedule; `retrySchedule` and `retryBackoff` map as they are. */
+function retryForm<T extends Pick<DomainSettings, 'retryAfter' | 'retrySchedule' | 'retryBackoff'>>(settings: T): Omit<T, 'retryAfter' | 'retrySchedule' | 'retryBackoff'> & { retryAfter: DomainConfigInput['retryAfter'] } {
+  const { retryAfter, retrySchedule, retryBackoff, ...rest } = settings;
+  return { ...rest, retryAfter: retryAfter ? [retryAfter] : (retrySchedule ?? retryBackoff) };
+}
+
 function domainSettings(settings: DomainSettings): DomainConfigInput {
-  const { domain, retryAfter, retrySchedule, retryBackoff, smarthost, ...rest } = settings;
-  return compact({ match: domain, ...rest, retryAfter: retryAfter ? [retryAfter] : (retrySchedule ?? retryBackoff), smarthost: smarthost ? smarthostConfig(smarthost) : undefined }) as DomainConfigInput;
+  const { domain, smarthost, ...rest } = settings;
+  return compact({ match: domain, ...retryForm(rest), smarthost: smarthost ? smarthostConfig(smarthost) : undefined }) as DomainConfigInput;
 }
 
 /** Drops undefined fields so relay.yaml lists only what was set. */

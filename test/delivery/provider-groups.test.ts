@@ -94,3 +94,36 @@ test('an MX host belongs to the first group with a matching pattern; sub-domain 
   assert.throws(() => ProviderGroup.parse({ name: 'Bad Name', mxHosts: ['*.x.test'] }));
   assert.throws(() => ProviderGroup.parse({ name: 'empty', mxHosts: [] }));
 });
+
+test('a group\'s domain settings hold for its domains from their first connection on: TLS required where the pool says none', async () => {
+  const [sink] = await startSinkGroup([{}]); // no STARTTLS offered
+  const harness = await startHarness({
+    mxPort: sink!.port,
+    zone: { ...zone(sink!.address), 'plain.test': { mx: [{ preference: 10, exchange: 'mx.plain.test' }] }, 'mx.plain.test': { a: [sink!.address] } },
+    pool: {
+      name: 'pool-group-settings',
+      virtualMtas: [{ name: 'vmta-gs', hostname: 'gs.sender.test' }],
+      domainDefaults: [{ match: '*', tlsPolicy: 'none' }, { match: 'c.test', tlsPolicy: 'none' }],
+      providerGroups: [{ name: 'bigmail', mxHosts: ['*.bigmail.test', 'inbound.bigmail-partner.test'], domainSettings: { tlsPolicy: 'required', retryAfter: ['1h'] } }],
+    },
+  });
+  try {
+    const plain = await harness.submit({ to: ['u@plain.test'] });
+    const grouped = await Promise.all(['a.test', 'b.test'].map((domain) => harness.submit({ to: [`u@${domain}`] })));
+    const ownBlock = await harness.submit({ to: ['u@c.test'] });
+    await waitFor(() => [plain, ownBlock].every((message) => harness.spool.removed.includes(message.id)), 'the plain domain and the one with its own block delivered in clear');
+    // A failure of the TLS route defers the whole queue (recorded per destination, not per message).
+    await waitFor(() => ['a.test', 'b.test'].every((domain) => harness.engine.listQueues().find((summary) => summary.domain === domain)?.lastError), 'a first attempt for the group\'s domains');
+    const queues = harness.engine.listQueues();
+    for (const domain of ['a.test', 'b.test']) {
+      const queue = queues.find((summary) => summary.domain === domain);
+      assert.equal(queue?.providerGroup, 'bigmail');
+      assert.match(queue?.lastError ?? '', /STARTTLS|TLS/i, `${domain}: TLS is required by its group, and this MX offers none`);
+    }
+    assert.ok(grouped.every((message) => !harness.spool.removed.includes(message.id)), 'nothing of the group was sent in clear');
+    assert.ok(!sink!.messages.some((message) => message.to.some((address) => /@[ab]\.test$/.test(address))), 'the sink got no mail for the group\'s domains');
+  } finally {
+    await harness.close();
+    await sink!.close();
+  }
+});

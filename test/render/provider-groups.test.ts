@@ -82,6 +82,22 @@ test('spec.providerGroups renders into relay.yaml as written, backoff defaults f
   assert.deepEqual(renderedRelayConfig(renderPool(input)).pool.providerGroups, [], 'a pool without groups renders none');
 });
 
+test('a group\'s domainSettings render in the relay\'s form, each retry form as the relay reads it', async () => {
+  const input = await exampleInput();
+  const forms: [Record<string, unknown>, unknown][] = [
+    [{ retryAfter: '15m' }, [900_000]],
+    [{ retrySchedule: ['1m', '10m'] }, [60_000, 600_000]],
+    [{ retryBackoff: { initial: '1m', factor: 2, max: '1h' } }, { initial: 60_000, factor: 2, max: 3_600_000 }],
+    [{}, undefined],
+  ];
+  for (const [retry, expected] of forms) {
+    const pool = copy(input.pool);
+    pool.spec.providerGroups = [{ name: 'google', mxHosts: ['*.google.com'], domainSettings: { tlsPolicy: 'verify', mtaSts: true, bounceAfter: '2d', maxMessagesPerConnection: 50, ...retry } as never }];
+    const [google] = renderedRelayConfig(renderPool({ ...input, pool })).pool.providerGroups;
+    assert.deepEqual(google?.domainSettings, { tlsPolicy: 'verify', mtaSts: true, bounceAfter: 2 * 86_400_000, maxMessagesPerConnection: 50, ...(expected ? { retryAfter: expected } : {}) }, JSON.stringify(retry));
+  }
+});
+
 test('bad provider groups are refused with a problem naming the field and the value', () => {
   const pool = (providerGroups: unknown) => ({ apiVersion: 'vmta.dev/v1alpha1', kind: 'VirtualMtaPool', metadata: { name: 'pool' }, spec: { virtualMtas: [{ name: 'mta1', hostname: 'mta1.example.com' }], providerGroups } });
   const cases: [string, unknown, string, RegExp][] = [
@@ -95,6 +111,9 @@ test('bad provider groups are refused with a problem naming the field and the va
     ['a rate without unit', [{ name: 'g', mxHosts: ['*.google.com'], maxMessageRate: '100' }], 'spec.providerGroups[0].maxMessageRate', /rate like/],
     ['an invalid backoff pattern', [{ name: 'g', mxHosts: ['*.google.com'], backoff: { replyPatterns: ['^421 (unclosed'] } }], 'spec.providerGroups[0].backoff.replyPatterns[0]', /./],
     ['an unknown field', [{ name: 'g', mxHosts: ['*.google.com'], tlsPolicy: 'verify' }], 'spec.providerGroups[0]', /tlsPolicy/],
+    ['two retry forms in domainSettings', [{ name: 'g', mxHosts: ['*.google.com'], domainSettings: { retryAfter: '5m', retrySchedule: ['1m'] } }], 'spec.providerGroups[0].domainSettings.retrySchedule', /at most one of retryAfter, retrySchedule and retryBackoff/],
+    ['a route in domainSettings', [{ name: 'g', mxHosts: ['*.google.com'], domainSettings: { smtpHost: 'relay.example.com:25' } }], 'spec.providerGroups[0].domainSettings', /smtpHost/],
+    ['an unknown TLS policy in domainSettings', [{ name: 'g', mxHosts: ['*.google.com'], domainSettings: { tlsPolicy: 'always' } }], 'spec.providerGroups[0].domainSettings.tlsPolicy', /./],
   ];
   for (const [what, groups, field, words] of cases) {
     const result = parseVmtaResource(pool(groups));
