@@ -101,6 +101,23 @@ export class DestinationQueue {
     return this.ready.length + this.scheduled.size + this.inFlight;
   }
 
+  /**
+   * An operator's retry: every scheduled item becomes ready now, in one pass over the heap's
+   * array (a million items take tens of milliseconds, not the heap's remove and rebuild).
+   * Returns how many were waiting for a later time.
+   */
+  makeAllDue(now: number): number {
+    const items = this.scheduled.takeAll();
+    let waiting = 0;
+    for (const item of items) {
+      if (item.dueAt <= now) continue;
+      item.dueAt = now;
+      waiting += 1;
+    }
+    this.ready.pushAll(items);
+    return waiting;
+  }
+
   /** Remove and return every waiting item (ready and scheduled) that matches. */
   drain(predicate: (item: QueueItem) => boolean = () => true): QueueItem[] {
     const taken = this.ready.removeWhere(predicate);
@@ -131,6 +148,12 @@ export class ItemQueue {
     if (this.#head === this.#items.length) this.#reset([]);
     else if (this.#head >= 1024 && this.#head * 2 >= this.#items.length) this.#reset(this.#items.slice(this.#head));
     return item;
+  }
+
+  /** Append items in their order (taking the array itself when the queue is empty). */
+  pushAll(items: QueueItem[]): void {
+    if (this.length === 0) this.#reset(items);
+    else for (const item of items) this.#items.push(item);
   }
 
   /** Remove and return every item, front first. */
@@ -202,6 +225,13 @@ export class ItemHeap {
       items[index] = last;
     }
     return top;
+  }
+
+  /** Remove and return every item, in no particular order. */
+  takeAll(): QueueItem[] {
+    const items = this.items;
+    this.items = [];
+    return items;
   }
 
   removeWhere(predicate: (item: QueueItem) => boolean): QueueItem[] {

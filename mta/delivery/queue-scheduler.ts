@@ -278,11 +278,7 @@ export class QueueScheduler {
     const now = this.#context.clock.now();
     for (const queue of this.select(selector)) {
       queue.clearDeferral();
-      for (const item of queue.drain((candidate) => candidate.dueAt > now)) {
-        item.dueAt = now;
-        queue.ready.push(item);
-        count += 1;
-      }
+      count += queue.makeAllDue(now);
       this.pump(queue);
     }
     return count;
