@@ -133,8 +133,8 @@ export class DeliveryEngine {
   async queueRecovered(scan: AsyncIterable<SpooledMessage>, onQueued: () => void = () => {}): Promise<void> {
     const accounting = await this.#recorder.accountingRecovery();
     for await (const message of scan) {
-      if (message.envelope.recipients.every((recipient) => recipient.status !== 'pending')) accounting.finished(message);
-      else this.#scheduler.enqueueOwned(message);
+      accounting.recovered(message);
+      if (message.envelope.recipients.some((recipient) => recipient.status === 'pending')) this.#scheduler.enqueueOwned(message);
       onQueued();
     }
     this.#context.deferrals.recoveryFinished();

@@ -10,7 +10,7 @@
 import type { RuntimeConfig } from '../config/schema.ts';
 import { AccountingLog, type AccountingRecord } from '../observe/accounting.ts';
 import { messageFields, RECORD_TYPE_OF_RESULT, receiptRecords, type AccountingScope } from '../observe/accounting-record.ts';
-import { finalRecordKeys, missingFinalRecords } from '../observe/accounting-recovery.ts';
+import { accountingTail, missingFinalRecords } from '../observe/accounting-recovery.ts';
 import { DeliveryLog } from '../observe/delivery-log.ts';
 import type { QueueId, RecipientResult, SpooledMessage } from '../spool/types.ts';
 import type { DeliveryContext } from './delivery-context.ts';
@@ -63,6 +63,7 @@ export class OutcomeRecorder {
   readonly #outcomes: DeliveryLog;
   /** Removals of finished messages waiting for their final records to be synced. */
   readonly #removals = new Set<Promise<void>>();
+  #closed = false;
 
   constructor(context: DeliveryContext, records: MessageRecords, options: OutcomeRecorderOptions = {}) {
     this.#context = context;
@@ -84,6 +85,8 @@ export class OutcomeRecorder {
   }
 
   async close(): Promise<void> {
+    // From here a finished message stays in the spool (the next start completes it); the removals asked for before go once their records are synced.
+    this.#closed = true;
     await this.#accounting.close();
     await Promise.all(this.#removals);
     await (await this.#delayNotices.catch(() => undefined))?.close();
@@ -101,44 +104,53 @@ export class OutcomeRecorder {
 
   /**
    * For the spool's recovery, before any message is queued: reads each accounting file's tail;
-   * then each finished message found (every recipient final: the process stopped before its
-   * removal) gets the final records its files lack written again, and is removed once they are
-   * synced.
+   * then each message found gets the final records its files lack (recipients finalised since the
+   * tail's oldest record: accounting-recovery.ts) written again, and a finished one (every
+   * recipient final: the process stopped before its removal) is removed once they are synced.
    */
-  async accountingRecovery(): Promise<{ finished(message: SpooledMessage): void }> {
-    const { clock, logger } = this.#context;
-    const accounting = this.#accounting;
-    const files = await Promise.all(
-      accounting.outputs().map(async (output) => ({
+  async accountingRecovery(): Promise<{ recovered(message: SpooledMessage): void }> {
+    const { logger } = this.#context;
+    const tails = await Promise.all(
+      this.#accounting.outputs().map(async (output) => ({
         output,
-        keys: await finalRecordKeys(output).catch((error: Error) => {
+        tail: await accountingTail(output).catch((error: Error) => {
           logger.error({ file: output.path, err: error }, 'accounting file tail cannot be read; final records lost in a crash are not written again to it');
           return undefined;
         }),
       })),
     );
     return {
-      finished: (message) => {
-        for (const { output, keys } of files) {
-          const missing = keys ? missingFinalRecords(keys, message, this.#scope(), clock.now()) : [];
+      recovered: (message) => {
+        if (this.#closed) return; // stopping: the message stays for the next start
+        const accounting = this.#accounting;
+        for (const { output, tail } of tails) {
+          const missing = tail ? missingFinalRecords(tail, message, this.#scope()) : [];
           for (const record of missing) accounting.writeTo(output.path, record);
           if (missing.length > 0) logger.warn({ queueId: message.id, file: output.path, records: missing.length }, 'accounting: final records lost in a crash written again from the spool');
         }
-        this.#removeWhenAccounted(message.id);
+        if (message.envelope.recipients.every((recipient) => recipient.status !== 'pending')) this.#removeWhenAccounted(message.id, accounting);
       },
     };
   }
 
-  /** Remove a finished message from the spool once every accounting record written so far is durable. */
-  #removeWhenAccounted(id: QueueId): void {
+  /**
+   * Remove a finished message from the spool once every record written so far to `accounting`
+   * (the log its final records went to, though a reload may have replaced it since) is durable.
+   * A batch that cannot be written is reported (accounting-file.ts) and the message removed all
+   * the same: holding it would keep a full disk full. After close() the message stays in the
+   * spool, and the next start completes it.
+   */
+  #removeWhenAccounted(id: QueueId, accounting: AccountingLog): void {
+    if (this.#closed) return;
     const { logger, spool } = this.#context;
-    const removal: Promise<void> = this.#accounting
+    const removal: Promise<void> = accounting
       .synced()
       .then(() => spool.remove(id))
       .catch((error: Error) => logger.error({ queueId: id, err: error }, 'removing a finished message failed'))
       .finally(() => this.#removals.delete(removal));
     this.#removals.add(removal);
   }
+
 
   #scope(): AccountingScope {
     const { config } = this.#context;
@@ -248,9 +260,10 @@ export class OutcomeRecorder {
       let classification = initial;
       // Absolute counts: a destination's queue-wide deferrals are recorded per destination, not in the journal (deferral-record.ts).
       const attempts = recipient.attempts + 1;
+      // A final result keeps the time of its accounting record (nextAttemptAt of a final recipient: accounting-recovery.ts).
       if (classification.result === 'delivered') {
         if (this.#records.limits.backoff.onDelivery(queue)) logger.info({ virtualMta: queue.virtualMta, domain: queue.domain }, 'backoff left after a delivery');
-        results.set(index, { status: 'delivered', nextAttemptAt: 0, attempts, lastResult: classification.diagnostic });
+        results.set(index, { status: 'delivered', nextAttemptAt: now, attempts, lastResult: classification.diagnostic });
         metrics.deliveryLatency.observe({ virtual_mta: queue.virtualMta }, Math.max(0, now - envelope.receivedAt) / 1000);
       } else if (classification.result === 'deferred') {
         if (this.#records.limits.backoff.onFailureReply(queue, backoffReply ?? classification.diagnostic, now)) {
@@ -267,13 +280,13 @@ export class OutcomeRecorder {
         });
         if (next.kind === 'expired') {
           classification = classifyFailure({ kind: 'expired', message: `delivery time expired; last error: ${classification.diagnostic}` });
-          results.set(index, { status: 'bounced', nextAttemptAt: 0, attempts, lastResult: classification.diagnostic });
+          results.set(index, { status: 'bounced', nextAttemptAt: now, attempts, lastResult: classification.diagnostic });
         } else {
           results.set(index, { status: 'pending', nextAttemptAt: next.nextAttemptAt, attempts, lastResult: classification.diagnostic });
           deferred.push(index);
         }
       } else {
-        results.set(index, { status: 'bounced', nextAttemptAt: 0, attempts, lastResult: classification.diagnostic });
+        results.set(index, { status: 'bounced', nextAttemptAt: now, attempts, lastResult: classification.diagnostic });
       }
       final.set(index, classification);
     }
@@ -293,6 +306,7 @@ export class OutcomeRecorder {
       if (result.lastResult !== undefined) recipient.lastResult = result.lastResult;
       this.#writeAccounting(queue, message, index, final.get(index)!, context, now, result.nextAttemptAt);
     }
+    const accountedIn = this.#accounting;
     if (deferred.length > 0) {
       const dueAt = deferred.reduce((earliest, index) => Math.min(earliest, envelope.recipients[index]!.nextAttemptAt), Number.POSITIVE_INFINITY);
       queue.add({ message, recipients: recipientIndexes(deferred), dueAt }, now);
@@ -302,7 +316,7 @@ export class OutcomeRecorder {
     }
     if (sendDsn) await this.#notify(queue, message, final, context);
     // Several destination queues may finish the same message concurrently: only the first removes it.
-    if (envelope.recipients.every((recipient) => recipient.status !== 'pending') && this.#records.forget(message.id)) this.#removeWhenAccounted(message.id);
+    if (envelope.recipients.every((recipient) => recipient.status !== 'pending') && this.#records.forget(message.id)) this.#removeWhenAccounted(message.id, accountedIn);
   }
 
   /** The accounting record and the log line of one recipient's attempt; `retryAt` is a deferred recipient's next attempt. */

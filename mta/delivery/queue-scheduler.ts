@@ -197,7 +197,13 @@ export class QueueScheduler {
     const { config, virtualMtas } = this.#context;
     for (const queue of this.#queues.values()) {
       const vmta = virtualMtas.get(queue.virtualMta);
-      if (vmta) queue.settings = resolveDomainSettings(queue.domain, vmta, config.pool.domainDefaults, this.limits.providerGroup(queue));
+      if (vmta) {
+        const routed = resolveDomainSettings(queue.domain, vmta, config.pool.domainDefaults);
+        // A domain now routed to a smarthost resolves no MX: it leaves its provider group.
+        if (routed.smtpHost || routed.smarthost) queue.providerGroup = undefined;
+        const group = this.limits.providerGroup(queue);
+        queue.settings = group ? resolveDomainSettings(queue.domain, vmta, config.pool.domainDefaults, group) : routed;
+      }
       this.pump(queue);
     }
   }

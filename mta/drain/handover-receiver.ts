@@ -50,7 +50,9 @@ export function createHandoverReceiver(options: HandoverReceiverOptions): (reque
     if (!config.pool.virtualMtas.some((vmta) => vmta.name === head.envelope.virtualMta)) {
       return refuse(422, `envelope.virtualMta: "${head.envelope.virtualMta}" is not a VirtualMTA of pool "${config.pool.name}"`);
     }
-    const { size: _size, ...envelope } = head.envelope;
+    const { size: _size, ...received } = head.envelope;
+    // The sending pod wrote the final records of its finished recipients: nothing here may restore them after a crash.
+    const envelope = { ...received, recipients: received.recipients.map((recipient) => (recipient.status === 'pending' ? recipient : { ...recipient, nextAttemptAt: 0 })) };
     const stored = await options.spool.store(envelope, body, head.id);
     // After the store: a crash between the two leaves the id in the spool, which also answers "duplicate".
     await options.ledger.record(key);

@@ -4,7 +4,9 @@
 // current file is renamed `<name>-<start time>.<ext>` (names that sort by time, before the
 // current file's own name) and a fresh one started; rotated files past the retention bound (count
 // or age) are deleted. A file with a header (CSV) starts with it, and one whose first line is not
-// the current header (the columns changed) is rotated away before anything is appended.
+// the current header (the columns changed) is rotated away before anything is appended. A last
+// line a crash tore (a batch written in part) is cut off before appending (dropTornEnd), so the
+// next record starts on a line of its own.
 import { mkdir, open, readdir, rename, rm, stat, type FileHandle } from 'node:fs/promises';
 import path from 'node:path';
 
@@ -130,7 +132,7 @@ export class AccountingFile {
     if (existing && existing.size > 0) {
       const startedAt = existing.birthtimeMs || existing.mtimeMs;
       if (await this.#startsWithHeader()) {
-        kept = existing.size;
+        kept = await dropTornEnd(this.#path, existing.size, this.#options.header !== undefined);
         this.#startedAt = startedAt;
       } else {
         await this.#renameCurrent(startedAt);
@@ -209,6 +211,35 @@ export async function rotatedFiles(file: string): Promise<{ path: string; starte
     if (match) found.push({ path: path.join(dir, entry), startedAt: parseStamp(match[1]!) });
   }
   return found;
+}
+
+/** Bytes read from a file's end to find its last line end. */
+const TORN_WINDOW_BYTES = 256 * 1024;
+
+/**
+ * Cuts a torn last line off `file` (durably) and returns its size after: every batch ends with
+ * a line end (LF for JSON, CRLF for CSV), so a file that does not was cut inside a batch, and
+ * what follows its last line end is the part of a record that was written. A whole file, or a
+ * longer one with no line end within the last TORN_WINDOW_BYTES, is left as is.
+ */
+export async function dropTornEnd(file: string, size: number, csv: boolean): Promise<number> {
+  const lineEnd = csv ? '\r\n' : '\n';
+  const length = Math.min(size, TORN_WINDOW_BYTES);
+  const handle = await open(file, 'r+');
+  try {
+    const buffer = Buffer.alloc(length);
+    await handle.read(buffer, 0, length, size - length);
+    const text = buffer.toString('latin1'); // byte offsets: line ends are ASCII
+    if (text.endsWith(lineEnd)) return size;
+    const end = text.lastIndexOf(lineEnd);
+    if (end < 0 && length < size) return size;
+    const kept = end < 0 ? 0 : size - length + end + lineEnd.length; // no line end at all: a first line torn
+    await handle.truncate(kept);
+    await handle.datasync();
+    return kept;
+  } finally {
+    await handle.close();
+  }
 }
 
 /** Makes a created or renamed entry of the directory durable. */

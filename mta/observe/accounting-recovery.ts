@@ -1,12 +1,13 @@
 // After a crash: the final accounting records (d, b) the spool proves were made but the last
-// unsynced batch of a file may have lost. The spool removes a finished message only once its
-// final records are synced (outcome-recorder.ts), so a message found at start with every
-// recipient final either lost them or stopped between their sync and its removal. The tail of
+// unsynced batch of a file may have lost. A final recipient in the spool keeps the time its
+// record was made (its nextAttemptAt; 0 when this pod wrote none), and the spool removes a
+// finished message only once its final records are synced (outcome-recorder.ts). The tail of
 // each file (its last TAIL_BYTES, reaching into the newest rotated files when the current one is
-// shorter) tells which: a final record of that message and recipient found there is not written
-// again; one missing is rebuilt from what the spool keeps (recipient, status, attempts, the last
-// reply, as its diagnostic and status code) and written to that file only; the MX host, TLS and
-// duration the spool does not keep are null or 0.
+// shorter) holds every record made since its oldest attempt record: a recipient finalised after that
+// (with RECORD_ORDER_SLACK_MS for records appended out of time order) whose record is not there
+// lost it, and gets one rebuilt from what the spool keeps (recipient, status, attempts, the last
+// reply, as its diagnostic and status code, the time), written to that file only; the MX host,
+// TLS and duration the spool does not keep are null or 0. A file with no record restores nothing.
 import { open, stat } from 'node:fs/promises';
 import type { Envelope, QueueId } from '../spool/types.ts';
 import { rotatedFiles } from './accounting-file.ts';
@@ -14,17 +15,23 @@ import { CSV_COLUMN_NAMES, messageFields, type AccountingRecord, type Accounting
 import type { AccountingOutput } from './accounting.ts';
 
 const TAIL_BYTES = 32 * 1024 * 1024;
+/** Records reach a file in the order they are made to within this (a spool write, a DSN between). */
+const RECORD_ORDER_SLACK_MS = 5_000;
 /** A CSV row's start: the record type, then PowerMTA's timeLogged. */
 const CSV_ROW_START = /\r\n(?=[rdbt],\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\+0000,)/g;
 
-/** The (queue id, recipient) pairs with a final record in a file's tail. */
-export type FinalRecordKeys = Set<string>;
+/** A file's tail: the (queue id, recipient) pairs with a final record there, and the time of its oldest attempt record. */
+export interface AccountingTail {
+  keys: Set<string>;
+  oldest: number | undefined;
+}
 
 const keyOf = (queueId: string, recipient: string): string => `${queueId}\t${recipient}`;
 
 /** Reads the tail of an output (and of its newest rotated files, up to `tailBytes` in all). */
-export async function finalRecordKeys(output: AccountingOutput, tailBytes = TAIL_BYTES): Promise<FinalRecordKeys> {
-  const keys: FinalRecordKeys = new Set();
+export async function accountingTail(output: AccountingOutput, tailBytes = TAIL_BYTES): Promise<AccountingTail> {
+  const keys = new Set<string>();
+  let oldest: number | undefined;
   const files = [...(await rotatedFiles(output.path).catch(() => [])).map((file) => file.path), output.path].reverse();
   let budget = tailBytes;
   for (const file of files) {
@@ -32,23 +39,27 @@ export async function finalRecordKeys(output: AccountingOutput, tailBytes = TAIL
     const read = await readEnd(file, budget);
     if (!read) continue;
     budget -= read.bytes;
-    for (const [type, queueId, recipient] of output.format === 'json' ? jsonRecords(read.text, read.cut) : csvRecords(read.text, read.cut)) {
+    for (const [type, queueId, recipient, time] of output.format === 'json' ? jsonRecords(read.text, read.cut) : csvRecords(read.text, read.cut)) {
       if (type === 'd' || type === 'b') keys.add(keyOf(queueId, recipient));
+      // A receipt's time is its message's acceptance, which may precede its writing by a long upload: attempts only.
+      if (type !== 'r' && Number.isFinite(time) && (oldest === undefined || time < oldest)) oldest = time;
     }
   }
-  return keys;
+  return { keys, oldest };
 }
 
-/** The final records a finished message's recipients should have in a file and do not. */
-export function missingFinalRecords(keys: FinalRecordKeys, message: { id: QueueId; envelope: Envelope }, scope: AccountingScope, now: number): AccountingRecord[] {
+/** The final records a message's recipients should have in a file (finalised since its tail's oldest record) and do not. */
+export function missingFinalRecords(tail: AccountingTail, message: { id: QueueId; envelope: Envelope }, scope: AccountingScope): AccountingRecord[] {
   const { envelope } = message;
+  if (tail.oldest === undefined) return [];
+  const since = tail.oldest + RECORD_ORDER_SLACK_MS;
   return envelope.recipients.flatMap((recipient, index) => {
-    if (recipient.status === 'pending' || keys.has(keyOf(message.id, recipient.address))) return [];
+    if (recipient.status === 'pending' || recipient.nextAttemptAt <= since || tail.keys.has(keyOf(message.id, recipient.address))) return [];
     const delivered = recipient.status === 'delivered';
     const diagnostic = recipient.lastResult ?? '';
     return [{
       type: delivered ? 'd' : 'b',
-      time: new Date(now).toISOString(),
+      time: new Date(recipient.nextAttemptAt).toISOString(),
       ...messageFields(message.id, envelope, index, scope),
       virtualMta: envelope.virtualMta,
       sourceAddress: null,
@@ -82,7 +93,7 @@ async function readEnd(file: string, bytes: number): Promise<{ text: string; byt
   }
 }
 
-type RecordKey = [type: string, queueId: string, recipient: string];
+type RecordKey = [type: string, queueId: string, recipient: string, time: number];
 
 function* jsonRecords(text: string, cut: boolean): Generator<RecordKey> {
   const lines = text.split('\n');
@@ -90,7 +101,7 @@ function* jsonRecords(text: string, cut: boolean): Generator<RecordKey> {
     if (line === '') continue;
     try {
       const record = JSON.parse(line) as Partial<AccountingRecord>;
-      if (typeof record.type === 'string' && typeof record.queueId === 'string' && typeof record.recipient === 'string') yield [record.type, record.queueId, record.recipient];
+      if (typeof record.type === 'string' && typeof record.queueId === 'string' && typeof record.recipient === 'string') yield [record.type, record.queueId, record.recipient, Date.parse(String(record.time))];
     } catch {
       // a line torn by the crash
     }
@@ -100,6 +111,10 @@ function* jsonRecords(text: string, cut: boolean): Generator<RecordKey> {
 const TYPE = CSV_COLUMN_NAMES.indexOf('type');
 const RCPT = CSV_COLUMN_NAMES.indexOf('rcpt');
 const QUEUE_ID = CSV_COLUMN_NAMES.indexOf('queueId');
+const TIME_LOGGED = CSV_COLUMN_NAMES.indexOf('timeLogged');
+
+/** PowerMTA's "2026-01-15 14:23:11+0000" as unix ms. */
+const csvTime = (text: string): number => Date.parse(`${text.slice(0, 10)}T${text.slice(11, 19)}Z`);
 
 function* csvRecords(text: string, cut: boolean): Generator<RecordKey> {
   let start = 0;
@@ -110,7 +125,7 @@ function* csvRecords(text: string, cut: boolean): Generator<RecordKey> {
     start = found.index + 2;
   }
   for (const row of csvRows(text, start)) {
-    if (row.length === CSV_COLUMN_NAMES.length) yield [row[TYPE]!, row[QUEUE_ID]!, row[RCPT]!];
+    if (row.length === CSV_COLUMN_NAMES.length) yield [row[TYPE]!, row[QUEUE_ID]!, row[RCPT]!, csvTime(row[TIME_LOGGED]!)];
   }
 }
 

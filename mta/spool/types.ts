@@ -18,7 +18,11 @@ export interface RecipientState extends DsnRecipient {
   status: RecipientStatus;
   /** Delivery attempts made so far. */
   attempts: number;
-  /** Unix ms of the next attempt; 0 = as soon as possible. */
+  /**
+   * Pending: unix ms of the next attempt (0 = as soon as possible). Delivered or bounced: when its
+   * final accounting record was made (accounting-recovery.ts), 0 when none was (handed over to a
+   * peer, suppressed at acceptance, or recorded by another pod).
+   */
   nextAttemptAt: number;
   /** Last reply or error text, for queue inspection and DSNs. */
   lastResult?: string;

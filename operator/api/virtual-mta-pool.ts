@@ -210,7 +210,7 @@ export const VirtualMtaPoolStatus = z.strictObject({
   virtualMtas: z.array(VirtualMtaSummary).max(1000).optional(),
   dkimKeys: z.array(DkimKeyStatus).max(2000).optional().describe('Per DKIM key: whether <selector>._domainkey.<domain> publishes its public key.'),
   drain: DrainStatus.optional().describe('The latest drain of pods leaving the pool, with counts per pod.'),
-  warmup: z.array(WarmupSummary).max(1000).optional().describe('Per VirtualMTA still warming (spec.virtualMtas[].warmup), and per provider group of its plan still warming: the plan\'s day and pool caps, and the use the ready pods report, summed (docs/warmup.md). Absent when none is warming.'),
+  warmup: z.array(WarmupSummary).max(10_000).optional().describe('Per VirtualMTA still warming (spec.virtualMtas[].warmup), and per provider group of its plan still warming: the plan\'s day and pool caps, and the use the ready pods report, summed (docs/warmup.md). Absent when none is warming.'),
 });
 
 export const VirtualMtaPool = z.strictObject({
