@@ -4,7 +4,10 @@
 // relay stopped or came back). Readiness is about accepting mail, not delivering it: a draining
 // pod is not ready and still delivers its queue, and a readiness probe that misses once must not
 // cost a pod its share for a raise delay. A StatefulSet's ordinals below its replicas whose pod is
-// not there yet or whose relay is starting for the first time keep (or get) their share: a new
+// not there yet, is terminating (a roll or a deleted pod: the StatefulSet replaces it under the
+// same ordinal, never both at once) or whose relay is starting for the first time keep (or get)
+// their share, so a rolling update re-shares nothing (it lost the rolled pods minutes of sending
+// behind raise delays); a new
 // pool's ConfigMap names every pod before the pods mount it, so they start with their shares
 // rather than after the kubelet's propagation, and a scale-out lowers the others while the new
 // pod starts. A Deployment's pods carry no ordinal before they exist: their first membership waits
@@ -51,14 +54,15 @@ function isStartingFirstTime(pod: KubeObject): boolean {
 
 /**
  * The ordinals of a StatefulSet pool that hold shares: its delivering pods, and the ordinals below
- * the workload's replicas whose pod does not exist yet or starts for the first time.
+ * the workload's replicas whose pod does not exist yet, is being replaced (terminating) or starts
+ * for the first time.
  */
 export function statefulSetMembers(pods: readonly KubeObject[], poolName: string, replicas: number): number[] {
   const byOrdinal = new Map(pods.map((pod) => [podOrdinals([pod], poolName)[0], pod] as const).filter((entry): entry is readonly [number, KubeObject] => entry[0] !== undefined));
   const members = new Set(podOrdinals(pods.filter(isDelivering), poolName));
   for (let ordinal = 0; ordinal < replicas; ordinal += 1) {
     const pod = byOrdinal.get(ordinal);
-    if (!pod || isStartingFirstTime(pod)) members.add(ordinal);
+    if (!pod || pod.metadata.deletionTimestamp || isStartingFirstTime(pod)) members.add(ordinal);
   }
   return [...members].sort((a, b) => a - b);
 }

@@ -160,7 +160,7 @@ test('the first membership of a rollout waits for the workload\'s pods to delive
         }
 });
 
-test('a StatefulSet\'s ordinals below its replicas keep their share while their pod is absent or starts for the first time; a relay that ran and stopped, or a terminating pod, loses it', () => {
+test('a StatefulSet\'s ordinals below its replicas keep their share while their pod is absent, terminating (replaced under its ordinal) or starts for the first time; a relay that ran and stopped loses it, and so does a terminating pod above the replicas', () => {
   type State = 'absent' | 'delivering' | 'starting' | 'crashed' | 'terminating';
   const make = (ordinal: number, state: State): KubeObject | undefined => {
     const name = `outbound-${ordinal}`;
@@ -177,7 +177,7 @@ test('a StatefulSet\'s ordinals below its replicas keep their share while their 
     for (let mask = 0; mask < states.length ** 4; mask += 1) {
       const chosen = [0, 1, 2, 3].map((ordinal) => states[Math.floor(mask / states.length ** ordinal) % states.length]!);
       const pods = chosen.map((state, ordinal) => make(ordinal, state)).filter((pod): pod is KubeObject => pod !== undefined);
-      const expected = chosen.flatMap((state, ordinal) => (state === 'delivering' || (ordinal < replicas && (state === 'absent' || state === 'starting')) ? [ordinal] : []));
+      const expected = chosen.flatMap((state, ordinal) => (state === 'delivering' || (ordinal < replicas && (state === 'absent' || state === 'starting' || state === 'terminating')) ? [ordinal] : []));
       assert.deepEqual(statefulSetMembers(pods, 'outbound', replicas), expected, `${replicas} replicas: ${chosen.join(', ')}`);
       checked += 1;
     }
