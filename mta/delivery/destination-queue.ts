@@ -118,11 +118,9 @@ export class DestinationQueue {
     return waiting;
   }
 
-  /** Remove and return every waiting item (ready and scheduled) that matches. */
-  drain(predicate: (item: QueueItem) => boolean = () => true): QueueItem[] {
-    const taken = this.ready.removeWhere(predicate);
-    for (const item of this.scheduled.removeWhere(predicate)) taken.push(item);
-    return taken;
+  /** Remove and return every waiting item, ready and scheduled (a bounce or delete of the queue). */
+  drain(): QueueItem[] {
+    return this.ready.takeAll().concat(this.scheduled.takeAll());
   }
 }
 
@@ -161,18 +159,6 @@ export class ItemQueue {
     const all = (this.#head === 0 ? this.#items : this.#items.slice(this.#head)) as QueueItem[];
     this.#reset([]);
     return all;
-  }
-
-  /** Remove and return the items that match, keeping the others in order. */
-  removeWhere(predicate: (item: QueueItem) => boolean): QueueItem[] {
-    const removed: QueueItem[] = [];
-    const kept: QueueItem[] = [];
-    for (let index = this.#head; index < this.#items.length; index += 1) {
-      const item = this.#items[index]!;
-      (predicate(item) ? removed : kept).push(item);
-    }
-    this.#reset(kept);
-    return removed;
   }
 
   #reset(items: (QueueItem | undefined)[]): void {
@@ -232,16 +218,6 @@ export class ItemHeap {
     const items = this.items;
     this.items = [];
     return items;
-  }
-
-  removeWhere(predicate: (item: QueueItem) => boolean): QueueItem[] {
-    const removed = this.items.filter(predicate);
-    if (removed.length > 0) {
-      const kept = this.items.filter((item) => !predicate(item));
-      this.items = [];
-      for (const item of kept) this.push(item);
-    }
-    return removed;
   }
 
   *[Symbol.iterator](): IterableIterator<QueueItem> {
