@@ -60,7 +60,9 @@ test('the role grants exactly the verbs the operator uses through create, change
   await eventually('the drain timed out', () => condition(pool(), 'Draining')?.reason === 'DrainTimedOut');
   // A problem, reported twice: an Event is created, then its count patched.
   edit('SmtpListener', 'mx', (l) => ((l.spec as { relayPolicyRef: { name: string } }).relayPolicyRef.name = 'missing'));
-  await eventually('Ready=False', () => condition(pool(), 'Ready')?.status === 'False');
+  // Ready=False for this problem (not for a step before it, such as the drain's scale-in under load): its Event exists now.
+  await eventually('Ready=False for the missing policy', () => condition(pool(), 'Ready')?.status === 'False' && condition(pool(), 'Ready')?.reason === 'PolicyNotFound');
+  await eventually('the PolicyNotFound Event', () => api.list('v1', 'Event', NAMESPACE).some((e) => e.reason === 'PolicyNotFound'));
   edit('VirtualMtaPool', 'outbound', (p) => (p.metadata.annotations = { touched: '1' }));
   await eventually('the event count patched', () => api.list('v1', 'Event', NAMESPACE).some((e) => e.reason === 'PolicyNotFound' && Number(e.count) >= 2));
   await eventually('lease renewed', () => api.requests.some((r) => r.resource === 'leases' && r.verb === 'update'));
