@@ -1,12 +1,13 @@
 // The relay's runtime configuration: the contract between the operator (which renders it into
 // a ConfigMap as `relay.yaml`) and the relay (which loads and hot-reloads it). One relay
 // process serves one VirtualMTA pool. Durations are PowerMTA-style strings ("10m", "4d") and
-// are parsed to milliseconds here, so code inward of the loader only sees numbers.
+// are parsed to milliseconds as the config is read (config-fields.ts), so code inward of the
+// loader only sees numbers.
 // `RuntimeConfigInput` is what a renderer writes; `RuntimeConfig` is what the relay uses.
 import { z } from 'zod';
 import { BOUNCE_CATEGORIES } from '../delivery/reply-classification.ts';
-import { DURATION_HINT, DURATION_PATTERN, parseDuration, RATE_HINT, RATE_PATTERN } from './duration.ts';
-import { checkAddressRange, checkHostPort, checkIpAddress, checkRelayAddress, checkReplyPattern, checkResolver, refineWith } from './field-checks.ts';
+import { cidr, domainPattern, duration, filePath, hostname, hostPort, ipAddress, name, port, rate } from './config-fields.ts';
+import { checkRelayAddress, checkReplyPattern, checkResolver, refineWith } from './field-checks.ts';
 import { BROAD_PROXY_TRUST_MESSAGE, openRelayProblems, overlyBroadIndexes } from './open-relay.ts';
 import { WarmupPlan, warmupProblems } from './warmup-plan.ts';
 
@@ -14,25 +15,6 @@ export const RUNTIME_CONFIG_API_VERSION = 'vmta.dev/relay-config/v1';
 /** File name of the runtime config inside the mounted config directory. */
 export const RUNTIME_CONFIG_FILE = 'relay.yaml';
 
-const duration = z.string().regex(DURATION_PATTERN, DURATION_HINT).transform(parseDuration);
-const rate = z.string().regex(RATE_PATTERN, RATE_HINT);
-const name = z
-  .string()
-  .regex(/^[a-z0-9]([-a-z0-9.]{0,61}[a-z0-9])?$/, 'a lower-case name of letters, digits, "-" and "." (at most 63)');
-const port = z.number().int().min(1).max(65535);
-/** Addresses and ranges in canonical form only (see address-range.ts for why). */
-const ipAddress = z.string().superRefine(refineWith(checkIpAddress));
-const cidr = z.string().superRefine(refineWith(checkAddressRange));
-const hostname = z
-  .string()
-  .regex(/^(?=.{1,253}$)[A-Za-z0-9]([-A-Za-z0-9]*[A-Za-z0-9])?(\.[A-Za-z0-9]([-A-Za-z0-9]*[A-Za-z0-9])?)*$/, 'a DNS host name');
-/** "example.com", "*.example.com" (sub-domains only) or "*" (every domain). */
-export const domainPattern = z
-  .string()
-  .regex(/^(\*|(\*\.)?[A-Za-z0-9]([-A-Za-z0-9]*[A-Za-z0-9])?(\.[A-Za-z0-9]([-A-Za-z0-9]*[A-Za-z0-9])?)*)$/, 'a domain, "*.domain" or "*"')
-  .transform((value) => value.toLowerCase());
-const hostPort = z.string().superRefine(refineWith(checkHostPort));
-const filePath = z.string().min(1);
 
 /** Refuse new mail below 100 MiB free: room for a few maximum-size messages in flight and the journal. */
 export const DEFAULT_SPOOL_MIN_FREE_BYTES = 100 * 1024 * 1024;
