@@ -11,6 +11,7 @@
 // at the cap its waiting mail moves to an overflow VirtualMTA's queue for the same
 // domain, or, with none, waits until the window ends (see docs/warmup.md).
 // The limits themselves (domain, site, provider group, fleet shares) are destination-limits.ts's.
+import type { VirtualMtaConfig } from '../config/schema.ts';
 import type { Envelope, QueueId, RecipientResult, RecipientStatus, SpooledMessage } from '../spool/types.ts';
 import type { TimerHandle } from './clock.ts';
 import { applyDeferralRounds } from './deferral-record.ts';
@@ -194,16 +195,10 @@ export class QueueScheduler {
 
   /** A new config: every queue takes its domain's settings again and is pumped. */
   applySettings(): void {
-    const { config, virtualMtas } = this.#context;
+    const { virtualMtas } = this.#context;
     for (const queue of this.#queues.values()) {
       const vmta = virtualMtas.get(queue.virtualMta);
-      if (vmta) {
-        const routed = resolveDomainSettings(queue.domain, vmta, config.pool.domainDefaults);
-        // A domain now routed to a smarthost resolves no MX: it leaves its provider group.
-        if (routed.smtpHost || routed.smarthost) queue.providerGroup = undefined;
-        const group = this.limits.providerGroup(queue);
-        queue.settings = group ? resolveDomainSettings(queue.domain, vmta, config.pool.domainDefaults, group) : routed;
-      }
+      if (vmta) this.#applyDomainSettings(queue, vmta);
       this.pump(queue);
     }
   }
@@ -218,7 +213,16 @@ export class QueueScheduler {
     if (group?.name === queue.providerGroup) return;
     queue.providerGroup = group?.name;
     const vmta = this.#context.virtualMtas.get(queue.virtualMta);
-    if (vmta) queue.settings = resolveDomainSettings(queue.domain, vmta, this.#context.config.pool.domainDefaults, group);
+    if (vmta) this.#applyDomainSettings(queue, vmta);
+  }
+
+  /** The queue's settings: its domain's, with its provider group's over the "*" defaults. A domain routed to a smarthost resolves no MX and leaves its group. */
+  #applyDomainSettings(queue: DestinationQueue, vmta: VirtualMtaConfig): void {
+    const { domainDefaults } = this.#context.config.pool;
+    const own = resolveDomainSettings(queue.domain, vmta, domainDefaults);
+    if (own.smtpHost || own.smarthost) queue.providerGroup = undefined;
+    const group = this.limits.providerGroup(queue);
+    queue.settings = group ? resolveDomainSettings(queue.domain, vmta, domainDefaults, group) : own;
   }
 
   // ---- pauses and admission ------------------------------------------------------------

@@ -1,9 +1,9 @@
 // What each warming VirtualMTA has sent in its current day and hour window, against its caps
 // (warmup-schedule.ts) scaled to this pod's share of the pool: the plan's caps for all
 // destinations, and a provider group's caps for the domains of that group (counted under
-// "<vmta>/<group>"; a message to such a domain takes a unit of both). The counts are kept on the spool
-// volume (<spool>/state/warmup-counts.json, through writeStateFileSync: temporary file, fsync,
-// rename) so a restart does not hand a cold address a fresh day. Units taken in one event-loop
+// "<vmta>/<group>"; a message to such a domain takes a unit of both). The counts are kept on the
+// spool volume (<spool>/state/warmup-counts.json, through writeStateFileSync: temporary file,
+// fsync, rename) so a restart does not hand a cold address a fresh day. Units taken in one event-loop
 // turn are written together right after it, before any of their SMTP transactions can finish.
 // An unreadable file is set aside (".unreadable") with an error line: the day starts again at 0.
 import { readFileSync, renameSync } from 'node:fs';
@@ -68,14 +68,8 @@ export class WarmupLedger {
    * With `take`, an allowed unit is counted against each.
    */
   admit(vmta: VirtualMtaConfig, now: number, take: boolean, providerGroup?: string): WarmupVerdict {
-    if (!vmta.warmup) return { allowed: true };
     const live: Counts[] = [];
-    for (const { providerGroup: group, calendar } of warmupCalendars(vmta.warmup)) {
-      if (group !== undefined && group !== providerGroup) continue;
-      const window = warmupWindow(calendar, now);
-      if (!window) continue;
-      const counts = this.#current(countsKey(vmta.name, group), window);
-      const caps = this.#caps(window, now);
+    for (const { providerGroup: group, window, counts, caps } of this.#live(vmta, now, (candidate) => candidate === undefined || candidate === providerGroup)) {
       const day = `warm-up day ${window.day}${group === undefined ? '' : ` (provider group ${group})`}`;
       if (counts.dayUsed >= caps.daily) return { allowed: false, reason: `${day}: daily cap ${caps.daily} reached`, until: window.dayEndsAt };
       if (caps.hourly !== undefined && counts.hourUsed >= caps.hourly) return { allowed: false, reason: `${day}: hourly cap ${caps.hourly} reached`, until: window.hourEndsAt };
@@ -95,12 +89,7 @@ export class WarmupLedger {
   status(virtualMtas: Iterable<VirtualMtaConfig>, now: number): WarmupStatus[] {
     const statuses: WarmupStatus[] = [];
     for (const vmta of virtualMtas) {
-      if (!vmta.warmup) continue;
-      for (const { providerGroup, calendar } of warmupCalendars(vmta.warmup)) {
-        const window = warmupWindow(calendar, now);
-        if (!window) continue;
-        const counts = this.#current(countsKey(vmta.name, providerGroup), window);
-        const caps = this.#caps(window, now);
+      for (const { providerGroup, window, counts, caps } of this.#live(vmta, now, () => true)) {
         statuses.push({
           virtualMta: vmta.name,
           ...(providerGroup !== undefined ? { providerGroup } : {}),
@@ -114,6 +103,17 @@ export class WarmupLedger {
       }
     }
     return statuses;
+  }
+
+  /** The VirtualMTA's calendars (its plan's, then those of the provider groups `wanted` takes) still warming at `now`: window, counts and this pod's caps. */
+  *#live(vmta: VirtualMtaConfig, now: number, wanted: (providerGroup: string | undefined) => boolean): Generator<{ providerGroup: string | undefined; window: WarmupWindow; counts: Counts; caps: { daily: number; hourly?: number } }> {
+    if (!vmta.warmup) return;
+    for (const { providerGroup, calendar } of warmupCalendars(vmta.warmup)) {
+      if (!wanted(providerGroup)) continue;
+      const window = warmupWindow(calendar, now);
+      if (!window) continue;
+      yield { providerGroup, window, counts: this.#current(countsKey(vmta.name, providerGroup), window), caps: this.#caps(window, now) };
+    }
   }
 
   /** Write pending counts now (at stop). */
