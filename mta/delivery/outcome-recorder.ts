@@ -3,10 +3,10 @@
 // leaves backoff, writes the accounting log and the attempt metrics, stores the DSNs the
 // sender asked for (dsn-notices.ts), tells the suppression list of bounces, and removes a
 // message once no recipient is pending and its final accounting records are synced (so a crash
-// in between leaves the message for accounting-recovery.ts to write what the batch lost). Queue-wide failures (DNS, connect, TLS route) are
-// recorded here too, as one deferral of the whole queue, durable per destination
-// (deferral-record.ts). Every attempt's outcome is also one log line per recipient
-// (mta/observe/delivery-log.ts).
+// in between leaves the message for accounting-recovery.ts to write what the batch lost).
+// Queue-wide failures (DNS, connect, TLS route) are recorded here too, as one deferral of the
+// whole queue, durable per destination (deferral-record.ts). Every attempt's outcome is also one
+// log line per recipient (mta/observe/delivery-log.ts).
 import type { RuntimeConfig } from '../config/schema.ts';
 import { AccountingLog, type AccountingRecord } from '../observe/accounting.ts';
 import { messageFields, RECORD_TYPE_OF_RESULT, receiptRecords, type AccountingScope } from '../observe/accounting-record.ts';
@@ -150,7 +150,6 @@ export class OutcomeRecorder {
       .finally(() => this.#removals.delete(removal));
     this.#removals.add(removal);
   }
-
 
   #scope(): AccountingScope {
     const { config } = this.#context;

@@ -224,19 +224,30 @@ const TORN_WINDOW_BYTES = 256 * 1024;
  */
 export async function dropTornEnd(file: string, size: number, csv: boolean): Promise<number> {
   const lineEnd = csv ? '\r\n' : '\n';
-  const length = Math.min(size, TORN_WINDOW_BYTES);
+  const end = await readFileEnd(file, size, TORN_WINDOW_BYTES);
+  const text = end.toString('latin1'); // byte offsets: line ends are ASCII
+  if (text.endsWith(lineEnd)) return size;
+  const lastEnd = text.lastIndexOf(lineEnd);
+  if (lastEnd < 0 && end.length < size) return size;
+  const kept = lastEnd < 0 ? 0 : size - end.length + lastEnd + lineEnd.length; // no line end at all: a first line torn
   const handle = await open(file, 'r+');
+  try {
+    await handle.truncate(kept);
+    await handle.datasync();
+  } finally {
+    await handle.close();
+  }
+  return kept;
+}
+
+/** The last `bytes` (at most) of a file of `size` bytes. */
+export async function readFileEnd(file: string, size: number, bytes: number): Promise<Buffer> {
+  const length = Math.min(size, bytes);
+  const handle = await open(file, 'r');
   try {
     const buffer = Buffer.alloc(length);
     await handle.read(buffer, 0, length, size - length);
-    const text = buffer.toString('latin1'); // byte offsets: line ends are ASCII
-    if (text.endsWith(lineEnd)) return size;
-    const end = text.lastIndexOf(lineEnd);
-    if (end < 0 && length < size) return size;
-    const kept = end < 0 ? 0 : size - length + end + lineEnd.length; // no line end at all: a first line torn
-    await handle.truncate(kept);
-    await handle.datasync();
-    return kept;
+    return buffer;
   } finally {
     await handle.close();
   }

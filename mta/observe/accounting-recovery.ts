@@ -8,9 +8,9 @@
 // lost it, and gets one rebuilt from what the spool keeps (recipient, status, attempts, the last
 // reply, as its diagnostic and status code, the time), written to that file only; the MX host,
 // TLS and duration the spool does not keep are null or 0. A file with no record restores nothing.
-import { open, stat } from 'node:fs/promises';
+import { stat } from 'node:fs/promises';
 import type { Envelope, QueueId } from '../spool/types.ts';
-import { rotatedFiles } from './accounting-file.ts';
+import { readFileEnd, rotatedFiles } from './accounting-file.ts';
 import { CSV_COLUMN_NAMES, messageFields, type AccountingRecord, type AccountingScope } from './accounting-record.ts';
 import type { AccountingOutput } from './accounting.ts';
 
@@ -82,15 +82,8 @@ export function missingFinalRecords(tail: AccountingTail, message: { id: QueueId
 async function readEnd(file: string, bytes: number): Promise<{ text: string; bytes: number; cut: boolean } | undefined> {
   const size = await stat(file).then((stats) => stats.size, () => undefined);
   if (!size) return undefined;
-  const length = Math.min(size, bytes);
-  const handle = await open(file, 'r');
-  try {
-    const buffer = Buffer.alloc(length);
-    await handle.read(buffer, 0, length, size - length);
-    return { text: buffer.toString('utf8'), bytes: length, cut: length < size };
-  } finally {
-    await handle.close();
-  }
+  const end = await readFileEnd(file, size, bytes);
+  return { text: end.toString('utf8'), bytes: end.length, cut: end.length < size };
 }
 
 type RecordKey = [type: string, queueId: string, recipient: string, time: number];

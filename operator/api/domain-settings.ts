@@ -48,7 +48,7 @@ export const Smarthost = z.strictObject({
 const ONE_ROUTE_MESSAGE = 'set smtpHost or smarthost, not both';
 const ONE_RETRY_FORM = '(has(self.retryAfter) ? 1 : 0) + (has(self.retrySchedule) ? 1 : 0) + (has(self.retryBackoff) ? 1 : 0) <= 1';
 
-/** The fields of a domain entry that a provider group can set for all its domains (ProviderGroupSpec.domainSettings). */
+/** The fields of a domain entry that a provider group can set for all its domains (ProviderGroupSpec.domainSettings), with maxMessagesPerConnection (apart: relay.yaml lists a domain entry's maxSmtpOut before it, and its order is the config hash's). */
 const sessionSettingFields = {
   tlsPolicy: z.enum(['none', 'opportunistic', 'required', 'verify', 'dane', 'dane-only']).optional().describe('none: never STARTTLS; opportunistic: `use-starttls`; required: `require-starttls`; verify: required with a valid certificate; dane: MX hosts with DNSSEC-validated TLSA records are authenticated by them (RFC 7672), the others get opportunistic TLS (or MTA-STS); dane-only: only MX hosts with validated TLSA records are used. DANE needs the pool\'s dnssecResolvers.'),
   mtaSts: z.boolean().optional().describe('Apply the destination\'s MTA-STS policy (RFC 8461).'),
@@ -56,8 +56,8 @@ const sessionSettingFields = {
   retrySchedule: z.array(duration).min(1).max(64).optional().describe('Waits between successive attempts; the last one repeats.'),
   retryBackoff: RetryBackoff.optional().describe('Exponential waits: initial, multiplied by factor, capped at max.'),
   bounceAfter: duration.optional(),
-  maxMessagesPerConnection: z.number().int().min(1).max(1_000_000).optional(),
 };
+const maxMessagesPerConnection = z.number().int().min(1).max(1_000_000).optional();
 
 /** At most one retry form: the refinement of every object with sessionSettingFields (and its CEL rule). */
 function oneRetryForm(settings: { retryAfter?: unknown; retrySchedule?: unknown; retryBackoff?: unknown }, ctx: z.RefinementCtx): void {
@@ -69,17 +69,14 @@ function oneRetryForm(settings: { retryAfter?: unknown; retrySchedule?: unknown;
 }
 const ONE_RETRY_RULE = { rule: ONE_RETRY_FORM, message: 'set at most one of retryAfter, retrySchedule and retryBackoff', reason: 'FieldValueForbidden' } as const;
 
-// Field order is relay.yaml's order (and so its config hash): maxSmtpOut comes before maxMessagesPerConnection.
-const { maxMessagesPerConnection: _perConnection, ...retrySettingsAndTls } = sessionSettingFields;
-
-export const GroupDomainSettings = z.strictObject(sessionSettingFields).superRefine(oneRetryForm).meta(celRules(ONE_RETRY_RULE));
+export const GroupDomainSettings = z.strictObject({ ...sessionSettingFields, maxMessagesPerConnection }).superRefine(oneRetryForm).meta(celRules(ONE_RETRY_RULE));
 
 export const DomainSettings = z
   .strictObject({
     domain: domainPattern.describe('"example.com", "*.example.com" or "*"; PowerMTA `<domain example.com>`.'),
-    ...retrySettingsAndTls,
+    ...sessionSettingFields,
     maxSmtpOut: z.number().int().min(1).max(10_000).optional().describe('Open connections to the destination per VirtualMTA for the whole pool: in a StatefulSet pool each ready pod takes its share (docs/fleet-limits.md); PowerMTA `max-smtp-out`.'),
-    maxMessagesPerConnection: sessionSettingFields.maxMessagesPerConnection,
+    maxMessagesPerConnection,
     maxMessageRate: rate.optional().describe('Messages to the destination per VirtualMTA for the whole pool ("10/s", "600/m"), shared like maxSmtpOut; PowerMTA `max-msg-rate`.'),
     smtpHost: hostPort.optional().describe('Deliver to this host:port instead of resolving MX (a plain smarthost, TLS as tlsPolicy says, no AUTH).'),
     smarthost: Smarthost.optional().describe('Relay through an authenticated submission server (an ESP) instead of resolving MX: TLS always, AUTH from a Secret, a port fallback list (docs/smarthost.md). tlsPolicy, mtaSts and DANE do not apply to it.'),
