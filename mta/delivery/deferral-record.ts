@@ -142,7 +142,7 @@ export class DestinationDeferrals {
   }
 
   async close(): Promise<void> {
-    await this.#appender?.idle();
+    await this.#appender?.release();
   }
 
   /** The lines of destinations that still hold mail (or whose messages are not all recovered yet). */

@@ -119,6 +119,7 @@ export class BucketSet {
    */
   deleteSegment(segment: Segment): void {
     const { bucket } = segment;
+    this.#context.readHandles.forget(segment.file);
     const unlinked = fsp.unlink(segment.file).then(
       () => true,
       (error: unknown) => {
@@ -151,12 +152,12 @@ export class BucketSet {
 
   /** Closes every open segment file (close() of the spool, once no work is in flight). */
   async closeFiles(): Promise<void> {
-    await Promise.allSettled([...this.#buckets.values()].map((bucket) => bucket.journal.idle()));
+    await Promise.allSettled([...this.#buckets.values()].map((bucket) => bucket.journal.release()));
     const handles: (fsp.FileHandle | undefined)[] = [];
     for (const bucket of this.#buckets.values()) {
       handles.push(bucket.active?.handle, (await bucket.spare?.catch(() => undefined))?.handle);
     }
-    await Promise.allSettled(handles.map((handle) => handle?.close()));
+    await Promise.allSettled([...handles.map((handle) => handle?.close()), this.#context.readHandles.closeAll()]);
   }
 
   /** A new segment, its header written and its name durable, open for O_DSYNC writes. */
@@ -203,12 +204,14 @@ export class BucketSet {
 
   /** Segments first, made durable by a directory fsync, then the journal that says their messages are removed. */
   async #deleteFiles(bucket: Bucket): Promise<void> {
-    await bucket.journal.idle(); // a compaction must not rename a journal back after it is deleted
+    await bucket.journal.release(); // a compaction must not rename a journal back after it is deleted
     const active = bucket.active;
     bucket.active = undefined;
     await Promise.all([active?.handle?.close(), this.#discardSpare(bucket)]);
     for (const name of await fsp.readdir(bucket.directory)) {
-      if (name.endsWith(SEGMENT_SUFFIX)) await fsp.rm(path.join(bucket.directory, name), { force: true });
+      if (!name.endsWith(SEGMENT_SUFFIX)) continue;
+      this.#context.readHandles.forget(path.join(bucket.directory, name));
+      await fsp.rm(path.join(bucket.directory, name), { force: true });
     }
     await bucket.sync.sync();
     await fsp.rm(path.join(bucket.directory, JOURNAL_FILE), { force: true });

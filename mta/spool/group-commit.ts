@@ -60,6 +60,12 @@ interface PendingAppend {
   reject: (error: unknown) => void;
 }
 
+/**
+ * How long the journal stays open after its last append: a spool appending a few groups a second
+ * (low concurrency) paid an open, a stat and a close for each one otherwise.
+ */
+const KEEP_OPEN_MS = 2_000;
+
 /** A journal is compacted once it is larger than this and than COMPACT_GROWTH times its last compacted size. */
 const COMPACT_MIN_BYTES = 1024 * 1024;
 const COMPACT_GROWTH = 4;
@@ -91,6 +97,9 @@ export class JournalAppender {
   #writing = false;
   /** The writer loop, while #writing (settled afterwards). */
   #running: Promise<void> = Promise.resolve();
+  /** Kept open between writer loops for KEEP_OPEN_MS. */
+  #file: OpenJournal | undefined;
+  #closeTimer: NodeJS.Timeout | undefined;
 
   constructor(path: string, options: JournalAppenderOptions) {
     this.#path = path;
@@ -108,18 +117,24 @@ export class JournalAppender {
     });
   }
 
-  /** Resolves once no append or compaction is running. */
-  idle(): Promise<void> {
-    return this.#running;
+  /** Waits for the appends and compaction running, then closes the file (the spool's close, or before the journal is deleted). */
+  async release(): Promise<void> {
+    await this.#running;
+    clearTimeout(this.#closeTimer);
+    const file = this.#file;
+    this.#file = undefined;
+    await file?.handle.close().catch(() => undefined);
   }
 
   /**
    * Writes the waiting groups one after the other. The file stays open, and its size known, for as
-   * long as groups keep arriving (a busy spool appends many groups per opening); it is closed when
-   * the loop ends, after a failure and before a compaction replaces it.
+   * long as groups keep arriving and KEEP_OPEN_MS after (a busy spool appends many groups per
+   * opening); it is closed after a failure, before a compaction replaces it, and by release().
    */
   async #writeAll(): Promise<void> {
-    let file: OpenJournal | undefined;
+    clearTimeout(this.#closeTimer);
+    let file = this.#file;
+    this.#file = undefined;
     try {
       while (this.#waiting.length > 0) {
         const group = this.#waiting;
@@ -150,8 +165,16 @@ export class JournalAppender {
       }
     } finally {
       this.#writing = false;
-      await file?.handle.close().catch(() => undefined);
+      this.#file = file;
+      const kept = file;
+      if (kept) this.#closeTimer = setTimeout(() => void this.#closeIdle(kept), KEEP_OPEN_MS).unref();
     }
+  }
+
+  async #closeIdle(file: OpenJournal): Promise<void> {
+    if (this.#writing || this.#file !== file) return;
+    this.#file = undefined;
+    await file.handle.close().catch(() => undefined);
   }
 
   async #open(): Promise<OpenJournal> {

@@ -1,10 +1,11 @@
 // Reading segment files (format: mta/spool/segment-format.ts): a batch's head, the bodies of a
 // batch checked against their checksums, the next intact batch after a broken one, and one
-// message streamed with its checksum verified. Positional reads; streamMessage opens the file
-// itself, the others read through a handle their caller owns.
+// message streamed with its checksum verified. Positional reads; streamMessage reads through a
+// shared handle of its segment (segment-handles.ts), the others through a handle their caller owns.
 import fsp from 'node:fs/promises';
 import { crc32 } from 'node:zlib';
 import { BatchFormatError, type BatchTable, decodeBatchTable, HEAD_PROBE_BYTES, looksLikePrefix, MAGIC, PREFIX_LENGTH, tableLength, verifyBatchHead } from './segment-format.ts';
+import type { SegmentReadHandles } from './segment-handles.ts';
 import type { QueueId } from './types.ts';
 
 const READ_CHUNK_BYTES = 64 * 1024;
@@ -93,8 +94,8 @@ async function* readRange(handle: fsp.FileHandle, start: number, length: number)
 }
 
 /** The bytes of one message, in chunks; fails at the end if they do not match its checksum. */
-export async function* streamMessage(file: string, message: { offset: number; length: number; crc: number }, id: QueueId): AsyncGenerator<Buffer> {
-  const handle = await fsp.open(file, 'r');
+export async function* streamMessage(handles: SegmentReadHandles, file: string, message: { offset: number; length: number; crc: number }, id: QueueId): AsyncGenerator<Buffer> {
+  const { handle, release } = await handles.acquire(file);
   try {
     let crc = 0;
     for await (const chunk of readRange(handle, message.offset, message.length)) {
@@ -103,6 +104,6 @@ export async function* streamMessage(file: string, message: { offset: number; le
     }
     if (crc !== message.crc) throw new Error(`spool message ${id} in ${file} fails its checksum`);
   } finally {
-    await handle.close();
+    release();
   }
 }

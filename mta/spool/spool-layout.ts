@@ -6,6 +6,7 @@ import path from 'node:path';
 import type { Logger } from '../observe/log.ts';
 import type { RelayMetrics } from '../observe/metrics.ts';
 import type { DirectorySync, JournalAppender } from './group-commit.ts';
+import type { SegmentReadHandles } from './segment-handles.ts';
 import type { QueueIdGenerator } from './queue-id.ts';
 import type { BatchMessage } from './segment-format.ts';
 import type { QueueId } from './types.ts';
@@ -103,6 +104,8 @@ export interface SpoolContext {
   track: <T>(operation: Promise<T>) => Promise<T>;
   /** The disk is full under a journal append: free space from the reserve (mta/spool/disk-space.ts); false when none is left. */
   releaseSpace: () => Promise<boolean>;
+  /** Segment files open for reading messages, shared and kept between reads. */
+  readHandles: SegmentReadHandles;
 }
 
 /** The bucket directory of a queue id (or of the time part of one). */

@@ -42,6 +42,7 @@ import { BucketSet } from './bucket-set.ts';
 import { retryOnNoSpace, type SpaceLimits, SpoolDiskSpace } from './disk-space.ts';
 import { DirectorySync, writeAll } from './group-commit.ts';
 import { encodeBatch, encodeJournalRecord, encodeRemovalRecord } from './segment-format.ts';
+import { SegmentReadHandles } from './segment-handles.ts';
 import { streamMessage } from './segment-reader.ts';
 import { isQueueId, QueueIdGenerator } from './queue-id.ts';
 import { type Batch, type Bucket, type MessageLocation, type PendingStore, QUEUE_DIR, type SpoolContext } from './spool-layout.ts';
@@ -103,6 +104,7 @@ export class FileSpool implements Spool {
       countFsync,
       track: (operation) => this.#track(operation),
       releaseSpace: async () => (await this.#space?.release()) ?? false,
+      readHandles: new SegmentReadHandles(),
     };
     this.#buckets = new BucketSet(this.#context);
   }
@@ -171,7 +173,7 @@ export class FileSpool implements Spool {
     assertQueueId(id);
     const location = this.#index.get(id);
     if (!location) return Readable.from(noSuchMessage(id));
-    return Readable.from(streamMessage(location.segment.file, location, id));
+    return Readable.from(streamMessage(this.#context.readHandles, location.segment.file, location, id));
   }
 
   /** Rejects for an id that is not in the spool (never stored, or removed). */
