@@ -335,6 +335,11 @@ export const DeliverySettings = z.strictObject({
   mxPort: port.default(25),
   /** Queue by MX host set ("site") instead of by recipient domain. */
   mxRollup: z.boolean().default(false),
+  /**
+   * How long a connection with nothing left to send stays open for its destination's next
+   * message (Postfix's smtp_connection_cache_time_limit, KumoMTA's idle_timeout); "0s" quits at once.
+   */
+  connectionIdleTimeout: duration.prefault('2s'),
   accounting: AccountingSettings.prefault({}),
   /** Recipient domains that get their own metric label; every other domain is counted as "other". */
   trackedDomains: z.array(domainPattern).max(100).default([]),

@@ -11,6 +11,7 @@ import type { RuntimeConfig, SmarthostConfig, VirtualMtaConfig } from '../config
 import type { DeliveryContext } from './delivery-context.ts';
 import type { DestinationQueue, QueueItem } from './destination-queue.ts';
 import { DnssecLookup } from './dnssec-lookup.ts';
+import { awaitNextMessage } from './idle-connections.ts';
 import { dialThroughProxies } from './egress-proxy.ts';
 import { MtaStsResolver, type AppliedStsPolicy } from './mta-sts.ts';
 import { PolicyCacheFile } from './mta-sts-cache.ts';
@@ -229,7 +230,9 @@ export class ConnectionRunner {
     const scheduler = this.#scheduler;
     try {
       for (let sent = 0; sent < queue.settings.maxMessagesPerConnection && connection.usable && scheduler.canSend(queue); sent += 1) {
-        const next = scheduler.nextItem(queue);
+        let next = scheduler.nextItem(queue);
+        // Nothing ready: the connection stays open a while for the next message of its queue (idle-connections.ts).
+        while (!next && queue.ready.length === 0 && scheduler.canSend(queue) && (await awaitNextMessage(queue, this.#context.config.delivery.connectionIdleTimeout, this.#context.clock)) && connection.usable) next = scheduler.nextItem(queue);
         if (!next) break;
         const { source, item } = next;
         source.inFlight += 1;

@@ -38,7 +38,10 @@ export class DestinationQueue {
   readonly backoff = new BackoffState();
   /** Items taken by a connection and not yet recorded. */
   inFlight = 0;
+  /** Open connections, idle ones included. */
   connections = 0;
+  /** Open connections waiting for its next ready message (QueueScheduler.awaitNext), each told whether one came. */
+  readonly idleConnections: Array<(woken: boolean) => void> = [];
   /** Earliest time the next message may start under maxMessageRate. */
   nextSendAt = 0;
   /** Why the last connection attempt failed, for queue inspection. */

@@ -9,14 +9,15 @@
 // A warming VirtualMTA (warmup-ledger.ts) takes a unit of its cap (and of its provider group's
 // cap, once the queue's MX hosts placed it in a group) for each message a connection takes;
 // at the cap its waiting mail moves to an overflow VirtualMTA's queue for the same
-// domain, or, with none, waits until the window ends (see docs/warmup.md).
-// The limits themselves (domain, site, provider group, fleet shares) are destination-limits.ts's.
+// domain, or, with none, waits until the window ends (see docs/warmup.md). The limits themselves
+// (domain, site, provider group, fleet shares) are destination-limits.ts's; idle connections idle-connections.ts's.
 import type { VirtualMtaConfig } from '../config/schema.ts';
 import type { Envelope, QueueId, RecipientResult, RecipientStatus, SpooledMessage } from '../spool/types.ts';
 import type { TimerHandle } from './clock.ts';
 import { applyDeferralRounds } from './deferral-record.ts';
 import type { DeliveryContext } from './delivery-context.ts';
 import { DestinationLimits, providerGroupFor } from './destination-limits.ts';
+import { quitIdleConnections, wakeIdleConnections } from './idle-connections.ts';
 import { DestinationQueue, recipientIndexes, type QueuedMessage, type QueueItem } from './destination-queue.ts';
 import { resolveDomainSettings } from './domain-settings.ts';
 import type { MxTarget } from './outbound-connection.ts';
@@ -230,7 +231,9 @@ export class QueueScheduler {
   /** Pause a selector; it holds for queues created later too. Returns the number of existing queues affected. */
   pause(selector: QueueSelector): number {
     this.#paused.add(pauseKey(selector.virtualMta, selector.domain?.toLowerCase()));
-    return this.select(selector).length;
+    const selected = this.select(selector);
+    quitIdleConnections(selected);
+    return selected.length;
   }
 
   /** Lift exactly that pause (an empty selector lifts every pause); a queue stays paused while a wider pause covers it. */
@@ -303,6 +306,8 @@ export class QueueScheduler {
     queue.promoteDue(now);
     this.#divertAtWarmupCap(queue, now);
     if (this.canSend(queue)) {
+      wakeIdleConnections(queue); // before a new connection is counted (idle-connections.ts)
+      if (queue.ready.length > queue.connections && !this.limits.hasRoom(queue)) quitIdleConnections(this.#siblings(queue));
       while (queue.ready.length > queue.connections && this.limits.hasRoom(queue)) {
         queue.connections += 1;
         const session = this.#startSession(queue).finally(() => {
@@ -453,6 +458,7 @@ export class QueueScheduler {
   /** Start no more deliveries and wait until every attempt in flight is recorded. */
   async hold(): Promise<void> {
     this.#holding = true;
+    quitIdleConnections(this.#queues.values());
     while (this.#sessions.size > 0) await Promise.allSettled([...this.#sessions]);
   }
 
@@ -477,6 +483,7 @@ export class QueueScheduler {
   /** Start nothing more, cancel the timers and wait for the sessions in flight. */
   async stop(): Promise<void> {
     this.#stopping = true;
+    quitIdleConnections(this.#queues.values());
     for (const { handle } of this.#timers.values()) handle.cancel();
     this.#timers.clear();
     this.#shareTimer?.handle.cancel();

@@ -1,6 +1,7 @@
 // Rendering a pool: golden files for examples/, the relay config it produces, hot changes
 // that leave the pod template alone and cold changes that roll it, cross-object problems.
 import assert from 'node:assert/strict';
+import { parseRuntimeConfig } from '../../mta/config/parse.ts';
 import { readFile } from 'node:fs/promises';
 import path from 'node:path';
 import { test } from 'node:test';
@@ -167,6 +168,7 @@ const hotChanges: [string, (input: Awaited<ReturnType<typeof exampleInput>>) => 
   ['a listener limit', (input) => void (input.listeners[0]!.spec.limits = { maxRecipients: 10 })],
   ['the spool free-space floor', (input) => void (input.pool.spec.spool.minFree = '1Gi')],
   ['the spool reserve', (input) => void (input.pool.spec.spool.reserve = '16Mi')],
+  ['the delivery connection idle time', (input) => void (input.pool.spec.connectionIdleTimeout = '30s')],
 ];
 
 for (const [what, change] of hotChanges) {
@@ -190,6 +192,15 @@ const coldChanges: [string, (input: Awaited<ReturnType<typeof exampleInput>>) =>
   ['the spool size', (input) => void (input.pool.spec.spool.size = '20Gi'), false],
   ['the egress mode', (input) => void (input.pool.spec.egress.mode = 'hostNetwork'), false],
 ];
+
+test('connectionIdleTimeout reaches relay.yaml as the relay reads it; left out, the relay default applies', async () => {
+  const input = await exampleInput();
+  input.pool.spec.connectionIdleTimeout = '45s';
+  const set = parseRuntimeConfig(renderPool(input).runtime.text);
+  assert.equal(set.delivery.connectionIdleTimeout, 45_000);
+  const unset = parseRuntimeConfig(renderPool(await exampleInput()).runtime.text);
+  assert.equal(unset.delivery.connectionIdleTimeout, 2_000);
+});
 
 for (const [what, change, configChanges] of coldChanges) {
   test(`a cold change (${what}) changes podTemplateHash${configChanges ? ' and configHash' : ''}`, async () => {
