@@ -53,6 +53,7 @@ const { values: args } = parseArgs({
     rounds: { type: 'string', default: env.BENCH_ROUNDS ?? '3' },
     queued: { type: 'string', default: env.BENCH_QUEUED ?? '100000' },
     dkim: { type: 'string', default: env.BENCH_DKIM ?? 'off' },
+    'session-processes': { type: 'string', default: env.BENCH_SESSION_PROCESSES ?? 'auto' },
   },
 });
 
@@ -70,6 +71,7 @@ const sizes = args.sizes!.split(',').map((size) => nonNegativeInteger('sizes', s
 const DKIM_MODES: readonly BenchDkimMode[] = ['off', 'rsa', 'ed25519', 'dual'];
 if (!DKIM_MODES.includes(args.dkim as BenchDkimMode)) throw new Error(`--dkim: expected one of ${DKIM_MODES.join(', ')} (got ${JSON.stringify(args.dkim)})`);
 const dkimMode = args.dkim as BenchDkimMode;
+const sessionProcesses = args['session-processes'] === 'auto' ? 'auto' : nonNegativeInteger('--session-processes', args['session-processes']);
 
 /** Generous bound on waiting for the last delivery of one run. */
 const DELIVERY_TIMEOUT_MS = 300_000;
@@ -135,7 +137,7 @@ async function waitForPort(port: number, timeoutMs = 30_000): Promise<void> {
 }
 
 function relayConfig(port: number, adminPort: number, smtpHost: string): RuntimeConfigInput {
-  const config = loopbackRelayConfig(port, adminPort);
+  const config = loopbackRelayConfig(port, adminPort, { sessionProcesses: sessionProcesses });
   config.listeners[0]!.limits = { maxConnections: 10_000, maxConnectionsPerClient: 10_000, greetingDelay: '0s' };
   config.pool.domainDefaults = [{ match: '*', smtpHost }];
   return config;
@@ -149,7 +151,7 @@ async function throughputRuns(): Promise<PointResult[]> {
   const config = relayConfig(port, adminPort, `127.0.0.1:${sink.result.port}`);
   if (dkimMode !== 'off') config.pool.dkim = await writeBenchDkimKeys(directory.path, dkimMode);
   await writeRelayConfig(directory.path, config);
-  const relay = await startRelayProcess({ configDir: directory.path, adminPort, env: { LOG_LEVEL: 'warn', NODE_OPTIONS: RELAY_NODE_OPTIONS } });
+  const relay = await startRelayProcess({ configDir: directory.path, adminPort, env: { LOG_LEVEL: 'warn', NODE_OPTIONS: `${RELAY_NODE_OPTIONS} ${env.BENCH_RELAY_NODE_OPTIONS ?? ''}`.trim() } });
   const postfixProblem = await postfixUnavailable();
   const postfixDirectory = postfixProblem ? undefined : await temporaryDirectory('vmta-bench-postfix-');
   const postfix = postfixDirectory ? await startPostfixRelay(postfixDirectory.path, await freePort(), sink.result.port) : undefined;

@@ -21,14 +21,18 @@ import { HANDOVER_PATH } from './drain/handover-format.ts';
 import { HandoverLedger } from './drain/handover-ledger.ts';
 import { createHandoverReceiver } from './drain/handover-receiver.ts';
 import { QueueDrain } from './drain/queue-drain.ts';
+import { AuthFailureLimiter } from './inbound/auth-failures.ts';
 import { InboundServer } from './inbound/inbound-server.ts';
 import { createLogger, type Logger } from './observe/log.ts';
 import { RelayMetrics } from './observe/metrics.ts';
 import { createMessageAcceptor } from './routing/acceptance.ts';
+import { sessionProcessCount, SessionWorkers } from './sessions/session-workers.ts';
+import { cpuAllowance } from './cpu-allowance.ts';
 import { TlsReporting } from './reporting/tls-reporting.ts';
 import { DkimSigner } from './signing/dkim-signer.ts';
 import { RecoveryProgress } from './spool/recovery-progress.ts';
 import { FileSpool } from './spool/spool.ts';
+import type { SpooledMessage } from './spool/types.ts';
 import { PoolSuppression } from './suppression/pool-suppression.ts';
 import { suppressionRoutes } from './suppression/suppression-api.ts';
 import { bounceSuppressedRecipients } from './suppression/suppression-bounce.ts';
@@ -57,6 +61,9 @@ export class Relay {
   #ledger: HandoverLedger | undefined;
   #drain: QueueDrain | undefined;
   #suppression: PoolSuppression | undefined;
+  #sessions: SessionWorkers | undefined;
+  /** Failed AUTH per client for every listener and process: a failure in a session served here is told to the session processes. */
+  readonly #authFailures = new AuthFailureLimiter((client, maxFailures, windowMs, at) => this.#sessions?.shareAuthFailure(client, maxFailures, windowMs, at));
   #adminToken: string | undefined;
   #recovery: RecoveryProgress;
   #listening = false;
@@ -128,8 +135,11 @@ export class Relay {
       ...tokens,
       readiness: () => this.readiness(),
       configStatus: () => this.#watcher!.status(),
+      metricsText: () => (this.#sessions ? this.#sessions.metrics(metrics.registry) : metrics.registry.metrics()),
     });
     logger.info({ address: config.admin.address, port: this.#admin.address().port }, 'admin server listening');
+    // Forked now, so they start while the spool is indexed; they take sessions once the listeners open.
+    const sessions = this.#startSessionProcesses(config);
     const spool = FileSpool.unopened(config.spool.path, { metrics, logger, space: config.spool, recovery: this.#recovery });
     this.#spool = spool;
     const stateDir = path.join(config.spool.path, 'state');
@@ -163,21 +173,12 @@ export class Relay {
     // and none is queued twice (new mail is not in this scan; the engine ignores an id it holds).
     const recovered = spool.scan();
     await this.#mountDrain(spool, delivery);
-    const accept = createMessageAcceptor({
-      spool,
-      getConfig: () => this.config,
-      getSigner: () => this.#dkim,
-      logger,
-      onAccepted: (message) => {
-        delivery.recordReceipts(message);
-        bounceSuppressedRecipients(message, { spool, suppression, reportingMta: this.config.hostname, logger })
-          .then((dsn) => dsn && delivery.enqueue(dsn))
-          .catch((error: unknown) => logger.error({ queueId: message.id, err: error }, 'bouncing suppressed recipients failed; delivery decides for them'))
-          .finally(() => delivery.enqueue(message));
-      },
-    });
+    const accept = createMessageAcceptor({ spool, getConfig: () => this.config, getSigner: () => this.#dkim, logger, onAccepted: (message) => this.#queueAccepted(message) });
     this.#tlsReporting.useAcceptor(accept);
-    this.#inbound = await InboundServer.start(config, { accept, metrics, logger, spoolHasRoom: () => spool.hasRoomForMail(), suppression });
+    this.#sessions = await sessions;
+    this.#inbound = await InboundServer.start(config, {
+      accept, metrics, logger, spoolHasRoom: () => spool.hasRoomForMail(), suppression, authFailures: this.#authFailures, ...(this.#sessions ? { sessionWorkers: this.#sessions } : {}),
+    });
     this.#listening = true;
     const listeners = this.#inbound.boundAddresses();
     logger.info({ listeners }, `listening: ${listeners.map((bound) => `${bound.listener} ${bound.address}:${bound.port}`).join(', ') || 'no listeners'}`);
@@ -185,6 +186,38 @@ export class Relay {
     await delivery.queueRecovered(recovered, () => this.#recovery.queuedOne());
     this.#recovery.finish();
     logger.info({ messages: this.#recovery.status().queued, seconds: this.#recovery.status().elapsedSeconds }, 'spool recovered');
+  }
+
+  /** A stored message (from a session here or in a session process): receipts, suppressed recipients bounced, then queued. */
+  #queueAccepted(message: SpooledMessage): void {
+    const { logger } = this;
+    const spool = this.#spool!;
+    const delivery = this.#delivery!;
+    delivery.recordReceipts(message);
+    bounceSuppressedRecipients(message, { spool, suppression: this.#suppression!, reportingMta: this.config.hostname, logger })
+      .then((dsn) => dsn && delivery.enqueue(dsn))
+      .catch((error: unknown) => logger.error({ queueId: message.id, err: error }, 'bouncing suppressed recipients failed; delivery decides for them'))
+      .finally(() => delivery.enqueue(message));
+  }
+
+  /** Session processes per `sessionProcesses` (none: undefined); a process that cannot start stops the relay's start. */
+  async #startSessionProcesses(config: RuntimeConfig): Promise<SessionWorkers | undefined> {
+    const processes = sessionProcessCount(config.sessionProcesses, (await cpuAllowance()).cpus);
+    if (processes === 0) return undefined;
+    const workers = await SessionWorkers.start({
+      processes,
+      logger: this.logger,
+      store: async (envelope, chunks, queueId) => {
+        const stored = await this.#spool!.store(envelope, chunks, queueId);
+        this.#queueAccepted(stored);
+        return stored.id;
+      },
+      refusal: (address) => this.#suppression?.refusal(address),
+      spoolHasRoom: () => this.#spool?.hasRoomForMail() ?? false,
+      authFailures: this.#authFailures,
+    });
+    this.logger.info({ processes }, 'session processes started');
+    return workers;
   }
 
   async #mountDrain(spool: FileSpool, delivery: DeliveryEngine): Promise<void> {
@@ -241,6 +274,7 @@ export class Relay {
     this.#dkim = dkim;
     const cold: string[] = [];
     if (next.config.spool.path !== previous.spool.path) cold.push('spool.path');
+    if (next.config.sessionProcesses !== previous.sessionProcesses) cold.push('sessionProcesses');
     if (next.config.admin.address !== previous.admin.address || next.config.admin.port !== previous.admin.port) cold.push('admin.address/port');
     if (cold.length > 0) this.logger.warn({ fields: cold }, `changes to ${cold.join(', ')} take effect only after a restart`);
   }
@@ -276,6 +310,8 @@ export class Relay {
     this.#watcher?.stop();
     await this.#inbound?.close();
     this.#inbound = undefined;
+    await this.#sessions?.close();
+    this.#sessions = undefined;
     this.#listening = false;
     await this.#drain?.abandon();
     this.#drain = undefined;

@@ -30,6 +30,8 @@ export interface AdminServerOptions {
   token?: string;
   /** The read-only admin token (GET routes of access "read"); undefined admits none. */
   readToken?: string;
+  /** The /metrics text when more than `metrics` makes it (the session processes' registries merged in); omitted: `metrics` alone. */
+  metricsText?: () => Promise<string>;
   /** Largest JSON body accepted (default 1 MiB). */
   maxBodyBytes?: number;
 }
@@ -148,7 +150,7 @@ export class AdminServer {
       }),
       get('/metrics', async () => {
         const registry = this.#options.metrics.registry;
-        return { status: 200, contentType: registry.contentType, body: await registry.metrics() };
+        return { status: 200, contentType: registry.contentType, body: await (this.#options.metricsText?.() ?? registry.metrics()) };
       }),
       get('/config', async () => ({ status: 200, body: this.#options.configStatus() })),
     ];

@@ -417,6 +417,12 @@ export const RuntimeConfig = z
     suppression: SuppressionSettings.optional(),
     /** Absent: every limit is this relay's own (one pod, or limits meant per pod). */
     fleet: FleetSettings.optional(),
+    /**
+     * Processes that serve SMTP sessions beside the one that owns the spool and delivery
+     * (mta/sessions/): "auto" is one per CPU the container is given beyond the first when it is
+     * given three or more, none on one or two; 0 serves every session in the one process. Read at start only.
+     */
+    sessionProcesses: z.union([z.literal('auto'), z.number().int().min(0).max(64)]).default('auto'),
   })
   .superRefine((config, ctx) => {
     const reporting = config.tlsReporting;

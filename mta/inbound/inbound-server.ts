@@ -13,7 +13,8 @@ import { AuthFailureLimiter } from './auth-failures.ts';
 import { exposedGarbageCollector, IdleMemoryRelease } from './idle-memory-release.ts';
 import { buildListenerSnapshot, type InboundDeps, type ListenerSnapshot } from './listener-session.ts';
 import { readProxyHeader } from './proxy-header.ts';
-import { HandshakeFailure, implicitTlsHandshake, preSessionTimeoutMs } from './tls-handshake.ts';
+import { preSessionTimeoutMs } from './tls-handshake.ts';
+import { startAdmittedSession } from './admitted-session.ts';
 import { addressText, peerAddressValue, peerInRanges } from '../config/address-range.ts';
 
 export type { InboundDeps } from './listener-session.ts';
@@ -141,19 +142,14 @@ class ListenerEndpoint {
       }
       admitted = true;
       this.admitted++;
-      let sessionSocket: net.Socket = socket;
-      if (implicitTls && snapshot.tls) {
-        try {
-          sessionSocket = await implicitTlsHandshake(socket, snapshot.tls, preSessionTimeoutMs(limits));
-        } catch (error) {
-          const reason = error instanceof HandshakeFailure ? error.reason : 'error';
-          metrics.tlsHandshakeFailures.inc({ ...labels, tls_mode: 'implicit', reason });
-          this.deps.logger.debug({ listener: labels.listener, client: clientAddress, reason, err: (error as Error).message }, 'TLS handshake failed');
-          return;
-        }
+      const peer = { remoteAddress: clientAddress, remotePort: clientPort };
+      // With session processes the socket goes to one of them; the primary keeps counting it until that process says the session ended.
+      if (this.deps.sessionWorkers) {
+        socket.removeListener('close', release);
+        if (this.deps.sessionWorkers.dispatch(this.name, socket, peer, release)) return;
+        socket.once('close', release);
       }
-      snapshot.smtp.connectSession(sessionSocket, { remoteAddress: clientAddress, remotePort: clientPort }, release);
-      socket.resume();
+      await startAdmittedSession(snapshot, socket, peer, release, this.deps);
     };
     setup().catch((error: unknown) => {
       this.deps.logger.info({ listener: labels.listener, client: socket.remoteAddress, err: (error as Error).message }, 'connection setup failed');
@@ -174,12 +170,13 @@ export class InboundServer {
   /** Endpoints closed by a reload whose sessions may still be open (drain covers them too). */
   private readonly retired = new Set<ListenerEndpoint>();
   /** Shared by every listener, so a client cannot reset its count by switching ports. */
-  private readonly authFailures = new AuthFailureLimiter();
+  private readonly authFailures: AuthFailureLimiter;
   private readonly memoryRelease = new IdleMemoryRelease(exposedGarbageCollector());
 
   private constructor(deps: InboundDeps) {
     // One EventLog for every listener and reload, so a flood's line budget is not reset by them.
     this.deps = { ...deps, events: deps.events ?? new EventLog(deps.logger) };
+    this.authFailures = deps.authFailures ?? new AuthFailureLimiter();
   }
 
   static async start(config: RuntimeConfig, deps: InboundDeps): Promise<InboundServer> {
@@ -202,6 +199,8 @@ export class InboundServer {
    */
   async reload(config: RuntimeConfig): Promise<void> {
     const snapshots = await Promise.all(config.listeners.map((listener) => buildListenerSnapshot(config, listener, this.deps, this.authFailures)));
+    // The session processes take the config once the primary found it good, before any listener changes.
+    await this.deps.sessionWorkers?.configure(config);
     const next = new Map<string, ListenerEndpoint>();
     const toClose: ListenerEndpoint[] = [];
     const toOpen: ListenerEndpoint[] = [];
@@ -250,6 +249,7 @@ export class InboundServer {
     const deadline = Date.now() + timeoutMs;
     while (this.openSockets() > 0 && Date.now() < deadline) await new Promise((resolve) => setTimeout(resolve, 50));
     for (const endpoint of this.allEndpoints()) for (const socket of endpoint.sockets) socket.destroy();
+    this.deps.sessionWorkers?.closeSessions();
     this.retired.clear();
   }
 

@@ -23,6 +23,7 @@ import { RelaySmtpServer } from './smtp-connection.ts';
 import { loadTlsCredentials, type ReadFile, type TlsCredentials } from './tls-credentials.ts';
 import { preSessionTimeoutMs } from './tls-handshake.ts';
 import type { AcceptedRecipient, AcceptedTransaction, MessageAcceptor } from './transaction.ts';
+import type { SessionDispatch } from './admitted-session.ts';
 import type { PoolSuppression } from '../suppression/pool-suppression.ts';
 import { dsnEnvelope, dsnRecipient } from '../delivery/dsn-request.ts';
 
@@ -36,9 +37,15 @@ export interface InboundDeps {
   readFile?: ReadFile;
   /** False while the spool's free space is below its floor: MAIL FROM is answered 452 (omitted: always room). */
   spoolHasRoom?: () => boolean;
-  /** The pool's suppression list: in mode refuse a suppressed recipient gets 550 at RCPT TO. */
-  suppression?: Pick<PoolSuppression, 'refusal'>;
+  /** The pool's suppression list: in mode refuse a suppressed recipient gets 550 at RCPT TO (a session process asks the primary). */
+  suppression?: { refusal(address: string): SuppressionRefusal | Promise<SuppressionRefusal> };
+  /** Failed AUTH counts of every listener (the primary shares it with its session processes); omitted: the server keeps its own. */
+  authFailures?: AuthFailureLimiter;
+  /** The primary's session processes, when it has any: admitted sockets go to them. */
+  sessionWorkers?: SessionDispatch;
 }
+
+type SuppressionRefusal = ReturnType<PoolSuppression['refusal']>;
 
 export interface ListenerSnapshot {
   config: ListenerConfig;
@@ -170,9 +177,17 @@ export async function buildListenerSnapshot(config: RuntimeConfig, listener: Lis
     if (!already && session.envelope.rcptTo.length >= listener.limits.maxRecipients) return callback(refuse(session, 'too_many_recipients', 452, '4.5.3 Too many recipients', { recipient: address.address }));
     const decision = decideRecipient({ policy, user: userOf(session), clientAddress: session.remoteAddress, recipient: parsed.mailbox, smtpUtf8: session.envelope.smtpUtf8 === true });
     if (!decision.ok) return callback(refuse(session, decision.reason, decision.code, decision.message, { mailFrom: session.envelope.mailFrom ? session.envelope.mailFrom.address : '', recipient: address.address }));
+    const answer = (suppressed: SuppressionRefusal): void => {
+      if (suppressed) return callback(refuse(session, 'suppressed', suppressed.code, suppressed.message, { recipient: address.address }));
+      callback();
+    };
     const suppressed = deps.suppression?.refusal(parsed.mailbox.address);
-    if (suppressed) return callback(refuse(session, 'suppressed', suppressed.code, suppressed.message, { recipient: address.address }));
-    callback();
+    if (suppressed instanceof Promise) {
+      suppressed.then(answer, (error: unknown) => {
+        factsOf(session).logger.error({ err: error, recipient: address.address }, 'suppression list check failed');
+        callback(smtpError(451, '4.3.0 Local error checking the recipient; try again later'));
+      });
+    } else answer(suppressed);
   };
 
   const onData = (stream: SMTPServerDataStream, session: SMTPServerSession, callback: (err?: Error | null, message?: string) => void): void => {

@@ -21,7 +21,8 @@ import { chooseVirtualMta, PoolSelector } from './virtual-mta-choice.ts';
 const MAX_JOB_ID_LENGTH = 256;
 
 export interface MessageAcceptorOptions {
-  spool: Spool;
+  /** Where the message is stored (in a session process: the primary's spool, over IPC). */
+  spool: Pick<Spool, 'allocateId' | 'store'>;
   /** The config in force now (hot reload swaps it; each message uses the one current at its end of DATA). */
   getConfig: () => RuntimeConfig;
   logger?: Logger;

@@ -127,6 +127,7 @@ export const VirtualMtaPoolSpec = z
     mxRollup: z.boolean().optional().describe('Queue by MX host set instead of by recipient domain (PowerMTA `mx-rollup`): domains served by the same MX hosts share one queue\'s connections and limits per VirtualMTA. Off by default.'),
     trackedDomains: z.array(domainPattern).max(100).optional().describe('Recipient domains that get their own metric label; others count as "other".'),
     connectionIdleTimeout: duration.optional().describe('How long a delivery connection with nothing left to send stays open for its destination\'s next message (Postfix\'s connection cache, KumoMTA\'s idle_timeout); "0s" closes it at once. Default 2s.'),
+    sessionProcesses: z.number().int().min(0).max(64).optional().describe('Processes per relay pod that serve SMTP sessions (TLS, the SMTP dialogue, DKIM signing) beside the one that owns the spool and delivery (docs/delivery-engine.md); 0 serves them in that one. Default: one per CPU the pod may use beyond the first when it may use three or more, else 0. A change restarts the pods.'),
     dkim: DkimSpec.optional().describe('DKIM signing (RFC 6376, RFC 8463): keys from Secrets and signing defaults.'),
     resolvers: z.array(resolver).max(8).optional().describe('DNS servers for MX lookups ("10.0.0.10" or "10.0.0.10:53"); empty uses the pod\'s resolvers.'),
     suppression: z

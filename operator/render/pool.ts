@@ -99,12 +99,14 @@ export function poolObjectMetadata(pool: VirtualMtaPool, namespace: string) {
 
 /**
  * The hash of the cold fields: the pod template itself (which holds nothing hot) plus the
- * VirtualMTAs' source addresses, which live in relay.yaml but need a new pod to bind.
+ * VirtualMTAs' source addresses and the session process count, which live in relay.yaml but need
+ * a new pod to take effect (the count left out while unset, so pools without it keep their hash).
  */
 function coldHash(pool: VirtualMtaPool, inputs: WorkloadInputs): string {
   const sourceAddresses = pool.spec.virtualMtas.map((vmta) => [vmta.name, vmta.sourceAddress ?? null]);
   const { mode, size, storageClassName } = pool.spec.spool; // minFree and reserve are in relay.yaml, hot
-  return sha256(JSON.stringify({ template: podTemplate(inputs), sourceAddresses, spool: { mode, size, storageClassName } }));
+  const sessionProcesses = pool.spec.sessionProcesses === undefined ? {} : { sessionProcesses: pool.spec.sessionProcesses };
+  return sha256(JSON.stringify({ template: podTemplate(inputs), sourceAddresses, spool: { mode, size, storageClassName }, ...sessionProcesses }));
 }
 
 export interface NamespaceRenderInput {

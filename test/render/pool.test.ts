@@ -191,15 +191,20 @@ const coldChanges: [string, (input: Awaited<ReturnType<typeof exampleInput>>) =>
   ['the resources', (input) => void (input.pool.spec.pod!.resources = { limits: { memory: '1Gi' } }), false],
   ['the spool size', (input) => void (input.pool.spec.spool.size = '20Gi'), false],
   ['the egress mode', (input) => void (input.pool.spec.egress.mode = 'hostNetwork'), false],
+  ['the session process count', (input) => void (input.pool.spec.sessionProcesses = 3), true],
+  ['no session processes', (input) => void (input.pool.spec.sessionProcesses = 0), true],
 ];
 
-test('connectionIdleTimeout reaches relay.yaml as the relay reads it; left out, the relay default applies', async () => {
+test('connectionIdleTimeout and sessionProcesses reach relay.yaml as the relay reads them; left out, the relay defaults apply', async () => {
   const input = await exampleInput();
   input.pool.spec.connectionIdleTimeout = '45s';
+  input.pool.spec.sessionProcesses = 2;
   const set = parseRuntimeConfig(renderPool(input).runtime.text);
   assert.equal(set.delivery.connectionIdleTimeout, 45_000);
+  assert.equal(set.sessionProcesses, 2);
   const unset = parseRuntimeConfig(renderPool(await exampleInput()).runtime.text);
   assert.equal(unset.delivery.connectionIdleTimeout, 2_000);
+  assert.equal(unset.sessionProcesses, 'auto');
 });
 
 for (const [what, change, configChanges] of coldChanges) {
