@@ -6,7 +6,9 @@
 // lockout that every process then enforces; a recipient on the pool's suppression list gets 550
 // at RCPT from every session process; a session process killed with SIGKILL mid-DATA
 // costs its client that unacknowledged message only, is started again and serves the next
-// sessions, and every message acknowledged before was delivered; /metrics sums the processes.
+// sessions, and every message acknowledged before was delivered; a hot reload reaches every
+// process; SIGTERM closes sessions left open at the shutdown bound and ends every process;
+// /metrics sums the processes.
 import assert from 'node:assert/strict';
 import { readFile, writeFile, mkdir } from 'node:fs/promises';
 import path from 'node:path';
@@ -27,6 +29,8 @@ interface Setup {
   relay: RelayProcess;
   port: number;
   sink: SinkMx;
+  directory: string;
+  config: RuntimeConfigInput;
 }
 
 const cleanups: (() => Promise<unknown>)[] = [];
@@ -55,9 +59,9 @@ async function startRelay(processes: number): Promise<Setup> {
     suppression: { mode: 'refuse' },
   });
   await writeRelayConfig(directory.path, config);
-  const relay = await startRelayProcess({ configDir: directory.path, adminPort });
+  const relay = await startRelayProcess({ configDir: directory.path, adminPort, args: ['--shutdown-timeout', '2s'] });
   cleanups.push(() => relay.kill());
-  return { relay, port, sink };
+  return { relay, port, sink, directory: directory.path, config };
 }
 
 /** The relay's child processes (its session processes), from /proc. */
@@ -221,10 +225,26 @@ for (const processes of [2, 3]) {
       assert.equal(setup.sink.messages.filter((message) => message.to.includes(`${before}@example.net`)).length, 1);
     });
 
-    test('SIGTERM stops the relay and its session processes', async () => {
+    test('a hot reload reaches every session process: each new session greets with the new hostname', async () => {
+      const hostname = `reloaded-${processes}.relay.test`;
+      await writeRelayConfig(setup.directory, { ...setup.config, hostname });
+      await setup.relay.waitForLog((record) => record.msg === 'runtime config reloaded');
+      for (let session = 0; session < 2 * processes; session++) {
+        const client = await RawSmtpClient.connect(setup.port, { localAddress: '127.0.0.70' });
+        const greeting = await client.read();
+        assert.match(greeting.text, new RegExp(`^220 ${hostname.replaceAll('.', '\\.')} `), `session ${session + 1}: ${greeting.text}`);
+        client.close();
+        await client.waitClosed();
+      }
+    });
+
+    test('SIGTERM with a session still open: it is closed at --shutdown-timeout, the relay exits 0 and its session processes are gone', async () => {
       const children = await sessionProcessIds(setup.relay);
+      const { client } = await greet(setup.port, '127.0.0.80', setup.relay);
+      await say(client, 'EHLO lingering.client.test');
       const exit = await setup.relay.kill('SIGTERM');
       assert.equal(exit.code, 0, setup.relay.stderr());
+      await client.waitClosed();
       for (const pid of children) assert.throws(() => process.kill(pid, 0), /ESRCH/, `session process ${pid} is gone`);
     });
   });
