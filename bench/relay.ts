@@ -1,8 +1,10 @@
 // End-to-end relay benchmark (prints figures; not a test).
 //
-//   npm run bench [-- --messages 2000 --sizes 2048,51200 --concurrency 5,20,100 --rounds 3 --queued 100000 --dkim off]
-//   (or BENCH_MESSAGES, BENCH_SIZES, BENCH_CONCURRENCY, BENCH_ROUNDS, BENCH_QUEUED, BENCH_DKIM; --queued 0 skips
-//   part 2; --dkim rsa|ed25519|dual has the relay DKIM-sign every message: Postfix is run without signing)
+//   npm run bench [-- --messages 2000 --sizes 2048,51200 --concurrency 5,20,100 --rounds 3 --queued 100000 --dkim off --session-processes auto]
+//   (or BENCH_MESSAGES, BENCH_SIZES, BENCH_CONCURRENCY, BENCH_ROUNDS, BENCH_QUEUED, BENCH_DKIM, BENCH_SESSION_PROCESSES; --queued 0 skips
+//   part 2; --dkim rsa|ed25519|dual has the relay DKIM-sign every message: Postfix is run without signing;
+//   --session-processes sets the relay's sessionProcesses; BENCH_RELAY_NODE_OPTIONS adds Node flags to the
+//   relay's, e.g. "--cpu-prof --cpu-prof-dir=/tmp/prof" for a CPU profile of the relay under the load)
 //
 // 1. Throughput, per message size and concurrency: a load generator (its own process) submits N
 //    messages over C connections, one message per connection as `smtp-source` does, to the relay
