@@ -62,6 +62,8 @@ export class Relay {
   #drain: QueueDrain | undefined;
   #suppression: PoolSuppression | undefined;
   #sessions: SessionWorkers | undefined;
+  /** While the session processes start (a start that fails before it awaits them still closes them). */
+  #sessionsStarting: Promise<SessionWorkers | undefined> | undefined;
   /** Failed AUTH per client for every listener and process: a failure in a session served here is told to the session processes. */
   readonly #authFailures = new AuthFailureLimiter((client, maxFailures, windowMs, at) => this.#sessions?.shareAuthFailure(client, maxFailures, windowMs, at));
   #adminToken: string | undefined;
@@ -139,7 +141,8 @@ export class Relay {
     });
     logger.info({ address: config.admin.address, port: this.#admin.address().port }, 'admin server listening');
     // Forked now, so they start while the spool is indexed; they take sessions once the listeners open.
-    const sessions = this.#startSessionProcesses(config);
+    this.#sessionsStarting = this.#startSessionProcesses(config);
+    this.#sessionsStarting.catch(() => undefined); // awaited below; a failure before that is handled by #closeAll
     const spool = FileSpool.unopened(config.spool.path, { metrics, logger, space: config.spool, recovery: this.#recovery });
     this.#spool = spool;
     const stateDir = path.join(config.spool.path, 'state');
@@ -175,7 +178,7 @@ export class Relay {
     await this.#mountDrain(spool, delivery);
     const accept = createMessageAcceptor({ spool, getConfig: () => this.config, getSigner: () => this.#dkim, logger, onAccepted: (message) => this.#queueAccepted(message) });
     this.#tlsReporting.useAcceptor(accept);
-    this.#sessions = await sessions;
+    this.#sessions = await this.#sessionsStarting;
     this.#inbound = await InboundServer.start(config, {
       accept, metrics, logger, spoolHasRoom: () => spool.hasRoomForMail(), suppression, authFailures: this.#authFailures, ...(this.#sessions ? { sessionWorkers: this.#sessions } : {}),
     });
@@ -310,8 +313,9 @@ export class Relay {
     this.#watcher?.stop();
     await this.#inbound?.close();
     this.#inbound = undefined;
-    await this.#sessions?.close();
+    await (this.#sessions ?? (await this.#sessionsStarting?.catch(() => undefined)))?.close();
     this.#sessions = undefined;
+    this.#sessionsStarting = undefined;
     this.#listening = false;
     await this.#drain?.abandon();
     this.#drain = undefined;
