@@ -340,6 +340,8 @@ export const DeliverySettings = z.strictObject({
    * message (Postfix's smtp_connection_cache_time_limit, KumoMTA's idle_timeout); "0s" quits at once.
    */
   connectionIdleTimeout: duration.prefault('2s'),
+  /** Open delivery connections of this relay at most, over every destination and VirtualMTA (idle ones included). */
+  maxConnections: z.number().int().min(1).max(100_000).default(1000),
   accounting: AccountingSettings.prefault({}),
   /** Recipient domains that get their own metric label; every other domain is counted as "other". */
   trackedDomains: z.array(domainPattern).max(100).default([]),

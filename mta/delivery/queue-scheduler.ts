@@ -6,11 +6,11 @@
 // With `delivery.mxRollup`, domains whose MX host sets are the same form one "site" per
 // VirtualMTA: the connection limit applies to the site and an open connection carries mail
 // for every domain of the site, while retry state, pauses and listing stay per domain.
-// A warming VirtualMTA (warmup-ledger.ts) takes a unit of its cap (and of its provider group's
-// cap, once the queue's MX hosts placed it in a group) for each message a connection takes;
-// at the cap its waiting mail moves to an overflow VirtualMTA's queue for the same
-// domain, or, with none, waits until the window ends (see docs/warmup.md). The limits themselves
-// (domain, site, provider group, fleet shares) are destination-limits.ts's; idle connections idle-connections.ts's.
+// A warming VirtualMTA (warmup-ledger.ts) takes a unit of its cap (and of its provider group's cap,
+// once the queue's MX hosts placed it in a group) for each message a connection takes; at the cap
+// its waiting mail moves to an overflow VirtualMTA's queue for the same domain, or, with none,
+// waits until the window ends (docs/warmup.md). Limits: destination-limits.ts (domain, site,
+// provider group, fleet shares), session-slots.ts (pod-wide); idle connections: idle-connections.ts.
 import type { VirtualMtaConfig } from '../config/schema.ts';
 import type { Envelope, QueueId, RecipientResult, RecipientStatus, SpooledMessage } from '../spool/types.ts';
 import type { TimerHandle } from './clock.ts';
@@ -20,6 +20,7 @@ import { DestinationLimits, providerGroupFor } from './destination-limits.ts';
 import { quitIdleConnections, wakeIdleConnections } from './idle-connections.ts';
 import { DestinationQueue, recipientIndexes, type QueuedMessage, type QueueItem } from './destination-queue.ts';
 import { resolveDomainSettings } from './domain-settings.ts';
+import { SessionSlots } from './session-slots.ts';
 import type { MxTarget } from './outbound-connection.ts';
 import { StringTable } from './string-table.ts';
 import { isDanePolicy } from './tls-route.ts';
@@ -41,6 +42,7 @@ export class QueueScheduler {
   readonly #queues = new Map<string, DestinationQueue>();
   readonly #timers = new Map<DestinationQueue, { at: number; handle: TimerHandle }>();
   readonly #sessions = new Set<Promise<void>>();
+  readonly #slots = new SessionSlots(() => this.#context.config.delivery.maxConnections);
   readonly limits: DestinationLimits;
   /** Wakes every queue when a fleet share may change hands (a rotating turn, a raise). */
   #shareTimer: { at: number; handle: TimerHandle } | undefined;
@@ -231,9 +233,8 @@ export class QueueScheduler {
   /** Pause a selector; it holds for queues created later too. Returns the number of existing queues affected. */
   pause(selector: QueueSelector): number {
     this.#paused.add(pauseKey(selector.virtualMta, selector.domain?.toLowerCase()));
-    const selected = this.select(selector);
-    quitIdleConnections(selected);
-    return selected.length;
+    quitIdleConnections(this.select(selector)); // a paused queue keeps no idle connection
+    return this.select(selector).length;
   }
 
   /** Lift exactly that pause (an empty selector lifts every pause); a queue stays paused while a wider pause covers it. */
@@ -308,13 +309,15 @@ export class QueueScheduler {
     if (this.canSend(queue)) {
       wakeIdleConnections(queue); // before a new connection is counted (idle-connections.ts)
       if (queue.ready.length > queue.connections && !this.limits.hasRoom(queue)) quitIdleConnections(this.#siblings(queue));
-      while (queue.ready.length > queue.connections && this.limits.hasRoom(queue)) {
+      while (queue.ready.length > queue.connections && this.limits.hasRoom(queue) && this.#slots.take(queue)) {
         queue.connections += 1;
         const session = this.#startSession(queue).finally(() => {
           queue.connections -= 1;
+          this.#slots.release();
           this.#sessions.delete(session);
           this.pump(queue);
           for (const sibling of this.#siblings(queue)) this.pump(sibling);
+          for (const waiting of this.#slots.waitingWhileFree()) this.pump(waiting);
         });
         this.#sessions.add(session);
       }
@@ -363,6 +366,7 @@ export class QueueScheduler {
     // A queue in its own backoff is kept so the state outlives its last message; a group's backoff is the limits' and outlives the queue anyway.
     if (queue.size === 0 && queue.connections === 0 && !queue.backoff.isActive(this.limits.backoff.policy(queue), this.#context.clock.now())) {
       this.#queues.delete(`${queue.virtualMta}\u0000${queue.domain}`);
+      this.#slots.forget(queue);
     }
   }
 

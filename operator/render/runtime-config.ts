@@ -186,7 +186,7 @@ function buildConfig(pool: VirtualMtaPool, listeners: ListenerPlan[], policies: 
     spool: { path: SPOOL_DIR, minFreeBytes: quantityBytes(spec.spool.minFree), reserveBytes: quantityBytes(spec.spool.reserve) },
     admin: compact({ port: ADMIN_PORT, tokenFile: tokenFile(spec.admin?.tokenSecretName), readTokenFile: tokenFile(spec.admin?.readTokenSecretName) }),
     ...(spec.sessionProcesses !== undefined ? { sessionProcesses: spec.sessionProcesses } : {}),
-    delivery: compact({ resolvers: spec.resolvers, dnssecResolvers: spec.dnssecResolvers, trackedDomains: spec.trackedDomains, delayWarningAfter: spec.dsn?.delayWarningAfter, mxRollup: spec.mxRollup, connectionIdleTimeout: spec.connectionIdleTimeout, accounting: spec.accounting ? accountingConfig(spec.accounting, namespace) : undefined }),
+    delivery: compact({ resolvers: spec.resolvers, dnssecResolvers: spec.dnssecResolvers, trackedDomains: spec.trackedDomains, delayWarningAfter: spec.dsn?.delayWarningAfter, mxRollup: spec.mxRollup, connectionIdleTimeout: spec.connectionIdleTimeout, maxConnections: spec.maxDeliveryConnections, accounting: spec.accounting ? accountingConfig(spec.accounting, namespace) : undefined }),
     fleet: { membershipFile: `${FLEET_DIR}/${FLEET_FILE}` },
     ...(spec.tlsReporting ? { tlsReporting: tlsReportingConfig(spec.tlsReporting) } : {}),
     ...(spec.suppression ? { suppression: { mode: spec.suppression.mode, hardBounceCategories: spec.suppression.hardBounceCategories, peers: suppressionPeers(pool) } } : {}),

@@ -169,6 +169,7 @@ const hotChanges: [string, (input: Awaited<ReturnType<typeof exampleInput>>) => 
   ['the spool free-space floor', (input) => void (input.pool.spec.spool.minFree = '1Gi')],
   ['the spool reserve', (input) => void (input.pool.spec.spool.reserve = '16Mi')],
   ['the delivery connection idle time', (input) => void (input.pool.spec.connectionIdleTimeout = '30s')],
+  ['the pod-wide delivery connection bound', (input) => void (input.pool.spec.maxDeliveryConnections = 200)],
 ];
 
 for (const [what, change] of hotChanges) {
@@ -195,15 +196,18 @@ const coldChanges: [string, (input: Awaited<ReturnType<typeof exampleInput>>) =>
   ['no session processes', (input) => void (input.pool.spec.sessionProcesses = 0), true],
 ];
 
-test('connectionIdleTimeout and sessionProcesses reach relay.yaml as the relay reads them; left out, the relay defaults apply', async () => {
+test('connectionIdleTimeout, maxDeliveryConnections and sessionProcesses reach relay.yaml as the relay reads them; left out, the relay defaults apply', async () => {
   const input = await exampleInput();
   input.pool.spec.connectionIdleTimeout = '45s';
   input.pool.spec.sessionProcesses = 2;
+  input.pool.spec.maxDeliveryConnections = 300;
   const set = parseRuntimeConfig(renderPool(input).runtime.text);
   assert.equal(set.delivery.connectionIdleTimeout, 45_000);
+  assert.equal(set.delivery.maxConnections, 300);
   assert.equal(set.sessionProcesses, 2);
   const unset = parseRuntimeConfig(renderPool(await exampleInput()).runtime.text);
   assert.equal(unset.delivery.connectionIdleTimeout, 2_000);
+  assert.equal(unset.delivery.maxConnections, 1000);
   assert.equal(unset.sessionProcesses, 'auto');
 });
 
