@@ -232,7 +232,7 @@ export class ConnectionRunner {
       for (let sent = 0; sent < queue.settings.maxMessagesPerConnection && connection.usable && scheduler.canSend(queue); sent += 1) {
         let next = scheduler.nextItem(queue);
         // Nothing ready: the connection stays open a while for the next message of its queue (idle-connections.ts).
-        while (!next && queue.ready.length === 0 && scheduler.canSend(queue) && (await awaitNextMessage(queue, this.#context.config.delivery.connectionIdleTimeout, this.#context.clock)) && connection.usable) next = scheduler.nextItem(queue);
+        while (!next && queue.ready.length === 0 && scheduler.canSend(queue) && !scheduler.slots.wanted && (await awaitNextMessage(queue, this.#context.config.delivery.connectionIdleTimeout, this.#context.clock)) && connection.usable) next = scheduler.nextItem(queue);
         if (!next) break;
         const { source, item } = next;
         source.inFlight += 1;

@@ -42,7 +42,7 @@ export class QueueScheduler {
   readonly #queues = new Map<string, DestinationQueue>();
   readonly #timers = new Map<DestinationQueue, { at: number; handle: TimerHandle }>();
   readonly #sessions = new Set<Promise<void>>();
-  readonly #slots = new SessionSlots(() => this.#context.config.delivery.maxConnections);
+  readonly slots = new SessionSlots(() => this.#context.config.delivery.maxConnections);
   readonly limits: DestinationLimits;
   /** Wakes every queue when a fleet share may change hands (a rotating turn, a raise). */
   #shareTimer: { at: number; handle: TimerHandle } | undefined;
@@ -207,9 +207,8 @@ export class QueueScheduler {
   }
 
   /**
-   * The queue's MX hosts were resolved: it belongs to the first provider group one of them
-   * matches (or none), and takes that group's domain settings from now on (the TLS policy of
-   * this very connection included).
+   * The queue's MX hosts were resolved: it belongs to the first provider group one of them matches
+   * (or none), and takes that group's domain settings from now on (this connection's TLS policy too).
    */
   placeInProviderGroup(queue: DestinationQueue, targets: readonly MxTarget[]): void {
     const group = providerGroupFor(this.#context.config.pool.providerGroups, [...new Set(targets.map((target) => target.name))]);
@@ -309,15 +308,15 @@ export class QueueScheduler {
     if (this.canSend(queue)) {
       wakeIdleConnections(queue); // before a new connection is counted (idle-connections.ts)
       if (queue.ready.length > queue.connections && !this.limits.hasRoom(queue)) quitIdleConnections(this.#siblings(queue));
-      while (queue.ready.length > queue.connections && this.limits.hasRoom(queue) && this.#slots.take(queue)) {
+      while (queue.ready.length > queue.connections && this.limits.hasRoom(queue) && this.slots.take(queue)) {
         queue.connections += 1;
         const session = this.#startSession(queue).finally(() => {
           queue.connections -= 1;
-          this.#slots.release();
+          this.slots.release();
           this.#sessions.delete(session);
           this.pump(queue);
           for (const sibling of this.#siblings(queue)) this.pump(sibling);
-          for (const waiting of this.#slots.waitingWhileFree()) this.pump(waiting);
+          for (const waiting of this.slots.waitingWhileFree()) this.pump(waiting);
         });
         this.#sessions.add(session);
       }
@@ -366,7 +365,7 @@ export class QueueScheduler {
     // A queue in its own backoff is kept so the state outlives its last message; a group's backoff is the limits' and outlives the queue anyway.
     if (queue.size === 0 && queue.connections === 0 && !queue.backoff.isActive(this.limits.backoff.policy(queue), this.#context.clock.now())) {
       this.#queues.delete(`${queue.virtualMta}\u0000${queue.domain}`);
-      this.#slots.forget(queue);
+      this.slots.forget(queue);
     }
   }
 

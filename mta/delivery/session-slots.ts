@@ -2,7 +2,8 @@
 // default_process_limit bounds its smtp agents): per-destination limits alone let a retry of
 // every queue start a connection per queue at once (20,000 sessions for 10,000 domains in
 // `npm run bench:scale`), whose buffers the allocator kept long after the drain. A queue that
-// finds no slot waits in arrival order and is pumped again when a connection ends.
+// finds no slot waits in arrival order and is pumped again when a connection ends; while any waits,
+// a connection with nothing left to send quits instead of idling (idle-connections.ts).
 import type { DestinationQueue } from './destination-queue.ts';
 
 export class SessionSlots {
@@ -17,6 +18,11 @@ export class SessionSlots {
 
   get open(): number {
     return this.#open;
+  }
+
+  /** Queues wait for a slot: a connection with nothing to send should quit rather than idle. */
+  get wanted(): boolean {
+    return this.#waiting.size > 0;
   }
 
   /** Takes a slot for a connection of `queue`; false (and the queue waits) when none is free. */

@@ -2,7 +2,8 @@
 // mta/delivery/session-slots.ts): through the real engine, DNS server and a sink MX, 12 domains
 // that may each open 4 connections never hold more than the bound open together, for bounds 1, 3
 // and 8, and every message is delivered; with a bound above what the domains ask for they open
-// more at once (so the figure above is the bound's). The slot list itself: first come first
+// more at once (so the figure above is the bound's); a connection with nothing to send quits
+// while other domains wait for a slot, however long it could idle. The slot list itself: first come first
 // served, a queue waiting once however often it asks, forgotten queues never handed out.
 import assert from 'node:assert/strict';
 import { after, test } from 'node:test';
@@ -17,15 +18,15 @@ after(async () => {
   for (const cleanup of cleanups.reverse()) await cleanup();
 });
 
-async function burst(maxConnections: number): Promise<SinkMx> {
+async function burst(maxConnections: number, connectionIdleTimeout = '0s', maxMessagesPerConnection = 1): Promise<SinkMx> {
   const sink = await startSinkMx({ address: '127.0.0.1' });
   cleanups.push(() => sink.close());
   const zone = Object.fromEntries(DOMAINS.flatMap((domain) => [[domain, { mx: [{ preference: 10, exchange: `mx.${domain}` }] }], [`mx.${domain}`, { a: ['127.0.0.1'] }]]));
   const harness = await startHarness({
     mxPort: sink.port,
     zone,
-    pool: { name: 'pool-slots', virtualMtas: [{ name: 'vmta-slots', hostname: 'slots.sender.test' }], domainDefaults: [{ match: '*', tlsPolicy: 'none', maxSmtpOut: 4, maxMessagesPerConnection: 1 }] },
-    delivery: { maxConnections, connectionIdleTimeout: '0s' },
+    pool: { name: 'pool-slots', virtualMtas: [{ name: 'vmta-slots', hostname: 'slots.sender.test' }], domainDefaults: [{ match: '*', tlsPolicy: 'none', maxSmtpOut: 4, maxMessagesPerConnection }] },
+    delivery: { maxConnections, connectionIdleTimeout },
   });
   cleanups.push(() => harness.close());
   harness.engine.pause({ virtualMta: 'vmta-slots' });
@@ -42,6 +43,13 @@ for (const bound of [1, 3, 8]) {
     assert.ok(sink.maxOpenSessions <= bound, `at most ${bound} open at once, saw ${sink.maxOpenSessions}`);
   });
 }
+
+test('maxConnections 1 with a 120s idle time: a connection whose queue is empty quits for the domains waiting instead of idling', async () => {
+  // A connection may carry all 4 messages of its domain and then finds its queue empty: idling
+  // would cost 120 s per change of domain, and the 60 s wait for the 48 messages would fail.
+  const sink = await burst(1, '120s', 100);
+  assert.equal(sink.maxOpenSessions, 1);
+});
 
 test('with a bound above what the domains ask for, they open more than 8 at once', async () => {
   const sink = await burst(1000);
