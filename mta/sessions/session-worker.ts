@@ -71,6 +71,14 @@ const deps: InboundDeps = {
   authFailures,
 };
 
+/** Configs are applied one after the other, in the order they came: a slower read of an older one never wins. */
+let configuring: Promise<void> = Promise.resolve();
+function configureInTurn(next: RuntimeConfig): Promise<void> {
+  const applied = configuring.then(() => configure(next));
+  configuring = applied.catch(() => undefined);
+  return applied;
+}
+
 async function configure(next: RuntimeConfig): Promise<void> {
   const built = await Promise.all(next.listeners.map((listener) => buildListenerSnapshot(next, listener, deps, authFailures)));
   signer = await DkimSigner.load(next, metrics);
@@ -102,7 +110,7 @@ function startSession(start: SessionStart, socket: net.Socket | undefined): void
 process.on('message', (message: ToWorker, handle: unknown) => {
   switch (message.kind) {
     case 'configure':
-      configure(message.config).then(
+      configureInTurn(message.config).then(
         () => send({ kind: 'configured', request: message.request }),
         (error: unknown) => send({ kind: 'configured', request: message.request, error: (error as Error).message }),
       );

@@ -131,7 +131,7 @@ export class SessionWorkers implements SessionDispatch {
 
   async configure(config: RuntimeConfig): Promise<void> {
     this.#config = config;
-    const answers = await Promise.all(this.#workers.filter((worker) => worker.child.connected).map((worker) => this.#configureOne(worker, config)));
+    const answers = await Promise.all(this.#workers.filter((worker) => worker.child.connected).map((worker) => this.#configureOne(worker)));
     const refused = answers.find((problem) => problem !== undefined);
     if (refused) throw new Error(refused);
   }
@@ -192,10 +192,11 @@ export class SessionWorkers implements SessionDispatch {
     return worker;
   }
 
-  async #configureOne(worker: SessionProcess, config: RuntimeConfig): Promise<string | undefined> {
+  /** Sends the latest config once the process has started (a restarted process and a reload may both be waiting: each sends the newest, and the process applies them in order). */
+  async #configureOne(worker: SessionProcess): Promise<string | undefined> {
     try {
       await worker.started;
-      const answer = await worker.ask({ kind: 'configure', request: ++this.#nextRequest, config }, ANSWER_TIMEOUT_MS);
+      const answer = await worker.ask({ kind: 'configure', request: ++this.#nextRequest, config: this.#config! }, ANSWER_TIMEOUT_MS);
       if (answer.kind === 'configured' && answer.error) return `session process ${worker.index}: ${answer.error}`;
       worker.send({ kind: 'room', hasRoom: this.#hasRoom });
       worker.ready = true;
@@ -255,7 +256,7 @@ export class SessionWorkers implements SessionDispatch {
       if (this.#closing) return;
       const replacement = this.#fork(worker.index);
       this.#workers[this.#workers.indexOf(worker)] = replacement;
-      if (this.#config) void this.#configureOne(replacement, this.#config).then((problem) => problem && this.#options.logger.error({ process: worker.index, problem }, 'restarted session process refused the config'));
+      if (this.#config) void this.#configureOne(replacement).then((problem) => problem && this.#options.logger.error({ process: worker.index, problem }, 'restarted session process refused the config'));
     }, RESTART_DELAY_MS).unref();
   }
 

@@ -81,6 +81,14 @@ async function greet(port: number, localAddress: string, relay?: RelayProcess): 
 for (const processes of [2, 3]) {
   describe(`sessionProcesses: ${processes}`, () => {
     let setup: Setup;
+    /** The processes that wrote matching log lines, once `expected` of them have (lines reach the test through a pipe, after the replies). */
+    const processesLogging = async (match: (record: Record<string, unknown>) => boolean, expected: number): Promise<Set<string | undefined>> => {
+      const seen = () => new Set(setup.relay.logs.filter((record) => match(record as Record<string, unknown>)).map((record) => (record as { process?: string }).process));
+      await waitForRelay(`log lines from ${expected} processes`, () => (seen().size >= expected ? true : undefined), [setup.relay], 10_000).catch(() => undefined);
+      return seen();
+    };
+    /** Until the primary has heard that every session ended (its counts decide where the next one goes). */
+    const settled = () => waitForRelay('no session open', async () => ((await metricValue(setup.relay.adminUrl, 'vmta_inbound_connections_active{listener="relay"}')) === 0 ? true : undefined), [setup.relay]);
     /** A command's reply; on a closed connection the error shows the relay's last log records. */
     const say = (session: RawSmtpClient, line: string) => session.command(line).catch((error: Error) => Promise.reject(new Error(`${line.split(' ')[0]}: ${error.message}\n${setup.relay.logs.slice(-8).map((record) => JSON.stringify(record)).join('\n')}`)));
 
@@ -96,7 +104,7 @@ for (const processes of [2, 3]) {
       }
       await waitForRelay('every message at the sink', () => (markers.every((marker) => setup.sink.messages.some((message) => message.to.includes(`${marker}@example.net`))) ? true : undefined), [setup.relay]);
       for (const marker of markers) assert.equal(setup.sink.messages.filter((message) => message.to.includes(`${marker}@example.net`)).length, 1, `${marker} delivered once`);
-      const servedBy = new Set(setup.relay.logs.filter((record) => record.msg === 'message accepted').map((record) => (record as { process?: string }).process));
+      const servedBy = await processesLogging((record) => record.msg === 'message accepted', processes);
       assert.equal(servedBy.size, processes, `accepted by ${[...servedBy].join(', ')}`);
       assert.ok([...servedBy].every((name) => name?.startsWith('session-')), 'no session served by the primary');
       assert.equal(await metricValue(setup.relay.adminUrl, 'vmta_inbound_messages_total{listener="relay"}'), markers.length, '/metrics sums the processes');
@@ -106,6 +114,7 @@ for (const processes of [2, 3]) {
       const added = await fetch(`${setup.relay.adminUrl}/api/v1/suppressions/add`, { method: 'POST', headers: { authorization: `Bearer ${TEST_ADMIN_TOKEN}`, 'content-type': 'application/json' }, body: JSON.stringify({ addresses: ['gone@example.net'] }) });
       assert.equal(added.status, 200, await added.text());
       for (let session = 0; session < 2 * processes; session++) {
+        await settled();
         const { client } = await greet(setup.port, '127.0.0.60', setup.relay);
         await say(client, 'EHLO suppressed.client.test');
         assert.equal((await say(client, 'MAIL FROM:<app@sender.test>')).code, 250);
@@ -115,7 +124,7 @@ for (const processes of [2, 3]) {
         client.close();
         await client.waitClosed();
       }
-      const refusedBy = new Set(setup.relay.logs.filter((record) => record.msg === 'refused: suppressed').map((record) => (record as { process?: string }).process));
+      const refusedBy = await processesLogging((record) => record.msg === 'refused: suppressed', processes);
       assert.equal(refusedBy.size, processes, `refused by ${[...refusedBy].join(', ')}`);
     });
 
@@ -156,6 +165,7 @@ for (const processes of [2, 3]) {
     test(`failed AUTH on connections served by different processes adds up to one lockout after ${MAX_FAILURES}, enforced by every process`, async () => {
       const client = '127.0.0.40';
       const held: RawSmtpClient[] = [];
+      await settled();
       try {
         // Held open, so the primary hands each to the process with the fewest sessions: they spread.
         for (let attempt = 0; attempt < MAX_FAILURES; attempt++) {
@@ -168,10 +178,11 @@ for (const processes of [2, 3]) {
       } finally {
         for (const session of held) session.close();
       }
-      const failedAt = new Set(setup.relay.logs.filter((record) => ['authentication failed', 'client locked out: 3 failed AUTH attempts within 600s; AUTH refused on every listener until the oldest ages out'].includes(record.msg as string) && (record as { client?: string }).client === client).map((record) => (record as { process?: string }).process));
+      const failedAt = await processesLogging((record) => (record.event === 'refusal auth_failed' || record.event === 'lockout') && record.client === client, Math.min(processes, MAX_FAILURES));
       assert.equal(failedAt.size, Math.min(processes, MAX_FAILURES), `the failures were counted in ${[...failedAt].join(', ')}`);
       // One at a time (the per-client limit is below the checks), so the ties go round the processes.
       for (let check = 0; check < 2 * processes; check++) {
+        await settled();
         const session = await waitForRelay('a connection admitted for the locked-out client', async () => {
           const { client: admitted, code } = await greet(setup.port, client, setup.relay);
           if (code === 220) return admitted;
@@ -184,7 +195,7 @@ for (const processes of [2, 3]) {
         session.close();
         await session.waitClosed();
       }
-      const refusedBy = new Set(setup.relay.logs.filter((record) => record.msg === 'refused: AUTH from a locked-out client' && (record as { client?: string }).client === client).map((record) => (record as { process?: string }).process));
+      const refusedBy = await processesLogging((record) => record.msg === 'refused: AUTH from a locked-out client' && record.client === client, processes);
       assert.equal(refusedBy.size, processes, `the lockout was enforced by ${[...refusedBy].join(', ')}`);
       const other = await greet(setup.port, '127.0.0.41');
       await say(other.client, 'EHLO auth.client.test');
@@ -230,6 +241,7 @@ for (const processes of [2, 3]) {
       await writeRelayConfig(setup.directory, { ...setup.config, hostname });
       await setup.relay.waitForLog((record) => record.msg === 'runtime config reloaded');
       for (let session = 0; session < 2 * processes; session++) {
+        await settled();
         const client = await RawSmtpClient.connect(setup.port, { localAddress: '127.0.0.70' });
         const greeting = await client.read();
         assert.match(greeting.text, new RegExp(`^220 ${hostname.replaceAll('.', '\\.')} `), `session ${session + 1}: ${greeting.text}`);
