@@ -137,7 +137,7 @@ export class Relay {
       ...tokens,
       readiness: () => this.readiness(),
       configStatus: () => this.#watcher!.status(),
-      metricsText: () => (this.#sessions ? this.#sessions.metrics(metrics.registry) : metrics.registry.metrics()),
+      metricsText: () => this.#sessions?.metrics(metrics.registry),
     });
     logger.info({ address: config.admin.address, port: this.#admin.address().port }, 'admin server listening');
     // Forked now, so they start while the spool is indexed; they take sessions once the listeners open.

@@ -30,8 +30,8 @@ export interface AdminServerOptions {
   token?: string;
   /** The read-only admin token (GET routes of access "read"); undefined admits none. */
   readToken?: string;
-  /** The /metrics text when more than `metrics` makes it (the session processes' registries merged in); omitted: `metrics` alone. */
-  metricsText?: () => Promise<string>;
+  /** The /metrics text when more than `metrics` makes it (the session processes' registries merged in); omitted or undefined: `metrics` alone. */
+  metricsText?: () => Promise<string> | undefined;
   /** Largest JSON body accepted (default 1 MiB). */
   maxBodyBytes?: number;
 }

@@ -40,7 +40,7 @@ export class DestinationQueue {
   inFlight = 0;
   /** Open connections, idle ones included. */
   connections = 0;
-  /** Open connections waiting for its next ready message (QueueScheduler.awaitNext), each told whether one came. */
+  /** Open connections waiting for its next ready message (idle-connections.ts), each told whether one came. */
   readonly idleConnections: Array<(woken: boolean) => void> = [];
   /** Earliest time the next message may start under maxMessageRate. */
   nextSendAt = 0;

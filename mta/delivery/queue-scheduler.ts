@@ -232,8 +232,9 @@ export class QueueScheduler {
   /** Pause a selector; it holds for queues created later too. Returns the number of existing queues affected. */
   pause(selector: QueueSelector): number {
     this.#paused.add(pauseKey(selector.virtualMta, selector.domain?.toLowerCase()));
-    quitIdleConnections(this.select(selector)); // a paused queue keeps no idle connection
-    return this.select(selector).length;
+    const selected = this.select(selector);
+    quitIdleConnections(selected); // a paused queue keeps no idle connection
+    return selected.length;
   }
 
   /** Lift exactly that pause (an empty selector lifts every pause); a queue stays paused while a wider pause covers it. */

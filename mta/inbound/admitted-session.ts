@@ -33,7 +33,11 @@ export async function startAdmittedSession(snapshot: ListenerSnapshot, socket: n
 
 /** The primary's side of its session processes, as the listeners use it (mta/sessions/session-workers.ts). */
 export interface SessionDispatch {
-  /** Hands an admitted socket to a session process; false when none is running (the caller serves it). `release` runs when the session ends. */
+  /**
+   * Hands an admitted socket to a session process; false when none is running (the caller serves
+   * it). `release`, the socket's 'close' listener, is taken off the socket (which closes here once
+   * sent) and runs when the session ends there.
+   */
   dispatch(listener: string, socket: net.Socket, peer: SessionPeer, release: () => void): boolean;
   /** Gives every session process the config new sessions use; throws when one refuses it. */
   configure(config: RuntimeConfig): Promise<void>;

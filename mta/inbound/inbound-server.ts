@@ -144,11 +144,7 @@ class ListenerEndpoint {
       this.admitted++;
       const peer = { remoteAddress: clientAddress, remotePort: clientPort };
       // With session processes the socket goes to one of them; the primary keeps counting it until that process says the session ended.
-      if (this.deps.sessionWorkers) {
-        socket.removeListener('close', release);
-        if (this.deps.sessionWorkers.dispatch(this.name, socket, peer, release)) return;
-        socket.once('close', release);
-      }
+      if (this.deps.sessionWorkers?.dispatch(this.name, socket, peer, release)) return;
       await startAdmittedSession(snapshot, socket, peer, release, this.deps);
     };
     setup().catch((error: unknown) => {

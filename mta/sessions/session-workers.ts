@@ -125,10 +125,6 @@ export class SessionWorkers implements SessionDispatch {
     return workers;
   }
 
-  get processes(): number {
-    return this.#workers.length;
-  }
-
   async configure(config: RuntimeConfig): Promise<void> {
     this.#config = config;
     const answers = await Promise.all(this.#workers.filter((worker) => worker.child.connected).map((worker) => this.#configureOne(worker)));
@@ -140,6 +136,7 @@ export class SessionWorkers implements SessionDispatch {
     const worker = this.#leastLoaded();
     if (!worker) return false;
     const connection = ++this.#nextConnection;
+    socket.removeListener('close', release); // the socket closes here once sent; the session's end is told by the process
     socket.pause();
     const early = socket.readableLength > 0 ? (socket.read() as Buffer | null) : null;
     worker.sessions.set(connection, release);
@@ -155,11 +152,15 @@ export class SessionWorkers implements SessionDispatch {
 
   /** Tells every process of a failed AUTH the primary recorded in a session it served itself. */
   shareAuthFailure(client: string, maxFailures: number, windowMs: number, at: number): void {
-    for (const worker of this.#workers) worker.send({ kind: 'auth-failure', client, maxFailures, windowMs, at });
+    this.#sendToAll({ kind: 'auth-failure', client, maxFailures, windowMs, at });
   }
 
   closeSessions(): void {
-    for (const worker of this.#workers) worker.send({ kind: 'close-sessions' });
+    this.#sendToAll({ kind: 'close-sessions' });
+  }
+
+  #sendToAll(message: ToWorker, except?: SessionProcess): void {
+    for (const worker of this.#workers) if (worker !== except) worker.send(message);
   }
 
   /** Every process's metrics merged with the primary's registry (counters summed, histograms merged). */
@@ -239,7 +240,7 @@ export class SessionWorkers implements SessionDispatch {
       }
       case 'auth-failure':
         this.#options.authFailures.mirror(message.client, message.maxFailures, message.windowMs, message.at);
-        for (const other of this.#workers) if (other !== worker) other.send(message);
+        this.#sendToAll(message, worker);
         return;
       default:
         logger.warn({ process: worker.index, kind: message.kind }, 'unexpected message from a session process');
@@ -264,7 +265,7 @@ export class SessionWorkers implements SessionDispatch {
     const hasRoom = this.#options.spoolHasRoom();
     if (hasRoom === this.#hasRoom) return;
     this.#hasRoom = hasRoom;
-    for (const worker of this.#workers) worker.send({ kind: 'room', hasRoom });
+    this.#sendToAll({ kind: 'room', hasRoom });
   }
 }
 
