@@ -11,7 +11,7 @@
 //   rss_before_mb=N rss_peak_mb=N rss_after_mb=N heap_before_mb=N heap_after_mb=N external_after_mb=N
 //
 // Figures (20,000 connections, medians of 3 runs, 30 s idle): before the after-burst collection
-// (mta/inbound/idle-memory-release.ts) 131 MB before, 199 MB peak, 148 MB after (145-183, with
+// (mta/idle-memory-release.ts) 131 MB before, 199 MB peak, 148 MB after (145-183, with
 // 30-70 MB of uncollected garbage in the V8 heap); with it 134, 220, 137 MB (132-138). What
 // stays above the start is glibc's main arena (brk heap 11 MB -> 22-28 MB) while the V8 heap
 // ends below where it started.

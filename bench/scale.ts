@@ -44,7 +44,8 @@ const { values: args } = parseArgs({
     spread: { type: 'string', default: '100000' },
     domains: { type: 'string', default: '10000' },
     body: { type: 'string', default: '512' },
-    settle: { type: 'string', default: '10' },
+    // Long enough for the relay's idle memory release (mta/idle-memory-release.ts) to see a quiet 10 s interval after the drain.
+    settle: { type: 'string', default: '25' },
   },
 });
 
@@ -103,9 +104,11 @@ async function waitForTotal(relay: RelayProcess, done: (total: number) => boolea
   }
 }
 
-async function settledMemory(relay: RelayProcess): Promise<{ rss: number; heap: number }> {
+async function settledMemory(relay: RelayProcess): Promise<{ rss: number; heap: number; text: string }> {
   await new Promise((resolve) => setTimeout(resolve, settleMs));
-  return { rss: await rssMb(relay.child.pid!), heap: ((await metricValue(relay.adminUrl, 'nodejs_heap_size_used_bytes')) ?? Number.NaN) / 2 ** 20 };
+  const mib = async (metric: string): Promise<number> => ((await metricValue(relay.adminUrl, metric)) ?? Number.NaN) / 2 ** 20;
+  const [rss, heap, heapTotal, external] = [await rssMb(relay.child.pid!), await mib('nodejs_heap_size_used_bytes'), await mib('nodejs_heap_size_total_bytes'), await mib('nodejs_external_memory_bytes')];
+  return { rss, heap, text: `RSS ${rss.toFixed(0)} MiB, heap ${heap.toFixed(0)} MiB (of ${heapTotal.toFixed(0)}), external ${external.toFixed(0)} MiB` };
 }
 
 /** The queue total, or undefined while the admin API does not answer one (not up yet, 503 while recovering). */
@@ -185,7 +188,7 @@ async function runBenchmark(): Promise<void> {
     relay = (await startTimed(directory.path, adminPort, 0)).relay;
     const empty = await settledMemory(relay);
     await relay.kill('SIGTERM');
-    console.log(`  empty queue:   RSS ${empty.rss.toFixed(0)} MiB, heap ${empty.heap.toFixed(0)} MiB`);
+    console.log(`  empty queue:   ${empty.text}`);
 
     const fillStart = performance.now();
     await child(SELF, 'fill', ['--spool', path.join(directory.path, 'spool'), '--blocked', String(blocked), '--spread', String(spread), '--domains', String(domains), '--body', String(bodyBytes)]);
@@ -198,7 +201,7 @@ async function runBenchmark(): Promise<void> {
     relay = restart.relay;
     await waitForTotal(relay, () => true, 'queue listed', 10_000);
     const queued = await settledMemory(relay);
-    console.log(`  restart:       listening after ${restart.listeningS.toFixed(1)} s, all counted after ${restart.countedS.toFixed(1)} s; RSS ${queued.rss.toFixed(0)} MiB, heap ${queued.heap.toFixed(0)} MiB`);
+    console.log(`  restart:       listening after ${restart.listeningS.toFixed(1)} s, all counted after ${restart.countedS.toFixed(1)} s; ${queued.text}`);
 
     stage = 'drain: starting the sink';
     sink = await child<{ port: number }>(SELF, 'sink', ['--port', String(destinationPort)]);
@@ -214,7 +217,7 @@ async function runBenchmark(): Promise<void> {
     const drainCpuMs = ((await cpuSeconds(relay.child.pid!)) - cpuBefore) * 1000 / total;
     console.log(`  drain:         ${total} delivered in ${drainS.toFixed(1)} s (${drainPerS.toFixed(0)} msg/s), relay CPU ${drainCpuMs.toFixed(2)} ms per message`);
     const drained = await settledMemory(relay);
-    console.log(`  after drain:   RSS ${drained.rss.toFixed(0)} MiB, heap ${drained.heap.toFixed(0)} MiB (${(drained.rss / empty.rss).toFixed(2)}x empty)`);
+    console.log(`  after drain:   ${drained.text} (${(drained.rss / empty.rss).toFixed(2)}x empty RSS)`);
     console.log(
       `queued=${total} domains=${domains + 1} rss_empty_mb=${empty.rss.toFixed(0)} rss_queued_mb=${queued.rss.toFixed(0)} heap_queued_mb=${queued.heap.toFixed(0)} ` +
         `restart_listening_s=${restart.listeningS.toFixed(1)} restart_counted_s=${restart.countedS.toFixed(1)} drain_per_s=${drainPerS.toFixed(0)} drain_cpu_ms_per_msg=${drainCpuMs.toFixed(2)} ` +

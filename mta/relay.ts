@@ -28,6 +28,7 @@ import { RelayMetrics } from './observe/metrics.ts';
 import { createMessageAcceptor } from './routing/acceptance.ts';
 import { sessionProcessCount, SessionWorkers } from './sessions/session-workers.ts';
 import { cpuAllowance } from './cpu-allowance.ts';
+import { exposedGarbageCollector, IdleMemoryRelease } from './idle-memory-release.ts';
 import { TlsReporting } from './reporting/tls-reporting.ts';
 import { DkimSigner } from './signing/dkim-signer.ts';
 import { RecoveryProgress } from './spool/recovery-progress.ts';
@@ -66,6 +67,8 @@ export class Relay {
   #sessionsStarting: Promise<SessionWorkers | undefined> | undefined;
   /** Failed AUTH per client for every listener and process: a failure in a session served here is told to the session processes. */
   readonly #authFailures = new AuthFailureLimiter((client, maxFailures, windowMs, at) => this.#sessions?.shareAuthFailure(client, maxFailures, windowMs, at));
+  /** One memory-reducing collection after a burst of connections or deliveries (idle-memory-release.ts). */
+  readonly #memoryRelease = new IdleMemoryRelease(exposedGarbageCollector());
   #adminToken: string | undefined;
   #recovery: RecoveryProgress;
   #listening = false;
@@ -152,6 +155,7 @@ export class Relay {
       config, spool, metrics, logger, stateDir, recover: false,
       tlsSessions: this.#tlsReporting.recorder,
       onRecipientBounced: (address: string, classification: Classification) => void this.#suppression?.recordBounce(address, classification),
+      onMessageAttempted: () => this.#memoryRelease.noteWork(),
     };
     const delivery = DeliveryEngine.create(deliveryOptions);
     this.#delivery = delivery;
@@ -180,7 +184,7 @@ export class Relay {
     this.#tlsReporting.useAcceptor(accept);
     this.#sessions = await this.#sessionsStarting;
     this.#inbound = await InboundServer.start(config, {
-      accept, metrics, logger, spoolHasRoom: () => spool.hasRoomForMail(), suppression, authFailures: this.#authFailures, ...(this.#sessions ? { sessionWorkers: this.#sessions } : {}),
+      accept, metrics, logger, spoolHasRoom: () => spool.hasRoomForMail(), suppression, authFailures: this.#authFailures, memoryRelease: this.#memoryRelease, ...(this.#sessions ? { sessionWorkers: this.#sessions } : {}),
     });
     this.#listening = true;
     const listeners = this.#inbound.boundAddresses();
@@ -335,5 +339,6 @@ export class Relay {
     }
     await this.#admin?.close();
     this.#admin = undefined;
+    this.#memoryRelease.stop();
   }
 }

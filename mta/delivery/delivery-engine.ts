@@ -54,6 +54,8 @@ export interface DeliveryEngineOptions {
   tlsSessions?: TlsSessionRecorder;
   /** Told of every recipient that bounced (the suppression list). */
   onRecipientBounced?: (address: string, classification: Classification) => void;
+  /** Told of every attempt recorded for a message at one destination (the relay's IdleMemoryRelease counts them). */
+  onMessageAttempted?: () => void;
 }
 
 export class DeliveryEngine {
@@ -83,7 +85,7 @@ export class DeliveryEngine {
       egressProxies: new EgressProxyHealth(options.clock ?? systemClock, metrics),
     };
     this.#scheduler = new QueueScheduler(this.#context);
-    this.#recorder = new OutcomeRecorder(this.#context, this.#scheduler, { ...(options.stateDir ? { stateDir: options.stateDir } : {}), ...(options.onRecipientBounced ? { onRecipientBounced: options.onRecipientBounced } : {}) });
+    this.#recorder = new OutcomeRecorder(this.#context, this.#scheduler, { ...(options.stateDir ? { stateDir: options.stateDir } : {}), ...(options.onRecipientBounced ? { onRecipientBounced: options.onRecipientBounced } : {}), ...(options.onMessageAttempted ? { onMessageAttempted: options.onMessageAttempted } : {}) });
     this.#runner = new ConnectionRunner(this.#context, this.#scheduler, this.#recorder, {
       ...(options.resolver ? { resolver: options.resolver } : {}),
       ...(options.trustedCa ? { trustedCa: options.trustedCa } : {}),

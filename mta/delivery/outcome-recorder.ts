@@ -39,6 +39,8 @@ export interface OutcomeRecorderOptions {
   stateDir?: string;
   /** Told of every recipient that bounced, once the result is durable (the suppression list). */
   onRecipientBounced?: (address: string, classification: Classification) => void;
+  /** Told of every attempt recorded for a message at one destination. */
+  onMessageAttempted?: () => void;
 }
 
 /** An attempt that never reached a host (administrator's bounce or delete). */
@@ -297,6 +299,7 @@ export class OutcomeRecorder {
       queue.add({ message, recipients: recipientIndexes([...classifications.keys()]), dueAt: now + 60_000 }, now);
       return;
     }
+    this.#options.onMessageAttempted?.();
     for (const [index, result] of results) {
       const recipient = envelope.recipients[index]!;
       recipient.status = result.status;

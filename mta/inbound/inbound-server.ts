@@ -10,7 +10,6 @@ import type { RuntimeConfig } from '../config/schema.ts';
 import { EventLog } from '../observe/event-log.ts';
 import type { RejectionReason } from '../observe/metrics.ts';
 import { AuthFailureLimiter } from './auth-failures.ts';
-import { exposedGarbageCollector, IdleMemoryRelease } from './idle-memory-release.ts';
 import { buildListenerSnapshot, type InboundDeps, type ListenerSnapshot } from './listener-session.ts';
 import { readProxyHeader } from './proxy-header.ts';
 import { preSessionTimeoutMs } from './tls-handshake.ts';
@@ -30,13 +29,11 @@ class ListenerEndpoint {
   lingering = 0;
   readonly limiter: AuthFailureLimiter;
   private readonly deps: InboundDeps;
-  private readonly memoryRelease: IdleMemoryRelease;
 
-  constructor(snapshot: ListenerSnapshot, limiter: AuthFailureLimiter, deps: InboundDeps, memoryRelease: IdleMemoryRelease) {
+  constructor(snapshot: ListenerSnapshot, limiter: AuthFailureLimiter, deps: InboundDeps) {
     this.snapshot = snapshot;
     this.limiter = limiter;
     this.deps = deps;
-    this.memoryRelease = memoryRelease;
     this.server = net.createServer({ pauseOnConnect: true }, (socket) => this.onConnection(socket));
   }
 
@@ -64,7 +61,7 @@ class ListenerEndpoint {
   }
 
   private onConnection(socket: net.Socket): void {
-    this.memoryRelease.noteConnection();
+    this.deps.memoryRelease?.noteWork();
     const snapshot = this.snapshot;
     const labels = { listener: snapshot.config.name };
     const metrics = this.deps.metrics;
@@ -167,7 +164,6 @@ export class InboundServer {
   private readonly retired = new Set<ListenerEndpoint>();
   /** Shared by every listener, so a client cannot reset its count by switching ports. */
   private readonly authFailures: AuthFailureLimiter;
-  private readonly memoryRelease = new IdleMemoryRelease(exposedGarbageCollector());
 
   private constructor(deps: InboundDeps) {
     // One EventLog for every listener and reload, so a flood's line budget is not reset by them.
@@ -207,7 +203,7 @@ export class InboundServer {
         next.set(snapshot.config.name, current);
       } else {
         if (current) toClose.push(current);
-        const endpoint = new ListenerEndpoint(snapshot, this.authFailures, this.deps, this.memoryRelease);
+        const endpoint = new ListenerEndpoint(snapshot, this.authFailures, this.deps);
         next.set(snapshot.config.name, endpoint);
         toOpen.push(endpoint);
       }
@@ -250,7 +246,6 @@ export class InboundServer {
   }
 
   async close(): Promise<void> {
-    this.memoryRelease.stop();
     await this.drain(0);
   }
 

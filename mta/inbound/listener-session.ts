@@ -43,6 +43,8 @@ export interface InboundDeps {
   authFailures?: AuthFailureLimiter;
   /** The primary's session processes, when it has any: admitted sockets go to them. */
   sessionWorkers?: SessionDispatch;
+  /** Told of every accepted connection (the relay's IdleMemoryRelease); omitted: nothing is told. */
+  memoryRelease?: { noteWork(): void };
 }
 
 type SuppressionRefusal = ReturnType<PoolSuppression['refusal']>;

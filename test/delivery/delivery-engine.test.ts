@@ -71,6 +71,25 @@ test('the sink sees the VirtualMTA source address and EHLO name, and the message
   assert.match(metrics, /vmta_delivery_attempts_total\{virtual_mta="vmta-1",domain="other",result="delivered",bounce_category="none"\} [1-9]/);
 });
 
+test('every attempt recorded for a message at one destination is told once (the idle memory release counts them): delivered, deferred and partly refused alike', async () => {
+  const primary = sinks[0]!;
+  for (const [delivered, deferred] of [[1, 0], [0, 1], [5, 3]] as const) {
+    const before = harness.messagesAttempted();
+    const stored = [
+      ...(await Promise.all(Array.from({ length: delivered }, (_, index) => harness.submit({ to: [`told${index}@example.test`], subject: 'told' })))),
+      ...(await Promise.all(Array.from({ length: deferred }, (_, index) => harness.submit({ to: [`told${index}@full.test`] })))),
+      // Two destinations, so two attempts; from the null sender, so its refused recipient makes no DSN (one more).
+      await harness.submit({ from: '', to: ['told@example.test', 'nobody@rejects.test'] }),
+    ];
+    await waitFor(async () => {
+      const lines = await harness.accountingLines();
+      return stored.every((message) => message.envelope.recipients.every((recipient) => lines.some((line) => line.queueId === message.id && line.recipient === recipient.address))) || undefined;
+    }, 'an accounting line for every recipient');
+    assert.equal(harness.messagesAttempted() - before, delivered + deferred + 2, `${delivered} delivered, ${deferred} deferred, 1 at two destinations`);
+    assert.ok(primary.messages.length > 0);
+  }
+});
+
 test('a dead primary MX falls back to the next MX host', async () => {
   const fallback = sinks[2]!;
   await harness.submit({ to: ['bob@fallback.test'] });

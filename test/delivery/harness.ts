@@ -24,6 +24,8 @@ export interface Harness {
   engine: DeliveryEngine;
   config: RuntimeConfig;
   accountingFile: string;
+  /** Messages whose attempt the engine reported recorded (onMessageAttempted), so far. */
+  messagesAttempted(): number;
   submit(options: { from?: string; to: string[]; subject?: string; virtualMta?: string; body?: string; eightBitMime?: boolean; smtpUtf8?: boolean }): Promise<SpooledMessage>;
   accountingLines(): Promise<Record<string, unknown>[]>;
   /** A message's recipient state as read back from the spool on disk; undefined once removed. */
@@ -69,7 +71,9 @@ export async function startHarness(options: {
   const logger = pino({ level: process.env.TEST_LOG_LEVEL ?? 'silent' });
   const clock = options.clock;
   const stateDir = path.join(dir, 'state');
+  let attempted = 0;
   const engine = await DeliveryEngine.start({
+    onMessageAttempted: () => void (attempted += 1),
     config,
     spool,
     metrics,
@@ -88,6 +92,7 @@ export async function startHarness(options: {
     engine,
     config,
     accountingFile,
+    messagesAttempted: () => attempted,
     async submit({ from = 'sender@sender.test', to, subject = 'test', virtualMta, body: text, eightBitMime = false, smtpUtf8 = false }) {
       counter += 1;
       const body = Buffer.from(`From: <${from}>\r\nTo: ${to.map((address) => `<${address}>`).join(', ')}\r\nSubject: ${subject}\r\nMessage-ID: <m${counter}@sender.test>\r\n\r\n${text ?? `Hello number ${counter}.`}\r\n`);

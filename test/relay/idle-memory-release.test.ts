@@ -3,7 +3,7 @@
 // connections keep coming, never twice for one burst, and never without the gc function.
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
-import { IdleMemoryRelease } from '../../mta/inbound/idle-memory-release.ts';
+import { IdleMemoryRelease } from '../../mta/idle-memory-release.ts';
 
 function releaser(): { release: IdleMemoryRelease; collections: unknown[] } {
   const collections: unknown[] = [];
@@ -13,7 +13,7 @@ function releaser(): { release: IdleMemoryRelease; collections: unknown[] } {
 }
 
 function accept(release: IdleMemoryRelease, connections: number): void {
-  for (let index = 0; index < connections; index++) release.noteConnection();
+  for (let index = 0; index < connections; index++) release.noteWork();
 }
 
 test('a burst followed by a quiet interval runs one last-resort full collection', () => {
