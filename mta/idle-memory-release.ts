@@ -5,10 +5,10 @@
 // until traffic returns (`npm run bench:flood` showed 60 MB of garbage still uncollected after a
 // minute idle; `npm run bench:scale` had 570 MiB of freed heap pages resident after a drain, with
 // 98 MiB of heap in use). Every CHECK_INTERVAL_MS: if at least BURST_UNITS units of work (an
-// accepted connection, a message's attempt at a destination recorded) were done since the last release
-// and fewer than QUIET_UNITS in the last interval, one memory-reducing full collection runs (V8's
-// "last resort" flavour, which also shrinks the young generation and returns free pages to the
-// system): a pause of tens of milliseconds, once per burst, at a moment when nobody is waiting.
+// accepted connection, a message's attempt at a destination recorded) were done since the last
+// release and fewer than QUIET_UNITS in the last interval, one memory-reducing full collection
+// runs (V8's "last resort" flavour, which also shrinks the young generation and returns free
+// pages to the system): a pause of tens of milliseconds, once per burst, when nobody is waiting.
 // It needs the `gc` function that `--expose-gc` provides (RELAY_NODE_OPTIONS,
 // mta/process-options.ts); without it the relay runs as before. The relay owns one, shared by its
 // listeners and its delivery engine.

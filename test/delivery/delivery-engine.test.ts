@@ -72,7 +72,6 @@ test('the sink sees the VirtualMTA source address and EHLO name, and the message
 });
 
 test('every attempt recorded for a message at one destination is told once (the idle memory release counts them): delivered, deferred and partly refused alike', async () => {
-  const primary = sinks[0]!;
   for (const [delivered, deferred] of [[1, 0], [0, 1], [5, 3]] as const) {
     const before = harness.messagesAttempted();
     const stored = [
@@ -86,7 +85,6 @@ test('every attempt recorded for a message at one destination is told once (the 
       return stored.every((message) => message.envelope.recipients.every((recipient) => lines.some((line) => line.queueId === message.id && line.recipient === recipient.address))) || undefined;
     }, 'an accounting line for every recipient');
     assert.equal(harness.messagesAttempted() - before, delivered + deferred + 2, `${delivered} delivered, ${deferred} deferred, 1 at two destinations`);
-    assert.ok(primary.messages.length > 0);
   }
 });
 

@@ -24,7 +24,7 @@ export interface Harness {
   engine: DeliveryEngine;
   config: RuntimeConfig;
   accountingFile: string;
-  /** Messages whose attempt the engine reported recorded (onMessageAttempted), so far. */
+  /** Attempts recorded for a message at one destination that the engine reported (onMessageAttempted), so far. */
   messagesAttempted(): number;
   submit(options: { from?: string; to: string[]; subject?: string; virtualMta?: string; body?: string; eightBitMime?: boolean; smtpUtf8?: boolean }): Promise<SpooledMessage>;
   accountingLines(): Promise<Record<string, unknown>[]>;
