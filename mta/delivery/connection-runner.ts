@@ -254,8 +254,8 @@ export class ConnectionRunner {
   }
 
   async #deliverItem(queue: DestinationQueue, item: QueueItem, connection: OutboundConnection, portFallbacks?: PortFallback[]): Promise<void> {
-    if (!this.#scheduler.holds(item.message.id)) return;
-    const envelope = item.message.envelope;
+    if (!this.#scheduler.holds(item.id)) return;
+    const envelope = item.envelope;
     const context: AttemptContext = { target: connection.target, tls: connection.tls, startedAt: this.#context.clock.now(), nextHopDsn: connection.supportsDsn, ...(portFallbacks ? { portFallbacks } : {}) };
     const addresses = item.recipients.map((index) => envelope.recipients[index]!.address);
     const needsUtf8 = envelope.smtpUtf8 || [envelope.mailFrom, ...addresses].some((address) => /[^\x00-\x7f]/.test(address));
@@ -273,7 +273,7 @@ export class ConnectionRunner {
         ...(envelope.dsn ? { dsn: envelope.dsn } : {}),
         dsnRecipients: new Map(item.recipients.map((index) => [envelope.recipients[index]!.address, envelope.recipients[index]!])),
       },
-      this.#context.spool.readMessage(item.message.id),
+      this.#context.spool.readMessage(item.id),
     );
     const classifications = new Map<number, Classification>();
     for (const index of item.recipients) {

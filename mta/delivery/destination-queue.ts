@@ -1,7 +1,8 @@
 // The queue of one VirtualMTA x destination domain: messages ready to go now (FIFO) and
 // messages scheduled for a later retry (a min-heap on the due time), plus the live state the
 // scheduler needs — open connections, backoff, rate pacing. Only envelopes are
-// held: an item points at the message's envelope and the indexes of its recipients here.
+// held: an item is the message's id and envelope with the indexes of its recipients here (no
+// separate message object: one fewer per queued message at a million).
 // Both structures stay O(1) / O(log n) per message at a million items (Array.prototype.shift
 // copies a large array on every call), and single-recipient items share one index list.
 import type { Envelope, QueueId } from '../spool/types.ts';
@@ -14,19 +15,19 @@ export interface QueuedMessage {
   envelope: Envelope;
 }
 
-/** One message's pending recipients for one destination. */
-export interface QueueItem {
-  message: QueuedMessage;
+/** One message's pending recipients for one destination: the message itself plus which recipients and when. */
+export interface QueueItem extends QueuedMessage {
   /** Indexes into the envelope's recipients; never changed in place (lists of one index are shared). */
-  recipients: readonly number[];
+  readonly recipients: readonly number[];
   dueAt: number;
 }
 
 const SINGLE_INDEXES: readonly (readonly number[])[] = Array.from({ length: 16 }, (_, index) => Object.freeze([index]));
 
-/** The recipient index list for an item: a shared one for a single recipient among the first 16 (most messages). */
-export function recipientIndexes(indexes: readonly number[]): readonly number[] {
-  return (indexes.length === 1 && SINGLE_INDEXES[indexes[0]!]) || indexes;
+/** The queue item for these recipients of a message (a shared index list for a single recipient among the first 16: most messages). */
+export function queueItem(message: QueuedMessage, recipients: readonly number[], dueAt: number): QueueItem {
+  const shared = recipients.length === 1 ? SINGLE_INDEXES[recipients[0]!] : undefined;
+  return { id: message.id, envelope: message.envelope, recipients: shared ?? recipients, dueAt };
 }
 
 export class DestinationQueue {
@@ -67,7 +68,7 @@ export class DestinationQueue {
   }
 
   add(item: QueueItem, now: number): void {
-    if (this.retryAt > now && item.dueAt < this.retryAt) item.dueAt = Math.min(this.retryAt, item.message.envelope.receivedAt + this.settings.bounceAfter);
+    if (this.retryAt > now && item.dueAt < this.retryAt) item.dueAt = Math.min(this.retryAt, item.envelope.receivedAt + this.settings.bounceAfter);
     if (item.dueAt <= now) this.ready.push(item);
     else this.scheduled.push(item);
   }

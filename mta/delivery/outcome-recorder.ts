@@ -15,7 +15,7 @@ import { DeliveryLog } from '../observe/delivery-log.ts';
 import type { QueueId, RecipientResult, SpooledMessage } from '../spool/types.ts';
 import type { DeliveryContext } from './delivery-context.ts';
 import type { DestinationBackoff } from './group-backoff.ts';
-import { recipientIndexes, type DestinationQueue, type QueuedMessage, type QueueItem } from './destination-queue.ts';
+import { queueItem, type DestinationQueue, type QueuedMessage, type QueueItem } from './destination-queue.ts';
 import { storeDsn, type FailedRecipient } from './dsn.ts';
 import { DelayNoticeLedger, noticesFor } from './dsn-notices.ts';
 import type { MxTarget, TlsOutcome } from './outbound-connection.ts';
@@ -190,28 +190,28 @@ export class OutcomeRecorder {
       logger.warn({ virtualMta: queue.virtualMta, domain: queue.domain, providerGroup: queue.providerGroup, reply: classification.diagnostic }, 'backoff entered');
     }
     const backoff = backoffs.active(queue);
-    const expired = items.filter((item) => now >= item.message.envelope.receivedAt + queue.settings.bounceAfter);
-    const waiting = expired.length === 0 ? items : items.filter((item) => now < item.message.envelope.receivedAt + queue.settings.bounceAfter);
+    const expired = items.filter((item) => now >= item.envelope.receivedAt + queue.settings.bounceAfter);
+    const waiting = expired.length === 0 ? items : items.filter((item) => now < item.envelope.receivedAt + queue.settings.bounceAfter);
     // One push per item: spreading a whole queue into push() overflows the stack (~120,000 items).
     for (const item of waiting) queue.ready.push(item);
     queue.deferUntil(now + (backoff?.retryAfter ?? retryDelay(queue.settings.retryAfter, queue.failures + 1)), now);
     logger.info({ virtualMta: queue.virtualMta, domain: queue.domain, messages: waiting.length, retryAt: new Date(queue.retryAt).toISOString(), reply: classification.diagnostic }, 'destination deferred');
     for (const item of waiting) {
       for (const index of item.recipients) {
-        const recipient = item.message.envelope.recipients[index]!;
+        const recipient = item.envelope.recipients[index]!;
         recipient.attempts += 1;
         recipient.nextAttemptAt = item.dueAt;
-        this.#writeAccounting(queue, item.message, index, classification, context, now, queue.retryAt);
+        this.#writeAccounting(queue, item, index, classification, context, now, queue.retryAt);
       }
     }
     // A deferral can only call for delay notices: only messages past delayWarningAfter are looked at (a queue may hold 200,000).
     const delayWarningAfter = this.#context.config.delivery.delayWarningAfter;
     if (delayWarningAfter !== undefined) {
       for (const item of waiting) {
-        if (now - item.message.envelope.receivedAt >= delayWarningAfter) await this.#notify(queue, item.message, new Map(item.recipients.map((index) => [index, classification])), context);
+        if (now - item.envelope.receivedAt >= delayWarningAfter) await this.#notify(queue, item, new Map(item.recipients.map((index) => [index, classification])), context);
       }
     }
-    const acceptedUpTo = waiting.reduce((newest, item) => Math.max(newest, item.message.envelope.receivedAt), 0);
+    const acceptedUpTo = waiting.reduce((newest, item) => Math.max(newest, item.envelope.receivedAt), 0);
     queue.deferredUpTo = Math.max(queue.deferredUpTo, acceptedUpTo);
     const round = { at: now, retryAt: queue.retryAt, acceptedUpTo, failures: queue.failures, reason: classification.diagnostic };
     await this.#context.deferrals.record(queue.virtualMta, queue.domain, round, waiting.length);
@@ -250,8 +250,8 @@ export class OutcomeRecorder {
     sendDsn = true,
   ): Promise<void> {
     const { clock, logger, metrics, spool } = this.#context;
-    const message = item.message;
-    const envelope = message.envelope;
+    const message: QueuedMessage = item;
+    const envelope = item.envelope;
     const now = clock.now();
     const results = new Map<number, RecipientResult>();
     const final = new Map<number, Classification>();
@@ -296,7 +296,7 @@ export class OutcomeRecorder {
     } catch (error) {
       // Not durable: keep the recipients pending in memory and try again later rather than lose or repeat silently.
       logger.error({ queueId: message.id, err: error }, 'recording recipient results failed; will retry');
-      queue.add({ message, recipients: recipientIndexes([...classifications.keys()]), dueAt: now + 60_000 }, now);
+      queue.add(queueItem(message, [...classifications.keys()], now + 60_000), now);
       return;
     }
     this.#options.onMessageAttempted?.();
@@ -311,7 +311,7 @@ export class OutcomeRecorder {
     const accountedIn = this.#accounting;
     if (deferred.length > 0) {
       const dueAt = deferred.reduce((earliest, index) => Math.min(earliest, envelope.recipients[index]!.nextAttemptAt), Number.POSITIVE_INFINITY);
-      queue.add({ message, recipients: recipientIndexes(deferred), dueAt }, now);
+      queue.add(queueItem(message, deferred, dueAt), now);
     }
     for (const [index, classification] of final) {
       if (classification.result === 'bounced') this.#options.onRecipientBounced?.(envelope.recipients[index]!.address, classification);

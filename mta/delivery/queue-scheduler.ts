@@ -18,7 +18,7 @@ import { applyDeferralRounds } from './deferral-record.ts';
 import type { DeliveryContext } from './delivery-context.ts';
 import { DestinationLimits, providerGroupFor } from './destination-limits.ts';
 import { quitIdleConnections, wakeIdleConnections } from './idle-connections.ts';
-import { DestinationQueue, recipientIndexes, type QueuedMessage, type QueueItem } from './destination-queue.ts';
+import { DestinationQueue, queueItem, type QueuedMessage, type QueueItem } from './destination-queue.ts';
 import { resolveDomainSettings } from './domain-settings.ts';
 import { SessionSlots } from './session-slots.ts';
 import type { MxTarget } from './outbound-connection.ts';
@@ -121,7 +121,7 @@ export class QueueScheduler {
     spool.recordRecipientResults(message.id, results).catch((error: Error) => logger.warn({ queueId: message.id, err: error }, 'recording a message queued after a destination deferral failed; a restart may count that deferral for it'));
   }
 
-  /** Queue a message whose envelope the engine may keep and change (recovery: straight from the spool scan). */
+  /** Queue a message whose envelope the engine may keep and change (recovery: straight from the spool scan); its record is its first item. */
   enqueueOwned(message: QueuedMessage): void {
     if (this.#messages.has(message.id)) return;
     this.#shareStrings(message.envelope);
@@ -142,12 +142,12 @@ export class QueueScheduler {
       void spool.remove(message.id).catch((error: Error) => logger.error({ queueId: message.id, err: error }, 'removing a finished message failed'));
       return;
     }
-    this.#messages.set(message.id, message);
+    const items = [...byDomain].map(([domain, recipients]) => ({ domain, item: queueItem(message, recipients, recipients.reduce((latest, index) => Math.max(latest, envelope.recipients[index]!.nextAttemptAt), 0)) }));
+    this.#messages.set(message.id, items[0]!.item);
     const now = this.#context.clock.now();
-    for (const [domain, recipients] of byDomain) {
-      const dueAt = recipients.reduce((latest, index) => Math.max(latest, message.envelope.recipients[index]!.nextAttemptAt), 0);
-      const queue = this.#queueFor(message.envelope.virtualMta, domain);
-      queue.add({ message, recipients: recipientIndexes(recipients), dueAt }, now);
+    for (const { domain, item } of items) {
+      const queue = this.#queueFor(envelope.virtualMta, domain);
+      queue.add(item, now);
       this.pump(queue);
     }
   }

@@ -5,11 +5,12 @@
 // is empty, and the count is the items that were waiting for a later time.
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
-import { DestinationQueue, type QueueItem } from '../../mta/delivery/destination-queue.ts';
+import { DestinationQueue, queueItem, type QueueItem } from '../../mta/delivery/destination-queue.ts';
+import type { Envelope } from '../../mta/spool/types.ts';
 import { BUILT_IN_DOMAIN_SETTINGS } from '../../mta/delivery/domain-settings.ts';
 
 const NOW = 1_800_000_000_000;
-const item = (id: number, dueAt: number): QueueItem => ({ message: { id: `m${id}`, envelope: {} } as unknown as QueueItem['message'], recipients: [0] as unknown as QueueItem['recipients'], dueAt });
+const item = (id: number, dueAt: number): QueueItem => queueItem({ id: `m${id}`, envelope: {} as Envelope }, [0], dueAt);
 
 test('makeAllDue moves every scheduled item to the ready list once, after the ready ones, and counts those that were due later', () => {
   for (const scheduledCount of [0, 1, 3, 1000, 200_000]) {
@@ -28,8 +29,8 @@ test('makeAllDue moves every scheduled item to the ready list once, after the re
       assert.equal(queue.scheduled.size, 0, `${label}: the heap is empty`);
       const ready = queue.ready.takeAll();
       assert.equal(ready.length, scheduledCount + readyCount, `${label}: nothing lost`);
-      assert.deepEqual(ready.slice(0, readyCount).map((entry) => entry.message.id), Array.from({ length: readyCount }, (_, index) => `m${-1 - index}`), `${label}: the ready items first, in order`);
-      assert.equal(new Set(ready.map((entry) => entry.message.id)).size, ready.length, `${label}: no item twice`);
+      assert.deepEqual(ready.slice(0, readyCount).map((entry) => entry.id), Array.from({ length: readyCount }, (_, index) => `m${-1 - index}`), `${label}: the ready items first, in order`);
+      assert.equal(new Set(ready.map((entry) => entry.id)).size, ready.length, `${label}: no item twice`);
       assert.ok(ready.every((entry) => entry.dueAt <= NOW), `${label}: every item due now or earlier`);
     }
   }

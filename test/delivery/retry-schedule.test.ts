@@ -28,7 +28,7 @@ test('the scheduled heap hands out items in due-time order', async () => {
   const heap = new ItemHeap();
   const dues = [50, 10, 40, 10, 30, 20, 60, 0, 25];
   const message = { id: 'x', envelope: {} as never };
-  for (const dueAt of dues) heap.push({ message, recipients: [0], dueAt });
+  for (const dueAt of dues) heap.push({ ...message, recipients: [0], dueAt });
   const order: number[] = [];
   for (let item = heap.pop(); item; item = heap.pop()) order.push(item.dueAt);
   assert.deepEqual(order, [0, 10, 10, 20, 25, 30, 40, 50, 60]);
