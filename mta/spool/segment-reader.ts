@@ -102,7 +102,7 @@ export async function* streamMessage(handles: SegmentReadHandles, file: string, 
       crc = crc32(chunk, crc);
       yield chunk;
     }
-    if (crc !== message.crc) throw new Error(`spool message ${id} in ${file} fails its checksum`);
+    if ((crc | 0) !== (message.crc | 0)) throw new Error(`spool message ${id} in ${file} fails its checksum`);
   } finally {
     release();
   }

@@ -63,8 +63,14 @@ export interface MessageLocation {
   /** Byte offset of the message in the segment file. */
   offset: number;
   length: number;
+  /** The message's CRC-32 as a signed 32-bit integer: a small integer to V8, not a boxed number per message. */
   crc: number;
   removing?: Promise<void>;
+}
+
+/** Where a batch table entry's message lies (the batch at `batchOffset` in `segment`). */
+export function messageLocation(segment: Segment, batch: Batch, batchOffset: number, entry: { messageOffset: number; messageLength: number; messageCrc: number }): MessageLocation {
+  return { segment, batch, offset: batchOffset + entry.messageOffset, length: entry.messageLength, crc: entry.messageCrc | 0 };
 }
 
 export interface Bucket {

@@ -16,6 +16,7 @@ import {
   forEachConcurrently,
   JOURNAL_FILE,
   listBuckets,
+  messageLocation,
   readJournal,
   SCAN_PARALLELISM,
   type Segment,
@@ -125,7 +126,7 @@ async function loadSegment(context: SpoolContext, bucket: Bucket, name: string, 
       segment.batches.push(batch);
       for (const entry of table.entries) {
         if (removed.has(entry.id) || index.has(entry.id)) continue;
-        index.set(entry.id, { segment, batch, offset: offset + entry.messageOffset, length: entry.messageLength, crc: entry.messageCrc });
+        index.set(entry.id, messageLocation(segment, batch, offset, entry));
         segment.live++;
       }
       offset += table.length;

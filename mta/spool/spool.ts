@@ -45,7 +45,7 @@ import { encodeBatch, encodeJournalRecord, encodeRemovalRecord } from './segment
 import { SegmentReadHandles } from './segment-handles.ts';
 import { streamMessage } from './segment-reader.ts';
 import { isQueueId, QueueIdGenerator } from './queue-id.ts';
-import { type Batch, type Bucket, type MessageLocation, type PendingStore, QUEUE_DIR, type SpoolContext } from './spool-layout.ts';
+import { type Batch, type Bucket, type MessageLocation, messageLocation, type PendingStore, QUEUE_DIR, type SpoolContext } from './spool-layout.ts';
 import type { RecoveryProgress } from './recovery-progress.ts';
 import { recoverSpool } from './spool-recovery.ts';
 import { scanSpool } from './spool-scan.ts';
@@ -266,7 +266,7 @@ export class FileSpool implements Spool {
     segment.batches.push(batch);
     bucket.segments.add(segment);
     for (const entry of table.entries) {
-      this.#index.set(entry.id, { segment, batch, offset: offset + entry.messageOffset, length: entry.messageLength, crc: entry.messageCrc });
+      this.#index.set(entry.id, messageLocation(segment, batch, offset, entry));
     }
     segment.live += table.entries.length;
     bucket.live += table.entries.length;
