@@ -1,17 +1,17 @@
 // Gives memory back once a burst of work is over: a flood of garbage connections, a peak of
-// submissions, or a queue drained (a retry-now of a large backlog). V8 collects garbage only
-// when JavaScript allocates, and an ordinary collection keeps the pages it freed for reuse, so
-// a relay that goes quiet after a burst keeps what the burst grew committed, and its RSS with it,
-// until traffic returns (`npm run bench:flood` showed 60 MB of garbage still uncollected after a
-// minute idle; `npm run bench:scale` had 570 MiB of freed heap pages resident after a drain, with
-// 98 MiB of heap in use). Every CHECK_INTERVAL_MS: if at least BURST_UNITS units of work (an
-// accepted connection, a message's attempt at a destination recorded) were done since the last
-// release and fewer than QUIET_UNITS in the last interval, one memory-reducing full collection
-// runs (V8's "last resort" flavour, which also shrinks the young generation and returns free
-// pages to the system): a pause of tens of milliseconds, once per burst, when nobody is waiting.
-// It needs the `gc` function that `--expose-gc` provides (RELAY_NODE_OPTIONS,
-// mta/process-options.ts); without it the relay runs as before. The relay owns one, shared by its
-// listeners and its delivery engine.
+// submissions, or a queue drained (a retry-now of a large backlog). V8 collects garbage only when
+// JavaScript allocates, and an ordinary collection keeps the pages it freed for reuse, so a relay
+// that goes quiet after a burst keeps what the burst grew committed, and its RSS with it, until
+// traffic returns (`npm run bench:flood` showed 60 MB of garbage still uncollected after a minute
+// idle; `npm run bench:scale` had 570 MiB of freed heap pages resident after a drain, with 98 MiB
+// of heap in use). Every CHECK_INTERVAL_MS: if at least BURST_UNITS units of work (an accepted
+// connection, a message's attempt at a destination recorded, a message recovered from the spool at
+// start) were done since the last release and fewer than QUIET_UNITS in the last interval, one
+// memory-reducing full collection runs (V8's "last resort" flavour, which also shrinks the young
+// generation and returns free pages to the system): a pause of tens of milliseconds, once per
+// burst, when nobody is waiting. It needs the `gc` function that `--expose-gc` provides
+// (RELAY_NODE_OPTIONS, mta/process-options.ts); without it the relay runs as before. The relay owns
+// one, shared by its listeners and its delivery engine.
 
 const CHECK_INTERVAL_MS = 10_000;
 const BURST_UNITS = 1_000;
@@ -37,7 +37,7 @@ export class IdleMemoryRelease {
     this.timer.unref();
   }
 
-  /** Called for every unit of work: an accepted connection, a message's attempt at a destination recorded. */
+  /** Called for every unit of work: an accepted connection, a message's attempt recorded, a message recovered. */
   noteWork(): void {
     this.sinceRelease++;
     this.inInterval++;

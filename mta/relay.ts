@@ -190,7 +190,11 @@ export class Relay {
     const listeners = this.#inbound.boundAddresses();
     logger.info({ listeners }, `listening: ${listeners.map((bound) => `${bound.listener} ${bound.address}:${bound.port}`).join(', ') || 'no listeners'}`);
     await this.#watcher.start();
-    await delivery.queueRecovered(recovered, () => this.#recovery.queuedOne());
+    // Each recovered message is work: once recovery goes quiet its scan's garbage is given back (idle-memory-release.ts).
+    await delivery.queueRecovered(recovered, () => {
+      this.#recovery.queuedOne();
+      this.#memoryRelease.noteWork();
+    });
     this.#recovery.finish();
     logger.info({ messages: this.#recovery.status().queued, seconds: this.#recovery.status().elapsedSeconds }, 'spool recovered');
   }
